@@ -1,0 +1,40 @@
+//! Limits and timeouts of the broker, each with its unit in its type and a documented default.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Largest packet accepted from a client, in bytes; larger ones close the connection.
+    pub max_packet_size: usize,
+    /// How long a new connection may take to send its CONNECT [MQTT-3.1.4] (and, on WebSocket,
+    /// to finish the handshake).
+    pub connect_timeout: Duration,
+    /// Outgoing QoS 1/2 messages sent to one client and not yet acknowledged.
+    pub max_inflight: usize,
+    /// QoS 1/2 messages queued for one client beyond its in-flight window. Overflow policy: an
+    /// online client is disconnected (it cannot keep up, and it must notice: messages are never
+    /// acknowledged and silently thrown away); for an offline session the message is dropped and
+    /// counted.
+    pub max_queued_qos12: usize,
+    /// QoS 0 messages queued for one client. Overflow policy: dropped and counted.
+    pub max_queued_qos0: usize,
+    /// Incoming QoS 1/2 publishes of one client waiting for their acknowledgement (e.g. for the
+    /// database to commit them). Past this the broker stops reading from that client.
+    pub max_pending_acks: usize,
+    /// Longest time a session takeover waits for the old connection to hand its session over.
+    pub takeover_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_inflight: 100,
+            max_queued_qos12: 1000,
+            max_queued_qos0: 1000,
+            max_pending_acks: 1000,
+            takeover_timeout: Duration::from_secs(5),
+        }
+    }
+}

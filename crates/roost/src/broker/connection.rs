@@ -1,0 +1,549 @@
+//! One client connection: the MQTT 3.1.1 protocol state machine between a byte stream and the
+//! broker. Owns its socket, its read/write buffers and (while connected) its session.
+
+use super::hooks::{AuthOutcome, Credentials, Receipt};
+use super::mailbox::Delivery;
+use super::sessions::{Claimed, Outbound, SessionState};
+use super::stats::BrokerStats;
+use super::{Broker, Message};
+use bytes::BytesMut;
+use mqtt_codec::{
+    connect_return, decode, encode, Ack, ConnAck, Connect, DecodeError, LastWill, Packet, PacketId, ProtocolVersion,
+    Publish, QoS, SubAck, Subscribe, TopicFilter, UnsubAck, Unsubscribe, SUBACK_FAILURE,
+};
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Read buffer kept for an idle connection; it grows while a client sends fast.
+const IDLE_BUFFER: usize = 256;
+const BUSY_BUFFER: usize = 16 * 1024;
+
+/// Why a connection ended. Everything but `Disconnect` publishes the will [MQTT-3.1.2-8].
+#[derive(Debug)]
+enum End {
+    Disconnect,
+    ClosedByPeer,
+    TakenOver,
+    Shutdown,
+    KeepAliveExpired(Duration),
+    QueueOverflow,
+    Protocol(String),
+    Io(std::io::Error),
+    NotStored(String),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Disconnect => f.write_str("client sent DISCONNECT"),
+            End::ClosedByPeer => f.write_str("client closed the connection"),
+            End::TakenOver => f.write_str("[MQTT-3.1.4-2] another connection took over this client id"),
+            End::Shutdown => f.write_str("server shutting down"),
+            End::KeepAliveExpired(limit) => {
+                write!(f, "[MQTT-3.1.2-24] nothing received for {limit:?} (1.5 x keep-alive)")
+            }
+            End::QueueOverflow => f.write_str("QoS 1/2 queue overflowed: client cannot keep up"),
+            End::Protocol(why) => write!(f, "protocol error: {why}"),
+            End::Io(e) => write!(f, "I/O error: {e}"),
+            End::NotStored(why) => write!(f, "publish could not be stored, not acknowledged: {why}"),
+        }
+    }
+}
+
+impl From<DecodeError> for End {
+    fn from(e: DecodeError) -> Self {
+        End::Protocol(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for End {
+    fn from(e: std::io::Error) -> Self {
+        End::Io(e)
+    }
+}
+
+/// An acknowledgement waiting for its turn: acks go out in the order the publishes arrived
+/// [MQTT-4.6.0-2], and each one only after the ingest sink's receipt (if any) resolved.
+struct PendingAck {
+    reply: Packet,
+    receipt: Option<Receipt>,
+}
+
+struct Connection<S> {
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    version: ProtocolVersion,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    pending_acks: VecDeque<PendingAck>,
+    scratch: Vec<Delivery>,
+}
+
+/// Runs one connection to its end. Never returns an error: how it ended is logged.
+pub(crate) async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut conn = Connection {
+        broker,
+        stream,
+        peer,
+        version: ProtocolVersion::V311,
+        read_buf: BytesMut::with_capacity(IDLE_BUFFER),
+        write_buf: BytesMut::new(),
+        pending_acks: VecDeque::new(),
+        scratch: Vec::new(),
+    };
+    let timeout = conn.broker.config.connect_timeout;
+    let connect = match tokio::time::timeout(timeout, conn.read_connect()).await {
+        Ok(Ok(Some(connect))) => connect,
+        Ok(Ok(None)) => return,
+        Ok(Err(end)) => {
+            if matches!(end, End::Protocol(_)) {
+                BrokerStats::incr(&conn.broker.stats.protocol_errors);
+            }
+            info!(%peer, reason = %end, "connection refused before CONNECT completed");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, ?timeout, "[MQTT-3.1.4] no CONNECT in time; closing");
+            return;
+        }
+    };
+    conn.run_session(connect, shutdown).await;
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// Reads the first packet, which must be a CONNECT [MQTT-3.1.0-1]. `Ok(None)`: the
+    /// connection was answered and closed (refused CONNACK) or closed by the peer.
+    async fn read_connect(&mut self) -> Result<Option<Connect>, End> {
+        loop {
+            match decode(&mut self.read_buf, self.version, self.broker.config.max_packet_size) {
+                Ok(Some(Packet::Connect(connect))) => return Ok(Some(connect)),
+                Ok(Some(other)) => {
+                    return Err(End::Protocol(format!("[MQTT-3.1.0-1] first packet was {}, not CONNECT", other.name())))
+                }
+                Err(DecodeError::UnsupportedProtocolLevel(level)) => {
+                    // [MQTT-3.1.2-2] answer 0x01, then close.
+                    self.refuse(connect_return::UNACCEPTABLE_PROTOCOL_VERSION).await;
+                    info!(peer = %self.peer, level, "unsupported protocol level; refused");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+                Ok(None) => {}
+            }
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn refuse(&mut self, code: u8) {
+        self.queue(Packet::ConnAck(ConnAck { session_present: false, code, properties: Default::default() }));
+        let _ = self.flush().await;
+    }
+
+    async fn run_session(mut self, connect: Connect, shutdown: CancellationToken) {
+        let peer = self.peer;
+        self.version = connect.protocol;
+        if connect.protocol.is_v5() {
+            // 5.0 packets decode, but this broker speaks 3.1.1 for now: refuse politely with
+            // the 5.0 reason code "Unsupported Protocol Version".
+            self.refuse(0x84).await;
+            info!(%peer, "MQTT 5.0 client refused: this broker speaks 3.1.1");
+            return;
+        }
+        let Some((client_id, username)) = self.accept_identity(&connect).await else { return };
+        let broker = Arc::clone(&self.broker);
+        let Claimed { mut state, session_present, generation, kick, ended } =
+            broker.sessions.claim(&client_id, connect.clean_start, &broker.router, &broker.config).await;
+        // [MQTT-3.2.2-1..3]
+        self.queue(Packet::ConnAck(ConnAck {
+            session_present,
+            code: connect_return::ACCEPTED,
+            properties: Default::default(),
+        }));
+        BrokerStats::incr(&broker.stats.clients_connected);
+        info!(%peer, %client_id, ?username, clean_session = connect.clean_start, session_present, "client connected");
+        let end = self.resume(&mut state, session_present, &connect, username.as_deref(), &kick, &shutdown).await;
+        broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match &end {
+            End::Protocol(_) => {
+                BrokerStats::incr(&broker.stats.protocol_errors);
+                warn!(%peer, %client_id, reason = %end, "connection closed");
+            }
+            End::QueueOverflow => {
+                BrokerStats::incr(&broker.stats.overflow_disconnects);
+                warn!(%peer, %client_id, reason = %end, "connection closed");
+            }
+            _ => info!(%peer, %client_id, reason = %end, "connection closed"),
+        }
+        if !matches!(end, End::Disconnect) {
+            if let Some(will) = connect.will {
+                self.publish_will(will, username.as_deref());
+            }
+        }
+        let _ = self.stream.shutdown().await;
+        broker.sessions.release(generation, &ended, state, &broker.router);
+    }
+
+    /// Checks the client id and credentials; answers a refusal itself. Returns the client id
+    /// (assigned if the client sent none) and the authenticated user name.
+    async fn accept_identity(&mut self, connect: &Connect) -> Option<(String, Option<String>)> {
+        let mut client_id = connect.client_id.clone();
+        if client_id.is_empty() {
+            // [MQTT-3.1.3-8] a zero-length id needs clean session; 3.1 never allowed it.
+            if !connect.clean_start || connect.protocol == ProtocolVersion::V31 {
+                self.refuse(connect_return::IDENTIFIER_REJECTED).await;
+                info!(peer = %self.peer, "empty client id without clean session; refused");
+                return None;
+            }
+            // [MQTT-3.1.3-6] assign a unique id.
+            client_id = format!("roost-auto-{}", self.broker.sessions.unique_suffix());
+        }
+        let credentials = Credentials {
+            client_id: &client_id,
+            username: connect.username.as_deref(),
+            password: connect.password.as_deref(),
+        };
+        match self.broker.auth.authenticate(credentials).await {
+            AuthOutcome::Allowed { username } => Some((client_id, username)),
+            refused => {
+                let code = match refused {
+                    AuthOutcome::BadCredentials => connect_return::BAD_USERNAME_OR_PASSWORD,
+                    _ => connect_return::NOT_AUTHORIZED,
+                };
+                self.refuse(code).await;
+                info!(peer = %self.peer, %client_id, code, "authentication refused");
+                None
+            }
+        }
+    }
+
+    async fn resume(
+        &mut self,
+        state: &mut SessionState,
+        session_present: bool,
+        connect: &Connect,
+        username: Option<&str>,
+        kick: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> End {
+        if session_present {
+            // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (DUP set) and PUBREL, in order.
+            for outbound in &state.outbound {
+                let packet = if outbound.released {
+                    Packet::PubRel(Ack::new(outbound.packet_id))
+                } else {
+                    publish_packet(&outbound.delivery, Some(outbound.packet_id), true)
+                };
+                self.queue(packet);
+            }
+        }
+        // [MQTT-3.1.2-24] 1.5 times the keep-alive; zero disables it.
+        let keep_alive = (!connect.keep_alive.is_zero()).then(|| connect.keep_alive.mul_f64(1.5));
+        let mut deadline = keep_alive.map(|k| Instant::now() + k);
+        let max_inflight = self.broker.config.max_inflight;
+        let max_pending = self.broker.config.max_pending_acks;
+        let mailbox = Arc::clone(&state.mailbox);
+        loop {
+            if let Err(end) = self.release_ready_acks() {
+                return end;
+            }
+            if let Err(end) = self.drain_mailbox(state) {
+                return end;
+            }
+            if let Err(e) = self.flush().await {
+                return End::Io(e);
+            }
+            let window_open = state.outbound.len() < max_inflight;
+            let reading = self.pending_acks.len() < max_pending;
+            let waiting_receipt = self.pending_acks.front().is_some_and(|p| p.receipt.is_some());
+            tokio::select! {
+                biased;
+                _ = kick.cancelled() => return End::TakenOver,
+                _ = shutdown.cancelled() => return End::Shutdown,
+                result = wait_receipt(&mut self.pending_acks), if waiting_receipt => {
+                    if let Err(why) = result {
+                        return End::NotStored(why);
+                    }
+                }
+                read = self.stream.read_buf(&mut self.read_buf), if reading => {
+                    match read {
+                        Ok(0) => return End::ClosedByPeer,
+                        Ok(n) => {
+                            if let Err(end) = self.handle_input(state, username).await {
+                                return end;
+                            }
+                            if let Some(limit) = keep_alive {
+                                deadline = Some(Instant::now() + limit);
+                            }
+                            self.resize_read_buffer(n);
+                        }
+                        Err(e) => return End::Io(e),
+                    }
+                }
+                _ = mailbox.changed(), if window_open => {}
+                _ = sleep_until_opt(deadline) => return End::KeepAliveExpired(keep_alive.unwrap_or_default()),
+            }
+        }
+    }
+
+    /// Grows the read buffer while a client sends fast; gives memory back once it is idle.
+    fn resize_read_buffer(&mut self, last_read: usize) {
+        if self.read_buf.capacity() - self.read_buf.len() == 0 || last_read >= IDLE_BUFFER {
+            self.read_buf.reserve(BUSY_BUFFER);
+        } else if self.read_buf.is_empty() && self.read_buf.capacity() > BUSY_BUFFER {
+            self.read_buf = BytesMut::with_capacity(IDLE_BUFFER);
+        }
+    }
+
+    async fn handle_input(&mut self, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
+        while let Some(packet) = decode(&mut self.read_buf, self.version, self.broker.config.max_packet_size)? {
+            self.handle_packet(packet, state, username).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_packet(&mut self, packet: Packet, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish, state, username).await?,
+            Packet::PubAck(ack) => {
+                // Unknown ids are tolerated: the client may be answering a resend.
+                remove_outbound(state, ack.packet_id, false);
+            }
+            Packet::PubRec(ack) => {
+                if let Some(o) = state.outbound.iter_mut().find(|o| o.packet_id == ack.packet_id && !o.released) {
+                    o.released = true;
+                }
+                // [MQTT-4.3.3-1] answer PUBREC with PUBREL.
+                self.queue(Packet::PubRel(Ack::new(ack.packet_id)));
+            }
+            Packet::PubComp(ack) => {
+                remove_outbound(state, ack.packet_id, true);
+            }
+            Packet::PubRel(ack) => {
+                // [MQTT-4.3.3-2] the id may be reused once released; answer PUBCOMP even for an
+                // unknown id, since our PUBCOMP may have been lost.
+                state.inbound_qos2.remove(&ack.packet_id);
+                self.pending_acks.push_back(PendingAck { reply: Packet::PubComp(Ack::new(ack.packet_id)), receipt: None });
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe, state, username),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(unsubscribe, state),
+            // [MQTT-3.12.4-1]
+            Packet::PingReq => self.queue(Packet::PingResp),
+            // [MQTT-3.14.4-3] the will is discarded.
+            Packet::Disconnect(_) => return Err(End::Disconnect),
+            // [MQTT-3.1.0-2]
+            Packet::Connect(_) => return Err(End::Protocol("[MQTT-3.1.0-2] second CONNECT on a connection".into())),
+            other => {
+                return Err(End::Protocol(format!("[MQTT-4.8.0-1] a client may not send {}", other.name())));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_publish(&mut self, publish: Publish, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
+        BrokerStats::incr(&self.broker.stats.messages_received);
+        let topic = publish.topic.ok_or_else(|| End::Protocol("[MQTT-4.7.3-1] PUBLISH without a topic".into()))?;
+        let message = Message { topic, payload: publish.payload, qos: publish.qos, retain: publish.retain };
+        let allowed = self.broker.auth.may_publish(username, message.topic.as_str());
+        let packet_id = publish.packet_id;
+        let reply = match (publish.qos, packet_id) {
+            (QoS::AtMostOnce, _) => None,
+            (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(Ack::new(id))),
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !state.inbound_qos2.insert(id) {
+                    // A resend of a publish we already have: acknowledge again, route nothing
+                    // [MQTT-4.3.3-2].
+                    self.pending_acks.push_back(PendingAck { reply: Packet::PubRec(Ack::new(id)), receipt: None });
+                    return Ok(());
+                }
+                Some(Packet::PubRec(Ack::new(id)))
+            }
+            _ => return Err(End::Protocol("[MQTT-2.3.1-1] QoS > 0 PUBLISH without a packet identifier".into())),
+        };
+        let receipt = if allowed {
+            let receipt = self.broker.ingest.offer(&state.client_id, &message).await;
+            self.broker.router.route(Arc::new(message), &self.broker.stats);
+            receipt
+        } else {
+            // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and
+            // dropped (and counted), so the client does not resend it forever.
+            debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
+            None
+        };
+        if let Some(reply) = reply {
+            self.pending_acks.push_back(PendingAck { reply, receipt });
+        }
+        Ok(())
+    }
+
+    fn handle_subscribe(&mut self, subscribe: Subscribe, state: &mut SessionState, username: Option<&str>) {
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for (raw, options) in &subscribe.filters {
+            let filter = match TopicFilter::parse(raw) {
+                Ok(f) if self.broker.auth.may_subscribe(username, f.as_str()) => f,
+                Ok(_) => {
+                    codes.push(SUBACK_FAILURE);
+                    continue;
+                }
+                Err(e) => {
+                    debug!(client_id = %state.client_id, filter = %raw, reason = %e, "invalid topic filter");
+                    codes.push(SUBACK_FAILURE);
+                    continue;
+                }
+            };
+            let qos = options.qos;
+            self.broker.router.subscribe(&filter, state.id, qos, Arc::clone(&state.mailbox));
+            retained.extend(self.broker.router.retained_matching(&filter).into_iter().map(|m| (m, qos)));
+            state.subscriptions.insert(filter, qos);
+            codes.push(qos as u8);
+        }
+        // [MQTT-3.8.4-1, -5] one code per filter, in order.
+        self.queue(Packet::SubAck(SubAck { packet_id: subscribe.packet_id, codes, properties: Default::default() }));
+        for (message, granted) in retained {
+            let qos = granted.min(message.qos);
+            // [MQTT-3.3.1-8] retained messages go out with the retain flag set.
+            if state.mailbox.push(Delivery { message, qos, retain: true }) == super::mailbox::PushOutcome::DroppedQoS0 {
+                BrokerStats::incr(&self.broker.stats.dropped_qos0);
+            }
+        }
+    }
+
+    fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe, state: &mut SessionState) {
+        for raw in &unsubscribe.filters {
+            if let Ok(filter) = TopicFilter::parse(raw) {
+                self.broker.router.unsubscribe(&filter, state.id);
+                state.subscriptions.remove(&filter);
+            }
+        }
+        // [MQTT-3.10.4-4, -5] UNSUBACK even when nothing matched.
+        self.queue(Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            codes: Vec::new(),
+            properties: Default::default(),
+        }));
+    }
+
+    /// Moves what the session may send now (within its in-flight window) into the write buffer.
+    fn drain_mailbox(&mut self, state: &mut SessionState) -> Result<(), End> {
+        let window = self.broker.config.max_inflight.saturating_sub(state.outbound.len());
+        let mut batch = std::mem::take(&mut self.scratch);
+        let overflowed = state.mailbox.drain_into(&mut batch, window);
+        for delivery in batch.drain(..) {
+            let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| state.next_packet_id());
+            self.queue(publish_packet(&delivery, packet_id, false));
+            if let Some(packet_id) = packet_id {
+                state.outbound.push_back(Outbound { packet_id, delivery, released: false });
+            }
+            BrokerStats::incr(&self.broker.stats.messages_sent);
+        }
+        self.scratch = batch;
+        if overflowed {
+            return Err(End::QueueOverflow);
+        }
+        Ok(())
+    }
+
+    /// Queues the acknowledgements whose publishes are handled, in arrival order.
+    fn release_ready_acks(&mut self) -> Result<(), End> {
+        while let Some(front) = self.pending_acks.front_mut() {
+            if let Some(receipt) = &mut front.receipt {
+                match receipt.try_recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => return Err(End::NotStored(why)),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return Ok(()),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        return Err(End::NotStored("ingest dropped the publish".into()))
+                    }
+                }
+            }
+            let pending = self.pending_acks.pop_front().expect("front exists");
+            self.queue(pending.reply);
+        }
+        Ok(())
+    }
+
+    fn publish_will(&self, will: LastWill, username: Option<&str>) {
+        if !self.broker.auth.may_publish(username, will.topic.as_str()) {
+            return;
+        }
+        let message = Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain };
+        self.broker.router.route(Arc::new(message), &self.broker.stats);
+    }
+
+    fn queue(&mut self, packet: Packet) {
+        if let Err(e) = encode(&packet, self.version, &mut self.write_buf) {
+            // Only possible for fields over protocol limits, which nothing we send has.
+            warn!(peer = %self.peer, packet = packet.name(), error = %e, "could not encode packet");
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&self.write_buf).await?;
+        self.stream.flush().await?;
+        if self.write_buf.capacity() > BUSY_BUFFER {
+            self.write_buf = BytesMut::new();
+        } else {
+            self.write_buf.clear();
+        }
+        Ok(())
+    }
+}
+
+fn publish_packet(delivery: &Delivery, packet_id: Option<PacketId>, dup: bool) -> Packet {
+    Packet::Publish(Publish {
+        dup,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        topic: Some(delivery.message.topic.clone()),
+        packet_id,
+        payload: delivery.message.payload.clone(),
+        properties: Default::default(),
+    })
+}
+
+fn remove_outbound(state: &mut SessionState, packet_id: PacketId, released: bool) {
+    if let Some(pos) = state.outbound.iter().position(|o| o.packet_id == packet_id) {
+        let expected_qos = if released { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
+        let outbound = &state.outbound[pos];
+        if outbound.delivery.qos == expected_qos && outbound.released == released {
+            state.outbound.remove(pos);
+        }
+    }
+}
+
+/// Waits for the receipt at the front of the queue; the caller then releases ready acks.
+async fn wait_receipt(pending: &mut VecDeque<PendingAck>) -> Result<(), String> {
+    let Some(PendingAck { receipt: Some(receipt), .. }) = pending.front_mut() else { return Ok(()) };
+    match receipt.await {
+        Ok(result) => {
+            pending.front_mut().expect("front exists").receipt = None;
+            result
+        }
+        Err(_) => Err("ingest dropped the publish".into()),
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

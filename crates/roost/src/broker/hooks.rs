@@ -1,0 +1,87 @@
+//! The two seams through which the rest of Roost plugs into the broker: authentication and
+//! ingest. The broker knows these traits, never their implementations.
+
+use super::Message;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use tokio::sync::oneshot;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a client presented in its CONNECT.
+pub struct Credentials<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+}
+
+impl fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Accepted; the identity the ACL checks use.
+    Allowed { username: Option<String> },
+    /// CONNACK 0x04.
+    BadCredentials,
+    /// CONNACK 0x05.
+    NotAuthorized,
+}
+
+/// Decides who may connect, publish and subscribe.
+pub trait Authenticate: Send + Sync + 'static {
+    /// May be slow (password hashing): implementations do heavy work off the runtime.
+    fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> BoxFuture<'a, AuthOutcome>;
+    fn may_publish(&self, username: Option<&str>, topic: &str) -> bool;
+    fn may_subscribe(&self, username: Option<&str>, filter: &str) -> bool;
+}
+
+/// Anonymous access, everything allowed: `roost serve --allow-anonymous`.
+#[derive(Debug, Default)]
+pub struct AllowAll;
+
+impl Authenticate for AllowAll {
+    fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> BoxFuture<'a, AuthOutcome> {
+        let username = credentials.username.map(str::to_owned);
+        Box::pin(async move { AuthOutcome::Allowed { username } })
+    }
+
+    fn may_publish(&self, _: Option<&str>, _: &str) -> bool {
+        true
+    }
+
+    fn may_subscribe(&self, _: Option<&str>, _: &str) -> bool {
+        true
+    }
+}
+
+/// Resolves once the sink has durably handled a publish; the broker acknowledges it only then.
+/// An error (or a dropped sender) means it was not stored, and the client is disconnected
+/// without an acknowledgement so that it sends the publish again.
+pub type Receipt = oneshot::Receiver<Result<(), String>>;
+
+/// Where publishes go besides subscribers: Roost's durable ingest.
+pub trait IngestSink: Send + Sync + 'static {
+    /// Offers a publish received from `client_id`. `None`: nothing to wait for (not a reading),
+    /// acknowledge at once. Awaiting the returned future is the backpressure: a full sink makes
+    /// the session stop reading from its client.
+    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Receipt>>;
+}
+
+/// No ingest: the broker alone.
+#[derive(Debug, Default)]
+pub struct NoIngest;
+
+impl IngestSink for NoIngest {
+    fn offer<'a>(&'a self, _: &'a str, _: &'a Message) -> BoxFuture<'a, Option<Receipt>> {
+        Box::pin(async { None })
+    }
+}

@@ -1,0 +1,63 @@
+//! Accept loops for MQTT over TCP and over WebSocket. Each connection, including its WebSocket
+//! handshake, runs in its own task, so a slow handshake never holds up the accept loop.
+
+use super::{connection, websocket, Broker};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Serves MQTT over TCP on `listener` until `shutdown` is cancelled.
+pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken, tracker: TaskTracker) {
+    accept_loop(listener, shutdown.clone(), |stream, peer| {
+        let broker = Arc::clone(&broker);
+        let shutdown = shutdown.clone();
+        tracker.spawn(connection::serve(broker, stream, peer, shutdown));
+    })
+    .await;
+}
+
+/// Serves MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`) until `shutdown` is cancelled.
+pub async fn serve_websocket(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    accept_loop(listener, shutdown.clone(), |stream, peer| {
+        let broker = Arc::clone(&broker);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let timeout = broker.config.connect_timeout;
+            let handshake = tokio_tungstenite::accept_hdr_async(stream, websocket::negotiate);
+            match tokio::time::timeout(timeout, handshake).await {
+                Ok(Ok(socket)) => connection::serve(broker, websocket::WsBytes::new(socket), peer, shutdown).await,
+                Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
+                Err(_) => info!(%peer, ?timeout, "WebSocket handshake timed out"),
+            }
+        });
+    })
+    .await;
+}
+
+async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, mut spawn: impl FnMut(TcpStream, SocketAddr)) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                spawn(stream, peer);
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                warn!(error = %e, "accept failed; retrying shortly");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

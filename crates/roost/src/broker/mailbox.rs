@@ -1,0 +1,162 @@
+//! The bounded queue of messages waiting to be sent to one session, online or not.
+//!
+//! Publishers push without ever waiting (a short lock, no `.await`); the session's connection
+//! task drains it. Limits and overflow policy: see [`super::BrokerConfig`].
+
+use super::Message;
+use mqtt_codec::QoS;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// One message as this session receives it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// The QoS granted to this subscriber: the lower of the message's and the subscription's.
+    pub qos: QoS,
+    /// Set only when sent because of a new subscription to a retained message [MQTT-3.3.1-9].
+    pub retain: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    Queued,
+    /// QoS 0 over its limit: dropped and counted.
+    DroppedQoS0,
+    /// QoS 1/2 over its limit for an online session: it is told to disconnect.
+    Overflow,
+    /// QoS 1/2 over its limit for an offline session: dropped and counted.
+    DroppedOffline,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Delivery>,
+    queued_qos0: usize,
+    queued_qos12: usize,
+    online: bool,
+    overflowed: bool,
+}
+
+#[derive(Debug)]
+pub struct Mailbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    max_qos0: usize,
+    max_qos12: usize,
+}
+
+impl Mailbox {
+    pub fn new(max_qos0: usize, max_qos12: usize) -> Self {
+        Self { inner: Mutex::default(), notify: Notify::new(), max_qos0, max_qos12 }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the queue half-updated: recover it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn push(&self, delivery: Delivery) -> PushOutcome {
+        let mut inner = self.lock();
+        let outcome = if delivery.qos == QoS::AtMostOnce {
+            if inner.queued_qos0 >= self.max_qos0 {
+                return PushOutcome::DroppedQoS0;
+            }
+            inner.queued_qos0 += 1;
+            PushOutcome::Queued
+        } else if inner.queued_qos12 >= self.max_qos12 {
+            if !inner.online {
+                return PushOutcome::DroppedOffline;
+            }
+            inner.overflowed = true;
+            PushOutcome::Overflow
+        } else {
+            inner.queued_qos12 += 1;
+            PushOutcome::Queued
+        };
+        if outcome == PushOutcome::Queued {
+            inner.queue.push_back(delivery);
+        }
+        drop(inner);
+        self.notify.notify_one();
+        outcome
+    }
+
+    /// Takes up to `max_qos12` QoS 1/2 deliveries (the free in-flight window) and any QoS 0 ones
+    /// before them, keeping the order. Returns whether the queue overflowed since the last call.
+    pub fn drain_into(&self, out: &mut Vec<Delivery>, mut max_qos12: usize) -> bool {
+        let mut inner = self.lock();
+        while let Some(front) = inner.queue.front() {
+            if front.qos == QoS::AtMostOnce {
+                inner.queued_qos0 -= 1;
+            } else if max_qos12 == 0 {
+                break;
+            } else {
+                max_qos12 -= 1;
+                inner.queued_qos12 -= 1;
+            }
+            out.extend(inner.queue.pop_front());
+        }
+        std::mem::take(&mut inner.overflowed)
+    }
+
+    pub fn set_online(&self, online: bool) {
+        self.lock().online = online;
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Resolves after the next push (or at once if one happened since the last wait).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_codec::TopicName;
+
+    fn delivery(qos: QoS) -> Delivery {
+        let message = Message { topic: TopicName::parse("t").unwrap(), payload: Default::default(), qos, retain: false };
+        Delivery { message: Arc::new(message), qos, retain: false }
+    }
+
+    #[test]
+    fn qos0_over_the_limit_is_dropped_and_qos1_overflow_flags_an_online_session() {
+        let mailbox = Mailbox::new(1, 1);
+        mailbox.set_online(true);
+        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::Queued);
+        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::DroppedQoS0);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Overflow);
+        let mut out = Vec::new();
+        assert!(mailbox.drain_into(&mut out, 10), "overflow is reported to the session");
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn offline_overflow_drops_instead_of_flagging() {
+        let mailbox = Mailbox::new(1, 1);
+        mailbox.push(delivery(QoS::ExactlyOnce));
+        assert_eq!(mailbox.push(delivery(QoS::ExactlyOnce)), PushOutcome::DroppedOffline);
+        assert!(!mailbox.drain_into(&mut Vec::new(), 10));
+    }
+
+    #[test]
+    fn drain_respects_the_inflight_window_and_order() {
+        let mailbox = Mailbox::new(10, 10);
+        for qos in [QoS::AtLeastOnce, QoS::AtMostOnce, QoS::AtLeastOnce, QoS::AtMostOnce] {
+            mailbox.push(delivery(qos));
+        }
+        let mut out = Vec::new();
+        mailbox.drain_into(&mut out, 1);
+        let got: Vec<_> = out.iter().map(|d| d.qos).collect();
+        assert_eq!(got, [QoS::AtLeastOnce, QoS::AtMostOnce]);
+        assert_eq!(mailbox.len(), 2);
+    }
+}

@@ -1,0 +1,70 @@
+//! The MQTT broker: listeners, sessions, routing, retained messages, wills and `$SYS`.
+//!
+//! Architecture invariant: the broker never imports storage code. It asks an [`Authenticate`]
+//! for who may connect and an [`IngestSink`] for when a publish may be acknowledged; `app`
+//! plugs the real ones in.
+
+mod config;
+mod connection;
+mod hooks;
+mod listener;
+mod mailbox;
+mod message;
+mod router;
+mod sessions;
+mod stats;
+mod sys;
+mod trie;
+mod websocket;
+
+pub use config::BrokerConfig;
+pub use hooks::{AllowAll, AuthOutcome, Authenticate, Credentials, IngestSink, NoIngest, Receipt};
+pub use listener::{serve_tcp, serve_websocket};
+pub use message::Message;
+pub use stats::{BrokerStats, StatsSnapshot};
+pub use sys::publish_sys_tree;
+pub use trie::SubscriptionTrie;
+
+use router::Router;
+use sessions::Sessions;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything the connections of one broker share. Cheap to clone behind an `Arc`.
+pub struct Broker {
+    config: BrokerConfig,
+    router: Router,
+    sessions: Sessions,
+    stats: BrokerStats,
+    auth: Arc<dyn Authenticate>,
+    ingest: Arc<dyn IngestSink>,
+    started: Instant,
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig, auth: Arc<dyn Authenticate>, ingest: Arc<dyn IngestSink>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            router: Router::default(),
+            sessions: Sessions::default(),
+            stats: BrokerStats::default(),
+            auth,
+            ingest,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Publishes a message from inside the server (the `$SYS` tree, a dashboard, a demo device)
+    /// to subscribers, as if a client had sent it.
+    pub fn publish(&self, message: Message) {
+        self.router.route(Arc::new(message), &self.stats);
+    }
+}

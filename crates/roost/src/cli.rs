@@ -1,0 +1,96 @@
+//! The command line: `roost serve` and its options. Flags beat environment variables.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "roost", version, about = "Self-hosted IoT sensor hub: MQTT broker, durable ingest, dashboard")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (MQTT over TCP and WebSocket).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for MQTT over TCP (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "ROOST_MQTT", default_value = "0.0.0.0:1883")]
+    pub mqtt: SocketAddr,
+
+    /// Address for MQTT over WebSocket, path /mqtt, subprotocol "mqtt".
+    #[arg(long = "mqtt-ws", env = "ROOST_MQTT_WS", default_value = "0.0.0.0:9001")]
+    pub mqtt_ws: SocketAddr,
+
+    /// Let clients connect without credentials. Until user accounts exist (issue 5) this is
+    /// the only mode, and it is what Roost runs in without the flag too, with a warning.
+    #[arg(long)]
+    pub allow_anonymous: bool,
+
+    /// Largest MQTT packet accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(16..=268_435_460))]
+    pub max_packet_size: u32,
+
+    /// Seconds a new connection has to send CONNECT (and finish a WebSocket handshake).
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub connect_timeout: Duration,
+
+    /// Unacknowledged QoS 1/2 messages in flight to one client.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub max_inflight: u32,
+
+    /// QoS 1/2 messages queued per client; past it an online client is disconnected, an
+    /// offline session drops (and counts) further messages.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued: u32,
+
+    /// QoS 0 messages queued per client; past it they are dropped and counted.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued_qos0: u32,
+
+    /// Seconds between updates of the $SYS/broker tree.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub sys_interval: Duration,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{s} must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        let cli = Cli::parse_from(["roost", "serve"]);
+        let Command::Serve(args) = cli.command;
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_durations_are_refused_with_a_clear_message() {
+        let err = Cli::try_parse_from(["roost", "serve", "--connect-timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("is not a number of seconds"), "{err}");
+        let err = Cli::try_parse_from(["roost", "serve", "--connect-timeout", "0"]).unwrap_err();
+        assert!(err.to_string().contains("between 0 and 86400"), "{err}");
+    }
+
+    #[test]
+    fn addresses_accept_port_zero() {
+        let cli = Cli::try_parse_from(["roost", "serve", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "[::1]:0"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.mqtt.port(), 0);
+        assert!(args.mqtt_ws.is_ipv6());
+    }
+}

@@ -1,0 +1,7 @@
+//! Roost: a self-hosted IoT sensor hub. One binary: MQTT broker, durable ingest, dashboard.
+//!
+//! `app` wires the parts together; `broker` is the MQTT server; `cli` parses the command line.
+
+pub mod app;
+pub mod broker;
+pub mod cli;
