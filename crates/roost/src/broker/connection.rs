@@ -251,6 +251,10 @@ where
                 self.queue(packet);
             }
         }
+        // Clients may send packets right behind their CONNECT, before the CONNACK arrives.
+        if let Err(end) = self.handle_input(state, username).await {
+            return end;
+        }
         // [MQTT-3.1.2-24] 1.5 times the keep-alive; zero disables it.
         let keep_alive = (!connect.keep_alive.is_zero()).then(|| connect.keep_alive.mul_f64(1.5));
         let mut deadline = keep_alive.map(|k| Instant::now() + k);
@@ -295,6 +299,7 @@ where
                     }
                 }
                 _ = mailbox.changed(), if window_open => {}
+                _ = mailbox.overflowed() => return End::QueueOverflow,
                 _ = sleep_until_opt(deadline) => return End::KeepAliveExpired(keep_alive.unwrap_or_default()),
             }
         }

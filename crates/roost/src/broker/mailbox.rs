@@ -43,13 +43,14 @@ struct Inner {
 pub struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
+    overflow: Notify,
     max_qos0: usize,
     max_qos12: usize,
 }
 
 impl Mailbox {
     pub fn new(max_qos0: usize, max_qos12: usize) -> Self {
-        Self { inner: Mutex::default(), notify: Notify::new(), max_qos0, max_qos12 }
+        Self { inner: Mutex::default(), notify: Notify::new(), overflow: Notify::new(), max_qos0, max_qos12 }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -70,6 +71,7 @@ impl Mailbox {
                 return PushOutcome::DroppedOffline;
             }
             inner.overflowed = true;
+            self.overflow.notify_one();
             PushOutcome::Overflow
         } else {
             inner.queued_qos12 += 1;
@@ -108,6 +110,12 @@ impl Mailbox {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// Resolves once a QoS 1/2 message did not fit for this online session, even while its
+    /// in-flight window is full and it is not draining.
+    pub async fn overflowed(&self) {
+        self.overflow.notified().await;
     }
 
     /// Resolves after the next push (or at once if one happened since the last wait).

@@ -1,0 +1,11 @@
+//! Integration tests: the broker on port 0, driven over the wire by real clients (rumqttc,
+//! mosquitto_pub/sub, Python paho-mqtt, a WebSocket client) and by raw bytes. Each test cites
+//! the normative statement of MQTT 3.1.1 it checks.
+
+mod cli;
+mod conformance;
+mod mosquitto_clients;
+mod paho;
+mod rumqttc_clients;
+mod support;
+mod websocket;

@@ -1,0 +1,152 @@
+//! Shared test harness: a Roost app on port 0 and a raw MQTT client.
+
+use bytes::BytesMut;
+use mqtt_codec::{decode, encode, Connect, Packet, ProtocolVersion, Properties};
+use roost::app::App;
+use roost::broker::Broker;
+use roost::cli::ServeArgs;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running Roost; stopped when dropped.
+pub struct TestServer {
+    pub mqtt: SocketAddr,
+    pub ws: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        let mut args = ServeArgs::default();
+        args.mqtt = "127.0.0.1:0".parse().unwrap();
+        args.mqtt_ws = "127.0.0.1:0".parse().unwrap();
+        args.allow_anonymous = true;
+        adjust(&mut args);
+        let app = App::build(&args).await.expect("app builds");
+        let (mqtt, ws, broker) = (app.mqtt_addr(), app.mqtt_ws_addr(), app.broker());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self { mqtt, ws, broker, shutdown, task: Some(task) }
+    }
+
+    /// Stops the server and waits until every connection is closed.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A raw MQTT client for protocol-level tests: sends exactly the bytes we say.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub version: ProtocolVersion,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("tcp connect");
+        Self { stream, buf: BytesMut::new(), version: ProtocolVersion::V311 }
+    }
+
+    /// Connects and completes an MQTT CONNECT; returns the CONNACK.
+    pub async fn mqtt(addr: SocketAddr, client_id: &str, clean: bool) -> (Self, mqtt_codec::ConnAck) {
+        let mut raw = Self::connect(addr).await;
+        raw.send(&Packet::Connect(connect(client_id, clean))).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => (raw, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: &Packet) {
+        let mut out = BytesMut::new();
+        encode(packet, self.version, &mut out).unwrap();
+        self.send_bytes(&out).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next packet, or `None` once the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(WAIT, self.recv_inner()).await.expect("server answered in time")
+    }
+
+    async fn recv_inner(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(packet) = decode(&mut self.buf, self.version, usize::MAX).expect("server sends valid packets") {
+                return Some(packet);
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Asserts the server closes the connection (after any packets, which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<Packet> {
+        let mut seen = Vec::new();
+        while let Some(p) = self.recv().await {
+            seen.push(p);
+        }
+        seen
+    }
+
+    /// Asserts nothing arrives within `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Ok(p) = tokio::time::timeout(quiet, self.recv_inner()).await {
+            panic!("expected silence, got {p:?}");
+        }
+    }
+}
+
+pub fn connect(client_id: &str, clean: bool) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V311,
+        clean_start: clean,
+        keep_alive: Duration::from_secs(60),
+        client_id: client_id.into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }
+}
+
+/// Waits until `check` holds, polling; panics with `what` after [`WAIT`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether an external command exists; CI installs all of them, so a missing one fails there.
+pub fn require_command(name: &str) {
+    let found = std::process::Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().unwrap();
+    assert!(found.status.success(), "`{name}` is needed by this test: run .ci/run or install it (see README)");
+}
