@@ -312,10 +312,8 @@ fn decode_publish(flags: u8, body: &Bytes, version: ProtocolVersion) -> Result<P
         None // a topic alias must stand in for it; the session checks that
     } else if topic_str.is_empty() {
         return Err(DecodeError::EmptyTopicName);
-    } else if topic_str.contains(['+', '#']) {
-        return Err(DecodeError::WildcardInTopicName);
     } else {
-        Some(TopicName::parse(topic_str).map_err(|_| DecodeError::EmptyTopicName)?)
+        Some(TopicName::parse(topic_str).map_err(|_| DecodeError::WildcardInTopicName)?)
     };
     let packet_id = if qos == QoS::AtMostOnce { None } else { Some(read_packet_id(&mut buf)?) };
     let properties = properties_if_v5(&mut buf, version)?;

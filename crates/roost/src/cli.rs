@@ -41,12 +41,12 @@ pub struct ServeArgs {
     pub connect_timeout: Duration,
 
     /// Unacknowledged QoS 1/2 messages in flight to one client.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub max_inflight: u32,
 
     /// QoS 1/2 messages queued per client; past it an online client is disconnected, an
     /// offline session drops (and counts) further messages.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_queued: u32,
 
     /// QoS 0 messages queued per client; past it they are dropped and counted.

@@ -30,8 +30,8 @@ impl Default for BrokerConfig {
         Self {
             max_packet_size: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
-            max_inflight: 100,
-            max_queued_qos12: 1000,
+            max_inflight: 1000,
+            max_queued_qos12: 10_000,
             max_queued_qos0: 1000,
             max_pending_acks: 1000,
             takeover_timeout: Duration::from_secs(5),

@@ -85,6 +85,8 @@ struct Connection<S> {
     write_buf: BytesMut,
     pending_acks: VecDeque<PendingAck>,
     scratch: Vec<Delivery>,
+    /// Set when a publish found a subscriber's queue filling up.
+    congested: bool,
 }
 
 /// Runs one connection to its end. Never returns an error: how it ended is logged.
@@ -101,6 +103,7 @@ where
         write_buf: BytesMut::new(),
         pending_acks: VecDeque::new(),
         scratch: Vec::new(),
+        congested: false,
     };
     let timeout = conn.broker.config.connect_timeout;
     let connect = match tokio::time::timeout(timeout, conn.read_connect()).await {
@@ -318,6 +321,12 @@ where
         while let Some(packet) = decode(&mut self.read_buf, self.version, self.broker.config.max_packet_size)? {
             self.handle_packet(packet, state, username).await?;
         }
+        if std::mem::take(&mut self.congested) {
+            // A subscriber we publish to is falling behind: let its task run before we read
+            // more. This never blocks us; it only keeps one fast publisher from starving the
+            // subscribers it feeds (whose overflow would otherwise drop messages).
+            tokio::task::yield_now().await;
+        }
         Ok(())
     }
 
@@ -380,8 +389,12 @@ where
             _ => return Err(End::Protocol("[MQTT-2.3.1-1] QoS > 0 PUBLISH without a packet identifier".into())),
         };
         let receipt = if allowed {
-            let receipt = self.broker.ingest.offer(&state.client_id, &message).await;
-            self.broker.router.route(Arc::new(message), &self.broker.stats);
+            let receipt = if self.broker.ingest.wants(message.topic.as_str()) {
+                self.broker.ingest.offer(&state.client_id, &message).await
+            } else {
+                None
+            };
+            self.congested |= self.broker.router.route(Arc::new(message), &self.broker.stats);
             receipt
         } else {
             // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and
@@ -422,7 +435,7 @@ where
         for (message, granted) in retained {
             let qos = granted.min(message.qos);
             // [MQTT-3.3.1-8] retained messages go out with the retain flag set.
-            if state.mailbox.push(Delivery { message, qos, retain: true }) == super::mailbox::PushOutcome::DroppedQoS0 {
+            if let super::mailbox::PushOutcome::DroppedQoS0 = state.mailbox.push(Delivery { message, qos, retain: true }) {
                 BrokerStats::incr(&self.broker.stats.dropped_qos0);
             }
         }

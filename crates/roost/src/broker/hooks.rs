@@ -70,6 +70,10 @@ pub type Receipt = oneshot::Receiver<Result<(), String>>;
 
 /// Where publishes go besides subscribers: Roost's durable ingest.
 pub trait IngestSink: Send + Sync + 'static {
+    /// Whether publishes on `topic` are for this sink at all; a cheap, synchronous check so
+    /// that other publishes cost nothing.
+    fn wants(&self, topic: &str) -> bool;
+
     /// Offers a publish received from `client_id`. `None`: nothing to wait for (not a reading),
     /// acknowledge at once. Awaiting the returned future is the backpressure: a full sink makes
     /// the session stop reading from its client.
@@ -81,6 +85,10 @@ pub trait IngestSink: Send + Sync + 'static {
 pub struct NoIngest;
 
 impl IngestSink for NoIngest {
+    fn wants(&self, _: &str) -> bool {
+        false
+    }
+
     fn offer<'a>(&'a self, _: &'a str, _: &'a Message) -> BoxFuture<'a, Option<Receipt>> {
         Box::pin(async { None })
     }

@@ -21,7 +21,9 @@ pub struct Delivery {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushOutcome {
-    Queued,
+    /// Queued; `congested` when the queue is over half full, a hint for the publisher to let
+    /// the subscriber's task run before it reads more.
+    Queued { congested: bool },
     /// QoS 0 over its limit: dropped and counted.
     DroppedQoS0,
     /// QoS 1/2 over its limit for an online session: it is told to disconnect.
@@ -65,7 +67,7 @@ impl Mailbox {
                 return PushOutcome::DroppedQoS0;
             }
             inner.queued_qos0 += 1;
-            PushOutcome::Queued
+            PushOutcome::Queued { congested: false }
         } else if inner.queued_qos12 >= self.max_qos12 {
             if !inner.online {
                 return PushOutcome::DroppedOffline;
@@ -75,11 +77,16 @@ impl Mailbox {
             PushOutcome::Overflow
         } else {
             inner.queued_qos12 += 1;
-            PushOutcome::Queued
+            PushOutcome::Queued { congested: false }
         };
-        if outcome == PushOutcome::Queued {
-            inner.queue.push_back(delivery);
-        }
+        let outcome = match outcome {
+            PushOutcome::Queued { .. } => {
+                inner.queue.push_back(delivery);
+                let congested = inner.queued_qos0 * 2 > self.max_qos0 || inner.queued_qos12 * 2 > self.max_qos12;
+                PushOutcome::Queued { congested }
+            }
+            other => other,
+        };
         drop(inner);
         self.notify.notify_one();
         outcome
@@ -138,9 +145,9 @@ mod tests {
     fn qos0_over_the_limit_is_dropped_and_qos1_overflow_flags_an_online_session() {
         let mailbox = Mailbox::new(1, 1);
         mailbox.set_online(true);
-        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::Queued);
+        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::Queued { congested: true });
         assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::DroppedQoS0);
-        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued { congested: true });
         assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Overflow);
         let mut out = Vec::new();
         assert!(mailbox.drain_into(&mut out, 10), "overflow is reported to the session");

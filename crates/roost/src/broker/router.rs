@@ -34,8 +34,9 @@ impl Router {
 
     /// Stores or clears a retained message [MQTT-3.3.1-5, -10, -11], then delivers the message
     /// to every matching session once, at the highest QoS of its matching subscriptions
-    /// [MQTT-3.3.5-1], with the retain flag cleared [MQTT-3.3.1-9].
-    pub fn route(&self, message: Arc<Message>, stats: &BrokerStats) {
+    /// [MQTT-3.3.5-1], with the retain flag cleared [MQTT-3.3.1-9]. Returns whether a
+    /// subscriber's queue is filling up (see [`PushOutcome::Queued`]).
+    pub fn route(&self, message: Arc<Message>, stats: &BrokerStats) -> bool {
         if message.retain {
             let mut retained = write(&self.retained);
             if message.payload.is_empty() {
@@ -53,14 +54,20 @@ impl Router {
             targets.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             targets.dedup_by_key(|t| t.0);
         }
+        let mut congested = false;
         for (_, granted, mailbox) in targets {
             let delivery = Delivery { message: Arc::clone(&message), qos: granted.min(message.qos), retain: false };
             match mailbox.push(delivery) {
-                PushOutcome::Queued | PushOutcome::Overflow => {}
-                PushOutcome::DroppedQoS0 => BrokerStats::incr(&stats.dropped_qos0),
+                PushOutcome::Queued { congested: c } => congested |= c,
+                PushOutcome::Overflow => {}
+                PushOutcome::DroppedQoS0 => {
+                    congested = true;
+                    BrokerStats::incr(&stats.dropped_qos0);
+                }
                 PushOutcome::DroppedOffline => BrokerStats::incr(&stats.dropped_offline),
             }
         }
+        congested
     }
 
     /// Retained messages whose topic matches `filter`, for a new subscription [MQTT-3.3.1-6].

@@ -4,15 +4,21 @@
 use mqtt_codec::{QoS, TopicFilter, TopicName};
 use std::collections::HashMap;
 
+/// Topic levels of one match, on the stack for all but unusually deep topics.
+const STACK_LEVELS: usize = 16;
+
+/// ahash: fast, and keyed per process so clients cannot craft colliding topic levels.
+type Children<S> = HashMap<Box<str>, Node<S>, ahash::RandomState>;
+
 #[derive(Debug)]
 struct Node<S> {
-    children: HashMap<Box<str>, Node<S>>,
+    children: Children<S>,
     subscribers: Vec<(u64, QoS, S)>,
 }
 
 impl<S> Default for Node<S> {
     fn default() -> Self {
-        Self { children: HashMap::new(), subscribers: Vec::new() }
+        Self { children: Children::default(), subscribers: Vec::new() }
     }
 }
 
@@ -66,8 +72,17 @@ impl<S: Clone> SubscriptionTrie<S> {
     /// Calls `found` for every subscription whose filter matches `topic` (a session with
     /// overlapping filters is reported once per filter).
     pub fn for_each_match(&self, topic: &TopicName, mut found: impl FnMut(u64, QoS, &S)) {
-        let levels: Vec<&str> = topic.levels().collect();
-        visit(&self.root, &levels, 0, topic.is_system(), &mut found);
+        let mut stack = [""; STACK_LEVELS];
+        let mut count = 0;
+        for level in topic.levels() {
+            if count == STACK_LEVELS {
+                let levels: Vec<&str> = topic.levels().collect();
+                return visit(&self.root, &levels, 0, topic.is_system(), &mut found);
+            }
+            stack[count] = level;
+            count += 1;
+        }
+        visit(&self.root, &stack[..count], 0, topic.is_system(), &mut found);
     }
 }
 

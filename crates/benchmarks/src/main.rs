@@ -1,0 +1,431 @@
+//! broker-bench: starts Roost and Mosquitto side by side (each on a free port, fresh for every
+//! run, runs alternating) and measures fan-in, fan-out, latency at a fixed rate and memory per
+//! idle connection. Prints a Markdown table of medians and ratios.
+//!
+//! `cargo build --release --workspace && target/release/broker-bench --runs 5`
+
+mod client;
+
+use anyhow::{bail, Context};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Parser;
+use client::{publish_packet, put, Client, Reader};
+use mqtt_codec::{Ack, Packet, QoS, TopicName};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Runs per broker and scenario; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Messages per publisher in the throughput scenarios.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Idle connection counts for the memory scenario.
+    #[arg(long, value_delimiter = ',', default_values_t = [5_000usize, 15_000])]
+    idle: Vec<usize>,
+    /// Which scenarios to run.
+    #[arg(long, value_delimiter = ',', default_values_t = ["fanin0".to_string(), "fanin1".into(), "fanout".into(), "latency".into(), "idle".into()])]
+    only: Vec<String>,
+    /// The roost binary (default: next to this one).
+    #[arg(long)]
+    roost: Option<PathBuf>,
+    /// Use an already running Roost at this address instead of starting one (for profiling it).
+    #[arg(long)]
+    attach: Option<SocketAddr>,
+    /// The mosquitto binary.
+    #[arg(long, default_value = "/usr/sbin/mosquitto")]
+    mosquitto: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Roost,
+    Mosquitto,
+}
+
+struct Broker {
+    addr: SocketAddr,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    async fn start(kind: Kind, args: &Args) -> anyhow::Result<Self> {
+        if let (Kind::Roost, Some(addr)) = (kind, args.attach) {
+            return Ok(Self { addr, child: None, _dir: tempfile::tempdir()? });
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let dir = tempfile::tempdir()?;
+        let mut cmd = match kind {
+            Kind::Roost => {
+                let bin = match &args.roost {
+                    Some(p) => p.clone(),
+                    None => std::env::current_exe()?.with_file_name("roost"),
+                };
+                let mut c = Command::new(bin);
+                c.args(["serve", "--allow-anonymous", "--mqtt", &addr.to_string(), "--mqtt-ws", "127.0.0.1:0"]);
+                c.env("RUST_LOG", "warn");
+                c
+            }
+            Kind::Mosquitto => {
+                let conf = dir.path().join("mosquitto.conf");
+                std::fs::write(
+                    &conf,
+                    format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n"),
+                )?;
+                let mut c = Command::new(&args.mosquitto);
+                c.arg("-c").arg(&conf);
+                c
+            }
+        };
+        // BENCH_BROKER_LOGS=1 shows the brokers' own logs (for investigating a failed run).
+        let logs = if std::env::var_os("BENCH_BROKER_LOGS").is_some() { std::process::Stdio::inherit } else { std::process::Stdio::null };
+        cmd.stdout(std::process::Stdio::null()).stderr(logs()).kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {kind:?}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("{kind:?} did not start listening on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self { addr, child: Some(child), _dir: dir })
+    }
+
+    fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.child.as_ref().and_then(Child::id).context("broker exited or not started by us")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmRSS missing")?;
+        Ok(kb * 1024)
+    }
+}
+
+fn payload(len: usize) -> Bytes {
+    Bytes::from(vec![b'7'; len])
+}
+
+/// N publishers → 1 subscriber at `qos`; returns messages delivered per second.
+async fn fan_in(addr: SocketAddr, publishers: usize, per_publisher: usize, qos: QoS) -> anyhow::Result<(f64, f64)> {
+    let mut sub = Client::connect(addr, None, "bench-sub").await?;
+    sub.subscribe("bench/#", qos).await?;
+    let expected = publishers * per_publisher;
+    let started = Instant::now();
+    let counter = tokio::spawn(count_deliveries(sub, expected));
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let client = Client::connect(addr, None, &format!("bench-pub-{p}")).await?;
+        let topic = TopicName::parse(&format!("bench/{p}")).unwrap();
+        tasks.push(tokio::spawn(publish_flat_out(client, topic, per_publisher, qos)));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let (received, last) = counter.await??;
+    eprintln!("    fan-in QoS {}: {received} of {expected} delivered", qos as u8);
+    Ok((received as f64 / (last - started).as_secs_f64(), 100.0 * received as f64 / expected as f64))
+}
+
+/// 1 publisher → N subscribers (QoS 0); returns deliveries per second (all subscribers).
+async fn fan_out(addr: SocketAddr, subscribers: usize, messages: usize) -> anyhow::Result<(f64, f64)> {
+    let mut counters = Vec::new();
+    for s in 0..subscribers {
+        let mut sub = Client::connect(addr, None, &format!("bench-sub-{s}")).await?;
+        sub.subscribe("fan/out", QoS::AtMostOnce).await?;
+        counters.push(sub);
+    }
+    let started = Instant::now();
+    let counters: Vec<_> = counters.into_iter().map(|c| tokio::spawn(count_deliveries(c, messages))).collect();
+    let client = Client::connect(addr, None, "bench-pub").await?;
+    publish_flat_out(client, TopicName::parse("fan/out").unwrap(), messages, QoS::AtMostOnce).await?;
+    let mut total = 0;
+    let mut last = started;
+    for c in counters {
+        let (n, t) = c.await??;
+        total += n;
+        last = last.max(t);
+    }
+    let expected = messages * subscribers;
+    eprintln!("    fan-out: {total} of {expected} delivered");
+    Ok((total as f64 / (last - started).as_secs_f64(), 100.0 * total as f64 / expected as f64))
+}
+
+/// Counts publishes until `expected` arrived or nothing came for a second (QoS 0 may drop).
+/// Acknowledges QoS 1. Returns the count and the time of the last delivery.
+async fn count_deliveries(client: Client, expected: usize) -> anyhow::Result<(usize, Instant)> {
+    let (mut reader, mut writer) = client.split();
+    let mut received = 0;
+    let mut last = Instant::now();
+    let mut batch = Vec::new();
+    let mut acks = BytesMut::new();
+    while received < expected {
+        match tokio::time::timeout(Duration::from_secs(1), reader.recv_batch(&mut batch)).await {
+            Err(_) => break,
+            Ok(r) => r?,
+        }
+        for p in batch.drain(..) {
+            if let Packet::Publish(p) = p {
+                received += 1;
+                if let Some(id) = p.packet_id {
+                    put(&Packet::PubAck(Ack::new(id)), &mut acks);
+                }
+            }
+        }
+        last = Instant::now();
+        if !acks.is_empty() {
+            writer.write_all(&acks).await?;
+            acks.clear();
+        }
+    }
+    Ok((received, last))
+}
+
+/// Publishes `count` messages as fast as the broker takes them; QoS 1 keeps 100 in flight.
+async fn publish_flat_out(client: Client, topic: TopicName, count: usize, qos: QoS) -> anyhow::Result<()> {
+    const WINDOW: usize = 100;
+    const BATCH: usize = 64;
+    let (reader, mut writer) = client.split();
+    let window = Arc::new(Semaphore::new(WINDOW));
+    let acker = (qos != QoS::AtMostOnce).then(|| tokio::spawn(read_acks(reader, Arc::clone(&window), count)));
+    let body = payload(32);
+    let mut out = BytesMut::with_capacity(BATCH * 64);
+    let mut sent = 0;
+    let mut next_id: u16 = 0;
+    while sent < count {
+        let n = BATCH.min(count - sent);
+        if qos != QoS::AtMostOnce {
+            window.acquire_many(n as u32).await?.forget();
+        }
+        for _ in 0..n {
+            next_id = next_id.checked_add(1).unwrap_or(1);
+            put(&publish_packet(&topic, body.clone(), qos, next_id), &mut out);
+        }
+        writer.write_all(&out).await?;
+        out.clear();
+        sent += n;
+    }
+    if let Some(acker) = acker {
+        acker.await??;
+    }
+    Ok(())
+}
+
+async fn read_acks(mut reader: Reader, window: Arc<Semaphore>, expected: usize) -> anyhow::Result<()> {
+    let mut acked = 0;
+    let mut batch = Vec::new();
+    while acked < expected {
+        reader.recv_batch(&mut batch).await?;
+        let n = batch.drain(..).filter(|p| matches!(p, Packet::PubAck(_))).count();
+        acked += n;
+        window.add_permits(n);
+    }
+    Ok(())
+}
+
+/// QoS 0 at a fixed rate for `duration`; returns (p50, p99) publish→deliver latency in µs.
+async fn latency(addr: SocketAddr, rate: u32, duration: Duration) -> anyhow::Result<(f64, f64)> {
+    let epoch = Instant::now();
+    let mut sub = Client::connect(addr, None, "lat-sub").await?;
+    sub.subscribe("lat/t", QoS::AtMostOnce).await?;
+    let publisher = Client::connect(addr, None, "lat-pub").await?;
+    let total = (rate as f64 * duration.as_secs_f64()) as usize;
+    let receiver = tokio::spawn(async move {
+        let (mut reader, _w) = sub.split();
+        let mut samples = Vec::with_capacity(total);
+        let mut batch = Vec::new();
+        while samples.len() < total {
+            match tokio::time::timeout(Duration::from_secs(2), reader.recv_batch(&mut batch)).await {
+                Err(_) => break,
+                Ok(r) => r?,
+            }
+            let now = epoch.elapsed().as_nanos() as u64;
+            for p in batch.drain(..) {
+                if let Packet::Publish(p) = p {
+                    let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                    samples.push(now.saturating_sub(sent));
+                }
+            }
+        }
+        anyhow::Ok(samples)
+    });
+    let (_r, mut writer) = publisher.split();
+    let topic = TopicName::parse("lat/t").unwrap();
+    let per_tick = (rate / 1000).max(1) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    let mut sent = 0;
+    let mut out = BytesMut::new();
+    while sent < total {
+        ticker.tick().await;
+        for _ in 0..per_tick {
+            let mut body = BytesMut::with_capacity(32);
+            body.put_u64(epoch.elapsed().as_nanos() as u64);
+            body.put_bytes(b'7', 24);
+            put(&publish_packet(&topic, body.freeze(), QoS::AtMostOnce, 0), &mut out);
+            // One write per message, as a device would send it.
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        sent += per_tick;
+    }
+    let mut samples = receiver.await??;
+    // Drop the first 10% as warm-up.
+    let warm = samples.len() / 10;
+    samples.drain(..warm);
+    samples.sort_unstable();
+    if samples.is_empty() {
+        bail!("no latency samples");
+    }
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    Ok((pick(0.50), pick(0.99)))
+}
+
+/// Opens `n` idle connections; returns the broker's RSS growth per connection in bytes.
+async fn idle_memory(broker: &Broker, n: usize) -> anyhow::Result<f64> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = broker.rss_bytes()?;
+    let limit = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = Arc::clone(&limit).acquire_owned().await?;
+        // Spread over source addresses so ephemeral ports never run out.
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, (i % 200) as u8 + 1));
+        let addr = broker.addr;
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(addr, Some(source), &format!("idle-{i}")).await;
+            drop(permit);
+            c
+        }));
+    }
+    let mut clients = Vec::with_capacity(n);
+    for t in tasks {
+        clients.push(t.await??);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = broker.rss_bytes()?;
+    drop(clients);
+    Ok((after.saturating_sub(before)) as f64 / n as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let m = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
+    }
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    roost: Vec<f64>,
+    mosquitto: Vec<f64>,
+    higher_is_better: bool,
+}
+
+impl Row {
+    fn print(&self) {
+        let (r, m) = (median(self.roost.clone()), median(self.mosquitto.clone()));
+        let ratio = if self.higher_is_better { r / m } else { m / r };
+        println!(
+            "| {} | {:.1} {} | {:.1} {} | {:.2}× {} |",
+            self.name,
+            r,
+            self.unit,
+            m,
+            self.unit,
+            ratio,
+            if ratio >= 1.0 { "(Roost better)" } else { "(Mosquitto better)" }
+        );
+        eprintln!("  {}: roost {:?} mosquitto {:?}", self.name, self.roost, self.mosquitto);
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    raise_fd_limit();
+    let want = |s: &str| args.only.iter().any(|o| o == s);
+    let mut rows = Vec::new();
+    let mut measure = |name: String, unit: &'static str, higher: bool| {
+        rows.push(Row { name, unit, roost: Vec::new(), mosquitto: Vec::new(), higher_is_better: higher });
+        rows.len() - 1
+    };
+    let fanin0 = measure("fan-in QoS 0, 4 → 1: delivered".into(), "msg/s", true);
+    let fanin0_share = measure("fan-in QoS 0: share delivered".into(), "%", true);
+    let fanin1 = measure("fan-in QoS 1, 4 → 1: delivered".into(), "msg/s", true);
+    let fanin1_share = measure("fan-in QoS 1: share delivered".into(), "%", true);
+    let fanout = measure("fan-out QoS 0, 1 → 8: delivered".into(), "msg/s", true);
+    let fanout_share = measure("fan-out QoS 0: share delivered".into(), "%", true);
+    let p50 = measure("latency p50 at 10k msg/s".into(), "µs", false);
+    let p99 = measure("latency p99 at 10k msg/s".into(), "µs", false);
+    let idle: Vec<usize> = args.idle.iter().map(|n| measure(format!("memory per idle connection ({n})"), "bytes", false)).collect();
+    for run in 0..args.runs {
+        for kind in [Kind::Roost, Kind::Mosquitto] {
+            eprintln!("run {} of {}: {kind:?}", run + 1, args.runs);
+            let record = |rows: &mut Vec<Row>, i: usize, v: f64| match kind {
+                Kind::Roost => rows[i].roost.push(v),
+                Kind::Mosquitto => rows[i].mosquitto.push(v),
+            };
+            if want("fanin0") {
+                let b = Broker::start(kind, &args).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages, QoS::AtMostOnce).await?;
+                record(&mut rows, fanin0, rate);
+                record(&mut rows, fanin0_share, share);
+            }
+            if want("fanin1") {
+                let b = Broker::start(kind, &args).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce).await?;
+                record(&mut rows, fanin1, rate);
+                record(&mut rows, fanin1_share, share);
+            }
+            if want("fanout") {
+                let b = Broker::start(kind, &args).await?;
+                let (rate, share) = fan_out(b.addr, 8, args.messages / 2).await?;
+                record(&mut rows, fanout, rate);
+                record(&mut rows, fanout_share, share);
+            }
+            if want("latency") {
+                let b = Broker::start(kind, &args).await?;
+                let (a, z) = latency(b.addr, 10_000, Duration::from_secs(5)).await?;
+                record(&mut rows, p50, a);
+                record(&mut rows, p99, z);
+            }
+            if want("idle") {
+                for (i, n) in args.idle.iter().enumerate() {
+                    let b = Broker::start(kind, &args).await?;
+                    record(&mut rows, idle[i], idle_memory(&b, *n).await?);
+                }
+            }
+        }
+    }
+    println!("| scenario | Roost | Mosquitto | ratio |");
+    println!("|---|---|---|---|");
+    for row in rows.iter().filter(|r| !r.roost.is_empty()) {
+        row.print();
+    }
+    Ok(())
+}
