@@ -172,7 +172,13 @@ async fn count_deliveries(client: Client, expected: usize) -> anyhow::Result<(us
     while received < expected {
         match tokio::time::timeout(Duration::from_secs(1), reader.recv_batch(&mut batch)).await {
             Err(_) => break,
-            Ok(r) => r?,
+            Ok(Err(e)) => {
+                // Roost disconnects a subscriber whose QoS 1/2 queue overflows: count what
+                // it got until then.
+                eprintln!("    subscriber lost its connection after {received}: {e}");
+                break;
+            }
+            Ok(Ok(())) => {}
         }
         for p in batch.drain(..) {
             if let Packet::Publish(p) = p {

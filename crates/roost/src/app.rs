@@ -2,8 +2,10 @@
 //! ports back), `App::run_until_stopped` serves until the shutdown token is cancelled. The only
 //! place that wires parts together and spawns long-lived tasks.
 
-use crate::broker::{self, AllowAll, Broker, BrokerConfig, NoIngest};
+use crate::broker::{self, AllowAll, Broker, BrokerConfig};
 use crate::cli::ServeArgs;
+use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, WriterConfig};
+use crate::store::Store;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub struct App {
     broker: Arc<Broker>,
+    store: Arc<Store>,
+    ingest_stats: Arc<IngestStats>,
+    jobs: tokio::sync::mpsc::Receiver<ingest::Job>,
     mqtt: TcpListener,
     mqtt_ws: TcpListener,
     sys_interval: Duration,
@@ -38,10 +43,17 @@ impl App {
             max_queued_qos0: args.max_queued_qos0 as usize,
             ..BrokerConfig::default()
         };
-        let broker = Broker::new(config, Arc::new(AllowAll), Arc::new(NoIngest));
+        let store = Store::open(&args.db.database).await.context("opening the database")?;
+        info!(database = %store.url(), "database ready");
+        let store = Arc::new(store);
+        let templates = if args.templates.is_empty() { TopicTemplate::defaults() } else { args.templates.clone() };
+        let (jobs_tx, jobs) = tokio::sync::mpsc::channel(args.ingest_queue as usize);
+        let ingest_stats = Arc::new(IngestStats::default());
+        let ingest = Ingest::new(IngestConfig { templates, max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
+        let broker = Broker::new(config, Arc::new(AllowAll), Arc::new(ingest));
         let mqtt = bind(args.mqtt, "MQTT").await?;
         let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
-        Ok(Self { broker, mqtt, mqtt_ws, sys_interval: args.sys_interval })
+        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, sys_interval: args.sys_interval })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -56,11 +68,27 @@ impl App {
         Arc::clone(&self.broker)
     }
 
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    pub fn ingest_stats(&self) -> Arc<IngestStats> {
+        Arc::clone(&self.ingest_stats)
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, closes every session and
     /// returns once they are gone (or after a grace period).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.mqtt_addr(), "MQTT listening");
         info!(addr = %self.mqtt_ws_addr(), path = "/mqtt", "MQTT over WebSocket listening");
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(ingest::run_writer(
+            Arc::clone(&self.store),
+            self.jobs,
+            WriterConfig::default(),
+            Arc::clone(&self.ingest_stats),
+            writer_stop.clone(),
+        ));
         let tracker = TaskTracker::new();
         tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
         tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
@@ -71,6 +99,12 @@ impl App {
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "some connections did not close in time");
         }
+        // Sessions are closed: let the writer commit what is queued, then stop.
+        writer_stop.cancel();
+        if let Err(e) = writer.await {
+            warn!(error = %e, "ingest writer failed");
+        }
+        self.store.close().await;
         info!("stopped");
         Ok(())
     }

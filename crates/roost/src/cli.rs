@@ -1,5 +1,7 @@
 //! The command line: `roost serve` and its options. Flags beat environment variables.
 
+use crate::ingest::TopicTemplate;
+use crate::store::DatabaseUrl;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,12 +15,38 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the broker (MQTT over TCP and WebSocket).
+    /// Run Roost: the MQTT broker (TCP and WebSocket) and durable ingest into the database.
     Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit (`serve` also does this at start).
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Where readings are stored: sqlite://FILE (created if missing), postgres://USER@HOST/DB
+    /// or mysql://USER@HOST/DB (also mariadb://).
+    #[arg(long, env = "ROOST_DATABASE", default_value = "sqlite://roost.db")]
+    pub database: DatabaseUrl,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Topic template whose publishes become readings; repeat for several. Levels are literals
+    /// or {owner}, {place}, {category}; without {category} the payload is a JSON object of
+    /// category → number. [default: iot/{owner}/sensor/{place}/{category} and iot/{owner}/sensor/{place}]
+    #[arg(long = "template", value_name = "TEMPLATE")]
+    pub templates: Vec<TopicTemplate>,
+
+    /// Largest payload accepted as a reading, in bytes; larger ones are rejected.
+    #[arg(long, default_value_t = 4096)]
+    pub max_payload: usize,
+
+    /// Records waiting for the database writer. When full, publishers are held back.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ingest_queue: u32,
     /// Address for MQTT over TCP (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "ROOST_MQTT", default_value = "0.0.0.0:1883")]
     pub mqtt: SocketAddr,
@@ -68,9 +96,10 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 impl Default for ServeArgs {
     fn default() -> Self {
-        let cli = Cli::parse_from(["roost", "serve"]);
-        let Command::Serve(args) = cli.command;
-        args
+        match Cli::parse_from(["roost", "serve"]).command {
+            Command::Serve(args) => args,
+            _ => unreachable!("parsed a serve command"),
+        }
     }
 }
 
@@ -87,9 +116,17 @@ mod tests {
     }
 
     #[test]
+    fn bad_database_urls_and_templates_are_refused() {
+        let err = Cli::try_parse_from(["roost", "serve", "--database", "redis://x"]).unwrap_err();
+        assert!(err.to_string().contains("is not a sqlite://"), "{err}");
+        let err = Cli::try_parse_from(["roost", "serve", "--template", "iot/{owner}"]).unwrap_err();
+        assert!(err.to_string().contains("needs {owner} and {place}"), "{err}");
+    }
+
+    #[test]
     fn addresses_accept_port_zero() {
         let cli = Cli::try_parse_from(["roost", "serve", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "[::1]:0"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!() };
         assert_eq!(args.mqtt.port(), 0);
         assert!(args.mqtt_ws.is_ipv6());
     }

@@ -5,3 +5,5 @@
 pub mod app;
 pub mod broker;
 pub mod cli;
+pub mod ingest;
+pub mod store;

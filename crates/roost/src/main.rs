@@ -21,6 +21,13 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             app.run_until_stopped(shutdown).await
         }
+        Command::Migrate(args) => {
+            let store = roost::store::Store::connect(&args.database).await?;
+            let version = store.migrate().await?;
+            store.close().await;
+            tracing::info!(database = %args.database, version, "schema is up to date");
+            Ok(())
+        }
     }
 }
 

@@ -74,6 +74,23 @@ impl From<std::io::Error> for End {
 struct PendingAck {
     reply: Packet,
     receipt: Option<Receipt>,
+    /// For a QoS 1 publish handed to ingest: its packet id and content hash, remembered once
+    /// committed so that a DUP resend is not stored twice.
+    stored: Option<(PacketId, u64)>,
+}
+
+impl PendingAck {
+    fn now(reply: Packet) -> Self {
+        Self { reply, receipt: None, stored: None }
+    }
+}
+
+fn content_hash(message: &Message) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    message.topic.as_str().hash(&mut hasher);
+    message.payload.hash(&mut hasher);
+    hasher.finish()
 }
 
 struct Connection<S> {
@@ -192,6 +209,7 @@ where
             }
             _ => info!(%peer, %client_id, reason = %end, "connection closed"),
         }
+        self.settle_pending_acks(&mut state).await;
         if !matches!(end, End::Disconnect) {
             if let Some(will) = connect.will {
                 self.publish_will(will, username.as_deref());
@@ -265,7 +283,7 @@ where
         let max_pending = self.broker.config.max_pending_acks;
         let mailbox = Arc::clone(&state.mailbox);
         loop {
-            if let Err(end) = self.release_ready_acks() {
+            if let Err(end) = self.release_ready_acks(state) {
                 return end;
             }
             if let Err(end) = self.drain_mailbox(state) {
@@ -351,7 +369,7 @@ where
                 // [MQTT-4.3.3-2] the id may be reused once released; answer PUBCOMP even for an
                 // unknown id, since our PUBCOMP may have been lost.
                 state.inbound_qos2.remove(&ack.packet_id);
-                self.pending_acks.push_back(PendingAck { reply: Packet::PubComp(Ack::new(ack.packet_id)), receipt: None });
+                self.pending_acks.push_back(PendingAck::now(Packet::PubComp(Ack::new(ack.packet_id))));
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe, state, username),
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(unsubscribe, state),
@@ -374,6 +392,17 @@ where
         let message = Message { topic, payload: publish.payload, qos: publish.qos, retain: publish.retain };
         let allowed = self.broker.auth.may_publish(username, message.topic.as_str());
         let packet_id = publish.packet_id;
+        let mut stored = None;
+        if let (QoS::AtLeastOnce, Some(id)) = (publish.qos, packet_id) {
+            let hash = content_hash(&message);
+            if publish.dup && state.stored_qos1.get(&id) == Some(&hash) {
+                // A resend of a publish already committed (its PUBACK was lost): acknowledge
+                // again, store and deliver nothing new.
+                self.pending_acks.push_back(PendingAck::now(Packet::PubAck(Ack::new(id))));
+                return Ok(());
+            }
+            stored = Some((id, hash));
+        }
         let reply = match (publish.qos, packet_id) {
             (QoS::AtMostOnce, _) => None,
             (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(Ack::new(id))),
@@ -381,7 +410,7 @@ where
                 if !state.inbound_qos2.insert(id) {
                     // A resend of a publish we already have: acknowledge again, route nothing
                     // [MQTT-4.3.3-2].
-                    self.pending_acks.push_back(PendingAck { reply: Packet::PubRec(Ack::new(id)), receipt: None });
+                    self.pending_acks.push_back(PendingAck::now(Packet::PubRec(Ack::new(id))));
                     return Ok(());
                 }
                 Some(Packet::PubRec(Ack::new(id)))
@@ -403,7 +432,8 @@ where
             None
         };
         if let Some(reply) = reply {
-            self.pending_acks.push_back(PendingAck { reply, receipt });
+            let stored = if receipt.is_some() { stored } else { None };
+            self.pending_acks.push_back(PendingAck { reply, receipt, stored });
         }
         Ok(())
     }
@@ -477,7 +507,7 @@ where
     }
 
     /// Queues the acknowledgements whose publishes are handled, in arrival order.
-    fn release_ready_acks(&mut self) -> Result<(), End> {
+    fn release_ready_acks(&mut self, state: &mut SessionState) -> Result<(), End> {
         while let Some(front) = self.pending_acks.front_mut() {
             if let Some(receipt) = &mut front.receipt {
                 match receipt.try_recv() {
@@ -490,9 +520,31 @@ where
                 }
             }
             let pending = self.pending_acks.pop_front().expect("front exists");
+            if let Some((id, hash)) = pending.stored {
+                state.stored_qos1.insert(id, hash);
+            }
             self.queue(pending.reply);
         }
         Ok(())
+    }
+
+    /// At the end of a connection, waits (briefly) for publishes still being committed, so that
+    /// the session remembers them and a resend after reconnecting is not stored twice. Their
+    /// acks are sent if the socket still takes them.
+    async fn settle_pending_acks(&mut self, state: &mut SessionState) {
+        const SETTLE: Duration = Duration::from_secs(10);
+        let settle = async {
+            while !self.pending_acks.is_empty() {
+                if wait_receipt(&mut self.pending_acks).await.is_err() || self.release_ready_acks(state).is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(SETTLE, settle).await.is_err() {
+            warn!(client_id = %state.client_id, "publishes still uncommitted at disconnect; a resend may be stored twice");
+        }
+        self.pending_acks.clear();
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.flush()).await;
     }
 
     fn publish_will(&self, will: LastWill, username: Option<&str>) {

@@ -18,7 +18,7 @@ mod trie;
 mod websocket;
 
 pub use config::BrokerConfig;
-pub use hooks::{AllowAll, AuthOutcome, Authenticate, Credentials, IngestSink, NoIngest, Receipt};
+pub use hooks::{AllowAll, BoxFuture, AuthOutcome, Authenticate, Credentials, IngestSink, NoIngest, Receipt};
 pub use listener::{serve_tcp, serve_websocket};
 pub use message::Message;
 pub use stats::{BrokerStats, StatsSnapshot};

@@ -32,6 +32,9 @@ pub struct SessionState {
     /// Incoming QoS 2 packet ids received and not yet released by PUBREL: a publish that arrives
     /// again with one of these is not routed twice (exactly once, [MQTT-4.3.3-2]).
     pub inbound_qos2: HashSet<PacketId>,
+    /// Incoming QoS 1 packet ids whose publish was committed by ingest, with a hash of its
+    /// topic and payload: a DUP resend matching one is acknowledged, not stored again.
+    pub stored_qos1: HashMap<PacketId, u64>,
     last_packet_id: u16,
 }
 
@@ -146,6 +149,7 @@ impl Sessions {
             subscriptions: HashMap::new(),
             outbound: VecDeque::new(),
             inbound_qos2: HashSet::new(),
+            stored_qos1: HashMap::new(),
             last_packet_id: 0,
         }
     }

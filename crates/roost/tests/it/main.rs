@@ -4,8 +4,13 @@
 
 mod cli;
 mod conformance;
+mod crash;
+mod databases;
+mod ingest;
 mod mosquitto_clients;
 mod paho;
+mod proxy;
 mod rumqttc_clients;
+mod storage;
 mod support;
 mod websocket;

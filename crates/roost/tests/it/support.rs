@@ -5,6 +5,7 @@ use mqtt_codec::{decode, encode, Connect, Packet, ProtocolVersion, Properties};
 use roost::app::App;
 use roost::broker::Broker;
 use roost::cli::ServeArgs;
+use roost::store::{DatabaseUrl, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub struct TestServer {
     pub mqtt: SocketAddr,
     pub ws: SocketAddr,
     pub broker: Arc<Broker>,
+    pub store: Arc<Store>,
+    _dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -28,17 +31,28 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A server on a fresh SQLite database in a temporary directory.
     pub async fn start_with(adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::new(format!("sqlite://{}", dir.path().join("roost.db").display()));
+        let mut server = Self::start_on(url, adjust).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on the given database.
+    pub async fn start_on(database: DatabaseUrl, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
         let mut args = ServeArgs::default();
         args.mqtt = "127.0.0.1:0".parse().unwrap();
         args.mqtt_ws = "127.0.0.1:0".parse().unwrap();
         args.allow_anonymous = true;
+        args.db.database = database;
         adjust(&mut args);
         let app = App::build(&args).await.expect("app builds");
-        let (mqtt, ws, broker) = (app.mqtt_addr(), app.mqtt_ws_addr(), app.broker());
+        let (mqtt, ws, broker, store) = (app.mqtt_addr(), app.mqtt_ws_addr(), app.broker(), app.store());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { mqtt, ws, broker, shutdown, task: Some(task) }
+        Self { mqtt, ws, broker, store, _dir: None, shutdown, task: Some(task) }
     }
 
     /// Stops the server and waits until every connection is closed.
@@ -149,4 +163,17 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 pub fn require_command(name: &str) {
     let found = std::process::Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().unwrap();
     assert!(found.status.success(), "`{name}` is needed by this test: run .ci/run or install it (see README)");
+}
+
+/// Waits until the async `check` holds, polling; panics with `what` after [`WAIT`].
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

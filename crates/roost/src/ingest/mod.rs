@@ -1,0 +1,172 @@
+//! Durable ingest: publishes on template topics become readings (or rejects) in the database,
+//! and the broker acknowledges them only once committed.
+//!
+//! Architecture invariant: ingest knows neither SQL (that is `store`) nor MQTT bytes (that is
+//! `broker`): it turns a topic and a payload into records and hands them to the batch writer.
+
+mod payload;
+mod reading;
+mod template;
+mod writer;
+
+pub use reading::{Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};
+pub use template::{Captures, TemplateError, TopicTemplate};
+pub use writer::{run_writer, IngestStats, IngestStatsSnapshot, WriterConfig};
+
+use crate::broker::{BoxFuture, IngestSink, Message, Receipt};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+/// What one publish became.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Readings(Vec<Reading>),
+    Reject(Reject),
+}
+
+/// A record on its way to the database, with whom to tell once it is committed.
+pub struct Job {
+    pub record: Record,
+    pub committed: oneshot::Sender<Result<(), String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub templates: Vec<TopicTemplate>,
+    /// Payloads larger than this are rejected (`payload too large`).
+    pub max_payload: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { templates: TopicTemplate::defaults(), max_payload: 4096 }
+    }
+}
+
+/// How many (client, reason) pairs are remembered for "log once"; then the memory starts over.
+const LOGGED_REJECTS_LIMIT: usize = 10_000;
+
+/// The broker's [`IngestSink`]: interprets publishes and queues them for the writer. The queue
+/// is bounded; a full queue makes `offer` wait, which stops the publishing session from reading.
+pub struct Ingest {
+    config: IngestConfig,
+    jobs: mpsc::Sender<Job>,
+    stats: Arc<IngestStats>,
+    logged_rejects: Mutex<HashSet<(String, RejectReason)>>,
+}
+
+impl Ingest {
+    pub fn new(config: IngestConfig, jobs: mpsc::Sender<Job>, stats: Arc<IngestStats>) -> Self {
+        Self { config, jobs, stats, logged_rejects: Mutex::default() }
+    }
+
+    /// Turns one publish into readings or a reject. Pure apart from the clock.
+    pub fn interpret(&self, client_id: &str, topic: &str, payload: &[u8], received_at: TimestampMs) -> Record {
+        let reject = |reason| {
+            Record::Reject(Reject {
+                received_at,
+                client_id: client_id.to_owned(),
+                topic: topic.to_owned(),
+                payload_prefix: payload[..payload.len().min(REJECT_PAYLOAD_PREFIX)].to_vec(),
+                reason,
+            })
+        };
+        let Some((template, captures)) = self.config.templates.iter().find_map(|t| t.captures(topic).map(|c| (t, c))) else {
+            return reject(RejectReason::NoTemplate);
+        };
+        if payload.len() > self.config.max_payload {
+            return reject(RejectReason::TooLarge);
+        }
+        let key = |category: &str| SensorKey {
+            owner: captures.owner.to_owned(),
+            place: captures.place.to_owned(),
+            category: category.to_owned(),
+        };
+        let parsed = match captures.category {
+            Some(category) if template.has_category() => {
+                payload::parse_single(payload).map(|(value, ts)| vec![(key(category), value, ts)])
+            }
+            _ => payload::parse_multi(payload).map(|(values, ts)| values.into_iter().map(|(c, v)| (key(&c), v, ts)).collect()),
+        };
+        match parsed {
+            Ok(values) => Record::Readings(
+                values.into_iter().map(|(sensor, value, ts)| Reading { sensor, ts: ts.unwrap_or(received_at), value }).collect(),
+            ),
+            Err(reason) => reject(reason),
+        }
+    }
+
+    fn log_reject_once(&self, reject: &Reject) {
+        let mut logged = self.logged_rejects.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() >= LOGGED_REJECTS_LIMIT {
+            logged.clear();
+        }
+        if logged.insert((reject.client_id.clone(), reject.reason)) {
+            warn!(client_id = %reject.client_id, topic = %reject.topic, reason = %reject.reason,
+                "publish rejected and quarantined in `rejects` (logged once per client and reason)");
+        }
+    }
+}
+
+impl IngestSink for Ingest {
+    fn wants(&self, topic: &str) -> bool {
+        let root = topic.split('/').next().unwrap_or_default();
+        self.config.templates.iter().any(|t| t.root() == root)
+    }
+
+    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Receipt>> {
+        Box::pin(async move {
+            let record = self.interpret(client_id, message.topic.as_str(), &message.payload, TimestampMs::now());
+            if let Record::Reject(reject) = &record {
+                self.stats.count_reject_seen();
+                self.log_reject_once(reject);
+            }
+            let (committed, receipt) = oneshot::channel();
+            // A closed queue (writer gone) drops `committed`: the session then closes without
+            // acknowledging, and the client sends again later.
+            let _ = self.jobs.send(Job { record, committed }).await;
+            Some(receipt)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest() -> Ingest {
+        let (tx, _rx) = mpsc::channel(1);
+        Ingest::new(IngestConfig::default(), tx, Arc::default())
+    }
+
+    fn reading(owner: &str, place: &str, category: &str, value: f64, ts: i64) -> Reading {
+        Reading { sensor: SensorKey { owner: owner.into(), place: place.into(), category: category.into() }, ts: TimestampMs(ts), value }
+    }
+
+    #[test]
+    fn template_topics_become_readings() {
+        let i = ingest();
+        assert_eq!(
+            i.interpret("c", "iot/yanjo/sensor/livingroom/illuminate", b"512", TimestampMs(7)),
+            Record::Readings(vec![reading("yanjo", "livingroom", "illuminate", 512.0, 7)])
+        );
+        assert_eq!(
+            i.interpret("c", "iot/yanjo/sensor/kitchen", br#"{"temperature": 21, "humidity": 40, "ts": 5}"#, TimestampMs(7)),
+            Record::Readings(vec![reading("yanjo", "kitchen", "humidity", 40.0, 5), reading("yanjo", "kitchen", "temperature", 21.0, 5)])
+        );
+    }
+
+    #[test]
+    fn other_topics_are_rejected_or_ignored() {
+        let i = ingest();
+        let Record::Reject(r) = i.interpret("dev1", "iot/livingroom/temp", b"23.4", TimestampMs(1)) else { panic!() };
+        assert_eq!((r.reason, r.client_id.as_str(), r.payload_prefix.as_slice()), (RejectReason::NoTemplate, "dev1", &b"23.4"[..]));
+        let Record::Reject(r) = i.interpret("dev1", "iot/a/sensor/b/c", &vec![b'1'; 5000], TimestampMs(1)) else { panic!() };
+        assert_eq!((r.reason, r.payload_prefix.len()), (RejectReason::TooLarge, REJECT_PAYLOAD_PREFIX));
+        assert!(i.wants("iot/anything"));
+        assert!(!i.wants("$SYS/broker/uptime"));
+        assert!(!i.wants("devices/lamp/set"));
+    }
+}

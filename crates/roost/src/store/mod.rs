@@ -1,0 +1,479 @@
+//! The database: SQLite (embedded default), PostgreSQL, MariaDB/MySQL. The only module that
+//! knows SQL. Each operation is written once (`on_pool!` instantiates it per backend); the
+//! dialect differences are the DDL in `schema` and the "insert if absent" of `sensors`.
+
+mod schema;
+
+use crate::ingest::{Reading, Reject, SensorKey, TimestampMs};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row};
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Rows per multi-row INSERT: 3 binds each stays far below every backend's bind limit.
+const INSERT_CHUNK: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0}: use sqlite://FILE, postgres://... or mysql:// (mariadb://)")]
+    UnsupportedUrl(DatabaseUrl),
+    #[error("invalid database URL {url}: {source}")]
+    InvalidUrl { url: DatabaseUrl, source: sqlx::Error },
+    #[error("connecting to {url}: {source}")]
+    Connect { url: DatabaseUrl, source: sqlx::Error },
+    #[error("migrating the schema to version {version}: {source}")]
+    Migrate { version: usize, source: sqlx::Error },
+    #[error("database error while {doing}: {source}")]
+    Query { doing: &'static str, source: sqlx::Error },
+}
+
+fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { doing, source }
+}
+
+/// A database URL; prints without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The full URL, password included: only for handing to a driver or a child process.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    pub fn dialect(&self) -> Option<Dialect> {
+        let scheme = self.0.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::MySql),
+            _ => None,
+        }
+    }
+
+    /// The URL the driver understands (`mariadb://` is MySQL's protocol).
+    fn for_driver(&self) -> String {
+        match self.0.strip_prefix("mariadb:") {
+            Some(rest) => format!("mysql:{rest}"),
+            None => self.0.clone(),
+        }
+    }
+
+    fn redacted(&self) -> String {
+        // scheme://user:password@host → scheme://user:***@host
+        let Some((scheme, rest)) = self.0.split_once("://") else { return self.0.clone() };
+        let Some((credentials, host)) = rest.rsplit_once('@') else { return self.0.clone() };
+        match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = Self::new(s);
+        url.dialect().map(|_| url).ok_or_else(|| format!("{s:?} is not a sqlite://, postgres:// or mysql:// (mariadb://) URL"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// What one commit writes.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub readings: Vec<Reading>,
+    pub rejects: Vec<Reject>,
+}
+
+/// A sensor with its latest reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorRow {
+    pub id: i64,
+    pub key: SensorKey,
+    pub last_value: Option<f64>,
+    pub last_seen: Option<TimestampMs>,
+}
+
+/// A stored reject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectRow {
+    pub received_at: TimestampMs,
+    pub client_id: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub reason: String,
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+/// Connection pool plus the cache of sensor ids (sensors are never deleted by Roost).
+pub struct Store {
+    pool: Pool,
+    url: DatabaseUrl,
+    sensor_ids: Mutex<HashMap<SensorKey, i64>>,
+}
+
+/// Runs `$body` with `$pool` bound to the backend's typed pool: the code is written once and
+/// compiled per backend, so SQL logic has a single home.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+            Pool::MySql($pool) => $body,
+        }
+    };
+}
+
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Connects (creating a SQLite file if missing) and brings the schema up to date.
+    pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let driver_url = url.for_driver();
+        let invalid = |source| StoreError::InvalidUrl { url: url.clone(), source };
+        let connect = |source| StoreError::Connect { url: url.clone(), source };
+        let pool = match url.dialect() {
+            Some(Dialect::Sqlite) => {
+                // WAL with synchronous=FULL: a commit is on disk when it returns.
+                let options = SqliteConnectOptions::from_str(&driver_url)
+                    .map_err(invalid)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_with(options)
+                        .await
+                        .map_err(connect)?,
+                )
+            }
+            Some(Dialect::Postgres) => {
+                let options = PgConnectOptions::from_str(&driver_url).map_err(invalid)?;
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(4)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_with(options)
+                        .await
+                        .map_err(connect)?,
+                )
+            }
+            Some(Dialect::MySql) => {
+                let options = MySqlConnectOptions::from_str(&driver_url).map_err(invalid)?;
+                Pool::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(4)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_with(options)
+                        .await
+                        .map_err(connect)?,
+                )
+            }
+            None => return Err(StoreError::UnsupportedUrl(url.clone())),
+        };
+        Ok(Self { pool, url: url.clone(), sensor_ids: Mutex::default() })
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::MySql(_) => Dialect::MySql,
+        }
+    }
+
+    /// Creates or upgrades the schema; safe to run on every start.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let migrations = schema::migrations(self.dialect());
+        on_pool!(self, pool => {
+            sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+                .execute(pool)
+                .await
+                .map_err(|source| StoreError::Migrate { version: 0, source })?;
+            let current: Option<i64> = QueryBuilder::new("SELECT MAX(version) FROM schema_version")
+                .build()
+                .fetch_one(pool)
+                .await
+                .and_then(|row| row.try_get::<Option<i64>, _>(0))
+                .map_err(|source| StoreError::Migrate { version: 0, source })?;
+            let current = current.unwrap_or(0) as usize;
+            for (index, statements) in migrations.iter().enumerate().skip(current) {
+                let version = index + 1;
+                let err = |source| StoreError::Migrate { version, source };
+                let mut tx = pool.begin().await.map_err(err)?;
+                for statement in *statements {
+                    sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;
+                }
+                QueryBuilder::new("INSERT INTO schema_version (version) VALUES (")
+                    .push_bind(version as i64)
+                    .push(")")
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                tx.commit().await.map_err(err)?;
+                tracing::info!(version, database = %self.url, "schema migrated");
+            }
+            Ok(migrations.len())
+        })
+    }
+
+    /// Writes a batch in one transaction: new sensors, readings, the sensors' latest values,
+    /// rejects. Either all of it is committed or none.
+    pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let known = self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let dialect = self.dialect();
+        let created = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
+            let mut ids = HashMap::new();
+            let mut latest: HashMap<i64, (TimestampMs, f64)> = HashMap::new();
+            for reading in &batch.readings {
+                let id = match known.get(&reading.sensor).or_else(|| ids.get(&reading.sensor)) {
+                    Some(id) => *id,
+                    None => {
+                        let mut insert = QueryBuilder::new(match dialect {
+                            Dialect::MySql => "INSERT IGNORE INTO sensors (owner, place, category) VALUES (",
+                            _ => "INSERT INTO sensors (owner, place, category) VALUES (",
+                        });
+                        insert.push_bind(reading.sensor.owner.as_str()).push(", ")
+                            .push_bind(reading.sensor.place.as_str()).push(", ")
+                            .push_bind(reading.sensor.category.as_str()).push(")");
+                        if dialect != Dialect::MySql {
+                            insert.push(" ON CONFLICT (owner, place, category) DO NOTHING");
+                        }
+                        insert.build().execute(&mut *tx).await.map_err(query_err("creating a sensor"))?;
+                        let id: i64 = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
+                            .push_bind(reading.sensor.owner.as_str())
+                            .push(" AND place = ").push_bind(reading.sensor.place.as_str())
+                            .push(" AND category = ").push_bind(reading.sensor.category.as_str())
+                            .build()
+                            .fetch_one(&mut *tx)
+                            .await
+                            .and_then(|row| row.try_get(0))
+                            .map_err(query_err("looking up a sensor"))?;
+                        ids.insert(reading.sensor.clone(), id);
+                        id
+                    }
+                };
+                let newest = latest.entry(id).or_insert((reading.ts, reading.value));
+                if reading.ts >= newest.0 {
+                    *newest = (reading.ts, reading.value);
+                }
+            }
+            for chunk in batch.readings.chunks(INSERT_CHUNK) {
+                QueryBuilder::new("INSERT INTO readings (sensor_id, ts, value) ")
+                    .push_values(chunk, |mut row, r| {
+                        let id = known.get(&r.sensor).or_else(|| ids.get(&r.sensor)).copied().unwrap_or_default();
+                        row.push_bind(id).push_bind(r.ts.0).push_bind(r.value);
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("inserting readings"))?;
+            }
+            for (id, (ts, value)) in &latest {
+                QueryBuilder::new("UPDATE sensors SET last_value = ")
+                    .push_bind(*value)
+                    .push(", last_seen = ").push_bind(ts.0)
+                    .push(" WHERE id = ").push_bind(*id)
+                    .push(" AND (last_seen IS NULL OR last_seen <= ").push_bind(ts.0).push(")")
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("updating a sensor's latest value"))?;
+            }
+            for chunk in batch.rejects.chunks(INSERT_CHUNK) {
+                QueryBuilder::new("INSERT INTO rejects (received_at, client_id, topic, payload, reason) ")
+                    .push_values(chunk, |mut row, r| {
+                        row.push_bind(r.received_at.0)
+                            .push_bind(r.client_id.as_str())
+                            .push_bind(r.topic.as_str())
+                            .push_bind(r.payload_prefix.as_slice())
+                            .push_bind(r.reason.as_str());
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("inserting rejects"))?;
+            }
+            tx.commit().await.map_err(query_err("committing"))?;
+            ids
+        });
+        // Only committed sensor ids enter the cache.
+        self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).extend(created);
+        Ok(())
+    }
+
+    pub async fn count_readings(&self) -> Result<i64, StoreError> {
+        on_pool!(self, pool => QueryBuilder::new("SELECT COUNT(*) FROM readings")
+            .build()
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(query_err("counting readings")))
+    }
+
+    /// All sensors, ordered by owner, place, category.
+    pub async fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(
+                "SELECT id, owner, place, category, last_value, last_seen FROM sensors ORDER BY owner, place, category",
+            )
+            .build()
+            .fetch_all(pool)
+            .await
+            .map_err(query_err("listing sensors"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(SensorRow {
+                        id: row.try_get(0)?,
+                        key: SensorKey { owner: row.try_get(1)?, place: row.try_get(2)?, category: row.try_get(3)? },
+                        last_value: row.try_get(4)?,
+                        last_seen: row.try_get::<Option<i64>, _>(5)?.map(TimestampMs),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(query_err("reading sensors"))
+        })
+    }
+
+    /// Readings of one sensor with `from <= ts < to`, oldest first.
+    pub async fn readings(&self, sensor: &SensorKey, from: TimestampMs, to: TimestampMs) -> Result<Vec<(TimestampMs, f64)>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(
+                "SELECT r.ts, r.value FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = ",
+            )
+            .push_bind(sensor.owner.as_str())
+            .push(" AND s.place = ").push_bind(sensor.place.as_str())
+            .push(" AND s.category = ").push_bind(sensor.category.as_str())
+            .push(" AND r.ts >= ").push_bind(from.0)
+            .push(" AND r.ts < ").push_bind(to.0)
+            .push(" ORDER BY r.ts")
+            .build()
+            .fetch_all(pool)
+            .await
+            .map_err(query_err("reading a sensor's history"))?;
+            rows.iter()
+                .map(|row| Ok((TimestampMs(row.try_get(0)?), row.try_get(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(query_err("decoding readings"))
+        })
+    }
+
+    /// Every stored value of every sensor, for verification (tests, `roost bench`).
+    pub async fn all_values(&self) -> Result<Vec<(SensorKey, f64)>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(
+                "SELECT s.owner, s.place, s.category, r.value FROM readings r JOIN sensors s ON s.id = r.sensor_id",
+            )
+            .build()
+            .fetch_all(pool)
+            .await
+            .map_err(query_err("reading all values"))?;
+            rows.iter()
+                .map(|row| Ok((SensorKey { owner: row.try_get(0)?, place: row.try_get(1)?, category: row.try_get(2)? }, row.try_get(3)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(query_err("decoding values"))
+        })
+    }
+
+    /// The most recent rejects, newest first.
+    pub async fn recent_rejects(&self, limit: i64) -> Result<Vec<RejectRow>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new("SELECT received_at, client_id, topic, payload, reason FROM rejects ORDER BY id DESC LIMIT ")
+                .push_bind(limit)
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("listing rejects"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RejectRow {
+                        received_at: TimestampMs(row.try_get(0)?),
+                        client_id: row.try_get(1)?,
+                        topic: row.try_get(2)?,
+                        payload: row.try_get(3)?,
+                        reason: row.try_get(4)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(query_err("decoding rejects"))
+        })
+    }
+
+    /// Checks the database answers (for `/healthz` and start-up).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(query_err("pinging")))
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_print_without_passwords() {
+        let url = DatabaseUrl::new("postgres://roost:s3cret@db.lan:5432/roost");
+        assert_eq!(url.to_string(), "postgres://roost:***@db.lan:5432/roost");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(DatabaseUrl::new("sqlite://roost.db").to_string(), "sqlite://roost.db");
+    }
+
+    #[test]
+    fn schemes_select_the_dialect() {
+        assert_eq!("mariadb://root@127.0.0.1/test".parse::<DatabaseUrl>().unwrap().dialect(), Some(Dialect::MySql));
+        assert_eq!(DatabaseUrl::new("mariadb://x@h/db").for_driver(), "mysql://x@h/db");
+        assert!("redis://localhost".parse::<DatabaseUrl>().unwrap_err().contains("is not a sqlite://"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Test databases: a fresh SQLite file, or a fresh database on the PostgreSQL / MariaDB server
+//! named by `ROOST_TEST_POSTGRES_URL` / `ROOST_TEST_MYSQL_URL` (set by `.ci/run`). A missing
+//! variable fails the test: nothing is skipped silently.
+
+use roost::store::DatabaseUrl;
+use sqlx::Connection;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MariaDb,
+}
+
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    /// The server part (`postgres://user@host:port`) for proxying; `None` for SQLite.
+    pub server: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn unique_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("roost_t_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn admin_url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with .ci/run, which sets it for this machine's server"))
+}
+
+/// `scheme://user@host:port/db` → (`scheme://user@`, `host:port`).
+fn split_server(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (credentials, rest) = rest.rsplit_once('@').map(|(c, r)| (format!("{c}@"), r)).unwrap_or((String::new(), rest));
+    let host = rest.split('/').next().unwrap();
+    (format!("{scheme}://{credentials}"), host.to_owned())
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = DatabaseUrl::new(format!("sqlite://{}", dir.path().join("roost.db").display()));
+                Self { url, server: None, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let admin = admin_url("ROOST_TEST_POSTGRES_URL");
+                let name = unique_name();
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+                let (prefix, host) = split_server(&admin);
+                Self { url: DatabaseUrl::new(format!("{prefix}{host}/{name}")), server: Some((prefix, host)), _dir: None }
+            }
+            Backend::MariaDb => {
+                let admin = admin_url("ROOST_TEST_MYSQL_URL");
+                let name = unique_name();
+                let mut conn = sqlx::MySqlConnection::connect(&admin.replacen("mariadb:", "mysql:", 1))
+                    .await
+                    .unwrap_or_else(|e| panic!("MariaDB at {admin}: {e}"));
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+                let (prefix, host) = split_server(&admin);
+                Self { url: DatabaseUrl::new(format!("{prefix}{host}/{name}")), server: Some((prefix, host)), _dir: None }
+            }
+        }
+    }
+
+    /// The same database reached through `proxy_addr` instead of the server's own address.
+    pub fn via(&self, proxy_addr: std::net::SocketAddr) -> DatabaseUrl {
+        let (prefix, host) = self.server.as_ref().expect("only server databases can be proxied");
+        DatabaseUrl::new(self.url.expose_secret().replacen(&format!("{prefix}{host}"), &format!("{prefix}{proxy_addr}"), 1))
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed `async fn name(Backend)`.
+#[macro_export]
+macro_rules! on_every_database {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test($crate::databases::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test($crate::databases::Backend::Postgres).await } )*
+        }
+        mod mariadb {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test($crate::databases::Backend::MariaDb).await } )*
+        }
+    };
+}
