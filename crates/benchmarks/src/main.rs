@@ -5,6 +5,7 @@
 //! `cargo build --release --workspace && target/release/broker-bench --runs 5`
 
 mod client;
+mod ingest;
 
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -33,6 +34,13 @@ struct Args {
     /// Which scenarios to run.
     #[arg(long, value_delimiter = ',', default_values_t = ["fanin0".to_string(), "fanin1".into(), "fanout".into(), "latency".into(), "idle".into()])]
     only: Vec<String>,
+    /// Databases for the ingest scenario (`--only ingest`): `sqlite` (a fresh temporary file),
+    /// or a postgres:// / mysql:// URL whose database is dropped and re-created for each run.
+    #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_string(), "postgres://root@127.0.0.1:5432/roost_bench".into(), "mysql://root@127.0.0.1:3306/roost_bench".into()])]
+    databases: Vec<String>,
+    /// QoS 1 publishers in the ingest scenario.
+    #[arg(long, default_value_t = 8)]
+    ingest_publishers: usize,
     /// The roost binary (default: next to this one).
     #[arg(long)]
     roost: Option<PathBuf>,
@@ -58,6 +66,10 @@ struct Broker {
 
 impl Broker {
     async fn start(kind: Kind, args: &Args) -> anyhow::Result<Self> {
+        Self::start_on(kind, args, None).await
+    }
+
+    async fn start_on(kind: Kind, args: &Args, database: Option<&str>) -> anyhow::Result<Self> {
         if let (Kind::Roost, Some(addr)) = (kind, args.attach) {
             return Ok(Self { addr, child: None, _dir: tempfile::tempdir()? });
         }
@@ -72,6 +84,8 @@ impl Broker {
                 };
                 let mut c = Command::new(bin);
                 c.args(["serve", "--allow-anonymous", "--mqtt", &addr.to_string(), "--mqtt-ws", "127.0.0.1:0"]);
+                let sqlite = format!("sqlite://{}", dir.path().join("roost.db").display());
+                c.args(["--database", database.unwrap_or(&sqlite)]);
                 c.env("RUST_LOG", "warn");
                 c
             }
@@ -428,10 +442,58 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if want("ingest") {
+        ingest_table(&args).await?;
+    }
+    if rows.iter().all(|r| r.roost.is_empty()) {
+        return Ok(());
+    }
     println!("| scenario | Roost | Mosquitto | ratio |");
     println!("|---|---|---|---|");
     for row in rows.iter().filter(|r| !r.roost.is_empty()) {
         row.print();
+    }
+    Ok(())
+}
+
+/// Drops and re-creates the benchmark database on a server, with the server's own client.
+fn recreate_database(url: &str) -> anyhow::Result<()> {
+    let (server, name) = url.rsplit_once('/').context("URL without a database name")?;
+    let status = if url.starts_with("postgres") {
+        std::process::Command::new("psql")
+            .args([&format!("{server}/postgres"), "-qc", &format!("DROP DATABASE IF EXISTS {name}"), "-c", &format!("CREATE DATABASE {name}")])
+            .status()?
+    } else {
+        std::process::Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")])
+            .status()?
+    };
+    anyhow::ensure!(status.success(), "could not re-create {url}");
+    Ok(())
+}
+
+async fn ingest_table(args: &Args) -> anyhow::Result<()> {
+    const PER_PUBLISHER: usize = 50_000;
+    println!("| database | committed readings/s | publish→PUBACK p50 | p99 |");
+    println!("|---|---|---|---|");
+    for db in &args.databases {
+        let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..args.runs {
+            eprintln!("ingest run {} of {} on {db}", run + 1, args.runs);
+            let broker = if db == "sqlite" {
+                Broker::start_on(Kind::Roost, args, None).await?
+            } else {
+                recreate_database(db)?;
+                Broker::start_on(Kind::Roost, args, Some(db)).await?
+            };
+            let r = ingest::run(broker.addr, args.ingest_publishers, PER_PUBLISHER, 100).await?;
+            rates.push(r.rows_per_sec);
+            p50.push(r.p50_ms);
+            p99.push(r.p99_ms);
+        }
+        eprintln!("  {db}: rates {rates:?} p99 {p99:?}");
+        let name = db.split("://").next().unwrap_or(db);
+        println!("| {name} | {:.0} | {:.1} ms | {:.1} ms |", median(rates), median(p50), median(p99));
     }
     Ok(())
 }

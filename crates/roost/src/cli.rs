@@ -31,6 +31,11 @@ pub struct DatabaseArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of these settings (see roost.example.toml). Flags and environment
+    /// variables override it.
+    #[arg(long, env = "ROOST_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub db: DatabaseArgs,
 

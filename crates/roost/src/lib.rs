@@ -5,5 +5,6 @@
 pub mod app;
 pub mod broker;
 pub mod cli;
+pub mod config_file;
 pub mod ingest;
 pub mod store;

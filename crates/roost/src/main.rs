@@ -1,6 +1,6 @@
 //! The `roost` binary: parses the command line, sets up logging and signals, runs the app.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use roost::app::App;
 use roost::cli::{Cli, Command};
 use tokio_util::sync::CancellationToken;
@@ -13,9 +13,14 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(mut args) => {
+            if let Some(path) = args.config.clone() {
+                let serve_matches = matches.subcommand_matches("serve").expect("serve was parsed");
+                roost::config_file::ConfigFile::load(&path)?.apply(&mut args, serve_matches, &path)?;
+            }
             let app = App::build(&args).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -7,6 +7,7 @@ mod conformance;
 mod crash;
 mod databases;
 mod ingest;
+mod mqttjs;
 mod mosquitto_clients;
 mod paho;
 mod proxy;

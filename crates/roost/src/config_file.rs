@@ -1,0 +1,155 @@
+//! The optional config file (`--config roost.toml`): the same settings as the `serve` flags.
+//! Precedence: flags, then environment variables, then the file, then built-in defaults.
+
+use crate::cli::ServeArgs;
+use crate::ingest::TopicTemplate;
+use crate::store::DatabaseUrl;
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Every key is optional; unknown keys are an error (a typo must not be silently ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    database: Option<String>,
+    mqtt: Option<SocketAddr>,
+    mqtt_ws: Option<SocketAddr>,
+    allow_anonymous: Option<bool>,
+    templates: Option<Vec<String>>,
+    max_payload: Option<usize>,
+    ingest_queue: Option<u32>,
+    max_packet_size: Option<u32>,
+    connect_timeout_secs: Option<f64>,
+    max_inflight: Option<u32>,
+    max_queued: Option<u32>,
+    max_queued_qos0: Option<u32>,
+    sys_interval_secs: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("config file {path}: `{key}`: {why}")]
+    Value { path: String, key: &'static str, why: String },
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown, source })
+    }
+
+    /// Fills every setting of `args` that came from a built-in default with the file's value.
+    pub fn apply(self, args: &mut ServeArgs, matches: &ArgMatches, path: &Path) -> Result<(), ConfigError> {
+        let defaulted = |id: &str| matches!(matches.value_source(id), None | Some(ValueSource::DefaultValue));
+        let bad = |key: &'static str, why: String| ConfigError::Value { path: path.display().to_string(), key, why };
+        let seconds = |key: &'static str, secs: f64| {
+            if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+                Ok(Duration::from_secs_f64(secs))
+            } else {
+                Err(bad(key, format!("{secs} is not between 0 and 86400 seconds")))
+            }
+        };
+        macro_rules! take {
+            ($key:ident => $target:expr) => {
+                if let Some(v) = self.$key {
+                    if defaulted(stringify!($key)) {
+                        $target = v;
+                    }
+                }
+            };
+        }
+        if let Some(url) = self.database {
+            if defaulted("database") {
+                args.db.database = url.parse::<DatabaseUrl>().map_err(|why| bad("database", why))?;
+            }
+        }
+        if let Some(list) = self.templates {
+            if defaulted("templates") {
+                args.templates = list
+                    .iter()
+                    .map(|t| t.parse::<TopicTemplate>().map_err(|e| bad("templates", e.to_string())))
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        if let Some(secs) = self.connect_timeout_secs {
+            if defaulted("connect_timeout") {
+                args.connect_timeout = seconds("connect_timeout_secs", secs)?;
+            }
+        }
+        if let Some(secs) = self.sys_interval_secs {
+            if defaulted("sys_interval") {
+                args.sys_interval = seconds("sys_interval_secs", secs)?;
+            }
+        }
+        take!(mqtt => args.mqtt);
+        take!(mqtt_ws => args.mqtt_ws);
+        take!(allow_anonymous => args.allow_anonymous);
+        take!(max_payload => args.max_payload);
+        take!(ingest_queue => args.ingest_queue);
+        take!(max_packet_size => args.max_packet_size);
+        take!(max_inflight => args.max_inflight);
+        take!(max_queued => args.max_queued);
+        take!(max_queued_qos0 => args.max_queued_qos0);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn serve(argv: &[&str], file: &str) -> Result<ServeArgs, ConfigError> {
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let Command::Serve(mut args) = Cli::from_arg_matches(&matches).unwrap().command else { panic!() };
+        let config: ConfigFile = toml::from_str(file).map_err(|source| ConfigError::Parse { path: "t".into(), source })?;
+        config.apply(&mut args, matches.subcommand_matches("serve").unwrap(), Path::new("roost.toml"))?;
+        Ok(args)
+    }
+
+    #[test]
+    fn the_file_fills_defaults_and_flags_win() {
+        let file = r#"
+            database = "postgres://roost@db/roost"
+            mqtt = "127.0.0.1:1884"
+            templates = ["home/{owner}/{place}/{category}"]
+            max_payload = 100
+            sys_interval_secs = 2.5
+        "#;
+        let args = serve(&["roost", "serve", "--mqtt", "127.0.0.1:2000"], file).unwrap();
+        assert_eq!(args.mqtt.port(), 2000, "the flag beats the file");
+        assert_eq!(args.db.database.expose_secret(), "postgres://roost@db/roost");
+        assert_eq!(args.templates.len(), 1);
+        assert_eq!(args.max_payload, 100);
+        assert_eq!(args.sys_interval, Duration::from_millis(2500));
+    }
+
+    /// The sample file documents the defaults: applying it changes nothing.
+    #[test]
+    fn the_example_file_states_the_defaults() {
+        let example = include_str!("../../../roost.example.toml");
+        let from_file = serve(&["roost", "serve"], example).unwrap();
+        let defaults = serve(&["roost", "serve"], "").unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{:?}", ServeArgs { templates: TopicTemplate::defaults(), ..defaults }));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let err = serve(&["roost", "serve"], "mqttt = \"0.0.0.0:1\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field `mqttt`"), "{err}");
+        let err = serve(&["roost", "serve"], "templates = [\"iot/{owner}\"]").unwrap_err();
+        assert!(err.to_string().contains("`templates`"), "{err}");
+        let err = serve(&["roost", "serve"], "connect_timeout_secs = -1").unwrap_err();
+        assert!(err.to_string().contains("not between 0 and 86400"), "{err}");
+    }
+}
