@@ -118,11 +118,13 @@ async fn commit(
     stop: &CancellationToken,
 ) -> bool {
     let mut batch = Batch::default();
-    for job in pending.iter() {
-        match &job.record {
-            Record::Readings(readings) => batch.readings.extend(readings.iter().cloned()),
-            Record::Reject(reject) => batch.rejects.push(reject.clone()),
+    let mut waiting = Vec::with_capacity(pending.len());
+    for job in pending.drain(..) {
+        match job.record {
+            Record::Readings(readings) => batch.readings.extend(readings),
+            Record::Reject(reject) => batch.rejects.push(reject),
         }
+        waiting.push(job.committed);
     }
     let mut delay = config.retry_delay;
     loop {
@@ -133,22 +135,21 @@ async fn commit(
                 stats.readings_committed.fetch_add(batch.readings.len() as u64, Relaxed);
                 stats.rejects_committed.fetch_add(batch.rejects.len() as u64, Relaxed);
                 stats.batches.fetch_add(1, Relaxed);
-                stats.last_batch_size.store(pending.len() as u64, Relaxed);
-                for job in pending.drain(..) {
-                    let _ = job.committed.send(Ok(()));
+                stats.last_batch_size.store(waiting.len() as u64, Relaxed);
+                for committed in waiting {
+                    let _ = committed.send(Ok(()));
                 }
                 return true;
             }
             Err(e) => {
                 stats.failed_commits.fetch_add(1, Relaxed);
-                warn!(error = %e, records = pending.len(), retry_in = ?delay, "commit failed; holding the batch and retrying");
+                warn!(error = %e, records = waiting.len(), retry_in = ?delay, "commit failed; holding the batch and retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => {
                         // Stopping while the database is away: these were never acknowledged,
                         // so the clients still hold them and will send them again.
-                        warn!(records = pending.len(), "giving up on an uncommitted batch at shutdown; it was not acknowledged");
-                        pending.clear();
+                        warn!(records = waiting.len(), "giving up on an uncommitted batch at shutdown; it was not acknowledged");
                         return false;
                     }
                 }
