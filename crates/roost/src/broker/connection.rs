@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Read buffer kept for an idle connection; it grows while a client sends fast.
-const IDLE_BUFFER: usize = 256;
+const IDLE_BUFFER: usize = 128;
 const BUSY_BUFFER: usize = 16 * 1024;
 
 /// Why a connection ended. Everything but `Disconnect` publishes the will [MQTT-3.1.2-8].
@@ -111,7 +111,9 @@ pub(crate) async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, s
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut conn = Connection {
+    // Boxed, like the CONNECT below: an async fn keeps its arguments twice (as arguments and
+    // as locals), so large values are passed by pointer to keep idle connections small.
+    let mut conn = Box::new(Connection {
         broker,
         stream,
         peer,
@@ -121,10 +123,13 @@ where
         pending_acks: VecDeque::new(),
         scratch: Vec::new(),
         congested: false,
-    };
+    });
     let timeout = conn.broker.config.connect_timeout;
-    let connect = match tokio::time::timeout(timeout, conn.read_connect()).await {
-        Ok(Ok(Some(connect))) => connect,
+    // Boxed (here and below): the future of a connection lives as long as the connection, and
+    // its size is that of its largest state. Boxing the short-lived phases keeps an idle
+    // connection's future small (see the idle-connection figures in BENCHMARKS.md).
+    let connect = match Box::pin(tokio::time::timeout(timeout, conn.read_connect())).await {
+        Ok(Ok(Some(connect))) => Box::new(connect),
         Ok(Ok(None)) => return,
         Ok(Err(end)) => {
             if matches!(end, End::Protocol(_)) {
@@ -174,20 +179,20 @@ where
         let _ = self.flush().await;
     }
 
-    async fn run_session(mut self, connect: Connect, shutdown: CancellationToken) {
+    async fn run_session(mut self: Box<Self>, connect: Box<Connect>, shutdown: CancellationToken) {
         let peer = self.peer;
         self.version = connect.protocol;
         if connect.protocol.is_v5() {
             // 5.0 packets decode, but this broker speaks 3.1.1 for now: refuse politely with
             // the 5.0 reason code "Unsupported Protocol Version".
-            self.refuse(0x84).await;
+            Box::pin(self.refuse(0x84)).await;
             info!(%peer, "MQTT 5.0 client refused: this broker speaks 3.1.1");
             return;
         }
-        let Some((client_id, username)) = self.accept_identity(&connect).await else { return };
+        let Some((client_id, username)) = Box::pin(self.accept_identity(&connect)).await else { return };
         let broker = Arc::clone(&self.broker);
         let Claimed { mut state, session_present, generation, kick, ended } =
-            broker.sessions.claim(&client_id, connect.clean_start, &broker.router, &broker.config).await;
+            Box::pin(broker.sessions.claim(&client_id, connect.clean_start, &broker.router, &broker.config)).await;
         // [MQTT-3.2.2-1..3]
         self.queue(Packet::ConnAck(ConnAck {
             session_present,
@@ -196,7 +201,10 @@ where
         }));
         BrokerStats::incr(&broker.stats.clients_connected);
         info!(%peer, %client_id, ?username, clean_session = connect.clean_start, session_present, "client connected");
-        let end = self.resume(&mut state, session_present, &connect, username.as_deref(), &kick, &shutdown).await;
+        // Keep only what the session needs: the rest of the CONNECT is dropped here.
+        let Connect { keep_alive, will, .. } = *connect;
+        let will = will.map(Box::new);
+        let end = self.resume(&mut state, session_present, keep_alive, username.as_deref(), &kick, &shutdown).await;
         broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match &end {
             End::Protocol(_) => {
@@ -209,13 +217,13 @@ where
             }
             _ => info!(%peer, %client_id, reason = %end, "connection closed"),
         }
-        self.settle_pending_acks(&mut state).await;
+        Box::pin(self.settle_pending_acks(&mut state)).await;
         if !matches!(end, End::Disconnect) {
-            if let Some(will) = connect.will {
-                self.publish_will(will, username.as_deref());
+            if let Some(will) = will {
+                self.publish_will(*will, username.as_deref());
             }
         }
-        let _ = self.stream.shutdown().await;
+        let _ = Box::pin(self.stream.shutdown()).await;
         broker.sessions.release(generation, &ended, state, &broker.router);
     }
 
@@ -256,7 +264,7 @@ where
         &mut self,
         state: &mut SessionState,
         session_present: bool,
-        connect: &Connect,
+        keep_alive: Duration,
         username: Option<&str>,
         kick: &CancellationToken,
         shutdown: &CancellationToken,
@@ -273,11 +281,11 @@ where
             }
         }
         // Clients may send packets right behind their CONNECT, before the CONNACK arrives.
-        if let Err(end) = self.handle_input(state, username).await {
+        if let Err(end) = Box::pin(self.handle_input(state, username)).await {
             return end;
         }
         // [MQTT-3.1.2-24] 1.5 times the keep-alive; zero disables it.
-        let keep_alive = (!connect.keep_alive.is_zero()).then(|| connect.keep_alive.mul_f64(1.5));
+        let keep_alive = (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.5));
         let mut deadline = keep_alive.map(|k| Instant::now() + k);
         let max_inflight = self.broker.config.max_inflight;
         let max_pending = self.broker.config.max_pending_acks;
@@ -289,8 +297,10 @@ where
             if let Err(end) = self.drain_mailbox(state) {
                 return end;
             }
-            if let Err(e) = self.flush().await {
-                return End::Io(e);
+            if !self.write_buf.is_empty() {
+                if let Err(e) = Box::pin(self.flush()).await {
+                    return End::Io(e);
+                }
             }
             let window_open = state.outbound.len() < max_inflight;
             let reading = self.pending_acks.len() < max_pending;
@@ -308,7 +318,7 @@ where
                     match read {
                         Ok(0) => return End::ClosedByPeer,
                         Ok(n) => {
-                            if let Err(end) = self.handle_input(state, username).await {
+                            if let Err(end) = Box::pin(self.handle_input(state, username)).await {
                                 return end;
                             }
                             if let Some(limit) = keep_alive {
@@ -615,5 +625,21 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Every connection's task holds this future for its whole life: its size is most of what
+    /// an idle connection costs (BENCHMARKS.md). A guard against regressions, not a timing.
+    #[test]
+    fn an_idle_connection_future_stays_small() {
+        let broker = Broker::new(Default::default(), Arc::new(super::super::AllowAll), Arc::new(super::super::NoIngest));
+        let (stream, _other) = tokio::io::duplex(64);
+        let future = serve(broker, stream, "127.0.0.1:1".parse().unwrap(), CancellationToken::new());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1536, "the connection future grew to {size} bytes");
     }
 }

@@ -59,7 +59,8 @@ impl SessionState {
 
 enum Slot {
     Online { generation: u64, kick: CancellationToken, ended: CancellationToken },
-    Offline(SessionState),
+    /// Boxed: most slots are online, and a slot is as large as its largest variant.
+    Offline(Box<SessionState>),
 }
 
 /// A session claimed by a connection, with the tokens that tie the two together.
@@ -124,7 +125,7 @@ impl Sessions {
         config: &BrokerConfig,
     ) -> Claimed {
         let (mut state, session_present) = match slots.remove(client_id) {
-            Some(Slot::Offline(state)) if !clean => (state, true),
+            Some(Slot::Offline(state)) if !clean => (*state, true),
             Some(Slot::Offline(state)) => {
                 state.unsubscribe_all(router);
                 (self.fresh(client_id, config), false)
@@ -162,7 +163,7 @@ impl Sessions {
             let mut slots = self.lock();
             let ours = matches!(slots.get(&state.client_id), Some(Slot::Online { generation: g, .. }) if *g == generation);
             if ours && !state.clean {
-                slots.insert(state.client_id.clone(), Slot::Offline(state));
+                slots.insert(state.client_id.clone(), Slot::Offline(Box::new(state)));
             } else {
                 if ours {
                     slots.remove(&state.client_id);
