@@ -2,6 +2,7 @@
 //! ports back), `App::run_until_stopped` serves until the shutdown token is cancelled. The only
 //! place that wires parts together and spawns long-lived tasks.
 
+use crate::api::{self, ApiState};
 use crate::broker::{self, AllowAll, Broker, BrokerConfig};
 use crate::cli::ServeArgs;
 use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, WriterConfig};
@@ -25,6 +26,7 @@ pub struct App {
     jobs: tokio::sync::mpsc::Receiver<ingest::Job>,
     mqtt: TcpListener,
     mqtt_ws: TcpListener,
+    http: TcpListener,
     sys_interval: Duration,
 }
 
@@ -53,7 +55,8 @@ impl App {
         let broker = Broker::new(config, Arc::new(AllowAll), Arc::new(ingest));
         let mqtt = bind(args.mqtt, "MQTT").await?;
         let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
-        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, sys_interval: args.sys_interval })
+        let http = bind(args.http, "HTTP").await?;
+        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -62,6 +65,10 @@ impl App {
 
     pub fn mqtt_ws_addr(&self) -> SocketAddr {
         self.mqtt_ws.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound listener has an address")
     }
 
     pub fn broker(&self) -> Arc<Broker> {
@@ -81,6 +88,7 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.mqtt_addr(), "MQTT listening");
         info!(addr = %self.mqtt_ws_addr(), path = "/mqtt", "MQTT over WebSocket listening");
+        info!(addr = %self.http_addr(), "HTTP listening (API, /healthz, /metrics, MQTT over WebSocket at /mqtt)");
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(ingest::run_writer(
             Arc::clone(&self.store),
@@ -92,6 +100,20 @@ impl App {
         let tracker = TaskTracker::new();
         tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
         tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
+        let api_state = ApiState {
+            store: Arc::clone(&self.store),
+            broker: Arc::clone(&self.broker),
+            ingest: Arc::clone(&self.ingest_stats),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        };
+        let http_shutdown = shutdown.clone();
+        let http = self.http;
+        tracker.spawn(async move {
+            if let Err(e) = api::serve(http, api_state, http_shutdown).await {
+                warn!(error = %e, "HTTP server failed");
+            }
+        });
         tracker.spawn(broker::publish_sys_tree(Arc::clone(&self.broker), self.sys_interval, shutdown.clone()));
         shutdown.cancelled().await;
         info!("shutting down: no new connections, closing sessions");

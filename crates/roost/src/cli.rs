@@ -60,6 +60,10 @@ pub struct ServeArgs {
     #[arg(long = "mqtt-ws", env = "ROOST_MQTT_WS", default_value = "0.0.0.0:9001")]
     pub mqtt_ws: SocketAddr,
 
+    /// Address for the HTTP API, /healthz, /metrics and MQTT over WebSocket at /mqtt.
+    #[arg(long, env = "ROOST_HTTP", default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+
     /// Let clients connect without credentials. Until user accounts exist (issue 5) this is
     /// the only mode, and it is what Roost runs in without the flag too, with a warning.
     #[arg(long)]

@@ -18,6 +18,7 @@ pub struct ConfigFile {
     database: Option<String>,
     mqtt: Option<SocketAddr>,
     mqtt_ws: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     allow_anonymous: Option<bool>,
     templates: Option<Vec<String>>,
     max_payload: Option<usize>,
@@ -92,6 +93,7 @@ impl ConfigFile {
         }
         take!(mqtt => args.mqtt);
         take!(mqtt_ws => args.mqtt_ws);
+        take!(http => args.http);
         take!(allow_anonymous => args.allow_anonymous);
         take!(max_payload => args.max_payload);
         take!(ingest_queue => args.ingest_queue);

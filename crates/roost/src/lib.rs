@@ -2,6 +2,7 @@
 //!
 //! `app` wires the parts together; `broker` is the MQTT server; `cli` parses the command line.
 
+pub mod api;
 pub mod app;
 pub mod broker;
 pub mod cli;

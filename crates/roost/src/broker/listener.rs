@@ -61,3 +61,14 @@ async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, mut spa
         }
     }
 }
+
+/// Runs an MQTT session over an already-upgraded WebSocket (the HTTP server's `/mqtt`).
+pub async fn serve_websocket_session<W>(broker: Arc<Broker>, socket: W, peer: SocketAddr, shutdown: CancellationToken)
+where
+    W: futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
+        + futures_util::Sink<tokio_tungstenite::tungstenite::Message, Error = tokio_tungstenite::tungstenite::Error>
+        + Unpin
+        + Send,
+{
+    connection::serve(broker, websocket::WsBytes::new(socket), peer, shutdown).await;
+}

@@ -15,11 +15,12 @@ mod sessions;
 mod stats;
 mod sys;
 mod trie;
-mod websocket;
+pub mod websocket;
 
 pub use config::BrokerConfig;
 pub use hooks::{AllowAll, BoxFuture, AuthOutcome, Authenticate, Credentials, IngestSink, NoIngest, Receipt};
-pub use listener::{serve_tcp, serve_websocket};
+pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
+pub use websocket::choose_subprotocol;
 pub use message::Message;
 pub use stats::{BrokerStats, StatsSnapshot};
 pub use sys::publish_sys_tree;

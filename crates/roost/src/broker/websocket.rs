@@ -26,18 +26,22 @@ pub fn negotiate(request: &Request, mut response: Response) -> Result<Response, 
         *refusal.status_mut() = StatusCode::NOT_FOUND;
         return Err(refusal);
     }
-    let offered = request
-        .headers()
+    if let Some(chosen) = choose_subprotocol(request.headers()) {
+        response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(chosen));
+    }
+    Ok(response)
+}
+
+/// The MQTT subprotocol to answer, from the client's `Sec-WebSocket-Protocol` offers.
+pub fn choose_subprotocol(headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> Option<&'static str> {
+    let offered = headers
         .get_all("sec-websocket-protocol")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect::<Vec<_>>();
-    if let Some(chosen) = SUBPROTOCOLS.iter().find(|p| offered.contains(p)) {
-        response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(chosen));
-    }
-    Ok(response)
+    SUBPROTOCOLS.iter().find(|p| offered.contains(p)).copied()
 }
 
 /// A byte stream over a WebSocket: reads concatenate binary frames, each write is one frame.

@@ -477,3 +477,129 @@ mod tests {
         assert!("redis://localhost".parse::<DatabaseUrl>().unwrap_err().contains("is not a sqlite://"));
     }
 }
+
+/// One bucket of a downsampled series: readings with `start <= ts < start + width`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Bucket {
+    pub start: i64,
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+    pub count: i64,
+}
+
+impl Store {
+    /// The id of a sensor, if it exists.
+    pub async fn sensor_id(&self, sensor: &SensorKey) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, pool => QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
+            .push_bind(sensor.owner.as_str())
+            .push(" AND place = ").push_bind(sensor.place.as_str())
+            .push(" AND category = ").push_bind(sensor.category.as_str())
+            .build()
+            .fetch_optional(pool)
+            .await
+            .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+            .map_err(query_err("looking up a sensor")))
+    }
+
+    /// Readings of a sensor with `from <= ts < to`, oldest first, at most `limit`.
+    pub async fn readings_by_id(&self, sensor_id: i64, from: TimestampMs, to: TimestampMs, limit: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ")
+                .push_bind(sensor_id)
+                .push(" AND ts >= ").push_bind(from.0)
+                .push(" AND ts < ").push_bind(to.0)
+                .push(" ORDER BY ts LIMIT ").push_bind(limit)
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("reading a sensor's history"))?;
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(query_err("decoding readings"))
+        })
+    }
+
+    /// Min/avg/max/count of a sensor's readings in buckets of `width_ms` from `from` to `to`;
+    /// empty buckets are left out. The database does the grouping, so a month of 1-second
+    /// data comes back as a few hundred rows.
+    pub async fn buckets(&self, sensor_id: i64, from: TimestampMs, to: TimestampMs, width_ms: i64) -> Result<Vec<Bucket>, StoreError> {
+        // Integer division: `/` on integers in SQLite and PostgreSQL, `DIV` in MySQL/MariaDB.
+        let div = if self.dialect() == Dialect::MySql { " DIV " } else { " / " };
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new("SELECT (ts - ")
+                .push_bind(from.0)
+                .push(")").push(div).push_bind(width_ms)
+                .push(" AS bucket, MIN(value), AVG(value), MAX(value), COUNT(*) FROM readings WHERE sensor_id = ")
+                .push_bind(sensor_id)
+                .push(" AND ts >= ").push_bind(from.0)
+                .push(" AND ts < ").push_bind(to.0)
+                .push(" GROUP BY bucket ORDER BY bucket")
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("downsampling readings"))?;
+            rows.iter()
+                .map(|row| {
+                    let bucket: i64 = row.try_get(0)?;
+                    Ok(Bucket { start: from.0 + bucket * width_ms, min: row.try_get(1)?, avg: row.try_get(2)?, max: row.try_get(3)?, count: row.try_get(4)? })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(query_err("decoding buckets"))
+        })
+    }
+
+    /// Streams a sensor's readings in `[from, to)` in chunks, oldest first, for exports of any
+    /// size; stops early when the receiver is gone.
+    pub async fn stream_readings(
+        &self,
+        sensor_id: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        chunks: tokio::sync::mpsc::Sender<Result<Vec<(i64, f64)>, StoreError>>,
+    ) {
+        use futures_util::TryStreamExt;
+        const CHUNK: usize = 4096;
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ");
+            query.push_bind(sensor_id).push(" AND ts >= ").push_bind(from.0).push(" AND ts < ").push_bind(to.0).push(" ORDER BY ts");
+            let mut rows = query.build().fetch(pool);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(row)) => match (row.try_get::<i64, _>(0), row.try_get::<f64, _>(1)) {
+                        (Ok(ts), Ok(value)) => chunk.push((ts, value)),
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = chunks.send(Err(query_err("decoding an export")(e))).await;
+                            return;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = chunks.send(Err(query_err("exporting readings")(e))).await;
+                        return;
+                    }
+                }
+                if chunk.len() == CHUNK && chunks.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await.is_err() {
+                    return;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = chunks.send(Ok(chunk)).await;
+            }
+        })
+    }
+
+    /// Counts for the stats endpoint: sensors, readings, rejects.
+    pub async fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        on_pool!(self, pool => {
+            let row = QueryBuilder::new("SELECT (SELECT COUNT(*) FROM sensors), (SELECT COUNT(*) FROM readings), (SELECT COUNT(*) FROM rejects)")
+                .build()
+                .fetch_one(pool)
+                .await
+                .map_err(query_err("counting"))?;
+            (|| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))().map_err(query_err("decoding counts"))
+        })
+    }
+}

@@ -5,16 +5,18 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-fn roost() -> Command {
+/// The binary, run in a fresh directory (its default database `roost.db` lands there).
+fn roost(dir: &tempfile::TempDir) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-    cmd.env("RUST_LOG", "info").kill_on_drop(true);
+    cmd.env("RUST_LOG", "info").env_remove("ROOST_DATABASE").current_dir(dir.path()).kill_on_drop(true);
     cmd
 }
 
 #[tokio::test]
 async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
-    let mut child = roost()
-        .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0"])
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = roost(&dir)
+        .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -40,14 +42,41 @@ async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status:?}");
+    assert!(dir.path().join("roost.db").exists(), "the default database is created in the working directory");
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let out = roost(&dir).args(["migrate", "--database", &url]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("schema is up to date"), "{stderr}");
+    let store = roost::store::Store::connect(&roost::store::DatabaseUrl::new(url)).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 0, "the tables exist");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = roost(&dir)
+        .args(["serve", "--database", "postgres://nobody@127.0.0.1:1/none", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("opening the database") && stderr.contains("connecting to postgres://nobody@127.0.0.1:1/none"), "{stderr}");
 }
 
 #[tokio::test]
 async fn a_taken_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let out = roost()
-        .args(["serve", "--allow-anonymous", "--mqtt", &format!("127.0.0.1:{port}"), "--mqtt-ws", "127.0.0.1:0"])
+    let dir = tempfile::tempdir().unwrap();
+    let out = roost(&dir)
+        .args(["serve", "--allow-anonymous", "--mqtt", &format!("127.0.0.1:{port}"), "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .output()
         .await
         .unwrap();
@@ -58,7 +87,8 @@ async fn a_taken_port_is_a_clear_error() {
 
 #[tokio::test]
 async fn bad_flags_explain_themselves() {
-    let out = roost().args(["serve", "--mqtt", "not-an-address"]).output().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = roost(&dir).args(["serve", "--mqtt", "not-an-address"]).output().await.unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid value 'not-an-address' for '--mqtt <MQTT>'"), "{stderr}");

@@ -22,7 +22,7 @@ const WINDOW: usize = 20;
 /// Starts the `roost` binary on `database` and returns it with its MQTT address.
 pub async fn spawn_roost(database: &DatabaseUrl) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0"])
+        .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--database", database.expose_secret()])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

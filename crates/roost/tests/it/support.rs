@@ -19,6 +19,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub mqtt: SocketAddr,
     pub ws: SocketAddr,
+    pub http: SocketAddr,
     pub broker: Arc<Broker>,
     pub store: Arc<Store>,
     _dir: Option<tempfile::TempDir>,
@@ -45,14 +46,15 @@ impl TestServer {
         let mut args = ServeArgs::default();
         args.mqtt = "127.0.0.1:0".parse().unwrap();
         args.mqtt_ws = "127.0.0.1:0".parse().unwrap();
+        args.http = "127.0.0.1:0".parse().unwrap();
         args.allow_anonymous = true;
         args.db.database = database;
         adjust(&mut args);
         let app = App::build(&args).await.expect("app builds");
-        let (mqtt, ws, broker, store) = (app.mqtt_addr(), app.mqtt_ws_addr(), app.broker(), app.store());
+        let (mqtt, ws, http, broker, store) = (app.mqtt_addr(), app.mqtt_ws_addr(), app.http_addr(), app.broker(), app.store());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { mqtt, ws, broker, store, _dir: None, shutdown, task: Some(task) }
+        Self { mqtt, ws, http, broker, store, _dir: None, shutdown, task: Some(task) }
     }
 
     /// Stops the server and waits until every connection is closed.

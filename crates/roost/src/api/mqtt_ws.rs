@@ -1,0 +1,45 @@
+//! MQTT over WebSocket on the HTTP port (`/mqtt`, subprotocol `mqtt`), so one port and one
+//! reverse-proxy rule serve the dashboard and its MQTT console.
+
+use super::ApiState;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request) -> Response {
+    let headers = request.headers();
+    let is_upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let (Some(key), true, true) = (headers.get(header::SEC_WEBSOCKET_KEY), is_upgrade, version_ok) else {
+        return (StatusCode::BAD_REQUEST, "MQTT over WebSocket: send a WebSocket (version 13) upgrade request\n").into_response();
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let protocol = crate::broker::choose_subprotocol(headers);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let timeout = state.broker.config().connect_timeout;
+    state.tracker.spawn(async move {
+        match tokio::time::timeout(timeout, on_upgrade).await {
+            Ok(Ok(upgraded)) => {
+                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                crate::broker::serve_websocket_session(state.broker, socket, peer, state.shutdown).await;
+            }
+            Ok(Err(e)) => tracing::info!(%peer, error = %e, "WebSocket upgrade failed"),
+            Err(_) => tracing::info!(%peer, "WebSocket upgrade timed out"),
+        }
+    });
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(protocol) = protocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+    }
+    response.body(Body::empty()).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,125 @@
+//! The OpenAPI 3 description of the API, served at `/api/openapi.json`.
+
+use axum::Json;
+use serde_json::{json, Value};
+
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn sensor_path_params() -> Value {
+    json!([
+        { "name": "owner", "in": "path", "required": true, "schema": { "type": "string" } },
+        { "name": "place", "in": "path", "required": true, "schema": { "type": "string" } },
+        { "name": "category", "in": "path", "required": true, "schema": { "type": "string" } },
+        { "name": "from", "in": "query", "required": false, "description": "Start (inclusive): epoch milliseconds or RFC 3339. Default: 24 h before `to`.", "schema": { "type": "string" } },
+        { "name": "to", "in": "query", "required": false, "description": "End (exclusive): epoch milliseconds or RFC 3339. Default: now.", "schema": { "type": "string" } }
+    ])
+}
+
+pub fn spec() -> Value {
+    let mut readings_params = sensor_path_params();
+    readings_params.as_array_mut().expect("an array").push(json!({
+        "name": "buckets", "in": "query", "required": false,
+        "description": "Downsample into this many min/avg/max/count buckets instead of raw readings.",
+        "schema": { "type": "integer", "minimum": 1, "maximum": 10000 }
+    }));
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Roost API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sensors, readings and rejects of a Roost IoT hub. Times are UTC: epoch milliseconds (`*_ms`) and RFC 3339."
+        },
+        "paths": {
+            "/api/sensors": { "get": {
+                "summary": "Every sensor with its latest value",
+                "responses": {
+                    "200": { "description": "Sensors ordered by owner, place, category", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Sensor" } } } } },
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/sensors/{owner}/{place}/{category}/readings": { "get": {
+                "summary": "Readings of one sensor in a time range, raw or downsampled",
+                "parameters": readings_params,
+                "responses": {
+                    "200": { "description": "`readings` ([ts_ms, value] pairs) or `buckets`", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Readings" } } } },
+                    "400": error_response("Bad parameter"),
+                    "404": error_response("No such sensor"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/sensors/{owner}/{place}/{category}/readings.csv": { "get": {
+                "summary": "Readings of one sensor in a time range as CSV (streamed, any size)",
+                "parameters": sensor_path_params(),
+                "responses": {
+                    "200": { "description": "CSV with header ts_ms,time_utc,value", "content": { "text/csv": { "schema": { "type": "string" } } } },
+                    "400": error_response("Bad parameter"),
+                    "404": error_response("No such sensor"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/rejects": { "get": {
+                "summary": "The most recent rejected publishes, newest first",
+                "parameters": [{ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }],
+                "responses": {
+                    "200": { "description": "Rejects", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Reject" } } } } },
+                    "400": error_response("Bad parameter"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/stats": { "get": {
+                "summary": "Broker, ingest and database counters",
+                "responses": {
+                    "200": { "description": "Counters", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/openapi.json": { "get": {
+                "summary": "This document",
+                "responses": { "200": { "description": "OpenAPI 3 document", "content": { "application/json": { "schema": { "type": "object" } } } } }
+            }},
+            "/healthz": { "get": {
+                "summary": "200 when the database answers, else 503",
+                "responses": {
+                    "200": { "description": "Healthy", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "503": { "description": "Database unreachable", "content": { "application/json": { "schema": { "type": "object" } } } }
+                }
+            }},
+            "/metrics": { "get": {
+                "summary": "Prometheus metrics",
+                "responses": { "200": { "description": "Text exposition format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+            }}
+        },
+        "components": { "schemas": {
+            "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+            "Sensor": { "type": "object", "required": ["owner", "place", "category"], "properties": {
+                "owner": { "type": "string" }, "place": { "type": "string" }, "category": { "type": "string" },
+                "last_value": { "type": "number", "nullable": true },
+                "last_seen_ms": { "type": "integer", "nullable": true },
+                "last_seen": { "type": "string", "format": "date-time", "nullable": true }
+            }},
+            "Bucket": { "type": "object", "required": ["start", "min", "avg", "max", "count"], "properties": {
+                "start": { "type": "integer", "description": "Bucket start, epoch ms" },
+                "min": { "type": "number" }, "avg": { "type": "number" }, "max": { "type": "number" }, "count": { "type": "integer" }
+            }},
+            "Readings": { "type": "object", "required": ["sensor", "range"], "properties": {
+                "sensor": { "type": "object" },
+                "range": { "type": "object" },
+                "bucket_ms": { "type": "integer" },
+                "buckets": { "type": "array", "items": { "$ref": "#/components/schemas/Bucket" } },
+                "readings": { "type": "array", "items": { "type": "array", "items": { "type": "number" }, "minItems": 2, "maxItems": 2 } }
+            }},
+            "Reject": { "type": "object", "required": ["received_at_ms", "received_at", "client_id", "topic", "payload", "reason"], "properties": {
+                "received_at_ms": { "type": "integer" }, "received_at": { "type": "string", "format": "date-time" },
+                "client_id": { "type": "string" }, "topic": { "type": "string" },
+                "payload": { "type": "string", "description": "The first 256 bytes, as text" },
+                "reason": { "type": "string" }
+            }}
+        }}
+    })
+}

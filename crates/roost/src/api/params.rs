@@ -1,0 +1,56 @@
+//! Query parameters, parsed into types at the edge: times as epoch milliseconds or RFC 3339.
+
+use super::ApiError;
+use crate::ingest::TimestampMs;
+
+/// Parses `name` as epoch milliseconds (`1700000000000`) or RFC 3339 (`2023-11-14T22:13:20Z`).
+pub fn parse_time(name: &str, value: &str) -> Result<TimestampMs, ApiError> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(TimestampMs(ms));
+    }
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .map(TimestampMs)
+        .ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be epoch milliseconds or an RFC 3339 time, not {value:?}")))
+}
+
+/// RFC 3339 in UTC for an epoch-millisecond time.
+pub fn rfc3339(ts: TimestampMs) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.0) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The `[from, to)` range of a request: `to` defaults to now, `from` to 24 hours before `to`.
+pub fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(TimestampMs, TimestampMs), ApiError> {
+    let to = match to {
+        Some(v) => parse_time("to", v)?,
+        None => TimestampMs::now(),
+    };
+    let from = match from {
+        Some(v) => parse_time("from", v)?,
+        None => TimestampMs(to.0.saturating_sub(24 * 3600 * 1000)),
+    };
+    if from >= to {
+        return Err(ApiError::BadRequest("`from` must be before `to`".into()));
+    }
+    Ok((from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_both_ways_and_round_trip() {
+        assert_eq!(parse_time("from", "1700000000000").unwrap(), TimestampMs(1_700_000_000_000));
+        assert_eq!(parse_time("from", "2023-11-14T22:13:20Z").unwrap(), TimestampMs(1_700_000_000_000));
+        assert_eq!(parse_time("from", "2023-11-14T23:13:20+01:00").unwrap(), TimestampMs(1_700_000_000_000));
+        assert_eq!(rfc3339(TimestampMs(1_700_000_000_000)), "2023-11-14T22:13:20Z");
+        let err = parse_time("from", "yesterday").unwrap_err();
+        assert_eq!(err.to_string(), "`from` must be epoch milliseconds or an RFC 3339 time, not \"yesterday\"");
+        assert!(time_range(Some("2000"), Some("1000")).is_err());
+    }
+}

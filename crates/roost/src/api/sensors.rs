@@ -1,0 +1,174 @@
+//! Sensors, their readings (raw or downsampled), CSV export and rejects.
+
+use super::params::{rfc3339, time_range};
+use super::{ApiError, ApiState};
+use crate::ingest::{SensorKey, TimestampMs};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Most raw readings one JSON request returns; larger ranges ask for buckets or the CSV export.
+const MAX_RAW: i64 = 100_000;
+/// Most buckets one request may ask for.
+const MAX_BUCKETS: u32 = 10_000;
+const MAX_REJECTS: i64 = 1_000;
+
+#[derive(Debug, Serialize)]
+pub struct SensorJson {
+    owner: String,
+    place: String,
+    category: String,
+    last_value: Option<f64>,
+    /// Epoch milliseconds, UTC.
+    last_seen_ms: Option<i64>,
+    /// RFC 3339, UTC.
+    last_seen: Option<String>,
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<SensorJson>>, ApiError> {
+    let sensors = state.store.sensors().await?;
+    Ok(Json(
+        sensors
+            .into_iter()
+            .map(|s| SensorJson {
+                owner: s.key.owner,
+                place: s.key.place,
+                category: s.key.category,
+                last_value: s.last_value,
+                last_seen_ms: s.last_seen.map(|t| t.0),
+                last_seen: s.last_seen.map(rfc3339),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+    /// Downsample into this many buckets (min/avg/max/count each) instead of raw readings.
+    buckets: Option<String>,
+}
+
+async fn find_sensor(state: &ApiState, owner: String, place: String, category: String) -> Result<(SensorKey, i64), ApiError> {
+    let key = SensorKey { owner, place, category };
+    match state.store.sensor_id(&key).await? {
+        Some(id) => Ok((key, id)),
+        None => Err(ApiError::NotFound(format!("no sensor {key}"))),
+    }
+}
+
+pub async fn readings(
+    State(state): State<ApiState>,
+    Path((owner, place, category)): Path<(String, String, String)>,
+    Query(query): Query<RangeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
+    let buckets = match query.buckets.as_deref() {
+        None => None,
+        Some(b) => match b.parse::<u32>() {
+            Ok(n) if (1..=MAX_BUCKETS).contains(&n) => Some(n),
+            _ => return Err(ApiError::BadRequest(format!("`buckets` must be a whole number from 1 to {MAX_BUCKETS}, not {b:?}"))),
+        },
+    };
+    let (key, id) = find_sensor(&state, owner, place, category).await?;
+    let sensor = json!({ "owner": key.owner, "place": key.place, "category": key.category });
+    let range = json!({ "from_ms": from.0, "to_ms": to.0, "from": rfc3339(from), "to": rfc3339(to) });
+    match buckets {
+        Some(n) => {
+            // Round the width up so that n buckets cover the range.
+            let width = ((to.0 - from.0) + i64::from(n) - 1) / i64::from(n);
+            let buckets = state.store.buckets(id, from, to, width.max(1)).await?;
+            Ok(Json(json!({ "sensor": sensor, "range": range, "bucket_ms": width.max(1), "buckets": buckets })))
+        }
+        None => {
+            let rows = state.store.readings_by_id(id, from, to, MAX_RAW + 1).await?;
+            if rows.len() as i64 > MAX_RAW {
+                return Err(ApiError::BadRequest(format!(
+                    "more than {MAX_RAW} readings in this range: ask for `buckets` or use the CSV export"
+                )));
+            }
+            let readings: Vec<[Value; 2]> = rows.into_iter().map(|(ts, v)| [json!(ts), json!(v)]).collect();
+            Ok(Json(json!({ "sensor": sensor, "range": range, "readings": readings })))
+        }
+    }
+}
+
+/// CSV of a sensor's readings in a range, streamed: any size, constant memory.
+pub async fn export_csv(
+    State(state): State<ApiState>,
+    Path((owner, place, category)): Path<(String, String, String)>,
+    Query(query): Query<RangeQuery>,
+) -> Result<Response, ApiError> {
+    let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
+    let (key, id) = find_sensor(&state, owner, place, category).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let store = state.store.clone();
+    tokio::spawn(async move { store.stream_readings(id, from, to, tx).await });
+    let header_line = futures_util::stream::once(async { Ok::<_, std::io::Error>(String::from("ts_ms,time_utc,value\n")) });
+    let rows = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        let text = match chunk {
+            Ok(rows) => {
+                let mut text = String::with_capacity(rows.len() * 40);
+                for (ts, value) in rows {
+                    text.push_str(&format!("{ts},{},{value}\n", rfc3339(TimestampMs(ts))));
+                }
+                Ok(text)
+            }
+            Err(e) => {
+                // Headers are gone already: end the body with an error so the client sees a
+                // broken download rather than a silently short file.
+                tracing::error!(error = %e, "CSV export failed");
+                Err(std::io::Error::other("export failed"))
+            }
+        };
+        Some((text, rx))
+    });
+    use futures_util::StreamExt;
+    let body = Body::from_stream(header_line.chain(rows));
+    let filename = format!("{}_{}_{}.csv", key.owner, key.place, key.category).replace(['"', '\\', '/'], "_");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RejectsQuery {
+    limit: Option<String>,
+}
+
+pub async fn rejects(State(state): State<ApiState>, Query(query): Query<RejectsQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=MAX_REJECTS).contains(&n) => n,
+            _ => return Err(ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {MAX_REJECTS}, not {l:?}"))),
+        },
+    };
+    let rejects = state.store.recent_rejects(limit).await?;
+    let rejects: Vec<Value> = rejects
+        .into_iter()
+        .map(|r| {
+            json!({
+                "received_at_ms": r.received_at.0,
+                "received_at": rfc3339(r.received_at),
+                "client_id": r.client_id,
+                "topic": r.topic,
+                // Always text (lossy for non-UTF-8 bytes): the dashboard shows it as text.
+                "payload": String::from_utf8_lossy(&r.payload),
+                "reason": r.reason,
+            })
+        })
+        .collect();
+    Ok(Json(json!(rejects)))
+}

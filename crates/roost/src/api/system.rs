@@ -1,0 +1,80 @@
+//! Health, statistics and Prometheus metrics.
+
+use super::{ApiError, ApiState};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+use std::fmt::Write;
+
+/// 200 when the database answers, 503 otherwise.
+pub async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unreachable" })))
+        }
+    }
+}
+
+pub async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let broker = state.broker.stats();
+    let ingest = state.ingest.snapshot();
+    let (sensors, readings, rejects) = state.store.counts().await?;
+    Ok(Json(json!({
+        "broker": {
+            "clients_connected": broker.clients_connected,
+            "messages_received": broker.messages_received,
+            "messages_sent": broker.messages_sent,
+            "dropped_qos0": broker.dropped_qos0,
+            "dropped_offline": broker.dropped_offline,
+            "overflow_disconnects": broker.overflow_disconnects,
+            "protocol_errors": broker.protocol_errors,
+        },
+        "ingest": {
+            "readings_committed": ingest.readings_committed,
+            "rejects_committed": ingest.rejects_committed,
+            "batches": ingest.batches,
+            "last_batch_size": ingest.last_batch_size,
+            "failed_commits": ingest.failed_commits,
+        },
+        "database": { "sensors": sensors, "readings": readings, "rejects": rejects },
+    })))
+}
+
+/// Prometheus text exposition format 0.0.4.
+pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let b = state.broker.stats();
+    let i = state.ingest.snapshot();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric("roost_clients_connected", "gauge", "MQTT clients connected now.", &[("", b.clients_connected)]);
+    metric("roost_messages_received_total", "counter", "PUBLISH packets received from clients.", &[("", b.messages_received)]);
+    metric("roost_messages_sent_total", "counter", "PUBLISH packets sent to clients.", &[("", b.messages_sent)]);
+    metric(
+        "roost_messages_dropped_total",
+        "counter",
+        "Messages dropped by a full per-client queue.",
+        &[("{reason=\"qos0_queue_full\"}", b.dropped_qos0), ("{reason=\"offline_queue_full\"}", b.dropped_offline)],
+    );
+    metric("roost_overflow_disconnects_total", "counter", "Clients disconnected because their QoS 1/2 queue overflowed.", &[("", b.overflow_disconnects)]);
+    metric("roost_protocol_errors_total", "counter", "Connections closed for malformed packets or protocol violations.", &[("", b.protocol_errors)]);
+    metric("roost_readings_committed_total", "counter", "Readings committed to the database.", &[("", i.readings_committed)]);
+    metric("roost_rejects_total", "counter", "Publishes rejected and quarantined.", &[("", i.rejects_committed)]);
+    metric("roost_ingest_batches_total", "counter", "Transactions committed by the ingest writer.", &[("", i.batches)]);
+    metric("roost_ingest_last_batch_size", "gauge", "Records in the most recent committed batch.", &[("", i.last_batch_size)]);
+    metric("roost_ingest_failed_commits_total", "counter", "Commits that failed and were retried.", &[("", i.failed_commits)]);
+    let _ = writeln!(
+        out,
+        "# HELP roost_ingest_commit_seconds_total Time spent committing batches.\n# TYPE roost_ingest_commit_seconds_total counter\nroost_ingest_commit_seconds_total {}",
+        i.commit_micros_total as f64 / 1e6
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+}
