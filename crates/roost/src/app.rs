@@ -19,6 +19,9 @@ use tracing::{info, warn};
 /// How long shutdown waits for connections to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Committed batches a live-feed listener may fall behind before it is told to reload.
+const LIVE_FEED_BATCHES: usize = 256;
+
 pub struct App {
     broker: Arc<Broker>,
     store: Arc<Store>,
@@ -28,6 +31,8 @@ pub struct App {
     mqtt_ws: TcpListener,
     http: TcpListener,
     sys_interval: Duration,
+    dashboard: crate::api::DashboardConfig,
+    live: crate::ingest::LiveFeed,
 }
 
 impl App {
@@ -56,7 +61,10 @@ impl App {
         let mqtt = bind(args.mqtt, "MQTT").await?;
         let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
         let http = bind(args.http, "HTTP").await?;
-        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval })
+        let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
+        let dashboard = crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
+        let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
+        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval, dashboard, live })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -95,6 +103,7 @@ impl App {
             self.jobs,
             WriterConfig::default(),
             Arc::clone(&self.ingest_stats),
+            self.live.clone(),
             writer_stop.clone(),
         ));
         let tracker = TaskTracker::new();
@@ -106,6 +115,9 @@ impl App {
             ingest: Arc::clone(&self.ingest_stats),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
+            assets: crate::api::Assets::load(),
+            live: self.live.clone(),
+            dashboard: self.dashboard.clone(),
         };
         let http_shutdown = shutdown.clone();
         let http = self.http;

@@ -64,6 +64,15 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_HTTP", default_value = "0.0.0.0:8080")]
     pub http: SocketAddr,
 
+    /// Seconds without a reading after which the dashboard marks a sensor stale.
+    #[arg(long, default_value = "600", value_parser = parse_seconds)]
+    pub stale_after: Duration,
+
+    /// Unit the dashboard shows for a category, as CATEGORY=UNIT; repeat for several.
+    /// [default: temperature=°C, humidity=%, illuminate=raw]
+    #[arg(long = "unit", value_name = "CATEGORY=UNIT", value_parser = parse_unit)]
+    pub units: Vec<(String, String)>,
+
     /// Let clients connect without credentials. Until user accounts exist (issue 5) this is
     /// the only mode, and it is what Roost runs in without the flag too, with a warning.
     #[arg(long)]
@@ -93,6 +102,18 @@ pub struct ServeArgs {
     /// Seconds between updates of the $SYS/broker tree.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub sys_interval: Duration,
+}
+
+fn parse_unit(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((category, unit)) if !category.is_empty() => Ok((category.to_owned(), unit.to_owned())),
+        _ => Err(format!("{s:?} is not CATEGORY=UNIT")),
+    }
+}
+
+/// The units the dashboard shows when none are configured.
+pub fn default_units() -> Vec<(String, String)> {
+    [("humidity", "%"), ("illuminate", "raw"), ("temperature", "°C")].iter().map(|(c, u)| (c.to_string(), u.to_string())).collect()
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     max_queued: Option<u32>,
     max_queued_qos0: Option<u32>,
     sys_interval_secs: Option<f64>,
+    stale_after_secs: Option<f64>,
+    units: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,16 @@ impl ConfigFile {
                 args.sys_interval = seconds("sys_interval_secs", secs)?;
             }
         }
+        if let Some(secs) = self.stale_after_secs {
+            if defaulted("stale_after") {
+                args.stale_after = seconds("stale_after_secs", secs)?;
+            }
+        }
+        if let Some(units) = self.units {
+            if defaulted("units") {
+                args.units = units.into_iter().collect();
+            }
+        }
         take!(mqtt => args.mqtt);
         take!(mqtt_ws => args.mqtt_ws);
         take!(http => args.http);
@@ -142,7 +154,8 @@ mod tests {
         let example = include_str!("../../../roost.example.toml");
         let from_file = serve(&["roost", "serve"], example).unwrap();
         let defaults = serve(&["roost", "serve"], "").unwrap();
-        assert_eq!(format!("{from_file:?}"), format!("{:?}", ServeArgs { templates: TopicTemplate::defaults(), ..defaults }));
+        let expected = ServeArgs { templates: TopicTemplate::defaults(), units: crate::cli::default_units(), ..defaults };
+        assert_eq!(format!("{from_file:?}"), format!("{expected:?}"));
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! `/metrics`, and MQTT over WebSocket at `/mqtt`. Handlers call the store; no SQL here.
 //! Authentication (issue 5) is meant to plug in as a layer on `api_routes`.
 
+mod assets;
 mod error;
+mod live;
 mod mqtt_ws;
 mod openapi;
 mod params;
 mod sensors;
 mod system;
 
+pub use assets::Assets;
 pub use error::ApiError;
 
 use crate::broker::Broker;
@@ -31,6 +34,22 @@ pub struct ApiState {
     /// For MQTT-over-WebSocket sessions started on the HTTP port.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub assets: Assets,
+    pub live: crate::ingest::LiveFeed,
+    pub dashboard: DashboardConfig,
+}
+
+/// What the dashboard page needs to know (`/api/config`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DashboardConfig {
+    /// A sensor not seen for this long is marked stale.
+    pub stale_after_ms: u64,
+    /// Unit shown after a category's values.
+    pub units: std::collections::BTreeMap<String, String>,
+}
+
+async fn dashboard_config(axum::extract::State(state): axum::extract::State<ApiState>) -> axum::Json<DashboardConfig> {
+    axum::Json(state.dashboard.clone())
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -40,9 +59,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/sensors/{owner}/{place}/{category}/readings.csv", get(sensors::export_csv))
         .route("/rejects", get(sensors::rejects))
         .route("/stats", get(system::stats))
+        .route("/live", get(live::feed))
+        .route("/config", get(dashboard_config))
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/api", api_routes)
+        .route("/", get(assets::index))
+        .route("/static/{*path}", get(assets::file))
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/mqtt", get(mqtt_ws::upgrade))

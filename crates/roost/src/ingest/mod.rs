@@ -9,9 +9,9 @@ mod reading;
 mod template;
 mod writer;
 
-pub use reading::{Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};
+pub use reading::{LiveReading, Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};
 pub use template::{Captures, TemplateError, TopicTemplate};
-pub use writer::{run_writer, IngestStats, IngestStatsSnapshot, WriterConfig};
+pub use writer::{run_writer, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 
 use crate::broker::{BoxFuture, IngestSink, Message, Receipt};
 use std::collections::HashSet;

@@ -81,3 +81,13 @@ pub struct Reject {
 
 /// How much of a rejected payload is kept.
 pub const REJECT_PAYLOAD_PREFIX: usize = 256;
+
+/// The newest reading of one sensor in a committed batch, as pushed to live dashboards.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LiveReading {
+    pub owner: String,
+    pub place: String,
+    pub category: String,
+    pub ts: i64,
+    pub value: f64,
+}

@@ -2,13 +2,17 @@
 //! per batch (group commit: the batch is whatever arrived during the previous commit, so its
 //! size follows the load), and only then tells the sessions to acknowledge.
 
-use super::{Job, Record};
+use super::{Job, LiveReading, Record};
 use crate::store::{Batch, Store};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+/// Where committed readings are announced (the dashboard's live feed). Bounded: a listener
+/// that falls behind misses batches and is told to reload.
+pub type LiveFeed = tokio::sync::broadcast::Sender<std::sync::Arc<Vec<LiveReading>>>;
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -74,6 +78,7 @@ pub async fn run_writer(
     mut jobs: mpsc::Receiver<Job>,
     config: WriterConfig,
     stats: std::sync::Arc<IngestStats>,
+    live: LiveFeed,
     stop: CancellationToken,
 ) {
     let mut pending = Vec::with_capacity(1024);
@@ -90,7 +95,7 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
-        if !commit(&store, &mut pending, &config, &stats, &stop).await {
+        if !commit(&store, &mut pending, &config, &stats, &live, &stop).await {
             break;
         }
     }
@@ -98,12 +103,12 @@ pub async fn run_writer(
     jobs.close();
     while let Some(job) = jobs.recv().await {
         pending.push(job);
-        if pending.len() >= config.max_batch && !commit(&store, &mut pending, &config, &stats, &stop).await {
+        if pending.len() >= config.max_batch && !commit(&store, &mut pending, &config, &stats, &live, &stop).await {
             break;
         }
     }
     if !pending.is_empty() {
-        commit(&store, &mut pending, &config, &stats, &stop).await;
+        commit(&store, &mut pending, &config, &stats, &live, &stop).await;
     }
     info!("ingest writer stopped");
 }
@@ -115,6 +120,7 @@ async fn commit(
     pending: &mut Vec<Job>,
     config: &WriterConfig,
     stats: &IngestStats,
+    live: &LiveFeed,
     stop: &CancellationToken,
 ) -> bool {
     let mut batch = Batch::default();
@@ -139,6 +145,9 @@ async fn commit(
                 for committed in waiting {
                     let _ = committed.send(Ok(()));
                 }
+                if live.receiver_count() > 0 {
+                    let _ = live.send(std::sync::Arc::new(newest_per_sensor(&batch)));
+                }
                 return true;
             }
             Err(e) => {
@@ -157,4 +166,18 @@ async fn commit(
             }
         }
     }
+}
+
+fn newest_per_sensor(batch: &Batch) -> Vec<LiveReading> {
+    let mut newest: std::collections::HashMap<&crate::ingest::SensorKey, (i64, f64)> = std::collections::HashMap::new();
+    for r in &batch.readings {
+        let entry = newest.entry(&r.sensor).or_insert((r.ts.0, r.value));
+        if r.ts.0 >= entry.0 {
+            *entry = (r.ts.0, r.value);
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(k, (ts, value))| LiveReading { owner: k.owner.clone(), place: k.place.clone(), category: k.category.clone(), ts, value })
+        .collect()
 }

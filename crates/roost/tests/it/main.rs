@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod conformance;
 mod crash;
+mod dashboard;
 mod databases;
 mod ingest;
 mod mqttjs;

@@ -1,0 +1,50 @@
+//! The dashboard in a real headless Chromium (Debian's, driven by playwright-core under
+//! Node.js): live tiles, the chart, the MQTT console, rejects, and HTML payloads staying inert.
+//! Writes the README's screenshots to docs/screenshots.
+
+use crate::support::{require_command, TestServer};
+use tokio::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_works_in_chromium() {
+    require_command("node");
+    require_command("chromium");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let js = root.join("tests/js");
+    assert!(js.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/js (.ci/run does)");
+    let shots = root.join("docs/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let server = TestServer::start().await;
+    let out = Command::new("node")
+        .arg("dashboard-e2e.mjs")
+        .arg(format!("http://{}", server.http))
+        .arg(&shots)
+        .current_dir(&js)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(result["ok"], true, "{result}\n{stderr}");
+    assert!(result["live_update_ms"].as_u64().unwrap() < 2000);
+}
+
+#[tokio::test]
+async fn pages_are_compressed_cached_and_revalidated() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    let index = client.get(format!("http://{}/", server.http)).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert_eq!(index.headers()["content-encoding"], "gzip");
+    assert_eq!(index.headers()["cache-control"], "no-cache");
+    let etag = index.headers()["etag"].clone();
+    let again = client.get(format!("http://{}/", server.http)).header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    let vendor = client.get(format!("http://{}/static/vendor/uPlot-1.6.31.iife.min.js", server.http)).send().await.unwrap();
+    assert_eq!(vendor.status(), 200);
+    assert_eq!(vendor.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert!(vendor.headers().get("content-encoding").is_none(), "plain for clients without gzip");
+    let missing = client.get(format!("http://{}/static/nope.js", server.http)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
