@@ -15,8 +15,11 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT: 3 binds each stays far below every backend's bind limit.
+/// Rows per multi-row INSERT: at most 6 binds each stays far below every backend's bind limit.
 const INSERT_CHUNK: usize = 1000;
+
+/// Buckets at least this wide are computed from the per-minute rollups.
+pub const ROLLUP_MIN_BUCKET_MS: i64 = 5 * 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -318,6 +321,33 @@ impl Store {
                     .await
                     .map_err(query_err("inserting readings"))?;
             }
+            // Per-minute rollups of this batch, merged into readings_1m.
+            let mut minutes: HashMap<(i64, i64), (f64, f64, f64, i64)> = HashMap::new();
+            for r in &batch.readings {
+                let id = known.get(&r.sensor).or_else(|| ids.get(&r.sensor)).copied().unwrap_or_default();
+                let m = minutes.entry((id, r.ts.0 - r.ts.0.rem_euclid(60_000))).or_insert((r.value, r.value, 0.0, 0));
+                m.0 = m.0.min(r.value);
+                m.1 = m.1.max(r.value);
+                m.2 += r.value;
+                m.3 += 1;
+            }
+            let minutes: Vec<_> = minutes.into_iter().collect();
+            for chunk in minutes.chunks(INSERT_CHUNK) {
+                let mut upsert = QueryBuilder::new("INSERT INTO readings_1m (sensor_id, minute, min, max, sum, count) ");
+                upsert.push_values(chunk, |mut row, ((id, minute), (min, max, sum, count))| {
+                    row.push_bind(*id).push_bind(*minute).push_bind(*min).push_bind(*max).push_bind(*sum).push_bind(*count);
+                });
+                upsert.push(match dialect {
+                    Dialect::Sqlite => " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = MIN(min, excluded.min), \
+                        max = MAX(max, excluded.max), sum = sum + excluded.sum, count = count + excluded.count",
+                    Dialect::Postgres => " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = LEAST(readings_1m.min, EXCLUDED.min), \
+                        max = GREATEST(readings_1m.max, EXCLUDED.max), sum = readings_1m.sum + EXCLUDED.sum, \
+                        count = readings_1m.count + EXCLUDED.count",
+                    Dialect::MySql => " ON DUPLICATE KEY UPDATE min = LEAST(min, VALUES(min)), max = GREATEST(max, VALUES(max)), \
+                        sum = sum + VALUES(sum), count = count + VALUES(count)",
+                });
+                upsert.build().execute(&mut *tx).await.map_err(query_err("updating per-minute rollups"))?;
+            }
             for (id, (ts, value)) in &latest {
                 QueryBuilder::new("UPDATE sensors SET last_value = ")
                     .push_bind(*value)
@@ -524,17 +554,36 @@ impl Store {
     /// Min/avg/max/count of a sensor's readings in buckets of `width_ms` from `from` to `to`;
     /// empty buckets are left out. The database does the grouping, so a month of 1-second
     /// data comes back as a few hundred rows.
+    ///
+    /// Buckets of at least [`ROLLUP_MIN_BUCKET_MS`] are computed from the per-minute rollups
+    /// (`readings_1m`): min, max, mean and count stay exact, and each minute counts in the bucket
+    /// where it starts (so a bucket edge is exact to the minute).
     pub async fn buckets(&self, sensor_id: i64, from: TimestampMs, to: TimestampMs, width_ms: i64) -> Result<Vec<Bucket>, StoreError> {
         // Integer division: `/` on integers in SQLite and PostgreSQL, `DIV` in MySQL/MariaDB.
         let div = if self.dialect() == Dialect::MySql { " DIV " } else { " / " };
+        let (time, aggregates, table): (&str, &str, &str) = if width_ms >= ROLLUP_MIN_BUCKET_MS {
+            // SUM of integers is NUMERIC/DECIMAL on PostgreSQL and MariaDB: cast it back.
+            let aggregates = match self.dialect() {
+                Dialect::Sqlite => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), SUM(count) FROM readings_1m",
+                Dialect::Postgres => " AS bucket, MIN(min), SUM(sum) / CAST(SUM(count) AS DOUBLE PRECISION), MAX(max), CAST(SUM(count) AS BIGINT) FROM readings_1m",
+                Dialect::MySql => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), CAST(SUM(count) AS SIGNED) FROM readings_1m",
+            };
+            ("minute", aggregates, "minute")
+        } else {
+            ("ts", " AS bucket, MIN(value), AVG(value), MAX(value), COUNT(*) FROM readings", "ts")
+        };
+        // The first minute may start before `from`: it counts in the first bucket (the division
+        // truncates toward zero, and the width is over a minute).
+        let lower = if table == "minute" { from.0 - from.0.rem_euclid(60_000) } else { from.0 };
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new("SELECT (ts - ")
+            let rows = QueryBuilder::new(format!("SELECT ({time} - "))
                 .push_bind(from.0)
                 .push(")").push(div).push_bind(width_ms)
-                .push(" AS bucket, MIN(value), AVG(value), MAX(value), COUNT(*) FROM readings WHERE sensor_id = ")
+                .push(aggregates)
+                .push(" WHERE sensor_id = ")
                 .push_bind(sensor_id)
-                .push(" AND ts >= ").push_bind(from.0)
-                .push(" AND ts < ").push_bind(to.0)
+                .push(format!(" AND {table} >= ")).push_bind(lower)
+                .push(format!(" AND {table} < ")).push_bind(to.0)
                 .push(" GROUP BY bucket ORDER BY bucket")
                 .build()
                 .fetch_all(pool)

@@ -76,4 +76,30 @@ crate::on_every_database!(
     batches_store_readings_sensors_and_rejects,
     a_fresh_store_finds_existing_sensors,
     large_batches_are_split_into_chunks,
+    rollups_give_the_same_buckets_as_the_readings,
 );
+
+/// Wide buckets come from the per-minute rollups, narrow ones from the readings: both agree.
+async fn rollups_give_the_same_buckets_as_the_readings(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let k = key("r", "p", "c");
+    let base = 1_700_000_040_000; // on a minute boundary
+    // One hour at one reading per second, written in uneven batches (rollups merge across them).
+    let all: Vec<_> = (0..3600).map(|i| reading(&k, base + i * 1000, i as f64)).collect();
+    for chunk in all.chunks(777) {
+        store.write_batch(&Batch { readings: chunk.to_vec(), rejects: vec![] }).await.unwrap();
+    }
+    let id = store.sensor_id(&k).await.unwrap().unwrap();
+    let wide = roost::store::ROLLUP_MIN_BUCKET_MS * 2; // 10 minutes: from rollups
+    let buckets = store.buckets(id, TimestampMs(base), TimestampMs(base + 3_600_000), wide).await.unwrap();
+    assert_eq!(buckets.len(), 6);
+    for (n, b) in buckets.iter().enumerate() {
+        let first = (n * 600) as f64;
+        assert_eq!((b.start, b.count, b.min, b.max), (base + n as i64 * wide, 600, first, first + 599.0));
+        assert!((b.avg - (first + 299.5)).abs() < 1e-9, "bucket {n}: avg {}", b.avg);
+    }
+    let narrow = store.buckets(id, TimestampMs(base), TimestampMs(base + 600_000), 60_000).await.unwrap();
+    assert_eq!(narrow.len(), 10);
+    assert_eq!((narrow[0].count, narrow[0].min, narrow[0].max), (60, 0.0, 59.0));
+}
