@@ -19,8 +19,9 @@ for (let i = 0; i < runs; i++) {
     const sizes = await r.request().sizes().catch(() => null);
     if (sizes) bytes += sizes.responseBodySize + sizes.responseHeadersSize;
   });
-  await page.goto(base + "/", { waitUntil: "networkidle" });
+  await page.goto(base + "/", { waitUntil: "load" });
   await page.waitForSelector(".tile", { timeout: 5000 });
+  await page.waitForTimeout(500); // let the trend-line requests finish
   const timing = await page.evaluate(() => {
     const nav = performance.getEntriesByType("navigation")[0];
     const fcp = performance.getEntriesByName("first-contentful-paint")[0];

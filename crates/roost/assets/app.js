@@ -165,6 +165,15 @@ const toInputValue = (ms) => {
 
 // ---- MQTT console ----
 let client = null;
+// MQTT.js is most of the page's weight and only the console needs it: load it on first use.
+let mqttLoaded = null;
+const loadMqtt = () => mqttLoaded || (mqttLoaded = new Promise((resolve, reject) => {
+  const script = document.createElement("script");
+  script.src = "/static/vendor/mqtt-5.16.0.min.js";
+  script.onload = resolve;
+  script.onerror = () => { mqttLoaded = null; reject(new Error("could not load MQTT.js")); };
+  document.head.append(script);
+}));
 function setupConsole() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   $("console-url").value = `${scheme}://${location.host}/mqtt`;
@@ -173,8 +182,9 @@ function setupConsole() {
     $("console-log").prepend(li);
     while ($("console-log").children.length > 500) $("console-log").lastChild.remove();
   };
-  $("console-connect").addEventListener("submit", (e) => {
+  $("console-connect").addEventListener("submit", async (e) => {
     e.preventDefault();
+    try { await loadMqtt(); } catch (err) { log(err.message); return; }
     if (client) { client.end(true); client = null; }
     client = mqtt.connect($("console-url").value, { protocolVersion: 4, clientId: `roost-console-${Math.random().toString(16).slice(2, 10)}` });
     $("console-state").textContent = "connecting…";
