@@ -5,6 +5,8 @@
 //!
 //! `cargo run --release -p roost-benchmarks --bin chart-bench -- --runs 5`
 
+mod databases;
+
 use clap::Parser;
 use roost::ingest::{Reading, SensorKey, TimestampMs};
 use roost::store::{Batch, DatabaseUrl, Store};
@@ -23,19 +25,6 @@ struct Args {
     runs: usize,
 }
 
-fn recreate(url: &str) -> anyhow::Result<()> {
-    let (server, name) = url.rsplit_once('/').unwrap();
-    let status = if url.starts_with("postgres") {
-        std::process::Command::new("psql")
-            .args([&format!("{server}/postgres"), "-qc", &format!("DROP DATABASE IF EXISTS {name}"), "-c", &format!("CREATE DATABASE {name}")])
-            .status()?
-    } else {
-        std::process::Command::new("mariadb").args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")]).status()?
-    };
-    anyhow::ensure!(status.success(), "could not re-create {url}");
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -46,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         let url = if db == "sqlite" {
             format!("sqlite://{}", dir.path().join("chart.db").display())
         } else {
-            recreate(db)?;
+            databases::recreate(db)?;
             db.clone()
         };
         let store = Store::open(&DatabaseUrl::new(url)).await?;

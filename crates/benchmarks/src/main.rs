@@ -5,6 +5,7 @@
 //! `cargo build --release --workspace && target/release/broker-bench --runs 5`
 
 mod client;
+mod databases;
 mod ingest;
 
 use anyhow::{bail, Context};
@@ -456,22 +457,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drops and re-creates the benchmark database on a server, with the server's own client.
-fn recreate_database(url: &str) -> anyhow::Result<()> {
-    let (server, name) = url.rsplit_once('/').context("URL without a database name")?;
-    let status = if url.starts_with("postgres") {
-        std::process::Command::new("psql")
-            .args([&format!("{server}/postgres"), "-qc", &format!("DROP DATABASE IF EXISTS {name}"), "-c", &format!("CREATE DATABASE {name}")])
-            .status()?
-    } else {
-        std::process::Command::new("mariadb")
-            .args(["-h", "127.0.0.1", "-u", "root", "-e", &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")])
-            .status()?
-    };
-    anyhow::ensure!(status.success(), "could not re-create {url}");
-    Ok(())
-}
-
 async fn ingest_table(args: &Args) -> anyhow::Result<()> {
     const PER_PUBLISHER: usize = 50_000;
     println!("| database | committed readings/s | publish→PUBACK p50 | p99 |");
@@ -483,7 +468,7 @@ async fn ingest_table(args: &Args) -> anyhow::Result<()> {
             let broker = if db == "sqlite" {
                 Broker::start_on(Kind::Roost, args, None).await?
             } else {
-                recreate_database(db)?;
+                databases::recreate(db)?;
                 Broker::start_on(Kind::Roost, args, Some(db)).await?
             };
             let r = ingest::run(broker.addr, args.ingest_publishers, PER_PUBLISHER, 100).await?;
