@@ -167,6 +167,42 @@ async fn a_database_outage_holds_acks_until_it_is_back(backend: Backend) {
     assert_eq!(stored.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), [1.0, 2.0, 3.0, 4.0]);
 }
 
+/// Backpressure: with the database away and the ingest queue full, the publisher's session stops
+/// reading. A later publish on a topic that is not a reading is therefore not routed either, until
+/// the database is back; then everything flows, in order, nothing lost.
+async fn a_full_ingest_queue_stops_reading_from_the_publisher(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_, upstream) = db.server.clone().expect("a server database");
+    let proxy = Proxy::start(upstream.parse().unwrap()).await;
+    let server = TestServer::start_on(db.via(proxy.addr), |a| a.ingest_queue = 1).await;
+    let (mut watcher, _) = Raw::mqtt(server.mqtt, "watcher", true).await;
+    watcher
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            filters: vec![("chat/#".into(), SubscriptionOptions::qos(QoS::AtMostOnce))],
+            properties: Properties::default(),
+        }))
+        .await;
+    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+    let (mut device, _) = Raw::mqtt(server.mqtt, "pusher", true).await;
+    proxy.cut();
+    let topic = "iot/yanjo/sensor/attic/temperature";
+    for id in 1..=3u16 {
+        device.send(&Packet::Publish(publish(topic, id.to_string().as_bytes(), QoS::AtLeastOnce, Some(id)))).await;
+    }
+    device.send(&Packet::Publish(publish("chat/hello", b"behind the readings", QoS::AtMostOnce, None))).await;
+    watcher.expect_silence(Duration::from_secs(2)).await;
+    device.expect_silence(Duration::from_millis(100)).await;
+    proxy.restore();
+    for id in 1..=3u16 {
+        assert_eq!(device.recv().await, Some(Packet::PubAck(Ack::new(pid(id)))));
+    }
+    assert!(matches!(watcher.recv().await, Some(Packet::Publish(p)) if &p.payload[..] == b"behind the readings"));
+    let direct = roost::store::Store::connect(&db.url).await.unwrap();
+    let stored = direct.readings(&key("yanjo", "attic", "temperature"), TimestampMs(0), TimestampMs(i64::MAX)).await.unwrap();
+    assert_eq!(stored.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), [1.0, 2.0, 3.0]);
+}
+
 crate::on_every_database!(
     acknowledged_means_committed,
     bad_input_is_quarantined_and_the_client_stays,
@@ -183,5 +219,15 @@ mod outage {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mariadb() {
         super::a_database_outage_holds_acks_until_it_is_back(crate::databases::Backend::MariaDb).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_full_queue() {
+        super::a_full_ingest_queue_stops_reading_from_the_publisher(crate::databases::Backend::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_full_queue() {
+        super::a_full_ingest_queue_stops_reading_from_the_publisher(crate::databases::Backend::MariaDb).await
     }
 }
