@@ -33,7 +33,7 @@ try {
   step("a new reading updates the tile without reloading");
   const before = Date.now();
   await publish("iot/yanjo/sensor/livingroom/temperature", "22.25");
-  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "22.25 °C", tile, { timeout: 2000 });
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "22.25 °C", tile, { timeout: 5000 });
   const liveMs = Date.now() - before;
   await page.screenshot({ path: `${shots}/overview.png` });
 
