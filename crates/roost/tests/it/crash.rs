@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -49,7 +51,7 @@ pub async fn spawn_roost(database: &DatabaseUrl) -> (Child, SocketAddr) {
 
 /// Publishes unique values with up to WINDOW in flight until the connection dies; returns the
 /// values whose PUBACK arrived.
-async fn publish_until_killed(addr: SocketAddr, topic: String, first_value: u64) -> Vec<f64> {
+async fn publish_until_killed(addr: SocketAddr, topic: String, first_value: u64, progress: Arc<AtomicUsize>) -> Vec<f64> {
     let mut acked = Vec::new();
     let Ok(mut stream) = TcpStream::connect(addr).await else { return acked };
     let mut out = BytesMut::new();
@@ -87,7 +89,10 @@ async fn publish_until_killed(addr: SocketAddr, topic: String, first_value: u64)
         }
         match decode(&mut buf, ProtocolVersion::V311, usize::MAX) {
             Ok(Some(Packet::ConnAck(_))) => connected = true,
-            Ok(Some(Packet::PubAck(ack))) => acked.extend(inflight.remove(&ack.packet_id.get())),
+            Ok(Some(Packet::PubAck(ack))) => {
+                acked.extend(inflight.remove(&ack.packet_id.get()));
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(Some(other)) => panic!("unexpected {other:?}"),
             Ok(None) => match stream.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return acked,
@@ -103,15 +108,21 @@ async fn acknowledged_readings_survive_sigkill(backend: Backend) {
     let mut acked_total = 0;
     for round in 0..ROUNDS {
         let (mut roost, addr) = spawn_roost(&db.url).await;
+        let progress = Arc::new(AtomicUsize::new(0));
         let publishers: Vec<_> = (0..PUBLISHERS)
             .map(|p| {
                 let topic = format!("iot/crash/sensor/p{p}/value");
-                tokio::spawn(publish_until_killed(addr, topic, round * 10_000_000 + p * 1_000_000))
+                tokio::spawn(publish_until_killed(addr, topic, round * 10_000_000 + p * 1_000_000, Arc::clone(&progress)))
             })
             .collect();
-        // Kill at a different moment each round, while publishing is in full flow.
+        // Kill at a different moment each round, once publishing is in full flow (however slow
+        // the machine is): after the first acknowledgements, plus a random delay.
+        let started = tokio::time::Instant::now();
+        while progress.load(Ordering::Relaxed) < 100 && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 400;
-        tokio::time::sleep(Duration::from_millis(300 + u64::from(jitter))).await;
+        tokio::time::sleep(Duration::from_millis(100 + u64::from(jitter))).await;
         roost.start_kill().unwrap(); // SIGKILL
         roost.wait().await.unwrap();
         let mut acked = Vec::new();
