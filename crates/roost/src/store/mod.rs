@@ -277,6 +277,8 @@ impl Store {
             let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
             let mut ids = HashMap::new();
             let mut latest: HashMap<i64, (TimestampMs, f64)> = HashMap::new();
+            // The sensor id of each reading, resolved once and used by every statement below.
+            let mut sensor_ids = Vec::with_capacity(batch.readings.len());
             for reading in &batch.readings {
                 let id = match known.get(&reading.sensor).or_else(|| ids.get(&reading.sensor)) {
                     Some(id) => *id,
@@ -305,16 +307,17 @@ impl Store {
                         id
                     }
                 };
+                sensor_ids.push(id);
                 let newest = latest.entry(id).or_insert((reading.ts, reading.value));
                 if reading.ts >= newest.0 {
                     *newest = (reading.ts, reading.value);
                 }
             }
-            for chunk in batch.readings.chunks(INSERT_CHUNK) {
+            let with_ids: Vec<(i64, &Reading)> = sensor_ids.iter().copied().zip(&batch.readings).collect();
+            for chunk in with_ids.chunks(INSERT_CHUNK) {
                 QueryBuilder::new("INSERT INTO readings (sensor_id, ts, value) ")
-                    .push_values(chunk, |mut row, r| {
-                        let id = known.get(&r.sensor).or_else(|| ids.get(&r.sensor)).copied().unwrap_or_default();
-                        row.push_bind(id).push_bind(r.ts.0).push_bind(r.value);
+                    .push_values(chunk, |mut row, (id, r)| {
+                        row.push_bind(*id).push_bind(r.ts.0).push_bind(r.value);
                     })
                     .build()
                     .execute(&mut *tx)
@@ -323,8 +326,7 @@ impl Store {
             }
             // Per-minute rollups of this batch, merged into readings_1m.
             let mut minutes: HashMap<(i64, i64), (f64, f64, f64, i64)> = HashMap::new();
-            for r in &batch.readings {
-                let id = known.get(&r.sensor).or_else(|| ids.get(&r.sensor)).copied().unwrap_or_default();
+            for &(id, r) in &with_ids {
                 let m = minutes.entry((id, r.ts.0 - r.ts.0.rem_euclid(60_000))).or_insert((r.value, r.value, 0.0, 0));
                 m.0 = m.0.min(r.value);
                 m.1 = m.1.max(r.value);
