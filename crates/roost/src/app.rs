@@ -6,18 +6,26 @@ use crate::api::{self, ApiState};
 use crate::broker::{self, AllowAll, Broker, BrokerConfig};
 use crate::cli::ServeArgs;
 use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, WriterConfig};
+use crate::mqtt_client::{BrokerUrl, ClientSettings};
+use crate::sim::FleetConfig;
 use crate::store::Store;
 use anyhow::Context;
+use std::str::FromStr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{info, warn};
 
 /// How long shutdown waits for connections to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the demo boards get to finish at shutdown.
+const DEMO_STOP_GRACE: Duration = Duration::from_secs(1);
+/// The owner the `--demo` boards publish as.
+pub const DEMO_OWNER: &str = "demo";
 
 /// Committed batches a live-feed listener may fall behind before it is told to reload.
 const LIVE_FEED_BATCHES: usize = 256;
@@ -33,6 +41,8 @@ pub struct App {
     sys_interval: Duration,
     dashboard: crate::api::DashboardConfig,
     live: crate::ingest::LiveFeed,
+    demo: bool,
+    utc_offset_secs: i32,
 }
 
 impl App {
@@ -64,7 +74,14 @@ impl App {
         let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
         let dashboard = crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
         let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
-        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval, dashboard, live })
+        let demo = args.demo;
+        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval, dashboard, live, demo, utc_offset_secs: 0 })
+    }
+
+    /// The local time's offset from UTC, for the demo boards' day/night cycle.
+    pub fn with_utc_offset(mut self, secs: i32) -> Self {
+        self.utc_offset_secs = secs;
+        self
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -106,6 +123,10 @@ impl App {
             self.live.clone(),
             writer_stop.clone(),
         ));
+        let demo = match self.demo {
+            true => Some(start_demo(&self.store, self.mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
+            false => None,
+        };
         let tracker = TaskTracker::new();
         tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
         tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
@@ -129,6 +150,10 @@ impl App {
         tracker.spawn(broker::publish_sys_tree(Arc::clone(&self.broker), self.sys_interval, shutdown.clone()));
         shutdown.cancelled().await;
         info!("shutting down: no new connections, closing sessions");
+        if let Some(demo) = demo {
+            // The boards stop on `shutdown`; what has not finished by then is aborted.
+            let _ = tokio::time::timeout(DEMO_STOP_GRACE, demo).await;
+        }
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "some connections did not close in time");
@@ -142,6 +167,41 @@ impl App {
         info!("stopped");
         Ok(())
     }
+}
+
+/// `--demo`: simulated boards publishing to this server's own MQTT listener, with a day of
+/// history the first time.
+async fn start_demo(store: &Store, listener: SocketAddr, utc_offset_secs: i32, stop: CancellationToken) -> anyhow::Result<AbortOnDropHandle<()>> {
+    let host = match listener.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = BrokerUrl::from_str(&SocketAddr::new(host, listener.port()).to_string()).map_err(anyhow::Error::msg)?;
+    let sensors = store.sensors().await.context("looking for earlier demo data")?;
+    let first_run = !sensors.iter().any(|s| s.key.owner == DEMO_OWNER);
+    let config = FleetConfig {
+        client: ClientSettings::new(url),
+        template: TopicTemplate::defaults().swap_remove(0),
+        owner: DEMO_OWNER.to_owned(),
+        boards: 3,
+        interval: Duration::from_secs(5),
+        rate: None,
+        qos: rumqttc::QoS::AtLeastOnce,
+        count: None,
+        glitches: 0.002,
+        seed: crate::ingest::TimestampMs::now().0 as u64,
+        utc_offset_secs,
+        backfill: first_run.then_some(Duration::from_secs(24 * 3600)),
+        client_id_prefix: "roost-demo".to_owned(),
+    };
+    info!(owner = DEMO_OWNER, boards = config.boards, backfill = first_run, "demo: simulated boards publishing to this server");
+    let counters = Arc::new(crate::progress::Counters::default());
+    Ok(AbortOnDropHandle::new(tokio::spawn(async move {
+        if let Err(e) = crate::sim::run(config, counters, stop).await {
+            warn!(error = %e, "demo boards stopped");
+        }
+    })))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

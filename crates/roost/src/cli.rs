@@ -1,7 +1,10 @@
-//! The command line: `roost serve` and its options. Flags beat environment variables.
+//! The command line: `roost serve`, `migrate`, `simulate`, `bench` and their options. Flags
+//! beat environment variables.
 
 use crate::ingest::TopicTemplate;
+use crate::mqtt_client::{BrokerUrl, ClientSettings};
 use crate::store::DatabaseUrl;
+use rumqttc::QoS;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +22,177 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit (`serve` also does this at start).
     Migrate(DatabaseArgs),
+    /// Run virtual NodeMCU boards (DHT11 temperature/humidity, CdS light) that publish
+    /// readings to a broker, like real ones would.
+    Simulate(SimulateArgs),
+    /// Check an installation: publish numbered readings, time the acknowledgements, then
+    /// verify in the database that every acknowledged reading was stored.
+    Bench(BenchArgs),
+}
+
+/// Where a client connects and as whom.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The broker: mqtt://HOST[:PORT], mqtts://…, ws://HOST[:PORT]/mqtt or wss://….
+    #[arg(long = "mqtt", env = "ROOST_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", value_name = "URL")]
+    pub url: BrokerUrl,
+    /// User name for CONNECT.
+    #[arg(long, env = "ROOST_USERNAME")]
+    pub username: Option<String>,
+    /// Password for CONNECT (prefer the environment variable: flags show up in `ps`).
+    #[arg(long, env = "ROOST_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// PEM file with the CA of the broker's TLS certificate (mqtts://, wss://); without it the
+    /// system's trusted roots are used.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl ClientArgs {
+    pub fn settings(&self) -> ClientSettings {
+        let mut settings = ClientSettings::new(self.url.clone());
+        settings.username = self.username.clone();
+        settings.password = self.password.clone();
+        settings.ca_file = self.ca_file.clone();
+        settings
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Owner in the topics. [default: the --username, else "demo"]
+    #[arg(long)]
+    pub owner: Option<String>,
+
+    /// Number of boards; they are placed in livingroom, bedroom, kitchen, study, … .
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub devices: u32,
+
+    /// Seconds between two reads of a board's sensors (each read publishes three readings).
+    #[arg(long, default_value = "5", value_parser = parse_seconds)]
+    pub interval: Duration,
+
+    /// Load mode: readings per second over all boards, instead of --interval.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// QoS of the publishes: 0, 1 or 2.
+    #[arg(long, default_value = "1", value_parser = parse_qos)]
+    pub qos: QoS,
+
+    /// Stop after this many readings in total.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long, e.g. 90s, 10m, 2h.
+    #[arg(long, value_parser = parse_span)]
+    pub duration: Option<Duration>,
+
+    /// Share of sensor reads that fail, 0 to 1: a failed DHT11 read is published as "nan" (as
+    /// a naive sketch does), a loose CdS wire as 1023.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub glitches: f64,
+
+    /// Before going live, publish this much history with timestamps (e.g. 24h), so charts
+    /// have something to show at once.
+    #[arg(long, value_parser = parse_span)]
+    pub backfill: Option<Duration>,
+
+    /// Random seed, for repeatable runs. [default: random]
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Topic template the boards publish on; must contain {category}.
+    #[arg(long, default_value = "iot/{owner}/sensor/{place}/{category}")]
+    pub template: TopicTemplate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// The database `roost serve` writes to, read back to verify the acknowledged readings.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Concurrent MQTT clients.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub clients: u32,
+
+    /// Readings in total.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+
+    /// Readings per second over all clients. [default: flat out]
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// QoS 1 or 2 (QoS 0 is never acknowledged, so it cannot be verified).
+    #[arg(long, default_value = "1", value_parser = parse_qos)]
+    pub qos: QoS,
+
+    /// Unacknowledged publishes per client.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub inflight: u16,
+
+    /// Owner in the bench's topics; each run publishes under places named run<time>-c<client>.
+    #[arg(long, default_value = "roost-bench")]
+    pub owner: String,
+
+    /// Keep the bench's sensors and readings in the database (they are deleted by default).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Topic template the server ingests; must contain {category}.
+    #[arg(long, default_value = "iot/{owner}/sensor/{place}/{category}")]
+    pub template: TopicTemplate,
+}
+
+fn parse_qos(s: &str) -> Result<QoS, String> {
+    match s {
+        "0" => Ok(QoS::AtMostOnce),
+        "1" => Ok(QoS::AtLeastOnce),
+        "2" => Ok(QoS::ExactlyOnce),
+        _ => Err(format!("{s:?} is not a QoS: use 0, 1 or 2")),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0 => Ok(rate),
+        _ => Err(format!("{s:?} is not a rate in readings per second (above 0, at most 10,000,000)")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1 (0.01 = one read in a hundred)")),
+    }
+}
+
+/// `90`, `90s`, `15m`, `2h`, `7d`.
+fn parse_span(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * scale <= 366.0 * 86_400.0 => Ok(Duration::from_secs_f64(n * scale)),
+        _ => Err(format!("{s:?} is not a duration such as 90s, 10m, 2h or 7d (at most a year)")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -102,6 +276,11 @@ pub struct ServeArgs {
     /// Seconds between updates of the $SYS/broker tree.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub sys_interval: Duration,
+
+    /// Also run three simulated boards (owner "demo") against this server, with a day of
+    /// history on the first start, so the dashboard has live data at once.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 fn parse_unit(s: &str) -> Result<(String, String), String> {
@@ -151,6 +330,22 @@ mod tests {
         assert!(err.to_string().contains("is not a sqlite://"), "{err}");
         let err = Cli::try_parse_from(["roost", "serve", "--template", "iot/{owner}"]).unwrap_err();
         assert!(err.to_string().contains("needs {owner} and {place}"), "{err}");
+    }
+
+    #[test]
+    fn durations_rates_and_qos_parse_or_say_why_not() {
+        assert_eq!(parse_span("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_span("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_span("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_span("3 weeks").unwrap_err().contains("unknown unit"));
+        assert!(parse_span("-1s").unwrap_err().contains("is not a duration"));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_qos("3").unwrap_err().contains("use 0, 1 or 2"));
+        assert!(parse_fraction("1.5").unwrap_err().contains("between 0 and 1"));
+        let err = Cli::try_parse_from(["roost", "simulate", "--mqtt", "http://x"]).unwrap_err();
+        assert!(err.to_string().contains("unknown scheme"), "{err}");
+        let err = Cli::try_parse_from(["roost", "bench", "--qos", "5"]).unwrap_err();
+        assert!(err.to_string().contains("is not a QoS"), "{err}");
     }
 
     #[test]

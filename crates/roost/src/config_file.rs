@@ -20,6 +20,7 @@ pub struct ConfigFile {
     mqtt_ws: Option<SocketAddr>,
     http: Option<SocketAddr>,
     allow_anonymous: Option<bool>,
+    demo: Option<bool>,
     templates: Option<Vec<String>>,
     max_payload: Option<usize>,
     ingest_queue: Option<u32>,
@@ -107,6 +108,7 @@ impl ConfigFile {
         take!(mqtt_ws => args.mqtt_ws);
         take!(http => args.http);
         take!(allow_anonymous => args.allow_anonymous);
+        take!(demo => args.demo);
         take!(max_payload => args.max_payload);
         take!(ingest_queue => args.ingest_queue);
         take!(max_packet_size => args.max_packet_size);

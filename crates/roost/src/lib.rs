@@ -4,8 +4,12 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config_file;
 pub mod ingest;
+pub mod mqtt_client;
+pub mod progress;
+pub mod sim;
 pub mod store;

@@ -1,13 +1,18 @@
-//! The `roost` binary: parses the command line, sets up logging and signals, runs the app.
+//! The `roost` binary: parses the command line, sets up logging and signals, runs a command.
 
 use clap::{CommandFactory, FromArgMatches};
 use roost::app::App;
 use roost::cli::{Cli, Command};
+use roost::progress::{spawn_reporter, Counters};
+use std::process::ExitCode;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
+    // The local UTC offset (for the simulator's day/night cycle) can only be read safely while
+    // the process has a single thread, so before the runtime starts.
+    let utc_offset_secs = time::UtcOffset::current_local_offset().map_or(0, |o| o.whole_seconds());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -15,25 +20,80 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli, matches, utc_offset_secs))
+}
+
+async fn run(cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(mut args) => {
             if let Some(path) = args.config.clone() {
                 let serve_matches = matches.subcommand_matches("serve").expect("serve was parsed");
                 roost::config_file::ConfigFile::load(&path)?.apply(&mut args, serve_matches, &path)?;
             }
-            let app = App::build(&args).await?;
+            let app = App::build(&args).await?.with_utc_offset(utc_offset_secs);
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?;
         }
         Command::Migrate(args) => {
             let store = roost::store::Store::connect(&args.database).await?;
             let version = store.migrate().await?;
             store.close().await;
             tracing::info!(database = %args.database, version, "schema is up to date");
-            Ok(())
+        }
+        Command::Simulate(args) => {
+            let config = roost::sim::FleetConfig::from_args(&args, utc_offset_secs);
+            let stop = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(stop.clone()));
+            if let Some(duration) = args.duration {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(duration).await;
+                    stop.cancel();
+                });
+            }
+            tracing::info!(
+                broker = %config.client.url,
+                boards = config.boards,
+                owner = config.owner,
+                seed = config.seed,
+                "simulating boards; Ctrl-C stops"
+            );
+            let counters = Arc::new(Counters::default());
+            let qos0 = config.qos == rumqttc::QoS::AtMostOnce;
+            let report = CancellationToken::new();
+            let reporter = spawn_reporter(Arc::clone(&counters), "simulate", config.boards as u64, qos0, report.clone());
+            let result = roost::sim::run(config, counters, stop).await;
+            report.cancel();
+            let _ = reporter.await;
+            result?;
+        }
+        Command::Bench(args) => {
+            let config = roost::bench::BenchConfig::from_args(&args);
+            let stop = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(stop.clone()));
+            tracing::info!(
+                broker = %config.client.url,
+                database = %config.database,
+                clients = config.clients,
+                readings = config.count,
+                "benchmarking; every acknowledged reading is verified in the database afterwards"
+            );
+            let counters = Arc::new(Counters::default());
+            let report = CancellationToken::new();
+            let reporter = spawn_reporter(Arc::clone(&counters), "bench", config.clients as u64, false, report.clone());
+            let result = roost::bench::run(config, counters, stop).await;
+            report.cancel();
+            let _ = reporter.await;
+            let result = result?;
+            print!("{result}");
+            if !result.passed() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
@@ -41,8 +101,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -93,6 +93,24 @@ impl TopicTemplate {
         self.parts.contains(&Part::Category)
     }
 
+    /// The topic a sensor publishes on under this template; `None` without `{category}`.
+    pub fn topic(&self, sensor: &crate::ingest::SensorKey) -> Option<String> {
+        if !self.has_category() {
+            return None;
+        }
+        let levels: Vec<&str> = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(l) => l.as_str(),
+                Part::Owner => &sensor.owner,
+                Part::Place => &sensor.place,
+                Part::Category => &sensor.category,
+            })
+            .collect();
+        Some(levels.join("/"))
+    }
+
     /// Matches `topic` level by level; placeholders take exactly one non-empty level.
     pub fn captures<'a>(&self, topic: &'a str) -> Option<Captures<'a>> {
         let mut levels = topic.split('/');
@@ -122,6 +140,16 @@ mod tests {
 
     fn t(s: &str) -> TopicTemplate {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_sensor_topic_is_built_from_the_template_and_matches_it() {
+        let [five, four] = &TopicTemplate::defaults()[..] else { panic!() };
+        let key = crate::ingest::SensorKey { owner: "yanjo".into(), place: "livingroom".into(), category: "illuminate".into() };
+        let topic = five.topic(&key).unwrap();
+        assert_eq!(topic, "iot/yanjo/sensor/livingroom/illuminate");
+        assert_eq!(five.captures(&topic).unwrap().category, Some("illuminate"));
+        assert_eq!(four.topic(&key), None);
     }
 
     #[test]

@@ -63,6 +63,13 @@ impl DatabaseUrl {
         }
     }
 
+    /// The file of a `sqlite://` URL (without query options); `None` for server databases.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        let rest = self.0.strip_prefix("sqlite://").or_else(|| self.0.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+    }
+
     /// The URL the driver understands (`mariadb://` is MySQL's protocol).
     fn for_driver(&self) -> String {
         match self.0.strip_prefix("mariadb:") {
@@ -532,6 +539,33 @@ impl Store {
             .await
             .and_then(|row| row.map(|r| r.try_get(0)).transpose())
             .map_err(query_err("looking up a sensor")))
+    }
+
+    /// Deletes sensors with all their readings and rollups, in one transaction (`roost bench`
+    /// cleans up after itself). A running server keeps the ids in its cache, so only delete
+    /// sensors that will not be published to again.
+    pub async fn delete_sensors(&self, sensors: &[SensorKey]) -> Result<u64, StoreError> {
+        let mut ids = Vec::with_capacity(sensors.len());
+        for sensor in sensors {
+            ids.extend(self.sensor_id(sensor).await?);
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
+            for table in ["readings", "readings_1m", "sensors"] {
+                let column = if table == "sensors" { "id" } else { "sensor_id" };
+                let mut query = QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                let mut list = query.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                query.push(")").build().execute(&mut *tx).await.map_err(query_err("deleting sensors"))?;
+            }
+            tx.commit().await.map_err(query_err("committing the deletion"))?;
+            Ok(ids.len() as u64)
+        })
     }
 
     /// Readings of a sensor with `from <= ts < to`, oldest first, at most `limit`.

@@ -1,0 +1,232 @@
+//! Runs a fleet of virtual boards against a broker: one MQTT client per board, publishing what
+//! its sensors read every interval (or at a fixed total rate), reconnecting with backoff.
+
+use super::board::Board;
+use crate::ingest::{SensorKey, TimestampMs, TopicTemplate};
+use crate::mqtt_client::ClientSettings;
+use crate::progress::Counters;
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{info, warn};
+
+/// Unacknowledged publishes per board.
+const INFLIGHT: u16 = 100;
+/// How long a stopping board waits for its outstanding acknowledgements.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Spacing of backfilled history.
+const BACKFILL_STEP_MS: i64 = 5 * 60_000;
+
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub client: ClientSettings,
+    /// Where readings go; must contain `{category}`.
+    pub template: TopicTemplate,
+    pub owner: String,
+    pub boards: usize,
+    /// Time between two reads of a board's sensors (three readings).
+    pub interval: Duration,
+    /// Load mode: readings per second over the whole fleet, instead of `interval`.
+    pub rate: Option<f64>,
+    pub qos: QoS,
+    /// Stop after this many readings in total.
+    pub count: Option<u64>,
+    /// Share of sensor reads that fail (published as a DHT11 or CdS fault would be).
+    pub glitches: f64,
+    pub seed: u64,
+    /// Offset of the boards' local time from UTC, for the day/night cycle.
+    pub utc_offset_secs: i32,
+    /// Before going live, publish this much history with explicit timestamps.
+    pub backfill: Option<Duration>,
+    pub client_id_prefix: String,
+}
+
+impl FleetConfig {
+    /// The settings of `roost simulate`.
+    pub fn from_args(args: &crate::cli::SimulateArgs, utc_offset_secs: i32) -> Self {
+        let seed = args.seed.unwrap_or_else(|| TimestampMs::now().0 as u64 ^ u64::from(std::process::id()).rotate_left(32));
+        Self {
+            client: args.client.settings(),
+            template: args.template.clone(),
+            owner: args.owner.clone().or_else(|| args.client.username.clone()).unwrap_or_else(|| "demo".to_owned()),
+            boards: args.devices as usize,
+            interval: args.interval,
+            rate: args.rate,
+            qos: args.qos,
+            count: args.count,
+            glitches: args.glitches,
+            seed,
+            utc_offset_secs,
+            backfill: args.backfill,
+            client_id_prefix: "roost-sim".to_owned(),
+        }
+    }
+
+    /// The topic a board publishes `category` on.
+    pub fn topic(&self, place: &str, category: &str) -> String {
+        let key = SensorKey { owner: self.owner.clone(), place: place.to_owned(), category: category.to_owned() };
+        self.template.topic(&key).expect("a simulator template has {category}")
+    }
+}
+
+/// Runs every board until `count` readings were published and acknowledged, or `stop`.
+pub async fn run(config: FleetConfig, counters: Arc<Counters>, stop: CancellationToken) -> anyhow::Result<()> {
+    anyhow::ensure!(config.template.has_category(), "the template {} has no {{category}} level", config.template);
+    anyhow::ensure!(config.boards > 0, "at least one board is needed");
+    let config = Arc::new(config);
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut boards = tokio::task::JoinSet::new();
+    for index in 0..config.boards {
+        boards.spawn(run_board(index, Arc::clone(&config), Arc::clone(&counters), Arc::clone(&issued), stop.clone()));
+    }
+    let mut first_error = None;
+    while let Some(result) = boards.join_next().await {
+        if let Err(e) = result.context("a board task failed").and_then(|r| r) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One board: its MQTT client, its sensors, its schedule.
+async fn run_board(index: usize, config: Arc<FleetConfig>, counters: Arc<Counters>, issued: Arc<AtomicU64>, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut board = Board::new(index, config.seed, config.glitches);
+    // Unique per process: two simulators with the same owner must not take over each other's sessions.
+    let client_id = format!("{}-{}-{}-{}", config.client_id_prefix, std::process::id(), config.owner, board.place);
+    let options = config.client.mqtt_options(&client_id, INFLIGHT)?;
+    let (client, eventloop) = AsyncClient::new(options, usize::from(INFLIGHT));
+    let acked = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let finished = CancellationToken::new();
+    let driver = AbortOnDropHandle::new(tokio::spawn(drive(
+        eventloop,
+        client_id.clone(),
+        Arc::clone(&counters),
+        Arc::clone(&sent),
+        Arc::clone(&acked),
+        finished.clone(),
+    )));
+    let mut requested = 0u64;
+    let mut publish = |topic: String, payload: String| {
+        requested += 1;
+        let client = client.clone();
+        let qos = config.qos;
+        async move { client.publish(topic, qos, false, payload).await }
+    };
+
+    if let Some(span) = config.backfill {
+        let now = TimestampMs::now().0;
+        let mut ts = now - span.as_millis() as i64;
+        while ts < now && !stop.is_cancelled() {
+            for sample in board.read(ts, config.utc_offset_secs).into_iter().filter(|s| !s.glitch) {
+                let payload = format!(r#"{{"value":{},"ts":{ts}}}"#, sample.payload);
+                publish(config.topic(&board.place, sample.category), payload).await?;
+            }
+            ts += BACKFILL_STEP_MS;
+        }
+    }
+
+    // Load mode spreads the rate over the boards; each tick reads all three sensors.
+    let period = match config.rate {
+        Some(rate) => Duration::from_secs_f64((3.0 * config.boards as f64 / rate).max(1e-6)),
+        None => config.interval,
+    };
+    // Boards start spread over one period, as real ones never power up in the same millisecond.
+    let offset = period.mul_f64(index as f64 / config.boards as f64);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    'ticks: loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        for sample in board.read(TimestampMs::now().0, config.utc_offset_secs) {
+            if config.count.is_some_and(|count| issued.fetch_add(1, Ordering::Relaxed) >= count) {
+                break 'ticks;
+            }
+            if sample.glitch {
+                Counters::add(&counters.glitches, 1);
+            }
+            let sent = tokio::select! {
+                sent = publish(config.topic(&board.place, sample.category), sample.payload) => sent,
+                _ = stop.cancelled() => break 'ticks,
+            };
+            sent.context("the MQTT client stopped")?;
+        }
+    }
+
+    // Wait for outstanding acknowledgements (QoS 0: until everything is written), then leave.
+    let delivered = if config.qos == QoS::AtMostOnce { &sent } else { &acked };
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while delivered.load(Ordering::Relaxed) < requested {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(client_id, requested, acknowledged = acked.load(Ordering::Relaxed), "stopping with publishes unacknowledged");
+    }
+    finished.cancel();
+    let _ = client.disconnect().await;
+    // Past the timeout the driver is aborted when dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    Ok(())
+}
+
+/// Polls a board's event loop: counts sends and acknowledgements, reconnects with backoff.
+async fn drive(mut eventloop: EventLoop, client_id: String, counters: Arc<Counters>, sent: Arc<AtomicU64>, acked: Arc<AtomicU64>, finished: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    let mut connected = false;
+    let set_connected = |now: bool, connected: &mut bool| {
+        if now != *connected {
+            *connected = now;
+            if now {
+                counters.connected.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    };
+    loop {
+        let event = eventloop.poll().await;
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                if backoff > BACKOFF_MIN {
+                    info!(client_id, "reconnected");
+                }
+                backoff = BACKOFF_MIN;
+                set_connected(true, &mut connected);
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(_))) => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&counters.sent, 1);
+            }
+            Ok(Event::Incoming(Incoming::PubAck(_) | Incoming::PubComp(_))) => {
+                acked.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&counters.acked, 1);
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                set_connected(false, &mut connected);
+                if finished.is_cancelled() {
+                    break;
+                }
+                Counters::add(&counters.errors, 1);
+                warn!(client_id, error = %e, retry_in = ?backoff, "connection failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = finished.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    set_connected(false, &mut connected);
+}

@@ -1,0 +1,235 @@
+//! `roost simulate`, `roost serve --demo` and `roost bench`, run as the real binary against a
+//! running Roost on every database.
+
+use crate::databases::{Backend, TestDb};
+use crate::support::{eventually_async, TestServer};
+use roost::ingest::{SensorKey, TimestampMs};
+use roost::sim::board::{HUMIDITY_RANGE, LIGHT_RANGE, TEMPERATURE_RANGE};
+use roost::store::Store;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::process::Command;
+
+fn roost() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
+    cmd.env("RUST_LOG", "warn").env_remove("ROOST_DATABASE").kill_on_drop(true);
+    cmd
+}
+
+async fn run(cmd: &mut Command, limit: Duration) -> Output {
+    tokio::time::timeout(limit, cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output())
+        .await
+        .expect("the command finished in time")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The stored values of every sensor of `owner`, by category.
+async fn values_by_category(store: &Store, owner: &str) -> Vec<(String, Vec<f64>)> {
+    let mut out = Vec::new();
+    for sensor in store.sensors().await.unwrap().into_iter().filter(|s| s.key.owner == owner) {
+        let rows = store.readings(&sensor.key, TimestampMs(0), TimestampMs(i64::MAX)).await.unwrap();
+        out.push((sensor.key.category.clone(), rows.into_iter().map(|(_, v)| v).collect()));
+    }
+    out
+}
+
+async fn simulated_boards_store_all_three_categories_in_range(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |_| {}).await;
+    let out = run(
+        roost().args(["simulate", "--mqtt", &format!("mqtt://{}", server.mqtt), "--devices", "3", "--interval", "0.05"]).args([
+            "--count", "90", "--seed", "7", "--owner", "yanjo",
+        ]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Not a terminal: plain progress lines, the last one with the totals.
+    assert!(stderr.lines().any(|l| l.starts_with("simulate: sent 90 · acked 90")), "{stderr}");
+
+    let sensors = values_by_category(&server.store, "yanjo").await;
+    assert_eq!(sensors.len(), 9, "3 boards × temperature, humidity, illuminate: {sensors:?}");
+    let total: usize = sensors.iter().map(|(_, v)| v.len()).sum();
+    assert_eq!(total, 90, "every acknowledged reading is stored");
+    for (category, values) in &sensors {
+        let range = match category.as_str() {
+            "temperature" => TEMPERATURE_RANGE,
+            "humidity" => HUMIDITY_RANGE,
+            "illuminate" => LIGHT_RANGE,
+            other => panic!("unexpected category {other}"),
+        };
+        assert!(!values.is_empty(), "{category} has readings");
+        assert!(values.iter().all(|v| (range.0..=range.1).contains(v)), "{category}: {values:?}");
+    }
+    let places: std::collections::BTreeSet<_> = server.store.sensors().await.unwrap().into_iter().map(|s| s.key.place).collect();
+    assert_eq!(places.into_iter().collect::<Vec<_>>(), ["bedroom", "kitchen", "livingroom"]);
+    server.stop().await;
+}
+
+async fn bench_verifies_every_acknowledged_reading_and_cleans_up(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |_| {}).await;
+    let out = run(
+        roost().args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()]).args([
+            "--count", "3000", "--clients", "3", "--qos", "2",
+        ]),
+        Duration::from_secs(120),
+    )
+    .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("published 3,000, acknowledged 3,000"), "{stdout}");
+    assert!(stdout.contains("latency publish → ack: p50"), "{stdout}");
+    assert!(stdout.contains("verified: all 3,000 acknowledged readings are stored"), "{stdout}");
+    let left = server.store.sensors().await.unwrap().into_iter().filter(|s| s.key.owner == "roost-bench").count();
+    assert_eq!(left, 0, "the bench removes its sensors unless --keep");
+    assert_eq!(server.store.count_readings().await.unwrap(), 0, "and their readings");
+    server.stop().await;
+}
+
+/// Deletes one stored bench reading behind Roost's back, the way a faulty sink would lose it.
+async fn delete_one_bench_reading(db: &TestDb, backend: Backend) -> bool {
+    use sqlx::{Connection, Row};
+    let find = "SELECT r.sensor_id, r.ts FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = 'roost-bench' LIMIT 1";
+    let delete = |(id, ts): (i64, i64)| format!("DELETE FROM readings WHERE sensor_id = {id} AND ts = {ts}");
+    let url = db.url.expose_secret().replacen("mariadb:", "mysql:", 1);
+    macro_rules! with {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(&url).await.unwrap();
+            let Some(row) = sqlx::query(find).fetch_optional(&mut conn).await.unwrap() else { return false };
+            let key = (row.get::<i64, _>(0), row.get::<i64, _>(1));
+            sqlx::query(&delete(key)).execute(&mut conn).await.unwrap().rows_affected() > 0
+        }};
+    }
+    match backend {
+        Backend::Sqlite => with!(sqlx::SqliteConnection),
+        Backend::Postgres => with!(sqlx::PgConnection),
+        Backend::MariaDb => with!(sqlx::MySqlConnection),
+    }
+}
+
+async fn bench_reports_a_reading_deleted_mid_run(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |_| {}).await;
+    let bench = roost()
+        .args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()])
+        .args(["--count", "2000", "--clients", "2", "--rate", "500", "--keep"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually_async("a bench reading was stored and then deleted", || delete_one_bench_reading(&db, backend)).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), bench.wait_with_output()).await.unwrap().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("verification FAILED: 1 of 2,000 acknowledged readings are missing"), "{stdout}");
+    assert!(stdout.contains("missing: roost-bench/run"), "the missing reading is named: {stdout}");
+    server.stop().await;
+}
+
+crate::on_every_database!(
+    simulated_boards_store_all_three_categories_in_range,
+    bench_verifies_every_acknowledged_reading_and_cleans_up,
+    bench_reports_a_reading_deleted_mid_run,
+);
+
+#[tokio::test]
+async fn simulator_reconnects_with_backoff_until_the_broker_is_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sim = roost()
+        .args(["simulate", "--mqtt", &format!("mqtt://127.0.0.1:{port}"), "--devices", "2", "--interval", "0.05", "--count", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nothing listens yet: the boards fail, back off and retry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let server = TestServer::start_with(|a| a.mqtt = format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), sim.wait_with_output()).await.unwrap().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("connection failed"), "failures are logged: {stderr}");
+    let last = stderr.lines().rev().find(|l| l.starts_with("simulate:")).unwrap();
+    assert!(last.starts_with("simulate: sent 30 · acked 30"), "{last}");
+    assert!(!last.contains("errors 0"), "the failed attempts are counted: {last}");
+    assert_eq!(server.store.count_readings().await.unwrap(), 30);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn simulator_speaks_websocket_and_qos_2_and_publishes_glitches_as_a_naive_sketch_would() {
+    let server = TestServer::start().await;
+    let out = run(
+        roost().args(["simulate", "--mqtt", &format!("ws://{}/mqtt", server.ws), "--qos", "2", "--glitches", "0.3"]).args([
+            "--devices", "1", "--interval", "0.02", "--count", "60", "--seed", "3",
+        ]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("simulate: sent 60 · acked 60"), "{stderr}");
+    let stored = server.store.count_readings().await.unwrap();
+    let rejects = server.store.recent_rejects(1000).await.unwrap();
+    assert!(!rejects.is_empty(), "DHT11 failures arrive as \"nan\" and are quarantined");
+    assert!(rejects.iter().all(|r| r.topic.ends_with("/temperature") || r.topic.ends_with("/humidity")), "{rejects:?}");
+    assert_eq!(stored as usize + rejects.len(), 60, "every publish is either a reading or a reject");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn demo_mode_shows_a_day_of_history_and_live_readings_at_once() {
+    let server = TestServer::start_with(|a| a.demo = true).await;
+    let store = server.store.clone();
+    eventually_async("nine demo sensors with a day of history", || {
+        let store = store.clone();
+        async move {
+            let sensors = store.sensors().await.unwrap();
+            if sensors.iter().filter(|s| s.key.owner == "demo").count() != 9 {
+                return false;
+            }
+            let key = SensorKey { owner: "demo".into(), place: "livingroom".into(), category: "temperature".into() };
+            let now = TimestampMs::now().0;
+            let old = store.readings(&key, TimestampMs(now - 25 * 3_600_000), TimestampMs(now - 23 * 3_600_000)).await.unwrap();
+            let recent = store.readings(&key, TimestampMs(now - 60_000), TimestampMs(now + 1000)).await.unwrap();
+            !old.is_empty() && !recent.is_empty()
+        }
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bench_and_simulate_refuse_bad_input_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("sqlite://{}", dir.path().join("nope.db").display());
+    let out = run(roost().args(["bench", "--database", &missing]), Duration::from_secs(30)).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("there is no database at"), "{}", text(&out.stderr));
+    assert!(!dir.path().join("nope.db").exists(), "the bench does not create an empty database");
+
+    let out = run(roost().args(["simulate", "--glitches", "2"]), Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is not a fraction between 0 and 1"), "{}", text(&out.stderr));
+    let out = run(roost().args(["simulate", "--template", "iot/{owner}/sensor/{place}"]), Duration::from_secs(30)).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("has no {category} level"), "{}", text(&out.stderr));
+    let out = run(roost().args(["bench", "--qos", "0"]), Duration::from_secs(30)).await;
+    assert!(!out.status.success());
+    // QoS is checked before the database is looked for.
+    assert!(text(&out.stderr).contains("QoS 0 is never acknowledged"), "{}", text(&out.stderr));
+
+    for command in ["simulate", "bench"] {
+        let out = run(roost().args([command, "--help"]), Duration::from_secs(30)).await;
+        let help = text(&out.stdout);
+        assert!(out.status.success());
+        for flag in ["--mqtt", "--username", "--password", "--ca-file", "--count", "--rate", "--qos"] {
+            assert!(help.contains(flag), "{command} --help lists {flag}");
+        }
+    }
+}
