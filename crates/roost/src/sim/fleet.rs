@@ -112,9 +112,9 @@ async fn run_board(index: usize, config: Arc<FleetConfig>, counters: Arc<Counter
         Arc::clone(&acked),
         finished.clone(),
     )));
+    // Publishes the client library accepted; a publish interrupted by `stop` is not counted.
     let mut requested = 0u64;
-    let mut publish = |topic: String, payload: String| {
-        requested += 1;
+    let publish = |topic: String, payload: String| {
         let client = client.clone();
         let qos = config.qos;
         async move { client.publish(topic, qos, false, payload).await }
@@ -123,10 +123,15 @@ async fn run_board(index: usize, config: Arc<FleetConfig>, counters: Arc<Counter
     if let Some(span) = config.backfill {
         let now = TimestampMs::now().0;
         let mut ts = now - span.as_millis() as i64;
-        while ts < now && !stop.is_cancelled() {
+        'backfill: while ts < now {
             for sample in board.read(ts, config.utc_offset_secs).into_iter().filter(|s| !s.glitch) {
                 let payload = format!(r#"{{"value":{},"ts":{ts}}}"#, sample.payload);
-                publish(config.topic(&board.place, sample.category), payload).await?;
+                let sent = tokio::select! {
+                    sent = publish(config.topic(&board.place, sample.category), payload) => sent,
+                    _ = stop.cancelled() => break 'backfill,
+                };
+                sent.context("the MQTT client stopped")?;
+                requested += 1;
             }
             ts += BACKFILL_STEP_MS;
         }
@@ -158,6 +163,7 @@ async fn run_board(index: usize, config: Arc<FleetConfig>, counters: Arc<Counter
                 _ = stop.cancelled() => break 'ticks,
             };
             sent.context("the MQTT client stopped")?;
+            requested += 1;
         }
     }
 

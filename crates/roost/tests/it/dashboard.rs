@@ -31,6 +31,35 @@ async fn dashboard_works_in_chromium() {
     eprintln!("live update reached the page {} ms after the publish", result["live_update_ms"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_fills_the_dashboard_in_chromium() {
+    require_command("node");
+    require_command("chromium");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shots = root.join("docs/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let server = TestServer::start_with(|a| a.demo = true).await;
+    let store = server.store.clone();
+    crate::support::eventually_async("the demo's backfill is stored", || {
+        let store = store.clone();
+        async move { store.count_readings().await.unwrap() >= 9 * 288 }
+    })
+    .await;
+    let out = Command::new("node")
+        .arg("demo-screenshots.mjs")
+        .arg(format!("http://{}", server.http))
+        .arg(&shots)
+        .current_dir(root.join("tests/js"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(result["ok"], true, "{result}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn pages_are_compressed_cached_and_revalidated() {
     let server = TestServer::start().await;

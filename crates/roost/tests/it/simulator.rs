@@ -233,3 +233,17 @@ async fn bench_and_simulate_refuse_bad_input_clearly() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_nodemcu_sketch_passes_its_syntax_check_and_publishes_the_simulators_topics() {
+    crate::support::require_command("g++");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/nodemcu");
+    let out = run(&mut Command::new(root.join("syntax-check/check.sh")), Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sketch = std::fs::read_to_string(root.join("roost_nodemcu/roost_nodemcu.ino")).unwrap();
+    assert!(sketch.contains(r#""iot/%s/sensor/%s/%s""#), "the default template iot/{{owner}}/sensor/{{place}}/{{category}}");
+    for category in roost::sim::CATEGORIES {
+        assert!(sketch.contains(&format!(r#"publishReading("{category}""#)), "the sketch publishes {category}");
+    }
+    assert!(sketch.contains("DHT dht(DHT_PIN, DHT11)") && sketch.contains("= D7;") && sketch.contains("= A0;"));
+}
