@@ -16,8 +16,10 @@ use tracing::{info, warn};
 
 /// Unacknowledged publishes per board.
 const INFLIGHT: u16 = 100;
-/// How long a stopping board waits for its outstanding acknowledgements.
+/// How long a board that sent its `--count` waits for its outstanding acknowledgements.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same when stopped (Ctrl-C, `--duration`): a person is waiting.
+const DRAIN_TIMEOUT_ON_STOP: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Spacing of backfilled history.
@@ -169,7 +171,8 @@ async fn run_board(index: usize, config: Arc<FleetConfig>, counters: Arc<Counter
 
     // Wait for outstanding acknowledgements (QoS 0: until everything is written), then leave.
     let delivered = if config.qos == QoS::AtMostOnce { &sent } else { &acked };
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+    let patience = if stop.is_cancelled() { DRAIN_TIMEOUT_ON_STOP } else { DRAIN_TIMEOUT };
+    let drained = tokio::time::timeout(patience, async {
         while delivered.load(Ordering::Relaxed) < requested {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -247,3 +247,66 @@ async fn the_nodemcu_sketch_passes_its_syntax_check_and_publishes_the_simulators
     }
     assert!(sketch.contains("DHT dht(DHT_PIN, DHT11)") && sketch.contains("= D7;") && sketch.contains("= A0;"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A test CA and a `localhost` certificate it signed, made with the openssl CLI.
+async fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir);
+        cmd
+    };
+    let ca = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=roost-test-ca", "-days", "2"];
+    assert!(run(&mut openssl(&ca), Duration::from_secs(30)).await.status.success());
+    let server = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.pem", "-subj", "/CN=localhost", "-days", "2",
+        "-CA", "ca.pem", "-CAkey", "ca.key", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE",
+    ];
+    assert!(run(&mut openssl(&server), Duration::from_secs(30)).await.status.success());
+}
+
+/// Roost's own listeners have no TLS yet (the security issue), so Mosquitto with a test CA is
+/// the TLS peer here: MQTT over TLS and WebSocket over TLS, trusted through --ca-file.
+#[tokio::test]
+async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
+    crate::support::require_command("mosquitto");
+    crate::support::require_command("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path()).await;
+    let (tls_port, wss_port) = (free_port(), free_port());
+    let d = dir.path().display();
+    let tls = format!("cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n");
+    let config = format!(
+        "allow_anonymous true\nuser root\nlistener {tls_port} 127.0.0.1\n{tls}listener {wss_port} 127.0.0.1\nprotocol websockets\n{tls}"
+    );
+    std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
+    let _mosquitto = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.path().join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for port in [tls_port, wss_port] {
+        eventually_async("mosquitto listens", || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await;
+    }
+    let ca = dir.path().join("ca.pem");
+    for url in [format!("mqtts://localhost:{tls_port}"), format!("wss://localhost:{wss_port}/")] {
+        let out = run(
+            roost().args(["simulate", "--mqtt", &url, "--ca-file"]).arg(&ca).args(["--count", "9", "--interval", "0.05"]),
+            Duration::from_secs(60),
+        )
+        .await;
+        let stderr = text(&out.stderr);
+        assert!(out.status.success() && stderr.contains("simulate: sent 9 · acked 9 · "), "{url}: {stderr}");
+    }
+    // Without the CA the certificate is refused, and the log says why.
+    let out = run(roost().args(["simulate", "--mqtt", &format!("mqtts://localhost:{tls_port}"), "--duration", "2s"]), Duration::from_secs(60)).await;
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("invalid peer certificate: UnknownIssuer"), "{stderr}");
+    assert!(stderr.contains("simulate: sent 0 · acked 0"), "{stderr}");
+}
