@@ -1,17 +1,13 @@
 // End-to-end test of the dashboard in a real headless Chromium (Debian's, driven by
 // playwright-core). Publishes over MQTT.js and checks what the pages show; saves screenshots.
 // Usage: node dashboard-e2e.mjs http://127.0.0.1:PORT SCREENSHOT_DIR
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 import mqtt from "mqtt";
 
 const [base, shots] = process.argv.slice(2);
 const wsUrl = base.replace(/^http/, "ws") + "/mqtt";
 const step = (name) => console.error(`step: ${name}`);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const failures = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });

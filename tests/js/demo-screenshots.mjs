@@ -1,14 +1,10 @@
 // `roost serve --demo` in a real headless Chromium: the overview shows the nine demo sensors
 // and a sensor's 24 h chart shows the backfilled day. Saves the README's quick-start screenshots.
 // Usage: node demo-screenshots.mjs http://127.0.0.1:PORT SCREENSHOT_DIR
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const [base, shots] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const failures = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });

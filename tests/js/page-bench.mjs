@@ -1,15 +1,11 @@
 // Overview page weight and time to first render, in Debian's headless Chromium.
 // Usage: node page-bench.mjs http://127.0.0.1:8080 [runs]   (a running Roost with some sensors)
 // Each run uses a fresh browser context (empty cache). Prints medians.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const [base, runsArg] = process.argv.slice(2);
 const runs = +runsArg || 5;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const results = [];
 for (let i = 0; i < runs; i++) {
   const context = await browser.newContext();
