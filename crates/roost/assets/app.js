@@ -186,7 +186,13 @@ function setupConsole() {
     e.preventDefault();
     try { await loadMqtt(); } catch (err) { log(err.message); return; }
     if (client) { client.end(true); client = null; }
-    client = mqtt.connect($("console-url").value, { protocolVersion: 4, clientId: `roost-console-${Math.random().toString(16).slice(2, 10)}` });
+    const options = { protocolVersion: 4, clientId: `roost-console-${Math.random().toString(16).slice(2, 10)}` };
+    // Empty fields connect anonymously (a server run with --allow-anonymous).
+    if ($("console-username").value) {
+      options.username = $("console-username").value;
+      options.password = $("console-password").value;
+    }
+    client = mqtt.connect($("console-url").value, options);
     $("console-state").textContent = "connecting…";
     client.on("connect", () => { $("console-state").textContent = "connected"; log("connected"); });
     client.on("close", () => { $("console-state").textContent = "disconnected"; });
@@ -197,7 +203,7 @@ function setupConsole() {
     e.preventDefault();
     if (!client) return log("connect first");
     const filter = $("console-filter").value;
-    client.subscribe(filter, { qos: 1 }, (err, granted) => log(err ? `subscribe failed: ${err.message}` : `subscribed to ${filter} (granted ${granted.map((g) => g.qos).join(",")})`));
+    client.subscribe(filter, { qos: 1 }, (err, granted) => log(err ? `subscribe failed: ${err.message}` : `subscribed to ${filter} (granted ${granted.map((g) => (g.qos === 128 ? "denied" : g.qos)).join(",")})`));
   });
   $("console-publish").addEventListener("submit", (e) => {
     e.preventDefault();

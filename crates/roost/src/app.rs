@@ -3,7 +3,8 @@
 //! place that wires parts together and spawns long-lived tasks.
 
 use crate::api::{self, ApiState};
-use crate::broker::{self, AllowAll, Broker, BrokerConfig};
+use crate::auth::UserAuth;
+use crate::broker::{self, AllowAll, Authenticate, Broker, BrokerConfig};
 use crate::cli::ServeArgs;
 use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, WriterConfig};
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
@@ -41,16 +42,23 @@ pub struct App {
     sys_interval: Duration,
     dashboard: crate::api::DashboardConfig,
     live: crate::ingest::LiveFeed,
-    demo: bool,
+    demo: Option<DemoMode>,
     utc_offset_secs: i32,
+}
+
+/// `--demo`, and whether its boards need an account.
+#[derive(Debug, Clone, Copy)]
+struct DemoMode {
+    anonymous: bool,
 }
 
 impl App {
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
-        if args.allow_anonymous && !args.mqtt.ip().is_loopback() {
-            warn!(addr = %args.mqtt, "anonymous access on a non-loopback address: anyone who can reach it may publish and subscribe");
-        } else if !args.allow_anonymous {
-            warn!("user accounts are not implemented yet: running with anonymous access as if --allow-anonymous were given");
+        if args.allow_anonymous && !(args.mqtt.ip().is_loopback() && args.mqtt_ws.ip().is_loopback()) {
+            warn!(addr = %args.mqtt, "--allow-anonymous on a non-loopback address: anyone who can reach it may publish and subscribe to anything");
+        }
+        if !args.http.ip().is_loopback() {
+            warn!(addr = %args.http, "the dashboard and HTTP API have no login yet: anyone who can reach this address can read every reading");
         }
         let config = BrokerConfig {
             max_packet_size: args.max_packet_size as usize,
@@ -67,14 +75,20 @@ impl App {
         let (jobs_tx, jobs) = tokio::sync::mpsc::channel(args.ingest_queue as usize);
         let ingest_stats = Arc::new(IngestStats::default());
         let ingest = Ingest::new(IngestConfig { templates, max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
-        let broker = Broker::new(config, Arc::new(AllowAll), Arc::new(ingest));
+        let auth: Arc<dyn Authenticate> = if args.allow_anonymous {
+            Arc::new(AllowAll)
+        } else {
+            crate::auth::bootstrap::ensure_admin(&store).await.context("creating the first admin")?;
+            Arc::new(UserAuth::new(Arc::clone(&store)))
+        };
+        let broker = Broker::new(config, auth, Arc::new(ingest));
         let mqtt = bind(args.mqtt, "MQTT").await?;
         let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
         let http = bind(args.http, "HTTP").await?;
         let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
         let dashboard = crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
         let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
-        let demo = args.demo;
+        let demo = args.demo.then_some(DemoMode { anonymous: args.allow_anonymous });
         Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval, dashboard, live, demo, utc_offset_secs: 0 })
     }
 
@@ -124,8 +138,8 @@ impl App {
             writer_stop.clone(),
         ));
         let demo = match self.demo {
-            true => Some(start_demo(&self.store, self.mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
-            false => None,
+            Some(mode) => Some(start_demo(&self.store, mode, self.mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
+            None => None,
         };
         let tracker = TaskTracker::new();
         tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
@@ -171,7 +185,13 @@ impl App {
 
 /// `--demo`: simulated boards publishing to this server's own MQTT listener, with a day of
 /// history the first time.
-async fn start_demo(store: &Store, listener: SocketAddr, utc_offset_secs: i32, stop: CancellationToken) -> anyhow::Result<AbortOnDropHandle<()>> {
+async fn start_demo(
+    store: &Store,
+    mode: DemoMode,
+    listener: SocketAddr,
+    utc_offset_secs: i32,
+    stop: CancellationToken,
+) -> anyhow::Result<AbortOnDropHandle<()>> {
     let host = match listener.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
         ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
@@ -180,8 +200,14 @@ async fn start_demo(store: &Store, listener: SocketAddr, utc_offset_secs: i32, s
     let url = BrokerUrl::from_str(&SocketAddr::new(host, listener.port()).to_string()).map_err(anyhow::Error::msg)?;
     let sensors = store.sensors().await.context("looking for earlier demo data")?;
     let first_run = !sensors.iter().any(|s| s.key.owner == DEMO_OWNER);
+    let mut client = ClientSettings::new(url);
+    if !mode.anonymous {
+        // The boards log in as the device user `demo`, with a password made afresh at each start.
+        client.username = Some(DEMO_OWNER.to_owned());
+        client.password = Some(crate::auth::bootstrap::demo_user(store, DEMO_OWNER).await.context("creating the demo user")?);
+    }
     let config = FleetConfig {
-        client: ClientSettings::new(url),
+        client,
         template: TopicTemplate::defaults().swap_remove(0),
         owner: DEMO_OWNER.to_owned(),
         boards: 3,

@@ -28,6 +28,64 @@ pub enum Command {
     /// Check an installation: publish numbered readings, time the acknowledgements, then
     /// verify in the database that every acknowledged reading was stored.
     Bench(BenchArgs),
+    /// Manage user accounts (MQTT logins) in the database `serve` uses.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. A device user may publish and subscribe under iot/NAME/# only; an admin
+    /// everywhere. Without --password-stdin a random password is generated and shown once.
+    Add {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List users, their role and extra grants (never passwords).
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Delete a user and their grants.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Set a new password (random and shown once, unless --password-stdin).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Also let a user publish and subscribe under a topic filter, e.g. home/+/cmd.
+    Grant {
+        name: String,
+        filter: String,
+        /// Publish only.
+        #[arg(long, conflicts_with = "subscribe_only")]
+        publish_only: bool,
+        /// Subscribe only.
+        #[arg(long)]
+        subscribe_only: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Take back a grant.
+    Revoke {
+        name: String,
+        filter: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 /// Where a client connects and as whom.
@@ -247,8 +305,8 @@ pub struct ServeArgs {
     #[arg(long = "unit", value_name = "CATEGORY=UNIT", value_parser = parse_unit)]
     pub units: Vec<(String, String)>,
 
-    /// Let clients connect without credentials. Until user accounts exist (issue 5) this is
-    /// the only mode, and it is what Roost runs in without the flag too, with a warning.
+    /// Let MQTT clients connect without credentials and use every topic. Without it, clients
+    /// log in as a user (`roost user add`); on first start Roost creates `admin`.
     #[arg(long)]
     pub allow_anonymous: bool,
 

@@ -92,6 +92,7 @@ async fn run(cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> anyho
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::User(command) => roost::auth::accounts::run(command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

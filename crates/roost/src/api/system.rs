@@ -32,6 +32,9 @@ pub async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiErro
             "dropped_offline": broker.dropped_offline,
             "overflow_disconnects": broker.overflow_disconnects,
             "protocol_errors": broker.protocol_errors,
+            "publishes_denied": broker.publishes_denied,
+            "subscriptions_denied": broker.subscriptions_denied,
+            "connections_refused": broker.connections_refused,
         },
         "ingest": {
             "readings_committed": ingest.readings_committed,
@@ -66,6 +69,9 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     );
     metric("roost_overflow_disconnects_total", "counter", "Clients disconnected because their QoS 1/2 queue overflowed.", &[("", b.overflow_disconnects)]);
     metric("roost_protocol_errors_total", "counter", "Connections closed for malformed packets or protocol violations.", &[("", b.protocol_errors)]);
+    metric("roost_publishes_denied_total", "counter", "Publishes refused by the ACL: acknowledged, neither stored nor delivered.", &[("", b.publishes_denied)]);
+    metric("roost_subscriptions_denied_total", "counter", "Subscriptions refused by the ACL (SUBACK 0x80).", &[("", b.subscriptions_denied)]);
+    metric("roost_connections_refused_total", "counter", "CONNECTs refused for missing or wrong credentials.", &[("", b.connections_refused)]);
     metric("roost_readings_committed_total", "counter", "Readings committed to the database.", &[("", i.readings_committed)]);
     metric("roost_rejects_total", "counter", "Publishes rejected and quarantined.", &[("", i.rejects_committed)]);
     metric("roost_ingest_batches_total", "counter", "Transactions committed by the ingest writer.", &[("", i.batches)]);

@@ -249,8 +249,10 @@ where
         match self.broker.auth.authenticate(credentials).await {
             AuthOutcome::Allowed { username } => Some((client_id, username)),
             refused => {
+                BrokerStats::incr(&self.broker.stats.connections_refused);
                 let code = match refused {
                     AuthOutcome::BadCredentials => connect_return::BAD_USERNAME_OR_PASSWORD,
+                    AuthOutcome::Unavailable => connect_return::SERVER_UNAVAILABLE,
                     _ => connect_return::NOT_AUTHORIZED,
                 };
                 self.refuse(code).await;
@@ -438,6 +440,7 @@ where
         } else {
             // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and
             // dropped (and counted), so the client does not resend it forever.
+            BrokerStats::incr(&self.broker.stats.publishes_denied);
             debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
             None
         };
@@ -455,6 +458,8 @@ where
             let filter = match TopicFilter::parse(raw) {
                 Ok(f) if self.broker.auth.may_subscribe(username, f.as_str()) => f,
                 Ok(_) => {
+                    BrokerStats::incr(&self.broker.stats.subscriptions_denied);
+                    debug!(client_id = %state.client_id, filter = %raw, "subscription denied by ACL");
                     codes.push(SUBACK_FAILURE);
                     continue;
                 }

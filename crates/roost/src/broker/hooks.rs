@@ -34,6 +34,8 @@ pub enum AuthOutcome {
     BadCredentials,
     /// CONNACK 0x05.
     NotAuthorized,
+    /// CONNACK 0x03: the user database could not be asked.
+    Unavailable,
 }
 
 /// Decides who may connect, publish and subscribe.

@@ -11,6 +11,9 @@ pub struct BrokerStats {
     pub(crate) dropped_offline: AtomicU64,
     pub(crate) overflow_disconnects: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    pub(crate) publishes_denied: AtomicU64,
+    pub(crate) subscriptions_denied: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -27,6 +30,12 @@ pub struct StatsSnapshot {
     pub overflow_disconnects: u64,
     /// Connections closed for malformed packets or protocol violations.
     pub protocol_errors: u64,
+    /// Publishes the ACL refused: acknowledged, neither stored nor delivered.
+    pub publishes_denied: u64,
+    /// Subscriptions the ACL refused (SUBACK 0x80).
+    pub subscriptions_denied: u64,
+    /// CONNECTs refused for missing or wrong credentials.
+    pub connections_refused: u64,
 }
 
 impl BrokerStats {
@@ -43,6 +52,9 @@ impl BrokerStats {
             dropped_offline: self.dropped_offline.load(Relaxed),
             overflow_disconnects: self.overflow_disconnects.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            publishes_denied: self.publishes_denied.load(Relaxed),
+            subscriptions_denied: self.subscriptions_denied.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
         }
     }
 }

@@ -21,13 +21,14 @@ pub async fn publish_sys_tree(broker: Arc<Broker>, interval: Duration, shutdown:
 fn publish_once(broker: &Broker) {
     let stats = broker.stats();
     let uptime = broker.started.elapsed().as_secs();
-    let entries: [(&str, String); 7] = [
+    let entries: [(&str, String); 8] = [
         ("$SYS/broker/version", format!("roost {}", env!("CARGO_PKG_VERSION"))),
         ("$SYS/broker/uptime", format!("{uptime} seconds")),
         ("$SYS/broker/clients/connected", stats.clients_connected.to_string()),
         ("$SYS/broker/messages/received", stats.messages_received.to_string()),
         ("$SYS/broker/messages/sent", stats.messages_sent.to_string()),
         ("$SYS/broker/messages/dropped", (stats.dropped_qos0 + stats.dropped_offline).to_string()),
+        ("$SYS/broker/messages/denied", stats.publishes_denied.to_string()),
         ("$SYS/broker/subscriptions/count", broker.router.subscription_count().to_string()),
     ];
     for (topic, value) in entries {

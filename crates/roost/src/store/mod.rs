@@ -167,6 +167,9 @@ macro_rules! on_pool {
     };
 }
 
+mod users;
+pub use users::{Grant, UserError, UserRecord};
+
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Store {

@@ -23,7 +23,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
         ], &[
             ROLLUP_SQLITE,
             BACKFILL,
-        ]],
+        ], USERS_SQLITE],
         Dialect::Postgres => &[&[
             "CREATE TABLE IF NOT EXISTS sensors (
                 id BIGSERIAL PRIMARY KEY,
@@ -41,7 +41,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
         ], &[
             ROLLUP_POSTGRES,
             BACKFILL,
-        ]],
+        ], USERS_POSTGRES],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[&[
             "CREATE TABLE IF NOT EXISTS sensors (
@@ -60,7 +60,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
         ], &[
             ROLLUP_MYSQL,
             BACKFILL,
-        ]],
+        ], USERS_MYSQL],
     }
 }
 
@@ -84,3 +84,31 @@ const ROLLUP_MYSQL: &str = "CREATE TABLE IF NOT EXISTS readings_1m (
 const BACKFILL: &str = "INSERT INTO readings_1m (sensor_id, minute, min, max, sum, count)
     SELECT sensor_id, ts - (ts % 60000), MIN(value), MAX(value), SUM(value), COUNT(*)
     FROM readings GROUP BY sensor_id, ts - (ts % 60000)";
+
+// Migration 3: user accounts (Argon2id hashes, never plain passwords) and the extra topic
+// filters a user may publish or subscribe to besides `iot/{name}/#`.
+const USERS_SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL, created_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS user_grants (
+        user_id INTEGER NOT NULL REFERENCES users (id), filter TEXT NOT NULL,
+        publish INTEGER NOT NULL, subscribe INTEGER NOT NULL, PRIMARY KEY (user_id, filter))",
+];
+const USERS_POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+        is_admin BOOLEAN NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS user_grants (
+        user_id BIGINT NOT NULL REFERENCES users (id), filter TEXT NOT NULL,
+        publish BOOLEAN NOT NULL, subscribe BOOLEAN NOT NULL, PRIMARY KEY (user_id, filter))",
+];
+const USERS_MYSQL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS users (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(191) NOT NULL UNIQUE, password_hash VARCHAR(255) NOT NULL,
+        is_admin BOOLEAN NOT NULL, created_at BIGINT NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS user_grants (
+        user_id BIGINT NOT NULL, filter VARCHAR(191) NOT NULL,
+        publish BOOLEAN NOT NULL, subscribe BOOLEAN NOT NULL, PRIMARY KEY (user_id, filter),
+        FOREIGN KEY (user_id) REFERENCES users (id)) ENGINE=InnoDB",
+];

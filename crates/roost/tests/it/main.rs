@@ -14,6 +14,7 @@ mod mosquitto_clients;
 mod paho;
 mod proxy;
 mod rumqttc_clients;
+mod security;
 mod simulator;
 mod storage;
 mod support;

@@ -95,6 +95,19 @@ impl Raw {
         }
     }
 
+    /// Connects with a user name and password; returns the CONNACK.
+    pub async fn login(addr: SocketAddr, client_id: &str, username: &str, password: &str) -> (Self, mqtt_codec::ConnAck) {
+        let mut raw = Self::connect(addr).await;
+        let mut packet = connect(client_id, true);
+        packet.username = Some(username.into());
+        packet.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+        raw.send(&Packet::Connect(packet)).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => (raw, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
     pub async fn send(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         encode(packet, self.version, &mut out).unwrap();

@@ -1,0 +1,94 @@
+//! `roost user …`: account management from the command line, on the database `serve` uses.
+
+use super::bootstrap::check_user_name;
+use super::password;
+use crate::cli::UserCommand;
+use crate::store::{Grant, Store};
+use anyhow::Context;
+use std::io::Read;
+
+/// Shortest password accepted from standard input.
+const MIN_PASSWORD: usize = 8;
+
+pub async fn run(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { name, admin, password_stdin, db } => {
+            check_user_name(&name).map_err(anyhow::Error::msg)?;
+            let (secret, generated) = new_password(password_stdin)?;
+            let store = Store::open(&db.database).await?;
+            store.create_user(&name, &password::hash(secret.clone()).await?, admin).await?;
+            let role = if admin { "admin: every topic".to_owned() } else { format!("device: iot/{name}/#") };
+            println!("created user {name} ({role})");
+            if generated {
+                println!("password (shown once): {secret}");
+            }
+            store.close().await;
+        }
+        UserCommand::List { db } => {
+            let store = Store::open(&db.database).await?;
+            let users = store.users().await?;
+            store.close().await;
+            println!("{:<24} {:<7} {:<20} grants", "name", "role", "created (UTC)");
+            for user in users {
+                let created = time::OffsetDateTime::from_unix_timestamp(user.created_at.0 / 1000)
+                    .map(|t| format!("{:04}-{:02}-{:02} {:02}:{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute()))
+                    .unwrap_or_default();
+                let grants: Vec<String> = user.grants.iter().map(describe).collect();
+                let role = if user.is_admin { "admin" } else { "device" };
+                println!("{:<24} {:<7} {:<20} {}", user.name, role, created, grants.join(", "));
+            }
+        }
+        UserCommand::Remove { name, db } => {
+            let store = Store::open(&db.database).await?;
+            store.delete_user(&name).await?;
+            store.close().await;
+            println!("removed user {name}; connections already open stay until they reconnect");
+        }
+        UserCommand::Passwd { name, password_stdin, db } => {
+            let (secret, generated) = new_password(password_stdin)?;
+            let store = Store::open(&db.database).await?;
+            store.set_password(&name, &password::hash(secret.clone()).await?).await?;
+            store.close().await;
+            println!("changed the password of {name}");
+            if generated {
+                println!("password (shown once): {secret}");
+            }
+        }
+        UserCommand::Grant { name, filter, publish_only, subscribe_only, db } => {
+            mqtt_codec::TopicFilter::parse(&filter).map_err(|e| anyhow::anyhow!("{filter:?} is not a topic filter: {e}"))?;
+            let grant = Grant { filter, publish: !subscribe_only, subscribe: !publish_only };
+            let store = Store::open(&db.database).await?;
+            store.grant(&name, &grant).await?;
+            store.close().await;
+            println!("{name} may now {} (from their next connection)", describe(&grant));
+        }
+        UserCommand::Revoke { name, filter, db } => {
+            let store = Store::open(&db.database).await?;
+            let removed = store.revoke(&name, &filter).await?;
+            store.close().await;
+            anyhow::ensure!(removed, "{name} has no grant for {filter:?}");
+            println!("revoked {filter} from {name} (from their next connection)");
+        }
+    }
+    Ok(())
+}
+
+fn describe(grant: &Grant) -> String {
+    match (grant.publish, grant.subscribe) {
+        (true, true) => format!("publish and subscribe {}", grant.filter),
+        (true, false) => format!("publish {}", grant.filter),
+        _ => format!("subscribe {}", grant.filter),
+    }
+}
+
+/// The password from standard input's first line, or a generated one. `true`: generated.
+fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((password::generate(), true));
+    }
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).context("reading the password from standard input")?;
+    let line = input.lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(line.chars().count() >= MIN_PASSWORD, "the password must be at least {MIN_PASSWORD} characters");
+    Ok((line, false))
+}

@@ -1,0 +1,71 @@
+//! Users and what they may do: Argon2id passwords (`password`), topic ACLs (`acl`), the
+//! broker's `Authenticate` backed by the user tables (`UserAuth`), and the accounts Roost
+//! creates itself (`bootstrap`).
+
+pub mod accounts;
+pub mod acl;
+pub mod bootstrap;
+pub mod password;
+
+use crate::broker::{AuthOutcome, Authenticate, BoxFuture, Credentials};
+use crate::store::Store;
+use acl::Acl;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tracing::warn;
+
+/// Checks CONNECT credentials against the `users` table. Each successful login refreshes that
+/// user's ACL, which publish and subscribe checks then read from memory.
+pub struct UserAuth {
+    store: Arc<Store>,
+    acls: RwLock<HashMap<String, Arc<Acl>>>,
+}
+
+impl UserAuth {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store, acls: RwLock::default() }
+    }
+
+    fn acl(&self, username: Option<&str>) -> Option<Arc<Acl>> {
+        let acls = self.acls.read().unwrap_or_else(|e| e.into_inner());
+        acls.get(username?).cloned()
+    }
+
+    async fn check(&self, credentials: Credentials<'_>) -> AuthOutcome {
+        // [MQTT-3.1.2-19] no user name: nobody to check; anonymous access is off.
+        let Some(name) = credentials.username else { return AuthOutcome::NotAuthorized };
+        let user = match self.store.user(name).await {
+            Ok(user) => user,
+            Err(e) => {
+                warn!(error = %e, "user lookup failed; refusing the connection as unavailable");
+                return AuthOutcome::Unavailable;
+            }
+        };
+        // Unknown names cost a full verification too, so timing does not reveal which exist.
+        let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
+        let presented = credentials.password.unwrap_or_default().to_vec();
+        let matches = password::verify(presented, stored).await;
+        match user {
+            Some(user) if matches => {
+                let acl = Arc::new(Acl::for_user(&user));
+                self.acls.write().unwrap_or_else(|e| e.into_inner()).insert(user.name.clone(), acl);
+                AuthOutcome::Allowed { username: Some(user.name) }
+            }
+            _ => AuthOutcome::BadCredentials,
+        }
+    }
+}
+
+impl Authenticate for UserAuth {
+    fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> BoxFuture<'a, AuthOutcome> {
+        Box::pin(self.check(credentials))
+    }
+
+    fn may_publish(&self, username: Option<&str>, topic: &str) -> bool {
+        self.acl(username).is_some_and(|acl| acl.may_publish(topic))
+    }
+
+    fn may_subscribe(&self, username: Option<&str>, filter: &str) -> bool {
+        self.acl(username).is_some_and(|acl| acl.may_subscribe(filter))
+    }
+}

@@ -1,0 +1,215 @@
+//! User accounts and MQTT access control, over the wire, on every database: `roost user …`,
+//! Argon2id hashes, CONNACK codes, per-owner ACLs for publish and subscribe, the first admin.
+
+use crate::databases::{Backend, TestDb};
+use crate::support::{eventually_async, Raw, TestServer};
+use bytes::Bytes;
+use mqtt_codec::*;
+use roost::auth::password;
+use roost::store::Store;
+use std::num::NonZeroU16;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+fn roost() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
+    cmd.env("RUST_LOG", "warn").env_remove("ROOST_DATABASE").kill_on_drop(true);
+    cmd
+}
+
+/// Runs `roost user ARGS --database URL` with `stdin`; returns (success, stdout, stderr).
+async fn user_cli(db: &TestDb, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = roost()
+        .arg("user")
+        .args(args)
+        .args(["--database", db.url.expose_secret()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+async fn add_user(store: &Store, name: &str, secret: &str, admin: bool) {
+    store.create_user(name, &password::hash(secret.into()).await.unwrap(), admin).await.unwrap();
+}
+
+fn pid(n: u16) -> PacketId {
+    NonZeroU16::new(n).unwrap()
+}
+
+fn publish(topic: &str, payload: &str, id: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: Some(TopicName::parse(topic).unwrap()),
+        packet_id: Some(pid(id)),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        properties: Properties::default(),
+    })
+}
+
+async fn suback(raw: &mut Raw, id: u16, filter: &str) -> u8 {
+    raw.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        filters: vec![(filter.into(), SubscriptionOptions::qos(QoS::AtLeastOnce))],
+        properties: Properties::default(),
+    }))
+    .await;
+    match raw.recv().await {
+        Some(Packet::SubAck(ack)) => ack.codes[0],
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+async fn users_are_managed_from_the_cli_with_argon2id_hashes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ok, out, err) = user_cli(&db, &["add", "alice", "--password-stdin"], "alice-secret\n").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("created user alice (device: iot/alice/#)"), "{out}");
+    let (ok, out, err) = user_cli(&db, &["add", "root", "--admin"], "").await;
+    assert!(ok, "{err}");
+    let generated = out.lines().find_map(|l| l.strip_prefix("password (shown once): ")).expect("a generated password is shown once").to_owned();
+    assert!(generated.len() >= 20);
+
+    let store = Store::connect(&db.url).await.unwrap();
+    let alice = store.user("alice").await.unwrap().unwrap();
+    assert!(alice.password_hash.starts_with("$argon2id$v=19$"), "{}", alice.password_hash);
+    assert!(!alice.password_hash.contains("alice-secret"));
+    assert!(password::verify(generated.clone().into_bytes(), store.user("root").await.unwrap().unwrap().password_hash).await);
+
+    let (_, out, _) = user_cli(&db, &["grant", "alice", "home/+/cmd", "--publish-only"], "").await;
+    assert!(out.contains("alice may now publish home/+/cmd"), "{out}");
+    let (ok, list, _) = user_cli(&db, &["list"], "").await;
+    assert!(ok);
+    assert!(list.lines().any(|l| l.starts_with("alice") && l.contains("device") && l.contains("publish home/+/cmd")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("root") && l.contains("admin")), "{list}");
+    assert!(!list.contains("argon2"), "hashes are never listed: {list}");
+
+    let (ok, _, err) = user_cli(&db, &["passwd", "alice", "--password-stdin"], "a-new-secret\n").await;
+    assert!(ok, "{err}");
+    let hash = store.user("alice").await.unwrap().unwrap().password_hash;
+    assert!(password::verify(b"a-new-secret".to_vec(), hash.clone()).await && !password::verify(b"alice-secret".to_vec(), hash).await);
+
+    // Clear refusals.
+    let (ok, _, err) = user_cli(&db, &["add", "alice", "--password-stdin"], "whatever-long\n").await;
+    assert!(!ok && err.contains("a user named \"alice\" already exists"), "{err}");
+    let (ok, _, err) = user_cli(&db, &["add", "a/b"], "").await;
+    assert!(!ok && err.contains("must be one topic level"), "{err}");
+    let (ok, _, err) = user_cli(&db, &["add", "carol", "--password-stdin"], "short\n").await;
+    assert!(!ok && err.contains("at least 8 characters"), "{err}");
+    let (ok, _, err) = user_cli(&db, &["grant", "alice", "home/#/x"], "").await;
+    assert!(!ok && err.contains("is not a topic filter"), "{err}");
+
+    let (ok, _, err) = user_cli(&db, &["remove", "alice"], "").await;
+    assert!(ok, "{err}");
+    assert!(store.user("alice").await.unwrap().is_none());
+    let (ok, _, err) = user_cli(&db, &["remove", "alice"], "").await;
+    assert!(!ok && err.contains("there is no user named \"alice\""), "{err}");
+    store.close().await;
+}
+
+async fn logins_and_per_owner_acls_over_mqtt(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |a| a.allow_anonymous = false).await;
+    add_user(&server.store, "alice", "alice-secret", false).await;
+    add_user(&server.store, "bob", "bob-secret", false).await;
+    add_user(&server.store, "root", "root-secret", true).await;
+
+    // [MQTT-3.2.2-5] a refused CONNECT gets a non-zero return code, then the connection closes.
+    let (mut anonymous, ack) = Raw::mqtt(server.mqtt, "anon", true).await;
+    assert_eq!(ack.code, connect_return::NOT_AUTHORIZED, "no credentials: 0x05 not authorized");
+    assert!(anonymous.expect_closed().await.is_empty());
+    let (mut wrong, ack) = Raw::login(server.mqtt, "wrong", "alice", "not-her-password").await;
+    assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD);
+    assert!(wrong.expect_closed().await.is_empty());
+    let (_, ack) = Raw::login(server.mqtt, "nobody", "mallory", "whatever").await;
+    assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD, "unknown users get the same answer");
+
+    let (mut admin, ack) = Raw::login(server.mqtt, "admin-sub", "root", "root-secret").await;
+    assert_eq!(ack.code, connect_return::ACCEPTED);
+    assert_eq!(suback(&mut admin, 1, "#").await, QoS::AtLeastOnce as u8, "admins may subscribe to everything");
+    let (mut bob, _) = Raw::login(server.mqtt, "bob-sub", "bob", "bob-secret").await;
+    assert_eq!(suback(&mut bob, 1, "iot/bob/#").await, QoS::AtLeastOnce as u8);
+
+    let (mut alice, ack) = Raw::login(server.mqtt, "alice-board", "alice", "alice-secret").await;
+    assert_eq!(ack.code, connect_return::ACCEPTED);
+    // A denied subscription gets 0x80 [MQTT-3.9.3-2]; a filter reaching other owners is denied
+    // even though it would also match alice's own topics.
+    assert_eq!(suback(&mut alice, 1, "iot/bob/#").await, SUBACK_FAILURE);
+    assert_eq!(suback(&mut alice, 2, "iot/+/sensor/#").await, SUBACK_FAILURE);
+    assert_eq!(suback(&mut alice, 3, "iot/alice/#").await, QoS::AtLeastOnce as u8);
+
+    // A cross-owner publish is acknowledged (3.1.1 has no negative PUBACK), not stored, not delivered.
+    alice.send(&publish("iot/bob/sensor/kitchen/temperature", "99", 10)).await;
+    assert!(matches!(alice.recv().await, Some(Packet::PubAck(a)) if a.packet_id == pid(10)));
+    alice.send(&publish("iot/alice/sensor/kitchen/temperature", "21.5", 11)).await;
+    // Her own subscription delivers the reading, in any order with the PUBACK (which waits
+    // for the commit).
+    let (first, second) = (alice.recv().await, alice.recv().await);
+    let acked = |p: &Option<Packet>| matches!(p, Some(Packet::PubAck(a)) if a.packet_id == pid(11));
+    let delivered = |p: &Option<Packet>| matches!(p, Some(Packet::Publish(p)) if p.payload.as_ref() == b"21.5");
+    assert!((acked(&first) && delivered(&second)) || (delivered(&first) && acked(&second)), "{first:?} {second:?}");
+    match admin.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic.unwrap().as_str(), "iot/alice/sensor/kitchen/temperature", "the denied publish is not delivered"),
+        other => panic!("expected alice's publish, got {other:?}"),
+    }
+    // Bob's subscription sees nothing.
+    bob.expect_silence(Duration::from_millis(300)).await;
+    let sensors: Vec<String> = server.store.sensors().await.unwrap().into_iter().map(|s| s.key.to_string()).collect();
+    assert_eq!(sensors, ["alice/kitchen/temperature"], "only the allowed reading is stored");
+    let stats = server.broker.stats();
+    assert_eq!((stats.publishes_denied, stats.subscriptions_denied, stats.connections_refused), (1, 2, 3));
+    server.stop().await;
+}
+
+crate::on_every_database!(users_are_managed_from_the_cli_with_argon2id_hashes, logins_and_per_owner_acls_over_mqtt);
+
+#[tokio::test]
+async fn the_first_start_creates_an_admin_whose_password_only_the_owner_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", dir.path().join("roost.db").display()));
+    let server = TestServer::start_on(url.clone(), |a| a.allow_anonymous = false).await;
+    let file = dir.path().join("roost-admin-password");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let secret = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    let (_, ack) = Raw::login(server.mqtt, "first-admin", "admin", &secret).await;
+    assert_eq!(ack.code, connect_return::ACCEPTED);
+    server.stop().await;
+    // A second start finds a user and creates nothing.
+    let server = TestServer::start_on(url, |a| a.allow_anonymous = false).await;
+    assert_eq!(server.store.count_users().await.unwrap(), 1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn demo_boards_log_in_as_the_demo_user_when_authentication_is_on() {
+    let server = TestServer::start_with(|a| {
+        a.allow_anonymous = false;
+        a.demo = true;
+    })
+    .await;
+    let store = server.store.clone();
+    eventually_async("demo readings arrive through the ACL", || {
+        let store = store.clone();
+        async move { store.sensors().await.unwrap().iter().filter(|s| s.key.owner == "demo").count() == 9 }
+    })
+    .await;
+    let demo = server.store.user("demo").await.unwrap().expect("the demo user exists");
+    assert!(!demo.is_admin, "the demo boards are an ordinary device user");
+    assert_eq!(server.broker.stats().publishes_denied, 0);
+    server.stop().await;
+}
