@@ -20,9 +20,10 @@ const char* WIFI_SSID = "your-wifi";
 const char* WIFI_PASSWORD = "your-wifi-password";
 const char* MQTT_HOST = "192.168.0.10";  // the machine running `roost serve`
 const uint16_t MQTT_PORT = 1883;
-const char* MQTT_USER = "";              // leave empty while Roost runs with --allow-anonymous
-const char* MQTT_PASSWORD = "";
-const char* OWNER = "yanjo";             // first topic level after iot/: whose sensors these are
+const char* MQTT_USER = "yanjo";         // made with `roost user add yanjo`; empty: anonymous
+const char* MQTT_PASSWORD = "";          // the password `roost user add` printed
+const char* OWNER = "yanjo";             // after iot/: the same as MQTT_USER (a device user may
+                                         // publish only under iot/<its own name>/)
 const char* PLACE = "livingroom";        // where this board is: livingroom, bedroom, kitchen, ...
 const unsigned long INTERVAL_MS = 5000;  // time between two reads (DHT11: at least 1 s)
 // -----------------------------------------------------------------------------------------
