@@ -12,10 +12,46 @@ const el = (tag, cls, text) => {
 const key = (s) => `${s.owner}/${s.place}/${s.category}`;
 const api = async (path) => {
   const r = await fetch(path);
+  if (r.status === 401) { showLogin(); throw new Error("log in first"); }
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || r.statusText);
   return body;
 };
+
+// ---- login (when the server requires it) ----
+function showLogin() {
+  for (const v of ["overview", "sensor", "console", "rejects"]) $(`view-${v}`).hidden = true;
+  document.querySelector("nav").hidden = true;
+  $("view-login").hidden = false;
+}
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const r = await fetch("/api/login", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: $("login-username").value, password: $("login-password").value }),
+  });
+  if (r.ok) { location.reload(); return; }
+  $("login-error").textContent = r.status === 401 ? "Wrong user name or password." : `Login failed (${r.status}).`;
+  $("login-error").hidden = false;
+});
+$("logout").addEventListener("click", async () => {
+  await fetch("/api/logout", { method: "POST" });
+  location.reload();
+});
+// Who is logged in; fills the console's credentials with a console token. `null`: log in first.
+async function whoAmI() {
+  const r = await fetch("/api/me");
+  if (r.status === 401) return null;
+  const me = await r.json();
+  if (!me.anonymous) {
+    $("who").textContent = me.username + (me.admin ? " (admin)" : "");
+    $("who").hidden = $("logout").hidden = false;
+    $("console-username").value = me.username;
+    $("console-password").value = me.mqtt_password;
+  }
+  return me;
+}
 const localTime = (ms) => new Date(ms).toLocaleString();
 const enc = encodeURIComponent;
 
@@ -203,7 +239,7 @@ function setupConsole() {
     e.preventDefault();
     if (!client) return log("connect first");
     const filter = $("console-filter").value;
-    client.subscribe(filter, { qos: 1 }, (err, granted) => log(err ? `subscribe failed: ${err.message}` : `subscribed to ${filter} (granted ${granted.map((g) => (g.qos === 128 ? "denied" : g.qos)).join(",")})`));
+    client.subscribe(filter, { qos: 1 }, (err, granted) => log(err ? `subscribe to ${filter} refused (${err.message}): not allowed for this user, or an invalid filter` : `subscribed to ${filter} (granted ${granted.map((g) => (g.qos === 128 ? "denied" : g.qos)).join(",")})`));
   });
   $("console-publish").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -261,6 +297,7 @@ window.addEventListener("hashchange", route);
 (async () => {
   try { config = await api("/api/config"); } catch (e) { /* defaults */ }
   setupConsole();
+  if (!(await whoAmI())) { showLogin(); return; }
   connectLive();
   await route();
   setInterval(() => sensors.forEach(renderTile), 30000); // re-evaluate staleness

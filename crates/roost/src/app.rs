@@ -44,6 +44,8 @@ pub struct App {
     live: crate::ingest::LiveFeed,
     demo: Option<DemoMode>,
     utc_offset_secs: i32,
+    /// `--allow-anonymous`: no logins anywhere.
+    anonymous: bool,
 }
 
 /// `--demo`, and whether its boards need an account.
@@ -54,11 +56,13 @@ struct DemoMode {
 
 impl App {
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
-        if args.allow_anonymous && !(args.mqtt.ip().is_loopback() && args.mqtt_ws.ip().is_loopback()) {
-            warn!(addr = %args.mqtt, "--allow-anonymous on a non-loopback address: anyone who can reach it may publish and subscribe to anything");
-        }
-        if !args.http.ip().is_loopback() {
-            warn!(addr = %args.http, "the dashboard and HTTP API have no login yet: anyone who can reach this address can read every reading");
+        let everywhere_local = [args.mqtt, args.mqtt_ws, args.http].iter().all(|a| a.ip().is_loopback());
+        if args.allow_anonymous && !everywhere_local {
+            warn!(
+                mqtt = %args.mqtt,
+                http = %args.http,
+                "--allow-anonymous on a non-loopback address: anyone who can reach it may publish, subscribe and read every reading"
+            );
         }
         let config = BrokerConfig {
             max_packet_size: args.max_packet_size as usize,
@@ -89,7 +93,7 @@ impl App {
         let dashboard = crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
         let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
         let demo = args.demo.then_some(DemoMode { anonymous: args.allow_anonymous });
-        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval, dashboard, live, demo, utc_offset_secs: 0 })
+        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval, dashboard, live, demo, utc_offset_secs: 0, anonymous: args.allow_anonymous })
     }
 
     /// The local time's offset from UTC, for the demo boards' day/night cycle.
@@ -153,6 +157,7 @@ impl App {
             assets: crate::api::Assets::load(),
             live: self.live.clone(),
             dashboard: self.dashboard.clone(),
+            open: self.anonymous,
         };
         let http_shutdown = shutdown.clone();
         let http = self.http;

@@ -28,9 +28,39 @@ pub enum Command {
     /// Check an installation: publish numbered readings, time the acknowledgements, then
     /// verify in the database that every acknowledged reading was stored.
     Bench(BenchArgs),
-    /// Manage user accounts (MQTT logins) in the database `serve` uses.
+    /// Manage user accounts (MQTT and dashboard logins) in the database `serve` uses.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage API tokens (`Authorization: Bearer …` for scripts) in the database `serve` uses.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token that acts as USER; it is shown once.
+    Create {
+        user: String,
+        /// What it is for, shown by `list`.
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// Days until it expires. [default: never]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List API tokens (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Revoke a token by the id `list` shows; it stops working at once.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -93,6 +93,7 @@ async fn run(cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> anyho
             }
         }
         Command::User(command) => roost::auth::accounts::run(command).await?,
+        Command::Token(command) => roost::auth::accounts::run_token(command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("log in first: the session cookie or an `Authorization: Bearer` token is missing, wrong or expired")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("database error")]
     Store(#[from] crate::store::StoreError),
 }
@@ -20,6 +24,11 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => {
+                let body = Json(serde_json::json!({ "error": self.to_string() }));
+                return (StatusCode::UNAUTHORIZED, [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"roost\"")], body).into_response();
+            }
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::SERVICE_UNAVAILABLE

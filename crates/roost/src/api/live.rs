@@ -1,7 +1,9 @@
 //! The live feed: committed readings pushed to dashboards as server-sent events.
 
 use super::ApiState;
+use super::auth::Viewer;
 use axum::extract::State;
+use axum::Extension;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use std::convert::Infallible;
@@ -9,15 +11,24 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// `event: readings` with a JSON array of the latest reading per sensor of each committed
 /// batch; `event: resync` when this client fell behind and should reload.
-pub async fn feed(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// Non-admins get their own sensors' readings only.
+pub async fn feed(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.live.subscribe();
-    let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(batch) => Event::default().event("readings").json_data(&*batch).unwrap_or_else(|_| Event::default().event("resync").data("")),
-            Err(RecvError::Lagged(_)) => Event::default().event("resync").data(""),
-            Err(RecvError::Closed) => return None,
+    let events = futures_util::stream::unfold((receiver, viewer), |(mut receiver, viewer)| async move {
+        let event = loop {
+            match receiver.recv().await {
+                Ok(batch) => {
+                    let visible: Vec<_> = batch.iter().filter(|r| viewer.may_see(&r.owner)).collect();
+                    if visible.is_empty() {
+                        continue;
+                    }
+                    break Event::default().event("readings").json_data(&visible).unwrap_or_else(|_| Event::default().event("resync").data(""));
+                }
+                Err(RecvError::Lagged(_)) => break Event::default().event("resync").data(""),
+                Err(RecvError::Closed) => return None,
+            }
         };
-        Some((Ok(event), receiver))
+        Some((Ok(event), (receiver, viewer)))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -1,8 +1,10 @@
 //! HTTP: the JSON API under `/api/` (described by `/api/openapi.json`), `/healthz`, Prometheus
 //! `/metrics`, and MQTT over WebSocket at `/mqtt`. Handlers call the store; no SQL here.
-//! Authentication (issue 5) is meant to plug in as a layer on `api_routes`.
+//! With authentication on, `auth::identify` guards every `/api` route but login, logout, the
+//! dashboard settings and the OpenAPI document, and `/metrics`.
 
 mod assets;
+mod auth;
 mod error;
 mod live;
 mod mqtt_ws;
@@ -17,7 +19,7 @@ pub use error::ApiError;
 use crate::broker::Broker;
 use crate::ingest::IngestStats;
 use crate::store::Store;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub struct ApiState {
     pub assets: Assets,
     pub live: crate::ingest::LiveFeed,
     pub dashboard: DashboardConfig,
+    /// `--allow-anonymous`: no login, everyone sees everything.
+    pub open: bool,
 }
 
 /// What the dashboard page needs to know (`/api/config`).
@@ -53,21 +57,26 @@ async fn dashboard_config(axum::extract::State(state): axum::extract::State<ApiS
 }
 
 pub fn router(state: ApiState) -> Router {
+    let identify = axum::middleware::from_fn_with_state(state.clone(), auth::identify);
     let api_routes = Router::new()
+        .route("/me", get(auth::me))
         .route("/sensors", get(sensors::list))
         .route("/sensors/{owner}/{place}/{category}/readings", get(sensors::readings))
         .route("/sensors/{owner}/{place}/{category}/readings.csv", get(sensors::export_csv))
         .route("/rejects", get(sensors::rejects))
         .route("/stats", get(system::stats))
         .route("/live", get(live::feed))
+        .route_layer(identify.clone())
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
         .route("/config", get(dashboard_config))
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/api", api_routes)
+        .route("/metrics", get(system::metrics).route_layer(identify))
         .route("/", get(assets::index))
         .route("/static/{*path}", get(assets::file))
         .route("/healthz", get(system::healthz))
-        .route("/metrics", get(system::metrics))
         .route("/mqtt", get(mqtt_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such page".into()) })
         .with_state(state)

@@ -33,9 +33,38 @@ pub fn spec() -> Value {
         "info": {
             "title": "Roost API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Sensors, readings and rejects of a Roost IoT hub. Times are UTC: epoch milliseconds (`*_ms`) and RFC 3339."
+            "description": "Sensors, readings and rejects of a Roost IoT hub. Times are UTC: epoch milliseconds (`*_ms`) and RFC 3339. Unless the server runs with --allow-anonymous, requests need the session cookie from POST /api/login or an API token (`roost token create`) as `Authorization: Bearer`; non-admins see only their own sensors."
         },
+        "security": [{ "bearer": [] }, { "session": [] }],
         "paths": {
+            "/api/login": { "post": {
+                "summary": "Log in: sets the HttpOnly session cookie `roost_session` (7 days)",
+                "security": [],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["username", "password"], "properties": {
+                    "username": { "type": "string" }, "password": { "type": "string", "format": "password" } } } } } },
+                "responses": {
+                    "200": { "description": "Logged in", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "401": error_response("Wrong user name or password"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/logout": { "post": {
+                "summary": "Log out: ends the session and clears the cookie",
+                "security": [],
+                "responses": { "200": { "description": "Logged out", "content": { "application/json": { "schema": { "type": "object" } } } } }
+            }},
+            "/api/me": { "get": {
+                "summary": "Who is logged in, with a 12-hour MQTT password for the dashboard's console",
+                "responses": {
+                    "200": { "description": "The user", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "401": error_response("Not logged in")
+                }
+            }},
+            "/api/config": { "get": {
+                "summary": "Dashboard settings: staleness threshold and units",
+                "security": [],
+                "responses": { "200": { "description": "Settings", "content": { "application/json": { "schema": { "type": "object" } } } } }
+            }},
             "/api/sensors": { "get": {
                 "summary": "Every sensor with its latest value",
                 "responses": {
@@ -73,29 +102,42 @@ pub fn spec() -> Value {
                 }
             }},
             "/api/stats": { "get": {
-                "summary": "Broker, ingest and database counters",
+                "summary": "Broker, ingest and database counters (admins)",
                 "responses": {
                     "200": { "description": "Counters", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "401": error_response("Not logged in"),
+                    "403": error_response("Not an admin"),
                     "503": error_response("Database unavailable")
                 }
             }},
             "/api/openapi.json": { "get": {
                 "summary": "This document",
+                "security": [],
                 "responses": { "200": { "description": "OpenAPI 3 document", "content": { "application/json": { "schema": { "type": "object" } } } } }
             }},
             "/healthz": { "get": {
                 "summary": "200 when the database answers, else 503",
+                "security": [],
                 "responses": {
                     "200": { "description": "Healthy", "content": { "application/json": { "schema": { "type": "object" } } } },
                     "503": { "description": "Database unreachable", "content": { "application/json": { "schema": { "type": "object" } } } }
                 }
             }},
             "/metrics": { "get": {
-                "summary": "Prometheus metrics",
-                "responses": { "200": { "description": "Text exposition format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+                "summary": "Prometheus metrics (admins; use an API token)",
+                "responses": {
+                    "200": { "description": "Text exposition format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } } },
+                    "401": error_response("Not logged in"),
+                    "403": error_response("Not an admin")
+                }
             }}
         },
-        "components": { "schemas": {
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "description": "An API token from `roost token create USER`" },
+                "session": { "type": "apiKey", "in": "cookie", "name": "roost_session", "description": "Set by POST /api/login" }
+            },
+            "schemas": {
             "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
             "Sensor": { "type": "object", "required": ["owner", "place", "category"], "properties": {
                 "owner": { "type": "string" }, "place": { "type": "string" }, "category": { "type": "string" },

@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use super::auth::Viewer;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -29,11 +30,12 @@ pub struct SensorJson {
     last_seen: Option<String>,
 }
 
-pub async fn list(State(state): State<ApiState>) -> Result<Json<Vec<SensorJson>>, ApiError> {
+pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Result<Json<Vec<SensorJson>>, ApiError> {
     let sensors = state.store.sensors().await?;
     Ok(Json(
         sensors
             .into_iter()
+            .filter(|s| viewer.may_see(&s.key.owner))
             .map(|s| SensorJson {
                 owner: s.key.owner,
                 place: s.key.place,
@@ -54,8 +56,12 @@ pub struct RangeQuery {
     buckets: Option<String>,
 }
 
-async fn find_sensor(state: &ApiState, owner: String, place: String, category: String) -> Result<(SensorKey, i64), ApiError> {
+/// The sensor's id; other owners' sensors are "not found" to non-admins, like missing ones.
+async fn find_sensor(state: &ApiState, viewer: &Viewer, owner: String, place: String, category: String) -> Result<(SensorKey, i64), ApiError> {
     let key = SensorKey { owner, place, category };
+    if !viewer.may_see(&key.owner) {
+        return Err(ApiError::NotFound(format!("no sensor {key}")));
+    }
     match state.store.sensor_id(&key).await? {
         Some(id) => Ok((key, id)),
         None => Err(ApiError::NotFound(format!("no sensor {key}"))),
@@ -64,6 +70,7 @@ async fn find_sensor(state: &ApiState, owner: String, place: String, category: S
 
 pub async fn readings(
     State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
     Path((owner, place, category)): Path<(String, String, String)>,
     Query(query): Query<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -75,7 +82,7 @@ pub async fn readings(
             _ => return Err(ApiError::BadRequest(format!("`buckets` must be a whole number from 1 to {MAX_BUCKETS}, not {b:?}"))),
         },
     };
-    let (key, id) = find_sensor(&state, owner, place, category).await?;
+    let (key, id) = find_sensor(&state, &viewer, owner, place, category).await?;
     let sensor = json!({ "owner": key.owner, "place": key.place, "category": key.category });
     let range = json!({ "from_ms": from.0, "to_ms": to.0, "from": rfc3339(from), "to": rfc3339(to) });
     match buckets {
@@ -101,11 +108,12 @@ pub async fn readings(
 /// CSV of a sensor's readings in a range, streamed: any size, constant memory.
 pub async fn export_csv(
     State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
     Path((owner, place, category)): Path<(String, String, String)>,
     Query(query): Query<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
-    let (key, id) = find_sensor(&state, owner, place, category).await?;
+    let (key, id) = find_sensor(&state, &viewer, owner, place, category).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let store = state.store.clone();
     tokio::spawn(async move { store.stream_readings(id, from, to, tx).await });
@@ -147,7 +155,11 @@ pub struct RejectsQuery {
     limit: Option<String>,
 }
 
-pub async fn rejects(State(state): State<ApiState>, Query(query): Query<RejectsQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn rejects(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
+    Query(query): Query<RejectsQuery>,
+) -> Result<Json<Value>, ApiError> {
     let limit = match query.limit.as_deref() {
         None => 100,
         Some(l) => match l.parse::<i64>() {
@@ -155,7 +167,7 @@ pub async fn rejects(State(state): State<ApiState>, Query(query): Query<RejectsQ
             _ => return Err(ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {MAX_REJECTS}, not {l:?}"))),
         },
     };
-    let rejects = state.store.recent_rejects(limit).await?;
+    let rejects = state.store.recent_rejects_under(viewer.topic_prefix().as_deref(), limit).await?;
     let rejects: Vec<Value> = rejects
         .into_iter()
         .map(|r| {

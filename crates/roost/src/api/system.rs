@@ -19,7 +19,8 @@ pub async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-pub async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub async fn stats(State(state): State<ApiState>, axum::Extension(viewer): axum::Extension<super::auth::Viewer>) -> Result<Json<Value>, ApiError> {
+    viewer.require_admin()?;
     let broker = state.broker.stats();
     let ingest = state.ingest.snapshot();
     let (sensors, readings, rejects) = state.store.counts().await?;
@@ -48,7 +49,8 @@ pub async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiErro
 }
 
 /// Prometheus text exposition format 0.0.4.
-pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<ApiState>, axum::Extension(viewer): axum::Extension<super::auth::Viewer>) -> Result<impl IntoResponse, ApiError> {
+    viewer.require_admin()?;
     let b = state.broker.stats();
     let i = state.ingest.snapshot();
     let mut out = String::new();
@@ -82,5 +84,5 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         "# HELP roost_ingest_commit_seconds_total Time spent committing batches.\n# TYPE roost_ingest_commit_seconds_total counter\nroost_ingest_commit_seconds_total {}",
         i.commit_micros_total as f64 / 1e6
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

@@ -1,9 +1,11 @@
-//! `roost user …`: account management from the command line, on the database `serve` uses.
+//! `roost user …` and `roost token …`: accounts and API tokens from the command line, on the
+//! database `serve` uses.
 
 use super::bootstrap::check_user_name;
 use super::password;
-use crate::cli::UserCommand;
-use crate::store::{Grant, Store};
+use crate::cli::{TokenCommand, UserCommand};
+use crate::ingest::TimestampMs;
+use crate::store::{Grant, Store, TokenKind};
 use anyhow::Context;
 use std::io::Read;
 
@@ -30,9 +32,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             store.close().await;
             println!("{:<24} {:<7} {:<20} grants", "name", "role", "created (UTC)");
             for user in users {
-                let created = time::OffsetDateTime::from_unix_timestamp(user.created_at.0 / 1000)
-                    .map(|t| format!("{:04}-{:02}-{:02} {:02}:{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute()))
-                    .unwrap_or_default();
+                let created = minute(user.created_at);
                 let grants: Vec<String> = user.grants.iter().map(describe).collect();
                 let role = if user.is_admin { "admin" } else { "device" };
                 println!("{:<24} {:<7} {:<20} {}", user.name, role, created, grants.join(", "));
@@ -71,6 +71,45 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { user, name, days, db } => {
+            let store = Store::open(&db.database).await?;
+            let (token, hash) = super::tokens::generate();
+            let expires = days.map(|d| TimestampMs(TimestampMs::now().0 + i64::from(d) * 86_400_000));
+            let id = store.create_token(&user, TokenKind::Api, &name, &hash, expires).await?;
+            store.close().await;
+            println!("created token {id} for {user} ({name}); it is shown once:");
+            println!("{token}");
+        }
+        TokenCommand::List { db } => {
+            let store = Store::open(&db.database).await?;
+            let tokens = store.api_tokens().await?;
+            store.close().await;
+            println!("{:<6} {:<24} {:<24} {:<17} expires (UTC)", "id", "user", "name", "created (UTC)");
+            for t in tokens {
+                let expires = t.expires_at.map_or_else(|| "never".to_owned(), minute);
+                println!("{:<6} {:<24} {:<24} {:<17} {}", t.id, t.user, t.name, minute(t.created_at), expires);
+            }
+        }
+        TokenCommand::Revoke { id, db } => {
+            let store = Store::open(&db.database).await?;
+            let revoked = store.revoke_api_token(id).await?;
+            store.close().await;
+            anyhow::ensure!(revoked, "there is no API token {id}");
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+/// `2026-11-25 22:37` (UTC).
+fn minute(at: TimestampMs) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at.0 / 1000)
+        .map(|t| format!("{:04}-{:02}-{:02} {:02}:{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute()))
+        .unwrap_or_default()
 }
 
 fn describe(grant: &Grant) -> String {

@@ -39,13 +39,18 @@ pub fn dummy_hash() -> &'static str {
 
 /// A random password for generated accounts, from the operating system's CSPRNG.
 pub fn generate() -> String {
+    generate_len(GENERATED_LEN)
+}
+
+/// `len` random alphanumeric characters from the operating system's CSPRNG.
+pub fn generate_len(len: usize) -> String {
     const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = String::with_capacity(GENERATED_LEN);
+    let mut out = String::with_capacity(len);
     let mut bytes = [0u8; 64];
-    while out.len() < GENERATED_LEN {
+    while out.len() < len {
         OsRng.fill_bytes(&mut bytes);
         // Rejection sampling: 248 = 4 × 62, so every character is equally likely.
-        out.extend(bytes.iter().filter(|&&b| b < 248).map(|&b| ALPHABET[usize::from(b % 62)] as char).take(GENERATED_LEN - out.len()));
+        out.extend(bytes.iter().filter(|&&b| b < 248).map(|&b| ALPHABET[usize::from(b % 62)] as char).take(len - out.len()));
     }
     out
 }

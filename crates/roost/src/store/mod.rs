@@ -167,7 +167,9 @@ macro_rules! on_pool {
     };
 }
 
+mod tokens;
 mod users;
+pub use tokens::{TokenKind, TokenOwner, TokenRow};
 pub use users::{Grant, UserError, UserRecord};
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -468,8 +470,19 @@ impl Store {
 
     /// The most recent rejects, newest first.
     pub async fn recent_rejects(&self, limit: i64) -> Result<Vec<RejectRow>, StoreError> {
+        self.recent_rejects_under(None, limit).await
+    }
+
+    /// The most recent rejects whose topic starts with `prefix` (all of them for `None`).
+    pub async fn recent_rejects_under(&self, prefix: Option<&str>, limit: i64) -> Result<Vec<RejectRow>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new("SELECT received_at, client_id, topic, payload, reason FROM rejects ORDER BY id DESC LIMIT ")
+            let mut query = QueryBuilder::new("SELECT received_at, client_id, topic, payload, reason FROM rejects");
+            if let Some(prefix) = prefix {
+                // SUBSTR, not LIKE: user names may contain LIKE's wildcards.
+                query.push(" WHERE SUBSTR(topic, 1, ").push_bind(prefix.chars().count() as i32).push(") = ").push_bind(prefix);
+            }
+            let rows = query
+                .push(" ORDER BY id DESC LIMIT ")
                 .push_bind(limit)
                 .build()
                 .fetch_all(pool)

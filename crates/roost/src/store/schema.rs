@@ -23,7 +23,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
         ], &[
             ROLLUP_SQLITE,
             BACKFILL,
-        ], USERS_SQLITE],
+        ], USERS_SQLITE, TOKENS_SQLITE],
         Dialect::Postgres => &[&[
             "CREATE TABLE IF NOT EXISTS sensors (
                 id BIGSERIAL PRIMARY KEY,
@@ -41,7 +41,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
         ], &[
             ROLLUP_POSTGRES,
             BACKFILL,
-        ], USERS_POSTGRES],
+        ], USERS_POSTGRES, TOKENS_POSTGRES],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[&[
             "CREATE TABLE IF NOT EXISTS sensors (
@@ -60,7 +60,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
         ], &[
             ROLLUP_MYSQL,
             BACKFILL,
-        ], USERS_MYSQL],
+        ], USERS_MYSQL, TOKENS_MYSQL],
     }
 }
 
@@ -112,3 +112,19 @@ const USERS_MYSQL: &[&str] = &[
         publish BOOLEAN NOT NULL, subscribe BOOLEAN NOT NULL, PRIMARY KEY (user_id, filter),
         FOREIGN KEY (user_id) REFERENCES users (id)) ENGINE=InnoDB",
 ];
+
+// Migration 4: login sessions and API tokens. Only a hash of each token is stored; `kind` is
+// `session` (dashboard cookie), `console` (the dashboard's MQTT console password) or `api`.
+const TOKENS_SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT NULL REFERENCES users (id),
+    kind TEXT NOT NULL, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL, expires_at INTEGER)"];
+const TOKENS_POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS tokens (
+    id BIGSERIAL PRIMARY KEY, user_id BIGINT NOT NULL REFERENCES users (id),
+    kind TEXT NOT NULL, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL, expires_at BIGINT)"];
+const TOKENS_MYSQL: &[&str] = &["CREATE TABLE IF NOT EXISTS tokens (
+    id BIGINT AUTO_INCREMENT PRIMARY KEY, user_id BIGINT NOT NULL,
+    kind VARCHAR(16) NOT NULL, name VARCHAR(191) NOT NULL, token_hash VARCHAR(64) NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL, expires_at BIGINT,
+    FOREIGN KEY (user_id) REFERENCES users (id)) ENGINE=InnoDB"];

@@ -143,17 +143,19 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a user and their grants.
+    /// Removes a user with their grants and tokens.
     pub async fn delete_user(&self, name: &str) -> Result<(), UserError> {
         let deleted = on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
-            QueryBuilder::new("DELETE FROM user_grants WHERE user_id IN (SELECT id FROM users WHERE name = ")
-                .push_bind(name)
-                .push(")")
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("removing grants"))?;
+            for table in ["user_grants", "tokens"] {
+                QueryBuilder::new(format!("DELETE FROM {table} WHERE user_id IN (SELECT id FROM users WHERE name = "))
+                    .push_bind(name)
+                    .push(")")
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("removing a user's grants and tokens"))?;
+            }
             let deleted = QueryBuilder::new("DELETE FROM users WHERE name = ")
                 .push_bind(name)
                 .build()
@@ -211,7 +213,7 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    async fn user_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
+    pub(super) async fn user_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         on_pool!(self, pool => QueryBuilder::new("SELECT id FROM users WHERE name = ")
             .push_bind(name)
             .build()

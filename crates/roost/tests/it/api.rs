@@ -126,7 +126,19 @@ async fn the_openapi_document_lists_every_route() {
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.0.3");
     let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-    for path in ["/api/sensors", "/api/sensors/{owner}/{place}/{category}/readings", "/api/sensors/{owner}/{place}/{category}/readings.csv", "/api/rejects", "/api/stats", "/healthz", "/metrics"] {
+    for path in [
+        "/api/login",
+        "/api/logout",
+        "/api/me",
+        "/api/config",
+        "/api/sensors",
+        "/api/sensors/{owner}/{place}/{category}/readings",
+        "/api/sensors/{owner}/{place}/{category}/readings.csv",
+        "/api/rejects",
+        "/api/stats",
+        "/healthz",
+        "/metrics",
+    ] {
         assert!(paths.contains(&path), "{path} missing from the OpenAPI document");
     }
 }

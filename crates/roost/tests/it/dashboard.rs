@@ -60,6 +60,49 @@ async fn demo_mode_fills_the_dashboard_in_chromium() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_page_and_a_device_users_view_in_chromium() {
+    require_command("node");
+    require_command("chromium");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shots = root.join("docs/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
+    for (name, admin) in [("alice", false), ("root", true)] {
+        let hash = roost::auth::password::hash(format!("{name}-secret")).await.unwrap();
+        server.store.create_user(name, &hash, admin).await.unwrap();
+    }
+    for (user, topic) in [("alice", "iot/alice/sensor/kitchen/temperature"), ("root", "iot/bob/sensor/garage/temperature")] {
+        let (mut raw, ack) = crate::support::Raw::login(server.mqtt, user, user, &format!("{user}-secret")).await;
+        assert_eq!(ack.code, 0);
+        raw.send(&mqtt_codec::Packet::Publish(mqtt_codec::Publish {
+            dup: false,
+            qos: mqtt_codec::QoS::AtLeastOnce,
+            retain: false,
+            topic: Some(mqtt_codec::TopicName::parse(topic).unwrap()),
+            packet_id: std::num::NonZeroU16::new(1),
+            payload: bytes::Bytes::from_static(b"21.5"),
+            properties: Default::default(),
+        }))
+        .await;
+        assert!(matches!(raw.recv().await, Some(mqtt_codec::Packet::PubAck(_))));
+    }
+    let out = Command::new("node")
+        .arg("login-e2e.mjs")
+        .arg(format!("http://{}", server.http))
+        .args(["alice", "alice-secret"])
+        .arg(&shots)
+        .current_dir(root.join("tests/js"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(result["ok"], true, "{result}\n{}", String::from_utf8_lossy(&out.stderr));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn pages_are_compressed_cached_and_revalidated() {
     let server = TestServer::start().await;
