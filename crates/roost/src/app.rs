@@ -10,6 +10,7 @@ use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, Writ
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
 use crate::sim::FleetConfig;
 use crate::store::Store;
+use crate::tls::CertFiles;
 use anyhow::Context;
 use std::str::FromStr;
 use std::net::SocketAddr;
@@ -46,7 +47,17 @@ pub struct App {
     utc_offset_secs: i32,
     /// `--allow-anonymous`: no logins anywhere.
     anonymous: bool,
+    tls: Option<Tls>,
 }
+
+/// `--tls-cert`/`--tls-key`: the certificate and the MQTT-over-TLS listener.
+struct Tls {
+    files: Arc<CertFiles>,
+    mqtts: TcpListener,
+}
+
+/// How often the certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(5);
 
 /// `--demo`, and whether its boards need an account.
 #[derive(Debug, Clone, Copy)]
@@ -89,11 +100,33 @@ impl App {
         let mqtt = bind(args.mqtt, "MQTT").await?;
         let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
         let http = bind(args.http, "HTTP").await?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = CertFiles::load(cert, key).context("loading the TLS certificate")?;
+                Some(Tls { files, mqtts: bind(args.mqtts, "MQTT over TLS").await? })
+            }
+            _ => None,
+        };
         let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
         let dashboard = crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
         let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
         let demo = args.demo.then_some(DemoMode { anonymous: args.allow_anonymous });
-        Ok(Self { broker, store, ingest_stats, jobs, mqtt, mqtt_ws, http, sys_interval: args.sys_interval, dashboard, live, demo, utc_offset_secs: 0, anonymous: args.allow_anonymous })
+        Ok(Self {
+            broker,
+            store,
+            ingest_stats,
+            jobs,
+            mqtt,
+            mqtt_ws,
+            http,
+            tls,
+            sys_interval: args.sys_interval,
+            dashboard,
+            live,
+            demo,
+            utc_offset_secs: 0,
+            anonymous: args.allow_anonymous,
+        })
     }
 
     /// The local time's offset from UTC, for the demo boards' day/night cycle.
@@ -108,6 +141,11 @@ impl App {
 
     pub fn mqtt_ws_addr(&self) -> SocketAddr {
         self.mqtt_ws.local_addr().expect("bound listener has an address")
+    }
+
+    /// The MQTT-over-TLS address, when TLS is configured.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.mqtts.local_addr().expect("bound listener has an address"))
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -146,8 +184,18 @@ impl App {
             None => None,
         };
         let tracker = TaskTracker::new();
-        tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
-        tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), shutdown.clone(), tracker.clone()));
+        tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), None, shutdown.clone(), tracker.clone()));
+        let (ws_tls, http_tls) = match self.tls {
+            Some(Tls { files, mqtts }) => {
+                info!(addr = %mqtts.local_addr()?, "MQTT over TLS listening");
+                tracker.spawn(broker::serve_tcp(mqtts, Arc::clone(&self.broker), Some(files.acceptor(false)), shutdown.clone(), tracker.clone()));
+                tracker.spawn(Arc::clone(&files).watch(CERT_POLL, shutdown.clone()));
+                (Some(files.acceptor(false)), Some(files.acceptor(true)))
+            }
+            None => (None, None),
+        };
+        let tls = http_tls.is_some();
+        tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), ws_tls, shutdown.clone(), tracker.clone()));
         let api_state = ApiState {
             store: Arc::clone(&self.store),
             broker: Arc::clone(&self.broker),
@@ -158,11 +206,12 @@ impl App {
             live: self.live.clone(),
             dashboard: self.dashboard.clone(),
             open: self.anonymous,
+            tls,
         };
         let http_shutdown = shutdown.clone();
         let http = self.http;
         tracker.spawn(async move {
-            if let Err(e) = api::serve(http, api_state, http_shutdown).await {
+            if let Err(e) = api::serve(http, http_tls, api_state, http_shutdown).await {
                 warn!(error = %e, "HTTP server failed");
             }
         });

@@ -326,6 +326,19 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_HTTP", default_value = "0.0.0.0:8080")]
     pub http: SocketAddr,
 
+    /// PEM certificate chain. With --tls-key: MQTT over TLS on --mqtts, and the WebSocket and
+    /// HTTP listeners speak TLS (wss://, https://). Reloaded on SIGHUP or when the file changes.
+    #[arg(long, env = "ROOST_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "ROOST_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Address for MQTT over TLS (only with --tls-cert and --tls-key).
+    #[arg(long, env = "ROOST_MQTTS", default_value = "0.0.0.0:8883")]
+    pub mqtts: SocketAddr,
+
     /// Seconds without a reading after which the dashboard marks a sensor stale.
     #[arg(long, default_value = "600", value_parser = parse_seconds)]
     pub stale_after: Duration,

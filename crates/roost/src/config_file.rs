@@ -19,6 +19,9 @@ pub struct ConfigFile {
     mqtt: Option<SocketAddr>,
     mqtt_ws: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    mqtts: Option<SocketAddr>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
     allow_anonymous: Option<bool>,
     demo: Option<bool>,
     templates: Option<Vec<String>>,
@@ -109,6 +112,20 @@ impl ConfigFile {
         take!(http => args.http);
         take!(allow_anonymous => args.allow_anonymous);
         take!(demo => args.demo);
+        take!(mqtts => args.mqtts);
+        if let Some(path) = self.tls_cert {
+            if defaulted("tls_cert") {
+                args.tls_cert = Some(path);
+            }
+        }
+        if let Some(path) = self.tls_key {
+            if defaulted("tls_key") {
+                args.tls_key = Some(path);
+            }
+        }
+        if args.tls_cert.is_some() != args.tls_key.is_some() {
+            return Err(bad("tls_cert", "tls_cert and tls_key go together".into()));
+        }
         take!(max_payload => args.max_payload);
         take!(ingest_queue => args.ingest_queue);
         take!(max_packet_size => args.max_packet_size);

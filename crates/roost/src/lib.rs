@@ -14,3 +14,4 @@ pub mod mqtt_client;
 pub mod progress;
 pub mod sim;
 pub mod store;
+pub mod tls;

@@ -87,7 +87,8 @@ pub async fn identify(State(state): State<ApiState>, mut request: Request, next:
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `Debug` is left out on purpose: the password must never reach a log.
+#[derive(Deserialize)]
 pub struct LoginBody {
     username: String,
     password: String,
@@ -107,7 +108,8 @@ pub async fn login(State(state): State<ApiState>, Json(body): Json<LoginBody>) -
     let expires = TimestampMs(TimestampMs::now().0 + SESSION_DAYS * DAY_MS);
     state.store.create_token(&user.name, TokenKind::Session, "dashboard login", &hash, Some(expires)).await.map_err(user_error)?;
     // HttpOnly: page scripts never see it; SameSite=Strict: other sites cannot send it.
-    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_DAYS * 86_400);
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_DAYS * 86_400);
     Ok(([(SET_COOKIE, cookie)], Json(json!({ "username": user.name, "admin": user.is_admin }))).into_response())
 }
 

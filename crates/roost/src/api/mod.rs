@@ -6,6 +6,7 @@
 mod assets;
 mod auth;
 mod error;
+mod listener;
 mod live;
 mod mqtt_ws;
 mod openapi;
@@ -21,7 +22,6 @@ use crate::ingest::IngestStats;
 use crate::store::Store;
 use axum::routing::{get, post};
 use axum::Router;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,8 @@ pub struct ApiState {
     pub dashboard: DashboardConfig,
     /// `--allow-anonymous`: no login, everyone sees everything.
     pub open: bool,
+    /// Served over TLS: cookies get the `Secure` flag.
+    pub tls: bool,
 }
 
 /// What the dashboard page needs to know (`/api/config`).
@@ -82,8 +84,10 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves HTTP on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+/// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+    let handshake_timeout = state.broker.config().connect_timeout;
+    let incoming = listener::incoming(listener, tls, handshake_timeout, shutdown.clone())?;
+    let app = router(state).into_make_service_with_connect_info::<listener::Peer>();
+    axum::serve(incoming, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

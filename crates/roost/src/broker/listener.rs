@@ -1,45 +1,75 @@
-//! Accept loops for MQTT over TCP and over WebSocket. Each connection, including its WebSocket
-//! handshake, runs in its own task, so a slow handshake never holds up the accept loop.
+//! Accept loops for MQTT over TCP and over WebSocket, each optionally over TLS. Each
+//! connection, including its TLS and WebSocket handshakes, runs in its own task, so a slow
+//! handshake never holds up the accept loop.
 
 use super::{connection, websocket, Broker};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Serves MQTT over TCP on `listener` until `shutdown` is cancelled.
-pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken, tracker: TaskTracker) {
+/// Serves MQTT over TCP (over TLS with `tls`) on `listener` until `shutdown` is cancelled.
+pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, tls: Option<TlsAcceptor>, shutdown: CancellationToken, tracker: TaskTracker) {
     accept_loop(listener, shutdown.clone(), |stream, peer| {
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
-        tracker.spawn(connection::serve(broker, stream, peer, shutdown));
+        match tls.clone() {
+            None => tracker.spawn(connection::serve(broker, stream, peer, shutdown)),
+            Some(acceptor) => tracker.spawn(async move {
+                let timeout = broker.config.connect_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => connection::serve(broker, stream, peer, shutdown).await,
+                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => info!(%peer, ?timeout, "TLS handshake timed out"),
+                }
+            }),
+        };
     })
     .await;
 }
 
 /// Serves MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`) until `shutdown` is cancelled.
+/// With `tls`, WebSocket over TLS (wss://); the connect timeout covers both handshakes.
 pub async fn serve_websocket(
     listener: TcpListener,
     broker: Arc<Broker>,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     accept_loop(listener, shutdown.clone(), |stream, peer| {
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let timeout = broker.config.connect_timeout;
-            let handshake = tokio_tungstenite::accept_hdr_async(stream, websocket::negotiate);
-            match tokio::time::timeout(timeout, handshake).await {
-                Ok(Ok(socket)) => connection::serve(broker, websocket::WsBytes::new(socket), peer, shutdown).await,
-                Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
-                Err(_) => info!(%peer, ?timeout, "WebSocket handshake timed out"),
+            let deadline = tokio::time::Instant::now() + timeout;
+            match tls {
+                None => websocket_session(stream, broker, peer, deadline, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => websocket_session(stream, broker, peer, deadline, shutdown).await,
+                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => info!(%peer, ?timeout, "TLS handshake timed out"),
+                },
             }
         });
     })
     .await;
+}
+
+async fn websocket_session<S>(stream: S, broker: Arc<Broker>, peer: SocketAddr, deadline: tokio::time::Instant, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let handshake = tokio_tungstenite::accept_hdr_async(stream, websocket::negotiate);
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(socket)) => connection::serve(broker, websocket::WsBytes::new(socket), peer, shutdown).await,
+        Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
+        Err(_) => info!(%peer, "WebSocket handshake timed out"),
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, mut spawn: impl FnMut(TcpStream, SocketAddr)) {

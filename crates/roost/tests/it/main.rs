@@ -18,4 +18,5 @@ mod security;
 mod simulator;
 mod storage;
 mod support;
+mod tls;
 mod websocket;

@@ -252,8 +252,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A test CA and a `localhost` certificate it signed, made with the openssl CLI.
-async fn make_certificates(dir: &std::path::Path) {
+/// A test CA and a `localhost` certificate it signed, made with the openssl CLI: `ca.pem`,
+/// `server.pem`, `server.key` in `dir`.
+pub async fn make_certificates(dir: &std::path::Path) {
     let openssl = |args: &[&str]| {
         let mut cmd = Command::new("openssl");
         cmd.args(args).current_dir(dir);

@@ -18,6 +18,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A running Roost; stopped when dropped.
 pub struct TestServer {
     pub mqtt: SocketAddr,
+    /// MQTT over TLS, when the server was started with a certificate.
+    pub mqtts: Option<SocketAddr>,
     pub ws: SocketAddr,
     pub http: SocketAddr,
     pub broker: Arc<Broker>,
@@ -47,14 +49,16 @@ impl TestServer {
         args.mqtt = "127.0.0.1:0".parse().unwrap();
         args.mqtt_ws = "127.0.0.1:0".parse().unwrap();
         args.http = "127.0.0.1:0".parse().unwrap();
+        args.mqtts = "127.0.0.1:0".parse().unwrap();
         args.allow_anonymous = true;
         args.db.database = database;
         adjust(&mut args);
         let app = App::build(&args).await.expect("app builds");
         let (mqtt, ws, http, broker, store) = (app.mqtt_addr(), app.mqtt_ws_addr(), app.http_addr(), app.broker(), app.store());
+        let mqtts = app.mqtts_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { mqtt, ws, http, broker, store, _dir: None, shutdown, task: Some(task) }
+        Self { mqtt, mqtts, ws, http, broker, store, _dir: None, shutdown, task: Some(task) }
     }
 
     /// Stops the server and waits until every connection is closed.
