@@ -2,6 +2,7 @@
 //! settings and the OpenAPI document needs the login cookie or an `Authorization: Bearer`
 //! token; what a non-admin sees is limited to their own sensors.
 
+use super::params::ApiJson;
 use super::{ApiError, ApiState};
 use crate::auth::{password, tokens};
 use crate::ingest::TimestampMs;
@@ -95,7 +96,7 @@ pub struct LoginBody {
 }
 
 /// `POST /api/login` with `{"username", "password"}`: sets the session cookie.
-pub async fn login(State(state): State<ApiState>, Json(body): Json<LoginBody>) -> Result<Response, ApiError> {
+pub async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>) -> Result<Response, ApiError> {
     let user = state.store.user(&body.username).await?;
     // Unknown names cost a full verification too (no user enumeration by timing).
     let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());

@@ -1,6 +1,7 @@
 //! The OpenAPI 3 description of the API, served at `/api/openapi.json`.
 
 use axum::Json;
+use super::params::MAX_TIME_MS;
 use serde_json::{json, Value};
 
 pub async fn document() -> Json<Value> {
@@ -11,20 +12,25 @@ fn error_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }
 
+/// A time: epoch milliseconds or an RFC 3339 date-time.
+fn time_schema() -> Value {
+    json!({ "oneOf": [{ "type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_TIME_MS }, { "type": "string", "format": "date-time" }] })
+}
+
 fn sensor_path_params() -> Value {
     json!([
         { "name": "owner", "in": "path", "required": true, "schema": { "type": "string" } },
         { "name": "place", "in": "path", "required": true, "schema": { "type": "string" } },
         { "name": "category", "in": "path", "required": true, "schema": { "type": "string" } },
-        { "name": "from", "in": "query", "required": false, "description": "Start (inclusive): epoch milliseconds or RFC 3339. Default: 24 h before `to`.", "schema": { "type": "string" } },
-        { "name": "to", "in": "query", "required": false, "description": "End (exclusive): epoch milliseconds or RFC 3339. Default: now.", "schema": { "type": "string" } }
+        { "name": "from", "in": "query", "required": false, "allowEmptyValue": true, "description": "Start (inclusive): epoch milliseconds or RFC 3339. Default: 24 h before `to`. Must be before `to` (else 400).", "schema": time_schema() },
+        { "name": "to", "in": "query", "required": false, "allowEmptyValue": true, "description": "End (exclusive): epoch milliseconds or RFC 3339. Default: now.", "schema": time_schema() }
     ])
 }
 
 pub fn spec() -> Value {
     let mut readings_params = sensor_path_params();
     readings_params.as_array_mut().expect("an array").push(json!({
-        "name": "buckets", "in": "query", "required": false,
+        "name": "buckets", "in": "query", "required": false, "allowEmptyValue": true,
         "description": "Downsample into this many min/avg/max/count buckets instead of raw readings.",
         "schema": { "type": "integer", "minimum": 1, "maximum": 10000 }
     }));
@@ -44,6 +50,7 @@ pub fn spec() -> Value {
                     "username": { "type": "string" }, "password": { "type": "string", "format": "password" } } } } } },
                 "responses": {
                     "200": { "description": "Logged in", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "400": error_response("Not a JSON body with username and password"),
                     "401": error_response("Wrong user name or password"),
                     "503": error_response("Database unavailable")
                 }
@@ -94,7 +101,7 @@ pub fn spec() -> Value {
             }},
             "/api/rejects": { "get": {
                 "summary": "The most recent rejected publishes, newest first",
-                "parameters": [{ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }],
+                "parameters": [{ "name": "limit", "in": "query", "required": false, "allowEmptyValue": true, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }],
                 "responses": {
                     "200": { "description": "Rejects", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Reject" } } } } },
                     "400": error_response("Bad parameter"),

@@ -1,11 +1,56 @@
-//! Query parameters, parsed into types at the edge: times as epoch milliseconds or RFC 3339.
+//! Request parameters, parsed into types at the edge: times as epoch milliseconds or RFC 3339;
+//! query strings and JSON bodies whose malformations answer in the API's JSON error format.
 
 use super::ApiError;
 use crate::ingest::TimestampMs;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::Json;
+use serde::de::DeserializeOwned;
 
-/// Parses `name` as epoch milliseconds (`1700000000000`) or RFC 3339 (`2023-11-14T22:13:20Z`).
+/// `Query`, with a 400 JSON error for a malformed query string (axum's own is plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// `Json`, with a 400 JSON error for a missing content type or a malformed body.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// An empty parameter (`?from=`) counts as absent.
+pub fn given(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// The last millisecond of the year 9999: later times are refused.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Parses `name` as epoch milliseconds (`1700000000000`) or RFC 3339 (`2023-11-14T22:13:20Z`),
+/// between 1970 and the end of 9999.
 pub fn parse_time(name: &str, value: &str) -> Result<TimestampMs, ApiError> {
     if let Ok(ms) = value.parse::<i64>() {
+        if !(0..=MAX_TIME_MS).contains(&ms) {
+            return Err(ApiError::BadRequest(format!("`{name}` must be between 0 (1970) and {MAX_TIME_MS} (the end of 9999), not {ms}")));
+        }
         return Ok(TimestampMs(ms));
     }
     time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
@@ -25,11 +70,11 @@ pub fn rfc3339(ts: TimestampMs) -> String {
 
 /// The `[from, to)` range of a request: `to` defaults to now, `from` to 24 hours before `to`.
 pub fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(TimestampMs, TimestampMs), ApiError> {
-    let to = match to {
+    let to = match given(to) {
         Some(v) => parse_time("to", v)?,
         None => TimestampMs::now(),
     };
-    let from = match from {
+    let from = match given(from) {
         Some(v) => parse_time("from", v)?,
         None => TimestampMs(to.0.saturating_sub(24 * 3600 * 1000)),
     };

@@ -1,10 +1,10 @@
 //! Sensors, their readings (raw or downsampled), CSV export and rejects.
 
-use super::params::{rfc3339, time_range};
+use super::params::{given, rfc3339, time_range, ApiQuery};
 use super::{ApiError, ApiState};
 use crate::ingest::{SensorKey, TimestampMs};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use super::auth::Viewer;
@@ -72,10 +72,10 @@ pub async fn readings(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
     Path((owner, place, category)): Path<(String, String, String)>,
-    Query(query): Query<RangeQuery>,
+    ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
-    let buckets = match query.buckets.as_deref() {
+    let buckets = match given(query.buckets.as_deref()) {
         None => None,
         Some(b) => match b.parse::<u32>() {
             Ok(n) if (1..=MAX_BUCKETS).contains(&n) => Some(n),
@@ -110,7 +110,7 @@ pub async fn export_csv(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
     Path((owner, place, category)): Path<(String, String, String)>,
-    Query(query): Query<RangeQuery>,
+    ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
     let (key, id) = find_sensor(&state, &viewer, owner, place, category).await?;
@@ -158,9 +158,9 @@ pub struct RejectsQuery {
 pub async fn rejects(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<RejectsQuery>,
+    ApiQuery(query): ApiQuery<RejectsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = match query.limit.as_deref() {
+    let limit = match given(query.limit.as_deref()) {
         None => 100,
         Some(l) => match l.parse::<i64>() {
             Ok(n) if (1..=MAX_REJECTS).contains(&n) => n,

@@ -314,3 +314,35 @@ crate::on_every_database!(
     logins_and_per_owner_acls_over_mqtt,
     dashboard_login_cookies_tokens_and_per_owner_views,
 );
+
+/// An outside scanner: schemathesis generates requests from the OpenAPI document (valid and
+/// invalid ones, with and without credentials) and checks every answer against it.
+/// `positive_data_acceptance` is left out: it counts `from` ≥ `to` (a 400 by design, a rule
+/// between two parameters that OpenAPI cannot express) as a valid request refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_in_the_api() {
+    crate::support::require_command("schemathesis");
+    let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
+    add_user(&server.store, "root", "root-secret", true).await;
+    let (token, hash) = roost::auth::tokens::generate();
+    server.store.create_token("root", roost::store::TokenKind::Api, "scanner", &hash, None).await.unwrap();
+    let (mut raw, _) = Raw::login(server.mqtt, "seed", "root", "root-secret").await;
+    raw.send(&publish("iot/alice/sensor/kitchen/temperature", "21.5", 1)).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubAck(_))));
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        Command::new("schemathesis")
+            .args(["run", &format!("http://{}/api/openapi.json", server.http)])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance", "--max-examples", "25", "--seed", "1"])
+            .current_dir(std::env::temp_dir())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("schemathesis finished in time")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "schemathesis found problems:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    server.stop().await;
+}
