@@ -3,6 +3,7 @@
 //! place that wires parts together and spawns long-lived tasks.
 
 use crate::api::{self, ApiState};
+use crate::auth::limiter::LoginLimiter;
 use crate::auth::UserAuth;
 use crate::broker::{self, AllowAll, Authenticate, Broker, BrokerConfig};
 use crate::cli::ServeArgs;
@@ -48,6 +49,7 @@ pub struct App {
     /// `--allow-anonymous`: no logins anywhere.
     anonymous: bool,
     tls: Option<Tls>,
+    login_limiter: Arc<LoginLimiter>,
 }
 
 /// `--tls-cert`/`--tls-key`: the certificate and the MQTT-over-TLS listener.
@@ -81,6 +83,8 @@ impl App {
             max_inflight: args.max_inflight as usize,
             max_queued_qos12: args.max_queued as usize,
             max_queued_qos0: args.max_queued_qos0 as usize,
+            max_connections_per_ip: args.max_connections_per_ip as usize,
+            max_subscriptions: args.max_subscriptions as usize,
             ..BrokerConfig::default()
         };
         let store = Store::open(&args.db.database).await.context("opening the database")?;
@@ -90,11 +94,12 @@ impl App {
         let (jobs_tx, jobs) = tokio::sync::mpsc::channel(args.ingest_queue as usize);
         let ingest_stats = Arc::new(IngestStats::default());
         let ingest = Ingest::new(IngestConfig { templates, max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
+        let login_limiter = Arc::new(LoginLimiter::new(args.max_login_failures));
         let auth: Arc<dyn Authenticate> = if args.allow_anonymous {
             Arc::new(AllowAll)
         } else {
             crate::auth::bootstrap::ensure_admin(&store).await.context("creating the first admin")?;
-            Arc::new(UserAuth::new(Arc::clone(&store)))
+            Arc::new(UserAuth::new(Arc::clone(&store), Arc::clone(&login_limiter)))
         };
         let broker = Broker::new(config, auth, Arc::new(ingest));
         let mqtt = bind(args.mqtt, "MQTT").await?;
@@ -126,6 +131,7 @@ impl App {
             demo,
             utc_offset_secs: 0,
             anonymous: args.allow_anonymous,
+            login_limiter,
         })
     }
 
@@ -207,6 +213,7 @@ impl App {
             dashboard: self.dashboard.clone(),
             open: self.anonymous,
             tls,
+            login_limiter: Arc::clone(&self.login_limiter),
         };
         let http_shutdown = shutdown.clone();
         let http = self.http;

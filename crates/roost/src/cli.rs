@@ -374,6 +374,19 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_queued_qos0: u32,
 
+    /// Open MQTT connections allowed from one IP address (all listeners together); 0: no limit.
+    #[arg(long, default_value_t = 1000)]
+    pub max_connections_per_ip: u32,
+
+    /// Subscriptions one MQTT client may hold; further filters are refused (SUBACK 0x80).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscriptions: u32,
+
+    /// Failed logins (MQTT and dashboard) allowed per IP address per minute; past it, logins
+    /// from that address are refused until the minute is over. 0: no limit.
+    #[arg(long, default_value_t = 10)]
+    pub max_login_failures: u32,
+
     /// Seconds between updates of the $SYS/broker tree.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub sys_interval: Duration,

@@ -33,6 +33,9 @@ pub struct ConfigFile {
     max_queued: Option<u32>,
     max_queued_qos0: Option<u32>,
     sys_interval_secs: Option<f64>,
+    max_connections_per_ip: Option<u32>,
+    max_subscriptions: Option<u32>,
+    max_login_failures: Option<u32>,
     stale_after_secs: Option<f64>,
     units: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -112,6 +115,16 @@ impl ConfigFile {
         take!(http => args.http);
         take!(allow_anonymous => args.allow_anonymous);
         take!(demo => args.demo);
+        take!(max_connections_per_ip => args.max_connections_per_ip);
+        take!(max_login_failures => args.max_login_failures);
+        if let Some(n) = self.max_subscriptions {
+            if n == 0 {
+                return Err(bad("max_subscriptions", "must be at least 1".into()));
+            }
+            if defaulted("max_subscriptions") {
+                args.max_subscriptions = n;
+            }
+        }
         take!(mqtts => args.mqtts);
         if let Some(path) = self.tls_cert {
             if defaulted("tls_cert") {

@@ -2,7 +2,9 @@
 //! settings and the OpenAPI document needs the login cookie or an `Authorization: Bearer`
 //! token; what a non-admin sees is limited to their own sensors.
 
+use super::listener::Peer;
 use super::params::ApiJson;
+use axum::extract::ConnectInfo;
 use super::{ApiError, ApiState};
 use crate::auth::{password, tokens};
 use crate::ingest::TimestampMs;
@@ -96,15 +98,25 @@ pub struct LoginBody {
 }
 
 /// `POST /api/login` with `{"username", "password"}`: sets the session cookie.
-pub async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(state): State<ApiState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    if let Err(wait) = state.login_limiter.check(peer.ip()) {
+        tracing::warn!(%peer, retry_in = ?wait, "too many failed logins from this address; refused without checking");
+        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
+    }
     let user = state.store.user(&body.username).await?;
     // Unknown names cost a full verification too (no user enumeration by timing).
     let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
     let matches = password::verify(body.password.into_bytes(), stored).await;
     let Some(user) = user.filter(|_| matches) else {
-        tracing::info!(user = %body.username, "dashboard login refused");
+        state.login_limiter.failed(peer.ip());
+        tracing::info!(%peer, user = %body.username, "dashboard login refused");
         return Err(ApiError::Unauthorized);
     };
+    state.login_limiter.succeeded(peer.ip());
     let (token, hash) = tokens::generate();
     let expires = TimestampMs(TimestampMs::now().0 + SESSION_DAYS * DAY_MS);
     state.store.create_token(&user.name, TokenKind::Session, "dashboard login", &hash, Some(expires)).await.map_err(user_error)?;

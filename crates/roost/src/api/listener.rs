@@ -1,9 +1,11 @@
 //! The HTTP listener: plain TCP, or TLS when configured. Connections are accepted (and their
-//! TLS handshakes run, under a timeout) in tasks of their own, then handed to axum, so a slow
-//! client never holds up the accept loop.
+//! TLS handshakes run, under a timeout) in tasks of their own, then served by hyper with a
+//! deadline for request headers, so slow clients (slowloris) neither hold up the accept loop
+//! nor keep connections open for free.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,43 +19,61 @@ use tracing::{info, warn};
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
+/// Time a client has to send a request's headers, on every request of a connection.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open requests (say, a live feed) may go on after shutdown began.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Connections ready for HTTP.
 pub struct Incoming {
     ready: mpsc::Receiver<(Box<dyn Io>, SocketAddr)>,
-    local: SocketAddr,
 }
 
 /// The client's address, for handlers (`ConnectInfo<Peer>`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, Incoming>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Incoming>) -> Self {
-        Peer(*stream.remote_addr())
+/// Serves `router` on every connection from `incoming` until `shutdown`.
+pub async fn serve(mut incoming: Incoming, router: Router, shutdown: CancellationToken) {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = incoming.ready.recv() => match next {
+                Some(connection) => connection,
+                None => break,
+            },
+        };
+        let service = tower::ServiceExt::map_request(router.clone(), move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(Peer(peer)));
+            request
+        });
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(service));
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connection).await;
+                }
+            }
+        });
     }
-}
-
-impl Listener for Incoming {
-    type Io = Box<dyn Io>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept loop stopped (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+    connections.close();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
 }
 
 /// Starts accepting on `listener`; with `tls`, each connection first completes its handshake
 /// within `handshake_timeout`.
-pub fn incoming(listener: TcpListener, tls: Option<TlsAcceptor>, handshake_timeout: Duration, shutdown: CancellationToken) -> std::io::Result<Incoming> {
-    let local = listener.local_addr()?;
+pub fn incoming(listener: TcpListener, tls: Option<TlsAcceptor>, handshake_timeout: Duration, shutdown: CancellationToken) -> Incoming {
     let (ready_tx, ready) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -90,5 +110,5 @@ pub fn incoming(listener: TcpListener, tls: Option<TlsAcceptor>, handshake_timeo
             }
         }
     });
-    Ok(Incoming { ready, local })
+    Incoming { ready }
 }

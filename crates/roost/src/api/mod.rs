@@ -27,6 +27,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Largest request body accepted, in bytes.
+const MAX_REQUEST_BODY: usize = 16 * 1024;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -43,6 +46,8 @@ pub struct ApiState {
     pub open: bool,
     /// Served over TLS: cookies get the `Secure` flag.
     pub tls: bool,
+    /// Failed logins per address, shared with MQTT's.
+    pub login_limiter: Arc<crate::auth::limiter::LoginLimiter>,
 }
 
 /// What the dashboard page needs to know (`/api/config`).
@@ -81,13 +86,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/mqtt", get(mqtt_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such page".into()) })
+        // The API takes small JSON bodies only (login).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state)
 }
 
 /// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
     let handshake_timeout = state.broker.config().connect_timeout;
-    let incoming = listener::incoming(listener, tls, handshake_timeout, shutdown.clone())?;
-    let app = router(state).into_make_service_with_connect_info::<listener::Peer>();
-    axum::serve(incoming, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let incoming = listener::incoming(listener, tls, handshake_timeout, shutdown.clone());
+    listener::serve(incoming, router(state), shutdown).await;
+    Ok(())
 }

@@ -20,9 +20,13 @@ pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(super::listener:
     };
     let accept = derive_accept_key(key.as_bytes());
     let protocol = crate::broker::choose_subprotocol(headers);
+    let Some(permit) = state.broker.admit(peer) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections from this address\n").into_response();
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let timeout = state.broker.config().connect_timeout;
     state.tracker.spawn(async move {
+        let _permit = permit;
         match tokio::time::timeout(timeout, on_upgrade).await {
             Ok(Ok(upgraded)) => {
                 let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;

@@ -51,7 +51,9 @@ pub fn spec() -> Value {
                 "responses": {
                     "200": { "description": "Logged in", "content": { "application/json": { "schema": { "type": "object" } } } },
                     "400": error_response("Not a JSON body with username and password"),
+                    "413": error_response("Body over 16 KiB"),
                     "401": error_response("Wrong user name or password"),
+                    "429": error_response("Too many failed logins from this address; see Retry-After"),
                     "503": error_response("Database unavailable")
                 }
             }},

@@ -36,6 +36,7 @@ pub async fn stats(State(state): State<ApiState>, axum::Extension(viewer): axum:
             "publishes_denied": broker.publishes_denied,
             "subscriptions_denied": broker.subscriptions_denied,
             "connections_refused": broker.connections_refused,
+            "connections_over_limit": broker.connections_over_limit,
         },
         "ingest": {
             "readings_committed": ingest.readings_committed,
@@ -74,6 +75,7 @@ pub async fn metrics(State(state): State<ApiState>, axum::Extension(viewer): axu
     metric("roost_publishes_denied_total", "counter", "Publishes refused by the ACL: acknowledged, neither stored nor delivered.", &[("", b.publishes_denied)]);
     metric("roost_subscriptions_denied_total", "counter", "Subscriptions refused by the ACL (SUBACK 0x80).", &[("", b.subscriptions_denied)]);
     metric("roost_connections_refused_total", "counter", "CONNECTs refused for missing or wrong credentials.", &[("", b.connections_refused)]);
+    metric("roost_connections_over_limit_total", "counter", "Connections closed because their address had too many open.", &[("", b.connections_over_limit)]);
     metric("roost_readings_committed_total", "counter", "Readings committed to the database.", &[("", i.readings_committed)]);
     metric("roost_rejects_total", "counter", "Publishes rejected and quarantined.", &[("", i.rejects_committed)]);
     metric("roost_ingest_batches_total", "counter", "Transactions committed by the ingest writer.", &[("", i.batches)]);

@@ -5,12 +5,14 @@
 pub mod accounts;
 pub mod acl;
 pub mod bootstrap;
+pub mod limiter;
 pub mod password;
 pub mod tokens;
 
 use crate::broker::{AuthOutcome, Authenticate, BoxFuture, Credentials};
 use crate::store::{Store, TokenKind};
 use acl::Acl;
+use limiter::LoginLimiter;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tracing::warn;
@@ -20,11 +22,13 @@ use tracing::warn;
 pub struct UserAuth {
     store: Arc<Store>,
     acls: RwLock<HashMap<String, Arc<Acl>>>,
+    limiter: Arc<LoginLimiter>,
 }
 
 impl UserAuth {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store, acls: RwLock::default() }
+    /// `limiter` is shared with the dashboard's login.
+    pub fn new(store: Arc<Store>, limiter: Arc<LoginLimiter>) -> Self {
+        Self { store, acls: RwLock::default(), limiter }
     }
 
     fn acl(&self, username: Option<&str>) -> Option<Arc<Acl>> {
@@ -33,6 +37,21 @@ impl UserAuth {
     }
 
     async fn check(&self, credentials: Credentials<'_>) -> AuthOutcome {
+        let ip = credentials.peer.ip();
+        if let Err(wait) = self.limiter.check(ip) {
+            warn!(peer = %credentials.peer, retry_in = ?wait, "too many failed logins from this address; refused without checking");
+            return AuthOutcome::NotAuthorized;
+        }
+        let outcome = self.verify(credentials).await;
+        match outcome {
+            AuthOutcome::Allowed { .. } => self.limiter.succeeded(ip),
+            AuthOutcome::BadCredentials | AuthOutcome::NotAuthorized => self.limiter.failed(ip),
+            AuthOutcome::Unavailable => {}
+        }
+        outcome
+    }
+
+    async fn verify(&self, credentials: Credentials<'_>) -> AuthOutcome {
         // [MQTT-3.1.2-19] no user name: nobody to check; anonymous access is off.
         let Some(name) = credentials.username else { return AuthOutcome::NotAuthorized };
         let user = match self.store.user(name).await {

@@ -23,6 +23,11 @@ pub struct BrokerConfig {
     pub max_pending_acks: usize,
     /// Longest time a session takeover waits for the old connection to hand its session over.
     pub takeover_timeout: Duration,
+    /// Open MQTT connections from one IP address (TCP, TLS and WebSocket listeners together);
+    /// further ones are closed at once. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Subscriptions one client may hold; further filters get SUBACK 0x80.
+    pub max_subscriptions: usize,
 }
 
 impl Default for BrokerConfig {
@@ -35,6 +40,8 @@ impl Default for BrokerConfig {
             max_queued_qos0: 1000,
             max_pending_acks: 1000,
             takeover_timeout: Duration::from_secs(5),
+            max_connections_per_ip: 1000,
+            max_subscriptions: 1000,
         }
     }
 }

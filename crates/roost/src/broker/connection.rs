@@ -242,6 +242,7 @@ where
             client_id = format!("roost-auto-{}", self.broker.sessions.unique_suffix());
         }
         let credentials = Credentials {
+            peer: self.peer,
             client_id: &client_id,
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
@@ -456,6 +457,11 @@ where
         let mut retained = Vec::new();
         for (raw, options) in &subscribe.filters {
             let filter = match TopicFilter::parse(raw) {
+                Ok(f) if state.subscriptions.len() >= self.broker.config.max_subscriptions && !state.subscriptions.contains_key(&f) => {
+                    info!(client_id = %state.client_id, filter = %raw, limit = self.broker.config.max_subscriptions, "subscription limit reached; refused");
+                    codes.push(SUBACK_FAILURE);
+                    continue;
+                }
                 Ok(f) if self.broker.auth.may_subscribe(username, f.as_str()) => f,
                 Ok(_) => {
                     BrokerStats::incr(&self.broker.stats.subscriptions_denied);

@@ -11,6 +11,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a client presented in its CONNECT.
 pub struct Credentials<'a> {
+    /// Where the connection comes from (for limits on failed logins).
+    pub peer: std::net::SocketAddr,
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
@@ -19,6 +21,7 @@ pub struct Credentials<'a> {
 impl fmt::Debug for Credentials<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
+            .field("peer", &self.peer)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.map(|_| "***"))

@@ -14,11 +14,16 @@ use tracing::{info, warn};
 /// Serves MQTT over TCP (over TLS with `tls`) on `listener` until `shutdown` is cancelled.
 pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, tls: Option<TlsAcceptor>, shutdown: CancellationToken, tracker: TaskTracker) {
     accept_loop(listener, shutdown.clone(), |stream, peer| {
+        let Some(permit) = broker.admit(peer) else { return };
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         match tls.clone() {
-            None => tracker.spawn(connection::serve(broker, stream, peer, shutdown)),
+            None => tracker.spawn(async move {
+                connection::serve(broker, stream, peer, shutdown).await;
+                drop(permit);
+            }),
             Some(acceptor) => tracker.spawn(async move {
+                let _permit = permit;
                 let timeout = broker.config.connect_timeout;
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => connection::serve(broker, stream, peer, shutdown).await,
@@ -41,10 +46,12 @@ pub async fn serve_websocket(
     tracker: TaskTracker,
 ) {
     accept_loop(listener, shutdown.clone(), |stream, peer| {
+        let Some(permit) = broker.admit(peer) else { return };
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
+            let _permit = permit;
             let timeout = broker.config.connect_timeout;
             let deadline = tokio::time::Instant::now() + timeout;
             match tls {

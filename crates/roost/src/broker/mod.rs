@@ -7,6 +7,7 @@
 mod config;
 mod connection;
 mod hooks;
+mod limits;
 mod listener;
 mod mailbox;
 mod message;
@@ -40,6 +41,7 @@ pub struct Broker {
     auth: Arc<dyn Authenticate>,
     ingest: Arc<dyn IngestSink>,
     started: Instant,
+    connections_per_ip: Arc<limits::ConnectionsPerIp>,
 }
 
 impl Broker {
@@ -52,7 +54,18 @@ impl Broker {
             auth,
             ingest,
             started: Instant::now(),
+            connections_per_ip: Arc::default(),
         })
+    }
+
+    /// A slot for one more connection from `ip`, or `None` (counted, logged) past the limit.
+    pub(crate) fn admit(&self, peer: std::net::SocketAddr) -> Option<limits::Permit> {
+        let permit = self.connections_per_ip.acquire(peer.ip(), self.config.max_connections_per_ip);
+        if permit.is_none() {
+            BrokerStats::incr(&self.stats.connections_over_limit);
+            tracing::debug!(%peer, limit = self.config.max_connections_per_ip, "too many connections from this address; closed");
+        }
+        permit
     }
 
     pub fn stats(&self) -> StatsSnapshot {

@@ -14,6 +14,7 @@ pub struct BrokerStats {
     pub(crate) publishes_denied: AtomicU64,
     pub(crate) subscriptions_denied: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
+    pub(crate) connections_over_limit: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -36,6 +37,8 @@ pub struct StatsSnapshot {
     pub subscriptions_denied: u64,
     /// CONNECTs refused for missing or wrong credentials.
     pub connections_refused: u64,
+    /// Connections closed at once because their address had too many open.
+    pub connections_over_limit: u64,
 }
 
 impl BrokerStats {
@@ -55,6 +58,7 @@ impl BrokerStats {
             publishes_denied: self.publishes_denied.load(Relaxed),
             subscriptions_denied: self.subscriptions_denied.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
+            connections_over_limit: self.connections_over_limit.load(Relaxed),
         }
     }
 }

@@ -9,6 +9,7 @@ mod crash;
 mod dashboard;
 mod databases;
 mod ingest;
+mod limits;
 mod mqttjs;
 mod mosquitto_clients;
 mod paho;
