@@ -47,6 +47,22 @@ try {
   await page.click("#console-subscribe button");
   await page.waitForFunction((u) => document.getElementById("console-log").textContent.includes(`subscribed to iot/${u}/# (granted 1)`), user, { timeout: 5000 });
 
+  step("an API token made on the dashboard works for scripts until it is revoked there");
+  await page.goto(base + "/#/tokens");
+  await page.fill("#token-name", "e2e script");
+  await page.click("#token-form button");
+  await page.waitForSelector("#token-new:not([hidden])", { timeout: 5000 });
+  const token = await page.textContent("#token-value");
+  const asScript = () => fetch(base + "/api/sensors", { headers: { authorization: `Bearer ${token}` } });
+  const before = await asScript();
+  if (before.status !== 200) failures.push(`token refused: ${before.status}`);
+  await page.waitForFunction(() => document.getElementById("tokens-body").textContent.includes("e2e script"), null, { timeout: 5000 });
+  await page.click("#tokens-body button");
+  await page.waitForFunction(() => !document.getElementById("tokens-body").textContent.includes("e2e script"), null, { timeout: 5000 });
+  const after = await asScript();
+  if (after.status !== 401) failures.push(`revoked token still answered ${after.status}`);
+  await page.screenshot({ path: `${shots}/tokens.png` });
+
   step("logout returns to the login page");
   await page.click("#logout");
   await page.waitForSelector("#view-login:not([hidden])", { timeout: 5000 });

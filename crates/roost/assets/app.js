@@ -20,7 +20,7 @@ const api = async (path) => {
 
 // ---- login (when the server requires it) ----
 function showLogin() {
-  for (const v of ["overview", "sensor", "console", "rejects"]) $(`view-${v}`).hidden = true;
+  for (const v of ["overview", "sensor", "console", "rejects", "tokens"]) $(`view-${v}`).hidden = true;
   document.querySelector("nav").hidden = true;
   $("view-login").hidden = false;
 }
@@ -47,6 +47,7 @@ async function whoAmI() {
   if (!me.anonymous) {
     $("who").textContent = me.username + (me.admin ? " (admin)" : "");
     $("who").hidden = $("logout").hidden = false;
+    $("nav-tokens").hidden = false;
     $("console-username").value = me.username;
     $("console-password").value = me.mqtt_password;
   }
@@ -266,16 +267,49 @@ async function showRejects() {
   $("rejects-body").replaceChildren(...rows);
 }
 
+// ---- API tokens ----
+async function showTokens() {
+  const list = await api("/api/tokens");
+  const rows = list.map((t) => {
+    const revoke = el("button", null, "Revoke");
+    revoke.addEventListener("click", async () => {
+      await fetch(`/api/tokens/${t.id}`, { method: "DELETE" });
+      await showTokens();
+    });
+    const cell = el("td");
+    cell.append(revoke);
+    const tr = el("tr");
+    tr.append(el("td", null, String(t.id)), el("td", null, t.user), el("td", null, t.name), el("td", null, localTime(t.created_at_ms)),
+      el("td", null, t.expires_at_ms ? localTime(t.expires_at_ms) : "never"), cell);
+    return tr;
+  });
+  $("tokens-body").replaceChildren(...rows);
+}
+$("token-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const body = { name: $("token-name").value };
+  if ($("token-days").value) body.days = +$("token-days").value;
+  const r = await fetch("/api/tokens", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const answer = await r.json();
+  $("token-error").hidden = r.ok;
+  if (!r.ok) { $("token-error").textContent = answer.error; return; }
+  $("token-value").textContent = answer.token;
+  $("token-new").hidden = false;
+  $("token-name").value = "";
+  await showTokens();
+});
+
 // ---- routing ----
 async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const view = parts[0] || "overview";
-  for (const v of ["overview", "sensor", "console", "rejects"]) $(`view-${v}`).hidden = v !== view;
+  for (const v of ["overview", "sensor", "console", "rejects", "tokens"]) $(`view-${v}`).hidden = v !== view;
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === view));
   try {
     if (view === "overview") await loadOverview();
     if (view === "sensor") await showSensor(parts[1], parts[2], parts[3], +parts[4] || 0, +parts[5] || 0);
     if (view === "rejects") await showRejects();
+    if (view === "tokens") await showTokens();
   } catch (e) {
     console.error(e);
   }

@@ -13,6 +13,7 @@ mod openapi;
 mod params;
 mod sensors;
 mod system;
+mod tokens;
 
 pub use assets::Assets;
 pub use error::ApiError;
@@ -73,6 +74,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/rejects", get(sensors::rejects))
         .route("/stats", get(system::stats))
         .route("/live", get(live::feed))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route_layer(identify.clone())
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))

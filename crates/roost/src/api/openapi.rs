@@ -69,6 +69,39 @@ pub fn spec() -> Value {
                     "401": error_response("Not logged in")
                 }
             }},
+            "/api/tokens": {
+                "get": {
+                    "summary": "API tokens: your own, or everyone's for admins (never the tokens themselves)",
+                    "responses": {
+                        "200": { "description": "Tokens", "content": { "application/json": { "schema": { "type": "array", "items": { "type": "object" } } } } },
+                        "401": error_response("Not logged in"),
+                        "503": error_response("Database unavailable")
+                    }
+                },
+                "post": {
+                    "summary": "Create an API token acting as you; the response is the only time it is shown",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["name"], "properties": {
+                        "name": { "type": "string", "minLength": 1, "maxLength": 100 }, "days": { "type": "integer", "minimum": 1, "maximum": 3650, "nullable": true, "description": "Days until it expires; absent or null: never" } } } } } },
+                    "responses": {
+                        "200": { "description": "The token", "content": { "application/json": { "schema": { "type": "object" } } } },
+                        "400": error_response("Bad name or days"),
+                        "401": error_response("Not logged in"),
+                        "413": error_response("Body over 16 KiB"),
+                        "503": error_response("Database unavailable")
+                    }
+                }
+            },
+            "/api/tokens/{id}": { "delete": {
+                "summary": "Revoke an API token (yours; any, for admins); it stops working at once",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } }],
+                "responses": {
+                    "200": { "description": "Revoked", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "400": error_response("Bad id"),
+                    "401": error_response("Not logged in"),
+                    "404": error_response("No such token of yours"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
             "/api/config": { "get": {
                 "summary": "Dashboard settings: staleness threshold and units",
                 "security": [],
@@ -78,6 +111,7 @@ pub fn spec() -> Value {
                 "summary": "Every sensor with its latest value",
                 "responses": {
                     "200": { "description": "Sensors ordered by owner, place, category", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Sensor" } } } } },
+                    "401": error_response("Not logged in"),
                     "503": error_response("Database unavailable")
                 }
             }},
@@ -86,6 +120,7 @@ pub fn spec() -> Value {
                 "parameters": readings_params,
                 "responses": {
                     "200": { "description": "`readings` ([ts_ms, value] pairs) or `buckets`", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Readings" } } } },
+                    "401": error_response("Not logged in"),
                     "400": error_response("Bad parameter"),
                     "404": error_response("No such sensor"),
                     "503": error_response("Database unavailable")
@@ -96,6 +131,7 @@ pub fn spec() -> Value {
                 "parameters": sensor_path_params(),
                 "responses": {
                     "200": { "description": "CSV with header ts_ms,time_utc,value", "content": { "text/csv": { "schema": { "type": "string" } } } },
+                    "401": error_response("Not logged in"),
                     "400": error_response("Bad parameter"),
                     "404": error_response("No such sensor"),
                     "503": error_response("Database unavailable")
@@ -106,6 +142,7 @@ pub fn spec() -> Value {
                 "parameters": [{ "name": "limit", "in": "query", "required": false, "allowEmptyValue": true, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }],
                 "responses": {
                     "200": { "description": "Rejects", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/Reject" } } } } },
+                    "401": error_response("Not logged in"),
                     "400": error_response("Bad parameter"),
                     "503": error_response("Database unavailable")
                 }

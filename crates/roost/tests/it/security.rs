@@ -346,3 +346,43 @@ async fn schemathesis_finds_nothing_in_the_api() {
     assert!(out.status.success(), "schemathesis found problems:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn users_manage_their_own_api_tokens_and_admins_everyones() {
+    let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
+    add_user(&server.store, "alice", "alice-secret", false).await;
+    add_user(&server.store, "root", "root-secret", true).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", server.http);
+    let login = |user: &str, secret: &str| {
+        let request = http.post(url("/api/login")).json(&serde_json::json!({ "username": user, "password": secret }));
+        async move {
+            let response = request.send().await.unwrap();
+            response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+        }
+    };
+    let (alice, root) = (login("alice", "alice-secret").await, login("root", "root-secret").await);
+    let create = |cookie: &str, name: &str| http.post(url("/api/tokens")).header("cookie", cookie).json(&serde_json::json!({ "name": name, "days": 30 })).send();
+    let made: serde_json::Value = create(&alice, "alice's script").await.unwrap().json().await.unwrap();
+    let root_made: serde_json::Value = create(&root, "grafana").await.unwrap().json().await.unwrap();
+    assert_eq!(create(&alice, "").await.unwrap().status(), 400, "a name is required");
+
+    let list = |cookie: &str| http.get(url("/api/tokens")).header("cookie", cookie).send();
+    let alices: serde_json::Value = list(&alice).await.unwrap().json().await.unwrap();
+    assert_eq!(alices.as_array().unwrap().len(), 1, "alice sees her own token only: {alices}");
+    assert!(alices[0].get("token").is_none(), "listing never shows the token");
+    let everyone: serde_json::Value = list(&root).await.unwrap().json().await.unwrap();
+    assert_eq!(everyone.as_array().unwrap().len(), 2, "an admin sees everyone's");
+
+    // The token works as a bearer token and as alice's MQTT password.
+    let token = made["token"].as_str().unwrap();
+    assert_eq!(http.get(url("/api/sensors")).bearer_auth(token).send().await.unwrap().status(), 200);
+    let (_, ack) = Raw::login(server.mqtt, "script", "alice", token).await;
+    assert_eq!(ack.code, connect_return::ACCEPTED);
+
+    let revoke = |cookie: &str, id: &serde_json::Value| http.delete(url(&format!("/api/tokens/{id}"))).header("cookie", cookie).send();
+    assert_eq!(revoke(&alice, &root_made["id"]).await.unwrap().status(), 404, "alice cannot revoke root's token");
+    assert_eq!(revoke(&root, &made["id"]).await.unwrap().status(), 200, "an admin can revoke alice's");
+    assert_eq!(http.get(url("/api/sensors")).bearer_auth(token).send().await.unwrap().status(), 401);
+    server.stop().await;
+}
