@@ -118,8 +118,8 @@ pub enum UserCommand {
     },
 }
 
-/// Where a client connects and as whom.
-#[derive(Debug, Clone, Args)]
+/// Where a client connects and as whom. `Debug` leaves the password out.
+#[derive(Clone, Args)]
 pub struct ClientArgs {
     /// The broker: mqtt://HOST[:PORT], mqtts://…, ws://HOST[:PORT]/mqtt or wss://….
     #[arg(long = "mqtt", env = "ROOST_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", value_name = "URL")]
@@ -134,6 +134,17 @@ pub struct ClientArgs {
     /// system's trusted roots are used.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("url", &self.url.to_string())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 impl ClientArgs {
@@ -460,6 +471,14 @@ mod tests {
         assert!(err.to_string().contains("unknown scheme"), "{err}");
         let err = Cli::try_parse_from(["roost", "bench", "--qos", "5"]).unwrap_err();
         assert!(err.to_string().contains("is not a QoS"), "{err}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        let cli = Cli::try_parse_from(["roost", "simulate", "--password", "hunter2"]).unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"));
+        let cli = Cli::try_parse_from(["roost", "serve", "--database", "postgres://roost:hunter2@db/roost"]).unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"));
     }
 
     #[test]
