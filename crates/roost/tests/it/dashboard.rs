@@ -5,8 +5,9 @@
 use crate::support::{require_command, TestServer};
 use tokio::process::Command;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_works_in_chromium() {
+/// Runs `tests/js/SCRIPT BASE_URL ARGS… SCREENSHOT_DIR` under Node.js (Debian's Chromium via
+/// playwright-core) and returns the JSON it prints; panics unless it says `"ok": true`.
+async fn run_browser_script(script: &str, server: &TestServer, args: &[&str]) -> serde_json::Value {
     require_command("node");
     require_command("chromium");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -14,10 +15,10 @@ async fn dashboard_works_in_chromium() {
     assert!(js.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/js (.ci/run does)");
     let shots = root.join("docs/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let server = TestServer::start().await;
     let out = Command::new("node")
-        .arg("dashboard-e2e.mjs")
+        .arg(script)
         .arg(format!("http://{}", server.http))
+        .args(args)
         .arg(&shots)
         .current_dir(&js)
         .output()
@@ -27,17 +28,19 @@ async fn dashboard_works_in_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
     assert_eq!(result["ok"], true, "{result}\n{stderr}");
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_works_in_chromium() {
+    let server = TestServer::start().await;
+    let result = run_browser_script("dashboard-e2e.mjs", &server, &[]).await;
     // How fast the update arrived is reported, not asserted (timings belong in benchmarks).
     eprintln!("live update reached the page {} ms after the publish", result["live_update_ms"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_mode_fills_the_dashboard_in_chromium() {
-    require_command("node");
-    require_command("chromium");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shots = root.join("docs/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
     let server = TestServer::start_with(|a| a.demo = true).await;
     let store = server.store.clone();
     crate::support::eventually_async("the demo's backfill is stored", || {
@@ -45,28 +48,12 @@ async fn demo_mode_fills_the_dashboard_in_chromium() {
         async move { store.count_readings().await.unwrap() >= 9 * 288 }
     })
     .await;
-    let out = Command::new("node")
-        .arg("demo-screenshots.mjs")
-        .arg(format!("http://{}", server.http))
-        .arg(&shots)
-        .current_dir(root.join("tests/js"))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(result["ok"], true, "{result}");
+    run_browser_script("demo-screenshots.mjs", &server, &[]).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_page_and_a_device_users_view_in_chromium() {
-    require_command("node");
-    require_command("chromium");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shots = root.join("docs/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
     let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
     for (name, admin) in [("alice", false), ("root", true)] {
         let hash = roost::auth::password::hash(format!("{name}-secret")).await.unwrap();
@@ -87,19 +74,7 @@ async fn login_page_and_a_device_users_view_in_chromium() {
         .await;
         assert!(matches!(raw.recv().await, Some(mqtt_codec::Packet::PubAck(_))));
     }
-    let out = Command::new("node")
-        .arg("login-e2e.mjs")
-        .arg(format!("http://{}", server.http))
-        .args(["alice", "alice-secret"])
-        .arg(&shots)
-        .current_dir(root.join("tests/js"))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(result["ok"], true, "{result}\n{}", String::from_utf8_lossy(&out.stderr));
+    run_browser_script("login-e2e.mjs", &server, &["alice", "alice-secret"]).await;
     server.stop().await;
 }
 
