@@ -118,3 +118,47 @@ async fn tls_settings_that_cannot_work_are_refused_clearly() {
     let (ok, out) = output(roost().args(["--tls-cert", "garbage.pem", "--tls-key", "garbage.pem"])).await;
     assert!(!ok && out.contains("garbage.pem: no certificate in the file"), "{out}");
 }
+
+/// SIGHUP reloads the certificate even when the files' modification times say nothing changed
+/// (so this is the signal at work, not the file watch).
+#[tokio::test]
+async fn sighup_reloads_the_certificate() {
+    for command in ["openssl", "mosquitto_pub", "kill", "touch"] {
+        require_command(command);
+    }
+    let (first, renewed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_certificates(first.path()).await;
+    make_certificates(renewed.path()).await;
+    let dir = first.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .current_dir(dir)
+        .env_remove("ROOST_DATABASE")
+        .args(["serve", "--allow-anonymous", "--tls-cert", "server.pem", "--tls-key", "server.key", "--mqtts", &format!("127.0.0.1:{port}")])
+        .args(["--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually_async("roost listens for MQTT over TLS", || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await;
+    let publish = |ca: std::path::PathBuf| async move {
+        output(Command::new("mosquitto_pub").args(["-h", "localhost", "-p", &port.to_string(), "--cafile"]).arg(ca).args(["-t", "t", "-m", "1"])).await.0
+    };
+    assert!(publish(dir.join("ca.pem")).await);
+    // New contents with the old modification times, swapped in by rename (no moment in between).
+    for name in ["server.pem", "server.key"] {
+        let staged = dir.join(format!("{name}.new"));
+        std::fs::write(&staged, std::fs::read(renewed.path().join(name)).unwrap()).unwrap();
+        assert!(output(Command::new("touch").arg("-r").arg(dir.join(name)).arg(&staged)).await.0);
+        std::fs::rename(&staged, dir.join(name)).unwrap();
+    }
+    // Longer than the file watch's period: it sees no change, so nothing is reloaded yet.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!publish(renewed.path().join("ca.pem")).await, "reloaded without a signal");
+    let pid = child.id().unwrap().to_string();
+    assert!(output(Command::new("kill").args(["-HUP", &pid])).await.0);
+    let renewed_ca = renewed.path().join("ca.pem");
+    eventually_async("the renewed certificate is served after SIGHUP", || publish(renewed_ca.clone())).await;
+    child.kill().await.unwrap();
+}
