@@ -83,7 +83,7 @@ impl BenchConfig {
             client: args.client.settings(),
             database: args.db.database.clone(),
             template: args.template.clone(),
-            owner: args.owner.clone(),
+            owner: args.owner.clone().or_else(|| args.client.username.clone()).unwrap_or_else(|| "roost-bench".to_owned()),
             clients: args.clients as usize,
             count: args.count,
             rate: args.rate,
@@ -127,7 +127,11 @@ impl fmt::Display for BenchReport {
         }
         let v = &self.verification;
         if v.no_sensors && v.acked > 0 {
-            writeln!(f, "verification FAILED: the database has none of this run's sensors; is --database the one `roost serve` writes to?")?;
+            writeln!(
+                f,
+                "verification FAILED: the database has none of this run's sensors. Is --database the one `roost serve` writes to, \
+                 and may this user publish under the owner's topics (its own name, or an admin)?"
+            )?;
         } else if v.missing_count == 0 {
             writeln!(f, "verified: all {} acknowledged readings are stored", group(v.acked))?;
         } else {

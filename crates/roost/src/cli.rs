@@ -239,8 +239,10 @@ pub struct BenchArgs {
     pub inflight: u16,
 
     /// Owner in the bench's topics; each run publishes under places named run<time>-c<client>.
-    #[arg(long, default_value = "roost-bench")]
-    pub owner: String,
+    /// [default: the --username (a device user may only publish under its own name), else
+    /// "roost-bench"]
+    #[arg(long)]
+    pub owner: Option<String>,
 
     /// Keep the bench's sensors and readings in the database (they are deleted by default).
     #[arg(long)]
@@ -403,7 +405,8 @@ pub struct ServeArgs {
     pub sys_interval: Duration,
 
     /// Also run three simulated boards (owner "demo") against this server, with a day of
-    /// history on the first start, so the dashboard has live data at once.
+    /// history on the first start, so the dashboard has live data at once. With logins on,
+    /// they log in as the device user `demo`, which is created (or given a new password).
     #[arg(long)]
     pub demo: bool,
 }

@@ -311,3 +311,33 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
     assert!(stderr.contains("invalid peer certificate: UnknownIssuer"), "{stderr}");
     assert!(stderr.contains("simulate: sent 0 · acked 0"), "{stderr}");
 }
+
+#[tokio::test]
+async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
+    let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
+    let hash = roost::auth::password::hash("carol-secret".into()).await.unwrap();
+    server.store.create_user("carol", &hash, false).await.unwrap();
+    let db = server.store.url().expose_secret().to_owned();
+    let out = run(
+        roost()
+            .args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", &db, "--count", "500", "--clients", "2"])
+            .args(["--username", "carol"])
+            .env("ROOST_PASSWORD", "carol-secret"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success() && stdout.contains("verified: all 500 acknowledged readings are stored"), "{stdout}{}", text(&out.stderr));
+    let out = run(
+        roost()
+            .args(["simulate", "--mqtt", &server.mqtt.to_string(), "--username", "carol", "--count", "9", "--interval", "0.05"])
+            .env("ROOST_PASSWORD", "carol-secret"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let owners: std::collections::BTreeSet<String> = server.store.sensors().await.unwrap().into_iter().map(|s| s.key.owner).collect();
+    assert_eq!(owners.into_iter().collect::<Vec<_>>(), ["carol"], "the owner is the user name");
+    assert_eq!(server.broker.stats().publishes_denied, 0);
+    server.stop().await;
+}
