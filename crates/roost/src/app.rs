@@ -174,8 +174,9 @@ impl App {
     /// returns once they are gone (or after a grace period).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.mqtt_addr(), "MQTT listening");
-        info!(addr = %self.mqtt_ws_addr(), path = "/mqtt", "MQTT over WebSocket listening");
-        info!(addr = %self.http_addr(), "HTTP listening (API, /healthz, /metrics, MQTT over WebSocket at /mqtt)");
+        let tls = self.tls.is_some();
+        info!(addr = %self.mqtt_ws_addr(), path = "/mqtt", tls, "MQTT over WebSocket listening");
+        info!(addr = %self.http_addr(), tls, "HTTP listening (dashboard, API, /healthz, /metrics, MQTT over WebSocket at /mqtt)");
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(ingest::run_writer(
             Arc::clone(&self.store),
@@ -200,7 +201,6 @@ impl App {
             }
             None => (None, None),
         };
-        let tls = http_tls.is_some();
         tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), ws_tls, shutdown.clone(), tracker.clone()));
         let api_state = ApiState {
             store: Arc::clone(&self.store),
