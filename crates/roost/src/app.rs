@@ -50,6 +50,7 @@ pub struct App {
     anonymous: bool,
     tls: Option<Tls>,
     login_limiter: Arc<LoginLimiter>,
+    max_request_body: usize,
 }
 
 /// `--tls-cert`/`--tls-key`: the certificate and the MQTT-over-TLS listener.
@@ -132,6 +133,7 @@ impl App {
             utc_offset_secs: 0,
             anonymous: args.allow_anonymous,
             login_limiter,
+            max_request_body: args.max_request_body as usize,
         })
     }
 
@@ -214,6 +216,7 @@ impl App {
             open: self.anonymous,
             tls,
             login_limiter: Arc::clone(&self.login_limiter),
+            max_request_body: self.max_request_body,
         };
         let http_shutdown = shutdown.clone();
         let http = self.http;

@@ -370,7 +370,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(16..=268_435_460))]
     pub max_packet_size: u32,
 
-    /// Seconds a new connection has to send CONNECT (and finish a WebSocket handshake).
+    /// Seconds a slow client gets: to send CONNECT, to finish a TLS or WebSocket handshake, and
+    /// to send each HTTP request's headers.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub connect_timeout: Duration,
 
@@ -394,6 +395,10 @@ pub struct ServeArgs {
     /// Subscriptions one MQTT client may hold; further filters are refused (SUBACK 0x80).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscriptions: u32,
+
+    /// Largest HTTP request body accepted, in bytes.
+    #[arg(long, default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_request_body: u32,
 
     /// Failed logins (MQTT and dashboard) allowed per IP address per minute; past it, logins
     /// from that address are refused until the minute is over. 0: no limit.

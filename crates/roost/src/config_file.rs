@@ -36,6 +36,7 @@ pub struct ConfigFile {
     max_connections_per_ip: Option<u32>,
     max_subscriptions: Option<u32>,
     max_login_failures: Option<u32>,
+    max_request_body: Option<u32>,
     stale_after_secs: Option<f64>,
     units: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -117,6 +118,14 @@ impl ConfigFile {
         take!(demo => args.demo);
         take!(max_connections_per_ip => args.max_connections_per_ip);
         take!(max_login_failures => args.max_login_failures);
+        if let Some(n) = self.max_request_body {
+            if n < 1024 {
+                return Err(bad("max_request_body", format!("{n} is below 1024 bytes")));
+            }
+            if defaulted("max_request_body") {
+                args.max_request_body = n;
+            }
+        }
         if let Some(n) = self.max_subscriptions {
             if n == 0 {
                 return Err(bad("max_subscriptions", "must be at least 1".into()));

@@ -19,8 +19,6 @@ use tracing::{info, warn};
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// Time a client has to send a request's headers, on every request of a connection.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open requests (say, a live feed) may go on after shutdown began.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -33,8 +31,9 @@ pub struct Incoming {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// Serves `router` on every connection from `incoming` until `shutdown`.
-pub async fn serve(mut incoming: Incoming, router: Router, shutdown: CancellationToken) {
+/// Serves `router` on every connection from `incoming` until `shutdown`; a client has
+/// `header_timeout` to send each request's headers.
+pub async fn serve(mut incoming: Incoming, router: Router, header_timeout: Duration, shutdown: CancellationToken) {
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (io, peer) = tokio::select! {
@@ -51,7 +50,7 @@ pub async fn serve(mut incoming: Incoming, router: Router, shutdown: Cancellatio
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(service));
             tokio::pin!(connection);
             tokio::select! {

@@ -28,9 +28,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Largest request body accepted, in bytes.
-const MAX_REQUEST_BODY: usize = 16 * 1024;
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -49,6 +46,8 @@ pub struct ApiState {
     pub tls: bool,
     /// Failed logins per address, shared with MQTT's.
     pub login_limiter: Arc<crate::auth::limiter::LoginLimiter>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body: usize,
 }
 
 /// What the dashboard page needs to know (`/api/config`).
@@ -90,14 +89,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/mqtt", get(mqtt_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such page".into()) })
         // The API takes small JSON bodies only (login).
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_request_body))
         .with_state(state)
 }
 
 /// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
-    let handshake_timeout = state.broker.config().connect_timeout;
-    let incoming = listener::incoming(listener, tls, handshake_timeout, shutdown.clone());
-    listener::serve(incoming, router(state), shutdown).await;
+    // The broker's connect timeout bounds every slow start: TLS handshakes and request headers.
+    let slow_client = state.broker.config().connect_timeout;
+    let incoming = listener::incoming(listener, tls, slow_client, shutdown.clone());
+    listener::serve(incoming, router(state), slow_client, shutdown).await;
     Ok(())
 }
