@@ -2,7 +2,7 @@
 //! broker. Owns its socket, its read/write buffers and (while connected) its session.
 
 use super::hooks::{AuthOutcome, Credentials, Receipt};
-use super::mailbox::Delivery;
+use super::mailbox::{Alarm, Delivery};
 use super::sessions::{Claimed, Outbound, SessionState};
 use super::stats::BrokerStats;
 use super::{Broker, Message};
@@ -191,7 +191,7 @@ where
         }
         let Some((client_id, username)) = Box::pin(self.accept_identity(&connect)).await else { return };
         let broker = Arc::clone(&self.broker);
-        let Claimed { mut state, session_present, generation, kick, ended } =
+        let Claimed { mut state, session_present, generation } =
             Box::pin(broker.sessions.claim(&client_id, connect.clean_start, &broker.router, &broker.config)).await;
         // [MQTT-3.2.2-1..3]
         self.queue(Packet::ConnAck(ConnAck {
@@ -204,7 +204,7 @@ where
         // Keep only what the session needs: the rest of the CONNECT is dropped here.
         let Connect { keep_alive, will, .. } = *connect;
         let will = will.map(Box::new);
-        let end = self.resume(&mut state, session_present, keep_alive, username.as_deref(), &kick, &shutdown).await;
+        let end = self.resume(&mut state, session_present, keep_alive, username.as_deref(), &shutdown).await;
         broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match &end {
             End::Protocol(_) => {
@@ -224,7 +224,7 @@ where
             }
         }
         let _ = Box::pin(self.stream.shutdown()).await;
-        broker.sessions.release(generation, &ended, state, &broker.router);
+        broker.sessions.release(generation, state, &broker.router);
     }
 
     /// Checks the client id and credentials; answers a refusal itself. Returns the client id
@@ -269,7 +269,6 @@ where
         session_present: bool,
         keep_alive: Duration,
         username: Option<&str>,
-        kick: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> End {
         if session_present {
@@ -310,7 +309,11 @@ where
             let waiting_receipt = self.pending_acks.front().is_some_and(|p| p.receipt.is_some());
             tokio::select! {
                 biased;
-                _ = kick.cancelled() => return End::TakenOver,
+                _ = mailbox.alarm() => match mailbox.alarm_reason() {
+                    Some(Alarm::TakenOver) => return End::TakenOver,
+                    Some(Alarm::Overflow) => return End::QueueOverflow,
+                    None => {}
+                },
                 _ = shutdown.cancelled() => return End::Shutdown,
                 result = wait_receipt(&mut self.pending_acks), if waiting_receipt => {
                     if let Err(why) = result {
@@ -333,7 +336,6 @@ where
                     }
                 }
                 _ = mailbox.changed(), if window_open => {}
-                _ = mailbox.overflowed() => return End::QueueOverflow,
                 _ = sleep_until_opt(deadline) => return End::KeepAliveExpired(keep_alive.unwrap_or_default()),
             }
         }

@@ -39,20 +39,31 @@ struct Inner {
     queued_qos12: usize,
     online: bool,
     overflowed: bool,
+    /// Another connection took this session over.
+    kicked: bool,
 }
 
+/// Why the session's connection must end now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    TakenOver,
+    Overflow,
+}
+
+/// Also the session's line to its connection: a takeover or an overflow rings `alarm`, so an
+/// idle connection waits on one `Notify` for both (it is what an idle connection costs).
 #[derive(Debug)]
 pub struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
-    overflow: Notify,
+    alarm: Notify,
     max_qos0: usize,
     max_qos12: usize,
 }
 
 impl Mailbox {
     pub fn new(max_qos0: usize, max_qos12: usize) -> Self {
-        Self { inner: Mutex::default(), notify: Notify::new(), overflow: Notify::new(), max_qos0, max_qos12 }
+        Self { inner: Mutex::default(), notify: Notify::new(), alarm: Notify::new(), max_qos0, max_qos12 }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -73,7 +84,7 @@ impl Mailbox {
                 return PushOutcome::DroppedOffline;
             }
             inner.overflowed = true;
-            self.overflow.notify_one();
+            self.alarm.notify_one();
             PushOutcome::Overflow
         } else {
             inner.queued_qos12 += 1;
@@ -110,8 +121,32 @@ impl Mailbox {
         std::mem::take(&mut inner.overflowed)
     }
 
+    /// A connection starts (`true`, with no alarm pending) or ends using this session.
     pub fn set_online(&self, online: bool) {
-        self.lock().online = online;
+        let mut inner = self.lock();
+        inner.online = online;
+        if online {
+            inner.kicked = false;
+            inner.overflowed = false;
+        }
+    }
+
+    /// Tells the connection using this session to end: another one takes it over.
+    pub fn kick(&self) {
+        self.lock().kicked = true;
+        self.alarm.notify_one();
+    }
+
+    /// What rang the alarm, if anything is still pending.
+    pub fn alarm_reason(&self) -> Option<Alarm> {
+        let inner = self.lock();
+        if inner.kicked {
+            Some(Alarm::TakenOver)
+        } else if inner.overflowed {
+            Some(Alarm::Overflow)
+        } else {
+            None
+        }
     }
 
     #[cfg(test)]
@@ -119,10 +154,10 @@ impl Mailbox {
         self.lock().queue.len()
     }
 
-    /// Resolves once a QoS 1/2 message did not fit for this online session, even while its
-    /// in-flight window is full and it is not draining.
-    pub async fn overflowed(&self) {
-        self.overflow.notified().await;
+    /// Resolves when a takeover or an overflow happened (see `alarm_reason`), even while the
+    /// in-flight window is full and the session is not draining.
+    pub async fn alarm(&self) {
+        self.alarm.notified().await;
     }
 
     /// Resolves after the next push (or at once if one happened since the last wait).

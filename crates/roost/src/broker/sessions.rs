@@ -9,7 +9,7 @@ use mqtt_codec::{PacketId, QoS, TopicFilter};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// An outgoing QoS 1/2 message sent and not yet fully acknowledged.
 #[derive(Debug)]
@@ -58,26 +58,25 @@ impl SessionState {
 }
 
 enum Slot {
-    Online { generation: u64, kick: CancellationToken, ended: CancellationToken },
+    /// In use by a connection; its mailbox is how a takeover tells that connection to end.
+    Online { generation: u64, mailbox: Arc<Mailbox> },
     /// Boxed: most slots are online, and a slot is as large as its largest variant.
     Offline(Box<SessionState>),
 }
 
-/// A session claimed by a connection, with the tokens that tie the two together.
+/// A session claimed by a connection. A takeover rings its mailbox's alarm.
 pub struct Claimed {
     pub state: SessionState,
     pub session_present: bool,
     pub generation: u64,
-    /// Cancelled when another connection takes this client id over.
-    pub kick: CancellationToken,
-    /// Cancelled by the connection once it has handed the session back.
-    pub ended: CancellationToken,
 }
 
 #[derive(Default)]
 pub struct Sessions {
     slots: Mutex<HashMap<String, Slot>>,
     next_id: AtomicU64,
+    /// Rung whenever a connection hands a session back; takeovers wait on it.
+    released: Notify,
 }
 
 impl Sessions {
@@ -95,17 +94,18 @@ impl Sessions {
     pub async fn claim(&self, client_id: &str, clean: bool, router: &Router, config: &BrokerConfig) -> Claimed {
         let deadline = tokio::time::Instant::now() + config.takeover_timeout;
         loop {
-            let ended_of_previous = {
+            // Registered before the slot is checked, so a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
                 let mut slots = self.lock();
                 match slots.get(client_id) {
-                    Some(Slot::Online { kick, ended, .. }) => {
-                        kick.cancel();
-                        ended.clone()
-                    }
+                    Some(Slot::Online { mailbox, .. }) => mailbox.kick(),
                     _ => return self.claim_locked(&mut slots, client_id, clean, router, config),
                 }
-            };
-            if tokio::time::timeout_at(deadline, ended_of_previous.cancelled()).await.is_err() {
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
                 // The old connection did not hand over in time: start afresh. Its state is
                 // discarded when it finally ends (its generation no longer matches).
                 tracing::warn!(%client_id, "session takeover timed out; starting a new session");
@@ -135,10 +135,8 @@ impl Sessions {
         state.clean = clean;
         state.mailbox.set_online(true);
         let generation = self.new_id();
-        let kick = CancellationToken::new();
-        let ended = CancellationToken::new();
-        slots.insert(client_id.to_owned(), Slot::Online { generation, kick: kick.clone(), ended: ended.clone() });
-        Claimed { state, session_present, generation, kick, ended }
+        slots.insert(client_id.to_owned(), Slot::Online { generation, mailbox: Arc::clone(&state.mailbox) });
+        Claimed { state, session_present, generation }
     }
 
     fn fresh(&self, client_id: &str, config: &BrokerConfig) -> SessionState {
@@ -157,7 +155,7 @@ impl Sessions {
 
     /// Hands a session back when its connection ends: kept for a clean-session-0 client,
     /// discarded otherwise [MQTT-3.1.2-6]. Then signals a waiting takeover.
-    pub fn release(&self, generation: u64, ended: &CancellationToken, state: SessionState, router: &Router) {
+    pub fn release(&self, generation: u64, state: SessionState, router: &Router) {
         state.mailbox.set_online(false);
         {
             let mut slots = self.lock();
@@ -172,7 +170,7 @@ impl Sessions {
                 state.unsubscribe_all(router);
             }
         }
-        ended.cancel();
+        self.released.notify_waiters();
     }
 }
 
