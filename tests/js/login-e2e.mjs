@@ -57,11 +57,11 @@ try {
   const before = await asScript();
   if (before.status !== 200) failures.push(`token refused: ${before.status}`);
   await page.waitForFunction(() => document.getElementById("tokens-body").textContent.includes("e2e script"), null, { timeout: 5000 });
+  await page.screenshot({ path: `${shots}/tokens.png` });
   await page.click("#tokens-body button");
   await page.waitForFunction(() => !document.getElementById("tokens-body").textContent.includes("e2e script"), null, { timeout: 5000 });
   const after = await asScript();
   if (after.status !== 401) failures.push(`revoked token still answered ${after.status}`);
-  await page.screenshot({ path: `${shots}/tokens.png` });
 
   step("logout returns to the login page");
   await page.click("#logout");
