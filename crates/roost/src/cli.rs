@@ -182,7 +182,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "1", value_parser = parse_qos)]
     pub qos: QoS,
 
-    /// Stop after this many readings in total.
+    /// Stop after this many live readings in total (--backfill history not counted).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
