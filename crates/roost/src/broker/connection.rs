@@ -518,7 +518,7 @@ where
             let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| state.next_packet_id());
             self.queue(publish_packet(&delivery, packet_id, false));
             if let Some(packet_id) = packet_id {
-                state.outbound.push_back(Outbound { packet_id, delivery, released: false });
+                state.push_outbound(Outbound { packet_id, delivery, released: false });
             }
             BrokerStats::incr(&self.broker.stats.messages_sent);
         }
@@ -617,7 +617,7 @@ fn remove_outbound(state: &mut SessionState, packet_id: PacketId, released: bool
         let expected_qos = if released { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
         let outbound = &state.outbound[pos];
         if outbound.delivery.qos == expected_qos && outbound.released == released {
-            state.outbound.remove(pos);
+            state.remove_outbound_at(pos);
         }
     }
 }

@@ -28,7 +28,12 @@ pub struct SessionState {
     pub mailbox: Arc<Mailbox>,
     pub subscriptions: HashMap<TopicFilter, QoS>,
     /// In send order, so that a resumed session resends in the original order [MQTT-4.4.0-1].
+    /// Changed only through `push_outbound` / `remove_outbound_at`, which keep `outbound_ids`.
     pub outbound: VecDeque<Outbound>,
+    /// The packet ids in `outbound`, as a bitset, while it holds more than a few: finding a free
+    /// id is then O(1) instead of a scan of the whole in-flight window per message (8% of the
+    /// CPU in the QoS 1 fan-in benchmark). Dropped when `outbound` empties.
+    outbound_ids: Option<Box<PacketIdBits>>,
     /// Incoming QoS 2 packet ids received and not yet released by PUBREL: a publish that arrives
     /// again with one of these is not routed twice (exactly once, [MQTT-4.3.3-2]).
     pub inbound_qos2: HashSet<PacketId>,
@@ -38,16 +43,68 @@ pub struct SessionState {
     last_packet_id: u16,
 }
 
+/// Up to this many in-flight messages, a scan is as cheap as the bitset.
+const SCAN_LIMIT: usize = 32;
+
+/// One bit per packet id.
+#[derive(Debug)]
+struct PacketIdBits([u64; 1024]);
+
+impl PacketIdBits {
+    fn set(&mut self, id: PacketId, on: bool) {
+        let (word, bit) = (usize::from(id.get()) / 64, id.get() % 64);
+        if on {
+            self.0[word] |= 1 << bit;
+        } else {
+            self.0[word] &= !(1 << bit);
+        }
+    }
+
+    fn get(&self, id: PacketId) -> bool {
+        self.0[usize::from(id.get()) / 64] & (1 << (id.get() % 64)) != 0
+    }
+}
+
 impl SessionState {
     /// A free packet identifier [MQTT-2.3.1-2]: not used by any unacknowledged outbound message.
     pub fn next_packet_id(&mut self) -> PacketId {
         loop {
             self.last_packet_id = self.last_packet_id.wrapping_add(1);
             let Some(id) = PacketId::new(self.last_packet_id) else { continue };
-            if !self.outbound.iter().any(|o| o.packet_id == id) {
+            let in_use = match &self.outbound_ids {
+                Some(bits) => bits.get(id),
+                None => self.outbound.iter().any(|o| o.packet_id == id),
+            };
+            if !in_use {
                 return id;
             }
         }
+    }
+
+    /// Records a message sent and not yet fully acknowledged.
+    pub fn push_outbound(&mut self, outbound: Outbound) {
+        if let Some(bits) = &mut self.outbound_ids {
+            bits.set(outbound.packet_id, true);
+        }
+        self.outbound.push_back(outbound);
+        if self.outbound_ids.is_none() && self.outbound.len() > SCAN_LIMIT {
+            let mut bits = Box::new(PacketIdBits([0; 1024]));
+            for o in &self.outbound {
+                bits.set(o.packet_id, true);
+            }
+            self.outbound_ids = Some(bits);
+        }
+    }
+
+    /// Forgets the in-flight message at `index` (fully acknowledged).
+    pub fn remove_outbound_at(&mut self, index: usize) -> Option<Outbound> {
+        let removed = self.outbound.remove(index)?;
+        if self.outbound.is_empty() {
+            self.outbound_ids = None;
+        } else if let Some(bits) = &mut self.outbound_ids {
+            bits.set(removed.packet_id, false);
+        }
+        Some(removed)
     }
 
     fn unsubscribe_all(&self, router: &Router) {
@@ -147,6 +204,7 @@ impl Sessions {
             mailbox: Arc::new(Mailbox::new(config.max_queued_qos0, config.max_queued_qos12)),
             subscriptions: HashMap::new(),
             outbound: VecDeque::new(),
+            outbound_ids: None,
             inbound_qos2: HashSet::new(),
             stored_qos1: HashMap::new(),
             last_packet_id: 0,
@@ -178,5 +236,77 @@ impl Sessions {
     /// A number never handed out before by this broker, for assigned client ids.
     pub fn unique_suffix(&self) -> u64 {
         self.new_id()
+    }
+}
+
+#[cfg(test)]
+mod packet_id_tests {
+    use super::*;
+    use crate::broker::Message;
+    use proptest::prelude::*;
+
+    fn delivery() -> Delivery {
+        let message = Message { topic: mqtt_codec::TopicName::parse("t").unwrap(), payload: Default::default(), qos: QoS::AtLeastOnce, retain: false };
+        Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false }
+    }
+
+    /// The id the plain scan would choose: the next counter value no in-flight message uses.
+    fn naive_next(last: u16, in_flight: &[u16]) -> u16 {
+        let mut candidate = last;
+        loop {
+            candidate = candidate.wrapping_add(1);
+            if candidate != 0 && !in_flight.contains(&candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    proptest! {
+        /// With or without the bitset (past SCAN_LIMIT), ids are the ones a full scan would pick
+        /// [MQTT-2.3.1-2], through sends, out-of-order acks and counter wrap-around.
+        #[test]
+        fn free_ids_match_a_full_scan(start in any::<u16>(), ops in proptest::collection::vec((0u8..4, any::<u16>()), 1..400)) {
+            let sessions = Sessions::default();
+            let mut state = sessions.fresh("c", &BrokerConfig::default());
+            state.last_packet_id = start;
+            // Three sends to one ack on average: the window grows past SCAN_LIMIT and shrinks.
+            for (op, pick) in ops {
+                if op != 0 || state.outbound.is_empty() {
+                    let in_flight: Vec<u16> = state.outbound.iter().map(|o| o.packet_id.get()).collect();
+                    let expected = naive_next(state.last_packet_id, &in_flight);
+                    let id = state.next_packet_id();
+                    prop_assert_eq!(id.get(), expected);
+                    state.push_outbound(Outbound { packet_id: id, delivery: delivery(), released: false });
+                } else {
+                    let index = usize::from(pick) % state.outbound.len();
+                    state.remove_outbound_at(index);
+                }
+                // The bitset, when there is one, holds exactly the in-flight ids; none when empty.
+                if let Some(bits) = &state.outbound_ids {
+                    let set: u32 = bits.0.iter().map(|w| w.count_ones()).sum();
+                    prop_assert_eq!(set as usize, state.outbound.len());
+                    prop_assert!(state.outbound.iter().all(|o| bits.get(o.packet_id)));
+                }
+                prop_assert!(!(state.outbound.is_empty() && state.outbound_ids.is_some()));
+                prop_assert!(state.outbound.len() <= SCAN_LIMIT || state.outbound_ids.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_the_counter_laps_keeps_its_id_reserved() {
+        let sessions = Sessions::default();
+        let mut state = sessions.fresh("c", &BrokerConfig::default());
+        let stuck = state.next_packet_id();
+        state.push_outbound(Outbound { packet_id: stuck, delivery: delivery(), released: false });
+        // Keep 40 more in flight (past SCAN_LIMIT) while the counter goes round twice.
+        for _ in 0..2 * 65_536 {
+            let id = state.next_packet_id();
+            assert_ne!(id, stuck);
+            state.push_outbound(Outbound { packet_id: id, delivery: delivery(), released: false });
+            if state.outbound.len() > 41 {
+                state.remove_outbound_at(1);
+            }
+        }
     }
 }
