@@ -386,3 +386,39 @@ async fn users_manage_their_own_api_tokens_and_admins_everyones() {
     assert_eq!(http.get(url("/api/sensors")).bearer_auth(token).send().await.unwrap().status(), 401);
     server.stop().await;
 }
+
+/// With the user database unreachable, a login is answered "server unavailable" (CONNACK 3),
+/// not "bad password", and does not count as a failed login; once it is back, logins work.
+async fn logins_while_the_database_is_away_get_server_unavailable(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_, upstream) = db.server.clone().expect("a server database");
+    let proxy = crate::proxy::Proxy::start(upstream.parse().unwrap()).await;
+    let server = TestServer::start_on(db.via(proxy.addr), |a| {
+        a.allow_anonymous = false;
+        a.max_login_failures = 1;
+    })
+    .await;
+    add_user(&server.store, "alice", "alice-secret", false).await;
+    proxy.cut();
+    for attempt in 0..2 {
+        let (_, ack) = Raw::login(server.mqtt, &format!("away-{attempt}"), "alice", "alice-secret").await;
+        assert_eq!(ack.code, connect_return::SERVER_UNAVAILABLE, "attempt {attempt}");
+    }
+    proxy.restore();
+    let addr = server.mqtt;
+    eventually_async("logins work again (and the outage did not count as failures)", || async move {
+        Raw::login(addr, "back", "alice", "alice-secret").await.1.code == connect_return::ACCEPTED
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_during_login() {
+    logins_while_the_database_is_away_get_server_unavailable(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_outage_during_login() {
+    logins_while_the_database_is_away_get_server_unavailable(Backend::MariaDb).await;
+}
