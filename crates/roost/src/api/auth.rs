@@ -108,10 +108,7 @@ pub async fn login(
         return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
     }
     let user = state.store.user(&body.username).await?;
-    // Unknown names cost a full verification too (no user enumeration by timing).
-    let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
-    let matches = password::verify(body.password.into_bytes(), stored).await;
-    let Some(user) = user.filter(|_| matches) else {
+    let Some(user) = password::verify_user(user, body.password.into_bytes()).await else {
         state.login_limiter.failed(peer.ip());
         tracing::info!(%peer, user = %body.username, "dashboard login refused");
         return Err(ApiError::Unauthorized);

@@ -62,7 +62,8 @@ impl UserAuth {
             }
         };
         // The dashboard's MQTT console logs in with a console or API token of the user.
-        if let Some(password) = credentials.password.and_then(|p| std::str::from_utf8(p).ok()) {
+        // (Only passwords shaped like a token are looked up: devices' logins cost no extra query.)
+        if let Some(password) = credentials.password.and_then(|p| std::str::from_utf8(p).ok()).filter(|p| tokens::looks_like_token(p)) {
             match self.store.token_owner(&tokens::hash(password)).await {
                 Ok(Some(owner)) if owner.name == name && owner.kind != TokenKind::Session => {
                     if let Some(user) = user {
@@ -76,13 +77,9 @@ impl UserAuth {
                 }
             }
         }
-        // Unknown names cost a full verification too, so timing does not reveal which exist.
-        let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
-        let presented = credentials.password.unwrap_or_default().to_vec();
-        let matches = password::verify(presented, stored).await;
-        match user {
-            Some(user) if matches => self.allow(user),
-            _ => AuthOutcome::BadCredentials,
+        match password::verify_user(user, credentials.password.unwrap_or_default().to_vec()).await {
+            Some(user) => self.allow(user),
+            None => AuthOutcome::BadCredentials,
         }
     }
 

@@ -31,6 +31,14 @@ fn verify_blocking(password: &[u8], stored: &str) -> bool {
     PasswordHash::new(stored).is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
 }
 
+/// `user` if `password` is theirs. An unknown user (`None`) costs a full verification against
+/// the dummy hash too, so timing does not reveal which names exist.
+pub async fn verify_user(user: Option<crate::store::UserRecord>, password: Vec<u8>) -> Option<crate::store::UserRecord> {
+    let stored = user.as_ref().map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
+    let matches = verify(password, stored).await;
+    user.filter(|_| matches)
+}
+
 /// A hash no password matches, for spending the same time on unknown user names as on known
 /// ones (no user enumeration by timing).
 pub fn dummy_hash() -> &'static str {

@@ -5,11 +5,19 @@
 use blake2::{Blake2s256, Digest};
 use std::fmt::Write;
 
+/// Characters in a token.
+const TOKEN_LEN: usize = 32;
+
 /// A new token and the hash to store for it.
 pub fn generate() -> (String, String) {
-    let token = super::password::generate_len(32);
+    let token = super::password::generate_len(TOKEN_LEN);
     let hash = hash(&token);
     (token, hash)
+}
+
+/// Whether `s` has a token's shape; anything else need not be looked up.
+pub fn looks_like_token(s: &str) -> bool {
+    s.len() == TOKEN_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The stored form of `token`: lowercase hex.
@@ -31,5 +39,7 @@ mod tests {
         assert_eq!(hash.len(), 64);
         assert_eq!(super::hash(&token), hash);
         assert_ne!(super::generate().0, token);
+        assert!(super::looks_like_token(&token));
+        assert!(!super::looks_like_token("alice-secret"));
     }
 }
