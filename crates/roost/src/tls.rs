@@ -5,7 +5,9 @@
 use anyhow::Context;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use tokio::net::TcpStream;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio_rustls::TlsAcceptor;
@@ -95,6 +97,28 @@ impl CertFiles {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Completes the TLS handshake of a connection to `listener` by `deadline`. A failed or too slow
+/// handshake is logged and gives `None`.
+pub async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    listener: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            info!(%peer, listener, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(%peer, listener, "TLS handshake timed out");
+            None
         }
     }
 }

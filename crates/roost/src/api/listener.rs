@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Any byte stream a connection can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -97,12 +97,9 @@ pub fn incoming(listener: TcpListener, tls: Option<TlsAcceptor>, handshake_timeo
                 }
                 Some(acceptor) => {
                     tokio::spawn(async move {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => {
-                                let _ = ready_tx.send((Box::new(stream) as Box<dyn Io>, peer)).await;
-                            }
-                            Ok(Err(e)) => info!(%peer, error = %e, "HTTPS handshake failed"),
-                            Err(_) => info!(%peer, timeout = ?handshake_timeout, "HTTPS handshake timed out"),
+                        let deadline = tokio::time::Instant::now() + handshake_timeout;
+                        if let Some(stream) = crate::tls::handshake(&acceptor, stream, peer, deadline, "HTTP").await {
+                            let _ = ready_tx.send((Box::new(stream) as Box<dyn Io>, peer)).await;
                         }
                     });
                 }

@@ -3,6 +3,7 @@
 //! handshake never holds up the accept loop.
 
 use super::{connection, websocket, Broker};
+use crate::tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,11 +25,9 @@ pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, tls: Option<T
             }),
             Some(acceptor) => tracker.spawn(async move {
                 let _permit = permit;
-                let timeout = broker.config.connect_timeout;
-                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => connection::serve(broker, stream, peer, shutdown).await,
-                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => info!(%peer, ?timeout, "TLS handshake timed out"),
+                let deadline = tokio::time::Instant::now() + broker.config.connect_timeout;
+                if let Some(stream) = tls::handshake(&acceptor, stream, peer, deadline, "MQTT").await {
+                    connection::serve(broker, stream, peer, shutdown).await;
                 }
             }),
         };
@@ -52,15 +51,14 @@ pub async fn serve_websocket(
         let tls = tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let timeout = broker.config.connect_timeout;
-            let deadline = tokio::time::Instant::now() + timeout;
+            let deadline = tokio::time::Instant::now() + broker.config.connect_timeout;
             match tls {
                 None => websocket_session(stream, broker, peer, deadline, shutdown).await,
-                Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => websocket_session(stream, broker, peer, deadline, shutdown).await,
-                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => info!(%peer, ?timeout, "TLS handshake timed out"),
-                },
+                Some(acceptor) => {
+                    if let Some(stream) = tls::handshake(&acceptor, stream, peer, deadline, "MQTT over WebSocket").await {
+                        websocket_session(stream, broker, peer, deadline, shutdown).await;
+                    }
+                }
             }
         });
     })
