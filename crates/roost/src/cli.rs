@@ -136,14 +136,10 @@ pub struct ClientArgs {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// The same fields as `ClientSettings`, whose `Debug` redacts the password.
 impl std::fmt::Debug for ClientArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientArgs")
-            .field("url", &self.url.to_string())
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("ca_file", &self.ca_file)
-            .finish()
+        std::fmt::Debug::fmt(&self.settings(), f)
     }
 }
 
