@@ -18,11 +18,19 @@ fn user_of(viewer: &Viewer) -> Result<&str, ApiError> {
     viewer.name.as_deref().ok_or_else(|| ApiError::BadRequest("tokens belong to users, and this server runs with --allow-anonymous".into()))
 }
 
+/// Whose tokens `viewer` may see and revoke: everyone's for admins, else their own.
+fn owner_filter(viewer: &Viewer) -> Result<Option<&str>, ApiError> {
+    if viewer.admin {
+        Ok(None)
+    } else {
+        user_of(viewer).map(Some)
+    }
+}
+
 pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Result<Json<Value>, ApiError> {
-    let tokens = state.store.api_tokens().await?;
+    let tokens = state.store.api_tokens(owner_filter(&viewer)?).await?;
     let visible: Vec<Value> = tokens
         .into_iter()
-        .filter(|t| viewer.admin || viewer.name.as_deref() == Some(t.user.as_str()))
         .map(|t| {
             json!({
                 "id": t.id, "user": t.user, "name": t.name,
@@ -61,8 +69,7 @@ pub async fn create(State(state): State<ApiState>, Extension(viewer): Extension<
 }
 
 pub async fn revoke(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>, ApiPath(id): ApiPath<i64>) -> Result<Json<Value>, ApiError> {
-    let owned = state.store.api_tokens().await?.into_iter().any(|t| t.id == id && (viewer.admin || viewer.name.as_deref() == Some(t.user.as_str())));
-    if !owned || !state.store.revoke_api_token(id).await? {
+    if !state.store.revoke_api_token(id, owner_filter(&viewer)?).await? {
         return Err(ApiError::NotFound(format!("no token {id}")));
     }
     Ok(Json(json!({ "revoked": id })))

@@ -86,7 +86,7 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List { db } => {
             let store = Store::open(&db.database).await?;
-            let tokens = store.api_tokens().await?;
+            let tokens = store.api_tokens(None).await?;
             store.close().await;
             println!("{:<6} {:<24} {:<24} {:<17} expires (UTC)", "id", "user", "name", "created (UTC)");
             for t in tokens {
@@ -96,7 +96,7 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { id, db } => {
             let store = Store::open(&db.database).await?;
-            let revoked = store.revoke_api_token(id).await?;
+            let revoked = store.revoke_api_token(id, None).await?;
             store.close().await;
             anyhow::ensure!(revoked, "there is no API token {id}");
             println!("revoked token {id}");

@@ -125,11 +125,15 @@ impl Store {
             .map_err(query_err("deleting a token")))
     }
 
-    /// API tokens (not sessions), oldest first.
-    pub async fn api_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+    /// API tokens (not sessions) of `owner` (everyone's for `None`), oldest first.
+    pub async fn api_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new("SELECT t.id, u.name, t.name, t.created_at, t.expires_at FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.kind = ")
-                .push_bind(TokenKind::Api.as_str())
+            let mut query = QueryBuilder::new("SELECT t.id, u.name, t.name, t.created_at, t.expires_at FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.kind = ");
+            query.push_bind(TokenKind::Api.as_str());
+            if let Some(owner) = owner {
+                query.push(" AND u.name = ").push_bind(owner);
+            }
+            let rows = query
                 .push(" ORDER BY t.id")
                 .build()
                 .fetch_all(pool)
@@ -148,15 +152,20 @@ impl Store {
         })
     }
 
-    /// Revokes an API token by id; `true` if there was one.
-    pub async fn revoke_api_token(&self, id: i64) -> Result<bool, StoreError> {
-        on_pool!(self, pool => QueryBuilder::new("DELETE FROM tokens WHERE id = ")
-            .push_bind(id)
-            .push(" AND kind = ").push_bind(TokenKind::Api.as_str())
-            .build()
+    /// Revokes an API token by id, only if it belongs to `owner` (any user's for `None`); `true`
+    /// if there was one.
+    pub async fn revoke_api_token(&self, id: i64, owner: Option<&str>) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("DELETE FROM tokens WHERE id = ");
+            query.push_bind(id).push(" AND kind = ").push_bind(TokenKind::Api.as_str());
+            if let Some(owner) = owner {
+                query.push(" AND user_id IN (SELECT id FROM users WHERE name = ").push_bind(owner).push(")");
+            }
+            query.build()
             .execute(pool)
             .await
             .map(|done| done.rows_affected() > 0)
-            .map_err(query_err("revoking a token")))
+            .map_err(query_err("revoking a token"))
+        })
     }
 }
