@@ -1,27 +1,10 @@
 //! MQTT 3.1.1 conformance over raw TCP: each test sends exact packets (or bytes) and checks the
 //! broker's answer against the normative statement it cites.
 
-use crate::support::{connect, eventually, Raw, TestServer};
+use crate::support::{connect, eventually, pid, publish, Raw, TestServer};
 use bytes::Bytes;
 use mqtt_codec::*;
-use std::num::NonZeroU16;
 use std::time::Duration;
-
-fn pid(n: u16) -> PacketId {
-    NonZeroU16::new(n).unwrap()
-}
-
-fn publish(topic: &str, payload: &str, qos: QoS, id: Option<u16>, retain: bool) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: Some(TopicName::parse(topic).unwrap()),
-        packet_id: id.map(pid),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        properties: Properties::default(),
-    })
-}
 
 fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
     Packet::Subscribe(Subscribe {

@@ -56,22 +56,12 @@ async fn demo_mode_fills_the_dashboard_in_chromium() {
 async fn login_page_and_a_device_users_view_in_chromium() {
     let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
     for (name, admin) in [("alice", false), ("root", true)] {
-        let hash = roost::auth::password::hash(format!("{name}-secret")).await.unwrap();
-        server.store.create_user(name, &hash, admin).await.unwrap();
+        crate::support::add_user(&server.store, name, &format!("{name}-secret"), admin).await;
     }
     for (user, topic) in [("alice", "iot/alice/sensor/kitchen/temperature"), ("root", "iot/bob/sensor/garage/temperature")] {
         let (mut raw, ack) = crate::support::Raw::login(server.mqtt, user, user, &format!("{user}-secret")).await;
         assert_eq!(ack.code, 0);
-        raw.send(&mqtt_codec::Packet::Publish(mqtt_codec::Publish {
-            dup: false,
-            qos: mqtt_codec::QoS::AtLeastOnce,
-            retain: false,
-            topic: Some(mqtt_codec::TopicName::parse(topic).unwrap()),
-            packet_id: std::num::NonZeroU16::new(1),
-            payload: bytes::Bytes::from_static(b"21.5"),
-            properties: Default::default(),
-        }))
-        .await;
+        raw.send(&crate::support::publish(topic, "21.5", mqtt_codec::QoS::AtLeastOnce, Some(1), false)).await;
         assert!(matches!(raw.recv().await, Some(mqtt_codec::Packet::PubAck(_))));
     }
     run_browser_script("login-e2e.mjs", &server, &["alice", "alice-secret"]).await;

@@ -14,8 +14,7 @@ async fn server_with_alice(adjust: impl FnOnce(&mut roost::cli::ServeArgs)) -> T
         adjust(a);
     })
     .await;
-    let hash = roost::auth::password::hash("alice-secret".into()).await.unwrap();
-    server.store.create_user("alice", &hash, false).await.unwrap();
+    crate::support::add_user(&server.store, "alice", "alice-secret", false).await;
     server
 }
 

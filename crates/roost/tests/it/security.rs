@@ -2,12 +2,10 @@
 //! Argon2id hashes, CONNACK codes, per-owner ACLs for publish and subscribe, the first admin.
 
 use crate::databases::{Backend, TestDb};
-use crate::support::{eventually_async, Raw, TestServer};
-use bytes::Bytes;
+use crate::support::{add_user, eventually_async, pid, publish, Raw, TestServer};
 use mqtt_codec::*;
 use roost::auth::password;
 use roost::store::Store;
-use std::num::NonZeroU16;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -37,24 +35,9 @@ async fn user_cli(db: &TestDb, args: &[&str], stdin: &str) -> (bool, String, Str
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-async fn add_user(store: &Store, name: &str, secret: &str, admin: bool) {
-    store.create_user(name, &password::hash(secret.into()).await.unwrap(), admin).await.unwrap();
-}
-
-fn pid(n: u16) -> PacketId {
-    NonZeroU16::new(n).unwrap()
-}
-
-fn publish(topic: &str, payload: &str, id: u16) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: Some(TopicName::parse(topic).unwrap()),
-        packet_id: Some(pid(id)),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        properties: Properties::default(),
-    })
+/// A QoS 1 PUBLISH with packet id `id`.
+fn publish_qos1(topic: &str, payload: &str, id: u16) -> Packet {
+    publish(topic, payload, QoS::AtLeastOnce, Some(id), false)
 }
 
 async fn suback(raw: &mut Raw, id: u16, filter: &str) -> u8 {
@@ -149,9 +132,9 @@ async fn logins_and_per_owner_acls_over_mqtt(backend: Backend) {
     assert_eq!(suback(&mut alice, 3, "iot/alice/#").await, QoS::AtLeastOnce as u8);
 
     // A cross-owner publish is acknowledged (3.1.1 has no negative PUBACK), not stored, not delivered.
-    alice.send(&publish("iot/bob/sensor/kitchen/temperature", "99", 10)).await;
+    alice.send(&publish_qos1("iot/bob/sensor/kitchen/temperature", "99", 10)).await;
     assert!(matches!(alice.recv().await, Some(Packet::PubAck(a)) if a.packet_id == pid(10)));
-    alice.send(&publish("iot/alice/sensor/kitchen/temperature", "21.5", 11)).await;
+    alice.send(&publish_qos1("iot/alice/sensor/kitchen/temperature", "21.5", 11)).await;
     // Her own subscription delivers the reading, in any order with the PUBACK (which waits
     // for the commit).
     let (first, second) = (alice.recv().await, alice.recv().await);
@@ -217,7 +200,7 @@ async fn demo_boards_log_in_as_the_demo_user_when_authentication_is_on() {
 async fn publish_as(server: &TestServer, user: &str, secret: &str, topic: &str, payload: &str) {
     let (mut raw, ack) = Raw::login(server.mqtt, &format!("{user}-pub"), user, secret).await;
     assert_eq!(ack.code, connect_return::ACCEPTED);
-    raw.send(&publish(topic, payload, 1)).await;
+    raw.send(&publish_qos1(topic, payload, 1)).await;
     assert!(matches!(raw.recv().await, Some(Packet::PubAck(_))));
 }
 
@@ -327,7 +310,7 @@ async fn schemathesis_finds_nothing_in_the_api() {
     let (token, hash) = roost::auth::tokens::generate();
     server.store.create_token("root", roost::store::TokenKind::Api, "scanner", &hash, None).await.unwrap();
     let (mut raw, _) = Raw::login(server.mqtt, "seed", "root", "root-secret").await;
-    raw.send(&publish("iot/alice/sensor/kitchen/temperature", "21.5", 1)).await;
+    raw.send(&publish_qos1("iot/alice/sensor/kitchen/temperature", "21.5", 1)).await;
     assert!(matches!(raw.recv().await, Some(Packet::PubAck(_))));
     let out = tokio::time::timeout(
         Duration::from_secs(300),

@@ -315,8 +315,7 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
 #[tokio::test]
 async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
-    let hash = roost::auth::password::hash("carol-secret".into()).await.unwrap();
-    server.store.create_user("carol", &hash, false).await.unwrap();
+    crate::support::add_user(&server.store, "carol", "carol-secret", false).await;
     let db = server.store.url().expose_secret().to_owned();
     let out = run(
         roost()

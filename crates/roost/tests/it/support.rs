@@ -169,6 +169,29 @@ pub fn connect(client_id: &str, clean: bool) -> Connect {
     }
 }
 
+pub fn pid(n: u16) -> mqtt_codec::PacketId {
+    mqtt_codec::PacketId::new(n).expect("packet ids are non-zero")
+}
+
+/// A PUBLISH with a text payload; `id` is required for QoS 1 and 2.
+pub fn publish(topic: &str, payload: &str, qos: mqtt_codec::QoS, id: Option<u16>, retain: bool) -> Packet {
+    Packet::Publish(mqtt_codec::Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: Some(mqtt_codec::TopicName::parse(topic).unwrap()),
+        packet_id: id.map(pid),
+        payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+        properties: Properties::default(),
+    })
+}
+
+/// Creates a user with an Argon2id hash of `secret`, as `roost user add` does.
+pub async fn add_user(store: &Store, name: &str, secret: &str, admin: bool) {
+    let hash = roost::auth::password::hash(secret.into()).await.unwrap();
+    store.create_user(name, &hash, admin).await.unwrap();
+}
+
 /// Waits until `check` holds, polling; panics with `what` after [`WAIT`].
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;

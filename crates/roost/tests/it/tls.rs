@@ -39,8 +39,7 @@ async fn mqtt_wss_and_https_over_tls_with_certificate_reload() {
         a.tls_key = Some(key.clone());
     })
     .await;
-    let hash = roost::auth::password::hash("alice-secret".into()).await.unwrap();
-    server.store.create_user("alice", &hash, false).await.unwrap();
+    crate::support::add_user(&server.store, "alice", "alice-secret", false).await;
     let mqtts = server.mqtts.expect("an MQTT-over-TLS listener").port();
 
     // MQTT over TLS with Mosquitto's client; plain MQTT stays available.
