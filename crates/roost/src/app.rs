@@ -99,7 +99,7 @@ impl App {
         let auth: Arc<dyn Authenticate> = if args.allow_anonymous {
             Arc::new(AllowAll)
         } else {
-            crate::auth::bootstrap::ensure_admin(&store).await.context("creating the first admin")?;
+            crate::auth::bootstrap::ensure_admin(&store, &args.data_dir).await.context("creating the first admin")?;
             Arc::new(UserAuth::new(Arc::clone(&store), Arc::clone(&login_limiter)))
         };
         let broker = Broker::new(config, auth, Arc::new(ingest));

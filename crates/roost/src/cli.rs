@@ -310,6 +310,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
 
+    /// Directory for files Roost writes itself besides a SQLite database: the first admin's
+    /// password (`roost-admin-password`) when the database is PostgreSQL or MariaDB.
+    #[arg(long, env = "ROOST_DATA_DIR", value_name = "DIR", default_value = ".")]
+    pub data_dir: std::path::PathBuf,
+
     /// Topic template whose publishes become readings; repeat for several. Levels are literals
     /// or {owner}, {place}, {category}; without {category} the payload is a JSON object of
     /// category → number. [default: iot/{owner}/sensor/{place}/{category} and iot/{owner}/sensor/{place}]

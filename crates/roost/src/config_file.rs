@@ -20,6 +20,7 @@ pub struct ConfigFile {
     mqtt_ws: Option<SocketAddr>,
     http: Option<SocketAddr>,
     mqtts: Option<SocketAddr>,
+    data_dir: Option<std::path::PathBuf>,
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
     allow_anonymous: Option<bool>,
@@ -135,6 +136,7 @@ impl ConfigFile {
             }
         }
         take!(mqtts => args.mqtts);
+        take!(data_dir => args.data_dir);
         if let Some(path) = self.tls_cert {
             if defaulted("tls_cert") {
                 args.tls_cert = Some(path);

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 pub const ADMIN: &str = "admin";
-/// Where the first admin's password is written, beside the SQLite file or in the working
-/// directory (the data directory) for server databases.
+/// Where the first admin's password is written, beside the SQLite file or in the data
+/// directory (`--data-dir`) for server databases.
 pub const ADMIN_PASSWORD_FILE: &str = "roost-admin-password";
 
 /// A user name must be one topic level (it is the owner level of `iot/{name}/#`).
@@ -24,16 +24,20 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where the first admin's password goes for `database`.
-pub fn admin_password_path(database: &DatabaseUrl) -> PathBuf {
-    let dir = database.sqlite_file().and_then(|file| file.parent().map(Path::to_path_buf)).unwrap_or_default();
+/// Where the first admin's password goes for `database`: beside a SQLite file, else in
+/// `data_dir`.
+pub fn admin_password_path(database: &DatabaseUrl, data_dir: &Path) -> PathBuf {
+    let dir = match database.sqlite_file() {
+        Some(file) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => data_dir.to_path_buf(),
+    };
     dir.join(ADMIN_PASSWORD_FILE)
 }
 
 /// With no users at all, creates `admin` with a random password, writes it to a file only the
 /// owner can read and says where. The password itself is shown only on a terminal: logs are
 /// no place for secrets.
-pub async fn ensure_admin(store: &Store) -> anyhow::Result<()> {
+pub async fn ensure_admin(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
     if store.count_users().await? > 0 {
         return Ok(());
     }
@@ -44,7 +48,7 @@ pub async fn ensure_admin(store: &Store) -> anyhow::Result<()> {
         Err(UserError::Exists(_)) => return Ok(()),
         other => other?,
     }
-    let path = admin_password_path(store.url());
+    let path = admin_password_path(store.url(), data_dir);
     write_secret(&path, &secret).with_context(|| format!("writing the admin password to {}", path.display()))?;
     info!(user = ADMIN, file = %path.display(), "no users yet: created an admin; its password is in the file (mode 0600)");
     let mut err = std::io::stderr();
@@ -91,9 +95,10 @@ mod tests {
     }
 
     #[test]
-    fn the_admin_password_lands_beside_the_sqlite_file_or_in_the_working_directory() {
-        assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite:///var/lib/roost/roost.db")), Path::new("/var/lib/roost/roost-admin-password"));
-        assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite://roost.db")), Path::new("roost-admin-password"));
-        assert_eq!(admin_password_path(&DatabaseUrl::new("postgres://u@h/db")), Path::new("roost-admin-password"));
+    fn the_admin_password_lands_beside_the_sqlite_file_or_in_the_data_directory() {
+        let data = Path::new("/srv/roost");
+        assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite:///var/lib/roost/roost.db"), data), Path::new("/var/lib/roost/roost-admin-password"));
+        assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite://roost.db"), data), Path::new("roost-admin-password"));
+        assert_eq!(admin_password_path(&DatabaseUrl::new("postgres://u@h/db"), data), Path::new("/srv/roost/roost-admin-password"));
     }
 }

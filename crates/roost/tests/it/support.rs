@@ -25,6 +25,7 @@ pub struct TestServer {
     pub broker: Arc<Broker>,
     pub store: Arc<Store>,
     _dir: Option<tempfile::TempDir>,
+    _data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -43,9 +44,12 @@ impl TestServer {
         server
     }
 
-    /// A server on the given database.
+    /// A server on the given database. Files it writes itself (the first admin's password, for
+    /// server databases) go to a temporary directory, never into the source tree.
     pub async fn start_on(database: DatabaseUrl, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
         let mut args = ServeArgs::default();
+        args.data_dir = data_dir.path().to_path_buf();
         args.mqtt = "127.0.0.1:0".parse().unwrap();
         args.mqtt_ws = "127.0.0.1:0".parse().unwrap();
         args.http = "127.0.0.1:0".parse().unwrap();
@@ -58,7 +62,7 @@ impl TestServer {
         let mqtts = app.mqtts_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { mqtt, mqtts, ws, http, broker, store, _dir: None, shutdown, task: Some(task) }
+        Self { mqtt, mqtts, ws, http, broker, store, _dir: None, _data_dir: data_dir, shutdown, task: Some(task) }
     }
 
     /// Stops the server and waits until every connection is closed.
