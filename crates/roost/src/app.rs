@@ -226,6 +226,7 @@ impl App {
             }
         });
         tracker.spawn(broker::publish_sys_tree(Arc::clone(&self.broker), self.sys_interval, shutdown.clone()));
+        tracker.spawn(broker::supervise_sessions(Arc::clone(&self.broker), shutdown.clone()));
         shutdown.cancelled().await;
         info!("shutting down: no new connections, closing sessions");
         if let Some(demo) = demo {

@@ -26,11 +26,10 @@ pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(super::listener:
     let on_upgrade = hyper::upgrade::on(&mut request);
     let timeout = state.broker.config().connect_timeout;
     state.tracker.spawn(async move {
-        let _permit = permit;
         match tokio::time::timeout(timeout, on_upgrade).await {
             Ok(Ok(upgraded)) => {
                 let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-                crate::broker::serve_websocket_session(state.broker, socket, peer, state.shutdown).await;
+                crate::broker::serve_websocket_session(state.broker, socket, peer, permit).await;
             }
             Ok(Err(e)) => tracing::info!(%peer, error = %e, "WebSocket upgrade failed"),
             Err(_) => tracing::info!(%peer, "WebSocket upgrade timed out"),

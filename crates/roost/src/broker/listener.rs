@@ -2,6 +2,7 @@
 //! connection, including its TLS and WebSocket handshakes, runs in its own task, so a slow
 //! handshake never holds up the accept loop.
 
+use super::limits::Permit;
 use super::{connection, websocket, Broker};
 use crate::tls;
 use std::net::SocketAddr;
@@ -17,17 +18,13 @@ pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, tls: Option<T
     accept_loop(listener, shutdown.clone(), |stream, peer| {
         let Some(permit) = broker.admit(peer) else { return };
         let broker = Arc::clone(&broker);
-        let shutdown = shutdown.clone();
         match tls.clone() {
-            None => tracker.spawn(async move {
-                connection::serve(broker, stream, peer, shutdown).await;
-                drop(permit);
-            }),
+            // Spawned as it is: no wrapping future that would keep copies of its arguments.
+            None => tracker.spawn(connection::serve(broker, stream, peer, permit)),
             Some(acceptor) => tracker.spawn(async move {
-                let _permit = permit;
                 let deadline = tokio::time::Instant::now() + broker.config.connect_timeout;
                 if let Some(stream) = tls::handshake(&acceptor, stream, peer, deadline, "MQTT").await {
-                    connection::serve(broker, stream, peer, shutdown).await;
+                    connection::serve(broker, stream, peer, permit).await;
                 }
             }),
         };
@@ -47,16 +44,14 @@ pub async fn serve_websocket(
     accept_loop(listener, shutdown.clone(), |stream, peer| {
         let Some(permit) = broker.admit(peer) else { return };
         let broker = Arc::clone(&broker);
-        let shutdown = shutdown.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
-            let _permit = permit;
             let deadline = tokio::time::Instant::now() + broker.config.connect_timeout;
             match tls {
-                None => websocket_session(stream, broker, peer, deadline, shutdown).await,
+                None => websocket_session(stream, broker, peer, permit, deadline).await,
                 Some(acceptor) => {
                     if let Some(stream) = tls::handshake(&acceptor, stream, peer, deadline, "MQTT over WebSocket").await {
-                        websocket_session(stream, broker, peer, deadline, shutdown).await;
+                        websocket_session(stream, broker, peer, permit, deadline).await;
                     }
                 }
             }
@@ -65,13 +60,13 @@ pub async fn serve_websocket(
     .await;
 }
 
-async fn websocket_session<S>(stream: S, broker: Arc<Broker>, peer: SocketAddr, deadline: tokio::time::Instant, shutdown: CancellationToken)
+async fn websocket_session<S>(stream: S, broker: Arc<Broker>, peer: SocketAddr, permit: Permit, deadline: tokio::time::Instant)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let handshake = tokio_tungstenite::accept_hdr_async(stream, websocket::negotiate);
     match tokio::time::timeout_at(deadline, handshake).await {
-        Ok(Ok(socket)) => connection::serve(broker, websocket::WsBytes::new(socket), peer, shutdown).await,
+        Ok(Ok(socket)) => connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await,
         Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
         Err(_) => info!(%peer, "WebSocket handshake timed out"),
     }
@@ -97,13 +92,14 @@ async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, mut spa
     }
 }
 
-/// Runs an MQTT session over an already-upgraded WebSocket (the HTTP server's `/mqtt`).
-pub async fn serve_websocket_session<W>(broker: Arc<Broker>, socket: W, peer: SocketAddr, shutdown: CancellationToken)
+/// Runs an MQTT session over an already-upgraded WebSocket (the HTTP server's `/mqtt`), holding
+/// the connection's `permit` (from `Broker::admit`).
+pub async fn serve_websocket_session<W>(broker: Arc<Broker>, socket: W, peer: SocketAddr, permit: Permit)
 where
     W: futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
         + futures_util::Sink<tokio_tungstenite::tungstenite::Message, Error = tokio_tungstenite::tungstenite::Error>
         + Unpin
         + Send,
 {
-    connection::serve(broker, websocket::WsBytes::new(socket), peer, shutdown).await;
+    connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await;
 }

@@ -6,8 +6,9 @@
 use super::Message;
 use mqtt_codec::QoS;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 /// One message as this session receives it.
 #[derive(Debug, Clone)]
@@ -39,31 +40,67 @@ struct Inner {
     queued_qos12: usize,
     online: bool,
     overflowed: bool,
-    /// Another connection took this session over.
-    kicked: bool,
+    /// Why the connection using this session must end, other than an overflow.
+    alarm: Option<Alarm>,
+    /// The connection task waiting for a push or an alarm.
+    waker: Option<Waker>,
+}
+
+impl Inner {
+    fn alarm(&self) -> Option<Alarm> {
+        self.alarm.or(self.overflowed.then_some(Alarm::Overflow))
+    }
+
+    /// Rings `alarm`; the first reason rung stays.
+    fn ring(&mut self, alarm: Alarm) -> Option<Waker> {
+        self.alarm.get_or_insert(alarm);
+        self.waker.take()
+    }
 }
 
 /// Why the session's connection must end now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alarm {
+    /// Another connection took this session over [MQTT-3.1.4-2].
     TakenOver,
+    /// QoS 1/2 messages over the queue limit: the client cannot keep up.
     Overflow,
+    /// Nothing heard from the client within 1.5 times its keep-alive [MQTT-3.1.2-24].
+    KeepAliveExpired,
+    /// The server is shutting down.
+    Shutdown,
 }
 
-/// Also the session's line to its connection: a takeover or an overflow rings `alarm`, so an
-/// idle connection waits on one `Notify` for both (it is what an idle connection costs).
+/// What woke the connection waiting on its mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxEvent {
+    Alarm(Alarm),
+    Messages,
+}
+
+/// Also the session's line to its connection. Everything that may need an idle connection
+/// (a push, a takeover, an overflow, keep-alive expiry, shutdown) wakes the one task waker
+/// stored here, so an idle connection waits without a timer or a waiter node of its own:
+/// that is most of what an idle connection costs (BENCHMARKS.md).
 #[derive(Debug)]
 pub struct Mailbox {
     inner: Mutex<Inner>,
-    notify: Notify,
-    alarm: Notify,
+    /// Keep-alive: the broker-clock millisecond by which the client must be heard from again;
+    /// 0 for none. Written by the connection on every read, checked by the keep-alive sweep.
+    heard_by: AtomicU64,
     max_qos0: usize,
     max_qos12: usize,
 }
 
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
 impl Mailbox {
     pub fn new(max_qos0: usize, max_qos12: usize) -> Self {
-        Self { inner: Mutex::default(), notify: Notify::new(), alarm: Notify::new(), max_qos0, max_qos12 }
+        Self { inner: Mutex::default(), heard_by: AtomicU64::new(0), max_qos0, max_qos12 }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -84,8 +121,10 @@ impl Mailbox {
                 return PushOutcome::DroppedOffline;
             }
             inner.overflowed = true;
-            self.alarm.notify_one();
-            PushOutcome::Overflow
+            let waker = inner.waker.take();
+            drop(inner);
+            wake(waker);
+            return PushOutcome::Overflow;
         } else {
             inner.queued_qos12 += 1;
             PushOutcome::Queued { congested: false }
@@ -98,8 +137,9 @@ impl Mailbox {
             }
             other => other,
         };
+        let waker = inner.waker.take();
         drop(inner);
-        self.notify.notify_one();
+        wake(waker);
         outcome
     }
 
@@ -121,48 +161,62 @@ impl Mailbox {
         std::mem::take(&mut inner.overflowed)
     }
 
-    /// A connection starts (`true`, with no alarm pending) or ends using this session.
+    /// A connection starts (`true`: no alarm pending, no keep-alive yet) or ends using this
+    /// session.
     pub fn set_online(&self, online: bool) {
         let mut inner = self.lock();
         inner.online = online;
+        inner.waker = None;
         if online {
-            inner.kicked = false;
+            inner.alarm = None;
             inner.overflowed = false;
         }
+        self.heard_by.store(0, Ordering::Relaxed);
     }
 
-    /// Tells the connection using this session to end: another one takes it over.
-    pub fn kick(&self) {
-        self.lock().kicked = true;
-        self.alarm.notify_one();
+    /// Tells the connection using this session to end now, for `reason`.
+    pub fn ring(&self, reason: Alarm) {
+        let waker = self.lock().ring(reason);
+        wake(waker);
     }
 
-    /// What rang the alarm, if anything is still pending.
-    pub fn alarm_reason(&self) -> Option<Alarm> {
-        let inner = self.lock();
-        if inner.kicked {
-            Some(Alarm::TakenOver)
-        } else if inner.overflowed {
-            Some(Alarm::Overflow)
-        } else {
-            None
+    /// Keep-alive: the client must be heard from again by `deadline` (broker-clock
+    /// milliseconds; 0: no keep-alive).
+    pub fn expect_by(&self, deadline: u64) {
+        self.heard_by.store(deadline, Ordering::Relaxed);
+    }
+
+    /// Rings [`Alarm::KeepAliveExpired`] if the keep-alive deadline passed before `now`.
+    pub fn expire_if_silent(&self, now: u64) -> bool {
+        let deadline = self.heard_by.load(Ordering::Relaxed);
+        let expired = deadline != 0 && deadline < now;
+        if expired {
+            self.ring(Alarm::KeepAliveExpired);
         }
+        expired
+    }
+
+    /// What the connection must do now: end (an alarm, which always comes first), or send
+    /// queued messages (only asked for with `want_messages`, while its in-flight window is
+    /// open). Otherwise the task's waker is kept, and woken by the next push or alarm.
+    pub fn poll_event(&self, cx: &mut Context<'_>, want_messages: bool) -> Poll<MailboxEvent> {
+        let mut inner = self.lock();
+        if let Some(alarm) = inner.alarm() {
+            return Poll::Ready(MailboxEvent::Alarm(alarm));
+        }
+        if want_messages && !inner.queue.is_empty() {
+            return Poll::Ready(MailboxEvent::Messages);
+        }
+        match &mut inner.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().queue.len()
-    }
-
-    /// Resolves when a takeover or an overflow happened (see `alarm_reason`), even while the
-    /// in-flight window is full and the session is not draining.
-    pub async fn alarm(&self) {
-        self.alarm.notified().await;
-    }
-
-    /// Resolves after the next push (or at once if one happened since the last wait).
-    pub async fn changed(&self) {
-        self.notify.notified().await;
     }
 }
 
@@ -208,5 +262,84 @@ mod tests {
         let got: Vec<_> = out.iter().map(|d| d.qos).collect();
         assert_eq!(got, [QoS::AtLeastOnce, QoS::AtMostOnce]);
         assert_eq!(mailbox.len(), 2);
+    }
+
+    /// Counts how often the connection task would be woken.
+    #[derive(Default)]
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wakes(counter: &Arc<CountingWaker>) -> usize {
+        counter.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn an_idle_connection_is_woken_by_a_push_and_asks_for_messages_only_with_an_open_window() {
+        let mailbox = Mailbox::new(10, 10);
+        mailbox.set_online(true);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(mailbox.poll_event(&mut cx, true), Poll::Pending);
+        mailbox.push(delivery(QoS::AtLeastOnce));
+        assert_eq!(wakes(&counter), 1, "the push wakes the waiting connection");
+        assert_eq!(mailbox.poll_event(&mut cx, true), Poll::Ready(MailboxEvent::Messages));
+        // A full in-flight window: queued messages do not wake it again, or it would spin.
+        assert_eq!(mailbox.poll_event(&mut cx, false), Poll::Pending);
+        assert_eq!(wakes(&counter), 1);
+    }
+
+    #[test]
+    fn an_alarm_comes_before_messages_and_is_cleared_for_the_next_connection() {
+        let mailbox = Mailbox::new(10, 10);
+        mailbox.set_online(true);
+        mailbox.push(delivery(QoS::AtMostOnce));
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(mailbox.poll_event(&mut cx, false), Poll::Pending);
+        mailbox.ring(Alarm::TakenOver);
+        mailbox.ring(Alarm::Shutdown);
+        assert_eq!(wakes(&counter), 1, "the first alarm wakes the connection");
+        assert_eq!(mailbox.poll_event(&mut cx, true), Poll::Ready(MailboxEvent::Alarm(Alarm::TakenOver)), "the first reason stays");
+        mailbox.set_online(false);
+        mailbox.set_online(true);
+        assert_eq!(mailbox.poll_event(&mut cx, true), Poll::Ready(MailboxEvent::Messages), "a new connection starts without the old alarm");
+    }
+
+    #[test]
+    fn a_qos1_overflow_rings_the_alarm_even_with_a_full_window() {
+        let mailbox = Mailbox::new(10, 1);
+        mailbox.set_online(true);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        mailbox.push(delivery(QoS::AtLeastOnce));
+        assert_eq!(mailbox.poll_event(&mut cx, false), Poll::Pending);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Overflow);
+        assert_eq!(wakes(&counter), 1);
+        assert_eq!(mailbox.poll_event(&mut cx, false), Poll::Ready(MailboxEvent::Alarm(Alarm::Overflow)));
+    }
+
+    #[test]
+    fn keep_alive_expires_only_past_the_deadline_and_never_without_one() {
+        // [MQTT-3.1.2-24]
+        let mailbox = Mailbox::new(10, 10);
+        mailbox.set_online(true);
+        assert!(!mailbox.expire_if_silent(u64::MAX), "keep-alive 0: never expires");
+        mailbox.expect_by(1_500);
+        assert!(!mailbox.expire_if_silent(1_500));
+        assert!(mailbox.expire_if_silent(1_501));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert_eq!(mailbox.poll_event(&mut cx, true), Poll::Ready(MailboxEvent::Alarm(Alarm::KeepAliveExpired)));
+        mailbox.set_online(false);
+        mailbox.set_online(true);
+        assert!(!mailbox.expire_if_silent(u64::MAX), "the next connection sets its own deadline");
     }
 }

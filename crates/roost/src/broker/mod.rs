@@ -7,6 +7,7 @@
 mod config;
 mod connection;
 mod hooks;
+mod keep_alive;
 mod limits;
 mod listener;
 mod mailbox;
@@ -20,6 +21,7 @@ pub mod websocket;
 
 pub use config::BrokerConfig;
 pub use hooks::{AllowAll, BoxFuture, AuthOutcome, Authenticate, Credentials, IngestSink, NoIngest, Receipt};
+pub use keep_alive::supervise_sessions;
 pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
 pub use websocket::choose_subprotocol;
 pub use message::Message;
@@ -70,6 +72,11 @@ impl Broker {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Milliseconds since the broker started: the clock of keep-alive deadlines.
+    fn clock_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn config(&self) -> &BrokerConfig {

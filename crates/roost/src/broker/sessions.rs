@@ -3,11 +3,11 @@
 //! client id [MQTT-3.1.4-2].
 
 use super::config::BrokerConfig;
-use super::mailbox::{Delivery, Mailbox};
+use super::mailbox::{Alarm, Delivery, Mailbox};
 use super::router::Router;
 use mqtt_codec::{PacketId, QoS, TopicFilter};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -134,6 +134,8 @@ pub struct Sessions {
     next_id: AtomicU64,
     /// Rung whenever a connection hands a session back; takeovers wait on it.
     released: Notify,
+    /// Set (under the `slots` lock) when the server shuts down: no session is claimed after.
+    closed: AtomicBool,
 }
 
 impl Sessions {
@@ -147,8 +149,9 @@ impl Sessions {
 
     /// Claims the session of `client_id` for a new connection: disconnects an existing
     /// connection with that id and waits (up to the takeover timeout) for it to hand over,
-    /// then resumes the stored session or starts a new one [MQTT-3.1.2-4, -6].
-    pub async fn claim(&self, client_id: &str, clean: bool, router: &Router, config: &BrokerConfig) -> Claimed {
+    /// then resumes the stored session or starts a new one [MQTT-3.1.2-4, -6]. `None` once the
+    /// server is shutting down.
+    pub async fn claim(&self, client_id: &str, clean: bool, router: &Router, config: &BrokerConfig) -> Option<Claimed> {
         let deadline = tokio::time::Instant::now() + config.takeover_timeout;
         loop {
             // Registered before the slot is checked, so a release in between is not missed.
@@ -157,9 +160,12 @@ impl Sessions {
             released.as_mut().enable();
             {
                 let mut slots = self.lock();
+                if self.closed.load(Ordering::Relaxed) {
+                    return None;
+                }
                 match slots.get(client_id) {
-                    Some(Slot::Online { mailbox, .. }) => mailbox.kick(),
-                    _ => return self.claim_locked(&mut slots, client_id, clean, router, config),
+                    Some(Slot::Online { mailbox, .. }) => mailbox.ring(Alarm::TakenOver),
+                    _ => return Some(self.claim_locked(&mut slots, client_id, clean, router, config)),
                 }
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
@@ -167,8 +173,11 @@ impl Sessions {
                 // discarded when it finally ends (its generation no longer matches).
                 tracing::warn!(%client_id, "session takeover timed out; starting a new session");
                 let mut slots = self.lock();
+                if self.closed.load(Ordering::Relaxed) {
+                    return None;
+                }
                 slots.remove(client_id);
-                return self.claim_locked(&mut slots, client_id, clean, router, config);
+                return Some(self.claim_locked(&mut slots, client_id, clean, router, config));
             }
         }
     }
@@ -196,7 +205,7 @@ impl Sessions {
         Claimed { state, session_present, generation }
     }
 
-    fn fresh(&self, client_id: &str, config: &BrokerConfig) -> SessionState {
+    pub(super) fn fresh(&self, client_id: &str, config: &BrokerConfig) -> SessionState {
         SessionState {
             id: self.new_id(),
             client_id: client_id.to_owned(),
@@ -233,6 +242,24 @@ impl Sessions {
 }
 
 impl Sessions {
+    /// Shutdown: rings every online session's alarm, and refuses claims from now on.
+    pub fn close_all(&self) {
+        let slots = self.lock();
+        self.closed.store(true, Ordering::Relaxed);
+        for slot in slots.values() {
+            if let Slot::Online { mailbox, .. } = slot {
+                mailbox.ring(Alarm::Shutdown);
+            }
+        }
+    }
+
+    /// Keep-alive sweep: rings the alarm of every online session whose client was not heard
+    /// from by its deadline (see [`Mailbox::expect_by`]) before `now`. Returns how many.
+    pub fn expire_silent(&self, now: u64) -> usize {
+        let slots = self.lock();
+        slots.values().filter(|slot| matches!(slot, Slot::Online { mailbox, .. } if mailbox.expire_if_silent(now))).count()
+    }
+
     /// A number never handed out before by this broker, for assigned client ids.
     pub fn unique_suffix(&self) -> u64 {
         self.new_id()
@@ -308,5 +335,45 @@ mod packet_id_tests {
                 state.remove_outbound_at(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+    use crate::broker::mailbox::MailboxEvent;
+    use std::task::{Context, Poll, Waker};
+
+    fn alarm_of(mailbox: &Mailbox) -> Option<Alarm> {
+        match mailbox.poll_event(&mut Context::from_waker(Waker::noop()), false) {
+            Poll::Ready(MailboxEvent::Alarm(alarm)) => Some(alarm),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn keep_alive_sweep_rings_only_silent_online_sessions() {
+        let (sessions, router, config) = (Sessions::default(), Router::default(), BrokerConfig::default());
+        let silent = sessions.claim("silent", true, &router, &config).await.unwrap();
+        let chatty = sessions.claim("chatty", true, &router, &config).await.unwrap();
+        let no_keep_alive = sessions.claim("forever", true, &router, &config).await.unwrap();
+        silent.state.mailbox.expect_by(1_000);
+        chatty.state.mailbox.expect_by(5_000);
+        assert_eq!(sessions.expire_silent(2_000), 1);
+        assert_eq!(alarm_of(&silent.state.mailbox), Some(Alarm::KeepAliveExpired));
+        assert_eq!(alarm_of(&chatty.state.mailbox), None);
+        assert_eq!(alarm_of(&no_keep_alive.state.mailbox), None);
+    }
+
+    #[tokio::test]
+    async fn closing_rings_every_online_session_and_refuses_new_ones() {
+        let (sessions, router, config) = (Sessions::default(), Router::default(), BrokerConfig::default());
+        let online = sessions.claim("online", true, &router, &config).await.unwrap();
+        let resting = sessions.claim("resting", false, &router, &config).await.unwrap();
+        sessions.release(resting.generation, resting.state, &router);
+        sessions.close_all();
+        assert_eq!(alarm_of(&online.state.mailbox), Some(Alarm::Shutdown));
+        assert!(sessions.claim("late", true, &router, &config).await.is_none(), "no session after shutdown");
+        assert!(sessions.claim("resting", false, &router, &config).await.is_none());
     }
 }

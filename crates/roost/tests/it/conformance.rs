@@ -150,6 +150,26 @@ async fn keep_alive_expiry_closes_and_publishes_the_will() {
 }
 
 #[tokio::test]
+async fn keep_alive_counts_from_the_last_packet_received() {
+    // [MQTT-3.1.2-24] the limit is 1.5 x keep-alive since the last control packet received:
+    // a client that pings in time stays connected well past it, and is closed once it stops.
+    let server = TestServer::start().await;
+    let mut c = connect("pinging", true);
+    c.keep_alive = Duration::from_secs(1);
+    let mut client = Raw::connect(server.mqtt).await;
+    client.send(&Packet::Connect(c)).await;
+    assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.send(&Packet::PingReq).await;
+        assert_eq!(client.recv().await, Some(Packet::PingResp), "still connected after a ping in time");
+    }
+    let silent_since = std::time::Instant::now();
+    assert!(client.expect_closed().await.is_empty());
+    assert!(silent_since.elapsed() >= Duration::from_millis(1400), "closed before 1.5 x keep-alive");
+}
+
+#[tokio::test]
 async fn will_is_not_published_after_disconnect() {
     // [MQTT-3.14.4-3] on DISCONNECT the server MUST discard the will.
     let server = TestServer::start().await;
