@@ -42,8 +42,12 @@ struct Inner {
     overflowed: bool,
     /// Why the connection using this session must end, other than an overflow.
     alarm: Option<Alarm>,
-    /// The connection task waiting for a push or an alarm.
+    /// The connection task waiting for an alarm, and for a push if `wants_messages`.
     waker: Option<Waker>,
+    /// Whether the waiting connection can take messages now (its in-flight window is open).
+    /// A push does not wake one that cannot: a subscriber with a full window would otherwise
+    /// be woken for nothing by every message published to it.
+    wants_messages: bool,
 }
 
 impl Inner {
@@ -137,7 +141,7 @@ impl Mailbox {
             }
             other => other,
         };
-        let waker = inner.waker.take();
+        let waker = if inner.wants_messages { inner.waker.take() } else { None };
         drop(inner);
         wake(waker);
         outcome
@@ -207,6 +211,7 @@ impl Mailbox {
         if want_messages && !inner.queue.is_empty() {
             return Poll::Ready(MailboxEvent::Messages);
         }
+        inner.wants_messages = want_messages;
         match &mut inner.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
@@ -289,9 +294,13 @@ mod tests {
         mailbox.push(delivery(QoS::AtLeastOnce));
         assert_eq!(wakes(&counter), 1, "the push wakes the waiting connection");
         assert_eq!(mailbox.poll_event(&mut cx, true), Poll::Ready(MailboxEvent::Messages));
-        // A full in-flight window: queued messages do not wake it again, or it would spin.
+        // A full in-flight window: queued messages do not make it ready, and more pushes do
+        // not wake it (a subscriber that cannot take messages would be woken for nothing).
         assert_eq!(mailbox.poll_event(&mut cx, false), Poll::Pending);
+        mailbox.push(delivery(QoS::AtLeastOnce));
         assert_eq!(wakes(&counter), 1);
+        mailbox.ring(Alarm::Overflow);
+        assert_eq!(wakes(&counter), 2, "an alarm still wakes it");
     }
 
     #[test]
