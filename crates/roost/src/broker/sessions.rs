@@ -6,7 +6,9 @@ use super::config::BrokerConfig;
 use super::mailbox::{Alarm, Delivery, Mailbox};
 use super::router::Router;
 use mqtt_codec::{PacketId, QoS, TopicFilter};
-use std::collections::{HashMap, HashSet, VecDeque};
+// B-trees for the packet-id sets: half the size of a `HashMap` with its hasher state, inline
+// in every connection (see the idle-connection figures in BENCHMARKS.md).
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -23,7 +25,8 @@ pub struct Outbound {
 #[derive(Debug)]
 pub struct SessionState {
     pub id: u64,
-    pub client_id: String,
+    /// Shared with the session's key in the registry.
+    pub client_id: Arc<str>,
     pub clean: bool,
     pub mailbox: Arc<Mailbox>,
     pub subscriptions: HashMap<TopicFilter, QoS>,
@@ -36,10 +39,10 @@ pub struct SessionState {
     outbound_ids: Option<Box<PacketIdBits>>,
     /// Incoming QoS 2 packet ids received and not yet released by PUBREL: a publish that arrives
     /// again with one of these is not routed twice (exactly once, [MQTT-4.3.3-2]).
-    pub inbound_qos2: HashSet<PacketId>,
+    pub inbound_qos2: BTreeSet<PacketId>,
     /// Incoming QoS 1 packet ids whose publish was committed by ingest, with a hash of its
     /// topic and payload: a DUP resend matching one is acknowledged, not stored again.
-    pub stored_qos1: HashMap<PacketId, u64>,
+    pub stored_qos1: BTreeMap<PacketId, u64>,
     last_packet_id: u16,
 }
 
@@ -130,7 +133,7 @@ pub struct Claimed {
 
 #[derive(Default)]
 pub struct Sessions {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<Arc<str>, Slot>>,
     next_id: AtomicU64,
     /// Rung whenever a connection hands a session back; takeovers wait on it.
     released: Notify,
@@ -139,7 +142,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -184,7 +187,7 @@ impl Sessions {
 
     fn claim_locked(
         &self,
-        slots: &mut HashMap<String, Slot>,
+        slots: &mut HashMap<Arc<str>, Slot>,
         client_id: &str,
         clean: bool,
         router: &Router,
@@ -201,21 +204,21 @@ impl Sessions {
         state.clean = clean;
         state.mailbox.set_online(true);
         let generation = self.new_id();
-        slots.insert(client_id.to_owned(), Slot::Online { generation, mailbox: Arc::clone(&state.mailbox) });
+        slots.insert(Arc::clone(&state.client_id), Slot::Online { generation, mailbox: Arc::clone(&state.mailbox) });
         Claimed { state, session_present, generation }
     }
 
     pub(super) fn fresh(&self, client_id: &str, config: &BrokerConfig) -> SessionState {
         SessionState {
             id: self.new_id(),
-            client_id: client_id.to_owned(),
+            client_id: client_id.into(),
             clean: true,
             mailbox: Arc::new(Mailbox::new(config.max_queued_qos0, config.max_queued_qos12)),
             subscriptions: HashMap::new(),
             outbound: VecDeque::new(),
             outbound_ids: None,
-            inbound_qos2: HashSet::new(),
-            stored_qos1: HashMap::new(),
+            inbound_qos2: BTreeSet::new(),
+            stored_qos1: BTreeMap::new(),
             last_packet_id: 0,
         }
     }
@@ -226,12 +229,12 @@ impl Sessions {
         state.mailbox.set_online(false);
         {
             let mut slots = self.lock();
-            let ours = matches!(slots.get(&state.client_id), Some(Slot::Online { generation: g, .. }) if *g == generation);
+            let ours = matches!(slots.get(&*state.client_id), Some(Slot::Online { generation: g, .. }) if *g == generation);
             if ours && !state.clean {
-                slots.insert(state.client_id.clone(), Slot::Offline(Box::new(state)));
+                slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(state)));
             } else {
                 if ours {
-                    slots.remove(&state.client_id);
+                    slots.remove(&*state.client_id);
                 }
                 drop(slots);
                 state.unsubscribe_all(router);
