@@ -3,7 +3,7 @@
 
 use super::hooks::{AuthOutcome, Credentials, Receipt};
 use super::limits::Permit;
-use super::mailbox::{Alarm, Delivery, Mailbox, MailboxEvent};
+use super::mailbox::{Alarm, Congestion, Delivery, Mailbox, MailboxEvent};
 use super::sessions::{Claimed, Outbound, SessionState};
 use super::stats::BrokerStats;
 use super::{Broker, Message};
@@ -28,6 +28,9 @@ use tracing::{debug, info, warn};
 const LANDING: usize = 1024;
 /// The read buffer of a client that sends fast.
 const BUSY_BUFFER: usize = 16 * 1024;
+/// How long a publisher stops reading when an online QoS 1/2 subscriber it feeds has its queue
+/// over half full (see `Congestion::Reliable`).
+const CONGESTION_PAUSE: Duration = Duration::from_millis(1);
 
 /// Why a connection ended. Everything but `Disconnect` publishes the will [MQTT-3.1.2-8].
 #[derive(Debug)]
@@ -109,8 +112,8 @@ struct Connection<S> {
     write_buf: BytesMut,
     pending_acks: VecDeque<PendingAck>,
     scratch: Vec<Delivery>,
-    /// Set when a publish found a subscriber's queue filling up.
-    congested: bool,
+    /// How full the fullest subscriber queue our publishes went to was, since the last read.
+    congestion: Congestion,
     /// 1.5 times the client's keep-alive [MQTT-3.1.2-24]; `None` when it is disabled.
     keep_alive: Option<Duration>,
 }
@@ -144,7 +147,7 @@ where
         write_buf: BytesMut::new(),
         pending_acks: VecDeque::new(),
         scratch: Vec::new(),
-        congested: false,
+        congestion: Congestion::None,
         keep_alive: None,
     });
     conn.run()
@@ -419,11 +422,14 @@ where
         while let Some(packet) = decode(&mut self.read_buf, self.version, self.broker.config.max_packet_size)? {
             self.handle_packet(packet, state, username).await?;
         }
-        if std::mem::take(&mut self.congested) {
-            // A subscriber we publish to is falling behind: let its task run before we read
-            // more. This never blocks us; it only keeps one fast publisher from starving the
-            // subscribers it feeds (whose overflow would otherwise drop messages).
-            tokio::task::yield_now().await;
+        // A subscriber we publish to is falling behind: let it catch up before we read more,
+        // or one fast publisher starves the subscribers it feeds, whose queues then overflow
+        // (QoS 0 dropped, QoS 1/2 subscribers disconnected). Both are bounded: a stuck
+        // subscriber slows its publishers only until its queue overflows.
+        match std::mem::take(&mut self.congestion) {
+            Congestion::None => {}
+            Congestion::Filling => tokio::task::yield_now().await,
+            Congestion::Reliable => tokio::time::sleep(CONGESTION_PAUSE).await,
         }
         Ok(())
     }
@@ -503,7 +509,8 @@ where
             } else {
                 None
             };
-            self.congested |= self.broker.router.route(Arc::new(message), &self.broker.stats);
+            let congestion = self.broker.router.route(Arc::new(message), &self.broker.stats);
+            self.congestion = self.congestion.max(congestion);
             receipt
         } else {
             // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and

@@ -20,11 +20,23 @@ pub struct Delivery {
     pub retain: bool,
 }
 
+/// How full a subscriber's queue is after a push: what its publisher should do before it
+/// reads more. The most severe over all subscribers of a publish counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Congestion {
+    #[default]
+    None,
+    /// A queue is over half full, or dropped a QoS 0 message: let the subscriber's task run
+    /// (the publisher yields once).
+    Filling,
+    /// An online session's QoS 1/2 queue is over half full: it will overflow, and be
+    /// disconnected, unless the publisher leaves it time to catch up (a short pause).
+    Reliable,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// Queued; `congested` when the queue is over half full, a hint for the publisher to let
-    /// the subscriber's task run before it reads more.
-    Queued { congested: bool },
+    Queued(Congestion),
     /// QoS 0 over its limit: dropped and counted.
     DroppedQoS0,
     /// QoS 1/2 over its limit for an online session: it is told to disconnect.
@@ -119,7 +131,7 @@ impl Mailbox {
                 return PushOutcome::DroppedQoS0;
             }
             inner.queued_qos0 += 1;
-            PushOutcome::Queued { congested: false }
+            PushOutcome::Queued(Congestion::None)
         } else if inner.queued_qos12 >= self.max_qos12 {
             if !inner.online {
                 return PushOutcome::DroppedOffline;
@@ -131,13 +143,20 @@ impl Mailbox {
             return PushOutcome::Overflow;
         } else {
             inner.queued_qos12 += 1;
-            PushOutcome::Queued { congested: false }
+            PushOutcome::Queued(Congestion::None)
         };
         let outcome = match outcome {
-            PushOutcome::Queued { .. } => {
+            PushOutcome::Queued(_) => {
                 inner.queue.push_back(delivery);
-                let congested = inner.queued_qos0 * 2 > self.max_qos0 || inner.queued_qos12 * 2 > self.max_qos12;
-                PushOutcome::Queued { congested }
+                let reliable_filling = inner.queued_qos12 * 2 > self.max_qos12;
+                let congestion = if reliable_filling && inner.online {
+                    Congestion::Reliable
+                } else if reliable_filling || inner.queued_qos0 * 2 > self.max_qos0 {
+                    Congestion::Filling
+                } else {
+                    Congestion::None
+                };
+                PushOutcome::Queued(congestion)
             }
             other => other,
         };
@@ -239,13 +258,25 @@ mod tests {
     fn qos0_over_the_limit_is_dropped_and_qos1_overflow_flags_an_online_session() {
         let mailbox = Mailbox::new(1, 1);
         mailbox.set_online(true);
-        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::Queued { congested: true });
+        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::Queued(Congestion::Filling));
         assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::DroppedQoS0);
-        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued { congested: true });
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued(Congestion::Reliable));
         assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Overflow);
         let mut out = Vec::new();
         assert!(mailbox.drain_into(&mut out, 10), "overflow is reported to the session");
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn only_an_online_qos12_queue_over_half_asks_publishers_to_pause() {
+        let mailbox = Mailbox::new(10, 4);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued(Congestion::None));
+        mailbox.push(delivery(QoS::AtLeastOnce));
+        // Offline (a persistent session between connections), nobody drains the queue: a
+        // pause would not help, and would slow every publisher to it for as long.
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued(Congestion::Filling));
+        mailbox.set_online(true);
+        assert_eq!(mailbox.push(delivery(QoS::AtLeastOnce)), PushOutcome::Queued(Congestion::Reliable));
     }
 
     #[test]
@@ -283,12 +314,18 @@ mod tests {
         counter.0.load(Ordering::SeqCst)
     }
 
-    #[test]
-    fn an_idle_connection_is_woken_by_a_push_and_asks_for_messages_only_with_an_open_window() {
-        let mailbox = Mailbox::new(10, 10);
+    /// An online mailbox with `max_qos12`, and a waker counting its wake-ups.
+    fn online_with_waker(max_qos12: usize) -> (Mailbox, Arc<CountingWaker>, Waker) {
+        let mailbox = Mailbox::new(10, max_qos12);
         mailbox.set_online(true);
         let counter = Arc::new(CountingWaker::default());
         let waker = Waker::from(Arc::clone(&counter));
+        (mailbox, counter, waker)
+    }
+
+    #[test]
+    fn an_idle_connection_is_woken_by_a_push_and_asks_for_messages_only_with_an_open_window() {
+        let (mailbox, counter, waker) = online_with_waker(10);
         let mut cx = Context::from_waker(&waker);
         assert_eq!(mailbox.poll_event(&mut cx, true), Poll::Pending);
         mailbox.push(delivery(QoS::AtLeastOnce));
@@ -305,11 +342,8 @@ mod tests {
 
     #[test]
     fn an_alarm_comes_before_messages_and_is_cleared_for_the_next_connection() {
-        let mailbox = Mailbox::new(10, 10);
-        mailbox.set_online(true);
+        let (mailbox, counter, waker) = online_with_waker(10);
         mailbox.push(delivery(QoS::AtMostOnce));
-        let counter = Arc::new(CountingWaker::default());
-        let waker = Waker::from(Arc::clone(&counter));
         let mut cx = Context::from_waker(&waker);
         assert_eq!(mailbox.poll_event(&mut cx, false), Poll::Pending);
         mailbox.ring(Alarm::TakenOver);
@@ -323,10 +357,7 @@ mod tests {
 
     #[test]
     fn a_qos1_overflow_rings_the_alarm_even_with_a_full_window() {
-        let mailbox = Mailbox::new(10, 1);
-        mailbox.set_online(true);
-        let counter = Arc::new(CountingWaker::default());
-        let waker = Waker::from(Arc::clone(&counter));
+        let (mailbox, counter, waker) = online_with_waker(1);
         let mut cx = Context::from_waker(&waker);
         mailbox.push(delivery(QoS::AtLeastOnce));
         assert_eq!(mailbox.poll_event(&mut cx, false), Poll::Pending);

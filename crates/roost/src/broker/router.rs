@@ -1,7 +1,7 @@
 //! Routes messages to the mailboxes of matching subscriptions and keeps retained messages.
 //! Publishers call it from their own tasks: it takes short locks and never awaits.
 
-use super::mailbox::{Delivery, Mailbox, PushOutcome};
+use super::mailbox::{Congestion, Delivery, Mailbox, PushOutcome};
 use super::stats::BrokerStats;
 use super::trie::SubscriptionTrie;
 use super::Message;
@@ -34,9 +34,9 @@ impl Router {
 
     /// Stores or clears a retained message [MQTT-3.3.1-5, -10, -11], then delivers the message
     /// to every matching session once, at the highest QoS of its matching subscriptions
-    /// [MQTT-3.3.5-1], with the retain flag cleared [MQTT-3.3.1-9]. Returns whether a
-    /// subscriber's queue is filling up (see [`PushOutcome::Queued`]).
-    pub fn route(&self, message: Arc<Message>, stats: &BrokerStats) -> bool {
+    /// [MQTT-3.3.5-1], with the retain flag cleared [MQTT-3.3.1-9]. Returns how full the
+    /// fullest subscriber queue is (see [`Congestion`]).
+    pub fn route(&self, message: Arc<Message>, stats: &BrokerStats) -> Congestion {
         if message.retain {
             let mut retained = write(&self.retained);
             if message.payload.is_empty() {
@@ -54,20 +54,20 @@ impl Router {
             targets.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             targets.dedup_by_key(|t| t.0);
         }
-        let mut congested = false;
+        let mut congestion = Congestion::None;
         for (_, granted, mailbox) in targets {
             let delivery = Delivery { message: Arc::clone(&message), qos: granted.min(message.qos), retain: false };
             match mailbox.push(delivery) {
-                PushOutcome::Queued { congested: c } => congested |= c,
+                PushOutcome::Queued(c) => congestion = congestion.max(c),
                 PushOutcome::Overflow => {}
                 PushOutcome::DroppedQoS0 => {
-                    congested = true;
+                    congestion = congestion.max(Congestion::Filling);
                     BrokerStats::incr(&stats.dropped_qos0);
                 }
                 PushOutcome::DroppedOffline => BrokerStats::incr(&stats.dropped_offline),
             }
         }
-        congested
+        congestion
     }
 
     /// Retained messages whose topic matches `filter`, for a new subscription [MQTT-3.3.1-6].
