@@ -3,6 +3,10 @@
 //! Architecture invariant: the broker never imports storage code. It asks an [`Authenticate`]
 //! for who may connect and an [`IngestSink`] for when a publish may be acknowledged; `app`
 //! plugs the real ones in.
+//!
+//! Running one: the listeners (`serve_tcp`, `serve_websocket`, `serve_websocket_session`) serve
+//! connections, and `supervise_sessions` must run beside them: it enforces keep-alive and, at
+//! shutdown, closes every session.
 
 mod config;
 mod connection;
