@@ -242,7 +242,11 @@ impl App {
         if let Err(e) = writer.await {
             warn!(error = %e, "ingest writer failed");
         }
-        self.store.close().await;
+        // A request still running past the grace period may hold a database connection, and
+        // closing the pool waits for every connection to come back: do not wait forever.
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.store.close()).await.is_err() {
+            warn!(grace = ?SHUTDOWN_GRACE, "database connections still in use; exiting without them");
+        }
         info!("stopped");
         Ok(())
     }

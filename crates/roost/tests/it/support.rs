@@ -69,7 +69,9 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server stops cleanly");
+            // A shutdown that hangs fails the test that stopped the server, by name.
+            let stopped = tokio::time::timeout(Duration::from_secs(60), task).await.expect("the server stopped within 60 s");
+            stopped.expect("server task").expect("server stops cleanly");
         }
     }
 }
