@@ -26,14 +26,26 @@ pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(super::listener:
     let on_upgrade = hyper::upgrade::on(&mut request);
     let timeout = state.broker.config().connect_timeout;
     state.tracker.spawn(async move {
-        match tokio::time::timeout(timeout, on_upgrade).await {
-            Ok(Ok(upgraded)) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-                crate::broker::serve_websocket_session(state.broker, socket, peer, permit).await;
+        // Boxed, and finished with `let … else`, as in `broker::listener`: a task keeps the
+        // space of its largest state, and an `if let`/`match` its scrutinee, for its whole life.
+        let upgrade = async {
+            match tokio::time::timeout(timeout, on_upgrade).await {
+                Ok(Ok(upgraded)) => {
+                    let config = Some(crate::broker::websocket::config());
+                    Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config).await)
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "WebSocket upgrade failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "WebSocket upgrade timed out");
+                    None
+                }
             }
-            Ok(Err(e)) => tracing::info!(%peer, error = %e, "WebSocket upgrade failed"),
-            Err(_) => tracing::info!(%peer, "WebSocket upgrade timed out"),
-        }
+        };
+        let Some(socket) = Box::pin(upgrade).await else { return };
+        crate::broker::serve_websocket_session(state.broker, socket, peer, permit).await;
     });
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

@@ -1,6 +1,8 @@
 //! Accept loops for MQTT over TCP and over WebSocket, each optionally over TLS. Each
 //! connection, including its TLS and WebSocket handshakes, runs in its own task, so a slow
-//! handshake never holds up the accept loop.
+//! handshake never holds up the accept loop. Handshake futures are boxed: a task keeps the
+//! space of its largest state for its whole life, and tungstenite's handshake alone made an
+//! idle WebSocket connection's task 12.9 kB (BENCHMARKS.md).
 
 use super::limits::Permit;
 use super::{connection, websocket, Broker};
@@ -9,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -23,9 +26,10 @@ pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, tls: Option<T
             None => tracker.spawn(connection::serve(broker, stream, peer, permit)),
             Some(acceptor) => tracker.spawn(async move {
                 let deadline = tokio::time::Instant::now() + broker.config.connect_timeout;
-                if let Some(stream) = tls::handshake(&acceptor, stream, peer, deadline, "MQTT").await {
-                    connection::serve(broker, stream, peer, permit).await;
-                }
+                // `let … else`, not `if let`: the handshake's result is then not kept, as a
+                // temporary, for the whole session.
+                let Some(stream) = Box::pin(tls::handshake(&acceptor, stream, peer, deadline, "MQTT")).await else { return };
+                connection::serve(broker, stream, peer, permit).await;
             }),
         };
     })
@@ -48,11 +52,17 @@ pub async fn serve_websocket(
         tracker.spawn(async move {
             let deadline = tokio::time::Instant::now() + broker.config.connect_timeout;
             match tls {
-                None => websocket_session(stream, broker, peer, permit, deadline).await,
+                None => {
+                    let Some(socket) = Box::pin(accept_websocket(stream, peer, deadline)).await else { return };
+                    connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await;
+                }
                 Some(acceptor) => {
-                    if let Some(stream) = tls::handshake(&acceptor, stream, peer, deadline, "MQTT over WebSocket").await {
-                        websocket_session(stream, broker, peer, permit, deadline).await;
-                    }
+                    let handshakes = async {
+                        let stream = tls::handshake(&acceptor, stream, peer, deadline, "MQTT over WebSocket").await?;
+                        accept_websocket(stream, peer, deadline).await
+                    };
+                    let Some(socket) = Box::pin(handshakes).await else { return };
+                    connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await;
                 }
             }
         });
@@ -60,15 +70,23 @@ pub async fn serve_websocket(
     .await;
 }
 
-async fn websocket_session<S>(stream: S, broker: Arc<Broker>, peer: SocketAddr, permit: Permit, deadline: tokio::time::Instant)
+/// The WebSocket handshake (path `/mqtt`, subprotocol `mqtt`), by `deadline`; `None` (logged)
+/// if it failed.
+async fn accept_websocket<S>(stream: S, peer: SocketAddr, deadline: tokio::time::Instant) -> Option<WebSocketStream<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let handshake = tokio_tungstenite::accept_hdr_async(stream, websocket::negotiate);
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, websocket::negotiate, Some(websocket::config()));
     match tokio::time::timeout_at(deadline, handshake).await {
-        Ok(Ok(socket)) => connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await,
-        Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
-        Err(_) => info!(%peer, "WebSocket handshake timed out"),
+        Ok(Ok(socket)) => Some(socket),
+        Ok(Err(e)) => {
+            info!(%peer, error = %e, "WebSocket handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(%peer, "WebSocket handshake timed out");
+            None
+        }
     }
 }
 

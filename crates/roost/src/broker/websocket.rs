@@ -10,6 +10,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 /// Subprotocols we answer, best first: "mqtt" [MQTT-6.0.0-3]; "mqttv3.1" for older clients.
@@ -17,6 +18,16 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 /// The path MQTT over WebSocket is served at.
 pub const PATH: &str = "/mqtt";
+
+/// Bytes tungstenite reads from the socket at once. Its default, 128 KiB, is zero-filled and
+/// kept for the life of every connection: an idle MQTT-over-WebSocket connection then cost
+/// about 150 kB (BENCHMARKS.md). MQTT packets from sensors and browsers are small.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The WebSocket settings of every MQTT-over-WebSocket connection, on either port.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(READ_BUFFER)
+}
 
 /// Handshake callback: refuses other paths, picks the MQTT subprotocol [MQTT-6.0.0-4].
 #[allow(clippy::result_large_err)] // the signature is tungstenite's
