@@ -25,6 +25,8 @@ pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(super::listener:
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let timeout = state.broker.config().connect_timeout;
+    // Only the broker goes into the task: an async block keeps whatever it captures.
+    let broker = std::sync::Arc::clone(&state.broker);
     state.tracker.spawn(async move {
         // Boxed, and finished with `let … else`, as in `broker::listener`: a task keeps the
         // space of its largest state, and an `if let`/`match` its scrutinee, for its whole life.
@@ -45,7 +47,7 @@ pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(super::listener:
             }
         };
         let Some(socket) = Box::pin(upgrade).await else { return };
-        crate::broker::serve_websocket_session(state.broker, socket, peer, permit).await;
+        crate::broker::serve_websocket_session(broker, socket, peer, permit).await;
     });
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

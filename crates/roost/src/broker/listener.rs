@@ -111,13 +111,14 @@ async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, mut spa
 }
 
 /// Runs an MQTT session over an already-upgraded WebSocket (the HTTP server's `/mqtt`), holding
-/// the connection's `permit` (from `Broker::admit`).
-pub async fn serve_websocket_session<W>(broker: Arc<Broker>, socket: W, peer: SocketAddr, permit: Permit)
+/// the connection's `permit` (from `Broker::admit`). A plain function, like
+/// `connection::serve`: an async one would keep a copy of `socket` for the whole session.
+pub fn serve_websocket_session<W>(broker: Arc<Broker>, socket: W, peer: SocketAddr, permit: Permit) -> impl std::future::Future<Output = ()> + Send
 where
     W: futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
         + futures_util::Sink<tokio_tungstenite::tungstenite::Message, Error = tokio_tungstenite::tungstenite::Error>
         + Unpin
         + Send,
 {
-    connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await;
+    connection::serve(broker, websocket::WsBytes::new(socket), peer, permit)
 }
