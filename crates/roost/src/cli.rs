@@ -367,7 +367,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub allow_anonymous: bool,
 
-    /// Largest MQTT packet accepted, in bytes.
+    /// Largest MQTT packet accepted, in bytes. Over WebSocket, a message over twice this (at
+    /// least 64 KiB) also closes the connection.
     #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(16..=268_435_460))]
     pub max_packet_size: u32,
 

@@ -33,7 +33,7 @@ pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(super::listener:
         let upgrade = async {
             match tokio::time::timeout(timeout, on_upgrade).await {
                 Ok(Ok(upgraded)) => {
-                    let config = Some(crate::broker::websocket::config());
+                    let config = Some(crate::broker::websocket::config(broker.config().max_packet_size));
                     Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config).await)
                 }
                 Ok(Err(e)) => {

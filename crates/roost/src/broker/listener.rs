@@ -53,13 +53,13 @@ pub async fn serve_websocket(
             let deadline = tokio::time::Instant::now() + broker.config.connect_timeout;
             match tls {
                 None => {
-                    let Some(socket) = Box::pin(accept_websocket(stream, peer, deadline)).await else { return };
+                    let Some(socket) = Box::pin(accept_websocket(stream, &broker, peer, deadline)).await else { return };
                     connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await;
                 }
                 Some(acceptor) => {
                     let handshakes = async {
                         let stream = tls::handshake(&acceptor, stream, peer, deadline, "MQTT over WebSocket").await?;
-                        accept_websocket(stream, peer, deadline).await
+                        accept_websocket(stream, &broker, peer, deadline).await
                     };
                     let Some(socket) = Box::pin(handshakes).await else { return };
                     connection::serve(broker, websocket::WsBytes::new(socket), peer, permit).await;
@@ -72,11 +72,12 @@ pub async fn serve_websocket(
 
 /// The WebSocket handshake (path `/mqtt`, subprotocol `mqtt`), by `deadline`; `None` (logged)
 /// if it failed.
-async fn accept_websocket<S>(stream: S, peer: SocketAddr, deadline: tokio::time::Instant) -> Option<WebSocketStream<S>>
+async fn accept_websocket<S>(stream: S, broker: &Broker, peer: SocketAddr, deadline: tokio::time::Instant) -> Option<WebSocketStream<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, websocket::negotiate, Some(websocket::config()));
+    let config = websocket::config(broker.config.max_packet_size);
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, websocket::negotiate, Some(config));
     match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(socket)) => Some(socket),
         Ok(Err(e)) => {

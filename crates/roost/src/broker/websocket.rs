@@ -25,8 +25,14 @@ pub const PATH: &str = "/mqtt";
 const READ_BUFFER: usize = 4 * 1024;
 
 /// The WebSocket settings of every MQTT-over-WebSocket connection, on either port.
-pub fn config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(READ_BUFFER)
+///
+/// A WebSocket message (and frame) is limited to twice the broker's MQTT packet size limit, and
+/// at least 64 KiB: one message may carry several MQTT packets. Past it the connection is
+/// closed, as for an oversized MQTT packet. tungstenite's own limit, 64 MiB, let a client make
+/// the broker buffer that much before the MQTT limit applied.
+pub fn config(max_packet_size: usize) -> WebSocketConfig {
+    let limit = max_packet_size.saturating_mul(2).max(64 * 1024);
+    WebSocketConfig::default().read_buffer_size(READ_BUFFER).max_message_size(Some(limit)).max_frame_size(Some(limit))
 }
 
 /// Handshake callback: refuses other paths, picks the MQTT subprotocol [MQTT-6.0.0-4].

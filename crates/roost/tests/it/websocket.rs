@@ -132,6 +132,11 @@ async fn text_frames_close_the_connection() {
     let server = TestServer::start().await;
     let (mut ws, _) = ws_connect(&server, "/mqtt").await.unwrap();
     ws.send(WsMessage::Text("hello".into())).await.unwrap();
+    assert!(closed_by_server(&mut ws).await, "connection stayed open after a text frame");
+}
+
+/// Reads until the server closes the connection; false if it stayed open for `WAIT`.
+async fn closed_by_server(ws: &mut Ws) -> bool {
     let end = tokio::time::timeout(WAIT, async {
         loop {
             match ws.next().await {
@@ -141,7 +146,29 @@ async fn text_frames_close_the_connection() {
         }
     })
     .await;
-    assert!(end.is_ok(), "connection stayed open after a text frame");
+    end.is_ok()
+}
+
+#[tokio::test]
+async fn a_websocket_message_over_twice_the_packet_limit_closes_the_connection() {
+    // The MQTT packet limit (1 MiB by default) must hold over WebSocket too: one message of
+    // 3 MiB of well-formed PINGREQs is refused as a whole instead of being buffered.
+    let server = TestServer::start().await;
+    let (mut ws, _) = ws_connect(&server, "/mqtt").await.unwrap();
+    ws.send(WsMessage::Binary(bytes_of(&Packet::Connect(connect("ws-big", true))).freeze())).await.unwrap();
+    let mut buf = BytesMut::new();
+    assert!(matches!(&recv_packets(&mut ws, &mut buf, 1).await[..], [Packet::ConnAck(a)] if a.code == 0));
+    let pings = bytes_of(&Packet::PingReq).repeat(3 * 1024 * 1024 / 2);
+    // The server may close while this is still being written.
+    let _ = ws.send(WsMessage::Binary(Bytes::from(pings))).await;
+    assert!(closed_by_server(&mut ws).await, "a 3 MiB WebSocket message was accepted");
+    // One message within the limit (several packets in it) is still fine on a new connection.
+    let (mut ws, _) = ws_connect(&server, "/mqtt").await.unwrap();
+    let mut frame = bytes_of(&Packet::Connect(connect("ws-fine", true)));
+    frame.extend_from_slice(&bytes_of(&Packet::PingReq).repeat(1000));
+    ws.send(WsMessage::Binary(frame.freeze())).await.unwrap();
+    let packets = recv_packets(&mut ws, &mut buf, 1001).await;
+    assert!(matches!(packets[0], Packet::ConnAck(_)) && packets[1..].iter().all(|p| *p == Packet::PingResp));
 }
 
 #[tokio::test]
