@@ -363,15 +363,8 @@ where
         if let Poll::Ready(MailboxEvent::Alarm(alarm)) = event {
             return Poll::Ready(Wake::Alarm(alarm));
         }
-        if let Some(PendingAck { receipt: Some(receipt), .. }) = self.pending_acks.front_mut() {
-            if let Poll::Ready(result) = Pin::new(&mut *receipt).poll(cx) {
-                let result = match result {
-                    Ok(result) => {
-                        self.pending_acks.front_mut().expect("front exists").receipt = None;
-                        result
-                    }
-                    Err(_) => Err("ingest dropped the publish".into()),
-                };
+        if self.pending_acks.front().is_some_and(|p| p.receipt.is_some()) {
+            if let Poll::Ready(result) = poll_front_receipt(&mut self.pending_acks, cx) {
                 return Poll::Ready(Wake::Receipt(result));
             }
         }
@@ -630,7 +623,8 @@ where
         const SETTLE: Duration = Duration::from_secs(10);
         let settle = async {
             while !self.pending_acks.is_empty() {
-                if wait_receipt(&mut self.pending_acks).await.is_err() || self.release_ready_acks(state).is_err() {
+                let receipt = std::future::poll_fn(|cx| poll_front_receipt(&mut self.pending_acks, cx)).await;
+                if receipt.is_err() || self.release_ready_acks(state).is_err() {
                     return;
                 }
             }
@@ -701,16 +695,17 @@ fn remove_outbound(state: &mut SessionState, packet_id: PacketId, released: bool
     }
 }
 
-/// Waits for the receipt at the front of the queue; the caller then releases ready acks.
-async fn wait_receipt(pending: &mut VecDeque<PendingAck>) -> Result<(), String> {
-    let Some(PendingAck { receipt: Some(receipt), .. }) = pending.front_mut() else { return Ok(()) };
-    match receipt.await {
+/// Polls the ingest receipt of the oldest pending ack: `Ready` at once if it has none, else once
+/// the receipt resolved (it is then cleared; the caller releases the acks that are ready).
+fn poll_front_receipt(pending: &mut VecDeque<PendingAck>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+    let Some(PendingAck { receipt: Some(receipt), .. }) = pending.front_mut() else { return Poll::Ready(Ok(())) };
+    Poll::Ready(match ready!(Pin::new(receipt).poll(cx)) {
         Ok(result) => {
             pending.front_mut().expect("front exists").receipt = None;
             result
         }
         Err(_) => Err("ingest dropped the publish".into()),
-    }
+    })
 }
 
 #[cfg(test)]
