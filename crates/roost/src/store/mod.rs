@@ -396,12 +396,17 @@ impl Store {
     }
 
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => QueryBuilder::new("SELECT COUNT(*) FROM readings")
+        self.count_rows("readings", "counting readings").await
+    }
+
+    /// `SELECT COUNT(*)` of one of our tables (a name from this module, never user input).
+    async fn count_rows(&self, table: &'static str, doing: &'static str) -> Result<i64, StoreError> {
+        on_pool!(self, pool => QueryBuilder::new(format!("SELECT COUNT(*) FROM {table}"))
             .build()
             .fetch_one(pool)
             .await
             .and_then(|row| row.try_get(0))
-            .map_err(query_err("counting readings")))
+            .map_err(query_err(doing)))
     }
 
     /// All sensors, ordered by owner, place, category.

@@ -49,12 +49,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl Store {
     pub async fn count_users(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => QueryBuilder::new("SELECT COUNT(*) FROM users")
-            .build()
-            .fetch_one(pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(query_err("counting users")))
+        self.count_rows("users", "counting users").await
     }
 
     pub async fn create_user(&self, name: &str, password_hash: &str, is_admin: bool) -> Result<(), UserError> {
