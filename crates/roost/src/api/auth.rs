@@ -7,7 +7,7 @@ use super::params::ApiJson;
 use axum::extract::ConnectInfo;
 use super::{ApiError, ApiState};
 use crate::auth::{password, tokens};
-use crate::ingest::TimestampMs;
+use std::time::Duration;
 use crate::store::TokenKind;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
@@ -19,9 +19,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub const SESSION_COOKIE: &str = "roost_session";
-const SESSION_DAYS: i64 = 7;
-const CONSOLE_HOURS: i64 = 12;
-const DAY_MS: i64 = 86_400_000;
+/// How long a dashboard login lasts.
+const SESSION: Duration = Duration::from_secs(7 * 86_400);
+/// How long the MQTT console's password lasts.
+const CONSOLE: Duration = Duration::from_secs(12 * 3_600);
 
 /// The person or script behind a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +116,11 @@ pub async fn login(
     };
     state.login_limiter.succeeded(peer.ip());
     let (token, hash) = tokens::generate();
-    let expires = TimestampMs(TimestampMs::now().0 + SESSION_DAYS * DAY_MS);
+    let expires = tokens::expires_after(SESSION);
     state.store.create_token(&user.name, TokenKind::Session, "dashboard login", &hash, Some(expires)).await.map_err(user_error)?;
     // HttpOnly: page scripts never see it; SameSite=Strict: other sites cannot send it.
     let secure = if state.tls { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_DAYS * 86_400);
+    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION.as_secs());
     Ok(([(SET_COOKIE, cookie)], Json(json!({ "username": user.name, "admin": user.is_admin }))).into_response())
 }
 
@@ -140,12 +141,13 @@ pub async fn me(State(state): State<ApiState>, Extension(viewer): Extension<View
         return Ok(Json(json!({ "username": null, "admin": true, "anonymous": true })));
     };
     let (token, hash) = tokens::generate();
-    let expires = TimestampMs(TimestampMs::now().0 + CONSOLE_HOURS * 3_600_000);
+    let expires = tokens::expires_after(CONSOLE);
     state.store.create_token(&name, TokenKind::Console, "dashboard MQTT console", &hash, Some(expires)).await.map_err(user_error)?;
     Ok(Json(json!({ "username": name, "admin": viewer.admin, "anonymous": false, "mqtt_password": token })))
 }
 
-fn user_error(e: crate::store::UserError) -> ApiError {
+/// A store error as itself; any other account error means the user was removed meanwhile.
+pub(super) fn user_error(e: crate::store::UserError) -> ApiError {
     match e {
         crate::store::UserError::Store(e) => ApiError::Store(e),
         // The user was removed while logged in.

@@ -5,7 +5,6 @@ use super::auth::Viewer;
 use super::params::{rfc3339, ApiJson, ApiPath};
 use super::{ApiError, ApiState};
 use crate::auth::tokens;
-use crate::ingest::TimestampMs;
 use crate::store::TokenKind;
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -60,11 +59,8 @@ pub async fn create(State(state): State<ApiState>, Extension(viewer): Extension<
         return Err(ApiError::BadRequest(format!("`days` must be from 1 to {MAX_DAYS}")));
     }
     let (token, hash) = tokens::generate();
-    let expires = body.days.map(|d| TimestampMs(TimestampMs::now().0 + i64::from(d) * 86_400_000));
-    let id = state.store.create_token(user, TokenKind::Api, name, &hash, expires).await.map_err(|e| match e {
-        crate::store::UserError::Store(e) => ApiError::Store(e),
-        _ => ApiError::Unauthorized,
-    })?;
+    let expires = body.days.map(|d| tokens::expires_after(tokens::days(d)));
+    let id = state.store.create_token(user, TokenKind::Api, name, &hash, expires).await.map_err(super::auth::user_error)?;
     Ok(Json(json!({ "id": id, "user": user, "name": name, "token": token })))
 }
 

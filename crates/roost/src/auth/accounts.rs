@@ -78,7 +78,7 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create { user, name, days, db } => {
             let store = Store::open(&db.database).await?;
             let (token, hash) = super::tokens::generate();
-            let expires = days.map(|d| TimestampMs(TimestampMs::now().0 + i64::from(d) * 86_400_000));
+            let expires = days.map(|d| super::tokens::expires_after(super::tokens::days(d)));
             let id = store.create_token(&user, TokenKind::Api, &name, &hash, expires).await?;
             store.close().await;
             println!("created token {id} for {user} ({name}); it is shown once:");

@@ -2,8 +2,10 @@
 //! CSPRNG (about 190 bits), stored as a BLAKE2s-256 hash. A fast hash is right here: unlike a
 //! password, a token has enough entropy that nobody can guess it from its hash.
 
+use crate::ingest::TimestampMs;
 use blake2::{Blake2s256, Digest};
 use std::fmt::Write;
+use std::time::Duration;
 
 /// Characters in a token.
 const TOKEN_LEN: usize = 32;
@@ -13,6 +15,17 @@ pub fn generate() -> (String, String) {
     let token = super::password::generate_len(TOKEN_LEN);
     let hash = hash(&token);
     (token, hash)
+}
+
+/// When a token issued now, valid for `valid`, expires.
+pub fn expires_after(valid: Duration) -> TimestampMs {
+    let valid_ms = i64::try_from(valid.as_millis()).unwrap_or(i64::MAX);
+    TimestampMs(TimestampMs::now().0.saturating_add(valid_ms))
+}
+
+/// `n` days, for token lifetimes given in days.
+pub fn days(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n) * 86_400)
 }
 
 /// Whether `s` has a token's shape; anything else need not be looked up.
