@@ -41,14 +41,19 @@ async fn main() -> anyhow::Result<()> {
         let store = Store::open(&DatabaseUrl::new(url)).await?;
         let start = 1_700_000_000_000i64;
         let filled = Instant::now();
-        let keys: Vec<SensorKey> =
-            (0..args.sensors).map(|i| SensorKey { owner: "bench".into(), place: format!("room{i}"), category: "temperature".into() }).collect();
+        let keys: Vec<SensorKey> = (0..args.sensors)
+            .map(|i| SensorKey { owner: "bench".into(), place: format!("room{i}"), category: "temperature".into() })
+            .collect();
         // Interleaved in time, as devices publish; 20,000 readings per transaction.
         let mut batch = Batch::default();
         let mut written = 0u64;
         for second in 0..args.per_sensor {
             for key in &keys {
-                batch.readings.push(Reading { sensor: key.clone(), ts: TimestampMs(start + second * 1000), value: 20.0 + (second % 600) as f64 / 100.0 });
+                batch.readings.push(Reading {
+                    sensor: key.clone(),
+                    ts: TimestampMs(start + second * 1000),
+                    value: 20.0 + (second % 600) as f64 / 100.0,
+                });
             }
             if batch.readings.len() >= 20_000 {
                 store.write_batch(&batch).await?;
@@ -76,7 +81,12 @@ async fn main() -> anyhow::Result<()> {
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let name = db.split("://").next().unwrap_or(db);
-        println!("| {name} | {fill_rate:.0} | {:.1} ms | {:.1} ms | {:.1} ms |", ms(times[times.len() / 2]), ms(times[0]), ms(times[times.len() - 1]));
+        println!(
+            "| {name} | {fill_rate:.0} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            ms(times[times.len() / 2]),
+            ms(times[0]),
+            ms(times[times.len() - 1])
+        );
         store.close().await;
     }
     Ok(())

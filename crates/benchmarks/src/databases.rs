@@ -8,7 +8,13 @@ pub fn recreate(url: &str) -> anyhow::Result<()> {
     let (server, name) = url.rsplit_once('/').context("URL without a database name")?;
     let status = if url.starts_with("postgres") {
         std::process::Command::new("psql")
-            .args([&format!("{server}/postgres"), "-qc", &format!("DROP DATABASE IF EXISTS {name}"), "-c", &format!("CREATE DATABASE {name}")])
+            .args([
+                &format!("{server}/postgres"),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {name}"),
+                "-c",
+                &format!("CREATE DATABASE {name}"),
+            ])
             .status()?
     } else {
         std::process::Command::new("mariadb")

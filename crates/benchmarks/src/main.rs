@@ -84,7 +84,18 @@ impl Broker {
                     None => std::env::current_exe()?.with_file_name("roost"),
                 };
                 let mut c = Command::new(bin);
-                c.args(["serve", "--allow-anonymous", "--max-connections-per-ip", "0", "--mqtt", &addr.to_string(), "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+                c.args([
+                    "serve",
+                    "--allow-anonymous",
+                    "--max-connections-per-ip",
+                    "0",
+                    "--mqtt",
+                    &addr.to_string(),
+                    "--mqtt-ws",
+                    "127.0.0.1:0",
+                    "--http",
+                    "127.0.0.1:0",
+                ]);
                 let sqlite = format!("sqlite://{}", dir.path().join("roost.db").display());
                 c.args(["--database", database.unwrap_or(&sqlite)]);
                 c.env("RUST_LOG", "warn");

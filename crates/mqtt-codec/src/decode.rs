@@ -13,11 +13,7 @@ use std::time::Duration;
 /// error when the bytes can never become a valid packet, including a packet larger than
 /// `max_packet_size` (checked from the fixed header alone, before the body is buffered).
 /// `version` is the connection's protocol; a CONNECT carries its own and ignores it.
-pub fn decode(
-    buf: &mut BytesMut,
-    version: ProtocolVersion,
-    max_packet_size: usize,
-) -> Result<Option<Packet>, DecodeError> {
+pub fn decode(buf: &mut BytesMut, version: ProtocolVersion, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -236,10 +232,7 @@ fn decode_body(header: u8, body: Bytes, version: ProtocolVersion) -> Result<Pack
     Ok(packet)
 }
 
-fn decode_reason_and_properties(
-    buf: &mut &[u8],
-    version: ProtocolVersion,
-) -> Result<(u8, Properties), DecodeError> {
+fn decode_reason_and_properties(buf: &mut &[u8], version: ProtocolVersion) -> Result<(u8, Properties), DecodeError> {
     if !version.is_v5() || buf.is_empty() {
         return Ok((0, Properties::default()));
     }
@@ -336,12 +329,7 @@ fn decode_subscribe(buf: &mut &[u8], version: ProtocolVersion) -> Result<Subscri
         let qos = QoS::from_u8(options & 0x03).ok_or(DecodeError::InvalidQoS)?;
         filters.push((
             filter,
-            SubscriptionOptions {
-                qos,
-                no_local: options & 0x04 != 0,
-                retain_as_published: options & 0x08 != 0,
-                retain_handling,
-            },
+            SubscriptionOptions { qos, no_local: options & 0x04 != 0, retain_as_published: options & 0x08 != 0, retain_handling },
         ));
     }
     if filters.is_empty() {

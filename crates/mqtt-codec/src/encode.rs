@@ -125,19 +125,11 @@ fn body_len(packet: &Packet, v: ProtocolVersion) -> usize {
                 + props_len(&p.properties, v)
                 + p.payload.len()
         }
-        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
-            2 + reason_len(a.reason, &a.properties, v)
-        }
-        Packet::Subscribe(s) => {
-            2 + props_len(&s.properties, v) + s.filters.iter().map(|(f, _)| 2 + f.len() + 1).sum::<usize>()
-        }
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => 2 + reason_len(a.reason, &a.properties, v),
+        Packet::Subscribe(s) => 2 + props_len(&s.properties, v) + s.filters.iter().map(|(f, _)| 2 + f.len() + 1).sum::<usize>(),
         Packet::SubAck(s) => 2 + props_len(&s.properties, v) + s.codes.len(),
-        Packet::Unsubscribe(u) => {
-            2 + props_len(&u.properties, v) + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
-        }
-        Packet::UnsubAck(u) => {
-            2 + if v.is_v5() { u.properties.encoded_len() + u.codes.len() } else { 0 }
-        }
+        Packet::Unsubscribe(u) => 2 + props_len(&u.properties, v) + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>(),
+        Packet::UnsubAck(u) => 2 + if v.is_v5() { u.properties.encoded_len() + u.codes.len() } else { 0 },
         Packet::PingReq | Packet::PingResp => 0,
         Packet::Disconnect(d) => reason_len(d.reason, &d.properties, v),
         Packet::Auth(a) => reason_len(a.reason, &a.properties, v),
@@ -201,9 +193,7 @@ fn encode_body(packet: &Packet, v: ProtocolVersion, out: &mut BytesMut) -> Resul
                 put_string(out, filter)?;
                 let mut options = o.qos as u8;
                 if v.is_v5() {
-                    options |= (u8::from(o.no_local) << 2)
-                        | (u8::from(o.retain_as_published) << 3)
-                        | ((o.retain_handling & 0x03) << 4);
+                    options |= (u8::from(o.no_local) << 2) | (u8::from(o.retain_as_published) << 3) | ((o.retain_handling & 0x03) << 4);
                 }
                 out.put_u8(options);
             }

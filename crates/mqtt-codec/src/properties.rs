@@ -1,6 +1,6 @@
 //! MQTT 5.0 properties (§2.2.2): a list of identified values carried by most packets.
 
-use crate::decode::{read_binary, read_string, read_u16, read_u32, read_u8, decode_varint_from};
+use crate::decode::{decode_varint_from, read_binary, read_string, read_u16, read_u32, read_u8};
 use crate::encode::{put_binary, put_string, put_varint, varint_len};
 use crate::error::{DecodeError, EncodeError};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -150,15 +150,24 @@ impl Property {
     fn len(&self) -> usize {
         use Property::*;
         1 + match self {
-            PayloadFormatIndicator(_) | RequestProblemInformation(_) | RequestResponseInformation(_)
-            | MaximumQoS(_) | RetainAvailable(_) | WildcardSubscriptionAvailable(_)
-            | SubscriptionIdentifierAvailable(_) | SharedSubscriptionAvailable(_) => 1,
+            PayloadFormatIndicator(_)
+            | RequestProblemInformation(_)
+            | RequestResponseInformation(_)
+            | MaximumQoS(_)
+            | RetainAvailable(_)
+            | WildcardSubscriptionAvailable(_)
+            | SubscriptionIdentifierAvailable(_)
+            | SharedSubscriptionAvailable(_) => 1,
             ServerKeepAlive(_) | ReceiveMaximum(_) | TopicAliasMaximum(_) | TopicAlias(_) => 2,
-            MessageExpiryInterval(_) | SessionExpiryInterval(_) | WillDelayInterval(_)
-            | MaximumPacketSize(_) => 4,
+            MessageExpiryInterval(_) | SessionExpiryInterval(_) | WillDelayInterval(_) | MaximumPacketSize(_) => 4,
             SubscriptionIdentifier(v) => varint_len(*v as usize),
-            ContentType(s) | ResponseTopic(s) | AssignedClientIdentifier(s) | AuthenticationMethod(s)
-            | ResponseInformation(s) | ServerReference(s) | ReasonString(s) => 2 + s.len(),
+            ContentType(s)
+            | ResponseTopic(s)
+            | AssignedClientIdentifier(s)
+            | AuthenticationMethod(s)
+            | ResponseInformation(s)
+            | ServerReference(s)
+            | ReasonString(s) => 2 + s.len(),
             CorrelationData(b) | AuthenticationData(b) => 2 + b.len(),
             UserProperty(k, v) => 4 + k.len() + v.len(),
         }
@@ -168,15 +177,24 @@ impl Property {
         use Property::*;
         out.put_u8(self.id());
         match self {
-            PayloadFormatIndicator(v) | RequestProblemInformation(v) | RequestResponseInformation(v)
-            | MaximumQoS(v) | RetainAvailable(v) | WildcardSubscriptionAvailable(v)
-            | SubscriptionIdentifierAvailable(v) | SharedSubscriptionAvailable(v) => out.put_u8(*v),
+            PayloadFormatIndicator(v)
+            | RequestProblemInformation(v)
+            | RequestResponseInformation(v)
+            | MaximumQoS(v)
+            | RetainAvailable(v)
+            | WildcardSubscriptionAvailable(v)
+            | SubscriptionIdentifierAvailable(v)
+            | SharedSubscriptionAvailable(v) => out.put_u8(*v),
             ServerKeepAlive(v) | ReceiveMaximum(v) | TopicAliasMaximum(v) | TopicAlias(v) => out.put_u16(*v),
-            MessageExpiryInterval(v) | SessionExpiryInterval(v) | WillDelayInterval(v)
-            | MaximumPacketSize(v) => out.put_u32(*v),
+            MessageExpiryInterval(v) | SessionExpiryInterval(v) | WillDelayInterval(v) | MaximumPacketSize(v) => out.put_u32(*v),
             SubscriptionIdentifier(v) => put_varint(out, *v as usize)?,
-            ContentType(s) | ResponseTopic(s) | AssignedClientIdentifier(s) | AuthenticationMethod(s)
-            | ResponseInformation(s) | ServerReference(s) | ReasonString(s) => put_string(out, s)?,
+            ContentType(s)
+            | ResponseTopic(s)
+            | AssignedClientIdentifier(s)
+            | AuthenticationMethod(s)
+            | ResponseInformation(s)
+            | ServerReference(s)
+            | ReasonString(s) => put_string(out, s)?,
             CorrelationData(b) | AuthenticationData(b) => put_binary(out, b)?,
             UserProperty(k, v) => {
                 put_string(out, k)?;

@@ -71,11 +71,13 @@ fn arb_publish(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
 
 fn arb_packet(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let v = version;
-    let ack = (arb_pid(), arb_properties(v), 0u8..3).prop_map(move |(packet_id, properties, r)| {
-        // 3.1.1 acks carry no reason code; 5.0 ones carry one of a few.
-        let reason = if v.is_v5() { [0u8, 0x10, 0x80][r as usize] } else { 0 };
-        Ack { packet_id, reason, properties: if v.is_v5() { properties } else { Properties::default() } }
-    }).boxed();
+    let ack = (arb_pid(), arb_properties(v), 0u8..3)
+        .prop_map(move |(packet_id, properties, r)| {
+            // 3.1.1 acks carry no reason code; 5.0 ones carry one of a few.
+            let reason = if v.is_v5() { [0u8, 0x10, 0x80][r as usize] } else { 0 };
+            Ack { packet_id, reason, properties: if v.is_v5() { properties } else { Properties::default() } }
+        })
+        .boxed();
     let connect = (
         any::<bool>(),
         any::<u16>(),
@@ -114,8 +116,11 @@ fn arb_packet(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     });
     prop_oneof![
         connect,
-        (any::<bool>(), any::<u8>(), arb_properties(v))
-            .prop_map(|(session_present, code, properties)| Packet::ConnAck(ConnAck { session_present, code, properties })),
+        (any::<bool>(), any::<u8>(), arb_properties(v)).prop_map(|(session_present, code, properties)| Packet::ConnAck(ConnAck {
+            session_present,
+            code,
+            properties
+        })),
         arb_publish(v),
         ack.clone().prop_map(Packet::PubAck),
         ack.clone().prop_map(Packet::PubRec),
@@ -247,10 +252,7 @@ fn a_fifth_remaining_length_byte_is_malformed() {
 #[test]
 fn oversized_packets_are_refused_from_the_header_alone() {
     let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x40][..]); // 1 MiB body, none of it sent yet
-    assert_eq!(
-        decode(&mut buf, ProtocolVersion::V311, LIMIT),
-        Err(DecodeError::PacketTooLarge { size: 1 + 3 + (1 << 20), limit: LIMIT })
-    );
+    assert_eq!(decode(&mut buf, ProtocolVersion::V311, LIMIT), Err(DecodeError::PacketTooLarge { size: 1 + 3 + (1 << 20), limit: LIMIT }));
 }
 
 #[test]

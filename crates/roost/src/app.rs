@@ -13,8 +13,8 @@ use crate::sim::FleetConfig;
 use crate::store::Store;
 use crate::tls::CertFiles;
 use anyhow::Context;
-use std::str::FromStr;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -114,7 +114,8 @@ impl App {
             _ => None,
         };
         let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
-        let dashboard = crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
+        let dashboard =
+            crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
         let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
         let demo = args.demo.then_some(DemoMode { anonymous: args.allow_anonymous });
         Ok(Self {
@@ -197,7 +198,13 @@ impl App {
         let (ws_tls, http_tls) = match self.tls {
             Some(Tls { files, mqtts }) => {
                 info!(addr = %mqtts.local_addr()?, "MQTT over TLS listening");
-                tracker.spawn(broker::serve_tcp(mqtts, Arc::clone(&self.broker), Some(files.acceptor(false)), shutdown.clone(), tracker.clone()));
+                tracker.spawn(broker::serve_tcp(
+                    mqtts,
+                    Arc::clone(&self.broker),
+                    Some(files.acceptor(false)),
+                    shutdown.clone(),
+                    tracker.clone(),
+                ));
                 tracker.spawn(Arc::clone(&files).watch(CERT_POLL, shutdown.clone()));
                 (Some(files.acceptor(false)), Some(files.acceptor(true)))
             }

@@ -118,9 +118,18 @@ impl fmt::Display for BenchReport {
             secs,
             group((self.acked as f64 / secs).round() as u64)
         )?;
-        if let (Some(p50), Some(p90), Some(p99), Some(max)) = (self.percentile(0.5), self.percentile(0.9), self.percentile(0.99), self.latencies.last()) {
+        if let (Some(p50), Some(p90), Some(p99), Some(max)) =
+            (self.percentile(0.5), self.percentile(0.9), self.percentile(0.99), self.latencies.last())
+        {
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            writeln!(f, "latency publish → ack: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms(p50), ms(p90), ms(p99), ms(*max))?;
+            writeln!(
+                f,
+                "latency publish → ack: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                ms(p50),
+                ms(p90),
+                ms(p99),
+                ms(*max)
+            )?;
         }
         for failure in &self.failures {
             writeln!(f, "connection failure: {failure}")?;
@@ -135,7 +144,12 @@ impl fmt::Display for BenchReport {
         } else if v.missing_count == 0 {
             writeln!(f, "verified: all {} acknowledged readings are stored", group(v.acked))?;
         } else {
-            writeln!(f, "verification FAILED: {} of {} acknowledged readings are missing from the database", group(v.missing_count), group(v.acked))?;
+            writeln!(
+                f,
+                "verification FAILED: {} of {} acknowledged readings are missing from the database",
+                group(v.missing_count),
+                group(v.acked)
+            )?;
             for (sensor, seq) in &v.missing {
                 writeln!(f, "  missing: {sensor} reading #{seq}")?;
             }
@@ -157,8 +171,9 @@ pub async fn run(config: BenchConfig, counters: Arc<Counters>, stop: Cancellatio
     }
     let store = Store::connect(&config.database).await.context("connecting to the database for verification")?;
     let run_id = format!("run{}", TimestampMs::now().0);
-    let sensors: Vec<SensorKey> =
-        (0..config.clients).map(|i| SensorKey { owner: config.owner.clone(), place: format!("{run_id}-c{i}"), category: CATEGORY.to_owned() }).collect();
+    let sensors: Vec<SensorKey> = (0..config.clients)
+        .map(|i| SensorKey { owner: config.owner.clone(), place: format!("{run_id}-c{i}"), category: CATEGORY.to_owned() })
+        .collect();
 
     let started_ms = TimestampMs::now().0;
     let started = Instant::now();
@@ -261,7 +276,10 @@ async fn run_client(
                     }
                 }
             }
-            counters.connected.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| n.checked_sub(1)).ok();
+            counters
+                .connected
+                .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| n.checked_sub(1))
+                .ok();
         }))
     };
 
@@ -302,7 +320,8 @@ async fn run_client(
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
     let mut tracking = std::mem::take(&mut *tracking.lock().unwrap_or_else(|e| e.into_inner()));
     if all_acked.is_err() && tracking.failure.is_none() {
-        tracking.failure = Some(format!("{client_id}: {} publishes unacknowledged after {ACK_TIMEOUT:?}", published - tracking.acked.len() as u64));
+        tracking.failure =
+            Some(format!("{client_id}: {} publishes unacknowledged after {ACK_TIMEOUT:?}", published - tracking.acked.len() as u64));
     }
     Ok((published, tracking))
 }

@@ -4,8 +4,8 @@
 use crate::ingest::TopicTemplate;
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
 use crate::store::DatabaseUrl;
-use rumqttc::QoS;
 use clap::{Args, Parser, Subcommand};
+use rumqttc::QoS;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -68,7 +68,13 @@ pub fn group(n: u64) -> String {
 /// Reports `counters` on stderr until `stop` is cancelled, then prints a final line. The rate
 /// counts acknowledgements, or sends when `rate_of_sent` (QoS 0 has no acknowledgements): over
 /// the last interval while running, over the whole run in the final line.
-pub fn spawn_reporter(counters: Arc<Counters>, label: &'static str, clients: u64, rate_of_sent: bool, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn spawn_reporter(
+    counters: Arc<Counters>,
+    label: &'static str,
+    clients: u64,
+    rate_of_sent: bool,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let terminal = std::io::stderr().is_terminal();
     let every = if terminal { Duration::from_millis(500) } else { Duration::from_secs(5) };
     tokio::spawn(async move {

@@ -7,9 +7,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tokio::net::TcpStream;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -133,6 +133,7 @@ fn load_key_pair(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
         .with_context(|| format!("{}: not a PEM private key", key.display()))?
         .with_context(|| format!("{}: no private key in the file", key.display()))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let pair = CertifiedKey::from_der(chain, key_der, &provider).with_context(|| format!("{} and {} do not form a usable key pair", cert.display(), key.display()))?;
+    let pair = CertifiedKey::from_der(chain, key_der, &provider)
+        .with_context(|| format!("{} and {} do not form a usable key pair", cert.display(), key.display()))?;
     Ok(pair)
 }

@@ -25,7 +25,12 @@ const FILES: &[(&str, &str, &[u8], bool)] = &[
     ("index.html", "text/html; charset=utf-8", include_bytes!("../../assets/index.html"), false),
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/app.js"), false),
     ("app.css", "text/css; charset=utf-8", include_bytes!("../../assets/app.css"), false),
-    ("vendor/uPlot-1.6.31.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/vendor/uPlot-1.6.31.iife.min.js"), true),
+    (
+        "vendor/uPlot-1.6.31.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/vendor/uPlot-1.6.31.iife.min.js"),
+        true,
+    ),
     ("vendor/uPlot-1.6.31.min.css", "text/css; charset=utf-8", include_bytes!("../../assets/vendor/uPlot-1.6.31.min.css"), true),
     ("vendor/mqtt-5.16.0.min.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/vendor/mqtt-5.16.0.min.js"), true),
     ("vendor/LICENSE-uPlot.txt", "text/plain; charset=utf-8", include_bytes!("../../assets/vendor/LICENSE-uPlot.txt"), true),

@@ -4,11 +4,10 @@
 
 use super::listener::Peer;
 use super::params::ApiJson;
-use axum::extract::ConnectInfo;
 use super::{ApiError, ApiState};
 use crate::auth::{password, tokens};
-use std::time::Duration;
 use crate::store::TokenKind;
+use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::HeaderMap;
@@ -17,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
+use std::time::Duration;
 
 pub const SESSION_COOKIE: &str = "roost_session";
 /// How long a dashboard login lasts.

@@ -51,7 +51,8 @@ pub async fn serve(mut incoming: Incoming, router: Router, header_timeout: Durat
         connections.spawn(async move {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(service));
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(service));
             tokio::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {

@@ -94,7 +94,12 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     // The broker's connect timeout bounds every slow start: TLS handshakes and request headers.
     let slow_client = state.broker.config().connect_timeout;
     let incoming = listener::incoming(listener, tls, slow_client, shutdown.clone());

@@ -11,7 +11,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-pub async fn upgrade(State(state): State<ApiState>, ConnectInfo(super::listener::Peer(peer)): ConnectInfo<super::listener::Peer>, mut request: Request) -> Response {
+pub async fn upgrade(
+    State(state): State<ApiState>,
+    ConnectInfo(super::listener::Peer(peer)): ConnectInfo<super::listener::Peer>,
+    mut request: Request,
+) -> Response {
     let headers = request.headers();
     let is_upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");

@@ -1,7 +1,7 @@
 //! The OpenAPI 3 description of the API, served at `/api/openapi.json`.
 
-use axum::Json;
 use super::params::MAX_TIME_MS;
+use axum::Json;
 use serde_json::{json, Value};
 
 pub async fn document() -> Json<Value> {

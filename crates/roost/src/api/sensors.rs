@@ -1,5 +1,6 @@
 //! Sensors, their readings (raw or downsampled), CSV export and rejects.
 
+use super::auth::Viewer;
 use super::params::{given, rfc3339, time_range, ApiQuery};
 use super::{ApiError, ApiState};
 use crate::ingest::{SensorKey, TimestampMs};
@@ -7,7 +8,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use super::auth::Viewer;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -57,7 +57,13 @@ pub struct RangeQuery {
 }
 
 /// The sensor's id; other owners' sensors are "not found" to non-admins, like missing ones.
-async fn find_sensor(state: &ApiState, viewer: &Viewer, owner: String, place: String, category: String) -> Result<(SensorKey, i64), ApiError> {
+async fn find_sensor(
+    state: &ApiState,
+    viewer: &Viewer,
+    owner: String,
+    place: String,
+    category: String,
+) -> Result<(SensorKey, i64), ApiError> {
     let key = SensorKey { owner, place, category };
     if !viewer.may_see(&key.owner) {
         return Err(ApiError::NotFound(format!("no sensor {key}")));

@@ -19,7 +19,10 @@ pub async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-pub async fn stats(State(state): State<ApiState>, axum::Extension(viewer): axum::Extension<super::auth::Viewer>) -> Result<Json<Value>, ApiError> {
+pub async fn stats(
+    State(state): State<ApiState>,
+    axum::Extension(viewer): axum::Extension<super::auth::Viewer>,
+) -> Result<Json<Value>, ApiError> {
     viewer.require_admin()?;
     let broker = state.broker.stats();
     let ingest = state.ingest.snapshot();
@@ -50,7 +53,10 @@ pub async fn stats(State(state): State<ApiState>, axum::Extension(viewer): axum:
 }
 
 /// Prometheus text exposition format 0.0.4.
-pub async fn metrics(State(state): State<ApiState>, axum::Extension(viewer): axum::Extension<super::auth::Viewer>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(
+    State(state): State<ApiState>,
+    axum::Extension(viewer): axum::Extension<super::auth::Viewer>,
+) -> Result<impl IntoResponse, ApiError> {
     viewer.require_admin()?;
     let b = state.broker.stats();
     let i = state.ingest.snapshot();
@@ -70,12 +76,42 @@ pub async fn metrics(State(state): State<ApiState>, axum::Extension(viewer): axu
         "Messages dropped by a full per-client queue.",
         &[("{reason=\"qos0_queue_full\"}", b.dropped_qos0), ("{reason=\"offline_queue_full\"}", b.dropped_offline)],
     );
-    metric("roost_overflow_disconnects_total", "counter", "Clients disconnected because their QoS 1/2 queue overflowed.", &[("", b.overflow_disconnects)]);
-    metric("roost_protocol_errors_total", "counter", "Connections closed for malformed packets or protocol violations.", &[("", b.protocol_errors)]);
-    metric("roost_publishes_denied_total", "counter", "Publishes refused by the ACL: acknowledged, neither stored nor delivered.", &[("", b.publishes_denied)]);
-    metric("roost_subscriptions_denied_total", "counter", "Subscriptions refused by the ACL (SUBACK 0x80).", &[("", b.subscriptions_denied)]);
-    metric("roost_connections_refused_total", "counter", "CONNECTs refused for missing or wrong credentials.", &[("", b.connections_refused)]);
-    metric("roost_connections_over_limit_total", "counter", "Connections closed because their address had too many open.", &[("", b.connections_over_limit)]);
+    metric(
+        "roost_overflow_disconnects_total",
+        "counter",
+        "Clients disconnected because their QoS 1/2 queue overflowed.",
+        &[("", b.overflow_disconnects)],
+    );
+    metric(
+        "roost_protocol_errors_total",
+        "counter",
+        "Connections closed for malformed packets or protocol violations.",
+        &[("", b.protocol_errors)],
+    );
+    metric(
+        "roost_publishes_denied_total",
+        "counter",
+        "Publishes refused by the ACL: acknowledged, neither stored nor delivered.",
+        &[("", b.publishes_denied)],
+    );
+    metric(
+        "roost_subscriptions_denied_total",
+        "counter",
+        "Subscriptions refused by the ACL (SUBACK 0x80).",
+        &[("", b.subscriptions_denied)],
+    );
+    metric(
+        "roost_connections_refused_total",
+        "counter",
+        "CONNECTs refused for missing or wrong credentials.",
+        &[("", b.connections_refused)],
+    );
+    metric(
+        "roost_connections_over_limit_total",
+        "counter",
+        "Connections closed because their address had too many open.",
+        &[("", b.connections_over_limit)],
+    );
     metric("roost_readings_committed_total", "counter", "Readings committed to the database.", &[("", i.readings_committed)]);
     metric("roost_rejects_total", "counter", "Publishes rejected and quarantined.", &[("", i.rejects_committed)]);
     metric("roost_ingest_batches_total", "counter", "Transactions committed by the ingest writer.", &[("", i.batches)]);

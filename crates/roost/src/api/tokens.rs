@@ -49,7 +49,11 @@ pub struct NewToken {
 }
 
 /// Creates a token acting as the logged-in user; the response is the only time it is shown.
-pub async fn create(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>, ApiJson(body): ApiJson<NewToken>) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
+    ApiJson(body): ApiJson<NewToken>,
+) -> Result<Json<Value>, ApiError> {
     let user = user_of(&viewer)?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
@@ -64,7 +68,11 @@ pub async fn create(State(state): State<ApiState>, Extension(viewer): Extension<
     Ok(Json(json!({ "id": id, "user": user, "name": name, "token": token })))
 }
 
-pub async fn revoke(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>, ApiPath(id): ApiPath<i64>) -> Result<Json<Value>, ApiError> {
+pub async fn revoke(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Value>, ApiError> {
     if !state.store.revoke_api_token(id, owner_filter(&viewer)?).await? {
         return Err(ApiError::NotFound(format!("no token {id}")));
     }

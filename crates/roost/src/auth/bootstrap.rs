@@ -53,7 +53,11 @@ pub async fn ensure_admin(store: &Store, data_dir: &Path) -> anyhow::Result<()> 
     info!(user = ADMIN, file = %path.display(), "no users yet: created an admin; its password is in the file (mode 0600)");
     let mut err = std::io::stderr();
     if err.is_terminal() {
-        let _ = writeln!(err, "\n  Created user `admin` with password {secret}\n  (also in {}; change it with `roost user passwd admin`)\n", path.display());
+        let _ = writeln!(
+            err,
+            "\n  Created user `admin` with password {secret}\n  (also in {}; change it with `roost user passwd admin`)\n",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -97,7 +101,10 @@ mod tests {
     #[test]
     fn the_admin_password_lands_beside_the_sqlite_file_or_in_the_data_directory() {
         let data = Path::new("/srv/roost");
-        assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite:///var/lib/roost/roost.db"), data), Path::new("/var/lib/roost/roost-admin-password"));
+        assert_eq!(
+            admin_password_path(&DatabaseUrl::new("sqlite:///var/lib/roost/roost.db"), data),
+            Path::new("/var/lib/roost/roost-admin-password")
+        );
         assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite://roost.db"), data), Path::new("roost-admin-password"));
         assert_eq!(admin_password_path(&DatabaseUrl::new("postgres://u@h/db"), data), Path::new("/srv/roost/roost-admin-password"));
     }

@@ -9,8 +9,8 @@ use super::stats::BrokerStats;
 use super::{Broker, Message};
 use bytes::BytesMut;
 use mqtt_codec::{
-    connect_return, decode, encode, Ack, ConnAck, Connect, DecodeError, LastWill, Packet, PacketId, ProtocolVersion,
-    Publish, QoS, SubAck, Subscribe, TopicFilter, UnsubAck, Unsubscribe, SUBACK_FAILURE,
+    connect_return, decode, encode, Ack, ConnAck, Connect, DecodeError, LastWill, Packet, PacketId, ProtocolVersion, Publish, QoS, SubAck,
+    Subscribe, TopicFilter, UnsubAck, Unsubscribe, SUBACK_FAILURE,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -189,9 +189,7 @@ where
         loop {
             match decode(&mut self.read_buf, self.version, self.broker.config.max_packet_size) {
                 Ok(Some(Packet::Connect(connect))) => return Ok(Some(connect)),
-                Ok(Some(other)) => {
-                    return Err(End::Protocol(format!("[MQTT-3.1.0-1] first packet was {}, not CONNECT", other.name())))
-                }
+                Ok(Some(other)) => return Err(End::Protocol(format!("[MQTT-3.1.0-1] first packet was {}, not CONNECT", other.name()))),
                 Err(DecodeError::UnsupportedProtocolLevel(level)) => {
                     // [MQTT-3.1.2-2] answer 0x01, then close.
                     self.refuse(connect_return::UNACCEPTABLE_PROTOCOL_VERSION).await;
@@ -231,12 +229,8 @@ where
             return;
         };
         drop(client_id); // the session holds it from here on (state.client_id)
-        // [MQTT-3.2.2-1..3]
-        self.queue(Packet::ConnAck(ConnAck {
-            session_present,
-            code: connect_return::ACCEPTED,
-            properties: Default::default(),
-        }));
+                         // [MQTT-3.2.2-1..3]
+        self.queue(Packet::ConnAck(ConnAck { session_present, code: connect_return::ACCEPTED, properties: Default::default() }));
         BrokerStats::incr(&self.broker.stats.clients_connected);
         info!(peer = %self.peer, client_id = %state.client_id, ?username, clean_session = connect.clean_start, session_present, "client connected");
         let (keep_alive, will) = keep_alive_and_will(connect);
@@ -567,11 +561,7 @@ where
             }
         }
         // [MQTT-3.10.4-4, -5] UNSUBACK even when nothing matched.
-        self.queue(Packet::UnsubAck(UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            codes: Vec::new(),
-            properties: Default::default(),
-        }));
+        self.queue(Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, codes: Vec::new(), properties: Default::default() }));
     }
 
     /// Moves what the session may send now (within its in-flight window) into the write buffer.

@@ -17,7 +17,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 /// Serves MQTT over TCP (over TLS with `tls`) on `listener` until `shutdown` is cancelled.
-pub async fn serve_tcp(listener: TcpListener, broker: Arc<Broker>, tls: Option<TlsAcceptor>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     accept_loop(listener, shutdown.clone(), |stream, peer| {
         let Some(permit) = broker.admit(peer) else { return };
         let broker = Arc::clone(&broker);
@@ -114,7 +120,12 @@ async fn accept_loop(listener: TcpListener, shutdown: CancellationToken, mut spa
 /// Runs an MQTT session over an already-upgraded WebSocket (the HTTP server's `/mqtt`), holding
 /// the connection's `permit` (from `Broker::admit`). A plain function, like
 /// `connection::serve`: an async one would keep a copy of `socket` for the whole session.
-pub fn serve_websocket_session<W>(broker: Arc<Broker>, socket: W, peer: SocketAddr, permit: Permit) -> impl std::future::Future<Output = ()> + Send
+pub fn serve_websocket_session<W>(
+    broker: Arc<Broker>,
+    socket: W,
+    peer: SocketAddr,
+    permit: Permit,
+) -> impl std::future::Future<Output = ()> + Send
 where
     W: futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
         + futures_util::Sink<tokio_tungstenite::tungstenite::Message, Error = tokio_tungstenite::tungstenite::Error>

@@ -24,14 +24,14 @@ mod trie;
 pub mod websocket;
 
 pub use config::BrokerConfig;
-pub use hooks::{AllowAll, BoxFuture, AuthOutcome, Authenticate, Credentials, IngestSink, NoIngest, Receipt};
+pub use hooks::{AllowAll, AuthOutcome, Authenticate, BoxFuture, Credentials, IngestSink, NoIngest, Receipt};
 pub use keep_alive::supervise_sessions;
 pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
-pub use websocket::choose_subprotocol;
 pub use message::Message;
 pub use stats::{BrokerStats, StatsSnapshot};
 pub use sys::publish_sys_tree;
 pub use trie::SubscriptionTrie;
+pub use websocket::choose_subprotocol;
 
 use router::Router;
 use sessions::Sessions;

@@ -276,7 +276,12 @@ mod packet_id_tests {
     use proptest::prelude::*;
 
     fn delivery() -> Delivery {
-        let message = Message { topic: mqtt_codec::TopicName::parse("t").unwrap(), payload: Default::default(), qos: QoS::AtLeastOnce, retain: false };
+        let message = Message {
+            topic: mqtt_codec::TopicName::parse("t").unwrap(),
+            payload: Default::default(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
         Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false }
     }
 

@@ -146,12 +146,14 @@ mod tests {
     }
 
     fn filter() -> impl Strategy<Value = TopicFilter> {
-        (prop::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4), any::<bool>()).prop_map(|(mut levels, hash)| {
-            if hash {
-                levels.push("#".into());
-            }
-            TopicFilter::parse(&levels.join("/")).ok()
-        }).prop_filter_map("empty filter", |f| f)
+        (prop::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4), any::<bool>())
+            .prop_map(|(mut levels, hash)| {
+                if hash {
+                    levels.push("#".into());
+                }
+                TopicFilter::parse(&levels.join("/")).ok()
+            })
+            .prop_filter_map("empty filter", |f| f)
     }
 
     fn topic() -> impl Strategy<Value = TopicName> {

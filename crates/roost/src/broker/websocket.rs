@@ -117,9 +117,7 @@ where
 {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         ready!(Pin::new(&mut self.socket).poll_ready(cx)).map_err(to_io)?;
-        Pin::new(&mut self.socket)
-            .start_send(WsMessage::Binary(Bytes::copy_from_slice(data)))
-            .map_err(to_io)?;
+        Pin::new(&mut self.socket).start_send(WsMessage::Binary(Bytes::copy_from_slice(data))).map_err(to_io)?;
         Poll::Ready(Ok(data.len()))
     }
 

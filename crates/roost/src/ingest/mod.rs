@@ -85,9 +85,7 @@ impl Ingest {
             category: category.to_owned(),
         };
         let parsed = match captures.category {
-            Some(category) if template.has_category() => {
-                payload::parse_single(payload).map(|(value, ts)| vec![(key(category), value, ts)])
-            }
+            Some(category) if template.has_category() => payload::parse_single(payload).map(|(value, ts)| vec![(key(category), value, ts)]),
             _ => payload::parse_multi(payload).map(|(values, ts)| values.into_iter().map(|(c, v)| (key(&c), v, ts)).collect()),
         };
         match parsed {

@@ -83,8 +83,8 @@ fn timestamp(ts: Option<&Value>) -> Result<Option<TimestampMs>, RejectReason> {
             ms as i64
         }
         Some(Value::String(s)) => {
-            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| RejectReason::BadTimestamp)?;
+            let t =
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| RejectReason::BadTimestamp)?;
             let ms = t.unix_timestamp_nanos() / 1_000_000;
             i64::try_from(ms).ok().filter(|ms| (0..=MAX_TS).contains(ms)).ok_or(RejectReason::BadTimestamp)?
         }
@@ -104,10 +104,7 @@ mod tests {
         assert_eq!(parse_single(b" 23 \n"), Ok((23.0, None)));
         assert_eq!(parse_single(b"-1e3"), Ok((-1000.0, None)));
         assert_eq!(parse_single(br#"{"value": 23.4, "ts": 1700000000000}"#), Ok((23.4, Some(TimestampMs(1_700_000_000_000)))));
-        assert_eq!(
-            parse_single(br#"{"value": 5, "ts": "2023-11-14T22:13:20Z"}"#),
-            Ok((5.0, Some(TimestampMs(1_700_000_000_000))))
-        );
+        assert_eq!(parse_single(br#"{"value": 5, "ts": "2023-11-14T22:13:20Z"}"#), Ok((5.0, Some(TimestampMs(1_700_000_000_000)))));
         assert_eq!(
             parse_multi(br#"{"temperature": 21.5, "humidity": 40, "ts": "2023-11-14T23:13:20+01:00"}"#),
             Ok((vec![("humidity".into(), 40.0), ("temperature".into(), 21.5)], Some(TimestampMs(1_700_000_000_000))))

@@ -170,7 +170,14 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused() {
-        for bad in ["{owner}/x/{place}", "iot/{owner}", "iot/{owner}/{place}/{owner}", "iot//{owner}/{place}", "iot/+/{owner}/{place}", "iot/{who}/{owner}/{place}"] {
+        for bad in [
+            "{owner}/x/{place}",
+            "iot/{owner}",
+            "iot/{owner}/{place}/{owner}",
+            "iot//{owner}/{place}",
+            "iot/+/{owner}/{place}",
+            "iot/{who}/{owner}/{place}",
+        ] {
             assert!(bad.parse::<TopicTemplate>().is_err(), "{bad}");
         }
         assert!("home/{place}/{owner}".parse::<TopicTemplate>().is_ok());

@@ -97,7 +97,13 @@ pub async fn run(config: FleetConfig, counters: Arc<Counters>, stop: Cancellatio
 }
 
 /// One board: its MQTT client, its sensors, its schedule.
-async fn run_board(index: usize, config: Arc<FleetConfig>, counters: Arc<Counters>, issued: Arc<AtomicU64>, stop: CancellationToken) -> anyhow::Result<()> {
+async fn run_board(
+    index: usize,
+    config: Arc<FleetConfig>,
+    counters: Arc<Counters>,
+    issued: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let mut board = Board::new(index, config.seed, config.glitches);
     // Unique per process: two simulators with the same owner must not take over each other's sessions.
     let client_id = format!("{}-{}-{}-{}", config.client_id_prefix, std::process::id(), config.owner, board.place);
@@ -189,7 +195,14 @@ async fn run_board(index: usize, config: Arc<FleetConfig>, counters: Arc<Counter
 }
 
 /// Polls a board's event loop: counts sends and acknowledgements, reconnects with backoff.
-async fn drive(mut eventloop: EventLoop, client_id: String, counters: Arc<Counters>, sent: Arc<AtomicU64>, acked: Arc<AtomicU64>, finished: CancellationToken) {
+async fn drive(
+    mut eventloop: EventLoop,
+    client_id: String,
+    counters: Arc<Counters>,
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+    finished: CancellationToken,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut connected = false;
     let set_connected = |now: bool, connected: &mut bool| {

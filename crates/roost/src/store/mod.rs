@@ -590,7 +590,13 @@ impl Store {
     }
 
     /// Readings of a sensor with `from <= ts < to`, oldest first, at most `limit`.
-    pub async fn readings_by_id(&self, sensor_id: i64, from: TimestampMs, to: TimestampMs, limit: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+    pub async fn readings_by_id(
+        &self,
+        sensor_id: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        limit: i64,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
         on_pool!(self, pool => {
             let rows = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ")
                 .push_bind(sensor_id)

@@ -6,61 +6,67 @@ use super::Dialect;
 /// Migrations in order; `schema_version` records how many have run.
 pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
     match dialect {
-        Dialect::Sqlite => &[&[
-            "CREATE TABLE IF NOT EXISTS sensors (
+        Dialect::Sqlite => &[
+            &[
+                "CREATE TABLE IF NOT EXISTS sensors (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
                 last_value REAL, last_seen INTEGER,
                 UNIQUE (owner, place, category))",
-            "CREATE TABLE IF NOT EXISTS readings (
+                "CREATE TABLE IF NOT EXISTS readings (
                 sensor_id INTEGER NOT NULL REFERENCES sensors (id),
                 ts INTEGER NOT NULL, value REAL NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor_id, ts)",
-            "CREATE TABLE IF NOT EXISTS rejects (
+                "CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor_id, ts)",
+                "CREATE TABLE IF NOT EXISTS rejects (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, received_at INTEGER NOT NULL,
                 client_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, reason TEXT NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS rejects_received_at ON rejects (received_at)",
-        ], &[
-            ROLLUP_SQLITE,
-            BACKFILL,
-        ], USERS_SQLITE, TOKENS_SQLITE],
-        Dialect::Postgres => &[&[
-            "CREATE TABLE IF NOT EXISTS sensors (
+                "CREATE INDEX IF NOT EXISTS rejects_received_at ON rejects (received_at)",
+            ],
+            &[ROLLUP_SQLITE, BACKFILL],
+            USERS_SQLITE,
+            TOKENS_SQLITE,
+        ],
+        Dialect::Postgres => &[
+            &[
+                "CREATE TABLE IF NOT EXISTS sensors (
                 id BIGSERIAL PRIMARY KEY,
                 owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
                 last_value DOUBLE PRECISION, last_seen BIGINT,
                 UNIQUE (owner, place, category))",
-            "CREATE TABLE IF NOT EXISTS readings (
+                "CREATE TABLE IF NOT EXISTS readings (
                 sensor_id BIGINT NOT NULL REFERENCES sensors (id),
                 ts BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor_id, ts)",
-            "CREATE TABLE IF NOT EXISTS rejects (
+                "CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor_id, ts)",
+                "CREATE TABLE IF NOT EXISTS rejects (
                 id BIGSERIAL PRIMARY KEY, received_at BIGINT NOT NULL,
                 client_id TEXT NOT NULL, topic TEXT NOT NULL, payload BYTEA NOT NULL, reason TEXT NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS rejects_received_at ON rejects (received_at)",
-        ], &[
-            ROLLUP_POSTGRES,
-            BACKFILL,
-        ], USERS_POSTGRES, TOKENS_POSTGRES],
+                "CREATE INDEX IF NOT EXISTS rejects_received_at ON rejects (received_at)",
+            ],
+            &[ROLLUP_POSTGRES, BACKFILL],
+            USERS_POSTGRES,
+            TOKENS_POSTGRES,
+        ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
-        Dialect::MySql => &[&[
-            "CREATE TABLE IF NOT EXISTS sensors (
+        Dialect::MySql => &[
+            &[
+                "CREATE TABLE IF NOT EXISTS sensors (
                 id BIGINT AUTO_INCREMENT PRIMARY KEY,
                 owner VARCHAR(191) NOT NULL, place VARCHAR(191) NOT NULL, category VARCHAR(191) NOT NULL,
                 last_value DOUBLE, last_seen BIGINT,
                 UNIQUE KEY sensors_key (owner, place, category)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-            "CREATE TABLE IF NOT EXISTS readings (
+                "CREATE TABLE IF NOT EXISTS readings (
                 sensor_id BIGINT NOT NULL, ts BIGINT NOT NULL, value DOUBLE NOT NULL,
                 INDEX readings_sensor_ts (sensor_id, ts),
                 FOREIGN KEY (sensor_id) REFERENCES sensors (id)) ENGINE=InnoDB",
-            "CREATE TABLE IF NOT EXISTS rejects (
+                "CREATE TABLE IF NOT EXISTS rejects (
                 id BIGINT AUTO_INCREMENT PRIMARY KEY, received_at BIGINT NOT NULL,
                 client_id TEXT NOT NULL, topic TEXT NOT NULL, payload VARBINARY(1024) NOT NULL, reason TEXT NOT NULL,
                 INDEX rejects_received_at (received_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-        ], &[
-            ROLLUP_MYSQL,
-            BACKFILL,
-        ], USERS_MYSQL, TOKENS_MYSQL],
+            ],
+            &[ROLLUP_MYSQL, BACKFILL],
+            USERS_MYSQL,
+            TOKENS_MYSQL,
+        ],
     }
 }
 

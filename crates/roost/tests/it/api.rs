@@ -70,7 +70,8 @@ async fn api_serves_what_was_stored(backend: Backend) {
     assert_eq!(buckets[9]["max"], 99.0);
 
     // RFC 3339 works as well as epoch milliseconds.
-    let (status, csv) = get(&server, "/api/sensors/yanjo/livingroom/temperature/readings.csv?from=2023-11-14T22:13:20Z&to=2023-11-14T22:15:00Z").await;
+    let (status, csv) =
+        get(&server, "/api/sensors/yanjo/livingroom/temperature/readings.csv?from=2023-11-14T22:13:20Z&to=2023-11-14T22:15:00Z").await;
     assert_eq!(status, 200);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 101);

@@ -61,7 +61,17 @@ async fn migrate_creates_the_schema_and_says_so() {
 async fn an_unreachable_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = roost(&dir)
-        .args(["serve", "--database", "postgres://nobody@127.0.0.1:1/none", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--database",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--mqtt-ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .output()
         .await
         .unwrap();

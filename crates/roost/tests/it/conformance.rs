@@ -400,8 +400,12 @@ async fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
     // [MQTT-3.10.4-4, -5] UNSUBACK even if no subscription matched.
     let server = TestServer::start().await;
     let mut sub = subscribed(&server, "u", &[("u/1", QoS::AtMostOnce)]).await;
-    sub.send(&Packet::Unsubscribe(Unsubscribe { packet_id: pid(3), filters: vec!["u/1".into(), "never/subscribed".into()], properties: Properties::default() }))
-        .await;
+    sub.send(&Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(3),
+        filters: vec!["u/1".into(), "never/subscribed".into()],
+        properties: Properties::default(),
+    }))
+    .await;
     assert!(matches!(sub.recv().await, Some(Packet::UnsubAck(a)) if a.packet_id == pid(3)));
     let (mut publisher, _) = Raw::mqtt(server.mqtt, "p", true).await;
     publisher.send(&publish("u/1", "x", QoS::AtMostOnce, None, false)).await;
@@ -414,10 +418,10 @@ async fn malformed_packets_close_only_that_connection() {
     let server = TestServer::start().await;
     let mut sub = subscribed(&server, "bystander", &[("b", QoS::AtMostOnce)]).await;
     for bytes in [
-        &[0x30, 3, 0, 1, b'#'][..],          // wildcard in a topic name
-        &[0x36, 5, 0, 1, b'a', 0, 1][..],    // QoS 3
-        &[0x00, 0][..],                      // reserved packet type
-        &[0x82, 2, 0, 1][..],                // SUBSCRIBE with no filter
+        &[0x30, 3, 0, 1, b'#'][..],             // wildcard in a topic name
+        &[0x36, 5, 0, 1, b'a', 0, 1][..],       // QoS 3
+        &[0x00, 0][..],                         // reserved packet type
+        &[0x82, 2, 0, 1][..],                   // SUBSCRIBE with no filter
         &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 1][..], // remaining length of five bytes
     ] {
         let (mut bad, _) = Raw::mqtt(server.mqtt, "bad", true).await;

@@ -133,10 +133,14 @@ async fn acknowledged_readings_survive_sigkill(backend: Backend) {
         acked_total += acked.len();
         // A new process opens the same database (recovering SQLite's WAL) and checks.
         let store = Store::open(&db.url).await.unwrap();
-        let stored: HashSet<(String, u64)> =
-            store.all_values().await.unwrap().into_iter().map(|(k, v)| (k.place, v.to_bits())).collect();
+        let stored: HashSet<(String, u64)> = store.all_values().await.unwrap().into_iter().map(|(k, v)| (k.place, v.to_bits())).collect();
         let missing: Vec<_> = acked.iter().filter(|(p, v)| !stored.contains(&(p.clone(), v.to_bits()))).collect();
-        assert!(missing.is_empty(), "round {round}: {} acknowledged readings lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} acknowledged readings lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
         store.close().await;
     }
     eprintln!("{backend:?}: {acked_total} acknowledged readings over {ROUNDS} SIGKILLs, none lost");

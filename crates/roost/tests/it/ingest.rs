@@ -55,10 +55,24 @@ async fn acknowledged_means_committed(backend: Backend) {
     assert_eq!(device.recv().await, Some(Packet::PubComp(Ack::new(pid(2)))));
     assert_eq!(values_of(&server, &key("yanjo", "bedroom", "temperature")).await, [23.4]);
     // The JSON forms of the contract.
-    device.send(&Packet::Publish(publish("iot/yanjo/sensor/kitchen", br#"{"humidity": 41, "temperature": 22.5, "ts": 1700000000000}"#, QoS::AtLeastOnce, Some(3)))).await;
+    device
+        .send(&Packet::Publish(publish(
+            "iot/yanjo/sensor/kitchen",
+            br#"{"humidity": 41, "temperature": 22.5, "ts": 1700000000000}"#,
+            QoS::AtLeastOnce,
+            Some(3),
+        )))
+        .await;
     assert_eq!(device.recv().await, Some(Packet::PubAck(Ack::new(pid(3)))));
     assert_eq!(values_of(&server, &key("yanjo", "kitchen", "humidity")).await, [41.0]);
-    device.send(&Packet::Publish(publish("iot/yanjo/sensor/kitchen/co2", br#"{"value": 612, "ts": "2023-11-14T22:13:20Z"}"#, QoS::AtLeastOnce, Some(4)))).await;
+    device
+        .send(&Packet::Publish(publish(
+            "iot/yanjo/sensor/kitchen/co2",
+            br#"{"value": 612, "ts": "2023-11-14T22:13:20Z"}"#,
+            QoS::AtLeastOnce,
+            Some(4),
+        )))
+        .await;
     assert_eq!(device.recv().await, Some(Packet::PubAck(Ack::new(pid(4)))));
     let history = server.store.readings(&key("yanjo", "kitchen", "co2"), TimestampMs(0), TimestampMs(i64::MAX)).await.unwrap();
     assert_eq!(history, [(TimestampMs(1_700_000_000_000), 612.0)]);

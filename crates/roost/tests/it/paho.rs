@@ -32,11 +32,7 @@ print(sorted(got))
 async fn paho_publishes_and_subscribes_at_every_qos() {
     require_command("python3");
     let server = TestServer::start().await;
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT, &server.mqtt.port().to_string()])
-        .output()
-        .await
-        .expect("python3 runs");
+    let out = Command::new("python3").args(["-c", SCRIPT, &server.mqtt.port().to_string()]).output().await.expect("python3 runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "paho script failed (pip install paho-mqtt, see .ci/run): {stderr}");
     assert_eq!(

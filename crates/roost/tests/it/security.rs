@@ -60,7 +60,8 @@ async fn users_are_managed_from_the_cli_with_argon2id_hashes(backend: Backend) {
     assert!(out.contains("created user alice (device: iot/alice/#)"), "{out}");
     let (ok, out, err) = user_cli(&db, &["add", "root", "--admin"], "").await;
     assert!(ok, "{err}");
-    let generated = out.lines().find_map(|l| l.strip_prefix("password (shown once): ")).expect("a generated password is shown once").to_owned();
+    let generated =
+        out.lines().find_map(|l| l.strip_prefix("password (shown once): ")).expect("a generated password is shown once").to_owned();
     assert!(generated.len() >= 20);
 
     let store = Store::connect(&db.url).await.unwrap();
@@ -142,7 +143,9 @@ async fn logins_and_per_owner_acls_over_mqtt(backend: Backend) {
     let delivered = |p: &Option<Packet>| matches!(p, Some(Packet::Publish(p)) if p.payload.as_ref() == b"21.5");
     assert!((acked(&first) && delivered(&second)) || (delivered(&first) && acked(&second)), "{first:?} {second:?}");
     match admin.recv().await {
-        Some(Packet::Publish(p)) => assert_eq!(p.topic.unwrap().as_str(), "iot/alice/sensor/kitchen/temperature", "the denied publish is not delivered"),
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic.unwrap().as_str(), "iot/alice/sensor/kitchen/temperature", "the denied publish is not delivered")
+        }
         other => panic!("expected alice's publish, got {other:?}"),
     }
     // Bob's subscription sees nothing.
@@ -153,7 +156,6 @@ async fn logins_and_per_owner_acls_over_mqtt(backend: Backend) {
     assert_eq!((stats.publishes_denied, stats.subscriptions_denied, stats.connections_refused), (1, 2, 3));
     server.stop().await;
 }
-
 
 #[tokio::test]
 async fn the_first_start_creates_an_admin_whose_password_only_the_owner_can_read() {
@@ -229,7 +231,8 @@ async fn dashboard_login_cookies_tokens_and_per_owner_views(backend: Backend) {
     }
 
     // Login: a wrong password is refused; the right one sets a cookie scripts cannot read.
-    let login = |user: &str, secret: &str| http.post(url("/api/login")).json(&serde_json::json!({ "username": user, "password": secret })).send();
+    let login =
+        |user: &str, secret: &str| http.post(url("/api/login")).json(&serde_json::json!({ "username": user, "password": secret })).send();
     assert_eq!(login("alice", "wrong").await.unwrap().status(), 401);
     assert_eq!(login("nobody", "alice-secret").await.unwrap().status(), 401);
     let response = login("alice", "alice-secret").await.unwrap();
@@ -345,7 +348,9 @@ async fn users_manage_their_own_api_tokens_and_admins_everyones() {
         }
     };
     let (alice, root) = (login("alice", "alice-secret").await, login("root", "root-secret").await);
-    let create = |cookie: &str, name: &str| http.post(url("/api/tokens")).header("cookie", cookie).json(&serde_json::json!({ "name": name, "days": 30 })).send();
+    let create = |cookie: &str, name: &str| {
+        http.post(url("/api/tokens")).header("cookie", cookie).json(&serde_json::json!({ "name": name, "days": 30 })).send()
+    };
     let made: serde_json::Value = create(&alice, "alice's script").await.unwrap().json().await.unwrap();
     let root_made: serde_json::Value = create(&root, "grafana").await.unwrap().json().await.unwrap();
     assert_eq!(create(&alice, "").await.unwrap().status(), 400, "a name is required");

@@ -41,9 +41,9 @@ async fn simulated_boards_store_all_three_categories_in_range(backend: Backend) 
     let db = TestDb::new(backend).await;
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
     let out = run(
-        roost().args(["simulate", "--mqtt", &format!("mqtt://{}", server.mqtt), "--devices", "3", "--interval", "0.05"]).args([
-            "--count", "90", "--seed", "7", "--owner", "yanjo",
-        ]),
+        roost()
+            .args(["simulate", "--mqtt", &format!("mqtt://{}", server.mqtt), "--devices", "3", "--interval", "0.05"])
+            .args(["--count", "90", "--seed", "7", "--owner", "yanjo"]),
         Duration::from_secs(60),
     )
     .await;
@@ -76,7 +76,12 @@ async fn bench_verifies_every_acknowledged_reading_and_cleans_up(backend: Backen
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
     let out = run(
         roost().args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()]).args([
-            "--count", "3000", "--clients", "3", "--qos", "2",
+            "--count",
+            "3000",
+            "--clients",
+            "3",
+            "--qos",
+            "2",
         ]),
         Duration::from_secs(120),
     )
@@ -166,7 +171,14 @@ async fn simulator_speaks_websocket_and_qos_2_and_publishes_glitches_as_a_naive_
     let server = TestServer::start().await;
     let out = run(
         roost().args(["simulate", "--mqtt", &format!("ws://{}/mqtt", server.ws), "--qos", "2", "--glitches", "0.3"]).args([
-            "--devices", "1", "--interval", "0.02", "--count", "60", "--seed", "3",
+            "--devices",
+            "1",
+            "--interval",
+            "0.02",
+            "--count",
+            "60",
+            "--seed",
+            "3",
         ]),
         Duration::from_secs(60),
     )
@@ -260,11 +272,44 @@ pub async fn make_certificates(dir: &std::path::Path) {
         cmd.args(args).current_dir(dir);
         cmd
     };
-    let ca = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=roost-test-ca", "-days", "2"];
+    let ca = [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=roost-test-ca",
+        "-days",
+        "2",
+    ];
     assert!(run(&mut openssl(&ca), Duration::from_secs(30)).await.status.success());
     let server = [
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.pem", "-subj", "/CN=localhost", "-days", "2",
-        "-CA", "ca.pem", "-CAkey", "ca.key", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.pem",
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "2",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
     ];
     assert!(run(&mut openssl(&server), Duration::from_secs(30)).await.status.success());
 }
@@ -306,7 +351,9 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
         assert!(out.status.success() && stderr.contains("simulate: sent 9 · acked 9 · "), "{url}: {stderr}");
     }
     // Without the CA the certificate is refused, and the log says why.
-    let out = run(roost().args(["simulate", "--mqtt", &format!("mqtts://localhost:{tls_port}"), "--duration", "2s"]), Duration::from_secs(60)).await;
+    let out =
+        run(roost().args(["simulate", "--mqtt", &format!("mqtts://localhost:{tls_port}"), "--duration", "2s"]), Duration::from_secs(60))
+            .await;
     let stderr = text(&out.stderr);
     assert!(stderr.contains("invalid peer certificate: UnknownIssuer"), "{stderr}");
     assert!(stderr.contains("simulate: sent 0 · acked 0"), "{stderr}");

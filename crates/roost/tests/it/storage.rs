@@ -85,7 +85,7 @@ async fn rollups_give_the_same_buckets_as_the_readings(backend: Backend) {
     let store = Store::open(&db.url).await.unwrap();
     let k = key("r", "p", "c");
     let base = 1_700_000_040_000; // on a minute boundary
-    // One hour at one reading per second, written in uneven batches (rollups merge across them).
+                                  // One hour at one reading per second, written in uneven batches (rollups merge across them).
     let all: Vec<_> = (0..3600).map(|i| reading(&k, base + i * 1000, i as f64)).collect();
     for chunk in all.chunks(777) {
         store.write_batch(&Batch { readings: chunk.to_vec(), rejects: vec![] }).await.unwrap();

@@ -1,7 +1,7 @@
 //! Shared test harness: a Roost app on port 0 and a raw MQTT client.
 
 use bytes::BytesMut;
-use mqtt_codec::{decode, encode, Connect, Packet, ProtocolVersion, Properties};
+use mqtt_codec::{decode, encode, Connect, Packet, Properties, ProtocolVersion};
 use roost::app::App;
 use roost::broker::Broker;
 use roost::cli::ServeArgs;

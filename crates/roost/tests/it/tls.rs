@@ -20,7 +20,16 @@ async fn output(cmd: &mut Command) -> (bool, String) {
 /// `mosquitto_pub` over TLS, trusting `ca`; true if the QoS 1 publish went through.
 async fn mosquitto_pub_tls(port: u16, ca: &Path, topic: &str) -> (bool, String) {
     output(Command::new("mosquitto_pub").args(["-h", "localhost", "-p", &port.to_string(), "--cafile"]).arg(ca).args([
-        "-u", "alice", "-P", "alice-secret", "-q", "1", "-t", topic, "-m", "21.5",
+        "-u",
+        "alice",
+        "-P",
+        "alice-secret",
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        "21.5",
     ]))
     .await
 }
@@ -63,9 +72,14 @@ async fn mqtt_wss_and_https_over_tls_with_certificate_reload() {
     let https = format!("https://localhost:{}", server.http.port());
     let (ok, out) = output(Command::new("curl").args(["-sS", "--cacert"]).arg(&ca).arg(format!("{https}/healthz"))).await;
     assert!(ok && out.contains("\"status\""), "{out}");
-    let (ok, out) = output(Command::new("curl").args(["-sS", "-i", "--cacert"]).arg(&ca).args([
-        "-H", "content-type: application/json", "-d", r#"{"username":"alice","password":"alice-secret"}"#,
-    ]).arg(format!("{https}/api/login"))).await;
+    let (ok, out) = output(
+        Command::new("curl")
+            .args(["-sS", "-i", "--cacert"])
+            .arg(&ca)
+            .args(["-H", "content-type: application/json", "-d", r#"{"username":"alice","password":"alice-secret"}"#])
+            .arg(format!("{https}/api/login")),
+    )
+    .await;
     assert!(ok, "{out}");
     let set_cookie = out.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).unwrap_or_default();
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict") && set_cookie.contains("; Secure"), "{out}");
@@ -106,7 +120,17 @@ async fn tls_settings_that_cannot_work_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let roost = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-        cmd.current_dir(dir.path()).env_remove("ROOST_DATABASE").args(["serve", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0", "--mqtts", "127.0.0.1:0"]);
+        cmd.current_dir(dir.path()).env_remove("ROOST_DATABASE").args([
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--mqtt-ws",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtts",
+            "127.0.0.1:0",
+        ]);
         cmd
     };
     let (ok, out) = output(roost().args(["--tls-cert", "cert.pem"])).await;
@@ -133,16 +157,36 @@ async fn sighup_reloads_the_certificate() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
         .current_dir(dir)
         .env_remove("ROOST_DATABASE")
-        .args(["serve", "--allow-anonymous", "--tls-cert", "server.pem", "--tls-key", "server.key", "--mqtts", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--allow-anonymous",
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+            "--mqtts",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually_async("roost listens for MQTT over TLS", || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await;
+    eventually_async(
+        "roost listens for MQTT over TLS",
+        || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
+    )
+    .await;
     let publish = |ca: std::path::PathBuf| async move {
-        output(Command::new("mosquitto_pub").args(["-h", "localhost", "-p", &port.to_string(), "--cafile"]).arg(ca).args(["-t", "t", "-m", "1"])).await.0
+        output(
+            Command::new("mosquitto_pub")
+                .args(["-h", "localhost", "-p", &port.to_string(), "--cafile"])
+                .arg(ca)
+                .args(["-t", "t", "-m", "1"]),
+        )
+        .await
+        .0
     };
     assert!(publish(dir.join("ca.pem")).await);
     // New contents with the old modification times, swapped in by rename (no moment in between).
