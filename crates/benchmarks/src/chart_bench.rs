@@ -8,7 +8,7 @@
 mod databases;
 
 use clap::Parser;
-use roost::ingest::{Reading, SensorKey, TimestampMs};
+use roost::model::{Reading, SensorKey, TimestampMs};
 use roost::store::{Batch, DatabaseUrl, Store};
 use std::time::{Duration, Instant};
 

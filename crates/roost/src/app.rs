@@ -3,12 +3,12 @@
 //! place that wires parts together and spawns long-lived tasks.
 
 use crate::api::{self, ApiState};
-use crate::auth::limiter::LoginLimiter;
+use crate::auth::limiter::{LimiterConfig, LoginLimiter};
 use crate::auth::UserAuth;
 use crate::broker::{self, AllowAll, Authenticate, Broker, BrokerConfig};
-use crate::cli::ServeArgs;
 use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, WriterConfig};
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
+use crate::settings::Settings;
 use crate::sim::FleetConfig;
 use crate::store::Store;
 use crate::tls::CertFiles;
@@ -69,7 +69,7 @@ struct DemoMode {
 }
 
 impl App {
-    pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+    pub async fn build(args: &Settings) -> anyhow::Result<Self> {
         let everywhere_local = [args.mqtt, args.mqtt_ws, args.http].iter().all(|a| a.ip().is_loopback());
         if args.allow_anonymous && !everywhere_local {
             warn!(
@@ -95,7 +95,11 @@ impl App {
         let (jobs_tx, jobs) = tokio::sync::mpsc::channel(args.ingest_queue as usize);
         let ingest_stats = Arc::new(IngestStats::default());
         let ingest = Ingest::new(IngestConfig { templates, max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
-        let login_limiter = Arc::new(LoginLimiter::new(args.max_login_failures));
+        let login_limiter = Arc::new(LoginLimiter::new(LimiterConfig {
+            per_name: args.max_login_failures,
+            total: args.max_login_failures_total,
+            window: args.login_failure_window,
+        }));
         let auth: Arc<dyn Authenticate> = if args.allow_anonymous {
             Arc::new(AllowAll)
         } else {
@@ -292,7 +296,7 @@ async fn start_demo(
         qos: rumqttc::QoS::AtLeastOnce,
         count: None,
         glitches: 0.002,
-        seed: crate::ingest::TimestampMs::now().0 as u64,
+        seed: crate::model::TimestampMs::now().0 as u64,
         utc_offset_secs,
         backfill: first_run.then_some(Duration::from_secs(24 * 3600)),
         client_id_prefix: "roost-demo".to_owned(),

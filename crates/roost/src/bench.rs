@@ -2,7 +2,8 @@
 //! QoS 1 or 2, time each publish → acknowledgement, then read the database to prove that every
 //! acknowledged reading was stored.
 
-use crate::ingest::{SensorKey, TimestampMs, TopicTemplate};
+use crate::ingest::TopicTemplate;
+use crate::model::{SensorKey, TimestampMs};
 use crate::mqtt_client::ClientSettings;
 use crate::progress::Counters;
 use crate::store::{DatabaseUrl, Store};

@@ -3,6 +3,7 @@
 
 use crate::ingest::TopicTemplate;
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
+use crate::settings::parse_duration;
 use crate::store::DatabaseUrl;
 use clap::{Args, Parser, Subcommand};
 use rumqttc::QoS;
@@ -166,8 +167,9 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub devices: u32,
 
-    /// Seconds between two reads of a board's sensors (each read publishes three readings).
-    #[arg(long, default_value = "5", value_parser = parse_seconds)]
+    /// Time between two reads of a board's sensors, e.g. 5s or 1m (each read publishes three
+    /// readings).
+    #[arg(long, default_value = "5", value_parser = parse_duration)]
     pub interval: Duration,
 
     /// Load mode: readings per second over all boards, instead of --interval.
@@ -183,7 +185,7 @@ pub struct SimulateArgs {
     pub count: Option<u64>,
 
     /// Stop after this long, e.g. 90s, 10m, 2h.
-    #[arg(long, value_parser = parse_span)]
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
     /// Share of sensor reads that fail, 0 to 1: a failed DHT11 read is published as "nan" (as
@@ -193,7 +195,7 @@ pub struct SimulateArgs {
 
     /// Before going live, publish this much history with timestamps (e.g. 24h), so charts
     /// have something to show at once.
-    #[arg(long, value_parser = parse_span)]
+    #[arg(long, value_parser = parse_duration)]
     pub backfill: Option<Duration>,
 
     /// Random seed, for repeatable runs. [default: random]
@@ -272,26 +274,6 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `90`, `90s`, `15m`, `2h`, `7d`.
-fn parse_span(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
-    match number.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * scale <= 366.0 * 86_400.0 => Ok(Duration::from_secs_f64(n * scale)),
-        _ => Err(format!("{s:?} is not a duration such as 90s, 10m, 2h or 7d (at most a year)")),
-    }
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Where readings are stored: sqlite://FILE (created if missing), postgres://USER@HOST/DB
@@ -322,11 +304,11 @@ pub struct ServeArgs {
     pub templates: Vec<TopicTemplate>,
 
     /// Largest payload accepted as a reading, in bytes; larger ones are rejected.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, env = "ROOST_MAX_PAYLOAD", default_value_t = 4096)]
     pub max_payload: usize,
 
     /// Records waiting for the database writer. When full, publishers are held back.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOST_INGEST_QUEUE", default_value_t = 100_000)]
     pub ingest_queue: u32,
     /// Address for MQTT over TCP (port 0 picks a free port; the bound address is logged).
     #[arg(long, env = "ROOST_MQTT", default_value = "0.0.0.0:1883")]
@@ -353,8 +335,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_MQTTS", default_value = "0.0.0.0:8883")]
     pub mqtts: SocketAddr,
 
-    /// Seconds without a reading after which the dashboard marks a sensor stale.
-    #[arg(long, default_value = "600", value_parser = parse_seconds)]
+    /// How long without a reading before the dashboard marks a sensor stale (e.g. 10m).
+    #[arg(long, env = "ROOST_STALE_AFTER", default_value = "600", value_parser = parse_duration)]
     pub stale_after: Duration,
 
     /// Unit the dashboard shows for a category, as CATEGORY=UNIT; repeat for several.
@@ -364,57 +346,68 @@ pub struct ServeArgs {
 
     /// Let MQTT clients connect without credentials and use every topic. Without it, clients
     /// log in as a user (`roost user add`); on first start Roost creates `admin`.
-    #[arg(long)]
+    #[arg(long, env = "ROOST_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
     /// Largest MQTT packet accepted, in bytes. Over WebSocket, a message over twice this (at
     /// least 64 KiB) also closes the connection.
-    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(16..=268_435_460))]
+    #[arg(long, env = "ROOST_MAX_PACKET_SIZE", default_value_t = 1024 * 1024)]
     pub max_packet_size: u32,
 
-    /// Seconds a slow client gets: to send CONNECT, to finish a TLS or WebSocket handshake, and
-    /// to send each HTTP request's headers.
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    /// How long a slow client gets (e.g. 10s): to send CONNECT, to finish a TLS or WebSocket
+    /// handshake, and to send each HTTP request's headers.
+    #[arg(long, env = "ROOST_CONNECT_TIMEOUT", default_value = "10", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
     /// Unacknowledged QoS 1/2 messages in flight to one client.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, env = "ROOST_MAX_INFLIGHT", default_value_t = 1000)]
     pub max_inflight: u32,
 
     /// QoS 1/2 messages queued per client; past it an online client is disconnected, an
     /// offline session drops (and counts) further messages.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOST_MAX_QUEUED", default_value_t = 10_000)]
     pub max_queued: u32,
 
     /// QoS 0 messages queued per client; past it they are dropped and counted.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOST_MAX_QUEUED_QOS0", default_value_t = 1000)]
     pub max_queued_qos0: u32,
 
     /// Open MQTT connections allowed from one IP address (all listeners together); 0: no limit.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "ROOST_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: u32,
 
     /// Subscriptions one MQTT client may hold; further filters are refused (SUBACK 0x80).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ROOST_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
     pub max_subscriptions: u32,
 
     /// Largest HTTP request body accepted, in bytes.
-    #[arg(long, default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    #[arg(long, env = "ROOST_MAX_REQUEST_BODY", default_value_t = 16 * 1024)]
     pub max_request_body: u32,
 
-    /// Failed logins (MQTT and dashboard) allowed per IP address per minute; past it, logins
-    /// from that address are refused until the minute is over. 0: no limit.
-    #[arg(long, default_value_t = 10)]
+    /// Failed logins (MQTT and dashboard) allowed per IP address and user name within
+    /// --login-failure-window; past it, that name's logins from that address are slowed down
+    /// (one at a time, each waiting longer), never refused. Other users are not affected. 0: no limit.
+    #[arg(long, env = "ROOST_MAX_LOGIN_FAILURES", default_value_t = 10)]
     pub max_login_failures: u32,
 
-    /// Seconds between updates of the $SYS/broker tree.
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    /// Failed logins allowed from all addresses together within --login-failure-window (against
+    /// password spraying); past it, logins by every address and name without a recent success
+    /// are slowed down, one at a time.
+    #[arg(long, env = "ROOST_MAX_LOGIN_FAILURES_TOTAL", default_value_t = 100)]
+    pub max_login_failures_total: u32,
+
+    /// How long failed logins are remembered (e.g. 1m).
+    #[arg(long, env = "ROOST_LOGIN_FAILURE_WINDOW", default_value = "60", value_parser = parse_duration)]
+    pub login_failure_window: Duration,
+
+    /// How often the $SYS/broker tree is updated (e.g. 10s).
+    #[arg(long, env = "ROOST_SYS_INTERVAL", default_value = "10", value_parser = parse_duration)]
     pub sys_interval: Duration,
 
     /// Also run three simulated boards (owner "demo") against this server, with a day of
     /// history on the first start, so the dashboard has live data at once. With logins on,
     /// they log in as the device user `demo`, which is created (or given a new password).
-    #[arg(long)]
+    #[arg(long, env = "ROOST_DEMO")]
     pub demo: bool,
 }
 
@@ -428,14 +421,6 @@ fn parse_unit(s: &str) -> Result<(String, String), String> {
 /// The units the dashboard shows when none are configured.
 pub fn default_units() -> Vec<(String, String)> {
     [("humidity", "%"), ("illuminate", "raw"), ("temperature", "°C")].iter().map(|(c, u)| (c.to_string(), u.to_string())).collect()
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-        return Err(format!("{s} must be between 0 and 86400 seconds"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 impl Default for ServeArgs {
@@ -454,9 +439,9 @@ mod tests {
     #[test]
     fn bad_durations_are_refused_with_a_clear_message() {
         let err = Cli::try_parse_from(["roost", "serve", "--connect-timeout", "soon"]).unwrap_err();
-        assert!(err.to_string().contains("is not a number of seconds"), "{err}");
-        let err = Cli::try_parse_from(["roost", "serve", "--connect-timeout", "0"]).unwrap_err();
-        assert!(err.to_string().contains("between 0 and 86400"), "{err}");
+        assert!(err.to_string().contains("is not a duration such as"), "{err}");
+        let Command::Simulate(args) = Cli::try_parse_from(["roost", "simulate", "--interval", "1s"]).unwrap().command else { panic!() };
+        assert_eq!(args.interval, Duration::from_secs(1), "units on every duration");
     }
 
     #[test]
@@ -469,11 +454,6 @@ mod tests {
 
     #[test]
     fn durations_rates_and_qos_parse_or_say_why_not() {
-        assert_eq!(parse_span("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_span("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_span("1.5h").unwrap(), Duration::from_secs(5400));
-        assert!(parse_span("3 weeks").unwrap_err().contains("unknown unit"));
-        assert!(parse_span("-1s").unwrap_err().contains("is not a duration"));
         assert!(parse_rate("0").is_err());
         assert!(parse_qos("3").unwrap_err().contains("use 0, 1 or 2"));
         assert!(parse_fraction("1.5").unwrap_err().contains("between 0 and 1"));

@@ -3,15 +3,18 @@
 
 use crate::cli::ServeArgs;
 use crate::ingest::TopicTemplate;
+use crate::settings::parse_duration;
 use crate::store::DatabaseUrl;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 /// Every key is optional; unknown keys are an error (a typo must not be silently ignored).
+/// Values are checked by `settings`, with the rest.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -29,17 +32,40 @@ pub struct ConfigFile {
     max_payload: Option<usize>,
     ingest_queue: Option<u32>,
     max_packet_size: Option<u32>,
-    connect_timeout_secs: Option<f64>,
+    #[serde(alias = "connect_timeout_secs")]
+    connect_timeout: Option<DurationValue>,
     max_inflight: Option<u32>,
     max_queued: Option<u32>,
     max_queued_qos0: Option<u32>,
-    sys_interval_secs: Option<f64>,
+    #[serde(alias = "sys_interval_secs")]
+    sys_interval: Option<DurationValue>,
     max_connections_per_ip: Option<u32>,
     max_subscriptions: Option<u32>,
     max_login_failures: Option<u32>,
+    max_login_failures_total: Option<u32>,
+    login_failure_window: Option<DurationValue>,
     max_request_body: Option<u32>,
-    stale_after_secs: Option<f64>,
+    #[serde(alias = "stale_after_secs")]
+    stale_after: Option<DurationValue>,
     units: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A duration in the file: `"10m"` (any unit `settings::parse_duration` takes), or a number of
+/// seconds (the older `*_secs` keys).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Text(String),
+    Seconds(f64),
+}
+
+impl DurationValue {
+    fn parse(self) -> Result<Duration, String> {
+        match self {
+            Self::Text(text) => parse_duration(&text),
+            Self::Seconds(secs) => parse_duration(&secs.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +74,7 @@ pub enum ConfigError {
     Read { path: String, source: std::io::Error },
     #[error("config file {path}: {source}")]
     Parse { path: String, source: toml::de::Error },
-    #[error("config file {path}: `{key}`: {why}")]
+    #[error("invalid setting `{key}` (from config file {path}): {why}")]
     Value { path: String, key: &'static str, why: String },
 }
 
@@ -60,103 +86,55 @@ impl ConfigFile {
     }
 
     /// Fills every setting of `args` that came from a built-in default with the file's value.
-    pub fn apply(self, args: &mut ServeArgs, matches: &ArgMatches, path: &Path) -> Result<(), ConfigError> {
+    /// Returns the keys it filled (so that a bad value can be traced to the file).
+    pub fn apply(self, args: &mut ServeArgs, matches: &ArgMatches, path: &Path) -> Result<BTreeSet<&'static str>, ConfigError> {
         let defaulted = |id: &str| matches!(matches.value_source(id), None | Some(ValueSource::DefaultValue));
         let bad = |key: &'static str, why: String| ConfigError::Value { path: path.display().to_string(), key, why };
-        let seconds = |key: &'static str, secs: f64| {
-            if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
-                Ok(Duration::from_secs_f64(secs))
-            } else {
-                Err(bad(key, format!("{secs} is not between 0 and 86400 seconds")))
-            }
-        };
+        let mut filled = BTreeSet::new();
+        // `key => target`: the value as it is; `key => target, convert`: through a parser.
         macro_rules! take {
             ($key:ident => $target:expr) => {
+                take!($key => $target, |v| Ok::<_, String>(v))
+            };
+            ($key:ident => $target:expr, $convert:expr) => {
                 if let Some(v) = self.$key {
                     if defaulted(stringify!($key)) {
-                        $target = v;
+                        $target = $convert(v).map_err(|why| bad(stringify!($key), why))?;
+                        filled.insert(stringify!($key));
                     }
                 }
             };
         }
-        if let Some(url) = self.database {
-            if defaulted("database") {
-                args.db.database = url.parse::<DatabaseUrl>().map_err(|why| bad("database", why))?;
-            }
-        }
-        if let Some(list) = self.templates {
-            if defaulted("templates") {
-                args.templates = list
-                    .iter()
-                    .map(|t| t.parse::<TopicTemplate>().map_err(|e| bad("templates", e.to_string())))
-                    .collect::<Result<_, _>>()?;
-            }
-        }
-        if let Some(secs) = self.connect_timeout_secs {
-            if defaulted("connect_timeout") {
-                args.connect_timeout = seconds("connect_timeout_secs", secs)?;
-            }
-        }
-        if let Some(secs) = self.sys_interval_secs {
-            if defaulted("sys_interval") {
-                args.sys_interval = seconds("sys_interval_secs", secs)?;
-            }
-        }
-        if let Some(secs) = self.stale_after_secs {
-            if defaulted("stale_after") {
-                args.stale_after = seconds("stale_after_secs", secs)?;
-            }
-        }
-        if let Some(units) = self.units {
-            if defaulted("units") {
-                args.units = units.into_iter().collect();
-            }
-        }
+        take!(database => args.db.database, |url: String| url.parse::<DatabaseUrl>());
+        take!(templates => args.templates, |list: Vec<String>| {
+            list.iter().map(|t| t.parse::<TopicTemplate>().map_err(|e| e.to_string())).collect::<Result<_, _>>()
+        });
+        take!(connect_timeout => args.connect_timeout, DurationValue::parse);
+        take!(sys_interval => args.sys_interval, DurationValue::parse);
+        take!(stale_after => args.stale_after, DurationValue::parse);
+        take!(login_failure_window => args.login_failure_window, DurationValue::parse);
+        take!(units => args.units, |units: std::collections::BTreeMap<String, String>| Ok::<_, String>(units.into_iter().collect()));
         take!(mqtt => args.mqtt);
         take!(mqtt_ws => args.mqtt_ws);
         take!(http => args.http);
-        take!(allow_anonymous => args.allow_anonymous);
-        take!(demo => args.demo);
-        take!(max_connections_per_ip => args.max_connections_per_ip);
-        take!(max_login_failures => args.max_login_failures);
-        if let Some(n) = self.max_request_body {
-            if n < 1024 {
-                return Err(bad("max_request_body", format!("{n} is below 1024 bytes")));
-            }
-            if defaulted("max_request_body") {
-                args.max_request_body = n;
-            }
-        }
-        if let Some(n) = self.max_subscriptions {
-            if n == 0 {
-                return Err(bad("max_subscriptions", "must be at least 1".into()));
-            }
-            if defaulted("max_subscriptions") {
-                args.max_subscriptions = n;
-            }
-        }
         take!(mqtts => args.mqtts);
         take!(data_dir => args.data_dir);
-        if let Some(path) = self.tls_cert {
-            if defaulted("tls_cert") {
-                args.tls_cert = Some(path);
-            }
-        }
-        if let Some(path) = self.tls_key {
-            if defaulted("tls_key") {
-                args.tls_key = Some(path);
-            }
-        }
-        if args.tls_cert.is_some() != args.tls_key.is_some() {
-            return Err(bad("tls_cert", "tls_cert and tls_key go together".into()));
-        }
+        take!(tls_cert => args.tls_cert, |p| Ok::<_, String>(Some(p)));
+        take!(tls_key => args.tls_key, |p| Ok::<_, String>(Some(p)));
+        take!(allow_anonymous => args.allow_anonymous);
+        take!(demo => args.demo);
         take!(max_payload => args.max_payload);
         take!(ingest_queue => args.ingest_queue);
         take!(max_packet_size => args.max_packet_size);
         take!(max_inflight => args.max_inflight);
         take!(max_queued => args.max_queued);
         take!(max_queued_qos0 => args.max_queued_qos0);
-        Ok(())
+        take!(max_connections_per_ip => args.max_connections_per_ip);
+        take!(max_subscriptions => args.max_subscriptions);
+        take!(max_login_failures => args.max_login_failures);
+        take!(max_login_failures_total => args.max_login_failures_total);
+        take!(max_request_body => args.max_request_body);
+        Ok(filled)
     }
 }
 
@@ -208,6 +186,8 @@ mod tests {
         let err = serve(&["roost", "serve"], "templates = [\"iot/{owner}\"]").unwrap_err();
         assert!(err.to_string().contains("`templates`"), "{err}");
         let err = serve(&["roost", "serve"], "connect_timeout_secs = -1").unwrap_err();
-        assert!(err.to_string().contains("not between 0 and 86400"), "{err}");
+        assert!(err.to_string().contains("is not a duration"), "{err}");
+        let args = serve(&["roost", "serve"], "connect_timeout = \"2m\"\nsys_interval_secs = 2.5").unwrap();
+        assert_eq!((args.connect_timeout, args.sys_interval), (Duration::from_secs(120), Duration::from_millis(2500)));
     }
 }

@@ -9,7 +9,24 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<ExitCode> {
+/// Errors reach people as `error: what: why` on standard error, whatever `RUST_BACKTRACE`
+/// says (backtraces are for panics, which are bugs). Exit status 2 for invalid settings, as
+/// for a bad flag; 1 for everything else.
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<roost::settings::SettingsError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn try_main() -> anyhow::Result<ExitCode> {
     // The local UTC offset (for the simulator's day/night cycle) can only be read safely while
     // the process has a single thread, so before the runtime starts.
     let utc_offset_secs = time::UtcOffset::current_local_offset().map_or(0, |o| o.whole_seconds());
@@ -26,12 +43,10 @@ fn main() -> anyhow::Result<ExitCode> {
 
 async fn run(cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(mut args) => {
-            if let Some(path) = args.config.clone() {
-                let serve_matches = matches.subcommand_matches("serve").expect("serve was parsed");
-                roost::config_file::ConfigFile::load(&path)?.apply(&mut args, serve_matches, &path)?;
-            }
-            let app = App::build(&args).await?.with_utc_offset(utc_offset_secs);
+        Command::Serve(args) => {
+            let serve_matches = matches.subcommand_matches("serve").expect("serve was parsed");
+            let settings = roost::settings::Settings::from_command_line(args, serve_matches)?;
+            let app = App::build(&settings).await?.with_utc_offset(utc_offset_secs);
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             app.run_until_stopped(shutdown).await?;

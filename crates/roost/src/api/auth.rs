@@ -104,17 +104,17 @@ pub async fn login(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
-    if let Err(wait) = state.login_limiter.check(peer.ip()) {
-        tracing::warn!(%peer, retry_in = ?wait, "too many failed logins from this address; refused without checking");
-        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
+    let admission = state.login_limiter.admit(peer.ip(), &body.username).await;
+    if !admission.waited.is_zero() {
+        tracing::warn!(%peer, user = %body.username, waited = ?admission.waited, "dashboard login slowed down after failed logins");
     }
     let user = state.store.user(&body.username).await?;
     let Some(user) = password::verify_user(user, body.password.into_bytes()).await else {
-        state.login_limiter.failed(peer.ip());
+        admission.failed();
         tracing::info!(%peer, user = %body.username, "dashboard login refused");
         return Err(ApiError::Unauthorized);
     };
-    state.login_limiter.succeeded(peer.ip());
+    admission.succeeded();
     let (token, hash) = tokens::generate();
     let expires = tokens::expires_after(SESSION);
     state.store.create_token(&user.name, TokenKind::Session, "dashboard login", &hash, Some(expires)).await.map_err(user_error)?;

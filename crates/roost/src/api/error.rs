@@ -17,8 +17,6 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("too many failed logins from this address: try again in {0} s")]
-    TooManyRequests(u64),
     #[error("database error")]
     Store(#[from] crate::store::StoreError),
 }
@@ -35,10 +33,6 @@ impl IntoResponse for ApiError {
             }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyRequests(secs) => {
-                let body = Json(serde_json::json!({ "error": self.to_string() }));
-                return (StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, secs.to_string())], body).into_response();
-            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -53,7 +53,6 @@ pub fn spec() -> Value {
                     "400": error_response("Not a JSON body with username and password"),
                     "413": error_response("Body over 16 KiB"),
                     "401": error_response("Wrong user name or password"),
-                    "429": error_response("Too many failed logins from this address; see Retry-After"),
                     "503": error_response("Database unavailable")
                 }
             }},
@@ -162,11 +161,11 @@ pub fn spec() -> Value {
                 "responses": { "200": { "description": "OpenAPI 3 document", "content": { "application/json": { "schema": { "type": "object" } } } } }
             }},
             "/healthz": { "get": {
-                "summary": "200 when the database answers, else 503",
+                "summary": "200 while readings are committed; 503 with the reason while commits fail, records wait over 5 s, or the database does not answer",
                 "security": [],
                 "responses": {
                     "200": { "description": "Healthy", "content": { "application/json": { "schema": { "type": "object" } } } },
-                    "503": { "description": "Database unreachable", "content": { "application/json": { "schema": { "type": "object" } } } }
+                    "503": { "description": "Degraded: {\"status\":\"degraded\",\"ingest\":\"commits failing for 12 s: disk full (...)\"}", "content": { "application/json": { "schema": { "type": "object" } } } }
                 }
             }},
             "/metrics": { "get": {

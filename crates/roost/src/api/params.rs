@@ -2,7 +2,7 @@
 //! query strings and JSON bodies whose malformations answer in the API's JSON error format.
 
 use super::ApiError;
-use crate::ingest::TimestampMs;
+use crate::model::TimestampMs;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::Json;

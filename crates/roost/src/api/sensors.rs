@@ -3,7 +3,7 @@
 use super::auth::Viewer;
 use super::params::{given, rfc3339, time_range, ApiQuery};
 use super::{ApiError, ApiState};
-use crate::ingest::{SensorKey, TimestampMs};
+use crate::model::{SensorKey, TimestampMs};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;

@@ -8,13 +8,17 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
-/// 200 when the database answers, 503 otherwise.
+/// 200 `{"status":"ok"}` while readings are being committed; 503 with the reason while
+/// commits fail, records wait too long for theirs, or the database does not answer.
 pub async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
+    if let Some(problem) = state.ingest.health.report().problem() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "ingest": problem })));
+    }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unreachable" })))
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "database": "unreachable" })))
         }
     }
 }
@@ -47,6 +51,8 @@ pub async fn stats(
             "batches": ingest.batches,
             "last_batch_size": ingest.last_batch_size,
             "failed_commits": ingest.failed_commits,
+            "refused_by_database": ingest.refused,
+            "problem": state.ingest.health.report().problem(),
         },
         "database": { "sensors": sensors, "readings": readings, "rejects": rejects },
     })))
@@ -117,6 +123,34 @@ pub async fn metrics(
     metric("roost_ingest_batches_total", "counter", "Transactions committed by the ingest writer.", &[("", i.batches)]);
     metric("roost_ingest_last_batch_size", "gauge", "Records in the most recent committed batch.", &[("", i.last_batch_size)]);
     metric("roost_ingest_failed_commits_total", "counter", "Commits that failed and were retried.", &[("", i.failed_commits)]);
+    metric("roost_ingest_refused_total", "counter", "Readings the database refused, stored as rejects instead.", &[("", i.refused)]);
+    let health = state.ingest.health.report();
+    metric(
+        "roost_ingest_healthy",
+        "gauge",
+        "1 while readings are committed in time (what /healthz says), else 0.",
+        &[("", health.problem().is_none() as u64)],
+    );
+    let failing = health.failing.as_ref().map(|(since, failure, _)| (since.as_secs(), failure.as_str()));
+    metric(
+        "roost_ingest_failing_seconds",
+        "gauge",
+        "How long commits have been failing; 0 while they succeed.",
+        &[("", failing.map_or(0, |f| f.0))],
+    );
+    let kind = failing.map(|f| format!("{{kind=\"{}\"}}", f.1));
+    metric(
+        "roost_ingest_failure_info",
+        "gauge",
+        "The kind of the failure while commits fail (disk_full, busy, unreachable, other).",
+        &kind.as_deref().map(|k| vec![(k, 1)]).unwrap_or_default(),
+    );
+    metric(
+        "roost_ingest_oldest_wait_seconds",
+        "gauge",
+        "How long the oldest record being written has waited.",
+        &[("", health.oldest_wait.map_or(0, |w| w.as_secs()))],
+    );
     let _ = writeln!(
         out,
         "# HELP roost_ingest_commit_seconds_total Time spent committing batches.\n# TYPE roost_ingest_commit_seconds_total counter\nroost_ingest_commit_seconds_total {}",

@@ -4,7 +4,7 @@
 use super::bootstrap::check_user_name;
 use super::password;
 use crate::cli::{TokenCommand, UserCommand};
-use crate::ingest::TimestampMs;
+use crate::model::TimestampMs;
 use crate::store::{Grant, Store, TokenKind};
 use anyhow::Context;
 use std::io::Read;

@@ -76,7 +76,7 @@ mod tests {
             name: name.into(),
             password_hash: String::new(),
             is_admin: admin,
-            created_at: crate::ingest::TimestampMs(0),
+            created_at: crate::model::TimestampMs(0),
             grants,
         })
     }

@@ -1,72 +1,156 @@
-//! Failed logins per IP address (MQTT CONNECT and the dashboard alike): past the limit within a
-//! window, further attempts from that address are refused without checking the password until
-//! the window has passed. Guessing passwords gets slow; everyone else is unaffected.
+//! Failed logins (MQTT CONNECT and the dashboard alike), counted so that guessing gets slow
+//! while nobody else is locked out:
+//!
+//! - per (address, user name): past `per_name` failures within the window, that name's logins
+//!   from that address go one at a time, each after a delay that doubles (1 s up to 30 s). The
+//!   right password still gets in, just later; other names from the same address (boards
+//!   behind one home router) are not touched.
+//! - in all (against password spraying: many names, or many addresses): past `total` failures
+//!   within the window, logins by an (address, name) without a recent success go one at a
+//!   time per address, each after 1 s. Pairs that logged in successfully lately skip this.
+//!
+//! Nothing is ever refused here: the caller checks the password after [`LoginLimiter::admit`]
+//! and reports the outcome on the returned [`Admission`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
 
-/// How long failures are remembered.
-pub const WINDOW: Duration = Duration::from_secs(60);
+/// The first delay once a pair is over its limit; it doubles with each further failure.
+const FIRST_DELAY: Duration = Duration::from_secs(1);
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// The delay for pairs without a recent success while failures in all are over the cap.
+const SPRAY_DELAY: Duration = Duration::from_secs(1);
+/// How long a successful login exempts its pair from the spraying slowdown.
+const KNOWN_GOOD_FOR: Duration = Duration::from_secs(7 * 86_400);
+/// Entries kept before old ones are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LimiterConfig {
+    /// Failures per (address, name) per window before that pair is slowed; 0: never.
+    pub per_name: u32,
+    /// Failures in all per window before pairs without a recent success are slowed.
+    pub total: u32,
+    pub window: Duration,
+}
+
+type Pair = (IpAddr, String);
+
+/// Who waits behind whom: a pair over its own limit, or an address while spraying is on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Lane {
+    Pair(Pair),
+    Address(IpAddr),
+}
 
 #[derive(Debug)]
 pub struct LoginLimiter {
-    /// Failures allowed per address per window; 0: no limit.
-    max_failures: u32,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    config: LimiterConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Failures of each pair, and when the last one was: a pair is forgotten a window after its
+    /// last failure, so a guesser who keeps failing stays slow.
+    failures: HashMap<Pair, (u32, Instant)>,
+    /// Failures in all in the current window.
+    total: (u32, Option<Instant>),
+    /// When each pair last logged in.
+    succeeded: HashMap<Pair, Instant>,
+    lanes: HashMap<Lane, Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// One login attempt let through; say how it went.
+#[must_use = "report the outcome with `succeeded` or `failed`"]
+pub struct Admission<'a> {
+    limiter: &'a LoginLimiter,
+    pair: Pair,
+    /// Held while the password is checked, so the slowed attempts of one lane go one by one.
+    _lane: Option<OwnedMutexGuard<()>>,
+    /// How long this attempt was held back.
+    pub waited: Duration,
+}
+
+impl Admission<'_> {
+    pub fn succeeded(self) {
+        let mut state = self.limiter.lock();
+        state.failures.remove(&self.pair);
+        state.succeeded.insert(self.pair.clone(), Instant::now());
+    }
+
+    pub fn failed(self) {
+        self.limiter.failed(&self.pair);
+    }
 }
 
 impl LoginLimiter {
-    pub fn new(max_failures: u32) -> Self {
-        Self { max_failures, failures: Mutex::default() }
+    pub fn new(config: LimiterConfig) -> Self {
+        Self { config, state: Mutex::default() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `Err(wait)` while `ip` is over the limit.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        if self.max_failures == 0 {
-            return Ok(());
-        }
+    /// Waits as long as this attempt must be slowed down, then lets it through.
+    pub async fn admit(&self, ip: IpAddr, name: &str) -> Admission<'_> {
+        let pair = (ip, name.to_owned());
+        let Some((lane, delay)) = self.slowdown(&pair) else {
+            return Admission { limiter: self, pair, _lane: None, waited: Duration::ZERO };
+        };
+        let started = Instant::now();
+        let guard = lane.lock_owned().await;
+        tokio::time::sleep(delay).await;
+        Admission { limiter: self, pair, _lane: Some(guard), waited: started.elapsed() }
+    }
+
+    /// The lane and delay for `pair`, if it must be slowed.
+    fn slowdown(&self, pair: &Pair) -> Option<(Arc<tokio::sync::Mutex<()>>, Duration)> {
         let now = Instant::now();
-        let mut failures = self.lock();
-        match failures.get(&ip) {
-            Some(&(count, since)) if now.duration_since(since) < WINDOW => {
-                if count >= self.max_failures {
-                    return Err(WINDOW - now.duration_since(since));
-                }
-                Ok(())
+        let window = self.config.window;
+        let mut state = self.lock();
+        let failures = match state.failures.get(pair) {
+            Some(&(count, since)) if now - since < window => count,
+            _ => 0,
+        };
+        let (lane, delay) = if self.config.per_name > 0 && failures >= self.config.per_name {
+            let doublings = (failures - self.config.per_name).min(5);
+            (Lane::Pair(pair.clone()), (FIRST_DELAY * 2u32.pow(doublings)).min(MAX_DELAY))
+        } else {
+            let spraying = matches!(state.total, (count, Some(since)) if count >= self.config.total && now - since < window);
+            let known_good = state.succeeded.get(pair).is_some_and(|&at| now - at < KNOWN_GOOD_FOR);
+            if !spraying || known_good {
+                return None;
             }
-            Some(_) => {
-                failures.remove(&ip);
-                Ok(())
-            }
-            None => Ok(()),
-        }
+            (Lane::Address(pair.0), SPRAY_DELAY)
+        };
+        Some((Arc::clone(state.lanes.entry(lane).or_default()), delay))
     }
 
-    pub fn failed(&self, ip: IpAddr) {
-        if self.max_failures == 0 {
-            return;
-        }
+    fn failed(&self, pair: &Pair) {
         let now = Instant::now();
-        let mut failures = self.lock();
-        // Forget old windows now and then, so the map stays small.
-        if failures.len() > 10_000 {
-            failures.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
+        let window = self.config.window;
+        let mut state = self.lock();
+        if state.failures.len() + state.succeeded.len() + state.lanes.len() > SWEEP_ABOVE {
+            state.failures.retain(|_, (_, since)| now - *since < window);
+            state.succeeded.retain(|_, at| now - *at < KNOWN_GOOD_FOR);
+            // A lane nobody holds or waits for is only referenced by the map.
+            state.lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
         }
-        let entry = failures.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) >= WINDOW {
-            *entry = (0, now);
+        let entry = state.failures.entry(pair.clone()).or_insert((0, now));
+        if now - entry.1 >= window {
+            entry.0 = 0;
         }
-        entry.0 += 1;
-    }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.lock().remove(&ip);
+        *entry = (entry.0 + 1, now);
+        state.total = match state.total {
+            (count, Some(since)) if now - since < window => (count + 1, Some(since)),
+            _ => (1, Some(now)),
+        };
     }
 }
 
@@ -74,23 +158,77 @@ impl LoginLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_address_is_held_back_after_too_many_failures_and_others_are_not() {
-        let limiter = LoginLimiter::new(3);
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        for _ in 0..3 {
-            assert!(limiter.check(a).is_ok());
-            limiter.failed(a);
+    fn with_limits(per_name: u32, total: u32) -> LoginLimiter {
+        LoginLimiter::new(LimiterConfig { per_name, total, window: Duration::from_secs(60) })
+    }
+
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[tokio::test(start_paused = true)]
+    async fn one_names_failures_never_hold_back_another_name_from_the_same_address() {
+        let limiter = with_limits(3, 1000);
+        for _ in 0..10 {
+            limiter.admit(HOME, "misconfigured-board").await.failed();
         }
-        let wait = limiter.check(a).unwrap_err();
-        assert!(wait <= WINDOW && wait > WINDOW - Duration::from_secs(5));
-        assert!(limiter.check(b).is_ok());
-        limiter.succeeded(a);
-        assert!(limiter.check(a).is_ok(), "a success clears the count");
-        let unlimited = LoginLimiter::new(0);
+        let other = limiter.admit(HOME, "kitchen-board").await;
+        assert_eq!(other.waited, Duration::ZERO, "another name from the same address goes straight through");
+        other.succeeded();
+        // The failing name itself is slowed, but its right password still gets in.
+        let slowed = limiter.admit(HOME, "misconfigured-board").await;
+        assert_eq!(slowed.waited, MAX_DELAY, "seven failures over the limit: the delay has reached its cap");
+        slowed.succeeded();
+        assert_eq!(limiter.admit(HOME, "misconfigured-board").await.waited, Duration::ZERO, "a success clears the count");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_double_and_the_window_forgets() {
+        let limiter = with_limits(2, 1000);
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let admission = limiter.admit(HOME, "alice").await;
+            waits.push(admission.waited.as_secs());
+            admission.failed();
+        }
+        assert_eq!(waits, [0, 0, 1, 2, 4]);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(limiter.admit(HOME, "alice").await.waited, Duration::ZERO);
+        let unlimited = with_limits(0, 1000);
         for _ in 0..100 {
-            unlimited.failed(a);
+            unlimited.admit(HOME, "alice").await.failed();
         }
-        assert!(unlimited.check(a).is_ok());
+        assert_eq!(unlimited.admit(HOME, "alice").await.waited, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slowed_attempts_of_one_pair_go_one_at_a_time() {
+        let limiter = Arc::new(with_limits(1, 1000));
+        limiter.admit(HOME, "alice").await.failed();
+        let started = Instant::now();
+        let attempts: Vec<_> = (0..3)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                tokio::spawn(async move {
+                    let admission = limiter.admit(HOME, "alice").await;
+                    tokio::time::sleep(Duration::from_millis(10)).await; // the password check
+                    drop(admission);
+                })
+            })
+            .collect();
+        for attempt in attempts {
+            attempt.await.unwrap();
+        }
+        assert!(started.elapsed() >= 3 * FIRST_DELAY, "parallel guesses do not run in parallel: {:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spraying_slows_everyone_without_a_recent_success() {
+        let limiter = with_limits(100, 5);
+        let regular: IpAddr = "198.51.100.7".parse().unwrap();
+        limiter.admit(regular, "bob").await.succeeded();
+        for n in 0..5 {
+            limiter.admit(format!("203.0.113.{n}").parse().unwrap(), &format!("user{n}")).await.failed();
+        }
+        assert_eq!(limiter.admit("203.0.113.99".parse().unwrap(), "carol").await.waited, SPRAY_DELAY);
+        assert_eq!(limiter.admit(regular, "bob").await.waited, Duration::ZERO, "a pair that logged in lately is not slowed");
     }
 }

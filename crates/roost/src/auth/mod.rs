@@ -37,16 +37,17 @@ impl UserAuth {
     }
 
     async fn check(&self, credentials: Credentials<'_>) -> AuthOutcome {
-        let ip = credentials.peer.ip();
-        if let Err(wait) = self.limiter.check(ip) {
-            warn!(peer = %credentials.peer, retry_in = ?wait, "too many failed logins from this address; refused without checking");
-            return AuthOutcome::NotAuthorized;
+        let admission = self.limiter.admit(credentials.peer.ip(), credentials.username.unwrap_or_default()).await;
+        if !admission.waited.is_zero() {
+            warn!(peer = %credentials.peer, user = credentials.username.unwrap_or_default(), waited = ?admission.waited,
+                "login slowed down after failed logins");
         }
         let outcome = self.verify(credentials).await;
         match outcome {
-            AuthOutcome::Allowed { .. } => self.limiter.succeeded(ip),
-            AuthOutcome::BadCredentials | AuthOutcome::NotAuthorized => self.limiter.failed(ip),
-            AuthOutcome::Unavailable => {}
+            AuthOutcome::Allowed { .. } => admission.succeeded(),
+            AuthOutcome::BadCredentials | AuthOutcome::NotAuthorized => admission.failed(),
+            // Not the client's fault: neither a failure nor a success.
+            AuthOutcome::Unavailable => drop(admission),
         }
         outcome
     }

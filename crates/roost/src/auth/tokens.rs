@@ -2,7 +2,7 @@
 //! CSPRNG (about 190 bits), stored as a BLAKE2s-256 hash. A fast hash is right here: unlike a
 //! password, a token has enough entropy that nobody can guess it from its hash.
 
-use crate::ingest::TimestampMs;
+use crate::model::TimestampMs;
 use blake2::{Blake2s256, Digest};
 use std::fmt::Write;
 use std::time::Duration;

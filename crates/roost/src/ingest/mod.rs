@@ -4,19 +4,23 @@
 //! Architecture invariant: ingest knows neither SQL (that is `store`) nor MQTT bytes (that is
 //! `broker`): it turns a topic and a payload into records and hands them to the batch writer.
 
+mod health;
 mod payload;
-mod reading;
 mod template;
 mod writer;
 
-pub use reading::{LiveReading, Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};
+pub use health::{HealthReport, IngestHealth, MAX_HEALTHY_WAIT};
 pub use template::{Captures, TemplateError, TopicTemplate};
 pub use writer::{run_writer, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 
 use crate::broker::{BoxFuture, IngestSink, Message, Receipt};
+use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};
+use bytes::Bytes;
+use mqtt_codec::TopicName;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::warn;
 
 /// What one publish became.
@@ -29,7 +33,34 @@ pub enum Record {
 /// A record on its way to the database, with whom to tell once it is committed.
 pub struct Job {
     pub record: Record,
+    /// The publish it came from: if the database refuses the record, it becomes a reject.
+    pub source: Source,
     pub committed: oneshot::Sender<Result<(), String>>,
+    /// When it was queued (health: how long records wait for the database).
+    pub queued_at: Instant,
+}
+
+/// The publish a record came from. Cheap to keep: the topic and payload share the packet's
+/// memory.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub client_id: String,
+    pub topic: TopicName,
+    pub payload: Bytes,
+    pub received_at: TimestampMs,
+}
+
+impl Source {
+    /// This publish as a reject with `reason`.
+    pub fn reject(&self, reason: RejectReason) -> Reject {
+        Reject {
+            received_at: self.received_at,
+            client_id: self.client_id.clone(),
+            topic: self.topic.as_str().to_owned(),
+            payload_prefix: self.payload[..self.payload.len().min(REJECT_PAYLOAD_PREFIX)].to_vec(),
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -79,14 +110,13 @@ impl Ingest {
         if payload.len() > self.config.max_payload {
             return reject(RejectReason::TooLarge);
         }
-        let key = |category: &str| SensorKey {
-            owner: captures.owner.to_owned(),
-            place: captures.place.to_owned(),
-            category: category.to_owned(),
-        };
+        let key = |category: &str| SensorKey::new(captures.owner, captures.place, category);
         let parsed = match captures.category {
-            Some(category) if template.has_category() => payload::parse_single(payload).map(|(value, ts)| vec![(key(category), value, ts)]),
-            _ => payload::parse_multi(payload).map(|(values, ts)| values.into_iter().map(|(c, v)| (key(&c), v, ts)).collect()),
+            Some(category) if template.has_category() => {
+                payload::parse_single(payload).and_then(|(value, ts)| Ok(vec![(key(category)?, value, ts)]))
+            }
+            _ => payload::parse_multi(payload)
+                .and_then(|(values, ts)| values.into_iter().map(|(c, v)| Ok((key(&c)?, v, ts))).collect::<Result<Vec<_>, _>>()),
         };
         match parsed {
             Ok(values) => Record::Readings(
@@ -116,15 +146,18 @@ impl IngestSink for Ingest {
 
     fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Receipt>> {
         Box::pin(async move {
-            let record = self.interpret(client_id, message.topic.as_str(), &message.payload, TimestampMs::now());
+            let received_at = TimestampMs::now();
+            let record = self.interpret(client_id, message.topic.as_str(), &message.payload, received_at);
             if let Record::Reject(reject) = &record {
                 self.stats.count_reject_seen();
                 self.log_reject_once(reject);
             }
+            let source =
+                Source { client_id: client_id.to_owned(), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
             let (committed, receipt) = oneshot::channel();
             // A closed queue (writer gone) drops `committed`: the session then closes without
             // acknowledging, and the client sends again later.
-            let _ = self.jobs.send(Job { record, committed }).await;
+            let _ = self.jobs.send(Job { record, source, committed, queued_at: Instant::now() }).await;
             Some(receipt)
         })
     }
@@ -163,6 +196,14 @@ mod tests {
         assert_eq!((r.reason, r.client_id.as_str(), r.payload_prefix.as_slice()), (RejectReason::NoTemplate, "dev1", &b"23.4"[..]));
         let Record::Reject(r) = i.interpret("dev1", "iot/a/sensor/b/c", &vec![b'1'; 5000], TimestampMs(1)) else { panic!() };
         assert_eq!((r.reason, r.payload_prefix.len()), (RejectReason::TooLarge, REJECT_PAYLOAD_PREFIX));
+        let long = "p".repeat(300);
+        let Record::Reject(r) = i.interpret("dev1", &format!("iot/a/sensor/{long}/t"), b"1", TimestampMs(1)) else { panic!() };
+        assert_eq!(r.reason, RejectReason::LevelTooLong, "a place too long for the database is refused at the edge");
+        let Record::Reject(r) = i.interpret("dev1", "iot/a/sensor/kitchen", format!(r#"{{"{long}": 1}}"#).as_bytes(), TimestampMs(1))
+        else {
+            panic!()
+        };
+        assert_eq!(r.reason, RejectReason::LevelTooLong, "so is a category named in a JSON payload");
         assert!(i.wants("iot/anything"));
         assert!(!i.wants("$SYS/broker/uptime"));
         assert!(!i.wants("devices/lamp/set"));

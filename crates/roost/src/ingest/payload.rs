@@ -1,7 +1,7 @@
 //! Payloads to numbers: text (`23.4`, ` 23 `, `-1e3`), JSON numbers, `{"value": .., "ts": ..}`,
 //! and for category-less templates a JSON object of category → number. Pure functions.
 
-use super::reading::{RejectReason, TimestampMs};
+use crate::model::{RejectReason, TimestampMs};
 use serde_json::{Map, Value};
 
 /// Latest timestamp accepted: 9999-12-31T23:59:59.999Z.

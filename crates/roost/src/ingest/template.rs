@@ -94,7 +94,7 @@ impl TopicTemplate {
     }
 
     /// The topic a sensor publishes on under this template; `None` without `{category}`.
-    pub fn topic(&self, sensor: &crate::ingest::SensorKey) -> Option<String> {
+    pub fn topic(&self, sensor: &crate::model::SensorKey) -> Option<String> {
         if !self.has_category() {
             return None;
         }
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn a_sensor_topic_is_built_from_the_template_and_matches_it() {
         let [five, four] = &TopicTemplate::defaults()[..] else { panic!() };
-        let key = crate::ingest::SensorKey { owner: "yanjo".into(), place: "livingroom".into(), category: "illuminate".into() };
+        let key = crate::model::SensorKey { owner: "yanjo".into(), place: "livingroom".into(), category: "illuminate".into() };
         let topic = five.topic(&key).unwrap();
         assert_eq!(topic, "iot/yanjo/sensor/livingroom/illuminate");
         assert_eq!(five.captures(&topic).unwrap().category, Some("illuminate"));

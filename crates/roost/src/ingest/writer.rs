@@ -2,13 +2,16 @@
 //! per batch (group commit: the batch is whatever arrived during the previous commit, so its
 //! size follows the load), and only then tells the sessions to acknowledge.
 
-use super::{Job, LiveReading, Record};
+use super::health::IngestHealth;
+use super::{Job, Record, Source};
+use crate::model::{LiveReading, RejectReason};
 use crate::store::{Batch, Store};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Where committed readings are announced (the dashboard's live feed). Bounded: a listener
 /// that falls behind misses batches and is told to reload.
@@ -39,6 +42,10 @@ pub struct IngestStats {
     last_batch_size: AtomicU64,
     commit_micros_total: AtomicU64,
     failed_commits: AtomicU64,
+    /// Records the database refused, stored as rejects instead.
+    refused: AtomicU64,
+    /// Whether commits are succeeding now.
+    pub health: IngestHealth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +57,7 @@ pub struct IngestStatsSnapshot {
     pub last_batch_size: u64,
     pub commit_micros_total: u64,
     pub failed_commits: u64,
+    pub refused: u64,
 }
 
 impl IngestStats {
@@ -66,13 +74,15 @@ impl IngestStats {
             last_batch_size: self.last_batch_size.load(Relaxed),
             commit_micros_total: self.commit_micros_total.load(Relaxed),
             failed_commits: self.failed_commits.load(Relaxed),
+            refused: self.refused.load(Relaxed),
         }
     }
 }
 
 /// Writes batches until `stop` is cancelled, then drains what is still queued and returns.
 /// A failed commit is retried with backoff, holding its batch: meanwhile the queue fills and
-/// publishers are held back; nothing is dropped and nothing unwritten is acknowledged.
+/// publishers are held back; nothing is dropped and nothing unwritten is acknowledged. A record
+/// the database refuses is set apart as a reject, so that it cannot hold up the others.
 pub async fn run_writer(
     store: std::sync::Arc<Store>,
     mut jobs: mpsc::Receiver<Job>,
@@ -81,6 +91,7 @@ pub async fn run_writer(
     live: LiveFeed,
     stop: CancellationToken,
 ) {
+    let writer = Writer { store: &store, config: &config, stats: &stats, live: &live, stop: &stop };
     let mut pending = Vec::with_capacity(1024);
     loop {
         let first = tokio::select! {
@@ -95,7 +106,7 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
-        if !commit(&store, &mut pending, &config, &stats, &live, &stop).await {
+        if !writer.write(&mut pending).await {
             break;
         }
     }
@@ -103,73 +114,197 @@ pub async fn run_writer(
     jobs.close();
     while let Some(job) = jobs.recv().await {
         pending.push(job);
-        if pending.len() >= config.max_batch && !commit(&store, &mut pending, &config, &stats, &live, &stop).await {
+        if pending.len() >= config.max_batch && !writer.write(&mut pending).await {
             break;
         }
     }
     if !pending.is_empty() {
-        commit(&store, &mut pending, &config, &stats, &live, &stop).await;
+        writer.write(&mut pending).await;
     }
     info!("ingest writer stopped");
 }
 
-/// Commits `pending` (retrying while not stopped), then releases its acknowledgements.
-/// Returns false if it gave up because of shutdown.
-async fn commit(
-    store: &Store,
-    pending: &mut Vec<Job>,
-    config: &WriterConfig,
-    stats: &IngestStats,
-    live: &LiveFeed,
-    stop: &CancellationToken,
-) -> bool {
-    let mut batch = Batch::default();
-    let mut waiting = Vec::with_capacity(pending.len());
-    for job in pending.drain(..) {
-        match job.record {
-            Record::Readings(readings) => batch.readings.extend(readings),
-            Record::Reject(reject) => batch.rejects.push(reject),
+struct Writer<'a> {
+    store: &'a Store,
+    config: &'a WriterConfig,
+    stats: &'a IngestStats,
+    live: &'a LiveFeed,
+    stop: &'a CancellationToken,
+}
+
+/// A job whose record was moved into a [`Batch`]: which of the batch's rows are its own.
+struct Waiter {
+    readings: Range<usize>,
+    rejects: Range<usize>,
+    source: Source,
+    committed: oneshot::Sender<Result<(), String>>,
+}
+
+/// Rows to commit together, and whom to tell once they are.
+struct Part {
+    batch: Batch,
+    waiters: Vec<Waiter>,
+}
+
+impl Part {
+    fn gather(jobs: &mut Vec<Job>) -> Self {
+        let mut batch = Batch::default();
+        let mut waiters = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            let (readings_start, rejects_start) = (batch.readings.len(), batch.rejects.len());
+            match job.record {
+                Record::Readings(readings) => batch.readings.extend(readings),
+                Record::Reject(reject) => batch.rejects.push(reject),
+            }
+            waiters.push(Waiter {
+                readings: readings_start..batch.readings.len(),
+                rejects: rejects_start..batch.rejects.len(),
+                source: job.source,
+                committed: job.committed,
+            });
         }
-        waiting.push(job.committed);
+        Self { batch, waiters }
     }
-    let mut delay = config.retry_delay;
-    loop {
-        let started = Instant::now();
-        match store.write_batch(&batch).await {
-            Ok(()) => {
-                stats.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-                stats.readings_committed.fetch_add(batch.readings.len() as u64, Relaxed);
-                stats.rejects_committed.fetch_add(batch.rejects.len() as u64, Relaxed);
-                stats.batches.fetch_add(1, Relaxed);
-                stats.last_batch_size.store(waiting.len() as u64, Relaxed);
-                for committed in waiting {
-                    let _ = committed.send(Ok(()));
+
+    /// Two parts of about half the records each, in order. Only for a refused commit (the
+    /// rows are copied); needs at least two waiters.
+    fn split(self) -> (Self, Self) {
+        let mut first = self.waiters;
+        let second = first.split_off(first.len() / 2);
+        let part = |waiters: Vec<Waiter>| {
+            let (readings, rejects) = (waiters[0].readings.start, waiters[0].rejects.start);
+            let last = waiters.last().expect("parts are not empty");
+            let batch = Batch {
+                readings: self.batch.readings[readings..last.readings.end].to_vec(),
+                rejects: self.batch.rejects[rejects..last.rejects.end].to_vec(),
+            };
+            let waiters = waiters
+                .into_iter()
+                .map(|w| Waiter {
+                    readings: w.readings.start - readings..w.readings.end - readings,
+                    rejects: w.rejects.start - rejects..w.rejects.end - rejects,
+                    ..w
+                })
+                .collect();
+            Self { batch, waiters }
+        };
+        (part(first), part(second))
+    }
+}
+
+/// How a commit attempt ended.
+enum Outcome {
+    Committed,
+    /// The database refused something in the batch; retrying it whole cannot succeed.
+    Refused(crate::store::StoreError),
+    /// Shutdown came while the database was failing: nothing was acknowledged.
+    Stopped,
+}
+
+impl Writer<'_> {
+    /// Commits `jobs` and releases their acknowledgements; a batch the database refuses is
+    /// split until the refused record is alone, and that one is stored as a reject instead.
+    /// Returns false if it gave up because of shutdown.
+    async fn write(&self, jobs: &mut Vec<Job>) -> bool {
+        let health = &self.stats.health;
+        health.writing(jobs.iter().map(|j| j.queued_at).min());
+        let mut parts = vec![Part::gather(jobs)];
+        while let Some(part) = parts.pop() {
+            match self.commit(&part.batch, part.waiters.len()).await {
+                Outcome::Committed => self.settle(part),
+                Outcome::Refused(e) if part.waiters.len() > 1 => {
+                    debug!(error = %e, records = part.waiters.len(), "the database refused a batch; splitting it to find the record");
+                    let (first, second) = part.split();
+                    parts.push(second);
+                    parts.push(first);
                 }
-                if live.receiver_count() > 0 {
-                    let _ = live.send(std::sync::Arc::new(newest_per_sensor(&batch)));
-                }
-                return true;
-            }
-            Err(e) => {
-                stats.failed_commits.fetch_add(1, Relaxed);
-                warn!(error = %e, records = waiting.len(), retry_in = ?delay, "commit failed; holding the batch and retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => {
-                        // Stopping while the database is away: these were never acknowledged,
-                        // so the clients still hold them and will send them again.
-                        warn!(records = waiting.len(), "giving up on an uncommitted batch at shutdown; it was not acknowledged");
-                        return false;
+                Outcome::Refused(e) => {
+                    let waiter = part.waiters.into_iter().next().expect("one waiter");
+                    if part.batch.readings.is_empty() {
+                        // Even the reject row was refused: never acknowledged, so the client
+                        // keeps it and sends it again; the others are not held up.
+                        error!(error = %e, client_id = %waiter.source.client_id, topic = %waiter.source.topic,
+                            "the database refused a reject row; the publish is not acknowledged");
+                        let _ = waiter.committed.send(Err(format!("refused by the database: {e}")));
+                        continue;
                     }
+                    warn!(error = %e, client_id = %waiter.source.client_id, topic = %waiter.source.topic,
+                        "the database refused a reading; it is stored in `rejects` instead");
+                    self.stats.refused.fetch_add(1, Relaxed);
+                    let reject = waiter.source.reject(RejectReason::RefusedByDatabase);
+                    let batch = Batch { readings: Vec::new(), rejects: vec![reject] };
+                    parts.push(Part { batch, waiters: vec![Waiter { readings: 0..0, rejects: 0..1, ..waiter }] });
                 }
-                delay = (delay * 2).min(config.max_retry_delay);
+                Outcome::Stopped => {
+                    health.writing(None);
+                    return false;
+                }
             }
+        }
+        health.writing(None);
+        true
+    }
+
+    /// Tries to commit `batch`, retrying transient failures with backoff until it commits, the
+    /// database refuses it, or shutdown comes.
+    async fn commit(&self, batch: &Batch, records: usize) -> Outcome {
+        let health = &self.stats.health;
+        let mut delay = self.config.retry_delay;
+        loop {
+            let started = Instant::now();
+            let error = match self.store.write_batch(batch).await {
+                Ok(()) => {
+                    let stats = self.stats;
+                    stats.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                    stats.readings_committed.fetch_add(batch.readings.len() as u64, Relaxed);
+                    stats.rejects_committed.fetch_add(batch.rejects.len() as u64, Relaxed);
+                    stats.batches.fetch_add(1, Relaxed);
+                    stats.last_batch_size.store(records as u64, Relaxed);
+                    if let Some(failing_for) = health.committed() {
+                        info!(after = ?failing_for, "ingest recovered: commits succeed again");
+                    }
+                    return Outcome::Committed;
+                }
+                Err(e) => e,
+            };
+            self.stats.failed_commits.fetch_add(1, Relaxed);
+            let failure = error.failure();
+            if !failure.is_transient() {
+                return Outcome::Refused(error);
+            }
+            if health.commit_failed(failure, error.to_string()) {
+                // Once per episode, in words; the retries log at debug level.
+                error!(problem = %failure, error = %error, records,
+                    "ingest: commits are failing; holding the records unacknowledged and retrying until they commit");
+            } else {
+                debug!(problem = %failure, error = %error, records, retry_in = ?delay, "commit failed again");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.cancelled() => {
+                    // Stopping while the database is away: these were never acknowledged,
+                    // so the clients still hold them and will send them again.
+                    warn!(records, "giving up on an uncommitted batch at shutdown; it was not acknowledged");
+                    return Outcome::Stopped;
+                }
+            }
+            delay = (delay * 2).min(self.config.max_retry_delay);
+        }
+    }
+
+    /// After a commit: acknowledgements may leave, and live dashboards hear of it.
+    fn settle(&self, part: Part) {
+        for waiter in part.waiters {
+            let _ = waiter.committed.send(Ok(()));
+        }
+        if self.live.receiver_count() > 0 && !part.batch.readings.is_empty() {
+            let _ = self.live.send(std::sync::Arc::new(newest_per_sensor(&part.batch)));
         }
     }
 }
 
 fn newest_per_sensor(batch: &Batch) -> Vec<LiveReading> {
-    let mut newest: std::collections::HashMap<&crate::ingest::SensorKey, (i64, f64)> = std::collections::HashMap::new();
+    let mut newest: std::collections::HashMap<&crate::model::SensorKey, (i64, f64)> = std::collections::HashMap::new();
     for r in &batch.readings {
         let entry = newest.entry(&r.sensor).or_insert((r.ts.0, r.value));
         if r.ts.0 >= entry.0 {

@@ -2,7 +2,8 @@
 //! its sensors read every interval (or at a fixed total rate), reconnecting with backoff.
 
 use super::board::Board;
-use crate::ingest::{SensorKey, TimestampMs, TopicTemplate};
+use crate::ingest::TopicTemplate;
+use crate::model::{SensorKey, TimestampMs};
 use crate::mqtt_client::ClientSettings;
 use crate::progress::Counters;
 use anyhow::Context;

@@ -1,10 +1,14 @@
 //! The database: SQLite (embedded default), PostgreSQL, MariaDB/MySQL. The only module that
 //! knows SQL. Each operation is written once (`on_pool!` instantiates it per backend); the
-//! dialect differences are the DDL in `schema` and the "insert if absent" of `sensors`.
+//! dialect differences are the DDL in `schema`, the "insert if absent" of `sensors` and the
+//! rollup upserts. What a failed write means for its records is decided in `failure`.
 
+mod failure;
 mod schema;
 
-use crate::ingest::{Reading, Reject, SensorKey, TimestampMs};
+pub use failure::Failure;
+
+use crate::model::{Reading, Reject, SensorKey, TimestampMs};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -285,8 +289,14 @@ impl Store {
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
         let known = self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let dialect = self.dialect();
+        // The transaction runs on a connection of its own. If anything fails, that connection is
+        // closed rather than returned to the pool: a failed COMMIT (disk full) can leave its
+        // transaction open on the connection, and whatever ran on it next would nest inside
+        // the transaction that never committed, or wait on its lock.
         let created = on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
+            let mut conn = pool.acquire().await.map_err(query_err("getting a connection"))?;
+            let written: Result<_, StoreError> = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting a transaction"))?;
             let mut ids = HashMap::new();
             let mut latest: HashMap<i64, (TimestampMs, f64)> = HashMap::new();
             // The sensor id of each reading, resolved once and used by every statement below.
@@ -295,16 +305,16 @@ impl Store {
                 let id = match known.get(&reading.sensor).or_else(|| ids.get(&reading.sensor)) {
                     Some(id) => *id,
                     None => {
-                        let mut insert = QueryBuilder::new(match dialect {
-                            Dialect::MySql => "INSERT IGNORE INTO sensors (owner, place, category) VALUES (",
-                            _ => "INSERT INTO sensors (owner, place, category) VALUES (",
-                        });
+                        let mut insert = QueryBuilder::new("INSERT INTO sensors (owner, place, category) VALUES (");
                         insert.push_bind(reading.sensor.owner.as_str()).push(", ")
                             .push_bind(reading.sensor.place.as_str()).push(", ")
                             .push_bind(reading.sensor.category.as_str()).push(")");
-                        if dialect != Dialect::MySql {
-                            insert.push(" ON CONFLICT (owner, place, category) DO NOTHING");
-                        }
+                        // Not MySQL's INSERT IGNORE: it turns every error into a warning, and a
+                        // key too long for its column was stored cut short, then never found.
+                        insert.push(match dialect {
+                            Dialect::MySql => " ON DUPLICATE KEY UPDATE id = id",
+                            _ => " ON CONFLICT (owner, place, category) DO NOTHING",
+                        });
                         insert.build().execute(&mut *tx).await.map_err(query_err("creating a sensor"))?;
                         let id: i64 = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
                             .push_bind(reading.sensor.owner.as_str())
@@ -388,7 +398,16 @@ impl Store {
                     .map_err(query_err("inserting rejects"))?;
             }
             tx.commit().await.map_err(query_err("committing"))?;
-            ids
+            Ok(ids)
+            }
+            .await;
+            match written {
+                Ok(ids) => ids,
+                Err(e) => {
+                    let _ = conn.close().await;
+                    return Err(e);
+                }
+            }
         });
         // Only committed sensor ids enter the cache.
         self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).extend(created);

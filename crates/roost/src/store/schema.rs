@@ -25,6 +25,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             &[ROLLUP_SQLITE, BACKFILL],
             USERS_SQLITE,
             TOKENS_SQLITE,
+            KEY_LENGTH_SQLITE,
         ],
         Dialect::Postgres => &[
             &[
@@ -45,6 +46,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             &[ROLLUP_POSTGRES, BACKFILL],
             USERS_POSTGRES,
             TOKENS_POSTGRES,
+            KEY_LENGTH_POSTGRES,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -66,6 +68,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             &[ROLLUP_MYSQL, BACKFILL],
             USERS_MYSQL,
             TOKENS_MYSQL,
+            KEY_LENGTH_MYSQL,
         ],
     }
 }
@@ -134,3 +137,18 @@ const TOKENS_MYSQL: &[&str] = &["CREATE TABLE IF NOT EXISTS tokens (
     kind VARCHAR(16) NOT NULL, name VARCHAR(191) NOT NULL, token_hash VARCHAR(64) NOT NULL UNIQUE,
     created_at BIGINT NOT NULL, expires_at BIGINT,
     FOREIGN KEY (user_id) REFERENCES users (id)) ENGINE=InnoDB"];
+
+// Migration 5: the same sensor keys on every database. Each level is at most 191 characters
+// (`model::MAX_LEVEL_CHARS`; ingest refuses longer ones before they reach the writer, this is
+// the database's own guard), and MariaDB/MySQL compare them byte for byte as SQLite and
+// PostgreSQL do (its default collation took `Kitchen` and `kitchen`, or `a` and `a `, for one
+// sensor). Existing rows are not re-checked.
+const KEY_LENGTH_SQLITE: &[&str] = &["CREATE TRIGGER IF NOT EXISTS sensors_key_length BEFORE INSERT ON sensors
+    WHEN length(NEW.owner) > 191 OR length(NEW.place) > 191 OR length(NEW.category) > 191
+    BEGIN SELECT RAISE(ABORT, 'sensor key level longer than 191 characters'); END"];
+const KEY_LENGTH_POSTGRES: &[&str] = &["ALTER TABLE sensors ADD CONSTRAINT sensors_key_length
+    CHECK (char_length(owner) <= 191 AND char_length(place) <= 191 AND char_length(category) <= 191) NOT VALID"];
+const KEY_LENGTH_MYSQL: &[&str] = &["ALTER TABLE sensors
+    MODIFY owner VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    MODIFY place VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    MODIFY category VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"];

@@ -2,7 +2,7 @@
 //! stored as hashes (`crate::auth::tokens`), never as presented.
 
 use super::{query_err, Pool, Store, StoreError, UserError};
-use crate::ingest::TimestampMs;
+use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
 
 /// What a token is for.

@@ -2,7 +2,7 @@
 //! Passwords arrive here already hashed (Argon2id, `crate::auth::password`).
 
 use super::{query_err, Pool, Store, StoreError};
-use crate::ingest::TimestampMs;
+use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
 
 /// A topic filter a user may use besides `iot/{name}/#`.

@@ -6,7 +6,7 @@ use crate::proxy::Proxy;
 use crate::support::{Raw, TestServer};
 use bytes::Bytes;
 use mqtt_codec::*;
-use roost::ingest::{SensorKey, TimestampMs};
+use roost::model::{SensorKey, TimestampMs};
 use std::num::NonZeroU16;
 use std::time::Duration;
 

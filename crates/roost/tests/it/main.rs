@@ -8,6 +8,7 @@ mod conformance;
 mod crash;
 mod dashboard;
 mod databases;
+mod faults;
 mod ingest;
 mod limits;
 mod mosquitto_clients;

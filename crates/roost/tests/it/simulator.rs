@@ -3,7 +3,7 @@
 
 use crate::databases::{Backend, TestDb};
 use crate::support::{eventually_async, TestServer};
-use roost::ingest::{SensorKey, TimestampMs};
+use roost::model::{SensorKey, TimestampMs};
 use roost::sim::board::{HUMIDITY_RANGE, LIGHT_RANGE, TEMPERATURE_RANGE};
 use roost::store::Store;
 use std::process::{Output, Stdio};

@@ -1,7 +1,7 @@
 //! The storage contract, run against SQLite, PostgreSQL and MariaDB alike.
 
 use crate::databases::{Backend, TestDb};
-use roost::ingest::{Reading, Reject, RejectReason, SensorKey, TimestampMs};
+use roost::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs};
 use roost::store::{Batch, Store};
 
 fn key(owner: &str, place: &str, category: &str) -> SensorKey {

@@ -57,7 +57,8 @@ impl TestServer {
         args.allow_anonymous = true;
         args.db.database = database;
         adjust(&mut args);
-        let app = App::build(&args).await.expect("app builds");
+        let settings = roost::settings::Settings::validate(args).expect("valid settings");
+        let app = App::build(&settings).await.expect("app builds");
         let (mqtt, ws, http, broker, store) = (app.mqtt_addr(), app.mqtt_ws_addr(), app.http_addr(), app.broker(), app.store());
         let mqtts = app.mqtts_addr();
         let shutdown = CancellationToken::new();
@@ -131,6 +132,12 @@ impl Raw {
     /// The next packet, or `None` once the server closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
         tokio::time::timeout(WAIT, self.recv_inner()).await.expect("server answered in time")
+    }
+
+    /// The next packet within `limit`: `Err(())` if none came in time, `Ok(None)` once the
+    /// server closed the connection.
+    pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Packet>, ()> {
+        tokio::time::timeout(limit, self.recv_inner()).await.map_err(|_| ())
     }
 
     async fn recv_inner(&mut self) -> Option<Packet> {

@@ -1,0 +1,141 @@
+//! The domain types every layer shares: sensors and their readings, rejects with their
+//! reasons, timestamps. Below `ingest` and `store`, so arrows point one way
+//! (ingest → store → model). No I/O.
+
+use std::fmt;
+
+/// Milliseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimestampMs(pub i64);
+
+impl TimestampMs {
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Self(since.as_millis() as i64)
+    }
+}
+
+/// Identifies a sensor: owner / place / category, each a non-empty topic level of at most
+/// [`MAX_LEVEL_CHARS`] characters (ingest checks with [`SensorKey::new`]; the schema enforces
+/// the same limit on every database).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SensorKey {
+    pub owner: String,
+    pub place: String,
+    pub category: String,
+}
+
+/// Longest owner, place or category, in characters: MariaDB/MySQL key columns are
+/// `VARCHAR(191)` (191 four-byte characters fit a unique index), and SQLite and PostgreSQL
+/// refuse longer ones too, so every database stores the same sensors.
+pub const MAX_LEVEL_CHARS: usize = 191;
+
+impl SensorKey {
+    /// A key whose levels fit every database, or the reason it cannot be stored.
+    pub fn new(owner: &str, place: &str, category: &str) -> Result<Self, RejectReason> {
+        for level in [owner, place, category] {
+            if level.is_empty() {
+                return Err(RejectReason::NoTemplate);
+            }
+            if level.chars().count() > MAX_LEVEL_CHARS {
+                return Err(RejectReason::LevelTooLong);
+            }
+        }
+        Ok(Self { owner: owner.to_owned(), place: place.to_owned(), category: category.to_owned() })
+    }
+}
+
+impl fmt::Display for SensorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.owner, self.place, self.category)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub sensor: SensorKey,
+    pub ts: TimestampMs,
+    pub value: f64,
+}
+
+/// Why a publish did not become a reading. Stored as text in `rejects.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    NoTemplate,
+    Empty,
+    TooLarge,
+    InvalidUtf8,
+    NotANumber,
+    NotFinite,
+    BadJson,
+    BadTimestamp,
+    /// An owner, place or category over [`MAX_LEVEL_CHARS`] characters.
+    LevelTooLong,
+    /// The database refused to store the reading (its error is logged); ingest moved it here
+    /// so that the other devices' readings keep flowing.
+    RefusedByDatabase,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoTemplate => "topic matches no template",
+            Self::Empty => "empty payload",
+            Self::TooLarge => "payload too large",
+            Self::InvalidUtf8 => "payload is not UTF-8",
+            Self::NotANumber => "payload is not a number",
+            Self::NotFinite => "value is not finite",
+            Self::BadJson => "JSON payload has the wrong shape",
+            Self::BadTimestamp => "bad timestamp",
+            Self::LevelTooLong => "topic level longer than 191 characters",
+            Self::RefusedByDatabase => "refused by the database",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A quarantined publish, as stored in `rejects`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub received_at: TimestampMs,
+    pub client_id: String,
+    pub topic: String,
+    /// The first [`REJECT_PAYLOAD_PREFIX`] bytes of the payload.
+    pub payload_prefix: Vec<u8>,
+    pub reason: RejectReason,
+}
+
+/// How much of a rejected payload is kept.
+pub const REJECT_PAYLOAD_PREFIX: usize = 256;
+
+/// The newest reading of one sensor in a committed batch, as pushed to live dashboards.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LiveReading {
+    pub owner: String,
+    pub place: String,
+    pub category: String,
+    pub ts: i64,
+    pub value: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensor_keys_fit_every_database_or_say_why_not() {
+        let long = "p".repeat(MAX_LEVEL_CHARS);
+        assert_eq!(SensorKey::new("yanjo", &long, "t").unwrap().place.chars().count(), MAX_LEVEL_CHARS);
+        let wide = "é".repeat(MAX_LEVEL_CHARS);
+        assert!(SensorKey::new("yanjo", "kitchen", &wide).is_ok(), "the limit counts characters, not bytes");
+        assert_eq!(SensorKey::new("yanjo", &format!("{long}p"), "t"), Err(RejectReason::LevelTooLong));
+        assert_eq!(SensorKey::new(&"o".repeat(300), "kitchen", "t"), Err(RejectReason::LevelTooLong));
+        assert_eq!(SensorKey::new("yanjo", "", "t"), Err(RejectReason::NoTemplate));
+        assert_eq!(RejectReason::LevelTooLong.as_str(), format!("topic level longer than {MAX_LEVEL_CHARS} characters"));
+    }
+}

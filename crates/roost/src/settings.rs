@@ -1,0 +1,204 @@
+//! The one validated set of `serve` settings. Flags and `ROOST_*` environment variables (parsed
+//! by clap), then the config file, then the built-in defaults are merged into a `ServeArgs`;
+//! [`Settings::validate`] then checks every value against one table of rules, whatever its
+//! source, and names the key and the source of a bad one. Nothing else makes a `Settings`, so
+//! `App::build` never sees an unchecked value.
+
+use crate::cli::ServeArgs;
+use crate::config_file::{ConfigError, ConfigFile};
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `ServeArgs` whose every value passed the rules.
+#[derive(Debug, Clone)]
+pub struct Settings(ServeArgs);
+
+impl std::ops::Deref for Settings {
+    type Target = ServeArgs;
+    fn deref(&self) -> &ServeArgs {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    #[error("invalid setting `{key}` = {value} ({origin}): {why}")]
+    Invalid { key: &'static str, value: String, origin: String, why: String },
+}
+
+/// Where a value came from, for error messages.
+enum Origin<'a> {
+    CommandLine(&'a ArgMatches),
+    Program,
+}
+
+impl Settings {
+    /// `roost serve`'s settings: `args` as clap parsed them from `matches`, merged with the
+    /// `--config` file if one was given, then validated.
+    pub fn from_command_line(mut args: ServeArgs, matches: &ArgMatches) -> Result<Self, SettingsError> {
+        let mut from_file = BTreeSet::new();
+        if let Some(path) = args.config.clone() {
+            from_file = ConfigFile::load(&path)?.apply(&mut args, matches, &path)?;
+        }
+        check(&args)
+            .map_err(|bad| bad.into_error(&args, |key| origin(key, Origin::CommandLine(matches), &from_file, args.config.as_ref())))?;
+        Ok(Self(args))
+    }
+
+    /// Settings a program made itself (tests, embedding): the same rules.
+    pub fn validate(args: ServeArgs) -> Result<Self, SettingsError> {
+        check(&args).map_err(|bad| bad.into_error(&args, |key| origin(key, Origin::Program, &BTreeSet::new(), None)))?;
+        Ok(Self(args))
+    }
+}
+
+fn origin(key: &str, how: Origin<'_>, from_file: &BTreeSet<&'static str>, file: Option<&PathBuf>) -> String {
+    if from_file.contains(key) {
+        return format!("from config file {}", file.map(|p| p.display().to_string()).unwrap_or_default());
+    }
+    let Origin::CommandLine(matches) = how else { return "as given by the program".into() };
+    let flag = key.replace('_', "-");
+    match matches.value_source(key) {
+        Some(ValueSource::CommandLine) => format!("from flag --{flag}"),
+        Some(ValueSource::EnvVariable) => format!("from environment variable ROOST_{}", key.to_uppercase()),
+        _ => "the default".into(),
+    }
+}
+
+/// A rule that failed: the setting's key (its flag's id and its config file key) and why.
+struct Bad {
+    key: &'static str,
+    why: String,
+}
+
+impl Bad {
+    fn into_error(self, args: &ServeArgs, origin: impl Fn(&str) -> String) -> SettingsError {
+        let value = value_of(args, self.key);
+        SettingsError::Invalid { origin: origin(self.key), key: self.key, value, why: self.why }
+    }
+}
+
+/// The value of a setting as shown in an error.
+fn value_of(args: &ServeArgs, key: &str) -> String {
+    let duration = |d: &Duration| format!("{d:?}");
+    match key {
+        "max_payload" => args.max_payload.to_string(),
+        "ingest_queue" => args.ingest_queue.to_string(),
+        "max_packet_size" => args.max_packet_size.to_string(),
+        "connect_timeout" => duration(&args.connect_timeout),
+        "max_inflight" => args.max_inflight.to_string(),
+        "max_queued" => args.max_queued.to_string(),
+        "max_queued_qos0" => args.max_queued_qos0.to_string(),
+        "max_subscriptions" => args.max_subscriptions.to_string(),
+        "max_request_body" => args.max_request_body.to_string(),
+        "sys_interval" => duration(&args.sys_interval),
+        "stale_after" => duration(&args.stale_after),
+        "login_failure_window" => duration(&args.login_failure_window),
+        "max_login_failures_total" => args.max_login_failures_total.to_string(),
+        "tls_cert" | "tls_key" => format!("{:?}", (&args.tls_cert, &args.tls_key)),
+        _ => "?".into(),
+    }
+}
+
+/// Largest MQTT packet the protocol can express (a 4-byte remaining length plus its header).
+const MAX_MQTT_PACKET: u64 = 268_435_460;
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Every rule, in one place.
+fn check(args: &ServeArgs) -> Result<(), Bad> {
+    range("max_payload", args.max_payload as u64, 1, MAX_MQTT_PACKET)?;
+    range("ingest_queue", args.ingest_queue.into(), 1, 10_000_000)?;
+    range("max_packet_size", args.max_packet_size.into(), 16, MAX_MQTT_PACKET)?;
+    range("max_inflight", args.max_inflight.into(), 1, 65_535)?;
+    range("max_queued", args.max_queued.into(), 1, 10_000_000)?;
+    range("max_queued_qos0", args.max_queued_qos0.into(), 1, 10_000_000)?;
+    range("max_subscriptions", args.max_subscriptions.into(), 1, 1_000_000)?;
+    range("max_request_body", args.max_request_body.into(), 1024, 1 << 30)?;
+    range("max_login_failures_total", args.max_login_failures_total.into(), 1, 10_000_000)?;
+    span("connect_timeout", args.connect_timeout, DAY)?;
+    span("sys_interval", args.sys_interval, DAY)?;
+    span("stale_after", args.stale_after, 366 * DAY)?;
+    span("login_failure_window", args.login_failure_window, DAY)?;
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        let key = if args.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
+        return Err(Bad { key, why: "tls_cert and tls_key go together".into() });
+    }
+    Ok(())
+}
+
+fn range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Bad> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(Bad { key, why: format!("must be between {min} and {max}") })
+}
+
+fn span(key: &'static str, value: Duration, max: Duration) -> Result<(), Bad> {
+    if !value.is_zero() && value <= max {
+        return Ok(());
+    }
+    Err(Bad { key, why: format!("must be a duration above 0 and at most {}", describe(max)) })
+}
+
+fn describe(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s => format!("{s}s"),
+    }
+}
+
+/// A duration with a unit: `500ms`, `90s`, `10m`, `2h`, `30d`; a bare number is seconds.
+/// At most a year; zero and negative durations are refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = (text[..split].trim(), &text[split..]);
+    let not_a_duration = || format!("{s:?} is not a duration such as 500ms, 90s, 10m, 2h or 30d (above 0, at most a year)");
+    if number.is_empty() {
+        return Err(not_a_duration());
+    }
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * scale <= 366.0 * 86_400.0 => Ok(Duration::from_secs_f64(n * scale)),
+        _ => Err(not_a_duration()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_everywhere() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration(" 10m ").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("30d").unwrap(), 30 * DAY);
+        assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
+        for bad in ["0", "-1s", "soon", "", "400d", "NaN", "inf"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn programs_get_the_same_rules_as_people() {
+        let args = ServeArgs { ingest_queue: 0, ..ServeArgs::default() };
+        let err = Settings::validate(args).unwrap_err().to_string();
+        assert_eq!(err, "invalid setting `ingest_queue` = 0 (as given by the program): must be between 1 and 10000000");
+        assert!(Settings::validate(ServeArgs::default()).is_ok(), "the defaults pass");
+    }
+}

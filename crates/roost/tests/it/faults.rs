@@ -1,0 +1,234 @@
+//! "Acknowledged means stored" under real faults: a disk that fills up (a size-limited tmpfs;
+//! the tests run as root), records the database refuses, numbered readings to prove that
+//! nothing acknowledged is lost and nothing is stored twice.
+
+use crate::databases::{Backend, TestDb};
+use crate::support::{publish, Raw, TestServer, WAIT};
+use mqtt_codec::{Ack, Packet, QoS};
+use roost::ingest::{run_writer, IngestStats, Job, Record, Source, WriterConfig};
+use roost::model::{Reading, SensorKey, TimestampMs};
+use roost::store::{DatabaseUrl, Store};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A tmpfs of a few MiB, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a tmpfs needs root (the tests run as root in CI)");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: the server of a failed test may still hold files open.
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+async fn healthz(server: &TestServer) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("http://{}/healthz", server.http)).await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Publishes numbered QoS 1 readings (`first`, `first + 1`, …) with up to `window`
+/// unacknowledged until `stop`, then waits for the outstanding acknowledgements. Returns what
+/// was sent and what was acknowledged.
+async fn publish_numbered(addr: std::net::SocketAddr, client: String, first: u64, stop: CancellationToken) -> (Vec<u64>, Vec<u64>) {
+    const WINDOW: usize = 32;
+    let (mut raw, _) = Raw::mqtt(addr, &client, true).await;
+    let topic = format!("iot/faults/sensor/{client}/count");
+    let (mut sent, mut acked) = (Vec::new(), Vec::new());
+    let mut in_flight: VecDeque<(u16, u64)> = VecDeque::new();
+    let mut next = first;
+    let mut id: u16 = 0;
+    let give_up = Instant::now() + Duration::from_secs(240);
+    loop {
+        while !stop.is_cancelled() && in_flight.len() < WINDOW {
+            id = id % 60_000 + 1;
+            raw.send(&publish(&topic, &next.to_string(), QoS::AtLeastOnce, Some(id), false)).await;
+            in_flight.push_back((id, next));
+            sent.push(next);
+            next += 1;
+        }
+        if in_flight.is_empty() {
+            return (sent, acked);
+        }
+        assert!(Instant::now() < give_up, "{client}: {} publishes never acknowledged", in_flight.len());
+        match raw.recv_within(Duration::from_millis(200)).await {
+            Err(()) => continue, // nothing yet: the disk may be full
+            Ok(Some(Packet::PubAck(ack))) => {
+                let (expected, value) = in_flight.pop_front().expect("an ack for something sent");
+                assert_eq!(ack, Ack::new(crate::support::pid(expected)), "acks in order [MQTT-4.6.0-2]");
+                acked.push(value);
+            }
+            other => panic!("{client}: unexpected {other:?}"),
+        }
+    }
+}
+
+/// SQLite on a disk that fills up: acknowledgements stop (nothing unstored is acknowledged),
+/// `/healthz` says "disk full", and once space is freed ingest resumes by itself: every
+/// acknowledged reading is stored exactly once, and so is one sent after the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full_holds_acks_and_recovers_without_restart() {
+    let disk = SmallDisk::mount(3 << 20);
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 1 << 20]).unwrap();
+    let url = DatabaseUrl::new(format!("sqlite://{}", disk.path().join("roost.db").display()));
+    let server = TestServer::start_on(url.clone(), |_| {}).await;
+    let stop = CancellationToken::new();
+    let publishers: Vec<_> =
+        (0..4u64).map(|c| tokio::spawn(publish_numbered(server.mqtt, format!("board{c}"), c * 10_000_000, stop.clone()))).collect();
+
+    // Fill the disk: the writer's commits fail, and health says so, in words.
+    let filled = Instant::now();
+    let degraded = loop {
+        let (status, body) = healthz(&server).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(filled.elapsed() < Duration::from_secs(120), "the disk never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.cancel();
+    assert_eq!(degraded["status"], "degraded");
+    let problem = degraded["ingest"].as_str().unwrap();
+    assert!(problem.contains("disk full"), "{problem}");
+    // Still full a second later: nothing was acknowledged meanwhile (the publishers assert
+    // that every ack matches a publish, in order, and the database check below that each one
+    // is stored).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(healthz(&server).await.0, 503);
+
+    // Free space: ingest resumes by itself, without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let freed = Instant::now();
+    while healthz(&server).await.0 != 200 {
+        assert!(freed.elapsed() < Duration::from_secs(30), "ingest did not recover after space was freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("disk full: recovered {:?} after space was freed", freed.elapsed());
+    let mut acked = Vec::new();
+    for publisher in publishers {
+        let (sent, mut done) = publisher.await.unwrap();
+        assert_eq!(sent, done, "every publish is acknowledged once the disk has room");
+        acked.append(&mut done);
+    }
+    let (mut late, _) = Raw::mqtt(server.mqtt, "late", true).await;
+    late.send(&publish("iot/faults/sensor/late/count", "42", QoS::AtLeastOnce, Some(7), false)).await;
+    assert_eq!(late.recv().await, Some(Packet::PubAck(Ack::new(crate::support::pid(7)))));
+    server.stop().await;
+
+    let store = Store::connect(&url).await.unwrap();
+    let mut stored: HashMap<(String, u64), usize> = HashMap::new();
+    for (key, value) in store.all_values().await.unwrap() {
+        *stored.entry((key.place, value as u64)).or_default() += 1;
+    }
+    assert_eq!(stored.get(&("late".to_owned(), 42)), Some(&1), "the publish after recovery is stored");
+    for value in &acked {
+        let board = format!("board{}", value / 10_000_000);
+        assert_eq!(stored.get(&(board, *value)), Some(&1), "acknowledged reading {value} is stored exactly once");
+    }
+    assert_eq!(stored.values().sum::<usize>(), acked.len() + 1, "nothing stored that was not acknowledged");
+    println!("disk full: {} readings acknowledged, all stored once", acked.len());
+    store.close().await;
+}
+
+/// One device's publish that the database can never store (a place longer than the key
+/// columns) is acknowledged as a reject with its reason; another device's readings keep being
+/// acknowledged and stored.
+async fn a_poison_publish_does_not_hold_up_other_devices(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |_| {}).await;
+    let (mut poison, _) = Raw::mqtt(server.mqtt, "poison", true).await;
+    let (mut healthy, _) = Raw::mqtt(server.mqtt, "healthy", true).await;
+    let long = "p".repeat(300);
+    poison.send(&publish(&format!("iot/yanjo/sensor/{long}/temperature"), "21.5", QoS::AtLeastOnce, Some(1), false)).await;
+    for id in 1..=20u16 {
+        healthy.send(&publish("iot/yanjo/sensor/kitchen/temperature", &id.to_string(), QoS::AtLeastOnce, Some(id), false)).await;
+    }
+    assert_eq!(poison.recv().await, Some(Packet::PubAck(Ack::new(crate::support::pid(1)))));
+    for id in 1..=20u16 {
+        assert_eq!(healthy.recv().await, Some(Packet::PubAck(Ack::new(crate::support::pid(id)))));
+    }
+    let kitchen = SensorKey { owner: "yanjo".into(), place: "kitchen".into(), category: "temperature".into() };
+    let stored = server.store.readings(&kitchen, TimestampMs(0), TimestampMs(i64::MAX)).await.unwrap();
+    assert_eq!(stored.len(), 20);
+    let rejects = server.store.recent_rejects(10).await.unwrap();
+    assert_eq!(rejects.len(), 1);
+    assert_eq!((rejects[0].client_id.as_str(), rejects[0].reason.as_str()), ("poison", "topic level longer than 191 characters"));
+    server.stop().await;
+}
+
+/// Past the edge checks, the writer itself: a record the database refuses (here a key longer
+/// than every schema allows, made without `SensorKey::new`) is split out of its batch and
+/// stored as a reject; the records around it commit, and everyone gets an answer.
+async fn the_writer_sets_apart_a_record_the_database_refuses(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Arc::new(Store::open(&db.url).await.unwrap());
+    let (jobs, queue) = tokio::sync::mpsc::channel(16);
+    let mut receipts = Vec::new();
+    for (place, value) in [("kitchen", 1.0), (&*"p".repeat(300), 2.0), ("kitchen", 3.0), ("bedroom", 4.0)] {
+        let sensor = SensorKey { owner: "yanjo".into(), place: place.into(), category: "temperature".into() };
+        let topic = format!("iot/yanjo/sensor/{place}/temperature");
+        let source = Source {
+            client_id: format!("device-{value}"),
+            topic: mqtt_codec::TopicName::parse(&topic).unwrap(),
+            payload: bytes::Bytes::from(value.to_string()),
+            received_at: TimestampMs(1_000),
+        };
+        let record = Record::Readings(vec![Reading { sensor, ts: TimestampMs(1_000), value }]);
+        let (committed, receipt) = tokio::sync::oneshot::channel();
+        jobs.send(Job { record, source, committed, queued_at: tokio::time::Instant::now() }).await.unwrap();
+        receipts.push(receipt);
+    }
+    // All four are queued before the writer starts, so they are one batch.
+    let stats = Arc::new(IngestStats::default());
+    let stop = CancellationToken::new();
+    let writer = tokio::spawn(run_writer(
+        Arc::clone(&store),
+        queue,
+        WriterConfig::default(),
+        Arc::clone(&stats),
+        tokio::sync::broadcast::channel(4).0,
+        stop.clone(),
+    ));
+    for receipt in receipts {
+        let answer = tokio::time::timeout(WAIT, receipt).await.expect("every record is answered").expect("not dropped");
+        assert_eq!(answer, Ok(()), "committed, as a reading or as a reject");
+    }
+    let kitchen = SensorKey { owner: "yanjo".into(), place: "kitchen".into(), category: "temperature".into() };
+    let values: Vec<f64> =
+        store.readings(&kitchen, TimestampMs(0), TimestampMs(i64::MAX)).await.unwrap().into_iter().map(|r| r.1).collect();
+    assert_eq!(values, [1.0, 3.0]);
+    assert_eq!(store.count_readings().await.unwrap(), 3);
+    let rejects = store.recent_rejects(10).await.unwrap();
+    assert_eq!(rejects.len(), 1);
+    assert_eq!((rejects[0].client_id.as_str(), rejects[0].reason.as_str()), ("device-2", "refused by the database"));
+    assert_eq!(rejects[0].payload, b"2");
+    assert_eq!(stats.snapshot().refused, 1);
+    assert_eq!(stats.health.report().problem(), None, "a refused record is not a failing database");
+    stop.cancel();
+    writer.await.unwrap();
+    store.close().await;
+}
+
+crate::on_every_database!(a_poison_publish_does_not_hold_up_other_devices, the_writer_sets_apart_a_record_the_database_refuses);
