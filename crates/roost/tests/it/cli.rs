@@ -103,3 +103,99 @@ async fn bad_flags_explain_themselves() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid value 'not-an-address' for '--mqtt <MQTT>'"), "{stderr}");
 }
+
+/// Every setting with a value its rule refuses, given as a flag, as a `ROOST_*` environment
+/// variable and in the config file: each time exit status 2, one `error:` line naming the key
+/// and where the value came from, and never a panic. (`ingest_queue = 0` in the file used to
+/// panic; `max_inflight = 0` was accepted.)
+#[tokio::test]
+async fn invalid_settings_from_any_source_name_the_key_and_exit_2() {
+    // (key, value on the command line and in the environment, value in the TOML file)
+    const CASES: &[(&str, &str, &str)] = &[
+        ("ingest_queue", "0", "0"),
+        ("max_payload", "0", "0"),
+        ("max_packet_size", "8", "8"),
+        ("max_inflight", "0", "0"),
+        ("max_inflight", "70000", "70000"),
+        ("max_queued", "0", "0"),
+        ("max_queued_qos0", "0", "0"),
+        ("max_subscriptions", "0", "0"),
+        ("max_request_body", "100", "100"),
+        ("max_login_failures_total", "0", "0"),
+        ("connect_timeout", "2d", "\"2d\""),
+        ("sys_interval", "3d", "\"3d\""),
+        ("login_failure_window", "30d", "\"30d\""),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = ["--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    for &(key, value, toml_value) in CASES {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let env = format!("ROOST_{}", key.to_uppercase());
+        let file = dir.path().join(format!("{key}.toml"));
+        std::fs::write(&file, format!("{key} = {toml_value}\n")).unwrap();
+        let from_flag = roost(&dir).arg("serve").args(listeners).args([&flag, value]).output();
+        let from_env = roost(&dir).arg("serve").args(listeners).env(&env, value).output();
+        let from_file = roost(&dir).arg("serve").args(listeners).arg("--config").arg(&file).output();
+        for (source, out, named) in [
+            ("flag", from_flag, format!("from flag {flag}")),
+            ("environment", from_env, format!("from environment variable {env}")),
+            ("file", from_file, format!("from config file {}", file.display())),
+        ] {
+            let out = tokio::time::timeout(Duration::from_secs(20), out).await.expect("exits at once").unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{key} from the {source}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{key} from the {source}: {stderr}");
+            let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+            assert!(error.contains(&format!("`{key}`")) && error.contains(&named), "{key} from the {source}: {error}");
+        }
+    }
+}
+
+/// Values that are not even of the setting's type are refused by the parser with the flag's
+/// name, exit status 2, from any source; the file names its key.
+#[tokio::test]
+async fn unparsable_settings_are_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "max_queued = -5\n").unwrap();
+    for (args, env, expected) in [
+        (vec!["serve", "--max-queued", "many"], None, "--max-queued"),
+        (vec!["serve"], Some(("ROOST_MAX_QUEUED", "many")), "--max-queued"),
+        (vec!["serve", "--connect-timeout", "soon"], None, "is not a duration"),
+        (vec!["serve", "--config", file.to_str().unwrap()], None, "max_queued"),
+        (vec!["simulate", "--interval", "0s"], None, "is not a duration"),
+    ] {
+        let mut cmd = roost(&dir);
+        cmd.args(&args);
+        if let Some((name, value)) = env {
+            cmd.env(name, value);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await.expect("exits at once").unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// A user's mistake is one `error:` line with its causes, never a backtrace, even with
+/// RUST_BACKTRACE=1 set as on many developer machines.
+#[tokio::test]
+async fn user_errors_print_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = roost(&dir)
+        .args(["user", "add", "bob", "--password-stdin"])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    child.stdin.take().unwrap().write_all(b"short\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(!stderr.contains("Stack backtrace") && !stderr.contains("stack backtrace"), "{stderr}");
+}
