@@ -138,17 +138,13 @@ const TOKENS_MYSQL: &[&str] = &["CREATE TABLE IF NOT EXISTS tokens (
     created_at BIGINT NOT NULL, expires_at BIGINT,
     FOREIGN KEY (user_id) REFERENCES users (id)) ENGINE=InnoDB"];
 
-// Migration 5: the same sensor keys on every database. Each level is at most 191 characters
+// Migration 5: each sensor key level is at most 191 characters on every database
 // (`model::MAX_LEVEL_CHARS`; ingest refuses longer ones before they reach the writer, this is
-// the database's own guard), and MariaDB/MySQL compare them byte for byte as SQLite and
-// PostgreSQL do (its default collation took `Kitchen` and `kitchen`, or `a` and `a `, for one
-// sensor). Existing rows are not re-checked.
+// the database's own guard). MariaDB/MySQL had it already from `VARCHAR(191)`. Existing rows
+// are not re-checked.
 const KEY_LENGTH_SQLITE: &[&str] = &["CREATE TRIGGER IF NOT EXISTS sensors_key_length BEFORE INSERT ON sensors
     WHEN length(NEW.owner) > 191 OR length(NEW.place) > 191 OR length(NEW.category) > 191
     BEGIN SELECT RAISE(ABORT, 'sensor key level longer than 191 characters'); END"];
 const KEY_LENGTH_POSTGRES: &[&str] = &["ALTER TABLE sensors ADD CONSTRAINT sensors_key_length
     CHECK (char_length(owner) <= 191 AND char_length(place) <= 191 AND char_length(category) <= 191) NOT VALID"];
-const KEY_LENGTH_MYSQL: &[&str] = &["ALTER TABLE sensors
-    MODIFY owner VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-    MODIFY place VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-    MODIFY category VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"];
+const KEY_LENGTH_MYSQL: &[&str] = &[];

@@ -232,3 +232,63 @@ async fn the_writer_sets_apart_a_record_the_database_refuses(backend: Backend) {
 }
 
 crate::on_every_database!(a_poison_publish_does_not_hold_up_other_devices, the_writer_sets_apart_a_record_the_database_refuses);
+
+/// A server database cut off under load (every connection severed, new ones refused, for 3 s):
+/// acknowledgements stop, `/healthz` says so, and once the database is back ingest resumes by
+/// itself; every acknowledged numbered reading is stored exactly once.
+async fn a_database_outage_under_load_loses_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_, upstream) = db.server.clone().expect("a server database");
+    let proxy = crate::proxy::Proxy::start(upstream.parse().unwrap()).await;
+    let server = TestServer::start_on(db.via(proxy.addr), |_| {}).await;
+    let stop = CancellationToken::new();
+    let publishers: Vec<_> =
+        (0..4u64).map(|c| tokio::spawn(publish_numbered(server.mqtt, format!("board{c}"), c * 10_000_000, stop.clone()))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.cut();
+    let cut = Instant::now();
+    while healthz(&server).await.0 != 503 {
+        assert!(cut.elapsed() < Duration::from_secs(30), "/healthz never noticed the outage");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    proxy.restore();
+    let restored = Instant::now();
+    while healthz(&server).await.0 != 200 {
+        assert!(restored.elapsed() < Duration::from_secs(30), "ingest did not recover after the database came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("{backend:?} outage: recovered {:?} after the database came back", restored.elapsed());
+    let mut acked = Vec::new();
+    for publisher in publishers {
+        let (sent, mut done) = publisher.await.unwrap();
+        assert_eq!(sent, done, "every publish is acknowledged once the database is back");
+        acked.append(&mut done);
+    }
+    server.stop().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let mut stored: HashMap<(String, u64), usize> = HashMap::new();
+    for (key, value) in store.all_values().await.unwrap() {
+        *stored.entry((key.place, value as u64)).or_default() += 1;
+    }
+    for value in &acked {
+        let board = format!("board{}", value / 10_000_000);
+        assert_eq!(stored.get(&(board, *value)), Some(&1), "acknowledged reading {value} is stored exactly once");
+    }
+    assert_eq!(stored.values().sum::<usize>(), acked.len(), "nothing stored that was not acknowledged");
+    println!("{backend:?} outage: {} readings acknowledged, all stored once", acked.len());
+    store.close().await;
+}
+
+mod outage_under_load {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_database_outage_under_load_loses_nothing(crate::databases::Backend::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb() {
+        super::a_database_outage_under_load_loses_nothing(crate::databases::Backend::MariaDb).await
+    }
+}
