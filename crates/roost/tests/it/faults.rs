@@ -14,21 +14,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// A tmpfs of a few MiB, unmounted when dropped.
+/// A filesystem of a few MiB, unmounted when dropped.
 struct SmallDisk {
     dir: tempfile::TempDir,
+    /// The image file of a loop-mounted filesystem.
+    _image: Option<tempfile::TempDir>,
 }
 
 impl SmallDisk {
-    fn mount(bytes: u64) -> Self {
+    /// A size-limited tmpfs: writes fail with ENOSPC at once.
+    fn tmpfs(bytes: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("running mount");
-        assert!(status.success(), "mounting a tmpfs needs root (the tests run as root in CI)");
-        Self { dir }
+        run("mount", &["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs", dir.path().to_str().unwrap()]);
+        Self { dir, _image: None }
+    }
+
+    /// ext4 on a loop device, as on an SD card: writes may land in the page cache and the
+    /// space runs out at allocation or at fsync.
+    fn ext4(bytes: u64) -> Self {
+        let image_dir = tempfile::tempdir().unwrap();
+        let image = image_dir.path().join("disk.img");
+        std::fs::File::create(&image).unwrap().set_len(bytes).unwrap();
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let dir = tempfile::tempdir().unwrap();
+        run("mount", &["-o", "loop", image.to_str().unwrap(), dir.path().to_str().unwrap()]);
+        Self { dir, _image: Some(image_dir) }
     }
 
     fn path(&self) -> &Path {
@@ -41,6 +51,11 @@ impl Drop for SmallDisk {
         // Lazy: the server of a failed test may still hold files open.
         let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let status = std::process::Command::new(program).args(args).status().unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed (making a small filesystem needs root; the tests run as root in CI)");
 }
 
 async fn healthz(server: &TestServer) -> (u16, serde_json::Value) {
@@ -88,8 +103,16 @@ async fn publish_numbered(addr: std::net::SocketAddr, client: String, first: u64
 /// `/healthz` says "disk full", and once space is freed ingest resumes by itself: every
 /// acknowledged reading is stored exactly once, and so is one sent after the recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_disk_full_holds_acks_and_recovers_without_restart() {
-    let disk = SmallDisk::mount(3 << 20);
+async fn sqlite_on_a_full_tmpfs_holds_acks_and_recovers_without_restart() {
+    sqlite_disk_full_holds_acks_and_recovers_without_restart(SmallDisk::tmpfs(3 << 20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_on_a_full_ext4_holds_acks_and_recovers_without_restart() {
+    sqlite_disk_full_holds_acks_and_recovers_without_restart(SmallDisk::ext4(8 << 20)).await;
+}
+
+async fn sqlite_disk_full_holds_acks_and_recovers_without_restart(disk: SmallDisk) {
     let ballast = disk.path().join("ballast");
     std::fs::write(&ballast, vec![0u8; 1 << 20]).unwrap();
     let url = DatabaseUrl::new(format!("sqlite://{}", disk.path().join("roost.db").display()));
