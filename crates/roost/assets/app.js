@@ -60,6 +60,26 @@ let config = { stale_after_ms: 600000, units: {} };
 const sensors = new Map(); // key -> { sensor, tile, spark: [values] }
 let currentChart = null;   // { key, uplot, data, from, to, live }
 
+// ---- health banner (admins): what /healthz says while ingest is degraded ----
+function watchHealth() {
+  const check = async () => {
+    let problem = null;
+    try {
+      const r = await fetch("/healthz");
+      if (!r.ok) {
+        const body = await r.json().catch(() => ({}));
+        problem = body.ingest || (body.database ? `database ${body.database}` : `health check answered ${r.status}`);
+      }
+    } catch (e) {
+      problem = "the server does not answer";
+    }
+    $("health-banner").textContent = problem ? `Readings are not being stored: ${problem}. Devices are held back; nothing acknowledged is lost.` : "";
+    $("health-banner").hidden = !problem;
+  };
+  check();
+  setInterval(check, 5000);
+}
+
 // ---- live feed (server-sent events of committed readings) ----
 function connectLive() {
   const source = new EventSource("/api/live");
@@ -331,7 +351,9 @@ window.addEventListener("hashchange", route);
 (async () => {
   try { config = await api("/api/config"); } catch (e) { /* defaults */ }
   setupConsole();
-  if (!(await whoAmI())) { showLogin(); return; }
+  const me = await whoAmI();
+  if (!me) { showLogin(); return; }
+  if (me.anonymous || me.admin) watchHealth();
   connectLive();
   await route();
   setInterval(() => sensors.forEach(renderTile), 30000); // re-evaluate staleness

@@ -24,8 +24,11 @@ pub fn parse_single(payload: &[u8]) -> Result<(f64, Option<TimestampMs>), Reject
     finite(value).map(|v| (v, None))
 }
 
+/// Values by category, from a JSON object.
+pub type CategoryValues = Vec<(String, f64)>;
+
 /// A JSON object of category → number, plus an optional `ts`.
-pub fn parse_multi(payload: &[u8]) -> Result<(Vec<(String, f64)>, Option<TimestampMs>), RejectReason> {
+pub fn parse_multi(payload: &[u8]) -> Result<(CategoryValues, Option<TimestampMs>), RejectReason> {
     let text = text_of(payload)?;
     let object = json_object(text)?;
     let mut values = Vec::with_capacity(object.len());

@@ -48,13 +48,16 @@ impl TestServer {
     /// server databases) go to a temporary directory, never into the source tree.
     pub async fn start_on(database: DatabaseUrl, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut args = ServeArgs::default();
-        args.data_dir = data_dir.path().to_path_buf();
-        args.mqtt = "127.0.0.1:0".parse().unwrap();
-        args.mqtt_ws = "127.0.0.1:0".parse().unwrap();
-        args.http = "127.0.0.1:0".parse().unwrap();
-        args.mqtts = "127.0.0.1:0".parse().unwrap();
-        args.allow_anonymous = true;
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let mut args = ServeArgs {
+            data_dir: data_dir.path().to_path_buf(),
+            mqtt: any_port,
+            mqtt_ws: any_port,
+            http: any_port,
+            mqtts: any_port,
+            allow_anonymous: true,
+            ..ServeArgs::default()
+        };
         args.db.database = database;
         adjust(&mut args);
         let settings = roost::settings::Settings::validate(args).expect("valid settings");
