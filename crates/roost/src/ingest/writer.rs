@@ -5,7 +5,7 @@
 use super::health::IngestHealth;
 use super::{Job, Record, Source};
 use crate::model::{LiveReading, RejectReason};
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Commit, Store};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -91,7 +91,7 @@ pub async fn run_writer(
     live: LiveFeed,
     stop: CancellationToken,
 ) {
-    let writer = Writer { store: &store, config: &config, stats: &stats, live: &live, stop: &stop };
+    let writer = Writer { store: &store, config: &config, stats: &stats, live: &live, stop: &stop, tokens: Tokens::new() };
     let mut pending = Vec::with_capacity(1024);
     loop {
         let first = tokio::select! {
@@ -125,11 +125,27 @@ pub async fn run_writer(
 }
 
 struct Writer<'a> {
+    tokens: Tokens,
     store: &'a Store,
     config: &'a WriterConfig,
     stats: &'a IngestStats,
     live: &'a LiveFeed,
     stop: &'a CancellationToken,
+}
+
+/// Batch tokens: a random start from the OS, then counting up, so they differ across batches,
+/// restarts and servers.
+struct Tokens(std::sync::atomic::AtomicU64);
+
+impl Tokens {
+    fn new() -> Self {
+        use rand::{RngCore, SeedableRng};
+        Self(std::sync::atomic::AtomicU64::new(rand::rngs::SmallRng::from_os_rng().next_u64()))
+    }
+
+    fn next(&self) -> i64 {
+        self.0.fetch_add(1, Relaxed) as i64
+    }
 }
 
 /// A job whose record was moved into a [`Batch`]: which of the batch's rows are its own.
@@ -250,10 +266,15 @@ impl Writer<'_> {
     async fn commit(&self, batch: &Batch, records: usize) -> Outcome {
         let health = &self.stats.health;
         let mut delay = self.config.retry_delay;
+        // One token for every attempt of this batch: a retry after a lost COMMIT answer finds it.
+        let token = self.tokens.next();
         loop {
             let started = Instant::now();
-            let error = match self.store.write_batch(batch).await {
-                Ok(()) => {
+            let error = match self.store.write_batch_once(batch, token).await {
+                Ok(commit) => {
+                    if commit == Commit::AlreadyCommitted {
+                        info!(records, "an earlier attempt of this batch had committed (its answer was lost); not written twice");
+                    }
                     let stats = self.stats;
                     stats.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
                     stats.readings_committed.fetch_add(batch.readings.len() as u64, Relaxed);

@@ -120,6 +120,14 @@ pub enum Dialect {
     MySql,
 }
 
+/// How a [`Store::write_batch_once`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Committed,
+    /// An earlier attempt with the same token had committed (its answer was lost).
+    AlreadyCommitted,
+}
+
 /// What one commit writes.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
@@ -157,6 +165,8 @@ pub struct Store {
     pool: Pool,
     url: DatabaseUrl,
     sensor_ids: Mutex<HashMap<SensorKey, i64>>,
+    /// Batches written, to prune `ingest_commits` now and then.
+    writes: std::sync::atomic::AtomicU64,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's typed pool: the code is written once and
@@ -233,7 +243,7 @@ impl Store {
             }
             None => return Err(StoreError::UnsupportedUrl(url.clone())),
         };
-        Ok(Self { pool, url: url.clone(), sensor_ids: Mutex::default() })
+        Ok(Self { pool, url: url.clone(), sensor_ids: Mutex::default(), writes: Default::default() })
     }
 
     pub fn url(&self) -> &DatabaseUrl {
@@ -287,6 +297,21 @@ impl Store {
     /// Writes a batch in one transaction: new sensors, readings, the sensors' latest values,
     /// rejects. Either all of it is committed or none.
     pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.write(batch, None).await.map(|_| ())
+    }
+
+    /// [`write_batch`](Self::write_batch) that can be retried after a failure whose outcome is
+    /// unknown: the connection broke after COMMIT was sent, and the server may have committed.
+    /// `token` identifies the batch across its attempts (pick it at random, once per batch); it
+    /// is recorded in the same transaction, so an attempt that finds it writes nothing.
+    pub async fn write_batch_once(&self, batch: &Batch, token: i64) -> Result<Commit, StoreError> {
+        self.write(batch, Some(token)).await
+    }
+
+    async fn write(&self, batch: &Batch, token: Option<i64>) -> Result<Commit, StoreError> {
+        // Old tokens are deleted now and then: a retry comes within seconds, not hours.
+        let prune_before =
+            (self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000 == 0).then(|| TimestampMs::now().0 - 3_600_000);
         let known = self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let dialect = self.dialect();
         // The transaction runs on a connection of its own. If anything fails, that connection is
@@ -297,6 +322,37 @@ impl Store {
             let mut conn = pool.acquire().await.map_err(query_err("getting a connection"))?;
             let written: Result<_, StoreError> = async {
             let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting a transaction"))?;
+            if let Some(token) = token {
+                let earlier: i64 = QueryBuilder::new("SELECT COUNT(*) FROM ingest_commits WHERE token = ")
+                    .push_bind(token)
+                    .build()
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(query_err("looking for an earlier attempt's commit"))?;
+                if earlier > 0 {
+                    tx.rollback().await.map_err(query_err("rolling back"))?;
+                    return Ok(None);
+                }
+                let recorded = QueryBuilder::new("INSERT INTO ingest_commits (token, committed_at) VALUES (")
+                    .push_bind(token).push(", ").push_bind(TimestampMs::now().0).push(")")
+                    .build()
+                    .execute(&mut *tx)
+                    .await;
+                match recorded {
+                    // The earlier attempt was still committing when we looked: it has now.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+                    other => other.map_err(query_err("recording the commit"))?,
+                };
+                if let Some(before) = prune_before {
+                    QueryBuilder::new("DELETE FROM ingest_commits WHERE committed_at < ")
+                        .push_bind(before)
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("forgetting old commits"))?;
+                }
+            }
             let mut ids = HashMap::new();
             let mut latest: HashMap<i64, (TimestampMs, f64)> = HashMap::new();
             // The sensor id of each reading, resolved once and used by every statement below.
@@ -398,11 +454,12 @@ impl Store {
                     .map_err(query_err("inserting rejects"))?;
             }
             tx.commit().await.map_err(query_err("committing"))?;
-            Ok(ids)
+            Ok(Some(ids))
             }
             .await;
             match written {
-                Ok(ids) => ids,
+                Ok(Some(ids)) => ids,
+                Ok(None) => return Ok(Commit::AlreadyCommitted),
                 Err(e) => {
                     let _ = conn.close().await;
                     return Err(e);
@@ -411,7 +468,7 @@ impl Store {
         });
         // Only committed sensor ids enter the cache.
         self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).extend(created);
-        Ok(())
+        Ok(Commit::Committed)
     }
 
     pub async fn count_readings(&self) -> Result<i64, StoreError> {

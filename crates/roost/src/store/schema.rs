@@ -26,6 +26,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             USERS_SQLITE,
             TOKENS_SQLITE,
             KEY_LENGTH_SQLITE,
+            COMMITS,
         ],
         Dialect::Postgres => &[
             &[
@@ -47,6 +48,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             USERS_POSTGRES,
             TOKENS_POSTGRES,
             KEY_LENGTH_POSTGRES,
+            COMMITS,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -69,6 +71,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             USERS_MYSQL,
             TOKENS_MYSQL,
             KEY_LENGTH_MYSQL,
+            COMMITS,
         ],
     }
 }
@@ -148,3 +151,8 @@ const KEY_LENGTH_SQLITE: &[&str] = &["CREATE TRIGGER IF NOT EXISTS sensors_key_l
 const KEY_LENGTH_POSTGRES: &[&str] = &["ALTER TABLE sensors ADD CONSTRAINT sensors_key_length
     CHECK (char_length(owner) <= 191 AND char_length(place) <= 191 AND char_length(category) <= 191) NOT VALID"];
 const KEY_LENGTH_MYSQL: &[&str] = &[];
+
+// Migration 6: the token of each committed ingest batch, written in the batch's transaction, so
+// that a batch retried after a lost COMMIT answer (the connection broke after the server had
+// committed) is not stored twice. Rows older than an hour are deleted by the writer.
+const COMMITS: &[&str] = &["CREATE TABLE IF NOT EXISTS ingest_commits (token BIGINT NOT NULL PRIMARY KEY, committed_at BIGINT NOT NULL)"];

@@ -2,7 +2,7 @@
 
 use crate::databases::{Backend, TestDb};
 use roost::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs};
-use roost::store::{Batch, Store};
+use roost::store::{Batch, Commit, Store};
 
 fn key(owner: &str, place: &str, category: &str) -> SensorKey {
     SensorKey { owner: owner.into(), place: place.into(), category: category.into() }
@@ -71,7 +71,21 @@ async fn large_batches_are_split_into_chunks(backend: Backend) {
     assert_eq!(store.sensors().await.unwrap().len(), 7);
 }
 
+/// A batch retried with its token after its first COMMIT's answer was lost is not stored twice.
+async fn a_batch_retried_with_its_token_is_stored_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let k = key("yanjo", "hall", "temperature");
+    let batch = Batch { readings: vec![reading(&k, 1, 1.0), reading(&k, 2, 2.0)], rejects: vec![] };
+    assert_eq!(store.write_batch_once(&batch, 42).await.unwrap(), Commit::Committed);
+    assert_eq!(store.write_batch_once(&batch, 42).await.unwrap(), Commit::AlreadyCommitted);
+    assert_eq!(store.count_readings().await.unwrap(), 2);
+    assert_eq!(store.write_batch_once(&batch, 43).await.unwrap(), Commit::Committed, "another token is another batch");
+    assert_eq!(store.count_readings().await.unwrap(), 4);
+}
+
 crate::on_every_database!(
+    a_batch_retried_with_its_token_is_stored_once,
     migrations_are_idempotent,
     batches_store_readings_sensors_and_rejects,
     a_fresh_store_finds_existing_sensors,
