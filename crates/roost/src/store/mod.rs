@@ -311,7 +311,7 @@ impl Store {
     async fn write(&self, batch: &Batch, token: Option<i64>) -> Result<Commit, StoreError> {
         // Old tokens are deleted now and then: a retry comes within seconds, not hours.
         let prune_before =
-            (self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000 == 0).then(|| TimestampMs::now().0 - 3_600_000);
+            self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(1000).then(|| TimestampMs::now().0 - 3_600_000);
         let known = self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let dialect = self.dialect();
         // The transaction runs on a connection of its own. If anything fails, that connection is
