@@ -45,14 +45,13 @@ impl Settings {
         if let Some(path) = args.config.clone() {
             from_file = ConfigFile::load(&path)?.apply(&mut args, matches, &path)?;
         }
-        check(&args)
-            .map_err(|bad| bad.into_error(&args, |key| origin(key, Origin::CommandLine(matches), &from_file, args.config.as_ref())))?;
+        check(&args).map_err(|bad| bad.into_error(|key| origin(key, Origin::CommandLine(matches), &from_file, args.config.as_ref())))?;
         Ok(Self(args))
     }
 
     /// Settings a program made itself (tests, embedding): the same rules.
     pub fn validate(args: ServeArgs) -> Result<Self, SettingsError> {
-        check(&args).map_err(|bad| bad.into_error(&args, |key| origin(key, Origin::Program, &BTreeSet::new(), None)))?;
+        check(&args).map_err(|bad| bad.into_error(|key| origin(key, Origin::Program, &BTreeSet::new(), None)))?;
         Ok(Self(args))
     }
 }
@@ -70,38 +69,17 @@ fn origin(key: &str, how: Origin<'_>, from_file: &BTreeSet<&'static str>, file: 
     }
 }
 
-/// A rule that failed: the setting's key (its flag's id and its config file key) and why.
+/// A rule that failed: the setting's key (its flag's id and its config file key), its value
+/// as shown in the error, and why.
 struct Bad {
     key: &'static str,
+    value: String,
     why: String,
 }
 
 impl Bad {
-    fn into_error(self, args: &ServeArgs, origin: impl Fn(&str) -> String) -> SettingsError {
-        let value = value_of(args, self.key);
-        SettingsError::Invalid { origin: origin(self.key), key: self.key, value, why: self.why }
-    }
-}
-
-/// The value of a setting as shown in an error.
-fn value_of(args: &ServeArgs, key: &str) -> String {
-    let duration = |d: &Duration| format!("{d:?}");
-    match key {
-        "max_payload" => args.max_payload.to_string(),
-        "ingest_queue" => args.ingest_queue.to_string(),
-        "max_packet_size" => args.max_packet_size.to_string(),
-        "connect_timeout" => duration(&args.connect_timeout),
-        "max_inflight" => args.max_inflight.to_string(),
-        "max_queued" => args.max_queued.to_string(),
-        "max_queued_qos0" => args.max_queued_qos0.to_string(),
-        "max_subscriptions" => args.max_subscriptions.to_string(),
-        "max_request_body" => args.max_request_body.to_string(),
-        "sys_interval" => duration(&args.sys_interval),
-        "stale_after" => duration(&args.stale_after),
-        "login_failure_window" => duration(&args.login_failure_window),
-        "max_login_failures_total" => args.max_login_failures_total.to_string(),
-        "tls_cert" | "tls_key" => format!("{:?}", (&args.tls_cert, &args.tls_key)),
-        _ => "?".into(),
+    fn into_error(self, origin: impl Fn(&str) -> String) -> SettingsError {
+        SettingsError::Invalid { origin: origin(self.key), key: self.key, value: self.value, why: self.why }
     }
 }
 
@@ -126,7 +104,8 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
     span("login_failure_window", args.login_failure_window, DAY)?;
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         let key = if args.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
-        return Err(Bad { key, why: "tls_cert and tls_key go together".into() });
+        let value = format!("{:?}", (&args.tls_cert, &args.tls_key));
+        return Err(Bad { key, value, why: "tls_cert and tls_key go together".into() });
     }
     Ok(())
 }
@@ -135,14 +114,14 @@ fn range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Bad> {
     if (min..=max).contains(&value) {
         return Ok(());
     }
-    Err(Bad { key, why: format!("must be between {min} and {max}") })
+    Err(Bad { key, value: value.to_string(), why: format!("must be between {min} and {max}") })
 }
 
 fn span(key: &'static str, value: Duration, max: Duration) -> Result<(), Bad> {
     if !value.is_zero() && value <= max {
         return Ok(());
     }
-    Err(Bad { key, why: format!("must be a duration above 0 and at most {}", describe(max)) })
+    Err(Bad { key, value: format!("{value:?}"), why: format!("must be a duration above 0 and at most {}", describe(max)) })
 }
 
 fn describe(d: Duration) -> String {
