@@ -18,14 +18,18 @@ pub struct IngestResult {
     pub p99_ms: f64,
 }
 
-/// `publishers` clients each publish `per_publisher` readings with `window` in flight.
-pub async fn run(addr: SocketAddr, publishers: usize, per_publisher: usize, window: usize) -> anyhow::Result<IngestResult> {
+/// `publishers` clients each publish `per_publisher` readings with `window` in flight, cycling
+/// through their share of `sensors` distinct sensors.
+pub async fn run(addr: SocketAddr, publishers: usize, sensors: usize, per_publisher: usize, window: usize) -> anyhow::Result<IngestResult> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..publishers {
         let client = Client::connect(addr, None, &format!("ingest-bench-{p}")).await?;
-        let topic = TopicName::parse(&format!("iot/bench/sensor/p{p}/value")).unwrap();
-        tasks.push(tokio::spawn(publish_and_time(client, topic, per_publisher, window)));
+        let topics = (p..sensors.max(publishers))
+            .step_by(publishers)
+            .map(|s| TopicName::parse(&format!("iot/bench/sensor/s{s}/value")))
+            .collect::<Result<Vec<_>, _>>()?;
+        tasks.push(tokio::spawn(publish_and_time(client, topics, per_publisher, window)));
     }
     let mut latencies = Vec::with_capacity(publishers * per_publisher);
     for t in tasks {
@@ -37,7 +41,7 @@ pub async fn run(addr: SocketAddr, publishers: usize, per_publisher: usize, wind
     Ok(IngestResult { rows_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(), p50_ms: pick(0.5), p99_ms: pick(0.99) })
 }
 
-async fn publish_and_time(client: Client, topic: TopicName, count: usize, window: usize) -> anyhow::Result<Vec<Duration>> {
+async fn publish_and_time(client: Client, topics: Vec<TopicName>, count: usize, window: usize) -> anyhow::Result<Vec<Duration>> {
     let (reader, mut writer) = client.split();
     let sent_at: Arc<Mutex<HashMap<u16, Instant>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(window));
@@ -59,7 +63,7 @@ async fn publish_and_time(client: Client, topic: TopicName, count: usize, window
                 id = id % 60_000 + 1;
                 times.insert(id, now);
                 let value = Bytes::from(format!("{}.5", sent % 1000));
-                put(&publish_packet(&topic, value, QoS::AtLeastOnce, id), &mut out);
+                put(&publish_packet(&topics[sent % topics.len()], value, QoS::AtLeastOnce, id), &mut out);
                 sent += 1;
             }
         }

@@ -6,6 +6,7 @@
 
 mod client;
 mod databases;
+mod fleet;
 mod ingest;
 
 use anyhow::{bail, Context};
@@ -42,6 +43,23 @@ struct Args {
     /// QoS 1 publishers in the ingest scenario.
     #[arg(long, default_value_t = 8)]
     ingest_publishers: usize,
+    /// Distinct sensors in the ingest scenario, one row per count (shared out among the
+    /// publishers, each cycling through its own).
+    #[arg(long, value_delimiter = ',', default_values_t = [8usize, 10_000])]
+    ingest_sensors: Vec<usize>,
+    /// Device counts for the fleet scenario (`--only fleet`): each device its own sensor.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000])]
+    devices: Vec<usize>,
+    /// QoS 1 publishes each fleet device keeps unacknowledged.
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
+    /// Seconds measured per fleet run (after a warm-up of a third of that).
+    #[arg(long, default_value_t = 10)]
+    fleet_seconds: u64,
+    /// Sensors stored in Roost's database before a fleet run starts (each with one reading),
+    /// to show whether known sensors slow ingest down.
+    #[arg(long, default_value_t = 0)]
+    preload_sensors: usize,
     /// The roost binary (default: next to this one).
     #[arg(long)]
     roost: Option<PathBuf>,
@@ -461,6 +479,9 @@ async fn main() -> anyhow::Result<()> {
     if want("ingest") {
         ingest_table(&args).await?;
     }
+    if want("fleet") {
+        fleet_table(&args).await?;
+    }
     if rows.iter().all(|r| r.roost.is_empty()) {
         return Ok(());
     }
@@ -474,26 +495,139 @@ async fn main() -> anyhow::Result<()> {
 
 async fn ingest_table(args: &Args) -> anyhow::Result<()> {
     const PER_PUBLISHER: usize = 50_000;
-    println!("| database | committed readings/s | publish→PUBACK p50 | p99 |");
-    println!("|---|---|---|---|");
+    println!("| database | sensors | committed readings/s | publish→PUBACK p50 | p99 |");
+    println!("|---|---|---|---|---|");
     for db in &args.databases {
-        let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
-        for run in 0..args.runs {
-            eprintln!("ingest run {} of {} on {db}", run + 1, args.runs);
-            let broker = if db == "sqlite" {
-                Broker::start_on(Kind::Roost, args, None).await?
-            } else {
-                databases::recreate(db)?;
-                Broker::start_on(Kind::Roost, args, Some(db)).await?
-            };
-            let r = ingest::run(broker.addr, args.ingest_publishers, PER_PUBLISHER, 100).await?;
-            rates.push(r.rows_per_sec);
-            p50.push(r.p50_ms);
-            p99.push(r.p99_ms);
+        for &sensors in &args.ingest_sensors {
+            let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+            for run in 0..args.runs {
+                eprintln!("ingest run {} of {} on {db}, {sensors} sensors", run + 1, args.runs);
+                let database = BenchDatabase::fresh(db, 0).await?;
+                let broker = Broker::start_on(Kind::Roost, args, Some(&database.url)).await?;
+                let r = ingest::run(broker.addr, args.ingest_publishers, sensors, PER_PUBLISHER, 100).await?;
+                rates.push(r.rows_per_sec);
+                p50.push(r.p50_ms);
+                p99.push(r.p99_ms);
+            }
+            eprintln!("  {db}, {sensors} sensors: rates {rates:?} p99 {p99:?}");
+            let name = db.split("://").next().unwrap_or(db);
+            println!("| {name} | {sensors} | {:.0} | {:.1} ms | {:.1} ms |", median(rates), median(p50), median(p99));
         }
-        eprintln!("  {db}: rates {rates:?} p99 {p99:?}");
-        let name = db.split("://").next().unwrap_or(db);
-        println!("| {name} | {:.0} | {:.1} ms | {:.1} ms |", median(rates), median(p50), median(p99));
+    }
+    Ok(())
+}
+
+/// A database for one Roost run: a fresh SQLite file, or a server database dropped and
+/// re-created; optionally with `preload` sensors already stored.
+struct BenchDatabase {
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchDatabase {
+    async fn fresh(db: &str, preload: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let url = if db == "sqlite" {
+            format!("sqlite://{}", dir.path().join("roost.db").display())
+        } else {
+            databases::recreate(db)?;
+            db.to_owned()
+        };
+        if preload > 0 {
+            preload_sensors(&url, preload).await?;
+        }
+        Ok(Self { url, _dir: dir })
+    }
+}
+
+/// Stores `count` sensors (`iot/pre<N>/sensor/room/temperature`, one reading each) in the
+/// database at `url`, creating its schema.
+pub async fn preload_sensors(url: &str, count: usize) -> anyhow::Result<()> {
+    use roost::model::{Reading, SensorKey, TimestampMs};
+    use roost::store::{Batch, DatabaseUrl, Store};
+    let store = Store::open(&DatabaseUrl::new(url)).await?;
+    let sensors: Vec<usize> = (0..count).collect();
+    for chunk in sensors.chunks(10_000) {
+        let readings = chunk
+            .iter()
+            .map(|i| {
+                Ok(Reading {
+                    sensor: SensorKey::new(&format!("pre{i}"), "room", "temperature").map_err(|r| anyhow::anyhow!("{r}"))?,
+                    ts: TimestampMs::now(),
+                    value: 1.0,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        store.write_batch(&Batch { readings, rejects: Vec::new() }).await?;
+    }
+    store.close().await;
+    eprintln!("    {count} sensors preloaded");
+    Ok(())
+}
+
+/// Fleet runs: per device count, Mosquitto then Roost on each database, alternating runs.
+async fn fleet_table(args: &Args) -> anyhow::Result<()> {
+    let shape = |devices| fleet::Shape {
+        devices,
+        in_flight: args.inflight,
+        warm_up: Duration::from_secs(args.fleet_seconds.div_ceil(3)),
+        measure: Duration::from_secs(args.fleet_seconds),
+    };
+    // (rates, CPU µs per acknowledged publish) per broker, per device count.
+    type Samples = (Vec<f64>, Vec<f64>);
+    let targets: Vec<Option<&str>> = std::iter::once(None).chain(args.databases.iter().map(|d| Some(d.as_str()))).collect();
+    let mut samples: Vec<Vec<Samples>> = vec![vec![(Vec::new(), Vec::new()); targets.len()]; args.devices.len()];
+    for run in 0..args.runs {
+        for (d, &devices) in args.devices.iter().enumerate() {
+            for (t, target) in targets.iter().enumerate() {
+                eprintln!(
+                    "fleet run {} of {}: {devices} devices × {} in flight on {}",
+                    run + 1,
+                    args.runs,
+                    args.inflight,
+                    target.unwrap_or("mosquitto")
+                );
+                let database = match target {
+                    Some(db) => Some(BenchDatabase::fresh(db, args.preload_sensors).await?),
+                    None => None,
+                };
+                let kind = if target.is_some() { Kind::Roost } else { Kind::Mosquitto };
+                let broker = Broker::start_on(kind, args, database.as_ref().map(|d| d.url.as_str())).await?;
+                // The CPU time is unknown for an attached broker (`--attach`).
+                let pid = broker.child.as_ref().and_then(Child::id);
+                let mut cpu = Vec::new();
+                let result = fleet::run(broker.addr, shape(devices), || cpu.extend(pid.and_then(|pid| fleet::cpu_time(pid).ok()))).await?;
+                let cpu_per_publish = match cpu[..] {
+                    [start, end] => (end - start).as_secs_f64() * 1e6 / (result.acked_per_sec * args.fleet_seconds as f64),
+                    _ => f64::NAN,
+                };
+                eprintln!("    {:.0} acknowledged/s, {cpu_per_publish:.1} µs CPU each", result.acked_per_sec);
+                if let (Some(database), false) = (&database, args.attach.is_some()) {
+                    // Every acknowledged publish must be a committed row, once.
+                    let store = roost::store::Store::connect(&roost::store::DatabaseUrl::new(database.url.clone())).await?;
+                    let stored = store.count_readings().await? as u64 - args.preload_sensors as u64;
+                    store.close().await;
+                    anyhow::ensure!(stored == result.acked_total, "{} acknowledged but {stored} stored", result.acked_total);
+                }
+                samples[d][t].0.push(result.acked_per_sec);
+                samples[d][t].1.push(cpu_per_publish);
+            }
+        }
+    }
+    println!("| devices × in flight | broker | acknowledged/s | vs Mosquitto | broker CPU per publish |");
+    println!("|---|---|---|---|---|");
+    for (d, devices) in args.devices.iter().enumerate() {
+        let mosquitto = median(samples[d][0].0.clone());
+        for (t, target) in targets.iter().enumerate() {
+            let (rates, cpu) = &samples[d][t];
+            let rate = median(rates.clone());
+            let name = match target {
+                None => "Mosquitto (stores nothing)".to_owned(),
+                Some(db) => format!("Roost, {}", db.split("://").next().unwrap_or(db)),
+            };
+            eprintln!("  {devices} devices, {name}: rates {rates:?} cpu {cpu:?}");
+            println!("| {devices} × {} | {name} | {rate:.0} | {:.2}× | {:.1} µs |", args.inflight, rate / mosquitto, median(cpu.clone()));
+        }
     }
     Ok(())
 }

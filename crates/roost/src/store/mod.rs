@@ -1,7 +1,7 @@
 //! The database: SQLite (embedded default), PostgreSQL, MariaDB/MySQL. The only module that
 //! knows SQL. Each operation is written once (`on_pool!` instantiates it per backend); the
-//! dialect differences are the DDL in `schema`, the "insert if absent" of `sensors` and the
-//! rollup upserts. What a failed write means for its records is decided in `failure`.
+//! dialect differences are the DDL in `schema` and the upserts of `batch` (which writes ingest
+//! batches). What a failed write means for its records is decided in `failure`.
 
 mod failure;
 mod schema;
@@ -9,18 +9,16 @@ mod schema;
 pub use failure::Failure;
 
 use crate::model::{Reading, Reject, SensorKey, TimestampMs};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// Rows per multi-row INSERT: at most 6 binds each stays far below every backend's bind limit.
-const INSERT_CHUNK: usize = 1000;
 
 /// Buckets at least this wide are computed from the per-minute rollups.
 pub const ROLLUP_MIN_BUCKET_MS: i64 = 5 * 60_000;
@@ -160,9 +158,12 @@ enum Pool {
     MySql(MySqlPool),
 }
 
-/// Connection pool plus the cache of sensor ids (sensors are never deleted by Roost).
+/// Connection pools plus the cache of sensor ids (sensors are never deleted by Roost).
 pub struct Store {
     pool: Pool,
+    /// The connection ingest batches are written on, always the same one: SQLite keeps its
+    /// page cache per connection and drops it when another connection has written.
+    writer: Pool,
     url: DatabaseUrl,
     sensor_ids: Mutex<HashMap<SensorKey, i64>>,
     /// Batches written, to prune `ingest_commits` now and then.
@@ -171,9 +172,16 @@ pub struct Store {
 
 /// Runs `$body` with `$pool` bound to the backend's typed pool: the code is written once and
 /// compiled per backend, so SQL logic has a single home.
+/// `on_pool!(writer self, ...)` runs it on the ingest writer's connection.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.pool {
+        on_pool!(@match &$store.pool, $pool => $body)
+    };
+    (writer $store:expr, $pool:ident => $body:expr) => {
+        on_pool!(@match &$store.writer, $pool => $body)
+    };
+    (@match $which:expr, $pool:ident => $body:expr) => {
+        match $which {
             Pool::Sqlite($pool) => $body,
             Pool::Postgres($pool) => $body,
             Pool::MySql($pool) => $body,
@@ -181,12 +189,28 @@ macro_rules! on_pool {
     };
 }
 
+mod batch;
 mod tokens;
 mod users;
 pub use tokens::{TokenKind, TokenOwner, TokenRow};
 pub use users::{Grant, UserError, UserRecord};
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shared pool (connected now, so a bad URL fails at start) and the ingest writer's own
+/// connection (opened on the first write, and kept).
+async fn pools<DB: sqlx::Database>(
+    options: <DB::Connection as sqlx::Connection>::Options,
+) -> Result<(sqlx::Pool<DB>, sqlx::Pool<DB>), sqlx::Error> {
+    let shared = PoolOptions::<DB>::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options.clone()).await?;
+    let writer = PoolOptions::<DB>::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with(options);
+    Ok((shared, writer))
+}
 
 impl Store {
     /// Connects (creating a SQLite file if missing) and brings the schema up to date.
@@ -200,7 +224,7 @@ impl Store {
         let driver_url = url.for_driver();
         let invalid = |source| StoreError::InvalidUrl { url: url.clone(), source };
         let connect = |source| StoreError::Connect { url: url.clone(), source };
-        let pool = match url.dialect() {
+        let (pool, writer) = match url.dialect() {
             Some(Dialect::Sqlite) => {
                 // WAL with synchronous=FULL: a commit is on disk when it returns.
                 let options = SqliteConnectOptions::from_str(&driver_url)
@@ -209,41 +233,32 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(5))
-                    .foreign_keys(true);
-                Pool::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(4)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(options)
-                        .await
-                        .map_err(connect)?,
-                )
+                    .foreign_keys(true)
+                    // Statement journals (a multi-row statement's undo) in memory, not in a
+                    // temporary file.
+                    .pragma("temp_store", "memory")
+                    // A batch from many sensors touches a page of the readings index and one of
+                    // the rollups per sensor: keep those in memory (32 MiB, about 8,000 pages).
+                    .pragma("cache_size", "-32768")
+                    // Checkpoint every 10,000 WAL pages (40 MiB), not 1,000: a page rewritten by
+                    // every batch is copied back once per checkpoint, so fewer checkpoints copy
+                    // less.
+                    .pragma("wal_autocheckpoint", "10000")
+                    .page_size(1024);
+                let (pool, writer) = pools(options).await.map_err(connect)?;
+                (Pool::Sqlite(pool), Pool::Sqlite(writer))
             }
             Some(Dialect::Postgres) => {
-                let options = PgConnectOptions::from_str(&driver_url).map_err(invalid)?;
-                Pool::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(4)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(options)
-                        .await
-                        .map_err(connect)?,
-                )
+                let (pool, writer) = pools(PgConnectOptions::from_str(&driver_url).map_err(invalid)?).await.map_err(connect)?;
+                (Pool::Postgres(pool), Pool::Postgres(writer))
             }
             Some(Dialect::MySql) => {
-                let options = MySqlConnectOptions::from_str(&driver_url).map_err(invalid)?;
-                Pool::MySql(
-                    MySqlPoolOptions::new()
-                        .max_connections(4)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(options)
-                        .await
-                        .map_err(connect)?,
-                )
+                let (pool, writer) = pools(MySqlConnectOptions::from_str(&driver_url).map_err(invalid)?).await.map_err(connect)?;
+                (Pool::MySql(pool), Pool::MySql(writer))
             }
             None => return Err(StoreError::UnsupportedUrl(url.clone())),
         };
-        Ok(Self { pool, url: url.clone(), sensor_ids: Mutex::default(), writes: Default::default() })
+        Ok(Self { pool, writer, url: url.clone(), sensor_ids: Mutex::default(), writes: Default::default() })
     }
 
     pub fn url(&self) -> &DatabaseUrl {
@@ -292,183 +307,6 @@ impl Store {
             }
             Ok(migrations.len())
         })
-    }
-
-    /// Writes a batch in one transaction: new sensors, readings, the sensors' latest values,
-    /// rejects. Either all of it is committed or none.
-    pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
-        self.write(batch, None).await.map(|_| ())
-    }
-
-    /// [`write_batch`](Self::write_batch) that can be retried after a failure whose outcome is
-    /// unknown: the connection broke after COMMIT was sent, and the server may have committed.
-    /// `token` identifies the batch across its attempts (pick it at random, once per batch); it
-    /// is recorded in the same transaction, so an attempt that finds it writes nothing.
-    pub async fn write_batch_once(&self, batch: &Batch, token: i64) -> Result<Commit, StoreError> {
-        self.write(batch, Some(token)).await
-    }
-
-    async fn write(&self, batch: &Batch, token: Option<i64>) -> Result<Commit, StoreError> {
-        // Old tokens are deleted now and then: a retry comes within seconds, not hours.
-        let prune_before =
-            self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(1000).then(|| TimestampMs::now().0 - 3_600_000);
-        let known = self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let dialect = self.dialect();
-        // The transaction runs on a connection of its own. If anything fails, that connection is
-        // closed rather than returned to the pool: a failed COMMIT (disk full) can leave its
-        // transaction open on the connection, and whatever ran on it next would nest inside
-        // the transaction that never committed, or wait on its lock.
-        let created = on_pool!(self, pool => {
-            let mut conn = pool.acquire().await.map_err(query_err("getting a connection"))?;
-            let written: Result<_, StoreError> = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting a transaction"))?;
-            if let Some(token) = token {
-                let earlier: i64 = QueryBuilder::new("SELECT COUNT(*) FROM ingest_commits WHERE token = ")
-                    .push_bind(token)
-                    .build()
-                    .fetch_one(&mut *tx)
-                    .await
-                    .and_then(|row| row.try_get(0))
-                    .map_err(query_err("looking for an earlier attempt's commit"))?;
-                if earlier > 0 {
-                    tx.rollback().await.map_err(query_err("rolling back"))?;
-                    return Ok(None);
-                }
-                let recorded = QueryBuilder::new("INSERT INTO ingest_commits (token, committed_at) VALUES (")
-                    .push_bind(token).push(", ").push_bind(TimestampMs::now().0).push(")")
-                    .build()
-                    .execute(&mut *tx)
-                    .await;
-                match recorded {
-                    // The earlier attempt was still committing when we looked: it has now.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
-                    other => other.map_err(query_err("recording the commit"))?,
-                };
-                if let Some(before) = prune_before {
-                    QueryBuilder::new("DELETE FROM ingest_commits WHERE committed_at < ")
-                        .push_bind(before)
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("forgetting old commits"))?;
-                }
-            }
-            let mut ids = HashMap::new();
-            let mut latest: HashMap<i64, (TimestampMs, f64)> = HashMap::new();
-            // The sensor id of each reading, resolved once and used by every statement below.
-            let mut sensor_ids = Vec::with_capacity(batch.readings.len());
-            for reading in &batch.readings {
-                let id = match known.get(&reading.sensor).or_else(|| ids.get(&reading.sensor)) {
-                    Some(id) => *id,
-                    None => {
-                        let mut insert = QueryBuilder::new("INSERT INTO sensors (owner, place, category) VALUES (");
-                        insert.push_bind(reading.sensor.owner.as_str()).push(", ")
-                            .push_bind(reading.sensor.place.as_str()).push(", ")
-                            .push_bind(reading.sensor.category.as_str()).push(")");
-                        // Not MySQL's INSERT IGNORE: it turns every error into a warning, and a
-                        // key too long for its column was stored cut short, then never found.
-                        insert.push(match dialect {
-                            Dialect::MySql => " ON DUPLICATE KEY UPDATE id = id",
-                            _ => " ON CONFLICT (owner, place, category) DO NOTHING",
-                        });
-                        insert.build().execute(&mut *tx).await.map_err(query_err("creating a sensor"))?;
-                        let id: i64 = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
-                            .push_bind(reading.sensor.owner.as_str())
-                            .push(" AND place = ").push_bind(reading.sensor.place.as_str())
-                            .push(" AND category = ").push_bind(reading.sensor.category.as_str())
-                            .build()
-                            .fetch_one(&mut *tx)
-                            .await
-                            .and_then(|row| row.try_get(0))
-                            .map_err(query_err("looking up a sensor"))?;
-                        ids.insert(reading.sensor.clone(), id);
-                        id
-                    }
-                };
-                sensor_ids.push(id);
-                let newest = latest.entry(id).or_insert((reading.ts, reading.value));
-                if reading.ts >= newest.0 {
-                    *newest = (reading.ts, reading.value);
-                }
-            }
-            let with_ids: Vec<(i64, &Reading)> = sensor_ids.iter().copied().zip(&batch.readings).collect();
-            for chunk in with_ids.chunks(INSERT_CHUNK) {
-                QueryBuilder::new("INSERT INTO readings (sensor_id, ts, value) ")
-                    .push_values(chunk, |mut row, (id, r)| {
-                        row.push_bind(*id).push_bind(r.ts.0).push_bind(r.value);
-                    })
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("inserting readings"))?;
-            }
-            // Per-minute rollups of this batch, merged into readings_1m.
-            let mut minutes: HashMap<(i64, i64), (f64, f64, f64, i64)> = HashMap::new();
-            for &(id, r) in &with_ids {
-                let m = minutes.entry((id, r.ts.0 - r.ts.0.rem_euclid(60_000))).or_insert((r.value, r.value, 0.0, 0));
-                m.0 = m.0.min(r.value);
-                m.1 = m.1.max(r.value);
-                m.2 += r.value;
-                m.3 += 1;
-            }
-            let minutes: Vec<_> = minutes.into_iter().collect();
-            for chunk in minutes.chunks(INSERT_CHUNK) {
-                let mut upsert = QueryBuilder::new("INSERT INTO readings_1m (sensor_id, minute, min, max, sum, count) ");
-                upsert.push_values(chunk, |mut row, ((id, minute), (min, max, sum, count))| {
-                    row.push_bind(*id).push_bind(*minute).push_bind(*min).push_bind(*max).push_bind(*sum).push_bind(*count);
-                });
-                upsert.push(match dialect {
-                    Dialect::Sqlite => " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = MIN(min, excluded.min), \
-                        max = MAX(max, excluded.max), sum = sum + excluded.sum, count = count + excluded.count",
-                    Dialect::Postgres => " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = LEAST(readings_1m.min, EXCLUDED.min), \
-                        max = GREATEST(readings_1m.max, EXCLUDED.max), sum = readings_1m.sum + EXCLUDED.sum, \
-                        count = readings_1m.count + EXCLUDED.count",
-                    Dialect::MySql => " ON DUPLICATE KEY UPDATE min = LEAST(min, VALUES(min)), max = GREATEST(max, VALUES(max)), \
-                        sum = sum + VALUES(sum), count = count + VALUES(count)",
-                });
-                upsert.build().execute(&mut *tx).await.map_err(query_err("updating per-minute rollups"))?;
-            }
-            for (id, (ts, value)) in &latest {
-                QueryBuilder::new("UPDATE sensors SET last_value = ")
-                    .push_bind(*value)
-                    .push(", last_seen = ").push_bind(ts.0)
-                    .push(" WHERE id = ").push_bind(*id)
-                    .push(" AND (last_seen IS NULL OR last_seen <= ").push_bind(ts.0).push(")")
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("updating a sensor's latest value"))?;
-            }
-            for chunk in batch.rejects.chunks(INSERT_CHUNK) {
-                QueryBuilder::new("INSERT INTO rejects (received_at, client_id, topic, payload, reason) ")
-                    .push_values(chunk, |mut row, r| {
-                        row.push_bind(r.received_at.0)
-                            .push_bind(r.client_id.as_str())
-                            .push_bind(r.topic.as_str())
-                            .push_bind(r.payload_prefix.as_slice())
-                            .push_bind(r.reason.as_str());
-                    })
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("inserting rejects"))?;
-            }
-            tx.commit().await.map_err(query_err("committing"))?;
-            Ok(Some(ids))
-            }
-            .await;
-            match written {
-                Ok(Some(ids)) => ids,
-                Ok(None) => return Ok(Commit::AlreadyCommitted),
-                Err(e) => {
-                    let _ = conn.close().await;
-                    return Err(e);
-                }
-            }
-        });
-        // Only committed sensor ids enter the cache.
-        self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).extend(created);
-        Ok(Commit::Committed)
     }
 
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
@@ -590,6 +428,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        on_pool!(writer self, pool => pool.close().await);
         on_pool!(self, pool => pool.close().await)
     }
 }

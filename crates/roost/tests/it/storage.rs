@@ -84,7 +84,121 @@ async fn a_batch_retried_with_its_token_is_stored_once(backend: Backend) {
     assert_eq!(store.count_readings().await.unwrap(), 4);
 }
 
+/// The set-based latest-value update: within a batch and across batches, a sensor's
+/// `last_value` is its newest reading by reading time, whatever order the readings came in.
+/// More sensors than one statement's chunk (1,000), so the chunks are covered too.
+async fn the_latest_value_is_the_newest_by_reading_time(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let sensors: Vec<_> = (0..2_500).map(|i| key("fleet", &format!("d{i}"), "temperature")).collect();
+    // Each sensor: three readings out of order; the newest (ts 3_000 + i) is in the middle.
+    let first: Vec<_> = sensors
+        .iter()
+        .enumerate()
+        .flat_map(|(i, k)| {
+            let i = i as i64;
+            [reading(k, 1_000 + i, 1.0), reading(k, 3_000 + i, i as f64), reading(k, 2_000 + i, 2.0)]
+        })
+        .collect();
+    store.write_batch(&Batch { readings: first, rejects: vec![] }).await.unwrap();
+    // A second batch: even sensors get an older reading (ignored), odd ones a newer one.
+    let second: Vec<_> =
+        sensors.iter().enumerate().map(|(i, k)| if i % 2 == 0 { reading(k, 10, -1.0) } else { reading(k, 9_000, -(i as f64)) }).collect();
+    store.write_batch(&Batch { readings: second, rejects: vec![] }).await.unwrap();
+    let stored = store.sensors().await.unwrap();
+    assert_eq!(stored.len(), sensors.len());
+    for row in stored {
+        let i: i64 = row.key.place[1..].parse().unwrap();
+        let expected = if i % 2 == 0 { (i as f64, 3_000 + i) } else { (-(i as f64), 9_000) };
+        assert_eq!((row.last_value, row.last_seen), (Some(expected.0), Some(TimestampMs(expected.1))), "sensor {}", row.key);
+    }
+    assert_eq!(store.count_readings().await.unwrap(), 4 * 2_500);
+}
+
+/// Several writers (as from several Roost processes on one database) create the same new
+/// sensors at once, each listing them in its own order: every sensor exists once and every
+/// reading belongs to the sensor it was written for.
+async fn new_sensors_are_created_once_under_concurrency(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    Store::open(&db.url).await.unwrap();
+    let sensors: Vec<_> = (0..1_500).map(|i| key("shared", &format!("s{i}"), "t")).collect();
+    let writers = (0..4).map(|w| {
+        let url = db.url.clone();
+        let mut order = sensors.clone();
+        order.rotate_left(w * 400);
+        if w % 2 == 1 {
+            order.reverse();
+        }
+        tokio::spawn(async move {
+            let store = Store::connect(&url).await.unwrap();
+            // The value names the sensor, so a reading stored under the wrong id shows.
+            let batch =
+                Batch { readings: order.iter().map(|k| reading(k, w as i64, k.place[1..].parse().unwrap())).collect(), rejects: vec![] };
+            // MariaDB may pick one writer as a deadlock victim: its transaction is rolled
+            // back whole, and it tries again, as the ingest writer does.
+            loop {
+                match store.write_batch(&batch).await {
+                    Ok(()) => break,
+                    Err(e) if e.failure().is_transient() => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                    Err(e) => panic!("writer {w}: {e}"),
+                }
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.unwrap();
+    }
+    let store = Store::connect(&db.url).await.unwrap();
+    assert_eq!(store.sensors().await.unwrap().len(), 1_500);
+    let values = store.all_values().await.unwrap();
+    assert_eq!(values.len(), 4 * 1_500);
+    for (sensor, value) in values {
+        assert_eq!(sensor.place, format!("s{value}"), "a reading is stored under another sensor");
+    }
+}
+
+/// Per-minute rollups stay exact with many sensors per batch, merged across batches.
+async fn rollups_are_exact_for_many_sensors(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let base = 1_700_000_040_000; // on a minute boundary
+    let sensors: Vec<_> = (0..1_200).map(|i| key("roll", &format!("s{i}"), "t")).collect();
+    // Ten minutes, one reading per sensor every 20 s, in batches that each hold every sensor.
+    for step in 0..30 {
+        let readings =
+            sensors.iter().enumerate().map(|(i, k)| reading(k, base + step * 20_000, (step * 1_000 + i as i64) as f64)).collect();
+        store.write_batch(&Batch { readings, rejects: vec![] }).await.unwrap();
+    }
+    let wide = roost::store::ROLLUP_MIN_BUCKET_MS * 2; // 10 minutes: from the rollups
+    for i in [0, 1, 999, 1_000, 1_199] {
+        let id = store.sensor_id(&sensors[i]).await.unwrap().unwrap();
+        let buckets = store.buckets(id, TimestampMs(base), TimestampMs(base + wide), wide).await.unwrap();
+        let i = i as f64;
+        assert_eq!(buckets.len(), 1, "sensor {i}");
+        assert_eq!((buckets[0].count, buckets[0].min, buckets[0].max), (30, i, 29_000.0 + i), "sensor {i}");
+        assert!((buckets[0].avg - (14_500.0 + i)).abs() < 1e-9, "sensor {i}: avg {}", buckets[0].avg);
+    }
+}
+
+/// Two keys the database may consider equal (MariaDB's default collation ignores case) in one
+/// batch: the batch commits. SQLite and PostgreSQL keep two sensors; MariaDB stores both
+/// readings under one.
+async fn keys_that_differ_only_in_case_commit(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let (upper, lower) = (key("yanjo", "Kitchen", "t"), key("yanjo", "kitchen", "t"));
+    let batch = Batch { readings: vec![reading(&upper, 1, 1.0), reading(&lower, 2, 2.0)], rejects: vec![] };
+    tokio::time::timeout(std::time::Duration::from_secs(30), store.write_batch(&batch)).await.expect("the write finishes").unwrap();
+    let sensors = if backend == Backend::MariaDb { 1 } else { 2 };
+    assert_eq!(store.sensors().await.unwrap().len(), sensors);
+    assert_eq!(store.count_readings().await.unwrap(), 2);
+}
+
 crate::on_every_database!(
+    the_latest_value_is_the_newest_by_reading_time,
+    new_sensors_are_created_once_under_concurrency,
+    rollups_are_exact_for_many_sensors,
+    keys_that_differ_only_in_case_commit,
     a_batch_retried_with_its_token_is_stored_once,
     migrations_are_idempotent,
     batches_store_readings_sensors_and_rejects,

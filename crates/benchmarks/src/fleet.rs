@@ -1,0 +1,120 @@
+//! The fleet shape: many devices, each with its own sensor and one QoS 1 reading in flight (a
+//! PubSubClient board waits for the PUBACK before it publishes again). Every PUBACK from Roost
+//! means a committed row; Mosquitto, in the same run, acknowledges without storing anything.
+
+use crate::client::{publish_packet, put, Client};
+use bytes::{Bytes, BytesMut};
+use mqtt_codec::{Packet, QoS, TopicName};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+/// What one fleet run measured.
+pub struct FleetResult {
+    /// Acknowledged publishes per second over the measured window.
+    pub acked_per_sec: f64,
+    /// Acknowledged publishes in the whole run (warm-up included), to check against the rows.
+    pub acked_total: u64,
+}
+
+/// How a fleet run is shaped.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    pub devices: usize,
+    /// Publishes each device keeps unacknowledged (1: a PubSubClient board).
+    pub in_flight: usize,
+    pub warm_up: Duration,
+    pub measure: Duration,
+}
+
+/// Connects `shape.devices` devices (spread over loopback source addresses), lets them publish
+/// for the warm-up and the measured window, and stops them. `on_window` runs at the start and
+/// end of the measured window (for sampling the broker's CPU time).
+pub async fn run(addr: SocketAddr, shape: Shape, mut on_window: impl FnMut()) -> anyhow::Result<FleetResult> {
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let connecting = Arc::new(Semaphore::new(256));
+    let mut connects = Vec::with_capacity(shape.devices);
+    for device in 0..shape.devices {
+        let permit = Arc::clone(&connecting).acquire_owned().await?;
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 2, (device % 200) as u8 + 1));
+        connects.push(tokio::spawn(async move {
+            let client = Client::connect(addr, Some(source), &format!("fleet-{device}")).await;
+            drop(permit);
+            client
+        }));
+    }
+    let mut clients = Vec::with_capacity(shape.devices);
+    for connect in connects {
+        clients.push(connect.await??);
+    }
+    eprintln!("    {} devices connected", clients.len());
+    let devices: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(device, client)| {
+            let topic = TopicName::parse(&format!("iot/d{device}/sensor/room/temperature")).expect("valid topic");
+            tokio::spawn(publish_until_stopped(client, topic, shape.in_flight, Arc::clone(&acked), Arc::clone(&stop)))
+        })
+        .collect();
+    tokio::time::sleep(shape.warm_up).await;
+    on_window();
+    let (start_count, started) = (acked.load(Relaxed), Instant::now());
+    tokio::time::sleep(shape.measure).await;
+    let (end_count, elapsed) = (acked.load(Relaxed), started.elapsed());
+    on_window();
+    stop.store(true, Relaxed);
+    for device in devices {
+        device.await??;
+    }
+    Ok(FleetResult { acked_per_sec: (end_count - start_count) as f64 / elapsed.as_secs_f64(), acked_total: acked.load(Relaxed) })
+}
+
+/// One device: publishes numbered readings, keeping `in_flight` unacknowledged, until `stop`;
+/// then waits for the acknowledgements of what it sent.
+async fn publish_until_stopped(
+    client: Client,
+    topic: TopicName,
+    in_flight: usize,
+    acked: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let (mut reader, mut writer) = client.split();
+    let mut out = BytesMut::with_capacity(64);
+    let mut packets = Vec::new();
+    let (mut sent, mut unacked) = (0u64, 0usize);
+    loop {
+        while unacked < in_flight && !stop.load(Relaxed) {
+            sent += 1;
+            let id = (sent % 65_535) as u16 + 1;
+            put(&publish_packet(&topic, Bytes::from(format!("{}.5", sent % 1000)), QoS::AtLeastOnce, id), &mut out);
+            unacked += 1;
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        if unacked == 0 {
+            return Ok(());
+        }
+        reader.recv_batch(&mut packets).await?;
+        let n = packets.drain(..).filter(|p| matches!(p, Packet::PubAck(_))).count();
+        unacked -= n;
+        acked.fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> { Ok(fields.get(i).ok_or_else(|| anyhow::anyhow!("short /proc stat"))?.parse()?) };
+    // utime and stime are fields 14 and 15 of proc_pid_stat(5); the first after the name is 3.
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_secs_f64((ticks(11)? + ticks(12)?) as f64 / per_second as f64))
+}

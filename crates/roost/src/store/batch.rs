@@ -1,0 +1,382 @@
+//! Writing an ingest batch: one transaction whose statements do not grow with the number of
+//! sensors. Each kind of work is one multi-row statement per chunk of rows (creating new
+//! sensors, looking them up, readings, per-minute rollups, the sensors' latest values,
+//! rejects), so a batch from a thousand devices costs about what a batch from one does.
+//!
+//! What can be worked out without the database (which sensors are new, the newest reading of
+//! each sensor, the rollups) is, in [`Plan`], before the transaction starts. Rows are written
+//! in key order, so two writers on one server database lock rows in the same order.
+
+use super::{query_err, Batch, Commit, Dialect, Pool, Store, StoreError};
+use crate::model::{Reading, SensorKey, TimestampMs};
+use sqlx::{QueryBuilder, Row};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Rows per multi-row statement: at most 6 binds each stays far below every backend's limit
+/// (SQLite 32,766, PostgreSQL 65,535).
+const CHUNK: usize = 1000;
+
+/// Tokens of committed batches are kept this long: a retry comes within seconds, not hours.
+const TOKEN_RETENTION_MS: i64 = 3_600_000;
+
+/// The per-minute rollup of one sensor's readings in a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rollup {
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: i64,
+}
+
+/// A batch's work, worked out in memory before the transaction.
+struct Plan<'a> {
+    /// Sensors the id cache does not know, each once, in key order.
+    unknown: Vec<&'a SensorKey>,
+    /// Each reading's sensor: its id, or its index in `unknown`.
+    sensors: Vec<Result<i64, usize>>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(readings: &'a [Reading], cache: &HashMap<SensorKey, i64>) -> Self {
+        let mut unknown: Vec<&SensorKey> = readings.iter().map(|r| &r.sensor).filter(|key| !cache.contains_key(*key)).collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        let sensors = readings
+            .iter()
+            .map(|r| match cache.get(&r.sensor) {
+                Some(id) => Ok(*id),
+                None => Err(unknown.binary_search(&&r.sensor).expect("every unknown sensor is listed")),
+            })
+            .collect();
+        Self { unknown, sensors }
+    }
+
+    /// The sensor id of each reading, given the ids of the unknown sensors.
+    fn ids(&self, unknown_ids: &[i64]) -> Vec<i64> {
+        self.sensors.iter().map(|slot| slot.unwrap_or_else(|i| unknown_ids[i])).collect()
+    }
+}
+
+/// The newest reading of each sensor, by reading time (the later one in the batch on a tie),
+/// ordered by sensor id.
+fn newest_per_sensor(ids: &[i64], readings: &[Reading]) -> Vec<(i64, TimestampMs, f64)> {
+    let mut newest: HashMap<i64, (TimestampMs, f64)> = HashMap::with_capacity(ids.len());
+    for (&id, r) in ids.iter().zip(readings) {
+        let entry = newest.entry(id).or_insert((r.ts, r.value));
+        if r.ts >= entry.0 {
+            *entry = (r.ts, r.value);
+        }
+    }
+    let mut newest: Vec<_> = newest.into_iter().map(|(id, (ts, value))| (id, ts, value)).collect();
+    newest.sort_unstable_by_key(|&(id, ..)| id);
+    newest
+}
+
+/// The per-minute rollups of a batch, keyed by (sensor id, start of the minute in ms), in key
+/// order.
+fn rollups(ids: &[i64], readings: &[Reading]) -> Vec<((i64, i64), Rollup)> {
+    let mut minutes: HashMap<(i64, i64), Rollup> = HashMap::with_capacity(ids.len());
+    for (&id, r) in ids.iter().zip(readings) {
+        let minute = r.ts.0 - r.ts.0.rem_euclid(60_000);
+        let m = minutes.entry((id, minute)).or_insert(Rollup { min: r.value, max: r.value, sum: 0.0, count: 0 });
+        m.min = m.min.min(r.value);
+        m.max = m.max.max(r.value);
+        m.sum += r.value;
+        m.count += 1;
+    }
+    let mut minutes: Vec<_> = minutes.into_iter().collect();
+    minutes.sort_unstable_by_key(|&(key, _)| key);
+    minutes
+}
+
+/// Inserts sensors that may exist already, leaving those untouched. Not MySQL's INSERT IGNORE:
+/// it turns every error into a warning, and a key too long for its column was stored cut
+/// short, then never found.
+fn insert_sensors_suffix(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::MySql => " ON DUPLICATE KEY UPDATE id = id",
+        _ => " ON CONFLICT (owner, place, category) DO NOTHING",
+    }
+}
+
+/// Merges a batch's rollups into `readings_1m`.
+fn upsert_rollups_suffix(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = MIN(min, excluded.min), \
+             max = MAX(max, excluded.max), sum = sum + excluded.sum, count = count + excluded.count"
+        }
+        Dialect::Postgres => {
+            " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = LEAST(readings_1m.min, EXCLUDED.min), \
+             max = GREATEST(readings_1m.max, EXCLUDED.max), sum = readings_1m.sum + EXCLUDED.sum, \
+             count = readings_1m.count + EXCLUDED.count"
+        }
+        Dialect::MySql => {
+            " ON DUPLICATE KEY UPDATE min = LEAST(min, VALUES(min)), max = GREATEST(max, VALUES(max)), \
+             sum = sum + VALUES(sum), count = count + VALUES(count)"
+        }
+    }
+}
+
+/// Sets each listed sensor's latest value unless it has a newer one: the statement before and
+/// after the table of `(id, ts, value)` rows.
+fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str) {
+    match dialect {
+        // SQLite names the columns of a VALUES list column1, column2, ...
+        Dialect::Sqlite => (
+            "UPDATE sensors SET last_value = v.column3, last_seen = v.column2 FROM (",
+            ") AS v WHERE sensors.id = v.column1 AND (sensors.last_seen IS NULL OR sensors.last_seen <= v.column2)",
+        ),
+        Dialect::Postgres => (
+            "UPDATE sensors SET last_value = v.value, last_seen = v.ts FROM (",
+            ") AS v (id, ts, value) WHERE sensors.id = v.id AND (sensors.last_seen IS NULL OR sensors.last_seen <= v.ts)",
+        ),
+        Dialect::MySql => (
+            "UPDATE sensors JOIN (",
+            ") AS v ON sensors.id = v.id SET sensors.last_value = v.value, sensors.last_seen = v.ts \
+             WHERE sensors.last_seen IS NULL OR sensors.last_seen <= v.ts",
+        ),
+    }
+}
+
+impl Store {
+    /// Writes a batch in one transaction: new sensors, readings, rollups, the sensors' latest
+    /// values, rejects. Either all of it is committed or none.
+    pub async fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.write(batch, None).await.map(|_| ())
+    }
+
+    /// [`write_batch`](Self::write_batch) that can be retried after a failure whose outcome is
+    /// unknown: the connection broke after COMMIT was sent, and the server may have committed.
+    /// `token` identifies the batch across its attempts (pick it at random, once per batch); it
+    /// is recorded in the same transaction, so an attempt that finds it writes nothing.
+    pub async fn write_batch_once(&self, batch: &Batch, token: i64) -> Result<Commit, StoreError> {
+        self.write(batch, Some(token)).await
+    }
+
+    async fn write(&self, batch: &Batch, token: Option<i64>) -> Result<Commit, StoreError> {
+        // Old tokens are deleted now and then.
+        let prune_before = self.writes.fetch_add(1, Relaxed).is_multiple_of(1000).then(|| TimestampMs::now().0 - TOKEN_RETENTION_MS);
+        let plan = Plan::new(&batch.readings, &self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()));
+        let dialect = self.dialect();
+        // The transaction runs on the writer's connection. If anything fails, that connection is
+        // closed rather than returned to its pool: a failed COMMIT (disk full) can leave its
+        // transaction open on the connection, and whatever ran on it next would nest inside
+        // the transaction that never committed, or wait on its lock.
+        let unknown_ids = on_pool!(writer self, pool => {
+            let mut conn = pool.acquire().await.map_err(query_err("getting a connection"))?;
+            let written: Result<Option<Vec<i64>>, StoreError> = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting a transaction"))?;
+
+                if let Some(token) = token {
+                    let earlier: i64 = QueryBuilder::new("SELECT COUNT(*) FROM ingest_commits WHERE token = ")
+                        .push_bind(token)
+                        .build()
+                        .fetch_one(&mut *tx)
+                        .await
+                        .and_then(|row| row.try_get(0))
+                        .map_err(query_err("looking for an earlier attempt's commit"))?;
+                    if earlier > 0 {
+                        tx.rollback().await.map_err(query_err("rolling back"))?;
+                        return Ok(None);
+                    }
+                    let recorded = QueryBuilder::new("INSERT INTO ingest_commits (token, committed_at) VALUES (")
+                        .push_bind(token).push(", ").push_bind(TimestampMs::now().0).push(")")
+                        .build()
+                        .execute(&mut *tx)
+                        .await;
+                    match recorded {
+                        // The earlier attempt was still committing when we looked: it has now.
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+                        other => other.map_err(query_err("recording the commit"))?,
+                    };
+                    if let Some(before) = prune_before {
+                        QueryBuilder::new("DELETE FROM ingest_commits WHERE committed_at < ")
+                            .push_bind(before)
+                            .build()
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("forgetting old commits"))?;
+                    }
+                }
+
+                // New sensors: created if absent (another writer may have just created one),
+                // then their ids looked up.
+                let mut unknown_ids = vec![None; plan.unknown.len()];
+                for (chunk_index, chunk) in plan.unknown.chunks(CHUNK).enumerate() {
+                    let mut insert = QueryBuilder::new("INSERT INTO sensors (owner, place, category) ");
+                    insert.push_values(chunk, |mut row, key| {
+                        row.push_bind(key.owner.as_str()).push_bind(key.place.as_str()).push_bind(key.category.as_str());
+                    });
+                    insert.push(insert_sensors_suffix(dialect));
+                    insert.build().execute(&mut *tx).await.map_err(query_err("creating sensors"))?;
+                    // SQLite wants a subquery right of a row-value IN; MariaDB and MySQL spell a
+                    // table of values differently, and take a plain list.
+                    let mut select = QueryBuilder::new("SELECT id, owner, place, category FROM sensors WHERE (owner, place, category) IN (");
+                    if dialect != Dialect::MySql {
+                        select.push("VALUES ");
+                    }
+                    let mut keys = select.separated(", ");
+                    for key in chunk {
+                        keys.push("(")
+                            .push_bind_unseparated(key.owner.as_str())
+                            .push_unseparated(", ")
+                            .push_bind_unseparated(key.place.as_str())
+                            .push_unseparated(", ")
+                            .push_bind_unseparated(key.category.as_str())
+                            .push_unseparated(")");
+                    }
+                    select.push(")");
+                    // A locking read sees rows other transactions committed after this one's
+                    // snapshot (MariaDB's REPEATABLE READ).
+                    if dialect == Dialect::MySql {
+                        select.push(" LOCK IN SHARE MODE");
+                    }
+                    let rows = select.build().fetch_all(&mut *tx).await.map_err(query_err("looking up new sensors"))?;
+                    let offset = chunk_index * CHUNK;
+                    for row in &rows {
+                        let (id, key) = (|| Ok((row.try_get::<i64, _>(0)?, SensorKey { owner: row.try_get(1)?, place: row.try_get(2)?, category: row.try_get(3)? })))()
+                            .map_err(query_err("decoding sensors"))?;
+                        if let Ok(slot) = chunk.binary_search(&&key) {
+                            unknown_ids[offset + slot] = Some(id);
+                        }
+                    }
+                    // A key that came back spelled differently (MariaDB's case-insensitive
+                    // collation matches `Kitchen` to `kitchen`) is looked up on its own.
+                    for (slot, key) in chunk.iter().enumerate() {
+                        if unknown_ids[offset + slot].is_some() {
+                            continue;
+                        }
+                        let id: i64 = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
+                            .push_bind(key.owner.as_str())
+                            .push(" AND place = ").push_bind(key.place.as_str())
+                            .push(" AND category = ").push_bind(key.category.as_str())
+                            .build()
+                            .fetch_one(&mut *tx)
+                            .await
+                            .and_then(|row| row.try_get(0))
+                            .map_err(query_err("looking up a sensor"))?;
+                        unknown_ids[offset + slot] = Some(id);
+                    }
+                }
+                let unknown_ids: Vec<i64> = unknown_ids.into_iter().map(|id| id.expect("every new sensor was looked up")).collect();
+                let ids = plan.ids(&unknown_ids);
+
+                for (ids, readings) in ids.chunks(CHUNK).zip(batch.readings.chunks(CHUNK)) {
+                    QueryBuilder::new("INSERT INTO readings (sensor_id, ts, value) ")
+                        .push_values(ids.iter().zip(readings), |mut row, (id, r)| {
+                            row.push_bind(*id).push_bind(r.ts.0).push_bind(r.value);
+                        })
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("inserting readings"))?;
+                }
+
+                for chunk in rollups(&ids, &batch.readings).chunks(CHUNK) {
+                    let mut upsert = QueryBuilder::new("INSERT INTO readings_1m (sensor_id, minute, min, max, sum, count) ");
+                    upsert.push_values(chunk, |mut row, ((id, minute), m)| {
+                        row.push_bind(*id).push_bind(*minute).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
+                    });
+                    upsert.push(upsert_rollups_suffix(dialect));
+                    upsert.build().execute(&mut *tx).await.map_err(query_err("updating per-minute rollups"))?;
+                }
+
+                let (head, tail) = update_latest_sql(dialect);
+                for chunk in newest_per_sensor(&ids, &batch.readings).chunks(CHUNK) {
+                    let mut update = QueryBuilder::new(head);
+                    // MariaDB and MySQL spell a table of values differently: a UNION ALL of
+                    // SELECTs works in both.
+                    if dialect != Dialect::MySql {
+                        update.push("VALUES ");
+                        let mut rows = update.separated(", ");
+                        for (id, ts, value) in chunk {
+                            rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(ts.0)
+                                .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
+                        }
+                    } else {
+                        let mut rows = update.separated(" UNION ALL ");
+                        for (i, (id, ts, value)) in chunk.iter().enumerate() {
+                            let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
+                            rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(ts.0)
+                                .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
+                        }
+                    }
+                    update.push(tail);
+                    update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?;
+                }
+
+                for chunk in batch.rejects.chunks(CHUNK) {
+                    QueryBuilder::new("INSERT INTO rejects (received_at, client_id, topic, payload, reason) ")
+                        .push_values(chunk, |mut row, r| {
+                            row.push_bind(r.received_at.0)
+                                .push_bind(r.client_id.as_str())
+                                .push_bind(r.topic.as_str())
+                                .push_bind(r.payload_prefix.as_slice())
+                                .push_bind(r.reason.as_str());
+                        })
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("inserting rejects"))?;
+                }
+
+                tx.commit().await.map_err(query_err("committing"))?;
+                Ok(Some(unknown_ids))
+            }
+            .await;
+            match written {
+                Ok(Some(ids)) => ids,
+                Ok(None) => return Ok(Commit::AlreadyCommitted),
+                Err(e) => {
+                    let _ = conn.close().await;
+                    return Err(e);
+                }
+            }
+        });
+        // Only committed sensor ids enter the cache.
+        let mut cache = self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner());
+        cache.extend(plan.unknown.iter().map(|key| (*key).clone()).zip(unknown_ids));
+        Ok(Commit::Committed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(owner: &str, ts: i64, value: f64) -> Reading {
+        Reading { sensor: SensorKey::new(owner, "room", "t").unwrap(), ts: TimestampMs(ts), value }
+    }
+
+    #[test]
+    fn a_plan_lists_each_unknown_sensor_once_in_key_order() {
+        let readings = [reading("b", 1, 1.0), reading("a", 2, 2.0), reading("c", 3, 3.0), reading("b", 4, 4.0)];
+        let cache = HashMap::from([(SensorKey::new("c", "room", "t").unwrap(), 7)]);
+        let plan = Plan::new(&readings, &cache);
+        assert_eq!(plan.unknown.iter().map(|k| k.owner.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(plan.ids(&[10, 11]), [11, 10, 7, 11]);
+    }
+
+    #[test]
+    fn the_newest_reading_wins_by_time_then_by_arrival() {
+        let readings = [reading("a", 5, 1.0), reading("a", 3, 2.0), reading("b", 1, 3.0), reading("a", 5, 4.0)];
+        let ids = [2, 2, 1, 2];
+        assert_eq!(newest_per_sensor(&ids, &readings), [(1, TimestampMs(1), 3.0), (2, TimestampMs(5), 4.0)]);
+    }
+
+    #[test]
+    fn rollups_group_by_sensor_and_minute() {
+        let readings = [reading("a", 59_999, 1.0), reading("a", 0, 3.0), reading("a", 60_000, 5.0), reading("b", 10, 2.0)];
+        let ids = [1, 1, 1, 2];
+        assert_eq!(
+            rollups(&ids, &readings),
+            [
+                ((1, 0), Rollup { min: 1.0, max: 3.0, sum: 4.0, count: 2 }),
+                ((1, 60_000), Rollup { min: 5.0, max: 5.0, sum: 5.0, count: 1 }),
+                ((2, 0), Rollup { min: 2.0, max: 2.0, sum: 2.0, count: 1 }),
+            ]
+        );
+    }
+}
