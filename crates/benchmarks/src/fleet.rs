@@ -26,6 +26,8 @@ pub struct Shape {
     pub devices: usize,
     /// Publishes each device keeps unacknowledged (1: a PubSubClient board).
     pub in_flight: usize,
+    /// Sensors of each device, published to in turn (`iot/d<N>/sensor/room/c<K>`).
+    pub sensors_per_device: usize,
     pub warm_up: Duration,
     pub measure: Duration,
 }
@@ -56,8 +58,10 @@ pub async fn run(addr: SocketAddr, shape: Shape, mut on_window: impl FnMut()) ->
         .into_iter()
         .enumerate()
         .map(|(device, client)| {
-            let topic = TopicName::parse(&format!("iot/d{device}/sensor/room/temperature")).expect("valid topic");
-            tokio::spawn(publish_until_stopped(client, topic, shape.in_flight, Arc::clone(&acked), Arc::clone(&stop)))
+            let topics = (0..shape.sensors_per_device.max(1))
+                .map(|k| TopicName::parse(&format!("iot/d{device}/sensor/room/c{k}")).expect("valid topic"))
+                .collect();
+            tokio::spawn(publish_until_stopped(client, topics, shape.in_flight, Arc::clone(&acked), Arc::clone(&stop)))
         })
         .collect();
     tokio::time::sleep(shape.warm_up).await;
@@ -73,11 +77,11 @@ pub async fn run(addr: SocketAddr, shape: Shape, mut on_window: impl FnMut()) ->
     Ok(FleetResult { acked_per_sec: (end_count - start_count) as f64 / elapsed.as_secs_f64(), acked_total: acked.load(Relaxed) })
 }
 
-/// One device: publishes numbered readings, keeping `in_flight` unacknowledged, until `stop`;
-/// then waits for the acknowledgements of what it sent.
+/// One device: publishes numbered readings to its topics in turn, keeping `in_flight`
+/// unacknowledged, until `stop`; then waits for the acknowledgements of what it sent.
 async fn publish_until_stopped(
     client: Client,
-    topic: TopicName,
+    topics: Vec<TopicName>,
     in_flight: usize,
     acked: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -90,7 +94,8 @@ async fn publish_until_stopped(
         while unacked < in_flight && !stop.load(Relaxed) {
             sent += 1;
             let id = (sent % 65_535) as u16 + 1;
-            put(&publish_packet(&topic, Bytes::from(format!("{}.5", sent % 1000)), QoS::AtLeastOnce, id), &mut out);
+            let topic = &topics[sent as usize % topics.len()];
+            put(&publish_packet(topic, Bytes::from(format!("{}.5", sent % 1000)), QoS::AtLeastOnce, id), &mut out);
             unacked += 1;
         }
         if !out.is_empty() {

@@ -53,6 +53,10 @@ struct Args {
     /// QoS 1 publishes each fleet device keeps unacknowledged.
     #[arg(long, default_value_t = 1)]
     inflight: usize,
+    /// Sensors of each fleet device, published to in turn (10 × 10,000 devices: 100,000
+    /// distinct sensors).
+    #[arg(long, default_value_t = 1)]
+    sensors_per_device: usize,
     /// Seconds measured per fleet run (after a warm-up of a third of that).
     #[arg(long, default_value_t = 10)]
     fleet_seconds: u64,
@@ -570,6 +574,7 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
     let shape = |devices| fleet::Shape {
         devices,
         in_flight: args.inflight,
+        sensors_per_device: args.sensors_per_device,
         warm_up: Duration::from_secs(args.fleet_seconds.div_ceil(3)),
         measure: Duration::from_secs(args.fleet_seconds),
     };
@@ -614,8 +619,8 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    println!("| devices × in flight | broker | acknowledged/s | vs Mosquitto | broker CPU per publish |");
-    println!("|---|---|---|---|---|");
+    println!("| devices × in flight | distinct sensors | broker | acknowledged/s | vs Mosquitto | broker CPU per publish |");
+    println!("|---|---|---|---|---|---|");
     for (d, devices) in args.devices.iter().enumerate() {
         let mosquitto = median(samples[d][0].0.clone());
         for (t, target) in targets.iter().enumerate() {
@@ -626,7 +631,13 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
                 Some(db) => format!("Roost, {}", db.split("://").next().unwrap_or(db)),
             };
             eprintln!("  {devices} devices, {name}: rates {rates:?} cpu {cpu:?}");
-            println!("| {devices} × {} | {name} | {rate:.0} | {:.2}× | {:.1} µs |", args.inflight, rate / mosquitto, median(cpu.clone()));
+            let sensors = devices * args.sensors_per_device.max(1) + args.preload_sensors;
+            println!(
+                "| {devices} × {} | {sensors} | {name} | {rate:.0} | {:.2}× | {:.1} µs |",
+                args.inflight,
+                rate / mosquitto,
+                median(cpu.clone())
+            );
         }
     }
     Ok(())

@@ -20,8 +20,8 @@ struct State {
     /// Set by the first failed commit of an episode, cleared by the next success.
     failing_since: Option<Instant>,
     last_failure: Option<(Failure, String)>,
-    /// When the oldest record of the batch being written was queued; `None` while idle.
-    writing_since: Option<Instant>,
+    /// When the oldest record of each batch being written was queued; empty while idle.
+    writing: Vec<Instant>,
 }
 
 /// A snapshot of [`IngestHealth`].
@@ -58,13 +58,21 @@ impl IngestHealth {
         let now = Instant::now();
         HealthReport {
             failing: state.failing_since.zip(state.last_failure.clone()).map(|(since, (f, m))| (now - since, f, m)),
-            oldest_wait: state.writing_since.map(|since| now - since),
+            oldest_wait: state.writing.iter().min().map(|since| now - *since),
         }
     }
 
-    /// The writer took records, the oldest queued at `oldest`; `None` once they are all settled.
-    pub(super) fn writing(&self, oldest: Option<Instant>) {
-        self.lock().writing_since = oldest;
+    /// The writer took a batch whose oldest record was queued at `oldest`.
+    pub(super) fn writing(&self, oldest: Instant) {
+        self.lock().writing.push(oldest);
+    }
+
+    /// The batch [`writing`](Self::writing) announced with `oldest` is settled (or given up).
+    pub(super) fn settled(&self, oldest: Instant) {
+        let mut state = self.lock();
+        if let Some(i) = state.writing.iter().position(|t| *t == oldest) {
+            state.writing.swap_remove(i);
+        }
     }
 
     /// Records a failed commit. Returns true for the first failure of an episode (the one to
@@ -105,12 +113,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_waiting_too_long_are_a_problem_even_without_failures() {
         let health = IngestHealth::default();
-        health.writing(Some(Instant::now()));
+        let oldest = Instant::now();
+        health.writing(oldest);
         tokio::time::advance(MAX_HEALTHY_WAIT).await;
         assert_eq!(health.report().problem(), None);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(health.report().problem().unwrap().starts_with("records have waited 7 s"));
-        health.writing(None);
+        health.settled(oldest);
         assert_eq!(health.report(), HealthReport { failing: None, oldest_wait: None });
     }
 }

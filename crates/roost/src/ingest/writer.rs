@@ -91,30 +91,45 @@ pub async fn run_writer(
     live: LiveFeed,
     stop: CancellationToken,
 ) {
+    use futures_util::StreamExt;
     let writer = Writer { store: &store, config: &config, stats: &stats, live: &live, stop: &stop, tokens: Tokens::new() };
-    let mut pending = Vec::with_capacity(1024);
+    // A server database commits one batch while the next is written on another connection:
+    // publishers acknowledged by one commit fill the next batch meanwhile.
+    let concurrency = store.concurrent_writes();
+    let mut writing = futures_util::stream::FuturesUnordered::new();
+    let mut stopped = false;
     loop {
-        let first = tokio::select! {
-            job = jobs.recv() => job,
-            _ = stop.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        pending.push(first);
-        gather(&mut jobs, &mut pending, config.max_batch).await;
-        if !writer.write(&mut pending).await {
-            break;
+        tokio::select! {
+            biased;
+            Some(finished) = writing.next(), if !writing.is_empty() => if !(finished as bool) {
+                stopped = true;
+                break;
+            },
+            job = jobs.recv(), if writing.len() < concurrency => {
+                let Some(first) = job else { break };
+                let mut pending = Vec::with_capacity(1024);
+                pending.push(first);
+                gather(&mut jobs, &mut pending, config.max_batch).await;
+                writing.push(writer.write(pending));
+            }
+            _ = stop.cancelled() => break,
         }
+    }
+    // Batches being written finish (or give up, if the database is failing at shutdown).
+    while let Some(finished) = writing.next().await {
+        stopped |= !finished;
     }
     // Shutting down: sessions are closed, so whatever is queued is all there will be.
     jobs.close();
+    let mut pending = Vec::new();
     while let Some(job) = jobs.recv().await {
         pending.push(job);
-        if pending.len() >= config.max_batch && !writer.write(&mut pending).await {
-            break;
+        if pending.len() >= config.max_batch && !stopped {
+            stopped = !writer.write(std::mem::take(&mut pending)).await;
         }
     }
-    if !pending.is_empty() {
-        writer.write(&mut pending).await;
+    if !pending.is_empty() && !stopped {
+        writer.write(pending).await;
     }
     info!("ingest writer stopped");
 }
@@ -240,10 +255,11 @@ impl Writer<'_> {
     /// Commits `jobs` and releases their acknowledgements; a batch the database refuses is
     /// split until the refused record is alone, and that one is stored as a reject instead.
     /// Returns false if it gave up because of shutdown.
-    async fn write(&self, jobs: &mut Vec<Job>) -> bool {
+    async fn write(&self, mut jobs: Vec<Job>) -> bool {
         let health = &self.stats.health;
-        health.writing(jobs.iter().map(|j| j.queued_at).min());
-        let mut parts = vec![Part::gather(jobs)];
+        let oldest = jobs.iter().map(|j| j.queued_at).min().unwrap_or_else(tokio::time::Instant::now);
+        health.writing(oldest);
+        let mut parts = vec![Part::gather(&mut jobs)];
         while let Some(part) = parts.pop() {
             match self.commit(&part.batch, part.waiters.len()).await {
                 Outcome::Committed => self.settle(part),
@@ -271,12 +287,12 @@ impl Writer<'_> {
                     parts.push(Part { batch, waiters: vec![Waiter { readings: 0..0, rejects: 0..1, ..waiter }] });
                 }
                 Outcome::Stopped => {
-                    health.writing(None);
+                    health.settled(oldest);
                     return false;
                 }
             }
         }
-        health.writing(None);
+        health.settled(oldest);
         true
     }
 

@@ -170,25 +170,19 @@ impl Store {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting a transaction"))?;
 
                 if let Some(token) = token {
-                    let earlier: i64 = QueryBuilder::new("SELECT COUNT(*) FROM ingest_commits WHERE token = ")
-                        .push_bind(token)
-                        .build()
-                        .fetch_one(&mut *tx)
-                        .await
-                        .and_then(|row| row.try_get(0))
-                        .map_err(query_err("looking for an earlier attempt's commit"))?;
-                    if earlier > 0 {
-                        tx.rollback().await.map_err(query_err("rolling back"))?;
-                        return Ok(None);
-                    }
+                    // An earlier attempt that committed has recorded the token: this one is
+                    // refused as a duplicate (after waiting for that attempt, if it is still
+                    // committing) and writes nothing.
                     let recorded = QueryBuilder::new("INSERT INTO ingest_commits (token, committed_at) VALUES (")
                         .push_bind(token).push(", ").push_bind(TimestampMs::now().0).push(")")
                         .build()
                         .execute(&mut *tx)
                         .await;
                     match recorded {
-                        // The earlier attempt was still committing when we looked: it has now.
-                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            tx.rollback().await.map_err(query_err("rolling back"))?;
+                            return Ok(None);
+                        }
                         other => other.map_err(query_err("recording the commit"))?,
                     };
                     if let Some(before) = prune_before {

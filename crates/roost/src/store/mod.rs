@@ -118,6 +118,17 @@ pub enum Dialect {
     MySql,
 }
 
+impl Dialect {
+    /// How many ingest batches may be written at once: one for SQLite (it has one writer at a
+    /// time anyway), two for a server, which then commits one batch while the next is sent.
+    pub fn concurrent_writes(self) -> usize {
+        match self {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres | Dialect::MySql => 2,
+        }
+    }
+}
+
 /// How a [`Store::write_batch_once`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
@@ -198,13 +209,14 @@ pub use users::{Grant, UserError, UserRecord};
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The shared pool (connected now, so a bad URL fails at start) and the ingest writer's own
-/// connection (opened on the first write, and kept).
+/// connections, one per concurrent batch (opened on the first writes, and kept).
 async fn pools<DB: sqlx::Database>(
     options: <DB::Connection as sqlx::Connection>::Options,
+    dialect: Dialect,
 ) -> Result<(sqlx::Pool<DB>, sqlx::Pool<DB>), sqlx::Error> {
     let shared = PoolOptions::<DB>::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options.clone()).await?;
     let writer = PoolOptions::<DB>::new()
-        .max_connections(1)
+        .max_connections(dialect.concurrent_writes() as u32)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(None)
         .max_lifetime(None)
@@ -245,20 +257,27 @@ impl Store {
                     // less.
                     .pragma("wal_autocheckpoint", "10000")
                     .page_size(1024);
-                let (pool, writer) = pools(options).await.map_err(connect)?;
+                let (pool, writer) = pools(options, Dialect::Sqlite).await.map_err(connect)?;
                 (Pool::Sqlite(pool), Pool::Sqlite(writer))
             }
             Some(Dialect::Postgres) => {
-                let (pool, writer) = pools(PgConnectOptions::from_str(&driver_url).map_err(invalid)?).await.map_err(connect)?;
+                let (pool, writer) =
+                    pools(PgConnectOptions::from_str(&driver_url).map_err(invalid)?, Dialect::Postgres).await.map_err(connect)?;
                 (Pool::Postgres(pool), Pool::Postgres(writer))
             }
             Some(Dialect::MySql) => {
-                let (pool, writer) = pools(MySqlConnectOptions::from_str(&driver_url).map_err(invalid)?).await.map_err(connect)?;
+                let (pool, writer) =
+                    pools(MySqlConnectOptions::from_str(&driver_url).map_err(invalid)?, Dialect::MySql).await.map_err(connect)?;
                 (Pool::MySql(pool), Pool::MySql(writer))
             }
             None => return Err(StoreError::UnsupportedUrl(url.clone())),
         };
         Ok(Self { pool, writer, url: url.clone(), sensor_ids: Mutex::default(), writes: Default::default() })
+    }
+
+    /// How many ingest batches may be written at once (see [`Dialect::concurrent_writes`]).
+    pub fn concurrent_writes(&self) -> usize {
+        self.dialect().concurrent_writes()
     }
 
     pub fn url(&self) -> &DatabaseUrl {
