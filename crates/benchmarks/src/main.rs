@@ -586,10 +586,11 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
         for (d, &devices) in args.devices.iter().enumerate() {
             for (t, target) in targets.iter().enumerate() {
                 eprintln!(
-                    "fleet run {} of {}: {devices} devices × {} in flight on {}",
+                    "fleet run {} of {}: {devices} devices × {} in flight × {} sensors on {}",
                     run + 1,
                     args.runs,
                     args.inflight,
+                    args.sensors_per_device,
                     target.unwrap_or("mosquitto")
                 );
                 let database = match target {

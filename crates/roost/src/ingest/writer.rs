@@ -93,23 +93,26 @@ pub async fn run_writer(
 ) {
     use futures_util::StreamExt;
     let writer = Writer { store: &store, config: &config, stats: &stats, live: &live, stop: &stop, tokens: Tokens::new() };
-    // A server database commits one batch while the next is written on another connection:
-    // publishers acknowledged by one commit fill the next batch meanwhile.
+    // PostgreSQL commits one batch while the next is written on another connection
+    // (`Store::concurrent_writes`): publishers acknowledged by one commit fill the next batch.
     let concurrency = store.concurrent_writes();
     let mut writing = futures_util::stream::FuturesUnordered::new();
     let mut stopped = false;
     loop {
         tokio::select! {
             biased;
-            Some(finished) = writing.next(), if !writing.is_empty() => if !(finished as bool) {
-                stopped = true;
-                break;
-            },
+            Some(finished) = writing.next(), if !writing.is_empty() => {
+                let finished: bool = finished;
+                if !finished {
+                    stopped = true;
+                    break;
+                }
+            }
             job = jobs.recv(), if writing.len() < concurrency => {
                 let Some(first) = job else { break };
                 let mut pending = Vec::with_capacity(1024);
                 pending.push(first);
-                gather(&mut jobs, &mut pending, config.max_batch).await;
+                gather(&mut jobs, &mut pending, config.max_batch);
                 writing.push(writer.write(pending));
             }
             _ = stop.cancelled() => break,
@@ -134,27 +137,15 @@ pub async fn run_writer(
     info!("ingest writer stopped");
 }
 
-/// Takes what is queued into `pending`, up to `max` records. While records keep arriving,
-/// lets the sessions run a little longer first: after a commit, every publisher it acknowledged
-/// sends its next reading at about the same time, and a batch that waits for them a few
-/// scheduler turns saves whole commits (each costs an fsync) at no cost when the queue is
-/// quiet.
-async fn gather(jobs: &mut mpsc::Receiver<Job>, pending: &mut Vec<Job>, max: usize) {
-    const MAX_TURNS: usize = 8;
-    let mut turns = 0;
-    loop {
-        let before = pending.len();
-        while pending.len() < max {
-            match jobs.try_recv() {
-                Ok(job) => pending.push(job),
-                Err(_) => break,
-            }
+/// Takes what is queued into `pending`, up to `max` records. (Letting the sessions run a few
+/// scheduler turns first, for a fuller batch, measured no better on a fleet of 1,000
+/// one-in-flight boards: 43.9k vs 43.8k readings/s.)
+fn gather(jobs: &mut mpsc::Receiver<Job>, pending: &mut Vec<Job>, max: usize) {
+    while pending.len() < max {
+        match jobs.try_recv() {
+            Ok(job) => pending.push(job),
+            Err(_) => break,
         }
-        if pending.len() >= max || (pending.len() == before && turns > 0) || turns == MAX_TURNS {
-            return;
-        }
-        turns += 1;
-        tokio::task::yield_now().await;
     }
 }
 

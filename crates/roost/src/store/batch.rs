@@ -242,10 +242,14 @@ impl Store {
                         if unknown_ids[offset + slot].is_some() {
                             continue;
                         }
-                        let id: i64 = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
-                            .push_bind(key.owner.as_str())
+                        let mut select = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ");
+                        select.push_bind(key.owner.as_str())
                             .push(" AND place = ").push_bind(key.place.as_str())
-                            .push(" AND category = ").push_bind(key.category.as_str())
+                            .push(" AND category = ").push_bind(key.category.as_str());
+                        if dialect == Dialect::MySql {
+                            select.push(" LOCK IN SHARE MODE");
+                        }
+                        let id: i64 = select
                             .build()
                             .fetch_one(&mut *tx)
                             .await

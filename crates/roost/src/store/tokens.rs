@@ -1,7 +1,7 @@
 //! Login sessions and API tokens: the SQL of the HTTP login and of `roost token`. Tokens are
 //! stored as hashes (`crate::auth::tokens`), never as presented.
 
-use super::{query_err, Pool, Store, StoreError, UserError};
+use super::{decode_rows, query_err, Pool, Store, StoreError, UserError};
 use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
 
@@ -139,16 +139,13 @@ impl Store {
                 .fetch_all(pool)
                 .await
                 .map_err(query_err("listing tokens"))?;
-            rows.iter()
-                .map(|row| Ok(TokenRow {
+            decode_rows(&rows, "decoding tokens", |row| Ok(TokenRow {
                     id: row.try_get(0)?,
                     user: row.try_get(1)?,
                     name: row.try_get(2)?,
                     created_at: TimestampMs(row.try_get(3)?),
                     expires_at: row.try_get::<Option<i64>, _>(4)?.map(TimestampMs),
                 }))
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(query_err("decoding tokens"))
         })
     }
 

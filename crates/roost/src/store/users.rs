@@ -1,7 +1,7 @@
 //! User accounts and their extra grants: the SQL of `roost user` and of MQTT authentication.
 //! Passwords arrive here already hashed (Argon2id, `crate::auth::password`).
 
-use super::{query_err, Pool, Store, StoreError};
+use super::{decode_rows, query_err, Pool, Store, StoreError};
 use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
 
@@ -92,8 +92,7 @@ impl Store {
                 query.push(" WHERE name = ").push_bind(name);
             }
             let rows = query.push(" ORDER BY name").build().fetch_all(pool).await.map_err(query_err("reading users"))?;
-            rows.iter()
-                .map(|row| {
+            decode_rows(&rows, "decoding users", |row| {
                     Ok(UserRecord {
                         name: row.try_get(0)?,
                         password_hash: row.try_get(1)?,
@@ -102,8 +101,6 @@ impl Store {
                         grants: Vec::new(),
                     })
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(query_err("decoding users"))
         })
     }
 
@@ -116,10 +113,7 @@ impl Store {
                 .fetch_all(pool)
                 .await
                 .map_err(query_err("reading grants"))?;
-            rows.iter()
-                .map(|row| Ok(Grant { filter: row.try_get(0)?, publish: row.try_get(1)?, subscribe: row.try_get(2)? }))
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(query_err("decoding grants"))
+            decode_rows(&rows, "decoding grants", |row| Ok(Grant { filter: row.try_get(0)?, publish: row.try_get(1)?, subscribe: row.try_get(2)? }))
         })
     }
 
