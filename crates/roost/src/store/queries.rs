@@ -1,0 +1,283 @@
+//! Reading what ingest wrote: sensors, readings, downsampled buckets, exports, rejects, counts.
+
+use super::{decode_rows, query_err, Dialect, Pool, RejectRow, SensorRow, Store, StoreError};
+use crate::model::{SensorKey, TimestampMs};
+use sqlx::{QueryBuilder, Row};
+
+/// Buckets at least this wide are computed from the per-minute rollups.
+pub const ROLLUP_MIN_BUCKET_MS: i64 = 5 * 60_000;
+
+impl Store {
+    pub async fn count_readings(&self) -> Result<i64, StoreError> {
+        self.count_rows("readings", "counting readings").await
+    }
+
+    /// `SELECT COUNT(*)` of one of our tables (a name from this module, never user input).
+    pub(super) async fn count_rows(&self, table: &'static str, doing: &'static str) -> Result<i64, StoreError> {
+        on_pool!(self, pool => QueryBuilder::new(format!("SELECT COUNT(*) FROM {table}"))
+            .build()
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(query_err(doing)))
+    }
+
+    /// All sensors, ordered by owner, place, category.
+    pub async fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(
+                "SELECT id, owner, place, category, last_value, last_seen FROM sensors ORDER BY owner, place, category",
+            )
+            .build()
+            .fetch_all(pool)
+            .await
+            .map_err(query_err("listing sensors"))?;
+            decode_rows(&rows, "reading sensors", |row| {
+                    Ok(SensorRow {
+                        id: row.try_get(0)?,
+                        key: SensorKey { owner: row.try_get(1)?, place: row.try_get(2)?, category: row.try_get(3)? },
+                        last_value: row.try_get(4)?,
+                        last_seen: row.try_get::<Option<i64>, _>(5)?.map(TimestampMs),
+                    })
+                })
+        })
+    }
+
+    /// Readings of one sensor with `from <= ts < to`, oldest first.
+    pub async fn readings(&self, sensor: &SensorKey, from: TimestampMs, to: TimestampMs) -> Result<Vec<(TimestampMs, f64)>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(
+                "SELECT r.ts, r.value FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = ",
+            )
+            .push_bind(sensor.owner.as_str())
+            .push(" AND s.place = ").push_bind(sensor.place.as_str())
+            .push(" AND s.category = ").push_bind(sensor.category.as_str())
+            .push(" AND r.ts >= ").push_bind(from.0)
+            .push(" AND r.ts < ").push_bind(to.0)
+            .push(" ORDER BY r.ts")
+            .build()
+            .fetch_all(pool)
+            .await
+            .map_err(query_err("reading a sensor's history"))?;
+            decode_rows(&rows, "decoding readings", |row| Ok((TimestampMs(row.try_get(0)?), row.try_get(1)?)))
+        })
+    }
+
+    /// Every stored value of every sensor, for verification (tests, `roost bench`).
+    pub async fn all_values(&self) -> Result<Vec<(SensorKey, f64)>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(
+                "SELECT s.owner, s.place, s.category, r.value FROM readings r JOIN sensors s ON s.id = r.sensor_id",
+            )
+            .build()
+            .fetch_all(pool)
+            .await
+            .map_err(query_err("reading all values"))?;
+            decode_rows(&rows, "decoding values", |row| Ok((SensorKey { owner: row.try_get(0)?, place: row.try_get(1)?, category: row.try_get(2)? }, row.try_get(3)?)))
+        })
+    }
+
+    /// The most recent rejects, newest first.
+    pub async fn recent_rejects(&self, limit: i64) -> Result<Vec<RejectRow>, StoreError> {
+        self.recent_rejects_under(None, limit).await
+    }
+
+    /// The most recent rejects whose topic starts with `prefix` (all of them for `None`).
+    pub async fn recent_rejects_under(&self, prefix: Option<&str>, limit: i64) -> Result<Vec<RejectRow>, StoreError> {
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("SELECT received_at, client_id, topic, payload, reason FROM rejects");
+            if let Some(prefix) = prefix {
+                // SUBSTR, not LIKE: user names may contain LIKE's wildcards.
+                query.push(" WHERE SUBSTR(topic, 1, ").push_bind(prefix.chars().count() as i32).push(") = ").push_bind(prefix);
+            }
+            let rows = query
+                .push(" ORDER BY id DESC LIMIT ")
+                .push_bind(limit)
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("listing rejects"))?;
+            decode_rows(&rows, "decoding rejects", |row| {
+                    Ok(RejectRow {
+                        received_at: TimestampMs(row.try_get(0)?),
+                        client_id: row.try_get(1)?,
+                        topic: row.try_get(2)?,
+                        payload: row.try_get(3)?,
+                        reason: row.try_get(4)?,
+                    })
+                })
+        })
+    }
+}
+
+/// One bucket of a downsampled series: readings with `start <= ts < start + width`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Bucket {
+    pub start: i64,
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+    pub count: i64,
+}
+
+impl Store {
+    /// The id of a sensor, if it exists.
+    pub async fn sensor_id(&self, sensor: &SensorKey) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, pool => QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
+            .push_bind(sensor.owner.as_str())
+            .push(" AND place = ").push_bind(sensor.place.as_str())
+            .push(" AND category = ").push_bind(sensor.category.as_str())
+            .build()
+            .fetch_optional(pool)
+            .await
+            .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+            .map_err(query_err("looking up a sensor")))
+    }
+
+    /// Deletes sensors with all their readings and rollups, in one transaction (`roost bench`
+    /// cleans up after itself). A running server keeps the ids in its cache, so only delete
+    /// sensors that will not be published to again.
+    pub async fn delete_sensors(&self, sensors: &[SensorKey]) -> Result<u64, StoreError> {
+        let mut ids = Vec::with_capacity(sensors.len());
+        for sensor in sensors {
+            ids.extend(self.sensor_id(sensor).await?);
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
+            for table in ["readings", "readings_1m", "sensors"] {
+                let column = if table == "sensors" { "id" } else { "sensor_id" };
+                let mut query = QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                let mut list = query.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                query.push(")").build().execute(&mut *tx).await.map_err(query_err("deleting sensors"))?;
+            }
+            tx.commit().await.map_err(query_err("committing the deletion"))?;
+            Ok(ids.len() as u64)
+        })
+    }
+
+    /// Readings of a sensor with `from <= ts < to`, oldest first, at most `limit`.
+    pub async fn readings_by_id(
+        &self,
+        sensor_id: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        limit: i64,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ")
+                .push_bind(sensor_id)
+                .push(" AND ts >= ").push_bind(from.0)
+                .push(" AND ts < ").push_bind(to.0)
+                .push(" ORDER BY ts LIMIT ").push_bind(limit)
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("reading a sensor's history"))?;
+            decode_rows(&rows, "decoding readings", |row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        })
+    }
+
+    /// Min/avg/max/count of a sensor's readings in buckets of `width_ms` from `from` to `to`;
+    /// empty buckets are left out. The database does the grouping, so a month of 1-second
+    /// data comes back as a few hundred rows.
+    ///
+    /// Buckets of at least [`ROLLUP_MIN_BUCKET_MS`] are computed from the per-minute rollups
+    /// (`readings_1m`): min, max, mean and count stay exact, and each minute counts in the bucket
+    /// where it starts (so a bucket edge is exact to the minute).
+    pub async fn buckets(&self, sensor_id: i64, from: TimestampMs, to: TimestampMs, width_ms: i64) -> Result<Vec<Bucket>, StoreError> {
+        // Integer division: `/` on integers in SQLite and PostgreSQL, `DIV` in MySQL/MariaDB.
+        let div = if self.dialect() == Dialect::MySql { " DIV " } else { " / " };
+        let (time, aggregates, table): (&str, &str, &str) = if width_ms >= ROLLUP_MIN_BUCKET_MS {
+            // SUM of integers is NUMERIC/DECIMAL on PostgreSQL and MariaDB: cast it back.
+            let aggregates = match self.dialect() {
+                Dialect::Sqlite => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), SUM(count) FROM readings_1m",
+                Dialect::Postgres => " AS bucket, MIN(min), SUM(sum) / CAST(SUM(count) AS DOUBLE PRECISION), MAX(max), CAST(SUM(count) AS BIGINT) FROM readings_1m",
+                Dialect::MySql => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), CAST(SUM(count) AS SIGNED) FROM readings_1m",
+            };
+            ("minute", aggregates, "minute")
+        } else {
+            ("ts", " AS bucket, MIN(value), AVG(value), MAX(value), COUNT(*) FROM readings", "ts")
+        };
+        // The first minute may start before `from`: it counts in the first bucket (the division
+        // truncates toward zero, and the width is over a minute).
+        let lower = if table == "minute" { from.0 - from.0.rem_euclid(60_000) } else { from.0 };
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(format!("SELECT ({time} - "))
+                .push_bind(from.0)
+                .push(")").push(div).push_bind(width_ms)
+                .push(aggregates)
+                .push(" WHERE sensor_id = ")
+                .push_bind(sensor_id)
+                .push(format!(" AND {table} >= ")).push_bind(lower)
+                .push(format!(" AND {table} < ")).push_bind(to.0)
+                .push(" GROUP BY bucket ORDER BY bucket")
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("downsampling readings"))?;
+            decode_rows(&rows, "decoding buckets", |row| {
+                    let bucket: i64 = row.try_get(0)?;
+                    Ok(Bucket { start: from.0 + bucket * width_ms, min: row.try_get(1)?, avg: row.try_get(2)?, max: row.try_get(3)?, count: row.try_get(4)? })
+                })
+        })
+    }
+
+    /// Streams a sensor's readings in `[from, to)` in chunks, oldest first, for exports of any
+    /// size; stops early when the receiver is gone.
+    pub async fn stream_readings(
+        &self,
+        sensor_id: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        chunks: tokio::sync::mpsc::Sender<Result<Vec<(i64, f64)>, StoreError>>,
+    ) {
+        use futures_util::TryStreamExt;
+        const CHUNK: usize = 4096;
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ");
+            query.push_bind(sensor_id).push(" AND ts >= ").push_bind(from.0).push(" AND ts < ").push_bind(to.0).push(" ORDER BY ts");
+            let mut rows = query.build().fetch(pool);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(row)) => match (row.try_get::<i64, _>(0), row.try_get::<f64, _>(1)) {
+                        (Ok(ts), Ok(value)) => chunk.push((ts, value)),
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = chunks.send(Err(query_err("decoding an export")(e))).await;
+                            return;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = chunks.send(Err(query_err("exporting readings")(e))).await;
+                        return;
+                    }
+                }
+                if chunk.len() == CHUNK && chunks.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await.is_err() {
+                    return;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = chunks.send(Ok(chunk)).await;
+            }
+        })
+    }
+
+    /// Counts for the stats endpoint: sensors, readings, rejects.
+    pub async fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        on_pool!(self, pool => {
+            let row = QueryBuilder::new("SELECT (SELECT COUNT(*) FROM sensors), (SELECT COUNT(*) FROM readings), (SELECT COUNT(*) FROM rejects)")
+                .build()
+                .fetch_one(pool)
+                .await
+                .map_err(query_err("counting"))?;
+            (|| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))().map_err(query_err("decoding counts"))
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! Database URLs: which database a URL names, and printing one without its password.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A database URL; prints without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The full URL, password included: only for handing to a driver or a child process.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    pub fn dialect(&self) -> Option<Dialect> {
+        let scheme = self.0.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::MySql),
+            _ => None,
+        }
+    }
+
+    /// The file of a `sqlite://` URL (without query options); `None` for server databases.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        let rest = self.0.strip_prefix("sqlite://").or_else(|| self.0.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+    }
+
+    /// The URL the driver understands (`mariadb://` is MySQL's protocol).
+    pub(super) fn for_driver(&self) -> String {
+        match self.0.strip_prefix("mariadb:") {
+            Some(rest) => format!("mysql:{rest}"),
+            None => self.0.clone(),
+        }
+    }
+
+    fn redacted(&self) -> String {
+        // scheme://user:password@host → scheme://user:***@host
+        let Some((scheme, rest)) = self.0.split_once("://") else { return self.0.clone() };
+        let Some((credentials, host)) = rest.rsplit_once('@') else { return self.0.clone() };
+        match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = Self::new(s);
+        url.dialect().map(|_| url).ok_or_else(|| format!("{s:?} is not a sqlite://, postgres:// or mysql:// (mariadb://) URL"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    /// How many ingest batches may be written at once. Two on PostgreSQL: one commits while the
+    /// next is sent (a fleet of one-in-flight boards: 37k → 42k readings/s). One on SQLite,
+    /// which has one writer at a time anyway, and on MariaDB/MySQL, where two batches on the
+    /// same few sensors wait on each other's row and gap locks (8 busy sensors: 162k → 64k
+    /// readings/s, p99 10 → 103 ms).
+    pub fn concurrent_writes(self) -> usize {
+        match self {
+            Dialect::Postgres => 2,
+            Dialect::Sqlite | Dialect::MySql => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_print_without_passwords() {
+        let url = DatabaseUrl::new("postgres://roost:s3cret@db.lan:5432/roost");
+        assert_eq!(url.to_string(), "postgres://roost:***@db.lan:5432/roost");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(DatabaseUrl::new("sqlite://roost.db").to_string(), "sqlite://roost.db");
+    }
+
+    #[test]
+    fn schemes_select_the_dialect() {
+        assert_eq!("mariadb://root@127.0.0.1/test".parse::<DatabaseUrl>().unwrap().dialect(), Some(Dialect::MySql));
+        assert_eq!(DatabaseUrl::new("mariadb://x@h/db").for_driver(), "mysql://x@h/db");
+        assert!("redis://localhost".parse::<DatabaseUrl>().unwrap_err().contains("is not a sqlite://"));
+    }
+}
