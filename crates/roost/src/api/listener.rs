@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 /// Any byte stream a connection can run over.
@@ -32,9 +33,11 @@ pub struct Incoming {
 pub struct Peer(pub SocketAddr);
 
 /// Serves `router` on every connection from `incoming` until `shutdown`; a client has
-/// `header_timeout` to send each request's headers.
-pub async fn serve(mut incoming: Incoming, router: Router, header_timeout: Duration, shutdown: CancellationToken) {
-    let connections = tokio_util::task::TaskTracker::new();
+/// `header_timeout` to send each request's headers. Connections are served on `tasks` (the
+/// tracker [`incoming`] accepts on); returns once they have all ended, or after
+/// [`DRAIN_TIMEOUT`].
+pub async fn serve(mut incoming: Incoming, router: Router, header_timeout: Duration, shutdown: CancellationToken, tasks: TaskTracker) {
+    let connections = tasks;
     loop {
         let (io, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -71,11 +74,19 @@ pub async fn serve(mut incoming: Incoming, router: Router, header_timeout: Durat
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
 }
 
-/// Starts accepting on `listener`; with `tls`, each connection first completes its handshake
-/// within `handshake_timeout`.
-pub fn incoming(listener: TcpListener, tls: Option<TlsAcceptor>, handshake_timeout: Duration, shutdown: CancellationToken) -> Incoming {
+/// Starts accepting on `listener`, on `tasks` (which [`serve`] waits for); with `tls`, each
+/// connection first completes its handshake within `handshake_timeout`. The accept loop ends at
+/// `shutdown`.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> Incoming {
     let (ready_tx, ready) = mpsc::channel(64);
-    tokio::spawn(async move {
+    let handshakes = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -97,7 +108,7 @@ pub fn incoming(listener: TcpListener, tls: Option<TlsAcceptor>, handshake_timeo
                     let _ = ready_tx.send((Box::new(stream) as Box<dyn Io>, peer)).await;
                 }
                 Some(acceptor) => {
-                    tokio::spawn(async move {
+                    handshakes.spawn(async move {
                         let deadline = tokio::time::Instant::now() + handshake_timeout;
                         if let Some(stream) = crate::tls::handshake(&acceptor, stream, peer, deadline, "HTTP").await {
                             let _ = ready_tx.send((Box::new(stream) as Box<dyn Io>, peer)).await;

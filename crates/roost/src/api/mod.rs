@@ -102,7 +102,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // The broker's connect timeout bounds every slow start: TLS handshakes and request headers.
     let slow_client = state.broker.config().connect_timeout;
-    let incoming = listener::incoming(listener, tls, slow_client, shutdown.clone());
-    listener::serve(incoming, router(state), slow_client, shutdown).await;
+    // Accepting, handshakes and connections all run on one tracker, which `serve` waits for.
+    let tasks = tokio_util::task::TaskTracker::new();
+    let incoming = listener::incoming(listener, tls, slow_client, shutdown.clone(), &tasks);
+    listener::serve(incoming, router(state), slow_client, shutdown, tasks).await;
     Ok(())
 }
