@@ -7,8 +7,8 @@ use tokio::process::Command;
 
 /// The binary, run in a fresh directory (its default database `roost.db` lands there).
 fn roost(dir: &tempfile::TempDir) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-    cmd.env("RUST_LOG", "info").env_remove("ROOST_DATABASE").current_dir(dir.path()).kill_on_drop(true);
+    let mut cmd = crate::support::roost_command("info");
+    cmd.current_dir(dir.path());
     cmd
 }
 

@@ -2,7 +2,7 @@
 //! Argon2id hashes, CONNACK codes, per-owner ACLs for publish and subscribe, the first admin.
 
 use crate::databases::{Backend, TestDb};
-use crate::support::{add_user, eventually_async, pid, publish, Raw, TestServer};
+use crate::support::{add_user, eventually_async, pid, publish, roost_command, Raw, TestServer};
 use mqtt_codec::*;
 use roost::auth::password;
 use roost::store::Store;
@@ -11,15 +11,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-fn roost() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-    cmd.env("RUST_LOG", "warn").env_remove("ROOST_DATABASE").kill_on_drop(true);
-    cmd
-}
-
 /// Runs `roost user ARGS --database URL` with `stdin`; returns (success, stdout, stderr).
 async fn user_cli(db: &TestDb, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = roost()
+    let mut child = roost_command("warn")
         .arg("user")
         .args(args)
         .args(["--database", db.url.expose_secret()])
@@ -276,7 +270,11 @@ async fn dashboard_login_cookies_tokens_and_per_owner_views(backend: Backend) {
     assert_eq!(get("/api/sensors", &cookie).await.unwrap().status(), 401);
 
     // API tokens from the CLI: an admin's token sees everything until it is revoked.
-    let out = roost().args(["token", "create", "root", "--name", "grafana", "--database", db.url.expose_secret()]).output().await.unwrap();
+    let out = roost_command("warn")
+        .args(["token", "create", "root", "--name", "grafana", "--database", db.url.expose_secret()])
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let token = stdout.lines().nth(1).unwrap().trim().to_owned();
@@ -285,11 +283,11 @@ async fn dashboard_login_cookies_tokens_and_per_owner_views(backend: Backend) {
     let owners: Vec<&str> = sensors.as_array().unwrap().iter().map(|s| s["owner"].as_str().unwrap()).collect();
     assert_eq!(owners, ["alice", "bob"], "an admin sees every owner");
     assert_eq!(bearer("/metrics").await.unwrap().status(), 200);
-    let list = roost().args(["token", "list", "--database", db.url.expose_secret()]).output().await.unwrap();
+    let list = roost_command("warn").args(["token", "list", "--database", db.url.expose_secret()]).output().await.unwrap();
     let list = String::from_utf8_lossy(&list.stdout).into_owned();
     assert!(list.contains("grafana") && !list.contains(&token), "{list}");
     let id = stdout.split_whitespace().nth(2).unwrap().to_owned();
-    let out = roost().args(["token", "revoke", &id, "--database", db.url.expose_secret()]).output().await.unwrap();
+    let out = roost_command("warn").args(["token", "revoke", &id, "--database", db.url.expose_secret()]).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(bearer("/api/sensors").await.unwrap().status(), 401, "a revoked token stops working at once");
     server.stop().await;

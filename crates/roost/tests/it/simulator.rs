@@ -2,19 +2,13 @@
 //! running Roost on every database.
 
 use crate::databases::{Backend, TestDb};
-use crate::support::{eventually_async, TestServer};
+use crate::support::{eventually_async, roost_command, TestServer};
 use roost::model::{SensorKey, TimestampMs};
 use roost::sim::board::{HUMIDITY_RANGE, LIGHT_RANGE, TEMPERATURE_RANGE};
 use roost::store::Store;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 use tokio::process::Command;
-
-fn roost() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-    cmd.env("RUST_LOG", "warn").env_remove("ROOST_DATABASE").kill_on_drop(true);
-    cmd
-}
 
 async fn run(cmd: &mut Command, limit: Duration) -> Output {
     tokio::time::timeout(limit, cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output())
@@ -41,7 +35,7 @@ async fn simulated_boards_store_all_three_categories_in_range(backend: Backend) 
     let db = TestDb::new(backend).await;
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
     let out = run(
-        roost()
+        roost_command("warn")
             .args(["simulate", "--mqtt", &format!("mqtt://{}", server.mqtt), "--devices", "3", "--interval", "0.05"])
             .args(["--count", "90", "--seed", "7", "--owner", "yanjo"]),
         Duration::from_secs(60),
@@ -75,7 +69,7 @@ async fn bench_verifies_every_acknowledged_reading_and_cleans_up(backend: Backen
     let db = TestDb::new(backend).await;
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
     let out = run(
-        roost().args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()]).args([
+        roost_command("warn").args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()]).args([
             "--count",
             "3000",
             "--clients",
@@ -121,7 +115,7 @@ async fn delete_one_bench_reading(db: &TestDb, backend: Backend) -> bool {
 async fn bench_reports_a_reading_deleted_mid_run(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
-    let bench = roost()
+    let bench = roost_command("warn")
         .args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()])
         .args(["--count", "2000", "--clients", "2", "--rate", "500", "--keep"])
         .stdout(Stdio::piped())
@@ -146,7 +140,7 @@ crate::on_every_database!(
 #[tokio::test]
 async fn simulator_reconnects_with_backoff_until_the_broker_is_up() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let sim = roost()
+    let sim = roost_command("warn")
         .args(["simulate", "--mqtt", &format!("mqtt://127.0.0.1:{port}"), "--devices", "2", "--interval", "0.05", "--count", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -169,20 +163,14 @@ async fn simulator_reconnects_with_backoff_until_the_broker_is_up() {
 #[tokio::test]
 async fn simulator_speaks_websocket_and_qos_2_and_publishes_glitches_as_a_naive_sketch_would() {
     let server = TestServer::start().await;
-    let out = run(
-        roost().args(["simulate", "--mqtt", &format!("ws://{}/mqtt", server.ws), "--qos", "2", "--glitches", "0.3"]).args([
-            "--devices",
-            "1",
-            "--interval",
-            "0.02",
-            "--count",
-            "60",
-            "--seed",
-            "3",
-        ]),
-        Duration::from_secs(60),
-    )
-    .await;
+    let out =
+        run(
+            roost_command("warn")
+                .args(["simulate", "--mqtt", &format!("ws://{}/mqtt", server.ws), "--qos", "2", "--glitches", "0.3"])
+                .args(["--devices", "1", "--interval", "0.02", "--count", "60", "--seed", "3"]),
+            Duration::from_secs(60),
+        )
+        .await;
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("simulate: sent 60 · acked 60"), "{stderr}");
@@ -220,24 +208,24 @@ async fn demo_mode_shows_a_day_of_history_and_live_readings_at_once() {
 async fn bench_and_simulate_refuse_bad_input_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let missing = format!("sqlite://{}", dir.path().join("nope.db").display());
-    let out = run(roost().args(["bench", "--database", &missing]), Duration::from_secs(30)).await;
+    let out = run(roost_command("warn").args(["bench", "--database", &missing]), Duration::from_secs(30)).await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("there is no database at"), "{}", text(&out.stderr));
     assert!(!dir.path().join("nope.db").exists(), "the bench does not create an empty database");
 
-    let out = run(roost().args(["simulate", "--glitches", "2"]), Duration::from_secs(30)).await;
+    let out = run(roost_command("warn").args(["simulate", "--glitches", "2"]), Duration::from_secs(30)).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("is not a fraction between 0 and 1"), "{}", text(&out.stderr));
-    let out = run(roost().args(["simulate", "--template", "iot/{owner}/sensor/{place}"]), Duration::from_secs(30)).await;
+    let out = run(roost_command("warn").args(["simulate", "--template", "iot/{owner}/sensor/{place}"]), Duration::from_secs(30)).await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("has no {category} level"), "{}", text(&out.stderr));
-    let out = run(roost().args(["bench", "--qos", "0"]), Duration::from_secs(30)).await;
+    let out = run(roost_command("warn").args(["bench", "--qos", "0"]), Duration::from_secs(30)).await;
     assert!(!out.status.success());
     // QoS is checked before the database is looked for.
     assert!(text(&out.stderr).contains("QoS 0 is never acknowledged"), "{}", text(&out.stderr));
 
     for command in ["simulate", "bench"] {
-        let out = run(roost().args([command, "--help"]), Duration::from_secs(30)).await;
+        let out = run(roost_command("warn").args([command, "--help"]), Duration::from_secs(30)).await;
         let help = text(&out.stdout);
         assert!(out.status.success());
         for flag in ["--mqtt", "--username", "--password", "--ca-file", "--count", "--rate", "--qos"] {
@@ -343,7 +331,7 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
     let ca = dir.path().join("ca.pem");
     for url in [format!("mqtts://localhost:{tls_port}"), format!("wss://localhost:{wss_port}/")] {
         let out = run(
-            roost().args(["simulate", "--mqtt", &url, "--ca-file"]).arg(&ca).args(["--count", "9", "--interval", "0.05"]),
+            roost_command("warn").args(["simulate", "--mqtt", &url, "--ca-file"]).arg(&ca).args(["--count", "9", "--interval", "0.05"]),
             Duration::from_secs(60),
         )
         .await;
@@ -351,9 +339,11 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
         assert!(out.status.success() && stderr.contains("simulate: sent 9 · acked 9 · "), "{url}: {stderr}");
     }
     // Without the CA the certificate is refused, and the log says why.
-    let out =
-        run(roost().args(["simulate", "--mqtt", &format!("mqtts://localhost:{tls_port}"), "--duration", "2s"]), Duration::from_secs(60))
-            .await;
+    let out = run(
+        roost_command("warn").args(["simulate", "--mqtt", &format!("mqtts://localhost:{tls_port}"), "--duration", "2s"]),
+        Duration::from_secs(60),
+    )
+    .await;
     let stderr = text(&out.stderr);
     assert!(stderr.contains("invalid peer certificate: UnknownIssuer"), "{stderr}");
     assert!(stderr.contains("simulate: sent 0 · acked 0"), "{stderr}");
@@ -365,7 +355,7 @@ async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     crate::support::add_user(&server.store, "carol", "carol-secret", false).await;
     let db = server.store.url().expose_secret().to_owned();
     let out = run(
-        roost()
+        roost_command("warn")
             .args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", &db, "--count", "500", "--clients", "2"])
             .args(["--username", "carol"])
             .env("ROOST_PASSWORD", "carol-secret"),
@@ -375,7 +365,7 @@ async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     let stdout = text(&out.stdout);
     assert!(out.status.success() && stdout.contains("verified: all 500 acknowledged readings are stored"), "{stdout}{}", text(&out.stderr));
     let out = run(
-        roost()
+        roost_command("warn")
             .args(["simulate", "--mqtt", &server.mqtt.to_string(), "--username", "carol", "--count", "9", "--interval", "0.05"])
             .env("ROOST_PASSWORD", "carol-secret"),
         Duration::from_secs(60),

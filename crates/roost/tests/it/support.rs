@@ -235,3 +235,15 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The `roost` binary as a child process: logging at `log`, none of the `ROOST_*` settings of
+/// the environment running the tests (so they cannot change what a test means), killed when
+/// dropped.
+pub fn roost_command(log: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_roost"));
+    cmd.env("RUST_LOG", log).kill_on_drop(true);
+    for (key, _) in std::env::vars_os().filter(|(key, _)| key.to_string_lossy().starts_with("ROOST_")) {
+        cmd.env_remove(key);
+    }
+    cmd
+}
