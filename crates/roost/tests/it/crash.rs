@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const ROUNDS: u64 = 4;
 const PUBLISHERS: u64 = 3;
@@ -23,12 +23,10 @@ const WINDOW: usize = 20;
 
 /// Starts the `roost` binary on `database` and returns it with its MQTT address.
 pub async fn spawn_roost(database: &DatabaseUrl) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+    let mut child = crate::support::roost_command("info")
         .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--database", database.expose_secret()])
-        .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();

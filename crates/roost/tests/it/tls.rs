@@ -3,7 +3,7 @@
 //! certificate reload when its files change.
 
 use crate::simulator::make_certificates;
-use crate::support::{eventually_async, require_command, TestServer};
+use crate::support::{eventually_async, require_command, roost_command, TestServer};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,11 +59,10 @@ async fn mqtt_wss_and_https_over_tls_with_certificate_reload() {
 
     // WebSocket over TLS with rumqttc (roost simulate).
     let (ok, out) = output(
-        Command::new(env!("CARGO_BIN_EXE_roost"))
+        roost_command("warn")
             .args(["simulate", "--mqtt", &format!("wss://localhost:{}/mqtt", server.ws.port()), "--ca-file"])
             .arg(&ca)
-            .args(["--username", "alice", "--password", "alice-secret", "--count", "6", "--interval", "0.05", "--devices", "2"])
-            .env("RUST_LOG", "warn"),
+            .args(["--username", "alice", "--password", "alice-secret", "--count", "6", "--interval", "0.05", "--devices", "2"]),
     )
     .await;
     assert!(ok && out.contains("simulate: sent 6 · acked 6"), "{out}");
@@ -119,8 +118,8 @@ async fn mqtt_wss_and_https_over_tls_with_certificate_reload() {
 async fn tls_settings_that_cannot_work_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let roost = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-        cmd.current_dir(dir.path()).env_remove("ROOST_DATABASE").args([
+        let mut cmd = roost_command("info");
+        cmd.current_dir(dir.path()).args([
             "serve",
             "--mqtt",
             "127.0.0.1:0",
@@ -154,9 +153,8 @@ async fn sighup_reloads_the_certificate() {
     make_certificates(renewed.path()).await;
     let dir = first.path();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+    let mut child = roost_command("info")
         .current_dir(dir)
-        .env_remove("ROOST_DATABASE")
         .args([
             "serve",
             "--allow-anonymous",
@@ -170,7 +168,6 @@ async fn sighup_reloads_the_certificate() {
         .args(["--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     eventually_async(
