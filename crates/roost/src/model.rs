@@ -2,7 +2,9 @@
 //! reasons, timestamps. Below `ingest` and `store`, so arrows point one way
 //! (ingest → store → model). No I/O.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,6 +45,19 @@ impl SensorKey {
         }
         Ok(Self { owner: owner.to_owned(), place: place.to_owned(), category: category.to_owned() })
     }
+}
+
+/// The newest value of each key, by reading time; of two at the same time, the later in
+/// `readings` wins. A sensor's stored latest value and the live feed both follow this rule.
+pub fn newest_per_key<K: Eq + Hash>(readings: impl IntoIterator<Item = (K, TimestampMs, f64)>) -> HashMap<K, (TimestampMs, f64)> {
+    let mut newest = HashMap::new();
+    for (key, ts, value) in readings {
+        let entry = newest.entry(key).or_insert((ts, value));
+        if ts >= entry.0 {
+            *entry = (ts, value);
+        }
+    }
+    newest
 }
 
 impl fmt::Display for SensorKey {

@@ -112,7 +112,7 @@ pub async fn run_writer(
                 let Some(first) = job else { break };
                 let mut pending = Vec::with_capacity(1024);
                 pending.push(first);
-                gather(&mut jobs, &mut pending, config.max_batch);
+                take_queued(&mut jobs, &mut pending, config.max_batch);
                 writing.push(writer.write(pending));
             }
             _ = stop.cancelled() => break,
@@ -140,7 +140,7 @@ pub async fn run_writer(
 /// Takes what is queued into `pending`, up to `max` records. (Letting the sessions run a few
 /// scheduler turns first, for a fuller batch, measured no better on a fleet of 1,000
 /// one-in-flight boards: 43.9k vs 43.8k readings/s.)
-fn gather(jobs: &mut mpsc::Receiver<Job>, pending: &mut Vec<Job>, max: usize) {
+fn take_queued(jobs: &mut mpsc::Receiver<Job>, pending: &mut Vec<Job>, max: usize) {
     while pending.len() < max {
         match jobs.try_recv() {
             Ok(job) => pending.push(job),
@@ -188,10 +188,10 @@ struct Part {
 }
 
 impl Part {
-    fn gather(jobs: &mut Vec<Job>) -> Self {
+    fn gather(jobs: Vec<Job>) -> Self {
         let mut batch = Batch::default();
         let mut waiters = Vec::with_capacity(jobs.len());
-        for job in jobs.drain(..) {
+        for job in jobs {
             let (readings_start, rejects_start) = (batch.readings.len(), batch.rejects.len());
             match job.record {
                 Record::Readings(readings) => batch.readings.extend(readings),
@@ -246,11 +246,11 @@ impl Writer<'_> {
     /// Commits `jobs` and releases their acknowledgements; a batch the database refuses is
     /// split until the refused record is alone, and that one is stored as a reject instead.
     /// Returns false if it gave up because of shutdown.
-    async fn write(&self, mut jobs: Vec<Job>) -> bool {
+    async fn write(&self, jobs: Vec<Job>) -> bool {
         let health = &self.stats.health;
         let oldest = jobs.iter().map(|j| j.queued_at).min().unwrap_or_else(tokio::time::Instant::now);
         health.writing(oldest);
-        let mut parts = vec![Part::gather(&mut jobs)];
+        let mut parts = vec![Part::gather(jobs)];
         while let Some(part) = parts.pop() {
             match self.commit(&part.batch, part.waiters.len()).await {
                 Outcome::Committed => self.settle(part),
@@ -351,15 +351,14 @@ impl Writer<'_> {
 }
 
 fn newest_per_sensor(batch: &Batch) -> Vec<LiveReading> {
-    let mut newest: std::collections::HashMap<&crate::model::SensorKey, (i64, f64)> = std::collections::HashMap::new();
-    for r in &batch.readings {
-        let entry = newest.entry(&r.sensor).or_insert((r.ts.0, r.value));
-        if r.ts.0 >= entry.0 {
-            *entry = (r.ts.0, r.value);
-        }
-    }
-    newest
+    crate::model::newest_per_key(batch.readings.iter().map(|r| (&r.sensor, r.ts, r.value)))
         .into_iter()
-        .map(|(k, (ts, value))| LiveReading { owner: k.owner.clone(), place: k.place.clone(), category: k.category.clone(), ts, value })
+        .map(|(k, (ts, value))| LiveReading {
+            owner: k.owner.clone(),
+            place: k.place.clone(),
+            category: k.category.clone(),
+            ts: ts.0,
+            value,
+        })
         .collect()
 }

@@ -8,7 +8,7 @@
 //! in key order, so two writers on one server database lock rows in the same order.
 
 use super::{query_err, Batch, Commit, Dialect, Pool, Store, StoreError};
-use crate::model::{Reading, SensorKey, TimestampMs};
+use crate::model::{newest_per_key, Reading, SensorKey, TimestampMs};
 use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -61,13 +61,7 @@ impl<'a> Plan<'a> {
 /// The newest reading of each sensor, by reading time (the later one in the batch on a tie),
 /// ordered by sensor id.
 fn newest_per_sensor(ids: &[i64], readings: &[Reading]) -> Vec<(i64, TimestampMs, f64)> {
-    let mut newest: HashMap<i64, (TimestampMs, f64)> = HashMap::with_capacity(ids.len());
-    for (&id, r) in ids.iter().zip(readings) {
-        let entry = newest.entry(id).or_insert((r.ts, r.value));
-        if r.ts >= entry.0 {
-            *entry = (r.ts, r.value);
-        }
-    }
+    let newest = newest_per_key(ids.iter().copied().zip(readings).map(|(id, r)| (id, r.ts, r.value)));
     let mut newest: Vec<_> = newest.into_iter().map(|(id, (ts, value))| (id, ts, value)).collect();
     newest.sort_unstable_by_key(|&(id, ..)| id);
     newest
