@@ -236,10 +236,7 @@ impl Store {
                         if unknown_ids[offset + slot].is_some() {
                             continue;
                         }
-                        let mut select = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ");
-                        select.push_bind(key.owner.as_str())
-                            .push(" AND place = ").push_bind(key.place.as_str())
-                            .push(" AND category = ").push_bind(key.category.as_str());
+                        let mut select = super::queries::select_sensor_id(key);
                         if dialect == Dialect::MySql {
                             select.push(" LOCK IN SHARE MODE");
                         }

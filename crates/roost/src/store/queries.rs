@@ -7,6 +7,18 @@ use sqlx::{QueryBuilder, Row};
 /// Buckets at least this wide are computed from the per-minute rollups.
 pub const ROLLUP_MIN_BUCKET_MS: i64 = 5 * 60_000;
 
+/// `SELECT id FROM sensors` of one sensor (the caller may add a locking clause).
+pub(super) fn select_sensor_id<'a, DB: sqlx::Database>(sensor: &'a SensorKey) -> QueryBuilder<'a, DB>
+where
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ");
+    query.push_bind(sensor.owner.as_str());
+    query.push(" AND place = ").push_bind(sensor.place.as_str());
+    query.push(" AND category = ").push_bind(sensor.category.as_str());
+    query
+}
+
 impl Store {
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
         self.count_rows("readings", "counting readings").await
@@ -123,10 +135,7 @@ pub struct Bucket {
 impl Store {
     /// The id of a sensor, if it exists.
     pub async fn sensor_id(&self, sensor: &SensorKey) -> Result<Option<i64>, StoreError> {
-        on_pool!(self, pool => QueryBuilder::new("SELECT id FROM sensors WHERE owner = ")
-            .push_bind(sensor.owner.as_str())
-            .push(" AND place = ").push_bind(sensor.place.as_str())
-            .push(" AND category = ").push_bind(sensor.category.as_str())
+        on_pool!(self, pool => select_sensor_id(sensor)
             .build()
             .fetch_optional(pool)
             .await
