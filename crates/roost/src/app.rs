@@ -6,6 +6,7 @@ use crate::api::{self, ApiState};
 use crate::auth::limiter::{LimiterConfig, LoginLimiter};
 use crate::auth::UserAuth;
 use crate::broker::{self, AllowAll, Authenticate, Broker, BrokerConfig};
+use crate::broker_store::{BrokerStore, StateQueue};
 use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, WriterConfig};
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
 use crate::settings::Settings;
@@ -38,6 +39,7 @@ pub struct App {
     store: Arc<Store>,
     ingest_stats: Arc<IngestStats>,
     jobs: tokio::sync::mpsc::Receiver<ingest::Job>,
+    state_queue: StateQueue,
     mqtt: TcpListener,
     mqtt_ws: TcpListener,
     http: TcpListener,
@@ -86,6 +88,8 @@ impl App {
             max_queued_qos0: args.max_queued_qos0 as usize,
             max_connections_per_ip: args.max_connections_per_ip as usize,
             max_subscriptions: args.max_subscriptions as usize,
+            session_expiry: args.session_expiry,
+            retained: broker::RetainedLimits { max_count: args.max_retained as usize, max_bytes: args.max_retained_bytes as usize },
             ..BrokerConfig::default()
         };
         let store = Store::open(&args.db.database).await.context("opening the database")?;
@@ -106,7 +110,19 @@ impl App {
             crate::auth::bootstrap::ensure_admin(&store, &args.data_dir).await.context("creating the first admin")?;
             Arc::new(UserAuth::new(Arc::clone(&store), Arc::clone(&login_limiter)))
         };
-        let broker = Broker::new(config, auth, Arc::new(ingest));
+        let started = std::time::Instant::now();
+        let restored = crate::broker_store::restore(&store).await.context("loading the broker's state")?;
+        info!(
+            retained = restored.retained.len(),
+            sessions = restored.sessions.len(),
+            queued = restored.sessions.iter().map(|s| s.messages.len()).sum::<usize>(),
+            wills = restored.wills.len(),
+            took = ?started.elapsed(),
+            "broker state restored"
+        );
+        let (broker_store, state_queue) = BrokerStore::new();
+        let hooks = broker::Hooks { auth, ingest: Arc::new(ingest), persistence: Arc::new(broker_store) };
+        let broker = Broker::new(config, hooks, restored);
         let mqtt = bind(args.mqtt, "MQTT").await?;
         let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
         let http = bind(args.http, "HTTP").await?;
@@ -127,6 +143,7 @@ impl App {
             store,
             ingest_stats,
             jobs,
+            state_queue,
             mqtt,
             mqtt_ws,
             http,
@@ -193,6 +210,9 @@ impl App {
             self.live.clone(),
             writer_stop.clone(),
         ));
+        let state_writer_stop = CancellationToken::new();
+        let state_writer =
+            tokio::spawn(crate::broker_store::run_state_writer(Arc::clone(&self.store), self.state_queue, state_writer_stop.clone()));
         let demo = match self.demo {
             Some(mode) => Some(start_demo(&self.store, mode, self.mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
             None => None,
@@ -248,10 +268,14 @@ impl App {
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "some connections did not close in time");
         }
-        // Sessions are closed: let the writer commit what is queued, then stop.
+        // Sessions are closed: let the writers commit what is queued, then stop.
         writer_stop.cancel();
+        state_writer_stop.cancel();
         if let Err(e) = writer.await {
             warn!(error = %e, "ingest writer failed");
+        }
+        if let Err(e) = state_writer.await {
+            warn!(error = %e, "broker state writer failed");
         }
         // A request still running past the grace period may hold a database connection, and
         // closing the pool waits for every connection to come back: do not wait forever.

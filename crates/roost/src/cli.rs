@@ -380,6 +380,20 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
     pub max_subscriptions: u32,
 
+    /// A persistent session (clean session 0) offline for longer than this (e.g. 7d, 12h) is
+    /// removed with its subscriptions and queued messages.
+    #[arg(long, env = "ROOST_SESSION_EXPIRY", default_value = "7d", value_parser = parse_duration)]
+    pub session_expiry: Duration,
+
+    /// Retained messages kept; a retained publish to a new topic past it is delivered but not
+    /// retained (counted and logged).
+    #[arg(long, env = "ROOST_MAX_RETAINED", default_value_t = 1_000_000)]
+    pub max_retained: u32,
+
+    /// Payload bytes of all retained messages together; past it, as --max-retained.
+    #[arg(long, env = "ROOST_MAX_RETAINED_BYTES", default_value_t = 1 << 30)]
+    pub max_retained_bytes: u64,
+
     /// Largest HTTP request body accepted, in bytes.
     #[arg(long, env = "ROOST_MAX_REQUEST_BODY", default_value_t = 16 * 1024)]
     pub max_request_body: u32,

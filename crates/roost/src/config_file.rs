@@ -41,6 +41,9 @@ pub struct ConfigFile {
     sys_interval: Option<DurationValue>,
     max_connections_per_ip: Option<u32>,
     max_subscriptions: Option<u32>,
+    session_expiry: Option<DurationValue>,
+    max_retained: Option<u32>,
+    max_retained_bytes: Option<u64>,
     max_login_failures: Option<u32>,
     max_login_failures_total: Option<u32>,
     login_failure_window: Option<DurationValue>,
@@ -131,6 +134,9 @@ impl ConfigFile {
         take!(max_queued_qos0 => args.max_queued_qos0);
         take!(max_connections_per_ip => args.max_connections_per_ip);
         take!(max_subscriptions => args.max_subscriptions);
+        take!(session_expiry => args.session_expiry, DurationValue::parse);
+        take!(max_retained => args.max_retained);
+        take!(max_retained_bytes => args.max_retained_bytes);
         take!(max_login_failures => args.max_login_failures);
         take!(max_login_failures_total => args.max_login_failures_total);
         take!(max_request_body => args.max_request_body);

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod broker;
+pub mod broker_store;
 pub mod cli;
 pub mod config_file;
 pub mod ingest;

@@ -96,12 +96,15 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
     range("max_queued", args.max_queued.into(), 1, 10_000_000)?;
     range("max_queued_qos0", args.max_queued_qos0.into(), 1, 10_000_000)?;
     range("max_subscriptions", args.max_subscriptions.into(), 1, 1_000_000)?;
+    range("max_retained", args.max_retained.into(), 1, 100_000_000)?;
+    range("max_retained_bytes", args.max_retained_bytes, 1, 1 << 40)?;
     range("max_request_body", args.max_request_body.into(), 1024, 1 << 30)?;
     range("max_login_failures_total", args.max_login_failures_total.into(), 1, 10_000_000)?;
     span("connect_timeout", args.connect_timeout, DAY)?;
     span("sys_interval", args.sys_interval, DAY)?;
     span("stale_after", args.stale_after, 366 * DAY)?;
     span("login_failure_window", args.login_failure_window, DAY)?;
+    span("session_expiry", args.session_expiry, 366 * DAY)?;
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         let key = if args.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
         let value = format!("{:?}", (&args.tls_cert, &args.tls_key));

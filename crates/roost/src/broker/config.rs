@@ -28,6 +28,10 @@ pub struct BrokerConfig {
     pub max_connections_per_ip: usize,
     /// Subscriptions one client may hold; further filters get SUBACK 0x80.
     pub max_subscriptions: usize,
+    /// A persistent session (clean session 0) offline for longer is removed with its queue.
+    pub session_expiry: Duration,
+    /// Retained messages kept: count and payload bytes.
+    pub retained: super::RetainedLimits,
 }
 
 impl Default for BrokerConfig {
@@ -42,6 +46,8 @@ impl Default for BrokerConfig {
             takeover_timeout: Duration::from_secs(5),
             max_connections_per_ip: 1000,
             max_subscriptions: 1000,
+            session_expiry: Duration::from_secs(7 * 24 * 3600),
+            retained: super::RetainedLimits::default(),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! One client connection: the MQTT 3.1.1 protocol state machine between a byte stream and the
 //! broker. Owns its socket, its read/write buffers and (while connected) its session.
 
+use super::durability::StateChange;
 use super::hooks::{AuthOutcome, Credentials, Receipt};
 use super::limits::Permit;
 use super::mailbox::{Alarm, Congestion, Delivery, Mailbox, MailboxEvent};
-use super::sessions::{Claimed, Outbound, SessionState};
+use super::sessions::{Claimed, NewSession, Outbound, SessionState};
 use super::stats::BrokerStats;
 use super::{Broker, Message};
 use bytes::BytesMut;
@@ -39,6 +40,7 @@ enum End {
     ClosedByPeer,
     TakenOver,
     Shutdown,
+    Dropped,
     KeepAliveExpired(Duration),
     QueueOverflow,
     Protocol(String),
@@ -53,6 +55,7 @@ impl fmt::Display for End {
             End::ClosedByPeer => f.write_str("client closed the connection"),
             End::TakenOver => f.write_str("[MQTT-3.1.4-2] another connection took over this client id"),
             End::Shutdown => f.write_str("server shutting down"),
+            End::Dropped => f.write_str("an admin dropped this persistent session"),
             End::KeepAliveExpired(limit) => {
                 write!(f, "[MQTT-3.1.2-24] nothing received for {limit:?} (1.5 x keep-alive)")
             }
@@ -76,11 +79,15 @@ impl From<std::io::Error> for End {
     }
 }
 
-/// An acknowledgement waiting for its turn: acks go out in the order the publishes arrived
-/// [MQTT-4.6.0-2], and each one only after the ingest sink's receipt (if any) resolved.
+/// A packet waiting for its turn: acks go out in the order the publishes arrived
+/// [MQTT-4.6.0-2], and each one only after the ingest sink's receipt and the broker state's
+/// commit (if any) resolved. A QoS 2 PUBLISH or PUBREL to a persistent session waits here too,
+/// until the packet id or release it depends on is stored.
 struct PendingAck {
     reply: Packet,
     receipt: Option<Receipt>,
+    /// Resolves once the broker state this packet promises is committed.
+    committed: Option<Receipt>,
     /// For a QoS 1 publish handed to ingest: its packet id and content hash, remembered once
     /// committed so that a DUP resend is not stored twice.
     stored: Option<(PacketId, u64)>,
@@ -88,7 +95,16 @@ struct PendingAck {
 
 impl PendingAck {
     fn now(reply: Packet) -> Self {
-        Self { reply, receipt: None, stored: None }
+        Self { reply, receipt: None, committed: None, stored: None }
+    }
+
+    /// `reply` once the broker state recorded so far is committed.
+    fn after_commit(reply: Packet, committed: Option<Receipt>) -> Self {
+        Self { committed, ..Self::now(reply) }
+    }
+
+    fn waits(&self) -> bool {
+        self.receipt.is_some() || self.committed.is_some()
     }
 }
 
@@ -221,8 +237,9 @@ where
         }
         let Some((client_id, username)) = Box::pin(self.accept_identity(&connect)).await else { return };
         // Destructured at once: a named `Option<Claimed>` would be kept for the whole session.
+        let new = NewSession { client_id: &client_id, clean: connect.clean_start, username: username.as_deref() };
         let Some(Claimed { mut state, session_present, generation }) =
-            Box::pin(self.broker.sessions.claim(&client_id, connect.clean_start, &self.broker.router, &self.broker.config)).await
+            Box::pin(self.broker.sessions.claim(new, &self.broker.router, &self.broker.config, &self.broker.durable)).await
         else {
             Box::pin(self.refuse(connect_return::SERVER_UNAVAILABLE)).await;
             info!(peer = %self.peer, %client_id, "server shutting down; connection refused");
@@ -236,6 +253,7 @@ where
         let (keep_alive, will) = keep_alive_and_will(connect);
         // [MQTT-3.1.2-24] 1.5 times the keep-alive; zero disables it.
         self.keep_alive = (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.5));
+        let will = will.map(|will| self.keep_will(&state, *will, username.as_deref()));
         let end = self.resume(&mut state, session_present, username.as_deref()).await;
         self.broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match &end {
@@ -250,13 +268,29 @@ where
             _ => info!(peer = %self.peer, client_id = %state.client_id, reason = %end, "connection closed"),
         }
         Box::pin(self.settle_pending_acks(&mut state)).await;
-        if !matches!(end, End::Disconnect) {
-            if let Some(will) = will {
-                self.publish_will(*will, username.as_deref());
+        if let Some(will) = will {
+            if !matches!(end, End::Disconnect) {
+                self.publish_will(will, username.as_deref());
             }
+            self.broker.durable.record(StateChange::WillCleared { client_id: Arc::clone(&state.client_id) });
+        }
+        if matches!(end, End::Dropped) {
+            state.clean = true; // discarded on release
         }
         let _ = Box::pin(self.stream.shutdown()).await;
-        self.broker.sessions.release(generation, state, &self.broker.router);
+        self.broker.sessions.release(generation, state, &self.broker.router, &self.broker.durable);
+    }
+
+    /// Keeps the will for the end of the connection, and stores it: if the server dies with
+    /// this connection, it is published when the server starts again.
+    fn keep_will(&self, state: &SessionState, will: LastWill, username: Option<&str>) -> Arc<Message> {
+        let will = Arc::new(Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain });
+        self.broker.durable.record(StateChange::WillSet {
+            client_id: Arc::clone(&state.client_id),
+            username: username.map(Arc::from),
+            will: Arc::clone(&will),
+        });
+        will
     }
 
     /// Checks the client id and credentials; answers a refusal itself. Returns the client id
@@ -334,6 +368,7 @@ where
                 Wake::Alarm(Alarm::Overflow) => return End::QueueOverflow,
                 Wake::Alarm(Alarm::KeepAliveExpired) => return End::KeepAliveExpired(self.keep_alive.unwrap_or_default()),
                 Wake::Alarm(Alarm::Shutdown) => return End::Shutdown,
+                Wake::Alarm(Alarm::Dropped) => return End::Dropped,
                 Wake::Messages | Wake::Receipt(Ok(())) => {}
                 Wake::Receipt(Err(why)) => return End::NotStored(why),
                 Wake::Input(Ok(0)) => return End::ClosedByPeer,
@@ -357,7 +392,7 @@ where
         if let Poll::Ready(MailboxEvent::Alarm(alarm)) = event {
             return Poll::Ready(Wake::Alarm(alarm));
         }
-        if self.pending_acks.front().is_some_and(|p| p.receipt.is_some()) {
+        if self.pending_acks.front().is_some_and(PendingAck::waits) {
             if let Poll::Ready(result) = poll_front_receipt(&mut self.pending_acks, cx) {
                 return Poll::Ready(Wake::Receipt(result));
             }
@@ -426,22 +461,36 @@ where
             Packet::Publish(publish) => self.handle_publish(publish, state, username).await?,
             Packet::PubAck(ack) => {
                 // Unknown ids are tolerated: the client may be answering a resend.
-                remove_outbound(state, ack.packet_id, false);
+                self.remove_outbound(state, ack.packet_id, false);
             }
             Packet::PubRec(ack) => {
+                let mut released = None;
                 if let Some(o) = state.outbound.iter_mut().find(|o| o.packet_id == ack.packet_id && !o.released) {
                     o.released = true;
+                    released = o.delivery.seq;
                 }
-                // [MQTT-4.3.3-1] answer PUBREC with PUBREL.
-                self.queue(Packet::PubRel(Ack::new(ack.packet_id)));
+                // [MQTT-4.3.3-1] answer PUBREC with PUBREL; for a persistent session only once
+                // the release is stored (a resend after a restart must be a PUBREL, not the
+                // PUBLISH again).
+                let pubrel = Packet::PubRel(Ack::new(ack.packet_id));
+                match released {
+                    Some(seq) => {
+                        self.broker.durable.record(StateChange::Released { seq });
+                        self.pending_acks.push_back(PendingAck::after_commit(pubrel, self.broker.durable.committed()));
+                    }
+                    None => self.queue(pubrel),
+                }
             }
             Packet::PubComp(ack) => {
-                remove_outbound(state, ack.packet_id, true);
+                self.remove_outbound(state, ack.packet_id, true);
             }
             Packet::PubRel(ack) => {
                 // [MQTT-4.3.3-2] the id may be reused once released; answer PUBCOMP even for an
                 // unknown id, since our PUBCOMP may have been lost.
-                state.inbound_qos2.remove(&ack.packet_id);
+                if state.inbound_qos2.remove(&ack.packet_id) && !state.clean {
+                    let client_id = Arc::clone(&state.client_id);
+                    self.broker.durable.record(StateChange::InboundReleased { client_id, packet_id: ack.packet_id });
+                }
                 self.pending_acks.push_back(PendingAck::now(Packet::PubComp(Ack::new(ack.packet_id))));
             }
             Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe, state, username),
@@ -486,29 +535,39 @@ where
                     self.pending_acks.push_back(PendingAck::now(Packet::PubRec(Ack::new(id))));
                     return Ok(());
                 }
+                if !state.clean {
+                    // Kept across a restart too: the PUBREC below waits for it to be stored.
+                    let client_id = Arc::clone(&state.client_id);
+                    self.broker.durable.record(StateChange::InboundQos2 { client_id, packet_id: id });
+                }
                 Some(Packet::PubRec(Ack::new(id)))
             }
             _ => return Err(End::Protocol("[MQTT-2.3.1-1] QoS > 0 PUBLISH without a packet identifier".into())),
         };
-        let receipt = if allowed {
+        let qos2_kept = publish.qos == QoS::ExactlyOnce && !state.clean;
+        let (receipt, durable) = if allowed {
             let receipt = if self.broker.ingest.wants(message.topic.as_str()) {
                 self.broker.ingest.offer(&state.client_id, &message).await
             } else {
                 None
             };
-            let congestion = self.broker.router.route(Arc::new(message), &self.broker.stats);
-            self.congestion = self.congestion.max(congestion);
-            receipt
+            let routed = self.broker.router.route(Arc::new(message), &self.broker.stats, &self.broker.durable);
+            self.congestion = self.congestion.max(routed.congestion);
+            (receipt, routed.durable)
         } else {
             // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and
             // dropped (and counted), so the client does not resend it forever.
             BrokerStats::incr(&self.broker.stats.publishes_denied);
             debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
-            None
+            (None, false)
         };
         if let Some(reply) = reply {
             let stored = if receipt.is_some() { stored } else { None };
-            self.pending_acks.push_back(PendingAck { reply, receipt, stored });
+            // Acknowledged means stored: what this publish changed in the broker's durable
+            // state (a retained message, messages queued for persistent sessions) is
+            // committed first.
+            let committed = if durable || qos2_kept { self.broker.durable.committed() } else { None };
+            self.pending_acks.push_back(PendingAck { reply, receipt, committed, stored });
         }
         Ok(())
     }
@@ -539,15 +598,28 @@ where
             let qos = options.qos;
             self.broker.router.subscribe(&filter, state.id, qos, Arc::clone(&state.mailbox));
             retained.extend(self.broker.router.retained_matching(&filter).into_iter().map(|m| (m, qos)));
+            if let Some(owner) = state.mailbox.owner() {
+                let client_id = Arc::clone(&owner.client_id);
+                self.broker.durable.record(StateChange::Subscribed { client_id, filter: filter.clone(), qos });
+            }
             state.subscriptions.insert(filter, qos);
             codes.push(qos as u8);
         }
-        // [MQTT-3.8.4-1, -5] one code per filter, in order.
-        self.queue(Packet::SubAck(SubAck { packet_id: subscribe.packet_id, codes, properties: Default::default() }));
+        // [MQTT-3.8.4-1, -5] one code per filter, in order; a persistent session's
+        // subscriptions are stored first.
+        let suback = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, codes, properties: Default::default() });
+        self.answer_after_commit(state, suback);
         for (message, granted) in retained {
             let qos = granted.min(message.qos);
             // [MQTT-3.3.1-8] retained messages go out with the retain flag set.
-            if let super::mailbox::PushOutcome::DroppedQoS0 = state.mailbox.push(Delivery { message, qos, retain: true }) {
+            let delivery = Delivery { message, qos, retain: true, seq: None };
+            let outcome = match state.mailbox.owner() {
+                Some(owner) if qos != QoS::AtMostOnce => state.mailbox.push_with(delivery, |d| {
+                    d.seq = Some(super::router::queue_durably(&self.broker.durable, &owner.client_id, d));
+                }),
+                _ => state.mailbox.push(delivery),
+            };
+            if let super::mailbox::PushOutcome::DroppedQoS0 = outcome {
                 BrokerStats::incr(&self.broker.stats.dropped_qos0);
             }
         }
@@ -557,11 +629,25 @@ where
         for raw in &unsubscribe.filters {
             if let Ok(filter) = TopicFilter::parse(raw) {
                 self.broker.router.unsubscribe(&filter, state.id);
-                state.subscriptions.remove(&filter);
+                if state.subscriptions.remove(&filter).is_some() {
+                    if let Some(owner) = state.mailbox.owner() {
+                        let client_id = Arc::clone(&owner.client_id);
+                        self.broker.durable.record(StateChange::Unsubscribed { client_id, filter });
+                    }
+                }
             }
         }
         // [MQTT-3.10.4-4, -5] UNSUBACK even when nothing matched.
-        self.queue(Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, codes: Vec::new(), properties: Default::default() }));
+        let unsuback = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, codes: Vec::new(), properties: Default::default() });
+        self.answer_after_commit(state, unsuback);
+    }
+
+    /// Sends `reply` now, or for a persistent session once its state so far is committed.
+    fn answer_after_commit(&mut self, state: &SessionState, reply: Packet) {
+        match state.mailbox.owner().and_then(|_| self.broker.durable.committed()) {
+            Some(committed) => self.pending_acks.push_back(PendingAck::after_commit(reply, Some(committed))),
+            None => self.queue(reply),
+        }
     }
 
     /// Moves what the session may send now (within its in-flight window) into the write buffer.
@@ -571,7 +657,16 @@ where
         let overflowed = state.mailbox.drain_into(&mut batch, window);
         for delivery in batch.drain(..) {
             let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| state.next_packet_id());
-            self.queue(publish_packet(&delivery, packet_id, false));
+            let publish = publish_packet(&delivery, packet_id, false);
+            match (delivery.seq, packet_id) {
+                (Some(seq), Some(packet_id)) if delivery.qos == QoS::ExactlyOnce => {
+                    // Exactly once across a restart: the packet id is stored before the PUBLISH
+                    // leaves, so that a resend uses it again [MQTT-4.3.3-2].
+                    self.broker.durable.record(StateChange::Sent { seq, packet_id });
+                    self.pending_acks.push_back(PendingAck::after_commit(publish, self.broker.durable.committed()));
+                }
+                _ => self.queue(publish),
+            }
             if let Some(packet_id) = packet_id {
                 state.push_outbound(Outbound { packet_id, delivery, released: false });
             }
@@ -587,13 +682,14 @@ where
     /// Queues the acknowledgements whose publishes are handled, in arrival order.
     fn release_ready_acks(&mut self, state: &mut SessionState) -> Result<(), End> {
         while let Some(front) = self.pending_acks.front_mut() {
-            if let Some(receipt) = &mut front.receipt {
+            for slot in [&mut front.receipt, &mut front.committed] {
+                let Some(receipt) = slot else { continue };
                 match receipt.try_recv() {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => *slot = None,
                     Ok(Err(why)) => return Err(End::NotStored(why)),
                     Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return Ok(()),
                     Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                        return Err(End::NotStored("ingest dropped the publish".into()))
+                        return Err(End::NotStored("dropped before it was stored".into()))
                     }
                 }
             }
@@ -626,12 +722,25 @@ where
         let _ = tokio::time::timeout(Duration::from_millis(100), self.flush()).await;
     }
 
-    fn publish_will(&self, will: LastWill, username: Option<&str>) {
+    fn publish_will(&self, will: Arc<Message>, username: Option<&str>) {
         if !self.broker.auth.may_publish(username, will.topic.as_str()) {
             return;
         }
-        let message = Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain };
-        self.broker.router.route(Arc::new(message), &self.broker.stats);
+        self.broker.router.route(will, &self.broker.stats, &self.broker.durable);
+    }
+
+    /// Forgets an outgoing message the client acknowledged (PUBACK for QoS 1, PUBCOMP for
+    /// QoS 2); a persistent session's copy is deleted too.
+    fn remove_outbound(&self, state: &mut SessionState, packet_id: PacketId, released: bool) {
+        if let Some(pos) = state.outbound.iter().position(|o| o.packet_id == packet_id) {
+            let expected_qos = if released { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
+            let outbound = &state.outbound[pos];
+            if outbound.delivery.qos == expected_qos && outbound.released == released {
+                if let Some(seq) = state.remove_outbound_at(pos).and_then(|o| o.delivery.seq) {
+                    self.broker.durable.record(StateChange::Delivered { seq });
+                }
+            }
+        }
     }
 
     fn queue(&mut self, packet: Packet) {
@@ -675,27 +784,19 @@ fn publish_packet(delivery: &Delivery, packet_id: Option<PacketId>, dup: bool) -
     })
 }
 
-fn remove_outbound(state: &mut SessionState, packet_id: PacketId, released: bool) {
-    if let Some(pos) = state.outbound.iter().position(|o| o.packet_id == packet_id) {
-        let expected_qos = if released { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
-        let outbound = &state.outbound[pos];
-        if outbound.delivery.qos == expected_qos && outbound.released == released {
-            state.remove_outbound_at(pos);
-        }
-    }
-}
-
 /// Polls the ingest receipt of the oldest pending ack: `Ready` at once if it has none, else once
 /// the receipt resolved (it is then cleared; the caller releases the acks that are ready).
 fn poll_front_receipt(pending: &mut VecDeque<PendingAck>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-    let Some(PendingAck { receipt: Some(receipt), .. }) = pending.front_mut() else { return Poll::Ready(Ok(())) };
-    Poll::Ready(match ready!(Pin::new(receipt).poll(cx)) {
-        Ok(result) => {
-            pending.front_mut().expect("front exists").receipt = None;
-            result
+    let Some(front) = pending.front_mut() else { return Poll::Ready(Ok(())) };
+    for slot in [&mut front.receipt, &mut front.committed] {
+        let Some(receipt) = slot else { continue };
+        match ready!(Pin::new(receipt).poll(cx)) {
+            Ok(Ok(())) => *slot = None,
+            Ok(Err(why)) => return Poll::Ready(Err(why)),
+            Err(_) => return Poll::Ready(Err("dropped before it was stored".into())),
         }
-        Err(_) => Err("ingest dropped the publish".into()),
-    })
+    }
+    Poll::Ready(Ok(()))
 }
 
 #[cfg(test)]
@@ -706,7 +807,7 @@ mod size_tests {
     /// an idle connection costs (BENCHMARKS.md). A guard against regressions, not a timing.
     #[test]
     fn an_idle_connection_future_stays_small() {
-        let broker = Broker::new(Default::default(), Arc::new(super::super::AllowAll), Arc::new(super::super::NoIngest));
+        let broker = Broker::new(Default::default(), super::super::Hooks::none(), Default::default());
         let (stream, _other) = tokio::io::duplex(64);
         let permit = Arc::new(super::super::limits::ConnectionsPerIp::default()).acquire([127, 0, 0, 1].into(), 0).unwrap();
         let future = serve(broker, stream, "127.0.0.1:1".parse().unwrap(), permit);

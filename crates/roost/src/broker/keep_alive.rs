@@ -1,6 +1,7 @@
 //! The broker's clock work for its sessions: keep-alive expiry [MQTT-3.1.2-24] by one sweep
 //! over the online sessions, instead of a timer in every connection (a timer is about a tenth
-//! of what an idle connection costs), and closing every session at shutdown.
+//! of what an idle connection costs), session expiry of offline persistent sessions in the same
+//! sweep, and closing every session at shutdown.
 
 use super::Broker;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ pub async fn supervise_sessions(broker: Arc<Broker>, shutdown: CancellationToken
                 if expired > 0 {
                     debug!(expired, "keep-alive expired");
                 }
+                let now = super::sessions::unix_ms();
+                let gone = broker.sessions.expire_offline(now, broker.config.session_expiry, &broker.router, &broker.durable);
+                broker.stats.sessions_expired.fetch_add(gone as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! Publishers push without ever waiting (a short lock, no `.await`); the session's connection
 //! task drains it. Limits and overflow policy: see [`super::BrokerConfig`].
 
+use super::durability::MessageSeq;
 use super::Message;
 use mqtt_codec::QoS;
 use std::collections::VecDeque;
@@ -18,6 +19,15 @@ pub struct Delivery {
     pub qos: QoS,
     /// Set only when sent because of a new subscription to a retained message [MQTT-3.3.1-9].
     pub retain: bool,
+    /// Its number in the durable queue of a persistent session (QoS 1/2 only).
+    pub seq: Option<MessageSeq>,
+}
+
+/// Who a persistent session's mailbox belongs to: its QoS 1/2 messages are stored.
+#[derive(Debug)]
+pub struct Owner {
+    pub client_id: Arc<str>,
+    pub username: Option<Arc<str>>,
 }
 
 /// How full a subscriber's queue is after a push: what its publisher should do before it
@@ -85,6 +95,8 @@ pub enum Alarm {
     KeepAliveExpired,
     /// The server is shutting down.
     Shutdown,
+    /// An admin dropped this persistent session: it is discarded when the connection ends.
+    Dropped,
 }
 
 /// What woke the connection waiting on its mailbox.
@@ -106,6 +118,8 @@ pub struct Mailbox {
     heard_by: AtomicU64,
     max_qos0: usize,
     max_qos12: usize,
+    /// Set for a persistent session (clean session 0): what is queued for it is stored.
+    owner: Option<Box<Owner>>,
 }
 
 fn wake(waker: Option<Waker>) {
@@ -116,7 +130,17 @@ fn wake(waker: Option<Waker>) {
 
 impl Mailbox {
     pub fn new(max_qos0: usize, max_qos12: usize) -> Self {
-        Self { inner: Mutex::default(), heard_by: AtomicU64::new(0), max_qos0, max_qos12 }
+        Self { inner: Mutex::default(), heard_by: AtomicU64::new(0), max_qos0, max_qos12, owner: None }
+    }
+
+    /// The mailbox of a persistent session.
+    pub fn persistent(max_qos0: usize, max_qos12: usize, owner: Owner) -> Self {
+        Self { owner: Some(Box::new(owner)), ..Self::new(max_qos0, max_qos12) }
+    }
+
+    /// The persistent session this mailbox belongs to, if it is one.
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_deref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -125,6 +149,13 @@ impl Mailbox {
     }
 
     pub fn push(&self, delivery: Delivery) -> PushOutcome {
+        self.push_with(delivery, |_| {})
+    }
+
+    /// Pushes `delivery`, calling `on_queued` with it (under the lock, so in queue order) if it
+    /// is queued rather than dropped: a persistent session's message is numbered and recorded
+    /// there, before its subscriber can see it.
+    pub fn push_with(&self, mut delivery: Delivery, on_queued: impl FnOnce(&mut Delivery)) -> PushOutcome {
         let mut inner = self.lock();
         let outcome = if delivery.qos == QoS::AtMostOnce {
             if inner.queued_qos0 >= self.max_qos0 {
@@ -147,6 +178,7 @@ impl Mailbox {
         };
         let outcome = match outcome {
             PushOutcome::Queued(_) => {
+                on_queued(&mut delivery);
                 inner.queue.push_back(delivery);
                 let reliable_filling = inner.queued_qos12 * 2 > self.max_qos12;
                 let congestion = if reliable_filling && inner.online {
@@ -238,7 +270,7 @@ impl Mailbox {
         Poll::Pending
     }
 
-    #[cfg(test)]
+    /// Messages queued and not yet sent.
     pub fn len(&self) -> usize {
         self.lock().queue.len()
     }
@@ -251,7 +283,7 @@ mod tests {
 
     fn delivery(qos: QoS) -> Delivery {
         let message = Message { topic: TopicName::parse("t").unwrap(), payload: Default::default(), qos, retain: false };
-        Delivery { message: Arc::new(message), qos, retain: false }
+        Delivery { message: Arc::new(message), qos, retain: false, seq: None }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod config;
 mod connection;
+mod durability;
 mod hooks;
 mod keep_alive;
 mod limits;
@@ -24,15 +25,19 @@ mod trie;
 pub mod websocket;
 
 pub use config::BrokerConfig;
+pub use durability::{MessageSeq, NoPersistence, Persistence, RestoredMessage, RestoredSession, RestoredState, RestoredWill, StateChange};
 pub use hooks::{AllowAll, AuthOutcome, Authenticate, BoxFuture, Credentials, IngestSink, NoIngest, Receipt};
 pub use keep_alive::supervise_sessions;
 pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
 pub use message::Message;
+pub use router::RetainedLimits;
+pub use sessions::SessionInfo;
 pub use stats::{BrokerStats, StatsSnapshot};
 pub use sys::publish_sys_tree;
 pub use trie::SubscriptionTrie;
 pub use websocket::choose_subprotocol;
 
+use durability::Durable;
 use router::Router;
 use sessions::Sessions;
 use std::sync::Arc;
@@ -46,22 +51,51 @@ pub struct Broker {
     stats: BrokerStats,
     auth: Arc<dyn Authenticate>,
     ingest: Arc<dyn IngestSink>,
+    durable: Durable,
     started: Instant,
     connections_per_ip: Arc<limits::ConnectionsPerIp>,
 }
 
+/// What the broker plugs into: who may do what, where readings go, where its state is kept.
+pub struct Hooks {
+    pub auth: Arc<dyn Authenticate>,
+    pub ingest: Arc<dyn IngestSink>,
+    pub persistence: Arc<dyn Persistence>,
+}
+
+impl Hooks {
+    /// Everything allowed, nothing stored: the broker alone.
+    pub fn none() -> Self {
+        Self { auth: Arc::new(AllowAll), ingest: Arc::new(NoIngest), persistence: Arc::new(NoPersistence) }
+    }
+}
+
 impl Broker {
-    pub fn new(config: BrokerConfig, auth: Arc<dyn Authenticate>, ingest: Arc<dyn IngestSink>) -> Arc<Self> {
-        Arc::new(Self {
+    /// A broker that resumes from `restored`: its retained messages and persistent sessions
+    /// are back, and the wills of clients that were connected when it stopped are published
+    /// now (their connections ended with the server, not with a DISCONNECT [MQTT-3.1.2-8]).
+    pub fn new(config: BrokerConfig, hooks: Hooks, restored: RestoredState) -> Arc<Self> {
+        let broker = Arc::new(Self {
+            router: Router::new(config.retained),
             config,
-            router: Router::default(),
             sessions: Sessions::default(),
             stats: BrokerStats::default(),
-            auth,
-            ingest,
+            auth: hooks.auth,
+            ingest: hooks.ingest,
+            durable: Durable::new(hooks.persistence, restored.last_seq),
             started: Instant::now(),
             connections_per_ip: Arc::default(),
-        })
+        });
+        broker.router.restore_retained(restored.retained);
+        broker.sessions.restore(restored.sessions, &broker.router, &broker.config, &broker.durable);
+        for RestoredWill { client_id, username, will } in restored.wills {
+            if broker.auth.may_publish(username.as_deref(), will.topic.as_str()) {
+                tracing::info!(%client_id, topic = %will.topic, "publishing the will of a client connected when the server stopped");
+                broker.router.route(Arc::new(will), &broker.stats, &broker.durable);
+            }
+            broker.durable.record(StateChange::WillCleared { client_id });
+        }
+        broker
     }
 
     /// A slot for one more connection from `ip`, or `None` (counted, logged) past the limit.
@@ -90,6 +124,26 @@ impl Broker {
     /// Publishes a message from inside the server (the `$SYS` tree, a dashboard, a demo device)
     /// to subscribers, as if a client had sent it.
     pub fn publish(&self, message: Message) {
-        self.router.route(Arc::new(message), &self.stats);
+        self.router.route(Arc::new(message), &self.stats, &self.durable);
+    }
+
+    /// The persistent sessions, online and offline (the dashboard's admin view).
+    pub fn persistent_sessions(&self) -> Vec<SessionInfo> {
+        self.sessions.persistent_sessions()
+    }
+
+    /// Drops a persistent session and its queue (an online one is disconnected first).
+    /// False if there is none with that client id.
+    pub fn drop_session(&self, client_id: &str) -> bool {
+        let dropped = self.sessions.drop_session(client_id, &self.router, &self.durable);
+        if dropped {
+            tracing::info!(%client_id, "persistent session dropped by an admin");
+        }
+        dropped
+    }
+
+    /// Retained messages kept, and their payload bytes.
+    pub fn retained_count(&self) -> (usize, usize) {
+        self.router.retained_count()
     }
 }

@@ -1,6 +1,7 @@
 //! Routes messages to the mailboxes of matching subscriptions and keeps retained messages.
 //! Publishers call it from their own tasks: it takes short locks and never awaits.
 
+use super::durability::{is_stored_topic, Durable, StateChange};
 use super::mailbox::{Congestion, Delivery, Mailbox, PushOutcome};
 use super::stats::BrokerStats;
 use super::trie::SubscriptionTrie;
@@ -12,7 +13,58 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[derive(Default)]
 pub struct Router {
     subscriptions: RwLock<SubscriptionTrie<Arc<Mailbox>>>,
-    retained: RwLock<HashMap<TopicName, Arc<Message>>>,
+    retained: RwLock<Retained>,
+    limits: RetainedLimits,
+}
+
+/// How many retained messages the broker keeps, and how many payload bytes in all. Past
+/// either, a new retained topic is refused: delivered, not retained (counted, logged).
+#[derive(Debug, Clone, Copy)]
+pub struct RetainedLimits {
+    pub max_count: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for RetainedLimits {
+    fn default() -> Self {
+        Self { max_count: 1_000_000, max_bytes: 1 << 30 }
+    }
+}
+
+#[derive(Default)]
+struct Retained {
+    messages: HashMap<TopicName, Arc<Message>>,
+    bytes: usize,
+}
+
+impl Retained {
+    /// Stores or clears `message` [MQTT-3.3.1-10, -11]; false if the limits refuse it.
+    fn apply(&mut self, message: &Arc<Message>, limits: RetainedLimits) -> bool {
+        let old = self.messages.get(&message.topic).map_or(0, |m| m.payload.len());
+        if message.payload.is_empty() {
+            self.messages.remove(&message.topic);
+            self.bytes -= old;
+            return true;
+        }
+        let is_new = old == 0 && !self.messages.contains_key(&message.topic);
+        let bytes = self.bytes - old + message.payload.len();
+        if (is_new && self.messages.len() >= limits.max_count) || bytes > limits.max_bytes {
+            return false;
+        }
+        self.bytes = bytes;
+        self.messages.insert(message.topic.clone(), Arc::clone(message));
+        true
+    }
+}
+
+/// What routing one message did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Routed {
+    /// How full the fullest subscriber queue is (see [`Congestion`]).
+    pub congestion: Congestion,
+    /// Whether it recorded a durable change (a retained message, a message queued for a
+    /// persistent session): its acknowledgement waits for [`Durable::committed`].
+    pub durable: bool,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -24,6 +76,19 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Router {
+    pub fn new(limits: RetainedLimits) -> Self {
+        Self { limits, ..Self::default() }
+    }
+
+    /// Retained messages stored before a restart (the limits do not apply to them).
+    pub fn restore_retained(&self, messages: Vec<Message>) {
+        let mut retained = write(&self.retained);
+        for message in messages {
+            retained.bytes += message.payload.len();
+            retained.messages.insert(message.topic.clone(), Arc::new(message));
+        }
+    }
+
     pub fn subscribe(&self, filter: &TopicFilter, session: u64, qos: QoS, mailbox: Arc<Mailbox>) {
         write(&self.subscriptions).insert(filter, session, qos, mailbox);
     }
@@ -34,15 +99,23 @@ impl Router {
 
     /// Stores or clears a retained message [MQTT-3.3.1-5, -10, -11], then delivers the message
     /// to every matching session once, at the highest QoS of its matching subscriptions
-    /// [MQTT-3.3.5-1], with the retain flag cleared [MQTT-3.3.1-9]. Returns how full the
-    /// fullest subscriber queue is (see [`Congestion`]).
-    pub fn route(&self, message: Arc<Message>, stats: &BrokerStats) -> Congestion {
+    /// [MQTT-3.3.5-1], with the retain flag cleared [MQTT-3.3.1-9]. Durable changes (the
+    /// retained message, QoS 1/2 messages queued for persistent sessions) are recorded in the
+    /// order they are made.
+    pub fn route(&self, message: Arc<Message>, stats: &BrokerStats, durable: &Durable) -> Routed {
+        let mut routed = Routed::default();
         if message.retain {
             let mut retained = write(&self.retained);
-            if message.payload.is_empty() {
-                retained.remove(&message.topic);
+            if retained.apply(&message, self.limits) {
+                if is_stored_topic(message.topic.as_str()) {
+                    durable.record(StateChange::Retain(Arc::clone(&message)));
+                    routed.durable = true;
+                }
             } else {
-                retained.insert(message.topic.clone(), Arc::clone(&message));
+                drop(retained);
+                BrokerStats::incr(&stats.retained_refused);
+                tracing::warn!(topic = %message.topic, bytes = message.payload.len(), max_count = self.limits.max_count,
+                    max_bytes = self.limits.max_bytes, "retained message refused: --max-retained or --max-retained-bytes reached; delivered but not retained");
             }
         }
         let mut targets: Vec<(u64, QoS, Arc<Mailbox>)> = Vec::new();
@@ -56,8 +129,15 @@ impl Router {
         }
         let mut congestion = Congestion::None;
         for (_, granted, mailbox) in targets {
-            let delivery = Delivery { message: Arc::clone(&message), qos: granted.min(message.qos), retain: false };
-            match mailbox.push(delivery) {
+            let delivery = Delivery { message: Arc::clone(&message), qos: granted.min(message.qos), retain: false, seq: None };
+            let outcome = match mailbox.owner() {
+                Some(owner) if delivery.qos != QoS::AtMostOnce => mailbox.push_with(delivery, |d| {
+                    d.seq = Some(queue_durably(durable, &owner.client_id, d));
+                    routed.durable = true;
+                }),
+                _ => mailbox.push(delivery),
+            };
+            match outcome {
                 PushOutcome::Queued(c) => congestion = congestion.max(c),
                 PushOutcome::Overflow => {}
                 PushOutcome::DroppedQoS0 => {
@@ -67,17 +147,36 @@ impl Router {
                 PushOutcome::DroppedOffline => BrokerStats::incr(&stats.dropped_offline),
             }
         }
-        congestion
+        routed.congestion = congestion;
+        routed
     }
 
     /// Retained messages whose topic matches `filter`, for a new subscription [MQTT-3.3.1-6].
     pub fn retained_matching(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
-        read(&self.retained).values().filter(|m| filter.matches(&m.topic)).cloned().collect()
+        read(&self.retained).messages.values().filter(|m| filter.matches(&m.topic)).cloned().collect()
     }
+}
+
+/// Numbers a QoS 1/2 delivery to a persistent session and records it as queued.
+pub(super) fn queue_durably(durable: &Durable, client_id: &Arc<str>, delivery: &Delivery) -> super::durability::MessageSeq {
+    let seq = durable.next_seq();
+    durable.record(StateChange::Queued {
+        client_id: Arc::clone(client_id),
+        seq,
+        message: Arc::clone(&delivery.message),
+        qos: delivery.qos,
+    });
+    seq
 }
 
 impl Router {
     pub fn subscription_count(&self) -> usize {
         read(&self.subscriptions).len()
+    }
+
+    /// Retained messages kept, and their payload bytes.
+    pub fn retained_count(&self) -> (usize, usize) {
+        let retained = read(&self.retained);
+        (retained.messages.len(), retained.bytes)
     }
 }

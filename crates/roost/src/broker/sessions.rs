@@ -3,7 +3,8 @@
 //! client id [MQTT-3.1.4-2].
 
 use super::config::BrokerConfig;
-use super::mailbox::{Alarm, Delivery, Mailbox};
+use super::durability::{Durable, RestoredSession, StateChange};
+use super::mailbox::{Alarm, Delivery, Mailbox, Owner, PushOutcome};
 use super::router::Router;
 use mqtt_codec::{PacketId, QoS, TopicFilter};
 // B-trees for the packet-id sets: half the size of a `HashMap` with its hasher state, inline
@@ -120,8 +121,27 @@ impl SessionState {
 enum Slot {
     /// In use by a connection; its mailbox is how a takeover tells that connection to end.
     Online { generation: u64, mailbox: Arc<Mailbox> },
-    /// Boxed: most slots are online, and a slot is as large as its largest variant.
-    Offline(Box<SessionState>),
+    /// Boxed: most slots are online, and a slot is as large as its largest variant. Only
+    /// persistent sessions stay offline; `since_ms` is when (Unix milliseconds), for expiry.
+    Offline { state: Box<SessionState>, since_ms: i64 },
+}
+
+/// The wall clock in Unix milliseconds: offline times are stored, and compared after restarts.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A persistent session, for the admin view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub online: bool,
+    /// Messages waiting for it: queued, plus (while offline) sent and not acknowledged.
+    pub queued: usize,
+    pub subscriptions: usize,
+    /// When it was last disconnected (Unix milliseconds), while offline.
+    pub offline_since_ms: Option<i64>,
 }
 
 /// A session claimed by a connection. A takeover rings its mailbox's alarm.
@@ -154,7 +174,8 @@ impl Sessions {
     /// connection with that id and waits (up to the takeover timeout) for it to hand over,
     /// then resumes the stored session or starts a new one [MQTT-3.1.2-4, -6]. `None` once the
     /// server is shutting down.
-    pub async fn claim(&self, client_id: &str, clean: bool, router: &Router, config: &BrokerConfig) -> Option<Claimed> {
+    pub async fn claim(&self, new: NewSession<'_>, router: &Router, config: &BrokerConfig, durable: &Durable) -> Option<Claimed> {
+        let client_id = new.client_id;
         let deadline = tokio::time::Instant::now() + config.takeover_timeout;
         loop {
             // Registered before the slot is checked, so a release in between is not missed.
@@ -168,7 +189,7 @@ impl Sessions {
                 }
                 match slots.get(client_id) {
                     Some(Slot::Online { mailbox, .. }) => mailbox.ring(Alarm::TakenOver),
-                    _ => return Some(self.claim_locked(&mut slots, client_id, clean, router, config)),
+                    _ => return Some(self.claim_locked(&mut slots, new, router, config, durable)),
                 }
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
@@ -180,7 +201,8 @@ impl Sessions {
                     return None;
                 }
                 slots.remove(client_id);
-                return Some(self.claim_locked(&mut slots, client_id, clean, router, config));
+                durable.record(StateChange::SessionDropped { client_id: client_id.into() });
+                return Some(self.claim_locked(&mut slots, new, router, config, durable));
             }
         }
     }
@@ -188,32 +210,46 @@ impl Sessions {
     fn claim_locked(
         &self,
         slots: &mut HashMap<Arc<str>, Slot>,
-        client_id: &str,
-        clean: bool,
+        new: NewSession<'_>,
         router: &Router,
         config: &BrokerConfig,
+        durable: &Durable,
     ) -> Claimed {
+        let NewSession { client_id, clean, username } = new;
+        let owner =
+            |state_client_id: &str| (!clean).then(|| Owner { client_id: state_client_id.into(), username: username.map(Arc::from) });
         let (mut state, session_present) = match slots.remove(client_id) {
-            Some(Slot::Offline(state)) if !clean => (*state, true),
-            Some(Slot::Offline(state)) => {
+            Some(Slot::Offline { state, .. }) if !clean => (*state, true),
+            Some(Slot::Offline { state, .. }) => {
+                // [MQTT-3.1.2-6] clean session: the stored one is discarded.
                 state.unsubscribe_all(router);
-                (self.fresh(client_id, config), false)
+                durable.record(StateChange::SessionDropped { client_id: Arc::clone(&state.client_id) });
+                (self.fresh(client_id, owner(client_id), config), false)
             }
-            _ => (self.fresh(client_id, config), false),
+            _ => (self.fresh(client_id, owner(client_id), config), false),
         };
         state.clean = clean;
+        if !clean {
+            durable.record(StateChange::SessionOpened { client_id: Arc::clone(&state.client_id), username: username.map(Arc::from) });
+        }
         state.mailbox.set_online(true);
         let generation = self.new_id();
         slots.insert(Arc::clone(&state.client_id), Slot::Online { generation, mailbox: Arc::clone(&state.mailbox) });
         Claimed { state, session_present, generation }
     }
 
-    pub(super) fn fresh(&self, client_id: &str, config: &BrokerConfig) -> SessionState {
+    /// A new session; `owner` for a persistent one.
+    pub(super) fn fresh(&self, client_id: &str, owner: Option<Owner>, config: &BrokerConfig) -> SessionState {
+        let clean = owner.is_none();
+        let mailbox = match owner {
+            Some(owner) => Mailbox::persistent(config.max_queued_qos0, config.max_queued_qos12, owner),
+            None => Mailbox::new(config.max_queued_qos0, config.max_queued_qos12),
+        };
         SessionState {
             id: self.new_id(),
             client_id: client_id.into(),
-            clean: true,
-            mailbox: Arc::new(Mailbox::new(config.max_queued_qos0, config.max_queued_qos12)),
+            clean,
+            mailbox: Arc::new(mailbox),
             subscriptions: HashMap::new(),
             outbound: VecDeque::new(),
             outbound_ids: None,
@@ -224,17 +260,23 @@ impl Sessions {
     }
 
     /// Hands a session back when its connection ends: kept for a clean-session-0 client,
-    /// discarded otherwise [MQTT-3.1.2-6]. Then signals a waiting takeover.
-    pub fn release(&self, generation: u64, state: SessionState, router: &Router) {
+    /// discarded otherwise [MQTT-3.1.2-6] (a persistent one that an admin dropped, too). Then
+    /// signals a waiting takeover.
+    pub fn release(&self, generation: u64, state: SessionState, router: &Router, durable: &Durable) {
         state.mailbox.set_online(false);
         {
             let mut slots = self.lock();
             let ours = matches!(slots.get(&*state.client_id), Some(Slot::Online { generation: g, .. }) if *g == generation);
             if ours && !state.clean {
-                slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(state)));
+                let since_ms = unix_ms();
+                durable.record(StateChange::SessionClosed { client_id: Arc::clone(&state.client_id), at_ms: since_ms });
+                slots.insert(Arc::clone(&state.client_id), Slot::Offline { state: Box::new(state), since_ms });
             } else {
                 if ours {
                     slots.remove(&*state.client_id);
+                    if state.mailbox.owner().is_some() {
+                        durable.record(StateChange::SessionDropped { client_id: Arc::clone(&state.client_id) });
+                    }
                 }
                 drop(slots);
                 state.unsubscribe_all(router);
@@ -242,6 +284,110 @@ impl Sessions {
         }
         self.released.notify_waiters();
     }
+
+    /// Puts back the persistent sessions the server had when it stopped, offline, with their
+    /// subscriptions and queues; a QoS 2 message sent before keeps its packet id.
+    pub fn restore(&self, sessions: Vec<RestoredSession>, router: &Router, config: &BrokerConfig, durable: &Durable) {
+        let now = unix_ms();
+        let mut slots = self.lock();
+        for restored in sessions {
+            let owner = Owner { client_id: Arc::clone(&restored.client_id), username: restored.username.clone() };
+            let mut state = self.fresh(&restored.client_id, Some(owner), config);
+            for (filter, qos) in restored.subscriptions {
+                router.subscribe(&filter, state.id, qos, Arc::clone(&state.mailbox));
+                state.subscriptions.insert(filter, qos);
+            }
+            for message in restored.messages {
+                let delivery = Delivery { message: message.message, qos: message.qos, retain: false, seq: Some(message.seq) };
+                match message.packet_id {
+                    Some(packet_id) => state.push_outbound(Outbound { packet_id, delivery, released: message.released }),
+                    None => {
+                        if state.mailbox.push(delivery) == PushOutcome::DroppedOffline {
+                            // More than --max-queued were stored (the limit was lowered).
+                            durable.record(StateChange::Delivered { seq: message.seq });
+                        }
+                    }
+                }
+            }
+            state.inbound_qos2.extend(restored.inbound_qos2);
+            let since_ms = restored.offline_since_ms.unwrap_or(now);
+            slots.insert(Arc::clone(&state.client_id), Slot::Offline { state: Box::new(state), since_ms });
+        }
+    }
+
+    /// Removes persistent sessions offline for longer than `expiry`, with their queues.
+    /// Returns how many.
+    pub fn expire_offline(&self, now_ms: i64, expiry: std::time::Duration, router: &Router, durable: &Durable) -> usize {
+        let expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+        let expired: Vec<Slot> = self
+            .lock()
+            .extract_if(|_, slot| matches!(slot, Slot::Offline { since_ms, .. } if now_ms.saturating_sub(*since_ms) > expiry_ms))
+            .map(|(_, slot)| slot)
+            .collect();
+        for slot in &expired {
+            if let Slot::Offline { state, .. } = slot {
+                state.unsubscribe_all(router);
+                durable.record(StateChange::SessionDropped { client_id: Arc::clone(&state.client_id) });
+                tracing::info!(client_id = %state.client_id, "persistent session expired (--session-expiry); removed with its queue");
+            }
+        }
+        expired.len()
+    }
+
+    /// Drops a persistent session with its queue: at once if offline; an online one's
+    /// connection is closed first (it is discarded when the connection ends). False if there
+    /// is no persistent session with that id.
+    pub fn drop_session(&self, client_id: &str, router: &Router, durable: &Durable) -> bool {
+        let mut slots = self.lock();
+        match slots.get(client_id) {
+            Some(Slot::Offline { .. }) => {
+                let Some(Slot::Offline { state, .. }) = slots.remove(client_id) else { unreachable!("checked above") };
+                drop(slots);
+                state.unsubscribe_all(router);
+                durable.record(StateChange::SessionDropped { client_id: Arc::clone(&state.client_id) });
+                true
+            }
+            Some(Slot::Online { mailbox, .. }) if mailbox.owner().is_some() => {
+                mailbox.ring(Alarm::Dropped);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The persistent sessions, online and offline, sorted by client id.
+    pub fn persistent_sessions(&self) -> Vec<SessionInfo> {
+        let slots = self.lock();
+        let mut sessions: Vec<SessionInfo> = slots
+            .iter()
+            .filter_map(|(client_id, slot)| {
+                let (mailbox, offline) = match slot {
+                    Slot::Online { mailbox, .. } => (mailbox, None),
+                    Slot::Offline { state, since_ms } => (&state.mailbox, Some((state, *since_ms))),
+                };
+                let owner = mailbox.owner()?;
+                Some(SessionInfo {
+                    client_id: client_id.to_string(),
+                    username: owner.username.as_deref().map(str::to_owned),
+                    online: offline.is_none(),
+                    queued: mailbox.len() + offline.map_or(0, |(state, _)| state.outbound.len()),
+                    subscriptions: offline.map_or(0, |(state, _)| state.subscriptions.len()),
+                    offline_since_ms: offline.map(|(_, since)| since),
+                })
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        sessions
+    }
+}
+
+/// Who asks for a session.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub client_id: &'a str,
+    /// Clean session [MQTT-3.1.2-6]: start afresh, and discard the session when it ends.
+    pub clean: bool,
+    pub username: Option<&'a str>,
 }
 
 impl Sessions {
@@ -282,7 +428,7 @@ mod packet_id_tests {
             qos: QoS::AtLeastOnce,
             retain: false,
         };
-        Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false }
+        Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false, seq: None }
     }
 
     /// The id the plain scan would choose: the next counter value no in-flight message uses.
@@ -302,7 +448,7 @@ mod packet_id_tests {
         #[test]
         fn free_ids_match_a_full_scan(start in any::<u16>(), ops in proptest::collection::vec((0u8..4, any::<u16>()), 1..400)) {
             let sessions = Sessions::default();
-            let mut state = sessions.fresh("c", &BrokerConfig::default());
+            let mut state = sessions.fresh("c", None, &BrokerConfig::default());
             state.last_packet_id = start;
             // Three sends to one ack on average: the window grows past SCAN_LIMIT and shrinks.
             for (op, pick) in ops {
@@ -331,7 +477,7 @@ mod packet_id_tests {
     #[test]
     fn a_message_the_counter_laps_keeps_its_id_reserved() {
         let sessions = Sessions::default();
-        let mut state = sessions.fresh("c", &BrokerConfig::default());
+        let mut state = sessions.fresh("c", None, &BrokerConfig::default());
         let stuck = state.next_packet_id();
         state.push_outbound(Outbound { packet_id: stuck, delivery: delivery(), released: false });
         // Keep 40 more in flight (past SCAN_LIMIT) while the counter goes round twice.
@@ -352,6 +498,18 @@ mod lifecycle_tests {
     use crate::broker::mailbox::MailboxEvent;
     use std::task::{Context, Poll, Waker};
 
+    fn no_durability() -> Durable {
+        Durable::new(Arc::new(crate::broker::NoPersistence), 0)
+    }
+
+    fn clean(client_id: &str) -> NewSession<'_> {
+        NewSession { client_id, clean: true, username: None }
+    }
+
+    fn persistent(client_id: &str) -> NewSession<'_> {
+        NewSession { client_id, clean: false, username: None }
+    }
+
     fn alarm_of(mailbox: &Mailbox) -> Option<Alarm> {
         match mailbox.poll_event(&mut Context::from_waker(Waker::noop()), false) {
             Poll::Ready(MailboxEvent::Alarm(alarm)) => Some(alarm),
@@ -362,9 +520,10 @@ mod lifecycle_tests {
     #[tokio::test]
     async fn keep_alive_sweep_rings_only_silent_online_sessions() {
         let (sessions, router, config) = (Sessions::default(), Router::default(), BrokerConfig::default());
-        let silent = sessions.claim("silent", true, &router, &config).await.unwrap();
-        let chatty = sessions.claim("chatty", true, &router, &config).await.unwrap();
-        let no_keep_alive = sessions.claim("forever", true, &router, &config).await.unwrap();
+        let durable = no_durability();
+        let silent = sessions.claim(clean("silent"), &router, &config, &durable).await.unwrap();
+        let chatty = sessions.claim(clean("chatty"), &router, &config, &durable).await.unwrap();
+        let no_keep_alive = sessions.claim(clean("forever"), &router, &config, &durable).await.unwrap();
         silent.state.mailbox.expect_by(1_000);
         chatty.state.mailbox.expect_by(5_000);
         assert_eq!(sessions.expire_silent(2_000), 1);
@@ -376,12 +535,13 @@ mod lifecycle_tests {
     #[tokio::test]
     async fn closing_rings_every_online_session_and_refuses_new_ones() {
         let (sessions, router, config) = (Sessions::default(), Router::default(), BrokerConfig::default());
-        let online = sessions.claim("online", true, &router, &config).await.unwrap();
-        let resting = sessions.claim("resting", false, &router, &config).await.unwrap();
-        sessions.release(resting.generation, resting.state, &router);
+        let durable = no_durability();
+        let online = sessions.claim(clean("online"), &router, &config, &durable).await.unwrap();
+        let resting = sessions.claim(persistent("resting"), &router, &config, &durable).await.unwrap();
+        sessions.release(resting.generation, resting.state, &router, &durable);
         sessions.close_all();
         assert_eq!(alarm_of(&online.state.mailbox), Some(Alarm::Shutdown));
-        assert!(sessions.claim("late", true, &router, &config).await.is_none(), "no session after shutdown");
-        assert!(sessions.claim("resting", false, &router, &config).await.is_none());
+        assert!(sessions.claim(clean("late"), &router, &config, &durable).await.is_none(), "no session after shutdown");
+        assert!(sessions.claim(persistent("resting"), &router, &config, &durable).await.is_none());
     }
 }

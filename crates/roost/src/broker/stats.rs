@@ -15,6 +15,8 @@ pub struct BrokerStats {
     pub(crate) subscriptions_denied: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
     pub(crate) connections_over_limit: AtomicU64,
+    pub(crate) retained_refused: AtomicU64,
+    pub(crate) sessions_expired: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -39,6 +41,10 @@ pub struct StatsSnapshot {
     pub connections_refused: u64,
     /// Connections closed at once because their address had too many open.
     pub connections_over_limit: u64,
+    /// Retained messages refused by `--max-retained` / `--max-retained-bytes`.
+    pub retained_refused: u64,
+    /// Persistent sessions removed by `--session-expiry`.
+    pub sessions_expired: u64,
 }
 
 impl BrokerStats {
@@ -59,6 +65,8 @@ impl BrokerStats {
             subscriptions_denied: self.subscriptions_denied.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
             connections_over_limit: self.connections_over_limit.load(Relaxed),
+            retained_refused: self.retained_refused.load(Relaxed),
+            sessions_expired: self.sessions_expired.load(Relaxed),
         }
     }
 }

@@ -117,9 +117,11 @@ macro_rules! on_pool {
 }
 
 mod batch;
+mod broker_state;
 mod queries;
 mod tokens;
 mod users;
+pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, WillRow};
 pub use queries::{Bucket, ROLLUP_MIN_BUCKET_MS};
 pub use tokens::{TokenKind, TokenOwner, TokenRow};
 pub use users::{Grant, UserError, UserRecord};

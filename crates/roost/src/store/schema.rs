@@ -27,6 +27,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             TOKENS_SQLITE,
             KEY_LENGTH_SQLITE,
             COMMITS,
+            BROKER_STATE_SQLITE,
         ],
         Dialect::Postgres => &[
             &[
@@ -49,6 +50,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             TOKENS_POSTGRES,
             KEY_LENGTH_POSTGRES,
             COMMITS,
+            BROKER_STATE_POSTGRES,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -72,6 +74,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             TOKENS_MYSQL,
             KEY_LENGTH_MYSQL,
             COMMITS,
+            BROKER_STATE_MYSQL,
         ],
     }
 }
@@ -156,3 +159,48 @@ const KEY_LENGTH_MYSQL: &[&str] = &[];
 // that a batch retried after a lost COMMIT answer (the connection broke after the server had
 // committed) is not stored twice. Rows older than an hour are deleted by the writer.
 const COMMITS: &[&str] = &["CREATE TABLE IF NOT EXISTS ingest_commits (token BIGINT NOT NULL PRIMARY KEY, committed_at BIGINT NOT NULL)"];
+
+// Migration 7: the broker's state that survives restarts (`store::broker_state`): retained
+// messages, persistent sessions (clean session 0) with their subscriptions and queued QoS 1/2
+// messages (`seq` numbers them in queue order), incoming QoS 2 ids not yet released, and the
+// wills of connected clients. Topics, client ids and filters compare byte for byte (MQTT is
+// case-sensitive): MariaDB/MySQL use a binary collation, and bounded lengths for its keys.
+const BROKER_STATE_SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS retained (topic TEXT NOT NULL PRIMARY KEY, payload BLOB NOT NULL, qos SMALLINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mqtt_sessions (client_id TEXT NOT NULL PRIMARY KEY, username TEXT, offline_since BIGINT)",
+    "CREATE TABLE IF NOT EXISTS mqtt_subscriptions (client_id TEXT NOT NULL, filter TEXT NOT NULL, qos SMALLINT NOT NULL,
+        PRIMARY KEY (client_id, filter))",
+    "CREATE TABLE IF NOT EXISTS mqtt_queue (seq BIGINT NOT NULL PRIMARY KEY, client_id TEXT NOT NULL, topic TEXT NOT NULL,
+        payload BLOB NOT NULL, qos SMALLINT NOT NULL, packet_id INTEGER, released SMALLINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS mqtt_queue_client ON mqtt_queue (client_id)",
+    "CREATE TABLE IF NOT EXISTS mqtt_inbound_qos2 (client_id TEXT NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY (client_id, packet_id))",
+    "CREATE TABLE IF NOT EXISTS mqtt_wills (client_id TEXT NOT NULL PRIMARY KEY, username TEXT, topic TEXT NOT NULL,
+        payload BLOB NOT NULL, qos SMALLINT NOT NULL, retain SMALLINT NOT NULL)",
+];
+const BROKER_STATE_POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS retained (topic TEXT NOT NULL PRIMARY KEY, payload BYTEA NOT NULL, qos SMALLINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mqtt_sessions (client_id TEXT NOT NULL PRIMARY KEY, username TEXT, offline_since BIGINT)",
+    "CREATE TABLE IF NOT EXISTS mqtt_subscriptions (client_id TEXT NOT NULL, filter TEXT NOT NULL, qos SMALLINT NOT NULL,
+        PRIMARY KEY (client_id, filter))",
+    "CREATE TABLE IF NOT EXISTS mqtt_queue (seq BIGINT NOT NULL PRIMARY KEY, client_id TEXT NOT NULL, topic TEXT NOT NULL,
+        payload BYTEA NOT NULL, qos SMALLINT NOT NULL, packet_id INTEGER, released SMALLINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS mqtt_queue_client ON mqtt_queue (client_id)",
+    "CREATE TABLE IF NOT EXISTS mqtt_inbound_qos2 (client_id TEXT NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY (client_id, packet_id))",
+    "CREATE TABLE IF NOT EXISTS mqtt_wills (client_id TEXT NOT NULL PRIMARY KEY, username TEXT, topic TEXT NOT NULL,
+        payload BYTEA NOT NULL, qos SMALLINT NOT NULL, retain SMALLINT NOT NULL)",
+];
+const BROKER_STATE_MYSQL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS retained (topic VARCHAR(768) NOT NULL PRIMARY KEY, payload LONGBLOB NOT NULL, qos SMALLINT NOT NULL)
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS mqtt_sessions (client_id VARCHAR(191) NOT NULL PRIMARY KEY, username VARCHAR(191), offline_since BIGINT)
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS mqtt_subscriptions (client_id VARCHAR(191) NOT NULL, filter VARCHAR(500) NOT NULL, qos SMALLINT NOT NULL,
+        PRIMARY KEY (client_id, filter)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS mqtt_queue (seq BIGINT NOT NULL PRIMARY KEY, client_id VARCHAR(191) NOT NULL, topic TEXT NOT NULL,
+        payload LONGBLOB NOT NULL, qos SMALLINT NOT NULL, packet_id INTEGER, released SMALLINT NOT NULL,
+        INDEX mqtt_queue_client (client_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS mqtt_inbound_qos2 (client_id VARCHAR(191) NOT NULL, packet_id INTEGER NOT NULL,
+        PRIMARY KEY (client_id, packet_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS mqtt_wills (client_id VARCHAR(191) NOT NULL PRIMARY KEY, username VARCHAR(191), topic TEXT NOT NULL,
+        payload LONGBLOB NOT NULL, qos SMALLINT NOT NULL, retain SMALLINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+];

@@ -1,0 +1,324 @@
+//! The broker's durable state: retained messages, persistent sessions with their
+//! subscriptions and queued messages, incoming QoS 2 packet ids, and the wills of connected
+//! clients. Written as net changes ([`StateBatch`], one transaction per batch) and read back
+//! whole at start ([`Store::load_broker_state`]).
+
+use super::{decode_rows, query_err, Dialect, Pool, Store, StoreError};
+use sqlx::{QueryBuilder, Row};
+
+/// Rows per multi-row statement: at most 7 binds each, far below every backend's limit.
+const CHUNK: usize = 500;
+
+/// A stored retained message, or a message queued for a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+/// A message queued for a persistent session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    pub seq: i64,
+    pub client_id: String,
+    pub message: StoredMessage,
+    /// Set once a QoS 2 message was sent with it.
+    pub packet_id: Option<u16>,
+    /// QoS 2: the subscriber's PUBREC came.
+    pub released: bool,
+}
+
+/// A persistent session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub client_id: String,
+    pub username: Option<String>,
+    /// When its connection ended (Unix ms); `None` while connected.
+    pub offline_since: Option<i64>,
+}
+
+/// A connected client's will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillRow {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub message: StoredMessage,
+}
+
+/// The net effect of a run of broker state changes: what one transaction writes. Applied in
+/// field order: sessions dropped first (with everything they had), so that rows added after a
+/// drop in the same batch survive it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StateBatch {
+    pub dropped_sessions: Vec<String>,
+    pub sessions: Vec<SessionRow>,
+    /// (client id, Unix ms): a session known to the database went offline.
+    pub closed_sessions: Vec<(String, i64)>,
+    /// (client id, filter, QoS).
+    pub subscribed: Vec<(String, String, u8)>,
+    pub unsubscribed: Vec<(String, String)>,
+    pub queued: Vec<QueueRow>,
+    /// (seq, packet id) of QoS 2 messages sent, already stored as queued.
+    pub sent: Vec<(i64, u16)>,
+    /// Seqs of QoS 2 messages released, already stored as queued.
+    pub released: Vec<i64>,
+    /// Seqs of messages acknowledged by their subscriber (or dropped).
+    pub delivered: Vec<i64>,
+    /// (client id, packet id) of incoming QoS 2 publishes not yet released.
+    pub inbound_received: Vec<(String, u16)>,
+    pub inbound_released: Vec<(String, u16)>,
+    /// Retained messages stored, by topic.
+    pub retained: Vec<StoredMessage>,
+    /// Topics whose retained message was cleared.
+    pub retained_cleared: Vec<String>,
+    pub wills: Vec<WillRow>,
+    pub wills_cleared: Vec<String>,
+}
+
+impl StateBatch {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Everything stored, as [`Store::load_broker_state`] reads it back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoredBrokerState {
+    pub retained: Vec<StoredMessage>,
+    pub sessions: Vec<SessionRow>,
+    /// (client id, filter, QoS).
+    pub subscriptions: Vec<(String, String, u8)>,
+    /// In seq order.
+    pub queue: Vec<QueueRow>,
+    pub inbound_qos2: Vec<(String, u16)>,
+    pub wills: Vec<WillRow>,
+}
+
+/// `INSERT … VALUES …` followed by this replaces the row with the same key.
+fn upsert_tail(dialect: Dialect, key: &str, columns: &[&str]) -> String {
+    let set = |f: &dyn Fn(&str) -> String| columns.iter().map(|c| f(c)).collect::<Vec<_>>().join(", ");
+    match dialect {
+        Dialect::MySql => format!(" ON DUPLICATE KEY UPDATE {}", set(&|c| format!("{c} = VALUES({c})"))),
+        Dialect::Sqlite | Dialect::Postgres => format!(" ON CONFLICT ({key}) DO UPDATE SET {}", set(&|c| format!("{c} = excluded.{c}"))),
+    }
+}
+
+impl Store {
+    /// Commits one batch of broker state changes in one transaction.
+    pub async fn write_broker_state(&self, batch: &StateBatch) -> Result<(), StoreError> {
+        let dialect = self.dialect();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err("starting a broker state transaction"))?;
+            for chunk in batch.dropped_sessions.chunks(CHUNK) {
+                for table in ["mqtt_sessions", "mqtt_subscriptions", "mqtt_queue", "mqtt_inbound_qos2"] {
+                    let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE client_id IN ("));
+                    let mut list = q.separated(", ");
+                    for client_id in chunk {
+                        list.push_bind(client_id.as_str());
+                    }
+                    q.push(")").build().execute(&mut *tx).await.map_err(query_err("dropping sessions"))?;
+                }
+            }
+            for chunk in batch.sessions.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_sessions (client_id, username, offline_since) ");
+                q.push_values(chunk, |mut row, s| {
+                    row.push_bind(s.client_id.as_str()).push_bind(s.username.as_deref()).push_bind(s.offline_since);
+                });
+                q.push(upsert_tail(dialect, "client_id", &["username", "offline_since"]));
+                q.build().execute(&mut *tx).await.map_err(query_err("storing sessions"))?;
+            }
+            for (client_id, at) in &batch.closed_sessions {
+                QueryBuilder::new("UPDATE mqtt_sessions SET offline_since = ")
+                    .push_bind(*at)
+                    .push(" WHERE client_id = ")
+                    .push_bind(client_id.as_str())
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("closing sessions"))?;
+            }
+            for chunk in batch.subscribed.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_subscriptions (client_id, filter, qos) ");
+                q.push_values(chunk, |mut row, (client_id, filter, qos)| {
+                    row.push_bind(client_id.as_str()).push_bind(filter.as_str()).push_bind(i16::from(*qos));
+                });
+                q.push(upsert_tail(dialect, "client_id, filter", &["qos"]));
+                q.build().execute(&mut *tx).await.map_err(query_err("storing subscriptions"))?;
+            }
+            for (client_id, filter) in &batch.unsubscribed {
+                QueryBuilder::new("DELETE FROM mqtt_subscriptions WHERE client_id = ")
+                    .push_bind(client_id.as_str())
+                    .push(" AND filter = ")
+                    .push_bind(filter.as_str())
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("removing subscriptions"))?;
+            }
+            for chunk in batch.queued.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_queue (seq, client_id, topic, payload, qos, packet_id, released) ");
+                q.push_values(chunk, |mut row, m| {
+                    row.push_bind(m.seq)
+                        .push_bind(m.client_id.as_str())
+                        .push_bind(m.message.topic.as_str())
+                        .push_bind(m.message.payload.as_slice())
+                        .push_bind(i16::from(m.message.qos))
+                        .push_bind(m.packet_id.map(i32::from))
+                        .push_bind(i16::from(m.released));
+                });
+                q.build().execute(&mut *tx).await.map_err(query_err("queueing messages"))?;
+            }
+            for (seq, packet_id) in &batch.sent {
+                QueryBuilder::new("UPDATE mqtt_queue SET packet_id = ")
+                    .push_bind(i32::from(*packet_id))
+                    .push(" WHERE seq = ")
+                    .push_bind(*seq)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("recording sent messages"))?;
+            }
+            for chunk in batch.released.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("UPDATE mqtt_queue SET released = 1 WHERE seq IN (");
+                let mut list = q.separated(", ");
+                for seq in chunk {
+                    list.push_bind(*seq);
+                }
+                q.push(")").build().execute(&mut *tx).await.map_err(query_err("recording released messages"))?;
+            }
+            for chunk in batch.delivered.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("DELETE FROM mqtt_queue WHERE seq IN (");
+                let mut list = q.separated(", ");
+                for seq in chunk {
+                    list.push_bind(*seq);
+                }
+                q.push(")").build().execute(&mut *tx).await.map_err(query_err("removing delivered messages"))?;
+            }
+            for chunk in batch.inbound_received.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_inbound_qos2 (client_id, packet_id) ");
+                q.push_values(chunk, |mut row, (client_id, packet_id)| {
+                    row.push_bind(client_id.as_str()).push_bind(i32::from(*packet_id));
+                });
+                q.push(upsert_tail(dialect, "client_id, packet_id", &["packet_id"]));
+                q.build().execute(&mut *tx).await.map_err(query_err("storing incoming QoS 2 ids"))?;
+            }
+            for (client_id, packet_id) in &batch.inbound_released {
+                QueryBuilder::new("DELETE FROM mqtt_inbound_qos2 WHERE client_id = ")
+                    .push_bind(client_id.as_str())
+                    .push(" AND packet_id = ")
+                    .push_bind(i32::from(*packet_id))
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("releasing incoming QoS 2 ids"))?;
+            }
+            for chunk in batch.retained.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO retained (topic, payload, qos) ");
+                q.push_values(chunk, |mut row, m| {
+                    row.push_bind(m.topic.as_str()).push_bind(m.payload.as_slice()).push_bind(i16::from(m.qos));
+                });
+                q.push(upsert_tail(dialect, "topic", &["payload", "qos"]));
+                q.build().execute(&mut *tx).await.map_err(query_err("storing retained messages"))?;
+            }
+            for chunk in batch.retained_cleared.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("DELETE FROM retained WHERE topic IN (");
+                let mut list = q.separated(", ");
+                for topic in chunk {
+                    list.push_bind(topic.as_str());
+                }
+                q.push(")").build().execute(&mut *tx).await.map_err(query_err("clearing retained messages"))?;
+            }
+            for chunk in batch.wills.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_wills (client_id, username, topic, payload, qos, retain) ");
+                q.push_values(chunk, |mut row, w| {
+                    row.push_bind(w.client_id.as_str())
+                        .push_bind(w.username.as_deref())
+                        .push_bind(w.message.topic.as_str())
+                        .push_bind(w.message.payload.as_slice())
+                        .push_bind(i16::from(w.message.qos))
+                        .push_bind(i16::from(w.message.retain));
+                });
+                q.push(upsert_tail(dialect, "client_id", &["username", "topic", "payload", "qos", "retain"]));
+                q.build().execute(&mut *tx).await.map_err(query_err("storing wills"))?;
+            }
+            for chunk in batch.wills_cleared.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("DELETE FROM mqtt_wills WHERE client_id IN (");
+                let mut list = q.separated(", ");
+                for client_id in chunk {
+                    list.push_bind(client_id.as_str());
+                }
+                q.push(")").build().execute(&mut *tx).await.map_err(query_err("clearing wills"))?;
+            }
+            tx.commit().await.map_err(query_err("committing broker state"))
+        })
+    }
+
+    /// Reads the whole broker state back (at start).
+    pub async fn load_broker_state(&self) -> Result<StoredBrokerState, StoreError> {
+        let doing = "loading broker state";
+        let err = query_err(doing);
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT topic, payload, qos FROM retained").fetch_all(pool).await.map_err(err)?;
+            let retained = decode_rows(&rows, doing, |r| {
+                Ok(StoredMessage { topic: r.try_get(0)?, payload: r.try_get(1)?, qos: qos(r.try_get(2)?), retain: true })
+            })?;
+            let rows = sqlx::query("SELECT client_id, username, offline_since FROM mqtt_sessions").fetch_all(pool).await.map_err(query_err(doing))?;
+            let sessions = decode_rows(&rows, doing, |r| {
+                Ok(SessionRow { client_id: r.try_get(0)?, username: r.try_get(1)?, offline_since: r.try_get(2)? })
+            })?;
+            let rows = sqlx::query("SELECT client_id, filter, qos FROM mqtt_subscriptions").fetch_all(pool).await.map_err(query_err(doing))?;
+            let subscriptions = decode_rows(&rows, doing, |r| Ok((r.try_get(0)?, r.try_get(1)?, qos(r.try_get(2)?))))?;
+            let rows = sqlx::query("SELECT seq, client_id, topic, payload, qos, packet_id, released FROM mqtt_queue ORDER BY seq")
+                .fetch_all(pool)
+                .await
+                .map_err(query_err(doing))?;
+            let queue = decode_rows(&rows, doing, |r| {
+                Ok(QueueRow {
+                    seq: r.try_get(0)?,
+                    client_id: r.try_get(1)?,
+                    message: StoredMessage { topic: r.try_get(2)?, payload: r.try_get(3)?, qos: qos(r.try_get(4)?), retain: false },
+                    packet_id: r.try_get::<Option<i32>, _>(5)?.map(packet_id),
+                    released: r.try_get::<i16, _>(6)? != 0,
+                })
+            })?;
+            let rows = sqlx::query("SELECT client_id, packet_id FROM mqtt_inbound_qos2").fetch_all(pool).await.map_err(query_err(doing))?;
+            let inbound_qos2 = decode_rows(&rows, doing, |r| Ok((r.try_get(0)?, packet_id(r.try_get(1)?))))?;
+            let rows = sqlx::query("SELECT client_id, username, topic, payload, qos, retain FROM mqtt_wills").fetch_all(pool).await.map_err(query_err(doing))?;
+            let wills = decode_rows(&rows, doing, |r| {
+                Ok(WillRow {
+                    client_id: r.try_get(0)?,
+                    username: r.try_get(1)?,
+                    message: StoredMessage {
+                        topic: r.try_get(2)?,
+                        payload: r.try_get(3)?,
+                        qos: qos(r.try_get(4)?),
+                        retain: r.try_get::<i16, _>(5)? != 0,
+                    },
+                })
+            })?;
+            Ok(StoredBrokerState { retained, sessions, subscriptions, queue, inbound_qos2, wills })
+        })
+    }
+
+    /// The highest message number in the queue: numbering goes on from there after a restart.
+    /// (A number is only a row's key: one reused after its row was deleted is harmless.)
+    pub async fn last_message_seq(&self) -> Result<i64, StoreError> {
+        on_pool!(self, pool => {
+            let row = sqlx::query("SELECT MAX(seq) FROM mqtt_queue").fetch_one(pool).await.map_err(query_err("reading the last message number"))?;
+            let queued: Option<i64> = row.try_get(0).map_err(query_err("reading the last message number"))?;
+            Ok(queued.unwrap_or(0))
+        })
+    }
+}
+
+/// A QoS column: 0, 1 or 2 (anything else is read as 2, the safest).
+fn qos(stored: i16) -> u8 {
+    stored.clamp(0, 2) as u8
+}
+
+/// A packet id column (1..=65535).
+fn packet_id(stored: i32) -> u16 {
+    stored.clamp(1, i32::from(u16::MAX)) as u16
+}
