@@ -246,14 +246,18 @@ where
             return;
         };
         drop(client_id); // the session holds it from here on (state.client_id)
-                         // [MQTT-3.2.2-1..3]
-        self.queue(Packet::ConnAck(ConnAck { session_present, code: connect_return::ACCEPTED, properties: Default::default() }));
-        BrokerStats::incr(&self.broker.stats.clients_connected);
-        info!(peer = %self.peer, client_id = %state.client_id, ?username, clean_session = connect.clean_start, session_present, "client connected");
+        let clean_session = connect.clean_start;
         let (keep_alive, will) = keep_alive_and_will(connect);
         // [MQTT-3.1.2-24] 1.5 times the keep-alive; zero disables it.
         self.keep_alive = (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.5));
-        let will = will.map(|will| self.keep_will(&state, *will, username.as_deref()));
+        let will = match will {
+            Some(will) => Some(Box::pin(store_will(&self.broker, &state.client_id, *will, username.as_deref())).await),
+            None => None,
+        };
+        // [MQTT-3.2.2-1..3]
+        self.queue(Packet::ConnAck(ConnAck { session_present, code: connect_return::ACCEPTED, properties: Default::default() }));
+        BrokerStats::incr(&self.broker.stats.clients_connected);
+        info!(peer = %self.peer, client_id = %state.client_id, ?username, clean_session, session_present, "client connected");
         let end = self.resume(&mut state, session_present, username.as_deref()).await;
         self.broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match &end {
@@ -279,18 +283,6 @@ where
         }
         let _ = Box::pin(self.stream.shutdown()).await;
         self.broker.sessions.release(generation, state, &self.broker.router, &self.broker.durable);
-    }
-
-    /// Keeps the will for the end of the connection, and stores it: if the server dies with
-    /// this connection, it is published when the server starts again.
-    fn keep_will(&self, state: &SessionState, will: LastWill, username: Option<&str>) -> Arc<Message> {
-        let will = Arc::new(Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain });
-        self.broker.durable.record(StateChange::WillSet {
-            client_id: Arc::clone(&state.client_id),
-            username: username.map(Arc::from),
-            will: Arc::clone(&will),
-        });
-        will
     }
 
     /// Checks the client id and credentials; answers a refusal itself. Returns the client id
@@ -763,6 +755,23 @@ where
         }
         Ok(())
     }
+}
+
+/// Keeps the will for the end of the connection, and stores it before the CONNACK: if the
+/// server dies with this connection, the will is published when the server starts again.
+async fn store_will(broker: &Broker, client_id: &Arc<str>, will: LastWill, username: Option<&str>) -> Arc<Message> {
+    let will = Arc::new(Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain });
+    broker.durable.record(StateChange::WillSet {
+        client_id: Arc::clone(client_id),
+        username: username.map(Arc::from),
+        will: Arc::clone(&will),
+    });
+    if let Some(committed) = broker.durable.committed() {
+        if !matches!(committed.await, Ok(Ok(()))) {
+            warn!(client_id = %client_id, "the will could not be stored; it is kept in memory only");
+        }
+    }
+    will
 }
 
 /// Keeps what a session needs of its CONNECT, and frees the rest now. (Moving fields out of

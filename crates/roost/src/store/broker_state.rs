@@ -259,18 +259,30 @@ impl Store {
     pub async fn load_broker_state(&self) -> Result<StoredBrokerState, StoreError> {
         let doing = "loading broker state";
         let err = query_err(doing);
+        // MariaDB/MySQL report binary-collated text as bytes: read it back as text.
+        let text = |column: &str| match self.dialect() {
+            Dialect::MySql => format!("CONVERT({column} USING utf8mb4)"),
+            Dialect::Sqlite | Dialect::Postgres => column.to_owned(),
+        };
+        let (topic, client_id, filter) = (text("topic"), text("client_id"), text("filter"));
+        let select_retained = format!("SELECT {topic}, payload, qos FROM retained");
+        let select_sessions = format!("SELECT {client_id}, {}, offline_since FROM mqtt_sessions", text("username"));
+        let select_subscriptions = format!("SELECT {client_id}, {filter}, qos FROM mqtt_subscriptions");
+        let select_queue = format!("SELECT seq, {client_id}, {topic}, payload, qos, packet_id, released FROM mqtt_queue ORDER BY seq");
+        let select_inbound = format!("SELECT {client_id}, packet_id FROM mqtt_inbound_qos2");
+        let select_wills = format!("SELECT {client_id}, {}, {topic}, payload, qos, retain FROM mqtt_wills", text("username"));
         on_pool!(self, pool => {
-            let rows = sqlx::query("SELECT topic, payload, qos FROM retained").fetch_all(pool).await.map_err(err)?;
+            let rows = sqlx::query(&select_retained).fetch_all(pool).await.map_err(err)?;
             let retained = decode_rows(&rows, doing, |r| {
                 Ok(StoredMessage { topic: r.try_get(0)?, payload: r.try_get(1)?, qos: qos(r.try_get(2)?), retain: true })
             })?;
-            let rows = sqlx::query("SELECT client_id, username, offline_since FROM mqtt_sessions").fetch_all(pool).await.map_err(query_err(doing))?;
+            let rows = sqlx::query(&select_sessions).fetch_all(pool).await.map_err(query_err(doing))?;
             let sessions = decode_rows(&rows, doing, |r| {
                 Ok(SessionRow { client_id: r.try_get(0)?, username: r.try_get(1)?, offline_since: r.try_get(2)? })
             })?;
-            let rows = sqlx::query("SELECT client_id, filter, qos FROM mqtt_subscriptions").fetch_all(pool).await.map_err(query_err(doing))?;
+            let rows = sqlx::query(&select_subscriptions).fetch_all(pool).await.map_err(query_err(doing))?;
             let subscriptions = decode_rows(&rows, doing, |r| Ok((r.try_get(0)?, r.try_get(1)?, qos(r.try_get(2)?))))?;
-            let rows = sqlx::query("SELECT seq, client_id, topic, payload, qos, packet_id, released FROM mqtt_queue ORDER BY seq")
+            let rows = sqlx::query(&select_queue)
                 .fetch_all(pool)
                 .await
                 .map_err(query_err(doing))?;
@@ -283,9 +295,9 @@ impl Store {
                     released: r.try_get::<i16, _>(6)? != 0,
                 })
             })?;
-            let rows = sqlx::query("SELECT client_id, packet_id FROM mqtt_inbound_qos2").fetch_all(pool).await.map_err(query_err(doing))?;
+            let rows = sqlx::query(&select_inbound).fetch_all(pool).await.map_err(query_err(doing))?;
             let inbound_qos2 = decode_rows(&rows, doing, |r| Ok((r.try_get(0)?, packet_id(r.try_get(1)?))))?;
-            let rows = sqlx::query("SELECT client_id, username, topic, payload, qos, retain FROM mqtt_wills").fetch_all(pool).await.map_err(query_err(doing))?;
+            let rows = sqlx::query(&select_wills).fetch_all(pool).await.map_err(query_err(doing))?;
             let wills = decode_rows(&rows, doing, |r| {
                 Ok(WillRow {
                     client_id: r.try_get(0)?,

@@ -3,6 +3,7 @@
 //! the normative statement of MQTT 3.1.1 it checks.
 
 mod api;
+mod broker_state;
 mod cli;
 mod conformance;
 mod crash;

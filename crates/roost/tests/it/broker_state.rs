@@ -1,0 +1,268 @@
+//! Broker state across restarts and SIGKILL, on every database, with Mosquitto's own clients:
+//! retained messages, persistent sessions (clean session 0) and their queued QoS 1/2
+//! messages, session expiry, and wills of connections that died with the server.
+
+use crate::crash::spawn_roost;
+use crate::databases::{Backend, TestDb};
+use crate::support::{self, require_command, Raw, TestServer, WAIT};
+use bytes::BytesMut;
+use mqtt_codec::*;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+async fn mosquitto_pub(addr: SocketAddr, args: &[&str]) {
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+        .args(args)
+        .status()
+        .await
+        .expect("mosquitto_pub runs");
+    assert!(status.success(), "mosquitto_pub {args:?} failed");
+}
+
+/// `mosquitto_sub` with `args`, until `seconds` have passed; its output lines.
+async fn mosquitto_sub(addr: SocketAddr, seconds: u32, args: &[&str]) -> Vec<String> {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-W", &seconds.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("mosquitto_sub runs");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+async fn sigkill(mut roost: Child) {
+    roost.start_kill().unwrap();
+    roost.wait().await.unwrap();
+}
+
+async fn sigterm(mut roost: Child) {
+    let pid = roost.id().expect("running").to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), roost.wait()).await.expect("roost stops on SIGTERM").unwrap();
+    assert!(status.success(), "roost exits cleanly on SIGTERM: {status}");
+}
+
+/// [MQTT-3.3.1-5] a retained message is stored and sent to future subscribers; [MQTT-3.3.1-10,
+/// -11] an empty retained payload removes it. Both hold across a clean restart and SIGKILL:
+/// a QoS 1 retained publish is stored before its PUBACK.
+async fn retained_messages_survive_restart_and_sigkill(backend: Backend) {
+    require_command("mosquitto_pub");
+    let db = TestDb::new(backend).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    mosquitto_pub(addr, &["-t", "home/porch/status", "-m", "online", "-r", "-q", "1"]).await;
+    mosquitto_pub(addr, &["-t", "home/garage/status", "-m", "open", "-r", "-q", "1"]).await;
+    mosquitto_pub(addr, &["-t", "home/garage/status", "-n", "-r", "-q", "1"]).await;
+    sigterm(roost).await;
+
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let seen = mosquitto_sub(addr, 2, &["-t", "home/#", "-v", "-F", "%r %t %p"]).await;
+    assert_eq!(seen, ["1 home/porch/status online"], "the cleared retained message stays cleared");
+    // Acknowledged, then killed at once: the PUBACK came after the commit.
+    mosquitto_pub(addr, &["-t", "home/porch/status", "-m", "away", "-r", "-q", "1"]).await;
+    sigkill(roost).await;
+
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let seen = mosquitto_sub(addr, 2, &["-t", "home/#", "-v", "-F", "%r %t %p"]).await;
+    assert_eq!(seen, ["1 home/porch/status away"]);
+    sigkill(roost).await;
+}
+
+/// A publisher of numbered messages on `topic` at `qos` (1 or 2), a few in flight, until the
+/// connection dies. Returns the numbers acknowledged: PUBACK for QoS 1, PUBREC for QoS 2 (from
+/// then on the server owns the message [MQTT-4.3.3-1]).
+async fn publish_numbered_until_killed(addr: SocketAddr, topic: &str, qos: QoS, progress: Arc<AtomicUsize>) -> Vec<u64> {
+    let mut acked = Vec::new();
+    let Ok(mut stream) = TcpStream::connect(addr).await else { return acked };
+    let mut out = BytesMut::new();
+    let client_id = format!("numbered-{}", qos as u8);
+    encode(&Packet::Connect(support::connect(&client_id, true)), ProtocolVersion::V311, &mut out).unwrap();
+    if stream.write_all(&out).await.is_err() {
+        return acked;
+    }
+    let topic = TopicName::parse(topic).unwrap();
+    let (mut buf, mut inflight, mut next, mut connected) = (BytesMut::new(), HashMap::<u16, u64>::new(), 1u64, false);
+    loop {
+        out.clear();
+        while connected && inflight.len() < 8 {
+            let id = (next % 60_000 + 1) as u16;
+            inflight.insert(id, next);
+            let publish = Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: Some(topic.clone()),
+                packet_id: NonZeroU16::new(id),
+                payload: next.to_string().into(),
+                properties: Properties::default(),
+            };
+            encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut out).unwrap();
+            next += 1;
+        }
+        match decode(&mut buf, ProtocolVersion::V311, usize::MAX) {
+            Ok(Some(Packet::ConnAck(_))) => connected = true,
+            Ok(Some(Packet::PubAck(ack))) => {
+                acked.extend(inflight.remove(&ack.packet_id.get()));
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Some(Packet::PubRec(ack))) => {
+                acked.extend(inflight.remove(&ack.packet_id.get()));
+                progress.fetch_add(1, Ordering::Relaxed);
+                encode(&Packet::PubRel(Ack::new(ack.packet_id)), ProtocolVersion::V311, &mut out).unwrap();
+            }
+            Ok(Some(Packet::PubComp(_))) => {}
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
+            Ok(None) => {
+                if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                    return acked;
+                }
+                out.clear();
+                match stream.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return acked,
+                    Ok(_) => {}
+                }
+            }
+            Err(e) => panic!("bad packet from roost: {e}"),
+        }
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            return acked;
+        }
+    }
+}
+
+/// A persistent session [MQTT-3.1.2-4] gets every QoS 1/2 message the server acknowledged
+/// while it was offline, even when the server is killed right after: none missing, and at
+/// QoS 2 none twice [MQTT-4.3.3]. Its subscription survives too (no new SUBSCRIBE).
+async fn a_persistent_session_gets_every_acknowledged_message_after_sigkill(backend: Backend) {
+    require_command("mosquitto_sub");
+    let db = TestDb::new(backend).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    // Create the session and its subscription, then go offline.
+    mosquitto_sub(addr, 1, &["-c", "-i", "board-7", "-q", "2", "-t", "cmd/board-7/#"]).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let q1 = tokio::spawn(publish_numbered_until_killed(addr, "cmd/board-7/q1", QoS::AtLeastOnce, Arc::clone(&progress)));
+    let q2 = tokio::spawn(publish_numbered_until_killed(addr, "cmd/board-7/q2", QoS::ExactlyOnce, Arc::clone(&progress)));
+    let started = tokio::time::Instant::now();
+    while progress.load(Ordering::Relaxed) < 200 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 200;
+    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
+    sigkill(roost).await;
+    let (acked_q1, acked_q2) = (q1.await.unwrap(), q2.await.unwrap());
+    assert!(!acked_q1.is_empty() && !acked_q2.is_empty(), "both publishers were acknowledged before the kill");
+
+    let (roost, addr) = spawn_roost(&db.url).await;
+    // The same client id, clean session 0, and no -t: only the stored subscription delivers.
+    let lines = mosquitto_sub(addr, 4, &["-c", "-i", "board-7", "-q", "2", "-v", "-t", "cmd/board-7/none"]).await;
+    let mut received: BTreeMap<(String, u64), usize> = BTreeMap::new();
+    for line in &lines {
+        let (topic, number) = line.split_once(' ').expect("topic and payload");
+        *received.entry((topic.to_owned(), number.parse().unwrap())).or_default() += 1;
+    }
+    for (topic, acked) in [("cmd/board-7/q1", &acked_q1), ("cmd/board-7/q2", &acked_q2)] {
+        let missing: Vec<_> = acked.iter().filter(|n| !received.contains_key(&(topic.to_owned(), **n))).collect();
+        assert!(
+            missing.is_empty(),
+            "{topic}: {} of {} acknowledged messages lost, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    let twice: Vec<_> = received.iter().filter(|((topic, _), count)| topic.ends_with("q2") && **count > 1).collect();
+    assert!(twice.is_empty(), "QoS 2 messages delivered more than once: {twice:?}");
+    // Delivered and acknowledged: the queue is empty now, also after another restart.
+    sigterm(roost).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let again = mosquitto_sub(addr, 1, &["-c", "-i", "board-7", "-q", "2", "-v", "-t", "cmd/board-7/none"]).await;
+    assert!(again.is_empty(), "messages delivered before were delivered again: {:?}", &again[..again.len().min(5)]);
+    sigkill(roost).await;
+    eprintln!("{backend:?}: {} QoS 1 and {} QoS 2 acknowledged messages delivered after SIGKILL", acked_q1.len(), acked_q2.len());
+}
+
+/// A will whose connection died with the server (SIGKILL) is published when the server starts
+/// again: the connection closed without DISCONNECT [MQTT-3.1.2-8].
+async fn a_will_is_published_after_the_server_died_with_its_connection(backend: Backend) {
+    require_command("mosquitto_sub");
+    let db = TestDb::new(backend).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let mut board = Raw::connect(addr).await;
+    let mut connect = support::connect("board-9", true);
+    connect.will = Some(LastWill {
+        topic: TopicName::parse("status/board-9").unwrap(),
+        payload: "offline".into(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Properties::default(),
+    });
+    board.send(&Packet::Connect(connect)).await;
+    assert!(matches!(board.recv().await, Some(Packet::ConnAck(ConnAck { code: 0, .. }))));
+    board.send(&Packet::PingReq).await;
+    assert_eq!(board.recv().await, Some(Packet::PingResp), "connected, and its will stored");
+    sigkill(roost).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let seen = mosquitto_sub(addr, 2, &["-t", "status/#", "-v"]).await;
+    assert_eq!(seen, ["status/board-9 offline"], "the will, retained, is there after the restart");
+    sigterm(roost).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let seen = mosquitto_sub(addr, 2, &["-t", "status/#", "-v"]).await;
+    assert_eq!(seen, ["status/board-9 offline"], "published once: the will itself is gone, its retained message stays");
+    sigkill(roost).await;
+}
+
+/// `--session-expiry`: a persistent session offline for longer is removed with its queue, in
+/// memory and in the database; the client then starts afresh (session present 0).
+async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |args| args.session_expiry = Duration::from_secs(2)).await;
+    let (mut sub, _) = Raw::mqtt(server.mqtt, "resting", false).await;
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: support::pid(1),
+        filters: vec![("cmd/#".into(), SubscriptionOptions::qos(QoS::AtLeastOnce))],
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    sub.send(&Packet::Disconnect(Default::default())).await;
+    drop(sub);
+    let (mut publisher, _) = Raw::mqtt(server.mqtt, "pub", true).await;
+    publisher.send(&support::publish("cmd/x", "1", QoS::AtLeastOnce, Some(1), false)).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let sessions = server.broker.persistent_sessions();
+    assert_eq!((sessions.len(), sessions[0].queued, sessions[0].online), (1, 1, false), "{sessions:?}");
+    let stored = server.store.load_broker_state().await.unwrap();
+    assert_eq!((stored.sessions.len(), stored.queue.len()), (1, 1));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !server.broker.persistent_sessions().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the session did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stored = server.store.load_broker_state().await.unwrap();
+        if stored.sessions.is_empty() && stored.queue.is_empty() && stored.subscriptions.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the expired session is still stored: {stored:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.broker.stats().sessions_expired, 1);
+    let (_sub, ack) = Raw::mqtt(server.mqtt, "resting", false).await;
+    assert!(!ack.session_present, "[MQTT-3.2.2-3] no session present after expiry");
+    server.stop().await;
+}
+
+crate::on_every_database!(
+    retained_messages_survive_restart_and_sigkill,
+    a_persistent_session_gets_every_acknowledged_message_after_sigkill,
+    a_will_is_published_after_the_server_died_with_its_connection,
+    an_expired_session_is_removed_with_its_queue,
+);
