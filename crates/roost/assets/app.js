@@ -10,6 +10,7 @@ const el = (tag, cls, text) => {
   return e;
 };
 const key = (s) => `${s.owner}/${s.place}/${s.category}`;
+const VIEWS = ["overview", "sensor", "console", "rejects", "tokens", "sessions"];
 const api = async (path) => {
   const r = await fetch(path);
   if (r.status === 401) { showLogin(); throw new Error("log in first"); }
@@ -20,7 +21,7 @@ const api = async (path) => {
 
 // ---- login (when the server requires it) ----
 function showLogin() {
-  for (const v of ["overview", "sensor", "console", "rejects", "tokens"]) $(`view-${v}`).hidden = true;
+  for (const v of VIEWS) $(`view-${v}`).hidden = true;
   document.querySelector("nav").hidden = true;
   $("view-login").hidden = false;
 }
@@ -44,6 +45,7 @@ async function whoAmI() {
   const r = await fetch("/api/me");
   if (r.status === 401) return null;
   const me = await r.json();
+  $("nav-sessions").hidden = !(me.admin || me.anonymous);
   if (!me.anonymous) {
     $("who").textContent = me.username + (me.admin ? " (admin)" : "");
     $("who").hidden = $("logout").hidden = false;
@@ -319,17 +321,41 @@ $("token-form").addEventListener("submit", async (e) => {
   await showTokens();
 });
 
+// ---- persistent sessions (admins) ----
+async function showSessions() {
+  const list = await api("/api/sessions");
+  const rows = list.map((s) => {
+    const drop = el("button", null, "Drop");
+    drop.title = "Remove this session with its subscriptions and queued messages";
+    drop.addEventListener("click", async () => {
+      if (!confirm(`Drop the session of ${s.client_id} and its ${s.queued} queued messages?`)) return;
+      await fetch(`/api/sessions/${enc(s.client_id)}`, { method: "DELETE" });
+      await showSessions();
+    });
+    const cell = el("td");
+    cell.append(drop);
+    const tr = el("tr");
+    const state = s.online ? "online" : `offline since ${localTime(s.offline_since_ms)}`;
+    tr.append(el("td", null, s.client_id), el("td", null, s.user || ""), el("td", null, state), el("td", null, String(s.queued)),
+      el("td", null, s.online ? "" : String(s.subscriptions)), el("td", null, s.expires_at_ms ? localTime(s.expires_at_ms) : "while online: never"), cell);
+    return tr;
+  });
+  $("sessions-body").replaceChildren(...rows);
+  $("sessions-empty").hidden = rows.length > 0;
+}
+
 // ---- routing ----
 async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const view = parts[0] || "overview";
-  for (const v of ["overview", "sensor", "console", "rejects", "tokens"]) $(`view-${v}`).hidden = v !== view;
+  for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === view));
   try {
     if (view === "overview") await loadOverview();
     if (view === "sensor") await showSensor(parts[1], parts[2], parts[3], +parts[4] || 0, +parts[5] || 0);
     if (view === "rejects") await showRejects();
     if (view === "tokens") await showTokens();
+    if (view === "sessions") await showSessions();
   } catch (e) {
     console.error(e);
   }

@@ -12,6 +12,7 @@ mod mqtt_ws;
 mod openapi;
 mod params;
 mod sensors;
+mod sessions;
 mod system;
 mod tokens;
 
@@ -75,6 +76,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/live", get(live::feed))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{client_id}", axum::routing::delete(sessions::drop_session))
         .route_layer(identify.clone())
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))

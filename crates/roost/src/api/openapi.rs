@@ -155,6 +155,24 @@ pub fn spec() -> Value {
                     "503": error_response("Database unavailable")
                 }
             }},
+            "/api/sessions": { "get": {
+                "summary": "Persistent MQTT sessions (clean session 0), online and offline, with their queued messages and expiry (admins)",
+                "responses": {
+                    "200": { "description": "Sessions ordered by client id", "content": { "application/json": { "schema": { "type": "array", "items": { "type": "object" } } } } },
+                    "401": error_response("Not logged in"),
+                    "403": error_response("Not an admin")
+                }
+            }},
+            "/api/sessions/{client_id}": { "delete": {
+                "summary": "Drop a persistent session with its subscriptions and queued messages; an online one is disconnected (admins)",
+                "parameters": [{ "name": "client_id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": {
+                    "200": { "description": "Dropped", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "401": error_response("Not logged in"),
+                    "403": error_response("Not an admin"),
+                    "404": error_response("No persistent session with this client id")
+                }
+            }},
             "/api/openapi.json": { "get": {
                 "summary": "This document",
                 "security": [],

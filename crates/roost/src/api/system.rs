@@ -29,6 +29,7 @@ pub async fn stats(
 ) -> Result<Json<Value>, ApiError> {
     viewer.require_admin()?;
     let broker = state.broker.stats();
+    let (retained, sessions) = (state.broker.retained_count(), state.broker.persistent_counts());
     let ingest = state.ingest.snapshot();
     let (sensors, readings, rejects) = state.store.counts().await?;
     Ok(Json(json!({
@@ -44,6 +45,13 @@ pub async fn stats(
             "subscriptions_denied": broker.subscriptions_denied,
             "connections_refused": broker.connections_refused,
             "connections_over_limit": broker.connections_over_limit,
+            "retained_refused": broker.retained_refused,
+            "sessions_expired": broker.sessions_expired,
+            "retained_messages": retained.0,
+            "retained_bytes": retained.1,
+            "persistent_sessions_online": sessions.online,
+            "persistent_sessions_offline": sessions.offline,
+            "persistent_queued": sessions.queued,
         },
         "ingest": {
             "readings_committed": ingest.readings_committed,
@@ -118,6 +126,29 @@ pub async fn metrics(
         "Connections closed because their address had too many open.",
         &[("", b.connections_over_limit)],
     );
+    let (retained, retained_bytes) = state.broker.retained_count();
+    metric("roost_retained_messages", "gauge", "Retained messages kept (and stored).", &[("", retained as u64)]);
+    metric("roost_retained_bytes", "gauge", "Payload bytes of the retained messages.", &[("", retained_bytes as u64)]);
+    metric(
+        "roost_retained_refused_total",
+        "counter",
+        "Retained publishes refused by --max-retained / --max-retained-bytes (delivered, not retained).",
+        &[("", b.retained_refused)],
+    );
+    let sessions = state.broker.persistent_counts();
+    metric(
+        "roost_persistent_sessions",
+        "gauge",
+        "Persistent sessions (clean session 0), by state.",
+        &[("{state=\"online\"}", sessions.online as u64), ("{state=\"offline\"}", sessions.offline as u64)],
+    );
+    metric(
+        "roost_persistent_queued_messages",
+        "gauge",
+        "QoS 1/2 messages waiting for persistent sessions.",
+        &[("", sessions.queued as u64)],
+    );
+    metric("roost_sessions_expired_total", "counter", "Persistent sessions removed by --session-expiry.", &[("", b.sessions_expired)]);
     metric("roost_readings_committed_total", "counter", "Readings committed to the database.", &[("", i.readings_committed)]);
     metric("roost_rejects_total", "counter", "Publishes rejected and quarantined.", &[("", i.rejects_committed)]);
     metric("roost_ingest_batches_total", "counter", "Transactions committed by the ingest writer.", &[("", i.batches)]);

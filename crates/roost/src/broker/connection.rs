@@ -246,18 +246,14 @@ where
             return;
         };
         drop(client_id); // the session holds it from here on (state.client_id)
-        let clean_session = connect.clean_start;
+        BrokerStats::incr(&self.broker.stats.clients_connected);
+        info!(peer = %self.peer, client_id = %state.client_id, ?username, clean_session = connect.clean_start, session_present, "client connected");
         let (keep_alive, will) = keep_alive_and_will(connect);
         // [MQTT-3.1.2-24] 1.5 times the keep-alive; zero disables it.
         self.keep_alive = (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.5));
-        let will = match will {
-            Some(will) => Some(Box::pin(store_will(&self.broker, &state.client_id, *will, username.as_deref())).await),
-            None => None,
-        };
+        let will = Box::pin(store_will(&self.broker, &state.client_id, will, username.as_deref())).await;
         // [MQTT-3.2.2-1..3]
         self.queue(Packet::ConnAck(ConnAck { session_present, code: connect_return::ACCEPTED, properties: Default::default() }));
-        BrokerStats::incr(&self.broker.stats.clients_connected);
-        info!(peer = %self.peer, client_id = %state.client_id, ?username, clean_session, session_present, "client connected");
         let end = self.resume(&mut state, session_present, username.as_deref()).await;
         self.broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match &end {
@@ -759,7 +755,8 @@ where
 
 /// Keeps the will for the end of the connection, and stores it before the CONNACK: if the
 /// server dies with this connection, the will is published when the server starts again.
-async fn store_will(broker: &Broker, client_id: &Arc<str>, will: LastWill, username: Option<&str>) -> Arc<Message> {
+async fn store_will(broker: &Broker, client_id: &Arc<str>, will: Option<Box<LastWill>>, username: Option<&str>) -> Option<Arc<Message>> {
+    let will = *will?;
     let will = Arc::new(Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain });
     broker.durable.record(StateChange::WillSet {
         client_id: Arc::clone(client_id),
@@ -771,7 +768,7 @@ async fn store_will(broker: &Broker, client_id: &Arc<str>, will: LastWill, usern
             warn!(client_id = %client_id, "the will could not be stored; it is kept in memory only");
         }
     }
-    will
+    Some(will)
 }
 
 /// Keeps what a session needs of its CONNECT, and frees the rest now. (Moving fields out of

@@ -31,7 +31,7 @@ pub use keep_alive::supervise_sessions;
 pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
 pub use message::Message;
 pub use router::RetainedLimits;
-pub use sessions::SessionInfo;
+pub use sessions::{PersistentCounts, SessionInfo};
 pub use stats::{BrokerStats, StatsSnapshot};
 pub use sys::publish_sys_tree;
 pub use trie::SubscriptionTrie;
@@ -140,6 +140,10 @@ impl Broker {
             tracing::info!(%client_id, "persistent session dropped by an admin");
         }
         dropped
+    }
+
+    pub fn persistent_counts(&self) -> PersistentCounts {
+        self.sessions.persistent_counts()
     }
 
     /// Retained messages kept, and their payload bytes.

@@ -355,6 +355,27 @@ impl Sessions {
         }
     }
 
+    /// How many persistent sessions are online and offline, and how many messages wait for
+    /// them (queued, and in flight while offline).
+    pub fn persistent_counts(&self) -> PersistentCounts {
+        let slots = self.lock();
+        let mut counts = PersistentCounts::default();
+        for slot in slots.values() {
+            match slot {
+                Slot::Online { mailbox, .. } if mailbox.owner().is_some() => {
+                    counts.online += 1;
+                    counts.queued += mailbox.len();
+                }
+                Slot::Online { .. } => {}
+                Slot::Offline { state, .. } => {
+                    counts.offline += 1;
+                    counts.queued += state.mailbox.len() + state.outbound.len();
+                }
+            }
+        }
+        counts
+    }
+
     /// The persistent sessions, online and offline, sorted by client id.
     pub fn persistent_sessions(&self) -> Vec<SessionInfo> {
         let slots = self.lock();
@@ -379,6 +400,14 @@ impl Sessions {
         sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         sessions
     }
+}
+
+/// Persistent sessions at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PersistentCounts {
+    pub online: usize,
+    pub offline: usize,
+    pub queued: usize,
 }
 
 /// Who asks for a session.

@@ -21,7 +21,9 @@ pub async fn publish_sys_tree(broker: Arc<Broker>, interval: Duration, shutdown:
 fn publish_once(broker: &Broker) {
     let stats = broker.stats();
     let uptime = broker.started.elapsed().as_secs();
-    let entries: [(&str, String); 8] = [
+    let (retained, _) = broker.retained_count();
+    let sessions = broker.persistent_counts();
+    let entries: [(&str, String); 11] = [
         ("$SYS/broker/version", format!("roost {}", env!("CARGO_PKG_VERSION"))),
         ("$SYS/broker/uptime", format!("{uptime} seconds")),
         ("$SYS/broker/clients/connected", stats.clients_connected.to_string()),
@@ -30,6 +32,10 @@ fn publish_once(broker: &Broker) {
         ("$SYS/broker/messages/dropped", (stats.dropped_qos0 + stats.dropped_offline).to_string()),
         ("$SYS/broker/messages/denied", stats.publishes_denied.to_string()),
         ("$SYS/broker/subscriptions/count", broker.router.subscription_count().to_string()),
+        ("$SYS/broker/retained messages/count", retained.to_string()),
+        // Persistent sessions offline, and the messages waiting for persistent sessions.
+        ("$SYS/broker/clients/disconnected", sessions.offline.to_string()),
+        ("$SYS/broker/store/messages/count", sessions.queued.to_string()),
     ];
     for (topic, value) in entries {
         let topic = TopicName::parse(topic).expect("static $SYS topics are valid");

@@ -260,6 +260,67 @@ async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
     server.stop().await;
 }
 
+/// The admin view of persistent sessions: listed online and offline with their queues, dropped
+/// with their queue (an online one is disconnected first), and counted in `/metrics`.
+#[tokio::test]
+async fn admins_see_and_drop_persistent_sessions() {
+    let server = TestServer::start().await;
+    let subscribe = |id| {
+        Packet::Subscribe(Subscribe {
+            packet_id: support::pid(id),
+            filters: vec![("cmd/#".into(), SubscriptionOptions::qos(QoS::AtLeastOnce))],
+            properties: Properties::default(),
+        })
+    };
+    let (mut resting, _) = Raw::mqtt(server.mqtt, "resting", false).await;
+    resting.send(&subscribe(1)).await;
+    assert!(matches!(resting.recv().await, Some(Packet::SubAck(_))));
+    resting.send(&Packet::Disconnect(Default::default())).await;
+    drop(resting);
+    let (mut online, _) = Raw::mqtt(server.mqtt, "online", false).await;
+    online.send(&subscribe(1)).await;
+    assert!(matches!(online.recv().await, Some(Packet::SubAck(_))));
+    let (_clean, _) = Raw::mqtt(server.mqtt, "not-listed", true).await;
+    let (mut publisher, _) = Raw::mqtt(server.mqtt, "pub", true).await;
+    publisher.send(&support::publish("cmd/x", "1", QoS::AtLeastOnce, Some(1), false)).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.http);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let listed = loop {
+        let listed: serde_json::Value = http.get(format!("{base}/api/sessions")).send().await.unwrap().json().await.unwrap();
+        if listed.as_array().unwrap().len() == 2 && !listed[1]["offline_since_ms"].is_null() {
+            break listed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "sessions: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed[0]["client_id"], "online");
+    assert_eq!(listed[0]["online"], true);
+    assert_eq!((listed[1]["client_id"].as_str(), listed[1]["queued"].as_u64()), (Some("resting"), Some(1)));
+    assert!(listed[1]["expires_at_ms"].as_i64().unwrap() > listed[1]["offline_since_ms"].as_i64().unwrap());
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("roost_persistent_sessions{state=\"offline\"} 1"), "{metrics}");
+    assert!(metrics.contains("roost_persistent_queued_messages 1"), "{metrics}");
+
+    for client_id in ["resting", "online"] {
+        let response = http.delete(format!("{base}/api/sessions/{client_id}")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    online.expect_closed().await; // the online session is disconnected
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !server.broker.persistent_sessions().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "sessions left: {:?}", server.broker.persistent_sessions());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = http.delete(format!("{base}/api/sessions/resting")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let (_again, ack) = Raw::mqtt(server.mqtt, "resting", false).await;
+    assert!(!ack.session_present, "a dropped session is gone [MQTT-3.2.2-3]");
+    server.stop().await;
+}
+
 crate::on_every_database!(
     retained_messages_survive_restart_and_sigkill,
     a_persistent_session_gets_every_acknowledged_message_after_sigkill,
