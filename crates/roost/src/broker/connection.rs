@@ -1,7 +1,7 @@
 //! One client connection: the MQTT 3.1.1 protocol state machine between a byte stream and the
 //! broker. Owns its socket, its read/write buffers and (while connected) its session.
 
-use super::durability::StateChange;
+use super::durability::{StateChange, MAX_STORED_CLIENT_ID, MAX_STORED_FILTER};
 use super::hooks::{AuthOutcome, Credentials, Receipt};
 use super::limits::Permit;
 use super::mailbox::{Alarm, Congestion, Delivery, Mailbox, MailboxEvent};
@@ -295,6 +295,12 @@ where
             // [MQTT-3.1.3-6] assign a unique id.
             client_id = format!("roost-auto-{}", self.broker.sessions.unique_suffix());
         }
+        if client_id.chars().count() > MAX_STORED_CLIENT_ID {
+            // [MQTT-3.1.3-5] a server may refuse long ids; sessions and wills are stored under it.
+            self.refuse(connect_return::IDENTIFIER_REJECTED).await;
+            info!(peer = %self.peer, limit = MAX_STORED_CLIENT_ID, "client id longer than the limit (characters); refused");
+            return None;
+        }
         let credentials = Credentials {
             peer: self.peer,
             client_id: &client_id,
@@ -565,6 +571,11 @@ where
         let mut retained = Vec::new();
         for (raw, options) in &subscribe.filters {
             let filter = match TopicFilter::parse(raw) {
+                Ok(_) if raw.chars().count() > MAX_STORED_FILTER => {
+                    info!(client_id = %state.client_id, limit = MAX_STORED_FILTER, "topic filter longer than the limit (characters); refused");
+                    codes.push(SUBACK_FAILURE);
+                    continue;
+                }
                 Ok(f) if state.subscriptions.len() >= self.broker.config.max_subscriptions && !state.subscriptions.contains_key(&f) => {
                     info!(client_id = %state.client_id, filter = %raw, limit = self.broker.config.max_subscriptions, "subscription limit reached; refused");
                     codes.push(SUBACK_FAILURE);

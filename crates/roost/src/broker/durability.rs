@@ -183,6 +183,14 @@ impl Durable {
     }
 }
 
+/// Longest client id accepted, in characters: sessions and wills are stored under it (a key
+/// column on every database; MariaDB's keys are bounded).
+pub const MAX_STORED_CLIENT_ID: usize = 191;
+/// Longest topic filter accepted in a SUBSCRIBE, in characters (stored for persistent sessions).
+pub const MAX_STORED_FILTER: usize = 500;
+/// Longest topic a retained message may have, in characters (the key of stored retained messages).
+pub const MAX_RETAINED_TOPIC: usize = 768;
+
 /// Server-generated retained messages (`$SYS/...`) are refreshed at every start: not stored.
 pub(crate) fn is_stored_topic(topic: &str) -> bool {
     !topic.starts_with('$')

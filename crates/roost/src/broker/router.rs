@@ -1,7 +1,7 @@
 //! Routes messages to the mailboxes of matching subscriptions and keeps retained messages.
 //! Publishers call it from their own tasks: it takes short locks and never awaits.
 
-use super::durability::{is_stored_topic, Durable, StateChange};
+use super::durability::{is_stored_topic, Durable, StateChange, MAX_RETAINED_TOPIC};
 use super::mailbox::{Congestion, Delivery, Mailbox, PushOutcome};
 use super::stats::BrokerStats;
 use super::trie::SubscriptionTrie;
@@ -18,7 +18,8 @@ pub struct Router {
 }
 
 /// How many retained messages the broker keeps, and how many payload bytes in all. Past
-/// either, a new retained topic is refused: delivered, not retained (counted, logged).
+/// either, a new retained topic is refused: delivered, not retained (counted, logged). So is
+/// one whose topic is longer than `MAX_RETAINED_TOPIC` characters.
 #[derive(Debug, Clone, Copy)]
 pub struct RetainedLimits {
     pub max_count: usize,
@@ -48,7 +49,8 @@ impl Retained {
         }
         let is_new = old == 0 && !self.messages.contains_key(&message.topic);
         let bytes = self.bytes - old + message.payload.len();
-        if (is_new && self.messages.len() >= limits.max_count) || bytes > limits.max_bytes {
+        let too_long = message.topic.as_str().chars().count() > MAX_RETAINED_TOPIC;
+        if (is_new && self.messages.len() >= limits.max_count) || bytes > limits.max_bytes || too_long {
             return false;
         }
         self.bytes = bytes;
@@ -115,7 +117,7 @@ impl Router {
                 drop(retained);
                 BrokerStats::incr(&stats.retained_refused);
                 tracing::warn!(topic = %message.topic, bytes = message.payload.len(), max_count = self.limits.max_count,
-                    max_bytes = self.limits.max_bytes, "retained message refused: --max-retained or --max-retained-bytes reached; delivered but not retained");
+                    max_bytes = self.limits.max_bytes, "retained message refused (--max-retained, --max-retained-bytes, or a topic over 768 characters); delivered but not retained");
             }
         }
         let mut targets: Vec<(u64, QoS, Arc<Mailbox>)> = Vec::new();
@@ -178,5 +180,31 @@ impl Router {
     pub fn retained_count(&self) -> (usize, usize) {
         let retained = read(&self.retained);
         (retained.messages.len(), retained.bytes)
+    }
+}
+
+#[cfg(test)]
+mod retained_tests {
+    use super::*;
+    use mqtt_codec::TopicName;
+
+    fn retained(topic: &str, payload: &'static str) -> Arc<Message> {
+        Arc::new(Message { topic: TopicName::parse(topic).unwrap(), payload: payload.into(), qos: QoS::AtLeastOnce, retain: true })
+    }
+
+    #[test]
+    fn limits_refuse_new_topics_and_bytes_but_never_a_clear() {
+        let limits = RetainedLimits { max_count: 2, max_bytes: 10 };
+        let mut kept = Retained::default();
+        assert!(kept.apply(&retained("a", "1234"), limits));
+        assert!(kept.apply(&retained("b", "1234"), limits));
+        assert!(!kept.apply(&retained("c", "1"), limits), "a third topic is over max_count");
+        assert!(kept.apply(&retained("a", "123456"), limits), "replacing counts the difference: 10 bytes");
+        assert!(!kept.apply(&retained("a", "1234567"), limits), "11 bytes");
+        assert!(kept.apply(&retained("a", ""), limits), "clearing always works");
+        assert_eq!((kept.messages.len(), kept.bytes), (1, 4));
+        assert!(kept.apply(&retained("c", "1"), limits));
+        let long = "t/".repeat(MAX_RETAINED_TOPIC / 2) + "x";
+        assert!(!kept.apply(&retained(&long, "1"), RetainedLimits::default()), "a topic too long to store");
     }
 }

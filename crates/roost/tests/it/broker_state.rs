@@ -321,6 +321,19 @@ async fn admins_see_and_drop_persistent_sessions() {
     server.stop().await;
 }
 
+/// [MQTT-3.1.3-5] the server may refuse long client ids: sessions and wills are stored under
+/// them, so over 191 characters gets CONNACK 0x02 (identifier rejected), on every database alike.
+#[tokio::test]
+async fn a_client_id_too_long_to_store_is_refused() {
+    let server = TestServer::start().await;
+    let (_, ack) = Raw::mqtt(server.mqtt, &"é".repeat(191), false).await;
+    assert_eq!(ack.code, 0, "191 characters (382 bytes) are fine");
+    let (mut refused, ack) = Raw::mqtt(server.mqtt, &"x".repeat(192), true).await;
+    assert_eq!(ack.code, 2);
+    refused.expect_closed().await;
+    server.stop().await;
+}
+
 crate::on_every_database!(
     retained_messages_survive_restart_and_sigkill,
     a_persistent_session_gets_every_acknowledged_message_after_sigkill,
