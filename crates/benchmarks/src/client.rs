@@ -16,10 +16,10 @@ pub struct Client {
     pub buf: BytesMut,
 }
 
-pub fn connect_packet(client_id: &str) -> Packet {
+pub fn connect_packet(client_id: &str, clean: bool) -> Packet {
     Packet::Connect(Connect {
         protocol: ProtocolVersion::V311,
-        clean_start: true,
+        clean_start: clean,
         keep_alive: Duration::ZERO,
         client_id: client_id.into(),
         will: None,
@@ -48,6 +48,16 @@ pub fn put(packet: &Packet, out: &mut BytesMut) {
 impl Client {
     /// Connects from `source` (any loopback address) to `broker` and completes CONNECT.
     pub async fn connect(broker: SocketAddr, source: Option<std::net::IpAddr>, client_id: &str) -> anyhow::Result<Self> {
+        Self::connect_session(broker, source, client_id, true).await
+    }
+
+    /// Connects with clean session `clean` (false: a persistent session).
+    pub async fn connect_session(
+        broker: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        client_id: &str,
+        clean: bool,
+    ) -> anyhow::Result<Self> {
         let socket = TcpSocket::new_v4()?;
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
@@ -55,7 +65,7 @@ impl Client {
         let stream = socket.connect(broker).await.with_context(|| format!("connecting to {broker}"))?;
         stream.set_nodelay(true)?;
         let mut client = Self { stream, buf: BytesMut::with_capacity(64 * 1024) };
-        client.send(&connect_packet(client_id)).await?;
+        client.send(&connect_packet(client_id, clean)).await?;
         match client.recv().await? {
             Packet::ConnAck(a) if a.code == 0 => Ok(client),
             other => bail!("unexpected answer to CONNECT: {other:?}"),

@@ -64,6 +64,12 @@ struct Args {
     /// to show whether known sensors slow ingest down.
     #[arg(long, default_value_t = 0)]
     preload_sensors: usize,
+    /// Retained messages stored before Roost starts, for `--only restore`.
+    #[arg(long, default_value_t = 1_000_000)]
+    restore_retained: usize,
+    /// Persistent sessions stored before Roost starts, for `--only restore`.
+    #[arg(long, default_value_t = 100_000)]
+    restore_sessions: usize,
     /// The roost binary (default: next to this one).
     #[arg(long)]
     roost: Option<PathBuf>,
@@ -93,6 +99,12 @@ impl Broker {
     }
 
     async fn start_on(kind: Kind, args: &Args, database: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(kind, args, database, false).await
+    }
+
+    /// `persistent`: Mosquitto with `persistence true`; both keep up to `PERSISTENT_QUEUE`
+    /// messages for an offline session (Roost's state is always in its database).
+    async fn start_with(kind: Kind, args: &Args, database: Option<&str>, persistent: bool) -> anyhow::Result<Self> {
         if let (Kind::Roost, Some(addr)) = (kind, args.attach) {
             return Ok(Self { addr, child: None, _dir: tempfile::tempdir()? });
         }
@@ -120,14 +132,22 @@ impl Broker {
                 ]);
                 let sqlite = format!("sqlite://{}", dir.path().join("roost.db").display());
                 c.args(["--database", database.unwrap_or(&sqlite)]);
+                if persistent {
+                    c.args(["--max-queued", &PERSISTENT_QUEUE.to_string()]);
+                }
                 c.env("RUST_LOG", "warn");
                 c
             }
             Kind::Mosquitto => {
                 let conf = dir.path().join("mosquitto.conf");
+                let persistence = if persistent {
+                    format!("persistence true\npersistence_location {}/\nmax_queued_messages {PERSISTENT_QUEUE}\n", dir.path().display())
+                } else {
+                    "persistence false\n".to_owned()
+                };
                 std::fs::write(
                     &conf,
-                    format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n"),
+                    format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n{persistence}log_dest none\n"),
                 )?;
                 let mut c = Command::new(&args.mosquitto);
                 c.arg("-c").arg(&conf);
@@ -149,13 +169,22 @@ impl Broker {
     }
 
     fn rss_bytes(&self) -> anyhow::Result<u64> {
+        self.memory("VmRSS:")
+    }
+
+    /// The most memory the broker has held at once (`VmHWM`).
+    fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
+        self.memory("VmHWM:")
+    }
+
+    fn memory(&self, field: &str) -> anyhow::Result<u64> {
         let pid = self.child.as_ref().and_then(Child::id).context("broker exited or not started by us")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let kb: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS missing")?;
+            .with_context(|| format!("{field} missing"))?;
         Ok(kb * 1024)
     }
 }
@@ -164,9 +193,13 @@ fn payload(len: usize) -> Bytes {
     Bytes::from(vec![b'7'; len])
 }
 
-/// N publishers → 1 subscriber at `qos`; returns messages delivered per second.
-async fn fan_in(addr: SocketAddr, publishers: usize, per_publisher: usize, qos: QoS) -> anyhow::Result<(f64, f64)> {
-    let mut sub = Client::connect(addr, None, "bench-sub").await?;
+/// Messages an offline persistent session may have queued in the persistent scenarios.
+const PERSISTENT_QUEUE: usize = 200_000;
+
+/// N publishers → 1 subscriber at `qos`; returns messages delivered per second. `clean`:
+/// false for a persistent subscriber (clean session 0).
+async fn fan_in(addr: SocketAddr, publishers: usize, per_publisher: usize, qos: QoS, clean: bool) -> anyhow::Result<(f64, f64)> {
+    let mut sub = Client::connect_session(addr, None, "bench-sub", clean).await?;
     sub.subscribe("bench/#", qos).await?;
     let expected = publishers * per_publisher;
     let started = Instant::now();
@@ -183,6 +216,35 @@ async fn fan_in(addr: SocketAddr, publishers: usize, per_publisher: usize, qos: 
     let (received, last) = counter.await??;
     eprintln!("    fan-in QoS {}: {received} of {expected} delivered", qos as u8);
     Ok((received as f64 / (last - started).as_secs_f64(), 100.0 * received as f64 / expected as f64))
+}
+
+/// QoS 1 publishes to an offline persistent session (it subscribed, then left): returns how
+/// fast N publishers are acknowledged (each message queued for it, durably in Roost) and how
+/// fast the queue is delivered when it comes back.
+async fn queue_for_offline(addr: SocketAddr, publishers: usize, per_publisher: usize) -> anyhow::Result<(f64, f64)> {
+    let mut sub = Client::connect_session(addr, None, "bench-offline", false).await?;
+    sub.subscribe("bench/#", QoS::AtLeastOnce).await?;
+    sub.send(&Packet::Disconnect(Default::default())).await?;
+    drop(sub);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let client = Client::connect(addr, None, &format!("bench-pub-{p}")).await?;
+        let topic = TopicName::parse(&format!("bench/{p}")).unwrap();
+        tasks.push(tokio::spawn(publish_flat_out(client, topic, per_publisher, QoS::AtLeastOnce)));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let expected = publishers * per_publisher;
+    let acked = expected as f64 / started.elapsed().as_secs_f64();
+    let drain_started = Instant::now();
+    let sub = Client::connect_session(addr, None, "bench-offline", false).await?;
+    let (received, last) = count_deliveries(sub, expected).await?;
+    eprintln!("    offline queue: {received} of {expected} delivered on reconnect");
+    anyhow::ensure!(received >= expected, "only {received} of {expected} queued messages were delivered");
+    Ok((acked, received as f64 / (last - drain_started).as_secs_f64()))
 }
 
 /// 1 publisher → N subscribers (QoS 0); returns deliveries per second (all subscribers).
@@ -436,6 +498,10 @@ async fn main() -> anyhow::Result<()> {
     let fanin0_share = measure("fan-in QoS 0: share delivered".into(), "%", true);
     let fanin1 = measure("fan-in QoS 1, 4 → 1: delivered".into(), "msg/s", true);
     let fanin1_share = measure("fan-in QoS 1: share delivered".into(), "%", true);
+    let persistent_online = measure("fan-in QoS 1, 4 → 1 persistent subscriber (online): delivered".into(), "msg/s", true);
+    let persistent_online_share = measure("fan-in QoS 1 persistent: share delivered".into(), "%", true);
+    let persistent_acked = measure("QoS 1, 4 publishers → offline persistent session: acknowledged".into(), "msg/s", true);
+    let persistent_drained = measure("… its queue delivered on reconnect".into(), "msg/s", true);
     let fanout = measure("fan-out QoS 0, 1 → 8: delivered".into(), "msg/s", true);
     let fanout_share = measure("fan-out QoS 0: share delivered".into(), "%", true);
     let p50 = measure("latency p50 at 10k msg/s".into(), "µs", false);
@@ -450,15 +516,26 @@ async fn main() -> anyhow::Result<()> {
             };
             if want("fanin0") {
                 let b = Broker::start(kind, &args).await?;
-                let (rate, share) = fan_in(b.addr, 4, args.messages, QoS::AtMostOnce).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages, QoS::AtMostOnce, true).await?;
                 record(&mut rows, fanin0, rate);
                 record(&mut rows, fanin0_share, share);
             }
             if want("fanin1") {
                 let b = Broker::start(kind, &args).await?;
-                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce, true).await?;
                 record(&mut rows, fanin1, rate);
                 record(&mut rows, fanin1_share, share);
+            }
+            if want("persistent") {
+                let b = Broker::start_with(kind, &args, None, true).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce, false).await?;
+                record(&mut rows, persistent_online, rate);
+                record(&mut rows, persistent_online_share, share);
+                let b = Broker::start_with(kind, &args, None, true).await?;
+                let per_publisher = (args.messages / 4).min(PERSISTENT_QUEUE / 4);
+                let (acked, drained) = queue_for_offline(b.addr, 4, per_publisher).await?;
+                record(&mut rows, persistent_acked, acked);
+                record(&mut rows, persistent_drained, drained);
             }
             if want("fanout") {
                 let b = Broker::start(kind, &args).await?;
@@ -485,6 +562,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("fleet") {
         fleet_table(&args).await?;
+    }
+    if want("restore") {
+        restore_table(&args).await?;
     }
     if rows.iter().all(|r| r.roost.is_empty()) {
         return Ok(());
@@ -641,5 +721,75 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `--only restore`: Roost's start-up with a large stored broker state: time from start until
+/// it listens, and its memory then, per database.
+async fn restore_table(args: &Args) -> anyhow::Result<()> {
+    println!(
+        "| database | retained | persistent sessions (1 subscription, 1 queued message each) | start → listening | RSS after start | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for db in &args.databases {
+        let (mut startup, mut rss, mut peak) = (Vec::new(), Vec::new(), Vec::new());
+        let database = BenchDatabase::fresh(db, 0).await?;
+        let filled = Instant::now();
+        preload_broker_state(&database.url, args.restore_retained, args.restore_sessions).await?;
+        eprintln!("restore: {db} filled in {:?}", filled.elapsed());
+        for run in 0..args.runs {
+            let started = Instant::now();
+            let broker = Broker::start_on(Kind::Roost, args, Some(&database.url)).await?;
+            startup.push(started.elapsed().as_secs_f64());
+            rss.push(broker.rss_bytes()? as f64 / (1024.0 * 1024.0));
+            peak.push(broker.peak_rss_bytes()? as f64 / (1024.0 * 1024.0));
+            eprintln!("restore run {} of {} on {db}: {:?}, {:.0} MiB", run + 1, args.runs, started.elapsed(), rss.last().unwrap());
+        }
+        let name = db.split("://").next().unwrap_or(db);
+        println!(
+            "| {name} | {} | {} | {:.1} s | {:.0} MiB | {:.0} MiB |",
+            args.restore_retained,
+            args.restore_sessions,
+            median(startup),
+            median(rss),
+            median(peak)
+        );
+    }
+    Ok(())
+}
+
+/// Stores `retained` retained messages (`state/<N>/status`, 16 bytes each) and `sessions`
+/// persistent sessions (`dev-<N>`, subscribed to `cmd/<N>/#`, one queued 16-byte message each).
+async fn preload_broker_state(url: &str, retained: usize, sessions: usize) -> anyhow::Result<()> {
+    use roost::store::{DatabaseUrl, QueueRow, SessionRow, StateBatch, Store, StoredMessage};
+    const CHUNK: usize = 20_000;
+    let store = Store::open(&DatabaseUrl::new(url)).await?;
+    let message = |topic: String, retain| StoredMessage { topic, payload: b"0123456789abcdef".to_vec(), qos: 1, retain };
+    for start in (0..retained).step_by(CHUNK) {
+        let batch = StateBatch {
+            retained: (start..(start + CHUNK).min(retained)).map(|i| message(format!("state/{i}/status"), true)).collect(),
+            ..StateBatch::default()
+        };
+        store.write_broker_state(&batch).await?;
+    }
+    for start in (0..sessions).step_by(CHUNK) {
+        let range = start..(start + CHUNK).min(sessions);
+        let batch = StateBatch {
+            sessions: range.clone().map(|i| SessionRow { client_id: format!("dev-{i}"), username: None, offline_since: Some(0) }).collect(),
+            subscribed: range.clone().map(|i| (format!("dev-{i}"), format!("cmd/{i}/#"), 1)).collect(),
+            queued: range
+                .map(|i| QueueRow {
+                    seq: i as i64 + 1,
+                    client_id: format!("dev-{i}"),
+                    message: message(format!("cmd/{i}/set"), false),
+                    packet_id: None,
+                    released: false,
+                })
+                .collect(),
+            ..StateBatch::default()
+        };
+        store.write_broker_state(&batch).await?;
+    }
+    store.close().await;
     Ok(())
 }

@@ -123,6 +123,7 @@ impl App {
         let (broker_store, state_queue) = BrokerStore::new();
         let hooks = broker::Hooks { auth, ingest: Arc::new(ingest), persistence: Arc::new(broker_store) };
         let broker = Broker::new(config, hooks, restored);
+        release_freed_memory();
         let mqtt = bind(args.mqtt, "MQTT").await?;
         let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
         let http = bind(args.http, "HTTP").await?;
@@ -284,6 +285,17 @@ impl App {
         }
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Gives memory freed after loading the broker's state (the rows read, a large transient
+/// peak with many retained messages or sessions) back to the operating system. glibc keeps
+/// freed memory in its arenas otherwise.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the OS.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -3,7 +3,9 @@
 //! clients. Written as net changes ([`StateBatch`], one transaction per batch) and read back
 //! whole at start ([`Store::load_broker_state`]).
 
-use super::{decode_rows, query_err, Dialect, Pool, Store, StoreError};
+use super::{query_err, Dialect, Pool, Store, StoreError};
+use futures_util::stream::BoxStream;
+use futures_util::TryStreamExt;
 use sqlx::{QueryBuilder, Row};
 
 /// Rows per multi-row statement: at most 7 binds each, far below every backend's limit.
@@ -258,7 +260,6 @@ impl Store {
     /// Reads the whole broker state back (at start).
     pub async fn load_broker_state(&self) -> Result<StoredBrokerState, StoreError> {
         let doing = "loading broker state";
-        let err = query_err(doing);
         // MariaDB/MySQL report binary-collated text as bytes: read it back as text.
         let text = |column: &str| match self.dialect() {
             Dialect::MySql => format!("CONVERT({column} USING utf8mb4)"),
@@ -272,21 +273,15 @@ impl Store {
         let select_inbound = format!("SELECT {client_id}, packet_id FROM mqtt_inbound_qos2");
         let select_wills = format!("SELECT {client_id}, {}, {topic}, payload, qos, retain FROM mqtt_wills", text("username"));
         on_pool!(self, pool => {
-            let rows = sqlx::query(&select_retained).fetch_all(pool).await.map_err(err)?;
-            let retained = decode_rows(&rows, doing, |r| {
+            let retained = fetch_each(sqlx::query(&select_retained).fetch(pool), doing, |r| {
                 Ok(StoredMessage { topic: r.try_get(0)?, payload: r.try_get(1)?, qos: qos(r.try_get(2)?), retain: true })
-            })?;
-            let rows = sqlx::query(&select_sessions).fetch_all(pool).await.map_err(query_err(doing))?;
-            let sessions = decode_rows(&rows, doing, |r| {
+            }).await?;
+            let sessions = fetch_each(sqlx::query(&select_sessions).fetch(pool), doing, |r| {
                 Ok(SessionRow { client_id: r.try_get(0)?, username: r.try_get(1)?, offline_since: r.try_get(2)? })
-            })?;
-            let rows = sqlx::query(&select_subscriptions).fetch_all(pool).await.map_err(query_err(doing))?;
-            let subscriptions = decode_rows(&rows, doing, |r| Ok((r.try_get(0)?, r.try_get(1)?, qos(r.try_get(2)?))))?;
-            let rows = sqlx::query(&select_queue)
-                .fetch_all(pool)
-                .await
-                .map_err(query_err(doing))?;
-            let queue = decode_rows(&rows, doing, |r| {
+            }).await?;
+            let subscriptions =
+                fetch_each(sqlx::query(&select_subscriptions).fetch(pool), doing, |r| Ok((r.try_get(0)?, r.try_get(1)?, qos(r.try_get(2)?)))).await?;
+            let queue = fetch_each(sqlx::query(&select_queue).fetch(pool), doing, |r| {
                 Ok(QueueRow {
                     seq: r.try_get(0)?,
                     client_id: r.try_get(1)?,
@@ -294,11 +289,9 @@ impl Store {
                     packet_id: r.try_get::<Option<i32>, _>(5)?.map(packet_id),
                     released: r.try_get::<i16, _>(6)? != 0,
                 })
-            })?;
-            let rows = sqlx::query(&select_inbound).fetch_all(pool).await.map_err(query_err(doing))?;
-            let inbound_qos2 = decode_rows(&rows, doing, |r| Ok((r.try_get(0)?, packet_id(r.try_get(1)?))))?;
-            let rows = sqlx::query(&select_wills).fetch_all(pool).await.map_err(query_err(doing))?;
-            let wills = decode_rows(&rows, doing, |r| {
+            }).await?;
+            let inbound_qos2 = fetch_each(sqlx::query(&select_inbound).fetch(pool), doing, |r| Ok((r.try_get(0)?, packet_id(r.try_get(1)?)))).await?;
+            let wills = fetch_each(sqlx::query(&select_wills).fetch(pool), doing, |r| {
                 Ok(WillRow {
                     client_id: r.try_get(0)?,
                     username: r.try_get(1)?,
@@ -309,7 +302,7 @@ impl Store {
                         retain: r.try_get::<i16, _>(5)? != 0,
                     },
                 })
-            })?;
+            }).await?;
             Ok(StoredBrokerState { retained, sessions, subscriptions, queue, inbound_qos2, wills })
         })
     }
@@ -323,6 +316,19 @@ impl Store {
             Ok(queued.unwrap_or(0))
         })
     }
+}
+
+/// Decodes rows as they arrive (a million retained messages are never all in memory twice).
+async fn fetch_each<R, T>(
+    mut rows: BoxStream<'_, Result<R, sqlx::Error>>,
+    doing: &'static str,
+    decode: impl Fn(&R) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.try_next().await.map_err(query_err(doing))? {
+        out.push(decode(&row).map_err(query_err(doing))?);
+    }
+    Ok(out)
 }
 
 /// A QoS column: 0, 1 or 2 (anything else is read as 2, the safest).
