@@ -116,8 +116,10 @@ pub struct Mailbox {
     /// Keep-alive: the broker-clock millisecond by which the client must be heard from again;
     /// 0 for none. Written by the connection on every read, checked by the keep-alive sweep.
     heard_by: AtomicU64,
-    max_qos0: usize,
-    max_qos12: usize,
+    /// The limits, as `u32` (settings allow at most 10 million): with `owner` the mailbox
+    /// stays in the same allocation size class as before persistence existed.
+    max_qos0: u32,
+    max_qos12: u32,
     /// Set for a persistent session (clean session 0): what is queued for it is stored.
     owner: Option<Box<Owner>>,
 }
@@ -130,7 +132,8 @@ fn wake(waker: Option<Waker>) {
 
 impl Mailbox {
     pub fn new(max_qos0: usize, max_qos12: usize) -> Self {
-        Self { inner: Mutex::default(), heard_by: AtomicU64::new(0), max_qos0, max_qos12, owner: None }
+        let limit = |max: usize| u32::try_from(max).unwrap_or(u32::MAX);
+        Self { inner: Mutex::default(), heard_by: AtomicU64::new(0), max_qos0: limit(max_qos0), max_qos12: limit(max_qos12), owner: None }
     }
 
     /// The mailbox of a persistent session.
@@ -158,12 +161,12 @@ impl Mailbox {
     pub fn push_with(&self, mut delivery: Delivery, on_queued: impl FnOnce(&mut Delivery)) -> PushOutcome {
         let mut inner = self.lock();
         let outcome = if delivery.qos == QoS::AtMostOnce {
-            if inner.queued_qos0 >= self.max_qos0 {
+            if inner.queued_qos0 >= self.max_qos0 as usize {
                 return PushOutcome::DroppedQoS0;
             }
             inner.queued_qos0 += 1;
             PushOutcome::Queued(Congestion::None)
-        } else if inner.queued_qos12 >= self.max_qos12 {
+        } else if inner.queued_qos12 >= self.max_qos12 as usize {
             if !inner.online {
                 return PushOutcome::DroppedOffline;
             }
@@ -180,10 +183,10 @@ impl Mailbox {
             PushOutcome::Queued(_) => {
                 on_queued(&mut delivery);
                 inner.queue.push_back(delivery);
-                let reliable_filling = inner.queued_qos12 * 2 > self.max_qos12;
+                let reliable_filling = inner.queued_qos12 * 2 > self.max_qos12 as usize;
                 let congestion = if reliable_filling && inner.online {
                     Congestion::Reliable
-                } else if reliable_filling || inner.queued_qos0 * 2 > self.max_qos0 {
+                } else if reliable_filling || inner.queued_qos0 * 2 > self.max_qos0 as usize {
                     Congestion::Filling
                 } else {
                     Congestion::None

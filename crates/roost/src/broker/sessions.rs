@@ -121,9 +121,15 @@ impl SessionState {
 enum Slot {
     /// In use by a connection; its mailbox is how a takeover tells that connection to end.
     Online { generation: u64, mailbox: Arc<Mailbox> },
-    /// Boxed: most slots are online, and a slot is as large as its largest variant. Only
-    /// persistent sessions stay offline; `since_ms` is when (Unix milliseconds), for expiry.
-    Offline { state: Box<SessionState>, since_ms: i64 },
+    /// Boxed: most slots are online, and a slot is as large as its largest variant (16 bytes:
+    /// one pointer here). Only persistent sessions stay offline.
+    Offline(Box<OfflineSession>),
+}
+
+struct OfflineSession {
+    state: SessionState,
+    /// When its connection ended (Unix milliseconds), for expiry.
+    since_ms: i64,
 }
 
 /// The wall clock in Unix milliseconds: offline times are stored, and compared after restarts.
@@ -219,8 +225,9 @@ impl Sessions {
         let owner =
             |state_client_id: &str| (!clean).then(|| Owner { client_id: state_client_id.into(), username: username.map(Arc::from) });
         let (mut state, session_present) = match slots.remove(client_id) {
-            Some(Slot::Offline { state, .. }) if !clean => (*state, true),
-            Some(Slot::Offline { state, .. }) => {
+            Some(Slot::Offline(offline)) if !clean => (offline.state, true),
+            Some(Slot::Offline(offline)) => {
+                let state = offline.state;
                 // [MQTT-3.1.2-6] clean session: the stored one is discarded.
                 state.unsubscribe_all(router);
                 durable.record(StateChange::SessionDropped { client_id: Arc::clone(&state.client_id) });
@@ -270,7 +277,7 @@ impl Sessions {
             if ours && !state.clean {
                 let since_ms = unix_ms();
                 durable.record(StateChange::SessionClosed { client_id: Arc::clone(&state.client_id), at_ms: since_ms });
-                slots.insert(Arc::clone(&state.client_id), Slot::Offline { state: Box::new(state), since_ms });
+                slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms })));
             } else {
                 if ours {
                     slots.remove(&*state.client_id);
@@ -311,7 +318,7 @@ impl Sessions {
             }
             state.inbound_qos2.extend(restored.inbound_qos2);
             let since_ms = restored.offline_since_ms.unwrap_or(now);
-            slots.insert(Arc::clone(&state.client_id), Slot::Offline { state: Box::new(state), since_ms });
+            slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms })));
         }
     }
 
@@ -321,11 +328,12 @@ impl Sessions {
         let expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
         let expired: Vec<Slot> = self
             .lock()
-            .extract_if(|_, slot| matches!(slot, Slot::Offline { since_ms, .. } if now_ms.saturating_sub(*since_ms) > expiry_ms))
+            .extract_if(|_, slot| matches!(slot, Slot::Offline(offline) if now_ms.saturating_sub(offline.since_ms) > expiry_ms))
             .map(|(_, slot)| slot)
             .collect();
         for slot in &expired {
-            if let Slot::Offline { state, .. } = slot {
+            if let Slot::Offline(offline) = slot {
+                let state = &offline.state;
                 state.unsubscribe_all(router);
                 durable.record(StateChange::SessionDropped { client_id: Arc::clone(&state.client_id) });
                 tracing::info!(client_id = %state.client_id, "persistent session expired (--session-expiry); removed with its queue");
@@ -340,9 +348,10 @@ impl Sessions {
     pub fn drop_session(&self, client_id: &str, router: &Router, durable: &Durable) -> bool {
         let mut slots = self.lock();
         match slots.get(client_id) {
-            Some(Slot::Offline { .. }) => {
-                let Some(Slot::Offline { state, .. }) = slots.remove(client_id) else { unreachable!("checked above") };
+            Some(Slot::Offline(_)) => {
+                let Some(Slot::Offline(offline)) = slots.remove(client_id) else { unreachable!("checked above") };
                 drop(slots);
+                let state = offline.state;
                 state.unsubscribe_all(router);
                 durable.record(StateChange::SessionDropped { client_id: Arc::clone(&state.client_id) });
                 true
@@ -367,7 +376,8 @@ impl Sessions {
                     counts.queued += mailbox.len();
                 }
                 Slot::Online { .. } => {}
-                Slot::Offline { state, .. } => {
+                Slot::Offline(offline) => {
+                    let state = &offline.state;
                     counts.offline += 1;
                     counts.queued += state.mailbox.len() + state.outbound.len();
                 }
@@ -384,7 +394,7 @@ impl Sessions {
             .filter_map(|(client_id, slot)| {
                 let (mailbox, offline) = match slot {
                     Slot::Online { mailbox, .. } => (mailbox, None),
-                    Slot::Offline { state, since_ms } => (&state.mailbox, Some((state, *since_ms))),
+                    Slot::Offline(offline) => (&offline.state.mailbox, Some((&offline.state, offline.since_ms))),
                 };
                 let owner = mailbox.owner()?;
                 Some(SessionInfo {
@@ -572,5 +582,15 @@ mod lifecycle_tests {
         assert_eq!(alarm_of(&online.state.mailbox), Some(Alarm::Shutdown));
         assert!(sessions.claim(clean("late"), &router, &config, &durable).await.is_none(), "no session after shutdown");
         assert!(sessions.claim(persistent("resting"), &router, &config, &durable).await.is_none());
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// One slot per session in the registry, online ones included: it stays two words (an
+    /// offline session's state is behind one pointer). A guard, not a timing.
+    #[test]
+    fn a_registry_slot_stays_two_words() {
+        assert_eq!(std::mem::size_of::<super::Slot>(), 16);
     }
 }
