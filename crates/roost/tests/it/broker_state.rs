@@ -334,6 +334,120 @@ async fn a_client_id_too_long_to_store_is_refused() {
     server.stop().await;
 }
 
+/// Python paho-mqtt (the client of the stack Roost replaces): a persistent session made with
+/// `clean_session=False` receives, after a SIGKILL and restart, the QoS 1 messages published
+/// to it while it was offline, without subscribing again.
+#[tokio::test]
+async fn paho_persistent_session_survives_sigkill() {
+    const SCRIPT: &str = r#"
+import sys, threading, paho.mqtt.client as mqtt
+port, phase, expected = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+got, ready, done = [], threading.Event(), threading.Event()
+api = getattr(mqtt, "CallbackAPIVersion", None)
+c = mqtt.Client(api.VERSION2, client_id="paho-board", clean_session=False) if api else mqtt.Client(client_id="paho-board", clean_session=False)
+def on_message(client, userdata, m):
+    got.append(m.payload.decode())
+    if len(got) == expected: done.set()
+c.on_message = on_message
+c.on_subscribe = lambda *a: ready.set()
+c.on_connect = lambda client, userdata, flags, *a: print("session_present", int(flags.session_present if hasattr(flags, "session_present") else flags["session present"]), flush=True)
+c.connect("127.0.0.1", port)
+c.loop_start()
+if phase == "subscribe":
+    c.subscribe("cmd/paho/#", qos=1)
+    assert ready.wait(10), "no SUBACK"
+else:
+    assert done.wait(10), f"only got {got}"
+    print(sorted(got, key=int))
+c.disconnect()
+c.loop_stop()
+"#;
+    require_command("python3");
+    let run = |addr: SocketAddr, phase: &'static str, expected: usize| async move {
+        let port = addr.port().to_string();
+        let out = Command::new("python3").args(["-c", SCRIPT, &port, phase, &expected.to_string()]).output().await.expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "paho script failed (pip install paho-mqtt, see .ci/run): {stderr}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    assert_eq!(run(addr, "subscribe", 0).await, "session_present 0");
+    for n in 1..=3 {
+        mosquitto_pub(addr, &["-t", "cmd/paho/led", "-m", &n.to_string(), "-q", "1"]).await;
+    }
+    sigkill(roost).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    assert_eq!(run(addr, "receive", 3).await, "session_present 1\n['1', '2', '3']");
+    sigkill(roost).await;
+}
+
+/// rumqttc with `clean_session(false)`: the retained message and the persistent session with
+/// its QoS 2 messages are there after a SIGKILL and restart.
+#[tokio::test]
+async fn rumqttc_sees_retained_and_its_session_after_sigkill() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet as RPacket, QoS as RQoS};
+    let options = |addr: SocketAddr, id: &str| {
+        let mut o = MqttOptions::new(id, "127.0.0.1", addr.port());
+        o.set_clean_session(false);
+        o
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let (client, mut events) = AsyncClient::new(options(addr, "rumqttc-board"), 10);
+    client.subscribe("cmd/rumqttc/#", RQoS::ExactlyOnce).await.unwrap();
+    client.publish("state/rumqttc", RQoS::AtLeastOnce, true, "ready").await.unwrap();
+    let (mut subacked, mut puback) = (false, false);
+    tokio::time::timeout(WAIT, async {
+        while !(subacked && puback) {
+            match events.poll().await.unwrap() {
+                Event::Incoming(RPacket::SubAck(_)) => subacked = true,
+                Event::Incoming(RPacket::PubAck(_)) => puback = true,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("SUBACK and PUBACK");
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
+    for n in 1..=3 {
+        mosquitto_pub(addr, &["-t", "cmd/rumqttc/set", "-m", &n.to_string(), "-q", "2"]).await;
+    }
+    sigkill(roost).await;
+
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let (client, mut events) = AsyncClient::new(options(addr, "rumqttc-board"), 10);
+    client.subscribe("state/#", RQoS::AtLeastOnce).await.unwrap();
+    let (mut session_present, mut received) = (None, Vec::new());
+    tokio::time::timeout(WAIT, async {
+        while received.len() < 4 {
+            match events.poll().await.unwrap() {
+                Event::Incoming(RPacket::ConnAck(ack)) => session_present = Some(ack.session_present),
+                Event::Incoming(RPacket::Publish(p)) => {
+                    received.push((p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned(), p.retain))
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("got only {received:?}"));
+    assert_eq!(session_present, Some(true), "[MQTT-3.2.2-2] the stored session is resumed");
+    received.sort();
+    let expected = |t: &str, p: &str, r| (t.to_owned(), p.to_owned(), r);
+    assert_eq!(
+        received,
+        [
+            expected("cmd/rumqttc/set", "1", false),
+            expected("cmd/rumqttc/set", "2", false),
+            expected("cmd/rumqttc/set", "3", false),
+            expected("state/rumqttc", "ready", true)
+        ]
+    );
+    sigkill(roost).await;
+}
+
 crate::on_every_database!(
     retained_messages_survive_restart_and_sigkill,
     a_persistent_session_gets_every_acknowledged_message_after_sigkill,
