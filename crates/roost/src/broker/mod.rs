@@ -8,6 +8,7 @@
 //! connections, and `supervise_sessions` must run beside them: it enforces keep-alive and, at
 //! shutdown, closes every session.
 
+mod acks;
 mod config;
 mod connection;
 mod durability;

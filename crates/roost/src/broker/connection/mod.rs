@@ -1,19 +1,20 @@
 //! One client connection: the MQTT 3.1.1 protocol state machine between a byte stream and the
 //! broker. Owns its socket, its read/write buffers and (while connected) its session.
 
-use super::durability::{StateChange, MAX_STORED_CLIENT_ID, MAX_STORED_FILTER};
-use super::hooks::{AuthOutcome, Credentials, Receipt};
+mod packets;
+
+use packets::publish_packet;
+
+use super::acks::AckQueue;
+use super::durability::{StateChange, MAX_STORED_CLIENT_ID};
+use super::hooks::{AuthOutcome, Credentials};
 use super::limits::Permit;
 use super::mailbox::{Alarm, Congestion, Delivery, Mailbox, MailboxEvent};
-use super::sessions::{Claimed, NewSession, Outbound, SessionState};
+use super::sessions::{Claimed, NewSession, SessionState};
 use super::stats::BrokerStats;
 use super::{Broker, Message};
 use bytes::BytesMut;
-use mqtt_codec::{
-    connect_return, decode, encode, Ack, ConnAck, Connect, DecodeError, LastWill, Packet, PacketId, ProtocolVersion, Publish, QoS, SubAck,
-    Subscribe, TopicFilter, UnsubAck, Unsubscribe, SUBACK_FAILURE,
-};
-use std::collections::VecDeque;
+use mqtt_codec::{connect_return, decode, encode, Ack, ConnAck, Connect, DecodeError, LastWill, Packet, ProtocolVersion};
 use std::fmt;
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Bytes read at once on the stack while a connection has no read buffer (it is idle).
 const LANDING: usize = 1024;
@@ -79,43 +80,6 @@ impl From<std::io::Error> for End {
     }
 }
 
-/// A packet waiting for its turn: acks go out in the order the publishes arrived
-/// [MQTT-4.6.0-2], and each one only after the ingest sink's receipt and the broker state's
-/// commit (if any) resolved. A QoS 2 PUBLISH or PUBREL to a persistent session waits here too,
-/// until the packet id or release it depends on is stored.
-struct PendingAck {
-    reply: Packet,
-    receipt: Option<Receipt>,
-    /// Resolves once the broker state this packet promises is committed.
-    committed: Option<Receipt>,
-    /// For a QoS 1 publish handed to ingest: its packet id and content hash, remembered once
-    /// committed so that a DUP resend is not stored twice.
-    stored: Option<(PacketId, u64)>,
-}
-
-impl PendingAck {
-    fn now(reply: Packet) -> Self {
-        Self { reply, receipt: None, committed: None, stored: None }
-    }
-
-    /// `reply` once the broker state recorded so far is committed.
-    fn after_commit(reply: Packet, committed: Option<Receipt>) -> Self {
-        Self { committed, ..Self::now(reply) }
-    }
-
-    fn waits(&self) -> bool {
-        self.receipt.is_some() || self.committed.is_some()
-    }
-}
-
-fn content_hash(message: &Message) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    message.topic.as_str().hash(&mut hasher);
-    message.payload.hash(&mut hasher);
-    hasher.finish()
-}
-
 struct Connection<S> {
     broker: Arc<Broker>,
     stream: S,
@@ -126,7 +90,7 @@ struct Connection<S> {
     /// Empty (no memory held) while the connection is idle; see `poll_read_input`.
     read_buf: BytesMut,
     write_buf: BytesMut,
-    pending_acks: VecDeque<PendingAck>,
+    pending_acks: AckQueue,
     scratch: Vec<Delivery>,
     /// How full the fullest subscriber queue our publishes went to was, since the last read.
     congestion: Congestion,
@@ -161,7 +125,7 @@ where
         version: ProtocolVersion::V311,
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
-        pending_acks: VecDeque::new(),
+        pending_acks: AckQueue::default(),
         scratch: Vec::new(),
         congestion: Congestion::None,
         keep_alive: None,
@@ -386,8 +350,8 @@ where
         if let Poll::Ready(MailboxEvent::Alarm(alarm)) = event {
             return Poll::Ready(Wake::Alarm(alarm));
         }
-        if self.pending_acks.front().is_some_and(PendingAck::waits) {
-            if let Poll::Ready(result) = poll_front_receipt(&mut self.pending_acks, cx) {
+        if self.pending_acks.front_waits() {
+            if let Poll::Ready(result) = self.pending_acks.poll_front(cx) {
                 return Poll::Ready(Wake::Receipt(result));
             }
         }
@@ -450,255 +414,18 @@ where
         Ok(())
     }
 
-    async fn handle_packet(&mut self, packet: Packet, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
-        match packet {
-            Packet::Publish(publish) => self.handle_publish(publish, state, username).await?,
-            Packet::PubAck(ack) => {
-                // Unknown ids are tolerated: the client may be answering a resend.
-                self.remove_outbound(state, ack.packet_id, false);
-            }
-            Packet::PubRec(ack) => {
-                let mut released = None;
-                if let Some(o) = state.outbound.iter_mut().find(|o| o.packet_id == ack.packet_id && !o.released) {
-                    o.released = true;
-                    released = o.delivery.seq;
-                }
-                // [MQTT-4.3.3-1] answer PUBREC with PUBREL; for a persistent session only once
-                // the release is stored (a resend after a restart must be a PUBREL, not the
-                // PUBLISH again).
-                let pubrel = Packet::PubRel(Ack::new(ack.packet_id));
-                match released {
-                    Some(seq) => {
-                        self.broker.durable.record(StateChange::Released { seq });
-                        self.pending_acks.push_back(PendingAck::after_commit(pubrel, self.broker.durable.committed()));
-                    }
-                    None => self.queue(pubrel),
-                }
-            }
-            Packet::PubComp(ack) => {
-                self.remove_outbound(state, ack.packet_id, true);
-            }
-            Packet::PubRel(ack) => {
-                // [MQTT-4.3.3-2] the id may be reused once released; answer PUBCOMP even for an
-                // unknown id, since our PUBCOMP may have been lost.
-                if state.inbound_qos2.remove(&ack.packet_id) && !state.clean {
-                    let client_id = Arc::clone(&state.client_id);
-                    self.broker.durable.record(StateChange::InboundReleased { client_id, packet_id: ack.packet_id });
-                }
-                self.pending_acks.push_back(PendingAck::now(Packet::PubComp(Ack::new(ack.packet_id))));
-            }
-            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe, state, username),
-            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(unsubscribe, state),
-            // [MQTT-3.12.4-1]
-            Packet::PingReq => self.queue(Packet::PingResp),
-            // [MQTT-3.14.4-3] the will is discarded.
-            Packet::Disconnect(_) => return Err(End::Disconnect),
-            // [MQTT-3.1.0-2]
-            Packet::Connect(_) => return Err(End::Protocol("[MQTT-3.1.0-2] second CONNECT on a connection".into())),
-            other => {
-                return Err(End::Protocol(format!("[MQTT-4.8.0-1] a client may not send {}", other.name())));
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_publish(&mut self, publish: Publish, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
-        BrokerStats::incr(&self.broker.stats.messages_received);
-        let topic = publish.topic.ok_or_else(|| End::Protocol("[MQTT-4.7.3-1] PUBLISH without a topic".into()))?;
-        let message = Message { topic, payload: publish.payload, qos: publish.qos, retain: publish.retain };
-        let allowed = self.broker.auth.may_publish(username, message.topic.as_str());
-        let packet_id = publish.packet_id;
-        let mut stored = None;
-        if let (QoS::AtLeastOnce, Some(id)) = (publish.qos, packet_id) {
-            let hash = content_hash(&message);
-            if publish.dup && state.stored_qos1.get(&id) == Some(&hash) {
-                // A resend of a publish already committed (its PUBACK was lost): acknowledge
-                // again, store and deliver nothing new.
-                self.pending_acks.push_back(PendingAck::now(Packet::PubAck(Ack::new(id))));
-                return Ok(());
-            }
-            stored = Some((id, hash));
-        }
-        let reply = match (publish.qos, packet_id) {
-            (QoS::AtMostOnce, _) => None,
-            (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(Ack::new(id))),
-            (QoS::ExactlyOnce, Some(id)) => {
-                if !state.inbound_qos2.insert(id) {
-                    // A resend of a publish we already have: acknowledge again, route nothing
-                    // [MQTT-4.3.3-2].
-                    self.pending_acks.push_back(PendingAck::now(Packet::PubRec(Ack::new(id))));
-                    return Ok(());
-                }
-                if !state.clean {
-                    // Kept across a restart too: the PUBREC below waits for it to be stored.
-                    let client_id = Arc::clone(&state.client_id);
-                    self.broker.durable.record(StateChange::InboundQos2 { client_id, packet_id: id });
-                }
-                Some(Packet::PubRec(Ack::new(id)))
-            }
-            _ => return Err(End::Protocol("[MQTT-2.3.1-1] QoS > 0 PUBLISH without a packet identifier".into())),
-        };
-        let qos2_kept = publish.qos == QoS::ExactlyOnce && !state.clean;
-        let (receipt, durable) = if allowed {
-            let receipt = if self.broker.ingest.wants(message.topic.as_str()) {
-                self.broker.ingest.offer(&state.client_id, &message).await
-            } else {
-                None
-            };
-            let routed = self.broker.router.route(Arc::new(message), &self.broker.stats, &self.broker.durable);
-            self.congestion = self.congestion.max(routed.congestion);
-            (receipt, routed.durable)
-        } else {
-            // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and
-            // dropped (and counted), so the client does not resend it forever.
-            BrokerStats::incr(&self.broker.stats.publishes_denied);
-            debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
-            (None, false)
-        };
-        if let Some(reply) = reply {
-            let stored = if receipt.is_some() { stored } else { None };
-            // Acknowledged means stored: what this publish changed in the broker's durable
-            // state (a retained message, messages queued for persistent sessions) is
-            // committed first.
-            let committed = if durable || qos2_kept { self.broker.durable.committed() } else { None };
-            self.pending_acks.push_back(PendingAck { reply, receipt, committed, stored });
-        }
-        Ok(())
-    }
-
-    fn handle_subscribe(&mut self, subscribe: Subscribe, state: &mut SessionState, username: Option<&str>) {
-        let mut codes = Vec::with_capacity(subscribe.filters.len());
-        let mut retained = Vec::new();
-        for (raw, options) in &subscribe.filters {
-            let filter = match TopicFilter::parse(raw) {
-                Ok(_) if raw.chars().count() > MAX_STORED_FILTER => {
-                    info!(client_id = %state.client_id, limit = MAX_STORED_FILTER, "topic filter longer than the limit (characters); refused");
-                    codes.push(SUBACK_FAILURE);
-                    continue;
-                }
-                Ok(f) if state.subscriptions.len() >= self.broker.config.max_subscriptions && !state.subscriptions.contains_key(&f) => {
-                    info!(client_id = %state.client_id, filter = %raw, limit = self.broker.config.max_subscriptions, "subscription limit reached; refused");
-                    codes.push(SUBACK_FAILURE);
-                    continue;
-                }
-                Ok(f) if self.broker.auth.may_subscribe(username, f.as_str()) => f,
-                Ok(_) => {
-                    BrokerStats::incr(&self.broker.stats.subscriptions_denied);
-                    debug!(client_id = %state.client_id, filter = %raw, "subscription denied by ACL");
-                    codes.push(SUBACK_FAILURE);
-                    continue;
-                }
-                Err(e) => {
-                    debug!(client_id = %state.client_id, filter = %raw, reason = %e, "invalid topic filter");
-                    codes.push(SUBACK_FAILURE);
-                    continue;
-                }
-            };
-            let qos = options.qos;
-            self.broker.router.subscribe(&filter, state.id, qos, Arc::clone(&state.mailbox));
-            retained.extend(self.broker.router.retained_matching(&filter).into_iter().map(|m| (m, qos)));
-            if let Some(owner) = state.mailbox.owner() {
-                let client_id = Arc::clone(&owner.client_id);
-                self.broker.durable.record(StateChange::Subscribed { client_id, filter: filter.clone(), qos });
-            }
-            state.subscriptions.insert(filter, qos);
-            codes.push(qos as u8);
-        }
-        // [MQTT-3.8.4-1, -5] one code per filter, in order; a persistent session's
-        // subscriptions are stored first.
-        let suback = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, codes, properties: Default::default() });
-        self.answer_after_commit(state, suback);
-        for (message, granted) in retained {
-            let qos = granted.min(message.qos);
-            // [MQTT-3.3.1-8] retained messages go out with the retain flag set.
-            let delivery = Delivery { message, qos, retain: true, seq: None };
-            let outcome = match state.mailbox.owner() {
-                Some(owner) if qos != QoS::AtMostOnce => state.mailbox.push_with(delivery, |d| {
-                    d.seq = Some(super::router::queue_durably(&self.broker.durable, &owner.client_id, d));
-                }),
-                _ => state.mailbox.push(delivery),
-            };
-            if let super::mailbox::PushOutcome::DroppedQoS0 = outcome {
-                BrokerStats::incr(&self.broker.stats.dropped_qos0);
-            }
-        }
-    }
-
-    fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe, state: &mut SessionState) {
-        for raw in &unsubscribe.filters {
-            if let Ok(filter) = TopicFilter::parse(raw) {
-                self.broker.router.unsubscribe(&filter, state.id);
-                if state.subscriptions.remove(&filter).is_some() {
-                    if let Some(owner) = state.mailbox.owner() {
-                        let client_id = Arc::clone(&owner.client_id);
-                        self.broker.durable.record(StateChange::Unsubscribed { client_id, filter });
-                    }
-                }
-            }
-        }
-        // [MQTT-3.10.4-4, -5] UNSUBACK even when nothing matched.
-        let unsuback = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, codes: Vec::new(), properties: Default::default() });
-        self.answer_after_commit(state, unsuback);
-    }
-
-    /// Sends `reply` now, or for a persistent session once its state so far is committed.
-    fn answer_after_commit(&mut self, state: &SessionState, reply: Packet) {
-        match state.mailbox.owner().and_then(|_| self.broker.durable.committed()) {
-            Some(committed) => self.pending_acks.push_back(PendingAck::after_commit(reply, Some(committed))),
-            None => self.queue(reply),
-        }
-    }
-
-    /// Moves what the session may send now (within its in-flight window) into the write buffer.
-    fn drain_mailbox(&mut self, state: &mut SessionState) -> Result<(), End> {
-        let window = self.broker.config.max_inflight.saturating_sub(state.outbound.len());
-        let mut batch = std::mem::take(&mut self.scratch);
-        let overflowed = state.mailbox.drain_into(&mut batch, window);
-        for delivery in batch.drain(..) {
-            let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| state.next_packet_id());
-            let publish = publish_packet(&delivery, packet_id, false);
-            match (delivery.seq, packet_id) {
-                (Some(seq), Some(packet_id)) if delivery.qos == QoS::ExactlyOnce => {
-                    // Exactly once across a restart: the packet id is stored before the PUBLISH
-                    // leaves, so that a resend uses it again [MQTT-4.3.3-2].
-                    self.broker.durable.record(StateChange::Sent { seq, packet_id });
-                    self.pending_acks.push_back(PendingAck::after_commit(publish, self.broker.durable.committed()));
-                }
-                _ => self.queue(publish),
-            }
-            if let Some(packet_id) = packet_id {
-                state.push_outbound(Outbound { packet_id, delivery, released: false });
-            }
-            BrokerStats::incr(&self.broker.stats.messages_sent);
-        }
-        self.scratch = batch;
-        if overflowed {
-            return Err(End::QueueOverflow);
-        }
-        Ok(())
-    }
-
     /// Queues the acknowledgements whose publishes are handled, in arrival order.
     fn release_ready_acks(&mut self, state: &mut SessionState) -> Result<(), End> {
-        while let Some(front) = self.pending_acks.front_mut() {
-            for slot in [&mut front.receipt, &mut front.committed] {
-                let Some(receipt) = slot else { continue };
-                match receipt.try_recv() {
-                    Ok(Ok(())) => *slot = None,
-                    Ok(Err(why)) => return Err(End::NotStored(why)),
-                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return Ok(()),
-                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                        return Err(End::NotStored("dropped before it was stored".into()))
-                    }
-                }
-            }
-            let pending = self.pending_acks.pop_front().expect("front exists");
+        let mut ready = std::mem::take(&mut self.pending_acks);
+        let result = ready.release_ready(|pending| {
             if let Some((id, hash)) = pending.stored {
                 state.stored_qos1.insert(id, hash);
             }
             self.queue(pending.reply);
-        }
-        Ok(())
+            self.push_retained(state, pending.then_retained);
+        });
+        self.pending_acks = ready;
+        result.map_err(End::NotStored)
     }
 
     /// At the end of a connection, waits (briefly) for publishes still being committed, so that
@@ -708,7 +435,7 @@ where
         const SETTLE: Duration = Duration::from_secs(10);
         let settle = async {
             while !self.pending_acks.is_empty() {
-                let receipt = std::future::poll_fn(|cx| poll_front_receipt(&mut self.pending_acks, cx)).await;
+                let receipt = std::future::poll_fn(|cx| self.pending_acks.poll_front(cx)).await;
                 if receipt.is_err() || self.release_ready_acks(state).is_err() {
                     return;
                 }
@@ -726,20 +453,6 @@ where
             return;
         }
         self.broker.router.route(will, &self.broker.stats, &self.broker.durable);
-    }
-
-    /// Forgets an outgoing message the client acknowledged (PUBACK for QoS 1, PUBCOMP for
-    /// QoS 2); a persistent session's copy is deleted too.
-    fn remove_outbound(&self, state: &mut SessionState, packet_id: PacketId, released: bool) {
-        if let Some(pos) = state.outbound.iter().position(|o| o.packet_id == packet_id) {
-            let expected_qos = if released { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
-            let outbound = &state.outbound[pos];
-            if outbound.delivery.qos == expected_qos && outbound.released == released {
-                if let Some(seq) = state.remove_outbound_at(pos).and_then(|o| o.delivery.seq) {
-                    self.broker.durable.record(StateChange::Delivered { seq });
-                }
-            }
-        }
     }
 
     fn queue(&mut self, packet: Packet) {
@@ -787,33 +500,6 @@ async fn store_will(broker: &Broker, client_id: &Arc<str>, will: Option<Box<Last
 fn keep_alive_and_will(connect: Box<Connect>) -> (Duration, Option<Box<LastWill>>) {
     let Connect { keep_alive, will, .. } = *connect;
     (keep_alive, will.map(Box::new))
-}
-
-fn publish_packet(delivery: &Delivery, packet_id: Option<PacketId>, dup: bool) -> Packet {
-    Packet::Publish(Publish {
-        dup,
-        qos: delivery.qos,
-        retain: delivery.retain,
-        topic: Some(delivery.message.topic.clone()),
-        packet_id,
-        payload: delivery.message.payload.clone(),
-        properties: Default::default(),
-    })
-}
-
-/// Polls the ingest receipt of the oldest pending ack: `Ready` at once if it has none, else once
-/// the receipt resolved (it is then cleared; the caller releases the acks that are ready).
-fn poll_front_receipt(pending: &mut VecDeque<PendingAck>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-    let Some(front) = pending.front_mut() else { return Poll::Ready(Ok(())) };
-    for slot in [&mut front.receipt, &mut front.committed] {
-        let Some(receipt) = slot else { continue };
-        match ready!(Pin::new(receipt).poll(cx)) {
-            Ok(Ok(())) => *slot = None,
-            Ok(Err(why)) => return Poll::Ready(Err(why)),
-            Err(_) => return Poll::Ready(Err("dropped before it was stored".into())),
-        }
-    }
-    Poll::Ready(Ok(()))
 }
 
 #[cfg(test)]
