@@ -188,6 +188,138 @@ async fn a_persistent_session_gets_every_acknowledged_message_after_sigkill(back
     eprintln!("{backend:?}: {} QoS 1 and {} QoS 2 acknowledged messages delivered after SIGKILL", acked_q1.len(), acked_q2.len());
 }
 
+/// What a subscriber that keeps its own session state (as MQTT asks of clients) got.
+#[derive(Default)]
+struct Received {
+    /// (topic, number) in delivery order, each QoS 2 message once by the client's own rule.
+    delivered: Vec<(String, u64)>,
+    /// QoS 2 packet ids received and not yet released [MQTT-4.3.3-2]: a resend with one of
+    /// these is not delivered again. Kept across connections, like the session.
+    held: std::collections::HashSet<u16>,
+}
+
+/// A persistent subscriber (clean session 0) that acknowledges everything and keeps its QoS 2
+/// state across reconnects. Connects to the addresses it is given in turn (the server's, after
+/// each restart), subscribing only the first time; returns once nothing came for `quiet` on
+/// the last one.
+async fn persistent_subscriber(
+    mut addrs: tokio::sync::mpsc::UnboundedReceiver<SocketAddr>,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+    quiet: Duration,
+) -> Received {
+    let mut received = Received::default();
+    let mut first = true;
+    let mut subscribed = Some(subscribed);
+    while let Some(addr) = addrs.recv().await {
+        let (mut client, ack) = Raw::mqtt(addr, "live-board", false).await;
+        assert_eq!(ack.session_present, !first, "[MQTT-3.2.2-2] the session is resumed after a restart");
+        if first {
+            client
+                .send(&Packet::Subscribe(Subscribe {
+                    packet_id: support::pid(1),
+                    filters: vec![("live/#".into(), SubscriptionOptions::qos(QoS::ExactlyOnce))],
+                    properties: Properties::default(),
+                }))
+                .await;
+            first = false;
+        }
+        loop {
+            let packet = match client.recv_within(quiet).await {
+                Ok(Some(packet)) => packet,
+                // The server died: wait for the next address.
+                Ok(None) => break,
+                // Quiet after the last restart: everything is delivered.
+                Err(()) if addrs.is_closed() && addrs.is_empty() => return received,
+                Err(()) => continue,
+            };
+            match packet {
+                Packet::Publish(p) => {
+                    let message =
+                        (p.topic.as_ref().unwrap().as_str().to_owned(), std::str::from_utf8(&p.payload).unwrap().parse().unwrap());
+                    let id = p.packet_id.unwrap();
+                    match p.qos {
+                        QoS::AtLeastOnce => {
+                            received.delivered.push(message);
+                            client.try_send(&Packet::PubAck(Ack::new(id))).await;
+                        }
+                        QoS::ExactlyOnce => {
+                            if received.held.insert(id.get()) {
+                                received.delivered.push(message);
+                            }
+                            client.try_send(&Packet::PubRec(Ack::new(id))).await;
+                        }
+                        QoS::AtMostOnce => panic!("QoS 0 publish to a QoS 2 subscription of QoS 1/2 publishers"),
+                    }
+                }
+                Packet::PubRel(ack) => {
+                    received.held.remove(&ack.packet_id.get());
+                    client.try_send(&Packet::PubComp(Ack::new(ack.packet_id))).await;
+                }
+                Packet::SubAck(_) => {
+                    if let Some(subscribed) = subscribed.take() {
+                        let _ = subscribed.send(());
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    received
+}
+
+/// The in-flight messages of an online persistent session survive a SIGKILL too: a
+/// subscriber connected while publishers run flat out, then killed with the server and
+/// reconnected to the new one, has every acknowledged message, QoS 2 exactly once [MQTT-4.3.3]
+/// (it keeps its packet-id state, as a client must; the server resends a QoS 2 PUBLISH with its
+/// stored packet id, and a released one as PUBREL only [MQTT-4.4.0-1]).
+async fn an_online_persistent_session_loses_nothing_across_sigkill(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let (addrs, addr_queue) = tokio::sync::mpsc::unbounded_channel();
+    addrs.send(addr).unwrap();
+    let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
+    let subscriber = tokio::spawn(persistent_subscriber(addr_queue, subscribed, Duration::from_secs(3)));
+    tokio::time::timeout(WAIT, is_subscribed).await.expect("SUBACK in time").unwrap();
+    let progress = Arc::new(AtomicUsize::new(0));
+    let q1 = tokio::spawn(publish_numbered_until_killed(addr, "live/q1", QoS::AtLeastOnce, Arc::clone(&progress)));
+    let q2 = tokio::spawn(publish_numbered_until_killed(addr, "live/q2", QoS::ExactlyOnce, Arc::clone(&progress)));
+    let started = tokio::time::Instant::now();
+    while progress.load(Ordering::Relaxed) < 300 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 200;
+    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
+    sigkill(roost).await;
+    let (acked_q1, acked_q2) = (q1.await.unwrap(), q2.await.unwrap());
+    let (roost, addr) = spawn_roost(&db.url).await;
+    addrs.send(addr).unwrap();
+    drop(addrs);
+    let received = subscriber.await.unwrap();
+    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+    for message in &received.delivered {
+        *counts.entry(message.clone()).or_default() += 1;
+    }
+    for (topic, acked) in [("live/q1", &acked_q1), ("live/q2", &acked_q2)] {
+        let missing: Vec<_> = acked.iter().filter(|n| !counts.contains_key(&(topic.to_owned(), **n))).collect();
+        assert!(
+            missing.is_empty(),
+            "{topic}: {} of {} acknowledged messages lost, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    let twice: Vec<_> = counts.iter().filter(|((topic, _), n)| topic == "live/q2" && **n > 1).collect();
+    assert!(twice.is_empty(), "QoS 2 messages delivered more than once: {twice:?}");
+    sigkill(roost).await;
+    eprintln!(
+        "{backend:?}: {} QoS 1 and {} QoS 2 acknowledged while the subscriber was online; {} deliveries in all",
+        acked_q1.len(),
+        acked_q2.len(),
+        received.delivered.len()
+    );
+}
+
 /// A will whose connection died with the server (SIGKILL) is published when the server starts
 /// again: the connection closed without DISCONNECT [MQTT-3.1.2-8].
 async fn a_will_is_published_after_the_server_died_with_its_connection(backend: Backend) {
@@ -451,6 +583,7 @@ async fn rumqttc_sees_retained_and_its_session_after_sigkill() {
 crate::on_every_database!(
     retained_messages_survive_restart_and_sigkill,
     a_persistent_session_gets_every_acknowledged_message_after_sigkill,
+    an_online_persistent_session_loses_nothing_across_sigkill,
     a_will_is_published_after_the_server_died_with_its_connection,
     an_expired_session_is_removed_with_its_queue,
 );

@@ -128,6 +128,13 @@ impl Raw {
         self.send_bytes(&out).await;
     }
 
+    /// Sends `packet`; false if the connection is gone.
+    pub async fn try_send(&mut self, packet: &Packet) -> bool {
+        let mut out = BytesMut::new();
+        encode(packet, self.version, &mut out).unwrap();
+        self.stream.write_all(&out).await.is_ok()
+    }
+
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
