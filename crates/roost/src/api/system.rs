@@ -28,31 +28,11 @@ pub async fn stats(
     axum::Extension(viewer): axum::Extension<super::auth::Viewer>,
 ) -> Result<Json<Value>, ApiError> {
     viewer.require_admin()?;
-    let broker = state.broker.stats();
-    let (retained, sessions) = (state.broker.retained_count(), state.broker.persistent_counts());
+    let broker: serde_json::Map<String, Value> = state.broker.metrics().into_iter().map(|m| (m.key.to_owned(), json!(m.value))).collect();
     let ingest = state.ingest.snapshot();
     let (sensors, readings, rejects) = state.store.counts().await?;
     Ok(Json(json!({
-        "broker": {
-            "clients_connected": broker.clients_connected,
-            "messages_received": broker.messages_received,
-            "messages_sent": broker.messages_sent,
-            "dropped_qos0": broker.dropped_qos0,
-            "dropped_offline": broker.dropped_offline,
-            "overflow_disconnects": broker.overflow_disconnects,
-            "protocol_errors": broker.protocol_errors,
-            "publishes_denied": broker.publishes_denied,
-            "subscriptions_denied": broker.subscriptions_denied,
-            "connections_refused": broker.connections_refused,
-            "connections_over_limit": broker.connections_over_limit,
-            "retained_refused": broker.retained_refused,
-            "sessions_expired": broker.sessions_expired,
-            "retained_messages": retained.0,
-            "retained_bytes": retained.1,
-            "persistent_sessions_online": sessions.online,
-            "persistent_sessions_offline": sessions.offline,
-            "persistent_queued": sessions.queued,
-        },
+        "broker": broker,
         "ingest": {
             "readings_committed": ingest.readings_committed,
             "rejects_committed": ingest.rejects_committed,
@@ -72,83 +52,23 @@ pub async fn metrics(
     axum::Extension(viewer): axum::Extension<super::auth::Viewer>,
 ) -> Result<impl IntoResponse, ApiError> {
     viewer.require_admin()?;
-    let b = state.broker.stats();
     let i = state.ingest.snapshot();
     let mut out = String::new();
+    let broker = state.broker.metrics();
+    for (i, m) in broker.iter().enumerate() {
+        // One HELP and TYPE per name, then its samples (several when they differ in labels).
+        if i == 0 || broker[i - 1].name != m.name {
+            let kind = if m.gauge { "gauge" } else { "counter" };
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {kind}", m.name, m.help, m.name);
+        }
+        let _ = writeln!(out, "{}{} {}", m.name, m.labels, m.value);
+    }
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    metric("roost_clients_connected", "gauge", "MQTT clients connected now.", &[("", b.clients_connected)]);
-    metric("roost_messages_received_total", "counter", "PUBLISH packets received from clients.", &[("", b.messages_received)]);
-    metric("roost_messages_sent_total", "counter", "PUBLISH packets sent to clients.", &[("", b.messages_sent)]);
-    metric(
-        "roost_messages_dropped_total",
-        "counter",
-        "Messages dropped by a full per-client queue.",
-        &[("{reason=\"qos0_queue_full\"}", b.dropped_qos0), ("{reason=\"offline_queue_full\"}", b.dropped_offline)],
-    );
-    metric(
-        "roost_overflow_disconnects_total",
-        "counter",
-        "Clients disconnected because their QoS 1/2 queue overflowed.",
-        &[("", b.overflow_disconnects)],
-    );
-    metric(
-        "roost_protocol_errors_total",
-        "counter",
-        "Connections closed for malformed packets or protocol violations.",
-        &[("", b.protocol_errors)],
-    );
-    metric(
-        "roost_publishes_denied_total",
-        "counter",
-        "Publishes refused by the ACL: acknowledged, neither stored nor delivered.",
-        &[("", b.publishes_denied)],
-    );
-    metric(
-        "roost_subscriptions_denied_total",
-        "counter",
-        "Subscriptions refused by the ACL (SUBACK 0x80).",
-        &[("", b.subscriptions_denied)],
-    );
-    metric(
-        "roost_connections_refused_total",
-        "counter",
-        "CONNECTs refused for missing or wrong credentials.",
-        &[("", b.connections_refused)],
-    );
-    metric(
-        "roost_connections_over_limit_total",
-        "counter",
-        "Connections closed because their address had too many open.",
-        &[("", b.connections_over_limit)],
-    );
-    let (retained, retained_bytes) = state.broker.retained_count();
-    metric("roost_retained_messages", "gauge", "Retained messages kept (and stored).", &[("", retained as u64)]);
-    metric("roost_retained_bytes", "gauge", "Payload bytes of the retained messages.", &[("", retained_bytes as u64)]);
-    metric(
-        "roost_retained_refused_total",
-        "counter",
-        "Retained publishes refused by --max-retained / --max-retained-bytes (delivered, not retained).",
-        &[("", b.retained_refused)],
-    );
-    let sessions = state.broker.persistent_counts();
-    metric(
-        "roost_persistent_sessions",
-        "gauge",
-        "Persistent sessions (clean session 0), by state.",
-        &[("{state=\"online\"}", sessions.online as u64), ("{state=\"offline\"}", sessions.offline as u64)],
-    );
-    metric(
-        "roost_persistent_queued_messages",
-        "gauge",
-        "QoS 1/2 messages waiting for persistent sessions.",
-        &[("", sessions.queued as u64)],
-    );
-    metric("roost_sessions_expired_total", "counter", "Persistent sessions removed by --session-expiry.", &[("", b.sessions_expired)]);
     metric("roost_readings_committed_total", "counter", "Readings committed to the database.", &[("", i.readings_committed)]);
     metric("roost_rejects_total", "counter", "Publishes rejected and quarantined.", &[("", i.rejects_committed)]);
     metric("roost_ingest_batches_total", "counter", "Transactions committed by the ingest writer.", &[("", i.batches)]);

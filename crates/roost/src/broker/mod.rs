@@ -33,7 +33,7 @@ pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
 pub use message::Message;
 pub use router::RetainedLimits;
 pub use sessions::{PersistentCounts, SessionInfo};
-pub use stats::{BrokerStats, StatsSnapshot};
+pub use stats::{BrokerStats, Metric, StateGauges, StatsSnapshot};
 pub use sys::publish_sys_tree;
 pub use trie::SubscriptionTrie;
 pub use websocket::choose_subprotocol;
@@ -111,6 +111,20 @@ impl Broker {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Every broker metric now: the counters, retained messages and persistent sessions.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let (retained, retained_bytes) = self.retained_count();
+        let sessions = self.persistent_counts();
+        let state = StateGauges {
+            retained,
+            retained_bytes,
+            sessions_online: sessions.online,
+            sessions_offline: sessions.offline,
+            queued: sessions.queued,
+        };
+        self.stats().metrics(state)
     }
 
     /// Milliseconds since the broker started: the clock of keep-alive deadlines.
