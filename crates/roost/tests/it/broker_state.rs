@@ -7,7 +7,7 @@ use crate::databases::{Backend, TestDb};
 use crate::support::{self, require_command, Raw, TestServer, WAIT};
 use bytes::BytesMut;
 use mqtt_codec::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,6 +137,50 @@ async fn publish_numbered_until_killed(addr: SocketAddr, topic: &str, qos: QoS, 
     }
 }
 
+/// Numbered QoS 1 and QoS 2 publishers on `{prefix}/q1` and `{prefix}/q2`, flat out, until
+/// SIGKILL at a random moment once a few hundred were acknowledged; returns what each had
+/// acknowledged.
+async fn publish_until_sigkill(roost: Child, addr: SocketAddr, prefix: &str) -> (Vec<u64>, Vec<u64>) {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publisher = |topic: String, qos| {
+        let progress = Arc::clone(&progress);
+        tokio::spawn(async move { publish_numbered_until_killed(addr, &topic, qos, progress).await })
+    };
+    let q1 = publisher(format!("{prefix}/q1"), QoS::AtLeastOnce);
+    let q2 = publisher(format!("{prefix}/q2"), QoS::ExactlyOnce);
+    let started = tokio::time::Instant::now();
+    while progress.load(Ordering::Relaxed) < 300 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 200;
+    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
+    sigkill(roost).await;
+    let acked = (q1.await.unwrap(), q2.await.unwrap());
+    assert!(!acked.0.is_empty() && !acked.1.is_empty(), "both publishers were acknowledged before the kill");
+    acked
+}
+
+/// Every acknowledged number was delivered, and none of `{prefix}/q2` (QoS 2) twice.
+fn assert_all_delivered_qos2_once(delivered: impl Iterator<Item = (String, u64)>, prefix: &str, acked_q1: &[u64], acked_q2: &[u64]) {
+    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+    for message in delivered {
+        *counts.entry(message).or_default() += 1;
+    }
+    for (topic, acked) in [(format!("{prefix}/q1"), acked_q1), (format!("{prefix}/q2"), acked_q2)] {
+        let missing: Vec<_> = acked.iter().filter(|n| !counts.contains_key(&(topic.clone(), **n))).collect();
+        assert!(
+            missing.is_empty(),
+            "{topic}: {} of {} acknowledged messages lost, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    let qos2 = format!("{prefix}/q2");
+    let twice: Vec<_> = counts.iter().filter(|((topic, _), n)| *topic == qos2 && **n > 1).collect();
+    assert!(twice.is_empty(), "QoS 2 messages delivered more than once: {twice:?}");
+}
+
 /// A persistent session [MQTT-3.1.2-4] gets every QoS 1/2 message the server acknowledged
 /// while it was offline, even when the server is killed right after: none missing, and at
 /// QoS 2 none twice [MQTT-4.3.3]. Its subscription survives too (no new SUBSCRIBE).
@@ -146,39 +190,16 @@ async fn a_persistent_session_gets_every_acknowledged_message_after_sigkill(back
     let (roost, addr) = spawn_roost(&db.url).await;
     // Create the session and its subscription, then go offline.
     mosquitto_sub(addr, 1, &["-c", "-i", "board-7", "-q", "2", "-t", "cmd/board-7/#"]).await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let q1 = tokio::spawn(publish_numbered_until_killed(addr, "cmd/board-7/q1", QoS::AtLeastOnce, Arc::clone(&progress)));
-    let q2 = tokio::spawn(publish_numbered_until_killed(addr, "cmd/board-7/q2", QoS::ExactlyOnce, Arc::clone(&progress)));
-    let started = tokio::time::Instant::now();
-    while progress.load(Ordering::Relaxed) < 200 && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 200;
-    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
-    sigkill(roost).await;
-    let (acked_q1, acked_q2) = (q1.await.unwrap(), q2.await.unwrap());
-    assert!(!acked_q1.is_empty() && !acked_q2.is_empty(), "both publishers were acknowledged before the kill");
+    let (acked_q1, acked_q2) = publish_until_sigkill(roost, addr, "cmd/board-7").await;
 
     let (roost, addr) = spawn_roost(&db.url).await;
     // The same client id, clean session 0, and no -t: only the stored subscription delivers.
     let lines = mosquitto_sub(addr, 4, &["-c", "-i", "board-7", "-q", "2", "-v", "-t", "cmd/board-7/none"]).await;
-    let mut received: BTreeMap<(String, u64), usize> = BTreeMap::new();
-    for line in &lines {
+    let received = lines.iter().map(|line| {
         let (topic, number) = line.split_once(' ').expect("topic and payload");
-        *received.entry((topic.to_owned(), number.parse().unwrap())).or_default() += 1;
-    }
-    for (topic, acked) in [("cmd/board-7/q1", &acked_q1), ("cmd/board-7/q2", &acked_q2)] {
-        let missing: Vec<_> = acked.iter().filter(|n| !received.contains_key(&(topic.to_owned(), **n))).collect();
-        assert!(
-            missing.is_empty(),
-            "{topic}: {} of {} acknowledged messages lost, e.g. {:?}",
-            missing.len(),
-            acked.len(),
-            &missing[..missing.len().min(5)]
-        );
-    }
-    let twice: Vec<_> = received.iter().filter(|((topic, _), count)| topic.ends_with("q2") && **count > 1).collect();
-    assert!(twice.is_empty(), "QoS 2 messages delivered more than once: {twice:?}");
+        (topic.to_owned(), number.parse().unwrap())
+    });
+    assert_all_delivered_qos2_once(received, "cmd/board-7", &acked_q1, &acked_q2);
     // Delivered and acknowledged: the queue is empty now, also after another restart.
     sigterm(roost).await;
     let (roost, addr) = spawn_roost(&db.url).await;
@@ -280,37 +301,12 @@ async fn an_online_persistent_session_loses_nothing_across_sigkill(backend: Back
     let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
     let subscriber = tokio::spawn(persistent_subscriber(addr_queue, subscribed, Duration::from_secs(3)));
     tokio::time::timeout(WAIT, is_subscribed).await.expect("SUBACK in time").unwrap();
-    let progress = Arc::new(AtomicUsize::new(0));
-    let q1 = tokio::spawn(publish_numbered_until_killed(addr, "live/q1", QoS::AtLeastOnce, Arc::clone(&progress)));
-    let q2 = tokio::spawn(publish_numbered_until_killed(addr, "live/q2", QoS::ExactlyOnce, Arc::clone(&progress)));
-    let started = tokio::time::Instant::now();
-    while progress.load(Ordering::Relaxed) < 300 && started.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 200;
-    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
-    sigkill(roost).await;
-    let (acked_q1, acked_q2) = (q1.await.unwrap(), q2.await.unwrap());
+    let (acked_q1, acked_q2) = publish_until_sigkill(roost, addr, "live").await;
     let (roost, addr) = spawn_roost(&db.url).await;
     addrs.send(addr).unwrap();
     drop(addrs);
     let received = subscriber.await.unwrap();
-    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
-    for message in &received.delivered {
-        *counts.entry(message.clone()).or_default() += 1;
-    }
-    for (topic, acked) in [("live/q1", &acked_q1), ("live/q2", &acked_q2)] {
-        let missing: Vec<_> = acked.iter().filter(|n| !counts.contains_key(&(topic.to_owned(), **n))).collect();
-        assert!(
-            missing.is_empty(),
-            "{topic}: {} of {} acknowledged messages lost, e.g. {:?}",
-            missing.len(),
-            acked.len(),
-            &missing[..missing.len().min(5)]
-        );
-    }
-    let twice: Vec<_> = counts.iter().filter(|((topic, _), n)| topic == "live/q2" && **n > 1).collect();
-    assert!(twice.is_empty(), "QoS 2 messages delivered more than once: {twice:?}");
+    assert_all_delivered_qos2_once(received.delivered.iter().cloned(), "live", &acked_q1, &acked_q2);
     sigkill(roost).await;
     eprintln!(
         "{backend:?}: {} QoS 1 and {} QoS 2 acknowledged while the subscriber was online; {} deliveries in all",
