@@ -125,13 +125,17 @@ pub async fn handshake(
 
 fn load_key_pair(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
     let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+    use rustls::pki_types::pem::{self, PemObject};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
     anyhow::ensure!(!chain.is_empty(), "{}: no certificate in the file", cert.display());
-    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .with_context(|| format!("{}: not a PEM private key", key.display()))?
-        .with_context(|| format!("{}: no private key in the file", key.display()))?;
+    let key_der = match PrivateKeyDer::from_pem_slice(&read(key)?) {
+        Ok(key) => key,
+        Err(pem::Error::NoItemsFound) => anyhow::bail!("{}: no private key in the file", key.display()),
+        Err(e) => return Err(e).with_context(|| format!("{}: not a PEM private key", key.display())),
+    };
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let pair = CertifiedKey::from_der(chain, key_der, &provider)
         .with_context(|| format!("{} and {} do not form a usable key pair", cert.display(), key.display()))?;
