@@ -14,6 +14,10 @@ try {
   const dialogs = [];
   page.on("dialog", (d) => { dialogs.push(d.message()); d.dismiss(); });
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+  // The page runs under a strict Content-Security-Policy: anything it blocks is a failure.
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy/i.test(m.text())) failures.push(`CSP: ${m.text()}`);
+  });
   const device = await mqtt.connectAsync(wsUrl, { clientId: "e2e-device", protocolVersion: 4 });
   const publish = (topic, payload) => device.publishAsync(topic, payload, { qos: 1 });
 
@@ -43,6 +47,27 @@ try {
   const csv = await page.getAttribute("#csv-link", "href");
   if (!csv.includes("/readings.csv?from=")) failures.push(`csv link: ${csv}`);
   await page.screenshot({ path: `${shots}/sensor.png` });
+
+  step("a failed request is said on the page");
+  await page.goto(base + "/#/sensor/nobody/nowhere/nothing");
+  await page.waitForSelector("#error-banner:not([hidden])", { timeout: 5000 });
+  const banner = await page.textContent("#error-banner");
+  if (!/Could not load this page: .*nobody/.test(banner)) failures.push(`error banner: ${banner}`);
+  await page.goto(base + "/#/");
+  await page.waitForSelector("#error-banner[hidden]", { state: "attached", timeout: 5000 });
+
+  step("the page is served with a Content-Security-Policy");
+  const index = await fetch(base + "/");
+  if (!/script-src 'self'/.test(index.headers.get("content-security-policy") || "")) failures.push("no CSP header on the page");
+
+  step("admins see persistent sessions");
+  const board = await mqtt.connectAsync(wsUrl, { clientId: "e2e-persistent", clean: false, protocolVersion: 4 });
+  await board.subscribeAsync("cmd/e2e/#", { qos: 1 });
+  await page.goto(base + "/#/sessions");
+  await page.waitForFunction(() => /e2e-persistent/.test(document.getElementById("sessions-body").textContent), null, { timeout: 5000 });
+  const row = await page.textContent("#sessions-body");
+  if (!row.includes("online")) failures.push(`sessions row: ${row}`);
+  await board.endAsync();
 
   step("console subscribes and publishes; payloads are text");
   await page.goto(base + "/#/console");

@@ -14,10 +14,21 @@ const VIEWS = ["overview", "sensor", "console", "rejects", "tokens", "sessions"]
 const api = async (path) => {
   const r = await fetch(path);
   if (r.status === 401) { showLogin(); throw new Error("log in first"); }
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.error || r.statusText);
-  return body;
+  if (!r.ok) {
+    // Error bodies are JSON `{"error": …}`, but a proxy in front may answer with anything.
+    const body = await r.json().catch(() => ({}));
+    throw new Error(body.error || `${r.status} ${r.statusText}`);
+  }
+  return r.json();
 };
+// A failed request is said on the page, not only in the browser's console.
+const showError = (e) => {
+  console.error(e);
+  if (!$("view-login").hidden) return; // the login form is the answer
+  $("error-banner").textContent = `Could not load this page: ${e.message}`;
+  $("error-banner").hidden = false;
+};
+const clearError = () => { $("error-banner").hidden = true; };
 
 // ---- login (when the server requires it) ----
 function showLogin() {
@@ -90,13 +101,24 @@ function connectLive() {
   source.addEventListener("readings", (event) => {
     for (const r of JSON.parse(event.data)) onReading(r);
   });
-  source.addEventListener("resync", () => loadOverview());
+  source.addEventListener("resync", () => reloadOverviewSoon());
+}
+
+// Readings of sensors the page does not know yet (a new board) reload the overview once, not
+// once per reading.
+let overviewReload = null;
+function reloadOverviewSoon() {
+  if (overviewReload) return;
+  overviewReload = setTimeout(() => {
+    overviewReload = null;
+    loadOverview().catch(showError);
+  }, 500);
 }
 
 function onReading(r) {
   const k = key(r);
   const known = sensors.get(k);
-  if (!known) { loadOverview(); return; }
+  if (!known) { reloadOverviewSoon(); return; }
   known.sensor.last_value = r.value;
   known.sensor.last_seen_ms = r.ts;
   known.spark.push(r.value);
@@ -106,6 +128,8 @@ function onReading(r) {
     // A live point is its own bucket: min = avg = max. The x scale follows the present.
     const [xs, avg, min, max] = currentChart.data;
     xs.push(r.ts / 1000); avg.push(r.value); min.push(r.value); max.push(r.value);
+    // A chart left open for days keeps as many points as it was drawn with, not every reading.
+    while (xs.length > currentChart.maxPoints) for (const a of currentChart.data) a.shift();
     const span = currentChart.uplot.scales.x.max - currentChart.uplot.scales.x.min;
     currentChart.uplot.setData(currentChart.data, false);
     currentChart.uplot.setScale("x", { min: r.ts / 1000 - span, max: Math.max(r.ts / 1000, currentChart.uplot.scales.x.max) });
@@ -136,21 +160,25 @@ async function loadOverview() {
       sensors.set(k, entry);
       renderTile(entry);
       tiles.append(entry.tile);
-      if (entry.spark.length === 0) loadSpark(entry);
     }
     places.append(tiles);
   }
+  await loadTrends();
 }
 
-async function loadSpark(entry) {
-  const s = entry.sensor;
-  const to = Date.now(), from = to - 3600000;
-  const url = `/api/sensors/${enc(s.owner)}/${enc(s.place)}/${enc(s.category)}/readings?from=${from}&to=${to}&buckets=60`;
-  try {
-    const body = await api(url);
-    entry.spark = body.buckets.map((b) => b.avg);
-    renderTile(entry);
-  } catch (e) { /* a missing trend line is not worth an error */ }
+// The last hour's trend line of every tile that has none yet, in one request.
+async function loadTrends() {
+  const missing = [...sensors.values()].filter((e) => e.spark.length === 0);
+  if (missing.length === 0) return;
+  let trends;
+  try { trends = await api("/api/trends"); } catch (e) { return; } // a missing trend line is not worth an error
+  for (const entry of missing) {
+    const values = trends[key(entry.sensor)];
+    if (values && entry.spark.length === 0) {
+      entry.spark = values.slice(-60);
+      renderTile(entry);
+    }
+  }
 }
 
 function renderTile(entry) {
@@ -213,7 +241,7 @@ async function showSensor(owner, place, category, from, to) {
   };
   if (currentChart) currentChart.uplot.destroy();
   const data = [xs, avg, min, max];
-  currentChart = { key: k, data, live, uplot: new uPlot(opts, data, chartBox) };
+  currentChart = { key: k, data, live, maxPoints: Math.max(xs.length, width), uplot: new uPlot(opts, data, chartBox) };
 }
 
 const toInputValue = (ms) => {
@@ -351,13 +379,14 @@ async function route() {
   for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === view));
   try {
+    clearError();
     if (view === "overview") await loadOverview();
     if (view === "sensor") await showSensor(parts[1], parts[2], parts[3], +parts[4] || 0, +parts[5] || 0);
     if (view === "rejects") await showRejects();
     if (view === "tokens") await showTokens();
     if (view === "sessions") await showSessions();
   } catch (e) {
-    console.error(e);
+    showError(e);
   }
 }
 

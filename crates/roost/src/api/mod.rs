@@ -69,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
     let api_routes = Router::new()
         .route("/me", get(auth::me))
         .route("/sensors", get(sensors::list))
+        .route("/trends", get(sensors::trends))
         .route("/sensors/{owner}/{place}/{category}/readings", get(sensors::readings))
         .route("/sensors/{owner}/{place}/{category}/readings.csv", get(sensors::export_csv))
         .route("/rejects", get(sensors::rejects))

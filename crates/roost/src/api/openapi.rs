@@ -114,6 +114,14 @@ pub fn spec() -> Value {
                     "503": error_response("Database unavailable")
                 }
             }},
+            "/api/trends": { "get": {
+                "summary": "The last hour of every sensor you may see: one average per minute, oldest first, keyed owner/place/category (sensors without readings in that hour are left out)",
+                "responses": {
+                    "200": { "description": "Trends", "content": { "application/json": { "schema": { "type": "object", "additionalProperties": { "type": "array", "items": { "type": "number" } } } } } },
+                    "401": error_response("Not logged in"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
             "/api/sensors/{owner}/{place}/{category}/readings": { "get": {
                 "summary": "Readings of one sensor in a time range, raw or downsampled",
                 "parameters": readings_params,

@@ -48,6 +48,26 @@ pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Vi
     ))
 }
 
+/// The last hour of every visible sensor, one average per minute (oldest first), keyed
+/// `owner/place/category`: the overview's trend lines in one request.
+pub async fn trends(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Result<Json<serde_json::Value>, ApiError> {
+    let since = TimestampMs(TimestampMs::now().0 - 3_600_000);
+    let (sensors, averages) = (state.store.sensors().await?, state.store.minute_averages(since).await?);
+    let mut by_id: std::collections::HashMap<i64, Vec<f64>> = std::collections::HashMap::new();
+    for (id, avg) in averages {
+        by_id.entry(id).or_default().push(avg);
+    }
+    let trends: serde_json::Map<String, serde_json::Value> = sensors
+        .into_iter()
+        .filter(|s| viewer.may_see(&s.key.owner))
+        .filter_map(|s| {
+            let values = by_id.remove(&s.id)?;
+            Some((format!("{}/{}/{}", s.key.owner, s.key.place, s.key.category), serde_json::json!(values)))
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Object(trends)))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct RangeQuery {
     from: Option<String>,

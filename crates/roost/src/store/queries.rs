@@ -55,6 +55,22 @@ impl Store {
         })
     }
 
+    /// Every sensor's per-minute averages since `from` (the rollups), by sensor id then minute:
+    /// the dashboard's trend lines, in one query however many tiles there are.
+    pub async fn minute_averages(&self, from: TimestampMs) -> Result<Vec<(i64, f64)>, StoreError> {
+        let minute = from.0 - from.0.rem_euclid(60_000);
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new("SELECT sensor_id, sum / count FROM readings_1m WHERE minute >= ")
+                .push_bind(minute)
+                .push(" ORDER BY sensor_id, minute")
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("reading trends"))?;
+            decode_rows(&rows, "reading trends", |row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        })
+    }
+
     /// Readings of one sensor with `from <= ts < to`, oldest first.
     pub async fn readings(&self, sensor: &SensorKey, from: TimestampMs, to: TimestampMs) -> Result<Vec<(TimestampMs, f64)>, StoreError> {
         on_pool!(self, pool => {
