@@ -11,6 +11,10 @@ use std::hash::Hash;
 pub struct TimestampMs(pub i64);
 
 impl TimestampMs {
+    /// The last millisecond of the year 9999: later times are refused everywhere (RFC 3339 and
+    /// every database's date functions stop there).
+    pub const MAX: Self = Self(253_402_300_799_999);
+
     pub fn now() -> Self {
         let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self(since.as_millis() as i64)

@@ -1,6 +1,6 @@
 //! The OpenAPI 3 description of the API, served at `/api/openapi.json`.
 
-use super::params::MAX_TIME_MS;
+use crate::model::TimestampMs;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -14,7 +14,7 @@ fn error_response(description: &str) -> Value {
 
 /// A time: epoch milliseconds or an RFC 3339 date-time.
 fn time_schema() -> Value {
-    json!({ "oneOf": [{ "type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_TIME_MS }, { "type": "string", "format": "date-time" }] })
+    json!({ "oneOf": [{ "type": "integer", "format": "int64", "minimum": 0, "maximum": TimestampMs::MAX.0 }, { "type": "string", "format": "date-time" }] })
 }
 
 fn sensor_path_params() -> Value {

@@ -58,15 +58,15 @@ pub fn given(value: Option<&str>) -> Option<&str> {
     value.filter(|v| !v.is_empty())
 }
 
-/// The last millisecond of the year 9999: later times are refused.
-pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
-
 /// Parses `name` as epoch milliseconds (`1700000000000`) or RFC 3339 (`2023-11-14T22:13:20Z`),
 /// between 1970 and the end of 9999.
 pub fn parse_time(name: &str, value: &str) -> Result<TimestampMs, ApiError> {
     if let Ok(ms) = value.parse::<i64>() {
-        if !(0..=MAX_TIME_MS).contains(&ms) {
-            return Err(ApiError::BadRequest(format!("`{name}` must be between 0 (1970) and {MAX_TIME_MS} (the end of 9999), not {ms}")));
+        if !(0..=TimestampMs::MAX.0).contains(&ms) {
+            return Err(ApiError::BadRequest(format!(
+                "`{name}` must be between 0 (1970) and {} (the end of 9999), not {ms}",
+                TimestampMs::MAX.0
+            )));
         }
         return Ok(TimestampMs(ms));
     }

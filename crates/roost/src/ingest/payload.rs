@@ -4,9 +4,6 @@
 use crate::model::{RejectReason, TimestampMs};
 use serde_json::{Map, Value};
 
-/// Latest timestamp accepted: 9999-12-31T23:59:59.999Z.
-const MAX_TS: i64 = 253_402_300_799_999;
-
 /// One value for one sensor, with the device's timestamp if it sent one.
 pub fn parse_single(payload: &[u8]) -> Result<(f64, Option<TimestampMs>), RejectReason> {
     let text = text_of(payload)?;
@@ -80,7 +77,7 @@ fn timestamp(ts: Option<&Value>) -> Result<Option<TimestampMs>, RejectReason> {
         None => return Ok(None),
         Some(Value::Number(n)) => {
             let ms = n.as_f64().ok_or(RejectReason::BadTimestamp)?;
-            if !(0.0..=MAX_TS as f64).contains(&ms) {
+            if !(0.0..=TimestampMs::MAX.0 as f64).contains(&ms) {
                 return Err(RejectReason::BadTimestamp);
             }
             ms as i64
@@ -89,7 +86,7 @@ fn timestamp(ts: Option<&Value>) -> Result<Option<TimestampMs>, RejectReason> {
             let t =
                 time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| RejectReason::BadTimestamp)?;
             let ms = t.unix_timestamp_nanos() / 1_000_000;
-            i64::try_from(ms).ok().filter(|ms| (0..=MAX_TS).contains(ms)).ok_or(RejectReason::BadTimestamp)?
+            i64::try_from(ms).ok().filter(|ms| (0..=TimestampMs::MAX.0).contains(ms)).ok_or(RejectReason::BadTimestamp)?
         }
         Some(_) => return Err(RejectReason::BadTimestamp),
     };

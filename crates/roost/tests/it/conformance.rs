@@ -265,7 +265,7 @@ async fn persistent_session_keeps_subscriptions_and_messages() {
     sub.expect_closed().await;
     let (mut publisher, _) = Raw::mqtt(server.mqtt, "p", true).await;
     for i in 1..=3u16 {
-        publisher.send(&publish("d/x", &i.to_string(), QoS::AtLeastOnce, Some(i), false)).await;
+        publisher.send(&publish("d/x", i.to_string(), QoS::AtLeastOnce, Some(i), false)).await;
         assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
     }
     publisher.send(&publish("d/x", "qos0-may-be-dropped", QoS::AtMostOnce, None, false)).await;
@@ -437,10 +437,10 @@ async fn malformed_packets_close_only_that_connection() {
 async fn oversized_packets_close_the_connection() {
     let server = TestServer::start_with(|a| a.max_packet_size = 1024).await;
     let (mut raw, _) = Raw::mqtt(server.mqtt, "big", true).await;
-    raw.send(&publish("big", &"x".repeat(2000), QoS::AtMostOnce, None, false)).await;
+    raw.send(&publish("big", "x".repeat(2000), QoS::AtMostOnce, None, false)).await;
     assert!(raw.expect_closed().await.is_empty());
     let (mut ok, _) = Raw::mqtt(server.mqtt, "small", true).await;
-    ok.send(&publish("big", &"x".repeat(900), QoS::AtLeastOnce, Some(1), false)).await;
+    ok.send(&publish("big", "x".repeat(900), QoS::AtLeastOnce, Some(1), false)).await;
     assert!(matches!(ok.recv().await, Some(Packet::PubAck(_))));
 }
 
@@ -458,7 +458,7 @@ async fn a_stuck_subscriber_is_disconnected_and_stalls_nobody() {
     let mut healthy = subscribed(&server, "healthy", &[("s", QoS::AtLeastOnce)]).await;
     let (mut publisher, _) = Raw::mqtt(server.mqtt, "p", true).await;
     for i in 1..=100u16 {
-        publisher.send(&publish("s", &i.to_string(), QoS::AtLeastOnce, Some(i), false)).await;
+        publisher.send(&publish("s", i.to_string(), QoS::AtLeastOnce, Some(i), false)).await;
         assert!(matches!(publisher.recv().await, Some(Packet::PubAck(a)) if a.packet_id == pid(i)));
         let got = recv_publish(&mut healthy).await;
         assert_eq!(text(&got), i.to_string());
@@ -493,7 +493,7 @@ async fn messages_from_one_publisher_arrive_in_order() {
     let (mut publisher, _) = Raw::mqtt(server.mqtt, "p", true).await;
     for i in 1..=50u16 {
         let qos = if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-        publisher.send(&publish("seq", &i.to_string(), qos, (qos != QoS::AtMostOnce).then_some(i), false)).await;
+        publisher.send(&publish("seq", i.to_string(), qos, (qos != QoS::AtMostOnce).then_some(i), false)).await;
     }
     for i in 1..=50u16 {
         let got = recv_publish(&mut sub).await;

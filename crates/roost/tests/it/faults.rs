@@ -122,7 +122,7 @@ async fn publish_numbered(addr: std::net::SocketAddr, client: String, first: u64
     loop {
         while !stop.is_cancelled() && in_flight.len() < WINDOW {
             id = id % 60_000 + 1;
-            raw.send(&publish(&topic, &next.to_string(), QoS::AtLeastOnce, Some(id), false)).await;
+            raw.send(&publish(&topic, next.to_string(), QoS::AtLeastOnce, Some(id), false)).await;
             in_flight.push_back((id, next));
             sent.push(next);
             next += 1;
@@ -216,7 +216,7 @@ async fn a_poison_publish_does_not_hold_up_other_devices(backend: Backend) {
     let long = "p".repeat(300);
     poison.send(&publish(&format!("iot/yanjo/sensor/{long}/temperature"), "21.5", QoS::AtLeastOnce, Some(1), false)).await;
     for id in 1..=20u16 {
-        healthy.send(&publish("iot/yanjo/sensor/kitchen/temperature", &id.to_string(), QoS::AtLeastOnce, Some(id), false)).await;
+        healthy.send(&publish("iot/yanjo/sensor/kitchen/temperature", id.to_string(), QoS::AtLeastOnce, Some(id), false)).await;
     }
     assert_eq!(poison.recv().await, Some(Packet::PubAck(Ack::new(crate::support::pid(1)))));
     for id in 1..=20u16 {

@@ -3,27 +3,14 @@
 
 use crate::databases::{Backend, TestDb};
 use crate::proxy::Proxy;
-use crate::support::{Raw, TestServer};
-use bytes::Bytes;
+use crate::support::{pid, publish_message, Raw, TestServer};
 use mqtt_codec::*;
 use roost::model::{SensorKey, TimestampMs};
-use std::num::NonZeroU16;
 use std::time::Duration;
 
-fn pid(n: u16) -> PacketId {
-    NonZeroU16::new(n).unwrap()
-}
-
+/// A PUBLISH that is not retained.
 fn publish(topic: &str, payload: &[u8], qos: QoS, id: Option<u16>) -> Publish {
-    Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: Some(TopicName::parse(topic).unwrap()),
-        packet_id: id.map(pid),
-        payload: Bytes::copy_from_slice(payload),
-        properties: Properties::default(),
-    }
+    publish_message(topic, payload, qos, id, false)
 }
 
 fn key(owner: &str, place: &str, category: &str) -> SensorKey {

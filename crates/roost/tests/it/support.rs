@@ -196,17 +196,22 @@ pub fn pid(n: u16) -> mqtt_codec::PacketId {
     mqtt_codec::PacketId::new(n).expect("packet ids are non-zero")
 }
 
-/// A PUBLISH with a text payload; `id` is required for QoS 1 and 2.
-pub fn publish(topic: &str, payload: &str, qos: mqtt_codec::QoS, id: Option<u16>, retain: bool) -> Packet {
-    Packet::Publish(mqtt_codec::Publish {
+/// A PUBLISH; `id` is required for QoS 1 and 2.
+pub fn publish(topic: &str, payload: impl AsRef<[u8]>, qos: mqtt_codec::QoS, id: Option<u16>, retain: bool) -> Packet {
+    Packet::Publish(publish_message(topic, payload, qos, id, retain))
+}
+
+/// The PUBLISH itself, to change a field (`dup`) before sending it.
+pub fn publish_message(topic: &str, payload: impl AsRef<[u8]>, qos: mqtt_codec::QoS, id: Option<u16>, retain: bool) -> mqtt_codec::Publish {
+    mqtt_codec::Publish {
         dup: false,
         qos,
         retain,
         topic: Some(mqtt_codec::TopicName::parse(topic).unwrap()),
         packet_id: id.map(pid),
-        payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+        payload: bytes::Bytes::copy_from_slice(payload.as_ref()),
         properties: Properties::default(),
-    })
+    }
 }
 
 /// Creates a user with an Argon2id hash of `secret`, as `roost user add` does.
