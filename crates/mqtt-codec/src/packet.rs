@@ -184,6 +184,36 @@ pub mod connect_return {
     pub const NOT_AUTHORIZED: u8 = 0x05;
 }
 
+/// Why a server refuses a CONNECT, whatever the protocol version: [`ConnectRefusal::code`]
+/// gives the 3.1.1 return code (§3.2.2.3) or the 5.0 reason code (§3.2.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    UnacceptableProtocolVersion,
+    IdentifierRejected,
+    ServerUnavailable,
+    BadUsernameOrPassword,
+    NotAuthorized,
+}
+
+impl ConnectRefusal {
+    /// The CONNACK code for a client speaking `version`.
+    pub fn code(self, version: ProtocolVersion) -> u8 {
+        use ConnectRefusal::*;
+        match (self, version.is_v5()) {
+            (UnacceptableProtocolVersion, false) => connect_return::UNACCEPTABLE_PROTOCOL_VERSION,
+            (IdentifierRejected, false) => connect_return::IDENTIFIER_REJECTED,
+            (ServerUnavailable, false) => connect_return::SERVER_UNAVAILABLE,
+            (BadUsernameOrPassword, false) => connect_return::BAD_USERNAME_OR_PASSWORD,
+            (NotAuthorized, false) => connect_return::NOT_AUTHORIZED,
+            (UnacceptableProtocolVersion, true) => 0x84,
+            (IdentifierRejected, true) => 0x85,
+            (BadUsernameOrPassword, true) => 0x86,
+            (NotAuthorized, true) => 0x87,
+            (ServerUnavailable, true) => 0x88,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnAck {
     pub session_present: bool,
@@ -261,6 +291,25 @@ pub struct Subscribe {
 /// SUBACK return code for a refused subscription (3.1.1 §3.9.3).
 pub const SUBACK_FAILURE: u8 = 0x80;
 
+/// What a server answers for one filter of a SUBSCRIBE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    /// Subscribed at this maximum QoS.
+    Granted(QoS),
+    /// Refused (3.1.1: 0x80, "Failure").
+    Refused,
+}
+
+impl SubscribeOutcome {
+    /// The SUBACK return code [MQTT-3.9.3-2].
+    pub fn code(self) -> u8 {
+        match self {
+            SubscribeOutcome::Granted(qos) => qos as u8,
+            SubscribeOutcome::Refused => SUBACK_FAILURE,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
     pub packet_id: PacketId,
@@ -294,4 +343,30 @@ pub struct Disconnect {
 pub struct Auth {
     pub reason: u8,
     pub properties: Properties,
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    /// 3.1.1 §3.2.2.3 return codes 1–5; 5.0 §3.2.2.2 reason codes 0x84–0x88.
+    #[test]
+    fn refusals_have_each_version_s_code() {
+        let all = [
+            ConnectRefusal::UnacceptableProtocolVersion,
+            ConnectRefusal::IdentifierRejected,
+            ConnectRefusal::ServerUnavailable,
+            ConnectRefusal::BadUsernameOrPassword,
+            ConnectRefusal::NotAuthorized,
+        ];
+        assert_eq!(all.map(|r| r.code(ProtocolVersion::V311)), [1, 2, 3, 4, 5]);
+        assert_eq!(all.map(|r| r.code(ProtocolVersion::V5)), [0x84, 0x85, 0x88, 0x86, 0x87]);
+    }
+
+    /// [MQTT-3.9.3-2] SUBACK codes: the granted QoS, or 0x80.
+    #[test]
+    fn subscribe_outcomes_are_suback_codes() {
+        assert_eq!(SubscribeOutcome::Granted(QoS::ExactlyOnce).code(), 2);
+        assert_eq!(SubscribeOutcome::Refused.code(), 0x80);
+    }
 }

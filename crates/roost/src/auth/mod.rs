@@ -13,6 +13,7 @@ use crate::broker::{AuthOutcome, Authenticate, BoxFuture, Credentials};
 use crate::store::{Store, TokenKind};
 use acl::Acl;
 use limiter::LoginLimiter;
+use mqtt_codec::{TopicFilter, TopicName};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tracing::warn;
@@ -97,11 +98,11 @@ impl Authenticate for UserAuth {
         Box::pin(self.check(credentials))
     }
 
-    fn may_publish(&self, username: Option<&str>, topic: &str) -> bool {
-        self.acl(username).is_some_and(|acl| acl.may_publish(topic))
+    fn may_publish(&self, username: Option<&str>, topic: &TopicName) -> bool {
+        self.acl(username).is_some_and(|acl| acl.may_publish(topic.as_str()))
     }
 
-    fn may_subscribe(&self, username: Option<&str>, filter: &str) -> bool {
-        self.acl(username).is_some_and(|acl| acl.may_subscribe(filter))
+    fn may_subscribe(&self, username: Option<&str>, filter: &TopicFilter) -> bool {
+        self.acl(username).is_some_and(|acl| acl.may_subscribe(filter.as_str()))
     }
 }

@@ -4,7 +4,7 @@
 //! a QoS 2 PUBLISH or PUBREL to a persistent session, a SUBACK or UNSUBACK of one, wait here
 //! too, until the packet id, release or subscription they depend on is stored.
 
-use super::hooks::Receipt;
+use super::hooks::{NotStored, Receipt};
 use super::Message;
 use mqtt_codec::{Packet, PacketId, QoS};
 use std::collections::VecDeque;
@@ -13,9 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::sync::oneshot::error::TryRecvError;
-
-/// Why a waiting packet can never be sent: what it promised was not stored.
-pub type NotStored = String;
 
 /// A packet waiting for its turn.
 pub struct PendingAck {
@@ -80,7 +77,7 @@ impl AckQueue {
                     Ok(Ok(())) => *slot = None,
                     Ok(Err(why)) => return Err(why),
                     Err(TryRecvError::Empty) => return Ok(()),
-                    Err(TryRecvError::Closed) => return Err("dropped before it was stored".into()),
+                    Err(TryRecvError::Closed) => return Err(NotStored::Dropped),
                 }
             }
             release(self.0.pop_front().expect("front exists"));
@@ -97,7 +94,7 @@ impl AckQueue {
             match ready!(Pin::new(receipt).poll(cx)) {
                 Ok(Ok(())) => *slot = None,
                 Ok(Err(why)) => return Poll::Ready(Err(why)),
-                Err(_) => return Poll::Ready(Err("dropped before it was stored".into())),
+                Err(_) => return Poll::Ready(Err(NotStored::Dropped)),
             }
         }
         Poll::Ready(Ok(()))
@@ -165,7 +162,7 @@ mod tests {
             queue.push(PendingAck { committed: Some(receipt), ..PendingAck::now(puback(2)) });
             queue.push(PendingAck::now(puback(3)));
             if fail {
-                tx.send(Err("disk full".into())).unwrap();
+                tx.send(Err(NotStored::Refused("a value too long".into()))).unwrap();
             } else {
                 drop(tx);
             }

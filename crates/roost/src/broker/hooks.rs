@@ -2,6 +2,7 @@
 //! ingest. The broker knows these traits, never their implementations.
 
 use super::Message;
+use mqtt_codec::{TopicFilter, TopicName};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,8 +46,8 @@ pub enum AuthOutcome {
 pub trait Authenticate: Send + Sync + 'static {
     /// May be slow (password hashing): implementations do heavy work off the runtime.
     fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> BoxFuture<'a, AuthOutcome>;
-    fn may_publish(&self, username: Option<&str>, topic: &str) -> bool;
-    fn may_subscribe(&self, username: Option<&str>, filter: &str) -> bool;
+    fn may_publish(&self, username: Option<&str>, topic: &TopicName) -> bool;
+    fn may_subscribe(&self, username: Option<&str>, filter: &TopicFilter) -> bool;
 }
 
 /// Anonymous access, everything allowed: `roost serve --allow-anonymous`.
@@ -59,11 +60,11 @@ impl Authenticate for AllowAll {
         Box::pin(async move { AuthOutcome::Allowed { username } })
     }
 
-    fn may_publish(&self, _: Option<&str>, _: &str) -> bool {
+    fn may_publish(&self, _: Option<&str>, _: &TopicName) -> bool {
         true
     }
 
-    fn may_subscribe(&self, _: Option<&str>, _: &str) -> bool {
+    fn may_subscribe(&self, _: Option<&str>, _: &TopicFilter) -> bool {
         true
     }
 }
@@ -71,7 +72,18 @@ impl Authenticate for AllowAll {
 /// Resolves once the sink has durably handled a publish; the broker acknowledges it only then.
 /// An error (or a dropped sender) means it was not stored, and the client is disconnected
 /// without an acknowledgement so that it sends the publish again.
-pub type Receipt = oneshot::Receiver<Result<(), String>>;
+pub type Receipt = oneshot::Receiver<Result<(), NotStored>>;
+
+/// Why something an acknowledgement would promise was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotStored {
+    /// The database refused it (not a transient failure: retrying cannot help).
+    #[error("refused by the database: {0}")]
+    Refused(String),
+    /// The writer gave up or went away (shutdown while the database was failing).
+    #[error("dropped before it was stored")]
+    Dropped,
+}
 
 /// Where publishes go besides subscribers: Roost's durable ingest.
 pub trait IngestSink: Send + Sync + 'static {

@@ -27,7 +27,7 @@ pub mod websocket;
 
 pub use config::BrokerConfig;
 pub use durability::{MessageSeq, NoPersistence, Persistence, RestoredMessage, RestoredSession, RestoredState, RestoredWill, StateChange};
-pub use hooks::{AllowAll, AuthOutcome, Authenticate, BoxFuture, Credentials, IngestSink, NoIngest, Receipt};
+pub use hooks::{AllowAll, AuthOutcome, Authenticate, BoxFuture, Credentials, IngestSink, NoIngest, NotStored, Receipt};
 pub use keep_alive::supervise_sessions;
 pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
 pub use message::Message;
@@ -90,7 +90,7 @@ impl Broker {
         broker.router.restore_retained(restored.retained);
         broker.sessions.restore(restored.sessions, &broker.router, &broker.config, &broker.durable);
         for RestoredWill { client_id, username, will } in restored.wills {
-            if broker.auth.may_publish(username.as_deref(), will.topic.as_str()) {
+            if broker.auth.may_publish(username.as_deref(), &will.topic) {
                 tracing::info!(%client_id, topic = %will.topic, "publishing the will of a client connected when the server stopped");
                 broker.router.route(Arc::new(will), &broker.stats, &broker.durable);
             }

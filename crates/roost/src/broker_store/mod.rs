@@ -9,7 +9,7 @@ mod restore;
 
 pub use restore::restore;
 
-use crate::broker::{Persistence, Receipt, StateChange};
+use crate::broker::{NotStored, Persistence, Receipt, StateChange};
 use crate::store::Store;
 use net::NetChanges;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 enum Op {
     Change(StateChange),
     /// Resolved once every change sent before it is committed.
-    Barrier(oneshot::Sender<Result<(), String>>),
+    Barrier(oneshot::Sender<Result<(), NotStored>>),
 }
 
 /// The broker's [`Persistence`]: changes go, in order, to [`run_state_writer`]. Never waits:
@@ -89,7 +89,7 @@ pub async fn run_state_writer(store: Arc<Store>, StateQueue(mut queue): StateQue
     info!("broker state writer stopped");
 }
 
-fn take_batch(first: Op, queue: &mut mpsc::UnboundedReceiver<Op>) -> (NetChanges, Vec<oneshot::Sender<Result<(), String>>>) {
+fn take_batch(first: Op, queue: &mut mpsc::UnboundedReceiver<Op>) -> (NetChanges, Vec<oneshot::Sender<Result<(), NotStored>>>) {
     let mut changes = NetChanges::default();
     let mut barriers = Vec::new();
     let mut next = Some(first);
@@ -108,7 +108,7 @@ fn take_batch(first: Op, queue: &mut mpsc::UnboundedReceiver<Op>) -> (NetChanges
 async fn commit(
     store: &Store,
     changes: NetChanges,
-    barriers: Vec<oneshot::Sender<Result<(), String>>>,
+    barriers: Vec<oneshot::Sender<Result<(), NotStored>>>,
     stop: Option<&CancellationToken>,
 ) -> bool {
     let count = changes.len();
@@ -130,7 +130,7 @@ async fn commit(
         if !failure.is_transient() {
             error!(error = %error, changes = count, "broker state: the database refused a batch; its acknowledgements are withheld");
             for barrier in barriers {
-                let _ = barrier.send(Err(format!("broker state refused by the database: {error}")));
+                let _ = barrier.send(Err(NotStored::Refused(error.to_string())));
             }
             return true;
         }

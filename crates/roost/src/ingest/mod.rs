@@ -13,7 +13,7 @@ pub use health::{HealthReport, IngestHealth, MAX_HEALTHY_WAIT};
 pub use template::{Captures, TemplateError, TopicTemplate};
 pub use writer::{run_writer, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 
-use crate::broker::{BoxFuture, IngestSink, Message, Receipt};
+use crate::broker::{BoxFuture, IngestSink, Message, NotStored, Receipt};
 use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};
 use bytes::Bytes;
 use mqtt_codec::TopicName;
@@ -35,7 +35,7 @@ pub struct Job {
     pub record: Record,
     /// The publish it came from: if the database refuses the record, it becomes a reject.
     pub source: Source,
-    pub committed: oneshot::Sender<Result<(), String>>,
+    pub committed: oneshot::Sender<Result<(), NotStored>>,
     /// When it was queued (health: how long records wait for the database).
     pub queued_at: Instant,
 }

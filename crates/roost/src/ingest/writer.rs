@@ -4,6 +4,7 @@
 
 use super::health::IngestHealth;
 use super::{Job, Record, Source};
+use crate::broker::NotStored;
 use crate::model::{LiveReading, RejectReason};
 use crate::store::{Batch, Commit, Store};
 use std::ops::Range;
@@ -178,7 +179,7 @@ struct Waiter {
     readings: Range<usize>,
     rejects: Range<usize>,
     source: Source,
-    committed: oneshot::Sender<Result<(), String>>,
+    committed: oneshot::Sender<Result<(), NotStored>>,
 }
 
 /// Rows to commit together, and whom to tell once they are.
@@ -267,7 +268,7 @@ impl Writer<'_> {
                         // keeps it and sends it again; the others are not held up.
                         error!(error = %e, client_id = %waiter.source.client_id, topic = %waiter.source.topic,
                             "the database refused a reject row; the publish is not acknowledged");
-                        let _ = waiter.committed.send(Err(format!("refused by the database: {e}")));
+                        let _ = waiter.committed.send(Err(NotStored::Refused(e.to_string())));
                         continue;
                     }
                     warn!(error = %e, client_id = %waiter.source.client_id, topic = %waiter.source.topic,

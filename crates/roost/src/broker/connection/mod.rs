@@ -7,14 +7,14 @@ use packets::publish_packet;
 
 use super::acks::AckQueue;
 use super::durability::{StateChange, MAX_STORED_CLIENT_ID};
-use super::hooks::{AuthOutcome, Credentials};
+use super::hooks::{AuthOutcome, Credentials, NotStored};
 use super::limits::Permit;
 use super::mailbox::{Alarm, Congestion, Delivery, Mailbox, MailboxEvent};
 use super::sessions::{Claimed, NewSession, SessionState};
 use super::stats::BrokerStats;
 use super::{Broker, Message};
 use bytes::BytesMut;
-use mqtt_codec::{connect_return, decode, encode, Ack, ConnAck, Connect, DecodeError, LastWill, Packet, ProtocolVersion};
+use mqtt_codec::{connect_return, decode, encode, Ack, ConnAck, Connect, ConnectRefusal, DecodeError, LastWill, Packet, ProtocolVersion};
 use std::fmt;
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -46,7 +46,7 @@ enum End {
     QueueOverflow,
     Protocol(String),
     Io(std::io::Error),
-    NotStored(String),
+    NotStored(NotStored),
 }
 
 impl fmt::Display for End {
@@ -104,7 +104,7 @@ enum Wake {
     /// Queued messages to send (asked for only while the in-flight window is open).
     Messages,
     /// The ingest sink's receipt for the oldest unacknowledged publish.
-    Receipt(Result<(), String>),
+    Receipt(Result<(), NotStored>),
     /// Bytes read; 0 when the client closed the connection.
     Input(std::io::Result<usize>),
 }
@@ -172,7 +172,7 @@ where
                 Ok(Some(other)) => return Err(End::Protocol(format!("[MQTT-3.1.0-1] first packet was {}, not CONNECT", other.name()))),
                 Err(DecodeError::UnsupportedProtocolLevel(level)) => {
                     // [MQTT-3.1.2-2] answer 0x01, then close.
-                    self.refuse(connect_return::UNACCEPTABLE_PROTOCOL_VERSION).await;
+                    self.refuse(ConnectRefusal::UnacceptableProtocolVersion).await;
                     info!(peer = %self.peer, level, "unsupported protocol level; refused");
                     return Ok(None);
                 }
@@ -185,7 +185,8 @@ where
         }
     }
 
-    async fn refuse(&mut self, code: u8) {
+    async fn refuse(&mut self, why: ConnectRefusal) {
+        let code = why.code(self.version);
         self.queue(Packet::ConnAck(ConnAck { session_present: false, code, properties: Default::default() }));
         let _ = self.flush().await;
     }
@@ -194,8 +195,8 @@ where
         self.version = connect.protocol;
         if connect.protocol.is_v5() {
             // 5.0 packets decode, but this broker speaks 3.1.1 for now: refuse politely with
-            // the 5.0 reason code "Unsupported Protocol Version".
-            Box::pin(self.refuse(0x84)).await;
+            // the 5.0 reason code "Unsupported Protocol Version" (0x84).
+            Box::pin(self.refuse(ConnectRefusal::UnacceptableProtocolVersion)).await;
             info!(peer = %self.peer, "MQTT 5.0 client refused: this broker speaks 3.1.1");
             return;
         }
@@ -205,7 +206,7 @@ where
         let Some(Claimed { mut state, session_present, generation }) =
             Box::pin(self.broker.sessions.claim(new, &self.broker.router, &self.broker.config, &self.broker.durable)).await
         else {
-            Box::pin(self.refuse(connect_return::SERVER_UNAVAILABLE)).await;
+            Box::pin(self.refuse(ConnectRefusal::ServerUnavailable)).await;
             info!(peer = %self.peer, %client_id, "server shutting down; connection refused");
             return;
         };
@@ -252,7 +253,7 @@ where
         if client_id.is_empty() {
             // [MQTT-3.1.3-8] a zero-length id needs clean session; 3.1 never allowed it.
             if !connect.clean_start || connect.protocol == ProtocolVersion::V31 {
-                self.refuse(connect_return::IDENTIFIER_REJECTED).await;
+                self.refuse(ConnectRefusal::IdentifierRejected).await;
                 info!(peer = %self.peer, "empty client id without clean session; refused");
                 return None;
             }
@@ -261,7 +262,7 @@ where
         }
         if client_id.chars().count() > MAX_STORED_CLIENT_ID {
             // [MQTT-3.1.3-5] a server may refuse long ids; sessions and wills are stored under it.
-            self.refuse(connect_return::IDENTIFIER_REJECTED).await;
+            self.refuse(ConnectRefusal::IdentifierRejected).await;
             info!(peer = %self.peer, limit = MAX_STORED_CLIENT_ID, "client id longer than the limit (characters); refused");
             return None;
         }
@@ -275,13 +276,13 @@ where
             AuthOutcome::Allowed { username } => Some((client_id, username)),
             refused => {
                 BrokerStats::incr(&self.broker.stats.connections_refused);
-                let code = match refused {
-                    AuthOutcome::BadCredentials => connect_return::BAD_USERNAME_OR_PASSWORD,
-                    AuthOutcome::Unavailable => connect_return::SERVER_UNAVAILABLE,
-                    _ => connect_return::NOT_AUTHORIZED,
+                let why = match refused {
+                    AuthOutcome::BadCredentials => ConnectRefusal::BadUsernameOrPassword,
+                    AuthOutcome::Unavailable => ConnectRefusal::ServerUnavailable,
+                    _ => ConnectRefusal::NotAuthorized,
                 };
-                self.refuse(code).await;
-                info!(peer = %self.peer, %client_id, code, "authentication refused");
+                self.refuse(why).await;
+                info!(peer = %self.peer, %client_id, ?why, "authentication refused");
                 None
             }
         }
@@ -449,7 +450,7 @@ where
     }
 
     fn publish_will(&self, will: Arc<Message>, username: Option<&str>) {
-        if !self.broker.auth.may_publish(username, will.topic.as_str()) {
+        if !self.broker.auth.may_publish(username, &will.topic) {
             return;
         }
         self.broker.router.route(will, &self.broker.stats, &self.broker.durable);

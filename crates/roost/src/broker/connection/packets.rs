@@ -9,7 +9,7 @@ use crate::broker::mailbox::{Delivery, PushOutcome};
 use crate::broker::sessions::{Outbound, SessionState};
 use crate::broker::stats::BrokerStats;
 use crate::broker::Message;
-use mqtt_codec::{Ack, Packet, PacketId, Publish, QoS, SubAck, Subscribe, TopicFilter, UnsubAck, Unsubscribe, SUBACK_FAILURE};
+use mqtt_codec::{Ack, Packet, PacketId, Publish, QoS, SubAck, Subscribe, SubscribeOutcome, TopicFilter, UnsubAck, Unsubscribe};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
@@ -74,7 +74,7 @@ where
         BrokerStats::incr(&self.broker.stats.messages_received);
         let topic = publish.topic.ok_or_else(|| End::Protocol("[MQTT-4.7.3-1] PUBLISH without a topic".into()))?;
         let message = Message { topic, payload: publish.payload, qos: publish.qos, retain: publish.retain };
-        let allowed = self.broker.auth.may_publish(username, message.topic.as_str());
+        let allowed = self.broker.auth.may_publish(username, &message.topic);
         let packet_id = publish.packet_id;
         let mut stored = None;
         if let (QoS::AtLeastOnce, Some(id)) = (publish.qos, packet_id) {
@@ -141,24 +141,24 @@ where
             let filter = match TopicFilter::parse(raw) {
                 Ok(_) if raw.chars().count() > MAX_STORED_FILTER => {
                     info!(client_id = %state.client_id, limit = MAX_STORED_FILTER, "topic filter longer than the limit (characters); refused");
-                    codes.push(SUBACK_FAILURE);
+                    codes.push(SubscribeOutcome::Refused);
                     continue;
                 }
                 Ok(f) if state.subscriptions.len() >= self.broker.config.max_subscriptions && !state.subscriptions.contains_key(&f) => {
                     info!(client_id = %state.client_id, filter = %raw, limit = self.broker.config.max_subscriptions, "subscription limit reached; refused");
-                    codes.push(SUBACK_FAILURE);
+                    codes.push(SubscribeOutcome::Refused);
                     continue;
                 }
-                Ok(f) if self.broker.auth.may_subscribe(username, f.as_str()) => f,
+                Ok(f) if self.broker.auth.may_subscribe(username, &f) => f,
                 Ok(_) => {
                     BrokerStats::incr(&self.broker.stats.subscriptions_denied);
                     debug!(client_id = %state.client_id, filter = %raw, "subscription denied by ACL");
-                    codes.push(SUBACK_FAILURE);
+                    codes.push(SubscribeOutcome::Refused);
                     continue;
                 }
                 Err(e) => {
                     debug!(client_id = %state.client_id, filter = %raw, reason = %e, "invalid topic filter");
-                    codes.push(SUBACK_FAILURE);
+                    codes.push(SubscribeOutcome::Refused);
                     continue;
                 }
             };
@@ -170,10 +170,11 @@ where
                 self.broker.durable.record(StateChange::Subscribed { client_id, filter: filter.clone(), qos });
             }
             state.subscriptions.insert(filter, qos);
-            codes.push(qos as u8);
+            codes.push(SubscribeOutcome::Granted(qos));
         }
         // [MQTT-3.8.4-1, -5] one code per filter, in order; a persistent session's
         // subscriptions are stored first.
+        let codes = codes.into_iter().map(SubscribeOutcome::code).collect();
         let suback = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, codes, properties: Default::default() });
         match state.mailbox.owner().and_then(|_| self.broker.durable.committed()) {
             Some(committed) => {
