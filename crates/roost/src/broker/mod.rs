@@ -42,7 +42,8 @@ use durability::Durable;
 use router::Router;
 use sessions::Sessions;
 use std::sync::Arc;
-use std::time::Instant;
+// The runtime's clock, not the OS's: tests run keep-alive on a paused clock.
+use tokio::time::Instant;
 
 /// Everything the connections of one broker share. Cheap to clone behind an `Arc`.
 pub struct Broker {
@@ -164,5 +165,10 @@ impl Broker {
     /// Retained messages kept, and their payload bytes.
     pub fn retained_count(&self) -> (usize, usize) {
         self.router.retained_count()
+    }
+
+    /// The retained message of `topic`, if there is one.
+    pub fn retained(&self, topic: &mqtt_codec::TopicName) -> Option<Arc<Message>> {
+        self.router.retained(topic)
     }
 }

@@ -176,6 +176,11 @@ impl Router {
         read(&self.subscriptions).len()
     }
 
+    /// The retained message of `topic`, if there is one.
+    pub fn retained(&self, topic: &TopicName) -> Option<Arc<Message>> {
+        read(&self.retained).messages.get(topic).cloned()
+    }
+
     /// Retained messages kept, and their payload bytes.
     pub fn retained_count(&self) -> (usize, usize) {
         let retained = read(&self.retained);

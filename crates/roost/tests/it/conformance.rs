@@ -142,9 +142,11 @@ async fn keep_alive_expiry_closes_and_publishes_the_will() {
     let mut sleepy = Raw::connect(server.mqtt).await;
     sleepy.send(&Packet::Connect(c)).await;
     assert!(matches!(sleepy.recv().await, Some(Packet::ConnAck(_))));
-    let started = std::time::Instant::now();
+    tokio::time::pause(); // the broker's clock is the runtime's: the wait below passes at once
+    let started = tokio::time::Instant::now();
     assert!(sleepy.expect_closed().await.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(1400), "closed before 1.5 x keep-alive");
+    let closed_after = started.elapsed();
+    assert!(closed_after >= Duration::from_millis(1500), "closed after {closed_after:?}, before 1.5 x keep-alive");
     let will = recv_publish(&mut watcher).await;
     assert_eq!((will.topic.as_ref().unwrap().as_str(), text(&will).to_owned()), ("wills/sleepy", "gone".to_owned()));
 }
@@ -159,14 +161,19 @@ async fn keep_alive_counts_from_the_last_packet_received() {
     let mut client = Raw::connect(server.mqtt).await;
     client.send(&Packet::Connect(c)).await;
     assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
+    // The broker's clock is the runtime's: from here on time only moves when every task waits
+    // for a timer, so the seconds below pass at once and exactly.
+    tokio::time::pause();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         client.send(&Packet::PingReq).await;
         assert_eq!(client.recv().await, Some(Packet::PingResp), "still connected after a ping in time");
     }
-    let silent_since = std::time::Instant::now();
+    let silent_since = tokio::time::Instant::now();
     assert!(client.expect_closed().await.is_empty());
-    assert!(silent_since.elapsed() >= Duration::from_millis(1400), "closed before 1.5 x keep-alive");
+    let closed_after = silent_since.elapsed();
+    assert!(closed_after >= Duration::from_millis(1500), "closed after {closed_after:?}, before 1.5 x keep-alive");
+    assert!(closed_after <= Duration::from_millis(2500), "closed after {closed_after:?}: the sweep runs every second");
 }
 
 #[tokio::test]
@@ -206,7 +213,9 @@ async fn will_retain_is_honoured() {
     dying.send(&Packet::Connect(c)).await;
     assert!(matches!(dying.recv().await, Some(Packet::ConnAck(_))));
     drop(dying); // no DISCONNECT
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let broker = server.broker.clone();
+    let topic = TopicName::parse("status/dying").unwrap();
+    eventually("the will is retained", || broker.retained(&topic).is_some()).await;
     let mut late = subscribed(&server, "late", &[("status/+", QoS::AtLeastOnce)]).await;
     let will = recv_publish(&mut late).await;
     assert!(will.retain);
@@ -291,7 +300,8 @@ async fn unacknowledged_messages_are_resent_with_dup_on_reconnect() {
     let first = recv_publish(&mut sub).await;
     assert!(!first.dup);
     drop(sub); // no PUBACK, no DISCONNECT
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let broker = server.broker.clone();
+    eventually("the session is offline", || broker.persistent_sessions().iter().any(|s| s.client_id == "forgetful" && !s.online)).await;
     let (mut sub, ack) = Raw::mqtt(server.mqtt, "forgetful", false).await;
     assert!(ack.session_present);
     let again = recv_publish(&mut sub).await;

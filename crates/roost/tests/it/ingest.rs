@@ -107,7 +107,11 @@ async fn a_qos1_resend_after_reconnect_is_not_stored_twice(backend: Backend) {
     device.send(&Packet::Publish(publish(topic, b"40", QoS::AtLeastOnce, Some(7)))).await;
     assert_eq!(device.recv().await, Some(Packet::PubAck(Ack::new(pid(7)))));
     drop(device); // as if the PUBACK was lost with the connection
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let broker = server.broker.clone();
+    crate::support::eventually("the session is offline", || {
+        broker.persistent_sessions().iter().any(|s| s.client_id == "resender" && !s.online)
+    })
+    .await;
     let (mut device, ack) = Raw::mqtt(server.mqtt, "resender", false).await;
     assert!(ack.session_present);
     // [MQTT-4.4.0-1] the client resends with DUP set.

@@ -140,18 +140,33 @@ crate::on_every_database!(
 #[tokio::test]
 async fn simulator_reconnects_with_backoff_until_the_broker_is_up() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let sim = roost_command("warn")
+    use tokio::io::AsyncBufReadExt;
+    let mut sim = roost_command("warn")
         .args(["simulate", "--mqtt", &format!("mqtt://127.0.0.1:{port}"), "--devices", "2", "--interval", "0.05", "--count", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Nothing listens yet: the boards fail, back off and retry.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing listens yet: the boards fail, back off and retry. Start the broker once a
+    // failure was logged.
+    let (failed, has_failed) = tokio::sync::oneshot::channel();
+    let mut lines = tokio::io::BufReader::new(sim.stderr.take().unwrap()).lines();
+    let stderr = tokio::spawn(async move {
+        let (mut all, mut failed) = (String::new(), Some(failed));
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("connection failed") {
+                failed.take().map(|f| f.send(()));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    tokio::time::timeout(Duration::from_secs(30), has_failed).await.expect("a failed connection is logged").unwrap();
     let server = TestServer::start_with(|a| a.mqtt = format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let out = tokio::time::timeout(Duration::from_secs(60), sim.wait_with_output()).await.unwrap().unwrap();
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let status = tokio::time::timeout(Duration::from_secs(60), sim.wait()).await.unwrap().unwrap();
+    let stderr = stderr.await.unwrap();
+    assert!(status.success(), "{stderr}");
     assert!(stderr.contains("connection failed"), "failures are logged: {stderr}");
     let last = stderr.lines().rev().find(|l| l.starts_with("simulate:")).unwrap();
     assert!(last.starts_with("simulate: sent 30 · acked 30"), "{last}");
