@@ -59,10 +59,9 @@ pub struct App {
 struct Tls {
     files: Arc<CertFiles>,
     mqtts: TcpListener,
+    /// How often the certificate files are checked for changes.
+    check_interval: Duration,
 }
-
-/// How often the certificate files are checked for changes.
-const CERT_POLL: Duration = Duration::from_secs(5);
 
 /// `--demo`, and whether its boards need an account.
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +129,7 @@ impl App {
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 let files = CertFiles::load(cert, key).context("loading the TLS certificate")?;
-                Some(Tls { files, mqtts: bind(args.mqtts, "MQTT over TLS").await? })
+                Some(Tls { files, mqtts: bind(args.mqtts, "MQTT over TLS").await?, check_interval: args.tls_check_interval })
             }
             _ => None,
         };
@@ -221,7 +220,7 @@ impl App {
         let tracker = TaskTracker::new();
         tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), None, shutdown.clone(), tracker.clone()));
         let (ws_tls, http_tls) = match self.tls {
-            Some(Tls { files, mqtts }) => {
+            Some(Tls { files, mqtts, check_interval }) => {
                 info!(addr = %mqtts.local_addr()?, "MQTT over TLS listening");
                 tracker.spawn(broker::serve_tcp(
                     mqtts,
@@ -230,7 +229,7 @@ impl App {
                     shutdown.clone(),
                     tracker.clone(),
                 ));
-                tracker.spawn(Arc::clone(&files).watch(CERT_POLL, shutdown.clone()));
+                tracker.spawn(Arc::clone(&files).watch(check_interval, shutdown.clone()));
                 (Some(files.acceptor(false)), Some(files.acceptor(true)))
             }
             None => (None, None),

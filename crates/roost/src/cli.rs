@@ -331,6 +331,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// How often the certificate files are checked for changes (e.g. 5s, 1m); SIGHUP reloads
+    /// them at once.
+    #[arg(long, env = "ROOST_TLS_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_check_interval: Duration,
+
     /// Address for MQTT over TLS (only with --tls-cert and --tls-key).
     #[arg(long, env = "ROOST_MQTTS", default_value = "0.0.0.0:8883")]
     pub mqtts: SocketAddr,

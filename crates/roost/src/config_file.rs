@@ -26,6 +26,7 @@ pub struct ConfigFile {
     data_dir: Option<std::path::PathBuf>,
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
+    tls_check_interval: Option<DurationValue>,
     allow_anonymous: Option<bool>,
     demo: Option<bool>,
     templates: Option<Vec<String>>,
@@ -124,6 +125,7 @@ impl ConfigFile {
         take!(data_dir => args.data_dir);
         take!(tls_cert => args.tls_cert, |p| Ok::<_, String>(Some(p)));
         take!(tls_key => args.tls_key, |p| Ok::<_, String>(Some(p)));
+        take!(tls_check_interval => args.tls_check_interval, DurationValue::parse);
         take!(allow_anonymous => args.allow_anonymous);
         take!(demo => args.demo);
         take!(max_payload => args.max_payload);

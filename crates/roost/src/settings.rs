@@ -105,6 +105,7 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
     span("stale_after", args.stale_after, 366 * DAY)?;
     span("login_failure_window", args.login_failure_window, DAY)?;
     span("session_expiry", args.session_expiry, 366 * DAY)?;
+    span("tls_check_interval", args.tls_check_interval, DAY)?;
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         let key = if args.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
         let value = format!("{:?}", (&args.tls_cert, &args.tls_key));
