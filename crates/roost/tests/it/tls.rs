@@ -46,6 +46,7 @@ async fn mqtt_wss_and_https_over_tls_with_certificate_reload() {
         a.allow_anonymous = false;
         a.tls_cert = Some(cert.clone());
         a.tls_key = Some(key.clone());
+        a.tls_check_interval = Duration::from_millis(200);
     })
     .await;
     crate::support::add_user(&server.store, "alice", "alice-secret", false).await;
