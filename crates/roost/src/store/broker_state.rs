@@ -107,21 +107,30 @@ fn upsert_tail(dialect: Dialect, key: &str, columns: &[&str]) -> String {
     }
 }
 
+/// Runs `$statement` (ending in `IN (`) in `$tx` once per chunk of `$values`, each value bound
+/// as `$bind`, closing the list. A macro: the transaction's type differs per backend (`on_pool!`).
+macro_rules! in_list {
+    ($tx:ident, $statement:expr, $values:expr, |$value:ident| $bind:expr, $doing:literal) => {
+        for chunk in $values.chunks(CHUNK) {
+            let mut q = QueryBuilder::new($statement);
+            let mut list = q.separated(", ");
+            for $value in chunk {
+                list.push_bind($bind);
+            }
+            q.push(")").build().execute(&mut *$tx).await.map_err(query_err($doing))?;
+        }
+    };
+}
+
 impl Store {
     /// Commits one batch of broker state changes in one transaction.
     pub async fn write_broker_state(&self, batch: &StateBatch) -> Result<(), StoreError> {
         let dialect = self.dialect();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_err("starting a broker state transaction"))?;
-            for chunk in batch.dropped_sessions.chunks(CHUNK) {
-                for table in ["mqtt_sessions", "mqtt_subscriptions", "mqtt_queue", "mqtt_inbound_qos2"] {
-                    let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE client_id IN ("));
-                    let mut list = q.separated(", ");
-                    for client_id in chunk {
-                        list.push_bind(client_id.as_str());
-                    }
-                    q.push(")").build().execute(&mut *tx).await.map_err(query_err("dropping sessions"))?;
-                }
+            for table in ["mqtt_sessions", "mqtt_subscriptions", "mqtt_queue", "mqtt_inbound_qos2"] {
+                let statement = format!("DELETE FROM {table} WHERE client_id IN (");
+                in_list!(tx, &statement, batch.dropped_sessions, |c| c.as_str(), "dropping sessions");
             }
             for chunk in batch.sessions.chunks(CHUNK) {
                 let mut q = QueryBuilder::new("INSERT INTO mqtt_sessions (client_id, username, offline_since) ");
@@ -182,22 +191,8 @@ impl Store {
                     .await
                     .map_err(query_err("recording sent messages"))?;
             }
-            for chunk in batch.released.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("UPDATE mqtt_queue SET released = 1 WHERE seq IN (");
-                let mut list = q.separated(", ");
-                for seq in chunk {
-                    list.push_bind(*seq);
-                }
-                q.push(")").build().execute(&mut *tx).await.map_err(query_err("recording released messages"))?;
-            }
-            for chunk in batch.delivered.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("DELETE FROM mqtt_queue WHERE seq IN (");
-                let mut list = q.separated(", ");
-                for seq in chunk {
-                    list.push_bind(*seq);
-                }
-                q.push(")").build().execute(&mut *tx).await.map_err(query_err("removing delivered messages"))?;
-            }
+            in_list!(tx, "UPDATE mqtt_queue SET released = 1 WHERE seq IN (", batch.released, |seq| *seq, "recording released messages");
+            in_list!(tx, "DELETE FROM mqtt_queue WHERE seq IN (", batch.delivered, |seq| *seq, "removing delivered messages");
             for chunk in batch.inbound_received.chunks(CHUNK) {
                 let mut q = QueryBuilder::new("INSERT INTO mqtt_inbound_qos2 (client_id, packet_id) ");
                 q.push_values(chunk, |mut row, (client_id, packet_id)| {
@@ -224,14 +219,7 @@ impl Store {
                 q.push(upsert_tail(dialect, "topic", &["payload", "qos"]));
                 q.build().execute(&mut *tx).await.map_err(query_err("storing retained messages"))?;
             }
-            for chunk in batch.retained_cleared.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("DELETE FROM retained WHERE topic IN (");
-                let mut list = q.separated(", ");
-                for topic in chunk {
-                    list.push_bind(topic.as_str());
-                }
-                q.push(")").build().execute(&mut *tx).await.map_err(query_err("clearing retained messages"))?;
-            }
+            in_list!(tx, "DELETE FROM retained WHERE topic IN (", batch.retained_cleared, |t| t.as_str(), "clearing retained messages");
             for chunk in batch.wills.chunks(CHUNK) {
                 let mut q = QueryBuilder::new("INSERT INTO mqtt_wills (client_id, username, topic, payload, qos, retain) ");
                 q.push_values(chunk, |mut row, w| {
@@ -245,14 +233,7 @@ impl Store {
                 q.push(upsert_tail(dialect, "client_id", &["username", "topic", "payload", "qos", "retain"]));
                 q.build().execute(&mut *tx).await.map_err(query_err("storing wills"))?;
             }
-            for chunk in batch.wills_cleared.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("DELETE FROM mqtt_wills WHERE client_id IN (");
-                let mut list = q.separated(", ");
-                for client_id in chunk {
-                    list.push_bind(client_id.as_str());
-                }
-                q.push(")").build().execute(&mut *tx).await.map_err(query_err("clearing wills"))?;
-            }
+            in_list!(tx, "DELETE FROM mqtt_wills WHERE client_id IN (", batch.wills_cleared, |c| c.as_str(), "clearing wills");
             tx.commit().await.map_err(query_err("committing broker state"))
         })
     }
