@@ -74,10 +74,11 @@ impl DurationValue {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("config file {path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    // The cause is in the message, not also `source()`, so a report says it once.
+    #[error("reading config file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("config file {path}: {cause}")]
+    Parse { path: String, cause: toml::de::Error },
     #[error("invalid setting `{key}` (from config file {path}): {why}")]
     Value { path: String, key: &'static str, why: String },
 }
@@ -85,8 +86,8 @@ pub enum ConfigError {
 impl ConfigFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown, source })
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: shown.clone(), cause })?;
+        toml::from_str(&text).map_err(|cause| ConfigError::Parse { path: shown, cause })
     }
 
     /// Fills every setting of `args` that came from a built-in default with the file's value.
@@ -155,7 +156,7 @@ mod tests {
     fn serve(argv: &[&str], file: &str) -> Result<ServeArgs, ConfigError> {
         let matches = Cli::command().try_get_matches_from(argv).unwrap();
         let Command::Serve(mut args) = Cli::from_arg_matches(&matches).unwrap().command else { panic!() };
-        let config: ConfigFile = toml::from_str(file).map_err(|source| ConfigError::Parse { path: "t".into(), source })?;
+        let config: ConfigFile = toml::from_str(file).map_err(|cause| ConfigError::Parse { path: "t".into(), cause })?;
         config.apply(&mut args, matches.subcommand_matches("serve").unwrap(), Path::new("roost.toml"))?;
         Ok(args)
     }

@@ -112,7 +112,7 @@ pub async fn login(
     let Some(user) = password::verify_user(user, body.password.into_bytes()).await else {
         admission.failed();
         tracing::info!(%peer, user = %body.username, "dashboard login refused");
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::WrongCredentials);
     };
     admission.succeeded();
     let (token, hash) = tokens::generate();

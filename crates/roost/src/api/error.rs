@@ -13,6 +13,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("log in first: the session cookie or an `Authorization: Bearer` token is missing, wrong or expired")]
     Unauthorized,
+    /// `POST /api/login` with a user name or password that does not match.
+    #[error("wrong user name or password")]
+    WrongCredentials,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -26,7 +29,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::WrongCredentials => {
                 let body = Json(serde_json::json!({ "error": self.to_string() }));
                 return (StatusCode::UNAUTHORIZED, [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"roost\"")], body)
                     .into_response();

@@ -61,7 +61,7 @@ impl StoreError {
     /// What this error means for the records that were being written.
     pub fn failure(&self) -> Failure {
         match self {
-            Self::Query { source, .. } | Self::Connect { source, .. } | Self::Migrate { source, .. } => classify(source),
+            Self::Query { cause, .. } | Self::Connect { cause, .. } | Self::Migrate { cause, .. } => classify(cause),
             Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } => Failure::Other,
         }
     }

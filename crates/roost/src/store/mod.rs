@@ -26,18 +26,20 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("unsupported database URL {0}: use sqlite://FILE, postgres://... or mysql:// (mariadb://)")]
     UnsupportedUrl(DatabaseUrl),
-    #[error("invalid database URL {url}: {source}")]
-    InvalidUrl { url: DatabaseUrl, source: sqlx::Error },
-    #[error("connecting to {url}: {source}")]
-    Connect { url: DatabaseUrl, source: sqlx::Error },
-    #[error("migrating the schema to version {version}: {source}")]
-    Migrate { version: usize, source: sqlx::Error },
-    #[error("database error while {doing}: {source}")]
-    Query { doing: &'static str, source: sqlx::Error },
+    // The cause is part of the message, and not also `source()`: a report of the chain would
+    // say it twice.
+    #[error("invalid database URL {url}: {cause}")]
+    InvalidUrl { url: DatabaseUrl, cause: sqlx::Error },
+    #[error("connecting to {url}: {cause}")]
+    Connect { url: DatabaseUrl, cause: sqlx::Error },
+    #[error("migrating the schema to version {version}: {cause}")]
+    Migrate { version: usize, cause: sqlx::Error },
+    #[error("database error while {doing}: {cause}")]
+    Query { doing: &'static str, cause: sqlx::Error },
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { doing, source }
+    move |cause| StoreError::Query { doing, cause }
 }
 
 /// Decodes every row with `decode`; a column that does not decode fails the whole answer.
@@ -134,6 +136,10 @@ async fn pools<DB: sqlx::Database>(
     options: <DB::Connection as sqlx::Connection>::Options,
     dialect: Dialect,
 ) -> Result<(sqlx::Pool<DB>, sqlx::Pool<DB>), sqlx::Error> {
+    // One direct connection first: a server that refuses, an unknown host or a wrong password
+    // is reported at once and as itself (a pool retries for its acquire timeout and then says
+    // only that it timed out).
+    sqlx::Connection::close(<DB::Connection as sqlx::Connection>::connect_with(&options).await?).await?;
     let shared = PoolOptions::<DB>::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options.clone()).await?;
     let writer = PoolOptions::<DB>::new()
         .max_connections(dialect.concurrent_writes() as u32)
@@ -154,8 +160,8 @@ impl Store {
 
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
         let driver_url = url.for_driver();
-        let invalid = |source| StoreError::InvalidUrl { url: url.clone(), source };
-        let connect = |source| StoreError::Connect { url: url.clone(), source };
+        let invalid = |cause| StoreError::InvalidUrl { url: url.clone(), cause };
+        let connect = |cause| StoreError::Connect { url: url.clone(), cause };
         let (pool, writer) = match url.dialect() {
             Some(Dialect::Sqlite) => {
                 // WAL with synchronous=FULL: a commit is on disk when it returns.
@@ -219,17 +225,17 @@ impl Store {
             sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
                 .execute(pool)
                 .await
-                .map_err(|source| StoreError::Migrate { version: 0, source })?;
+                .map_err(|cause| StoreError::Migrate { version: 0, cause })?;
             let current: Option<i64> = QueryBuilder::new("SELECT MAX(version) FROM schema_version")
                 .build()
                 .fetch_one(pool)
                 .await
                 .and_then(|row| row.try_get::<Option<i64>, _>(0))
-                .map_err(|source| StoreError::Migrate { version: 0, source })?;
+                .map_err(|cause| StoreError::Migrate { version: 0, cause })?;
             let current = current.unwrap_or(0) as usize;
             for (index, statements) in migrations.iter().enumerate().skip(current) {
                 let version = index + 1;
-                let err = |source| StoreError::Migrate { version, source };
+                let err = |cause| StoreError::Migrate { version, cause };
                 let mut tx = pool.begin().await.map_err(err)?;
                 for statement in *statements {
                     sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;

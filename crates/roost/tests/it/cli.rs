@@ -199,3 +199,23 @@ async fn user_errors_print_one_line_without_a_backtrace() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(!stderr.contains("Stack backtrace") && !stderr.contains("stack backtrace"), "{stderr}");
 }
+
+/// A database that cannot be reached is named with its cause, once, at once: not "pool timed
+/// out" after five seconds.
+#[tokio::test]
+async fn an_unreachable_database_is_reported_with_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://root@127.0.0.1:{closed_port}/roost");
+    let out = roost(&dir)
+        .args(["serve", "--database", &url, "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&url) && line.contains("Connection refused"), "{line}");
+    assert_eq!(line.matches("Connection refused").count(), 1, "the cause once: {line}");
+    assert!(!line.contains("timed out"), "{line}");
+}

@@ -227,8 +227,12 @@ async fn dashboard_login_cookies_tokens_and_per_owner_views(backend: Backend) {
     // Login: a wrong password is refused; the right one sets a cookie scripts cannot read.
     let login =
         |user: &str, secret: &str| http.post(url("/api/login")).json(&serde_json::json!({ "username": user, "password": secret })).send();
-    assert_eq!(login("alice", "wrong").await.unwrap().status(), 401);
-    assert_eq!(login("nobody", "alice-secret").await.unwrap().status(), 401);
+    for (user, secret) in [("alice", "wrong"), ("nobody", "alice-secret")] {
+        let refused = login(user, secret).await.unwrap();
+        assert_eq!(refused.status(), 401);
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "wrong user name or password", "not 'log in first'");
+    }
     let response = login("alice", "alice-secret").await.unwrap();
     assert_eq!(response.status(), 200);
     let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
