@@ -91,6 +91,18 @@ impl App {
             retained: broker::RetainedLimits { max_count: args.max_retained as usize, max_bytes: args.max_retained_bytes as usize },
             ..BrokerConfig::default()
         };
+        // Listeners first: a taken port is said before anything is created on disk.
+        let mqtt = bind(args.mqtt, "MQTT", "--mqtt").await?;
+        let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket", "--mqtt-ws").await?;
+        let http = bind(args.http, "HTTP", "--http").await?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = CertFiles::load(cert, key).context("loading the TLS certificate")?;
+                let mqtts = bind(args.mqtts, "MQTT over TLS", "--mqtts").await?;
+                Some(Tls { files, mqtts, check_interval: args.tls_check_interval })
+            }
+            _ => None,
+        };
         let store = Store::open(&args.db.database).await.context("opening the database")?;
         info!(database = %store.url(), "database ready");
         let store = Arc::new(store);
@@ -123,16 +135,6 @@ impl App {
         let hooks = broker::Hooks { auth, ingest: Arc::new(ingest), persistence: Arc::new(broker_store) };
         let broker = Broker::new(config, hooks, restored);
         release_freed_memory();
-        let mqtt = bind(args.mqtt, "MQTT").await?;
-        let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket").await?;
-        let http = bind(args.http, "HTTP").await?;
-        let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => {
-                let files = CertFiles::load(cert, key).context("loading the TLS certificate")?;
-                Some(Tls { files, mqtts: bind(args.mqtts, "MQTT over TLS").await?, check_interval: args.tls_check_interval })
-            }
-            _ => None,
-        };
         let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
         let dashboard =
             crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
@@ -345,6 +347,15 @@ async fn start_demo(
     })))
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener to {addr}"))
+/// Binds a listener; a taken address says which listener, and how to choose another.
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            let env = format!("ROOST_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
+            format!(" (another program, perhaps another MQTT broker, listens there: choose another address with {flag} or {env}, e.g. {flag} {}:0 for any free port)", addr.ip())
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("binding the {what} listener to {addr}: {e}{hint}")
+    })
 }

@@ -92,7 +92,11 @@ async fn a_taken_port_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("binding the MQTT listener to 127.0.0.1:{port}")), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&format!("binding the MQTT listener to 127.0.0.1:{port}")), "{line}");
+    assert!(line.contains("choose another address with --mqtt or ROOST_MQTT"), "says how to pick another: {line}");
+    let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(created.is_empty(), "nothing is created on disk before the ports are bound: {created:?}");
 }
 
 #[tokio::test]
