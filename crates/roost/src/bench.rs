@@ -167,10 +167,7 @@ pub async fn run(config: BenchConfig, counters: Arc<Counters>, stop: Cancellatio
     anyhow::ensure!(config.template.has_category(), "the template {} has no {{category}} level", config.template);
     anyhow::ensure!(config.qos != QoS::AtMostOnce, "QoS 0 is never acknowledged, so it cannot be verified: use --qos 1 or 2");
     anyhow::ensure!(config.clients > 0 && config.count > 0, "--clients and --count must be at least 1");
-    if let Some(file) = config.database.sqlite_file() {
-        anyhow::ensure!(file.exists(), "there is no database at {}: pass the --database that `roost serve` uses", file.display());
-    }
-    let store = Store::connect(&config.database).await.context("connecting to the database for verification")?;
+    let store = Store::open_existing(&config.database).await.context("opening the database for verification")?;
     let run_id = format!("run{}", TimestampMs::now().0);
     let sensors: Vec<SensorKey> = (0..config.clients)
         .map(|i| SensorKey { owner: config.owner.clone(), place: format!("{run_id}-c{i}"), category: CATEGORY.to_owned() })

@@ -276,8 +276,9 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Where readings are stored: sqlite://FILE (created if missing), postgres://USER@HOST/DB
-    /// or mysql://USER@HOST/DB (also mariadb://).
+    /// Where readings are stored: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB
+    /// (also mariadb://). `serve` and `migrate` create a missing SQLite file; `user`, `token`
+    /// and `bench` refuse one.
     #[arg(long, env = "ROOST_DATABASE", default_value = "sqlite://roost.db")]
     pub database: DatabaseUrl,
 }

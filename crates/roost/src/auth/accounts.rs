@@ -17,7 +17,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add { name, admin, password_stdin, db } => {
             check_user_name(&name).map_err(anyhow::Error::msg)?;
             let (secret, generated) = new_password(password_stdin)?;
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             store.create_user(&name, &password::hash(secret.clone()).await?, admin).await?;
             let role = if admin { "admin: every topic".to_owned() } else { format!("device: iot/{name}/#") };
             println!("created user {name} ({role})");
@@ -27,7 +27,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             store.close().await;
         }
         UserCommand::List { db } => {
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             let users = store.users().await?;
             store.close().await;
             println!("{:<24} {:<7} {:<20} grants", "name", "role", "created (UTC)");
@@ -39,14 +39,14 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Remove { name, db } => {
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             store.delete_user(&name).await?;
             store.close().await;
             println!("removed user {name}; connections already open stay until they reconnect");
         }
         UserCommand::Passwd { name, password_stdin, db } => {
             let (secret, generated) = new_password(password_stdin)?;
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             store.set_password(&name, &password::hash(secret.clone()).await?).await?;
             store.close().await;
             println!("changed the password of {name}");
@@ -57,13 +57,13 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Grant { name, filter, publish_only, subscribe_only, db } => {
             mqtt_codec::TopicFilter::parse(&filter).map_err(|e| anyhow::anyhow!("{filter:?} is not a topic filter: {e}"))?;
             let grant = Grant { filter, publish: !subscribe_only, subscribe: !publish_only };
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             store.grant(&name, &grant).await?;
             store.close().await;
             println!("{name} may now {} (from their next connection)", describe(&grant));
         }
         UserCommand::Revoke { name, filter, db } => {
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             let removed = store.revoke(&name, &filter).await?;
             store.close().await;
             anyhow::ensure!(removed, "{name} has no grant for {filter:?}");
@@ -76,7 +76,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
 pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create { user, name, days, db } => {
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             let (token, hash) = super::tokens::generate();
             let expires = days.map(|d| super::tokens::expires_after(super::tokens::days(d)));
             let id = store.create_token(&user, TokenKind::Api, &name, &hash, expires).await?;
@@ -85,7 +85,7 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             println!("{token}");
         }
         TokenCommand::List { db } => {
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             let tokens = store.api_tokens(None).await?;
             store.close().await;
             println!("{:<6} {:<24} {:<24} {:<17} expires (UTC)", "id", "user", "name", "created (UTC)");
@@ -95,7 +95,7 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { id, db } => {
-            let store = Store::open(&db.database).await?;
+            let store = Store::open_existing(&db.database).await?;
             let revoked = store.revoke_api_token(id, None).await?;
             store.close().await;
             anyhow::ensure!(revoked, "there is no API token {id}");

@@ -62,7 +62,7 @@ impl StoreError {
     pub fn failure(&self) -> Failure {
         match self {
             Self::Query { cause, .. } | Self::Connect { cause, .. } | Self::Migrate { cause, .. } => classify(cause),
-            Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } => Failure::Other,
+            Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } | Self::NoDatabase(_) => Failure::Other,
         }
     }
 }

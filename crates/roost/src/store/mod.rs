@@ -26,6 +26,8 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("unsupported database URL {0}: use sqlite://FILE, postgres://... or mysql:// (mariadb://)")]
     UnsupportedUrl(DatabaseUrl),
+    #[error("no database at {0}: run this where `roost serve` keeps its database, name it with --database (ROOST_DATABASE), or create it with `roost migrate`")]
+    NoDatabase(String),
     // The cause is part of the message, and not also `source()`: a report of the chain would
     // say it twice.
     #[error("invalid database URL {url}: {cause}")]
@@ -155,6 +157,21 @@ impl Store {
     pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
         let store = Self::connect(url).await?;
         store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens a database that must exist already: for the commands that work on the one `roost
+    /// serve` uses (`user`, `token`, `bench`), which must not quietly create an empty SQLite
+    /// file somewhere else.
+    pub async fn open_existing(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        if let Some(file) = url.sqlite_file() {
+            if !file.exists() {
+                let shown = std::path::absolute(&file).unwrap_or(file);
+                return Err(StoreError::NoDatabase(shown.display().to_string()));
+            }
+        }
+        let store = Self::open(url).await?;
+        tracing::info!(database = %url, "using this database");
         Ok(store)
     }
 

@@ -223,3 +223,20 @@ async fn an_unreachable_database_is_reported_with_its_cause_once() {
     assert_eq!(line.matches("Connection refused").count(), 1, "the cause once: {line}");
     assert!(!line.contains("timed out"), "{line}");
 }
+
+/// `roost user`/`roost token` work on the database `roost serve` uses: run elsewhere, they
+/// name the file they looked for and create nothing (they used to create an empty database
+/// the server never saw).
+#[tokio::test]
+async fn account_commands_never_create_an_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["user", "list"][..], &["token", "list"][..]] {
+        let out = roost(&dir).args(args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let expected = format!("no database at {}", dir.path().join("roost.db").display());
+        assert!(stderr.contains(&expected), "{args:?}: {stderr}");
+    }
+    let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(created.is_empty(), "{created:?}");
+}

@@ -49,6 +49,10 @@ async fn suback(raw: &mut Raw, id: u16, filter: &str) -> u8 {
 
 async fn users_are_managed_from_the_cli_with_argon2id_hashes(backend: Backend) {
     let db = TestDb::new(backend).await;
+    // Account commands never create a database (cli::account_commands_never_create_an_empty_database):
+    // create it first, as the README says.
+    let migrated = roost_command("warn").args(["migrate", "--database", db.url.expose_secret()]).status().await.unwrap();
+    assert!(migrated.success());
     let (ok, out, err) = user_cli(&db, &["add", "alice", "--password-stdin"], "alice-secret\n").await;
     assert!(ok, "{err}");
     assert!(out.contains("created user alice (device: iot/alice/#)"), "{out}");

@@ -225,7 +225,7 @@ async fn bench_and_simulate_refuse_bad_input_clearly() {
     let missing = format!("sqlite://{}", dir.path().join("nope.db").display());
     let out = run(roost_command("warn").args(["bench", "--database", &missing]), Duration::from_secs(30)).await;
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("there is no database at"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no database at"), "{}", text(&out.stderr));
     assert!(!dir.path().join("nope.db").exists(), "the bench does not create an empty database");
 
     let out = run(roost_command("warn").args(["simulate", "--glitches", "2"]), Duration::from_secs(30)).await;
