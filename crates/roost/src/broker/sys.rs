@@ -23,7 +23,7 @@ fn publish_once(broker: &Broker) {
     let uptime = broker.started.elapsed().as_secs();
     let (retained, _) = broker.retained_count();
     let sessions = broker.persistent_counts();
-    let entries: [(&str, String); 11] = [
+    let entries: [(&str, String); 12] = [
         ("$SYS/broker/version", format!("roost {}", env!("CARGO_PKG_VERSION"))),
         ("$SYS/broker/uptime", format!("{uptime} seconds")),
         ("$SYS/broker/clients/connected", stats.clients_connected.to_string()),
@@ -36,6 +36,8 @@ fn publish_once(broker: &Broker) {
         // Persistent sessions offline, and the messages waiting for persistent sessions.
         ("$SYS/broker/clients/disconnected", sessions.offline.to_string()),
         ("$SYS/broker/store/messages/count", sessions.queued.to_string()),
+        // Persistent sessions removed by --session-expiry since the start.
+        ("$SYS/broker/clients/expired", stats.sessions_expired.to_string()),
     ];
     for (topic, value) in entries {
         let topic = TopicName::parse(topic).expect("static $SYS topics are valid");

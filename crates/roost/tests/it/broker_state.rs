@@ -350,7 +350,11 @@ async fn a_will_is_published_after_the_server_died_with_its_connection(backend: 
 /// memory and in the database; the client then starts afresh (session present 0).
 async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = TestServer::start_on(db.url.clone(), |args| args.session_expiry = Duration::from_secs(2)).await;
+    let server = TestServer::start_on(db.url.clone(), |args| {
+        args.session_expiry = Duration::from_secs(2);
+        args.sys_interval = Duration::from_millis(200);
+    })
+    .await;
     let (mut sub, _) = Raw::mqtt(server.mqtt, "resting", false).await;
     sub.send(&Packet::Subscribe(Subscribe {
         packet_id: support::pid(1),
@@ -383,6 +387,22 @@ async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(server.broker.stats().sessions_expired, 1);
+    let (mut sys, _) = Raw::mqtt(server.mqtt, "sys-watcher", true).await;
+    sys.send(&Packet::Subscribe(Subscribe {
+        packet_id: support::pid(1),
+        filters: vec![("$SYS/broker/clients/expired".into(), SubscriptionOptions::qos(QoS::AtMostOnce))],
+        properties: Properties::default(),
+    }))
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "$SYS/broker/clients/expired never said 1");
+        if let Ok(Some(Packet::Publish(p))) = sys.recv_within(WAIT).await {
+            if &p.payload[..] == b"1" {
+                break;
+            }
+        }
+    }
     let (_sub, ack) = Raw::mqtt(server.mqtt, "resting", false).await;
     assert!(!ack.session_present, "[MQTT-3.2.2-3] no session present after expiry");
     server.stop().await;
