@@ -294,7 +294,8 @@ pub struct ServeArgs {
     pub db: DatabaseArgs,
 
     /// Directory for files Roost writes itself besides a SQLite database: the first admin's
-    /// password (`roost-admin-password`) when the database is PostgreSQL or MariaDB.
+    /// password (`postgres-NAME-admin-password`, `mysql-NAME-admin-password`) when the database is
+    /// PostgreSQL or MariaDB.
     #[arg(long, env = "ROOST_DATA_DIR", value_name = "DIR", default_value = ".")]
     pub data_dir: std::path::PathBuf,
 

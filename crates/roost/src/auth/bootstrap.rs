@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 pub const ADMIN: &str = "admin";
-/// Where the first admin's password is written, beside the SQLite file or in the data
-/// directory (`--data-dir`) for server databases.
-pub const ADMIN_PASSWORD_FILE: &str = "roost-admin-password";
+/// The end of the name of the file the first admin's password is written to (see
+/// [`admin_password_path`]).
+const ADMIN_PASSWORD_SUFFIX: &str = "admin-password";
 
 /// A user name must be one topic level (it is the owner level of `iot/{name}/#`).
 pub fn check_user_name(name: &str) -> Result<(), String> {
@@ -24,14 +24,22 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where the first admin's password goes for `database`: beside a SQLite file, else in
-/// `data_dir`.
+/// Where the first admin's password goes for `database`, one file per database so that two
+/// databases never share (and overwrite) one: beside a SQLite file, named after it
+/// (`roost.db` → `roost-admin-password`); in `data_dir` for a server database, named after
+/// its kind and name (`postgres://…/roost` → `postgres-roost-admin-password`).
 pub fn admin_password_path(database: &DatabaseUrl, data_dir: &Path) -> PathBuf {
-    let dir = match database.sqlite_file() {
-        Some(file) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
-        None => data_dir.to_path_buf(),
+    if let Some(file) = database.sqlite_file() {
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("roost");
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        return dir.join(format!("{stem}-{ADMIN_PASSWORD_SUFFIX}"));
+    }
+    let kind = match database.dialect() {
+        Some(crate::store::Dialect::MySql) => "mysql",
+        _ => "postgres",
     };
-    dir.join(ADMIN_PASSWORD_FILE)
+    let name = database.database_name().unwrap_or("roost");
+    data_dir.join(format!("{kind}-{name}-{ADMIN_PASSWORD_SUFFIX}"))
 }
 
 /// With no users at all, creates `admin` with a random password, writes it to a file only the
@@ -106,6 +114,15 @@ mod tests {
             Path::new("/var/lib/roost/roost-admin-password")
         );
         assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite://roost.db"), data), Path::new("roost-admin-password"));
-        assert_eq!(admin_password_path(&DatabaseUrl::new("postgres://u@h/db"), data), Path::new("/srv/roost/roost-admin-password"));
+        assert_eq!(admin_password_path(&DatabaseUrl::new("sqlite://test.db?mode=rwc"), data), Path::new("test-admin-password"));
+        // A server database's file never takes the SQLite one's name in the same directory.
+        assert_eq!(
+            admin_password_path(&DatabaseUrl::new("postgres://u@h/roost"), data),
+            Path::new("/srv/roost/postgres-roost-admin-password")
+        );
+        assert_eq!(
+            admin_password_path(&DatabaseUrl::new("mariadb://u:pw@h:3306/roost?ssl-mode=disabled"), data),
+            Path::new("/srv/roost/mysql-roost-admin-password")
+        );
     }
 }

@@ -34,6 +34,14 @@ impl DatabaseUrl {
         (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
     }
 
+    /// The database name of a server URL (`postgres://user@host/NAME?…`).
+    pub fn database_name(&self) -> Option<&str> {
+        let rest = self.0.split_once("://")?.1;
+        let path = rest.split('?').next()?;
+        let name = path.split_once('/')?.1;
+        (!name.is_empty() && !name.contains('/')).then_some(name)
+    }
+
     /// The URL the driver understands (`mariadb://` is MySQL's protocol).
     pub(super) fn for_driver(&self) -> String {
         match self.0.strip_prefix("mariadb:") {
