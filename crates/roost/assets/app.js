@@ -76,17 +76,18 @@ let currentChart = null;   // { key, uplot, data, from, to, live }
 // ---- health banner (admins): what /healthz says while ingest is degraded ----
 function watchHealth() {
   const check = async () => {
-    let problem = null;
+    let problem = null, what = "Readings are";
     try {
       const r = await fetch("/healthz");
       if (!r.ok) {
         const body = await r.json().catch(() => ({}));
-        problem = body.ingest || (body.database ? `database ${body.database}` : `health check answered ${r.status}`);
+        if (!body.ingest && body.broker_state) what = "Retained messages and persistent sessions are";
+        problem = body.ingest || body.broker_state || (body.database ? `database ${body.database}` : `health check answered ${r.status}`);
       }
     } catch (e) {
       problem = "the server does not answer";
     }
-    $("health-banner").textContent = problem ? `Readings are not being stored: ${problem}. Devices are held back; nothing acknowledged is lost.` : "";
+    $("health-banner").textContent = problem ? `${what} not being stored: ${problem}. Devices are held back; nothing acknowledged is lost.` : "";
     $("health-banner").hidden = !problem;
   };
   check();

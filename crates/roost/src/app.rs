@@ -40,6 +40,8 @@ pub struct App {
     ingest_stats: Arc<IngestStats>,
     jobs: tokio::sync::mpsc::Receiver<ingest::Job>,
     state_queue: StateQueue,
+    /// Whether the broker state's commits succeed.
+    state_health: Arc<crate::health::CommitHealth>,
     mqtt: TcpListener,
     mqtt_ws: TcpListener,
     http: TcpListener,
@@ -146,6 +148,7 @@ impl App {
             ingest_stats,
             jobs,
             state_queue,
+            state_health: Arc::default(),
             mqtt,
             mqtt_ws,
             http,
@@ -213,8 +216,12 @@ impl App {
             writer_stop.clone(),
         ));
         let state_writer_stop = CancellationToken::new();
-        let state_writer =
-            tokio::spawn(crate::broker_store::run_state_writer(Arc::clone(&self.store), self.state_queue, state_writer_stop.clone()));
+        let state_writer = tokio::spawn(crate::broker_store::run_state_writer(
+            Arc::clone(&self.store),
+            self.state_queue,
+            Arc::clone(&self.state_health),
+            state_writer_stop.clone(),
+        ));
         let demo = match self.demo {
             Some(mode) => Some(start_demo(&self.store, mode, self.mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
             None => None,
@@ -241,6 +248,7 @@ impl App {
             store: Arc::clone(&self.store),
             broker: Arc::clone(&self.broker),
             ingest: Arc::clone(&self.ingest_stats),
+            broker_state: Arc::clone(&self.state_health),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             assets: crate::api::Assets::load(),

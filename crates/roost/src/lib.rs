@@ -10,6 +10,7 @@ pub mod broker;
 pub mod broker_store;
 pub mod cli;
 pub mod config_file;
+pub mod health;
 pub mod ingest;
 pub mod model;
 pub mod mqtt_client;

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     pub broker: Arc<Broker>,
     pub ingest: Arc<IngestStats>,
+    /// Whether the broker state's commits (retained messages, persistent sessions) succeed.
+    pub broker_state: Arc<crate::health::CommitHealth>,
     /// For MQTT-over-WebSocket sessions started on the HTTP port.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,

@@ -8,11 +8,15 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
-/// 200 `{"status":"ok"}` while readings are being committed; 503 with the reason while
-/// commits fail, records wait too long for theirs, or the database does not answer.
+/// 200 `{"status":"ok"}` while readings and the broker's state are being committed; 503 with
+/// the reason while commits fail, records wait too long for theirs, or the database does not
+/// answer.
 pub async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
     if let Some(problem) = state.ingest.health.report().problem() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "ingest": problem })));
+    }
+    if let Some(problem) = state.broker_state.report().problem() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "broker_state": problem })));
     }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
@@ -42,6 +46,7 @@ pub async fn stats(
             "refused_by_database": ingest.refused,
             "problem": state.ingest.health.report().problem(),
         },
+        "broker_state": { "problem": state.broker_state.report().problem() },
         "database": { "sensors": sensors, "readings": readings, "rejects": rejects },
     })))
 }
@@ -75,6 +80,19 @@ pub async fn metrics(
     metric("roost_ingest_last_batch_size", "gauge", "Records in the most recent committed batch.", &[("", i.last_batch_size)]);
     metric("roost_ingest_failed_commits_total", "counter", "Commits that failed and were retried.", &[("", i.failed_commits)]);
     metric("roost_ingest_refused_total", "counter", "Readings the database refused, stored as rejects instead.", &[("", i.refused)]);
+    let broker_state = state.broker_state.report();
+    metric(
+        "roost_broker_state_healthy",
+        "gauge",
+        "1 while the broker's state (retained messages, persistent sessions) is committed in time, else 0.",
+        &[("", broker_state.problem().is_none() as u64)],
+    );
+    metric(
+        "roost_broker_state_failing_seconds",
+        "gauge",
+        "How long the broker state's commits have been failing; 0 while they succeed.",
+        &[("", broker_state.failing.as_ref().map_or(0, |f| f.0.as_secs()))],
+    );
     let health = state.ingest.health.report();
     metric(
         "roost_ingest_healthy",

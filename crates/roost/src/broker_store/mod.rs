@@ -10,6 +10,7 @@ mod restore;
 pub use restore::restore;
 
 use crate::broker::{NotStored, Persistence, Receipt, StateChange};
+use crate::health::CommitHealth;
 use crate::store::Store;
 use net::NetChanges;
 use std::sync::Arc;
@@ -67,7 +68,9 @@ impl Persistence for BrokerStore {
 /// and returns. A failed commit is retried with backoff, holding its batch (the
 /// acknowledgements waiting on it wait too); one the database refuses is logged and its
 /// waiters fail (those clients are disconnected without an acknowledgement and resend).
-pub async fn run_state_writer(store: Arc<Store>, StateQueue(mut queue): StateQueue, stop: CancellationToken) {
+/// `health` says whether commits fail, for `/healthz` and `/metrics`.
+pub async fn run_state_writer(store: Arc<Store>, StateQueue(mut queue): StateQueue, health: Arc<CommitHealth>, stop: CancellationToken) {
+    let writer = StateWriter { store: &store, health: &health };
     loop {
         let first = tokio::select! {
             op = queue.recv() => op,
@@ -75,14 +78,14 @@ pub async fn run_state_writer(store: Arc<Store>, StateQueue(mut queue): StateQue
         };
         let Some(first) = first else { break };
         let (changes, barriers) = take_batch(first, &mut queue);
-        if !commit(&store, changes, barriers, Some(&stop)).await {
+        if !writer.commit(changes, barriers, Some(&stop)).await {
             break;
         }
     }
     // Shutting down: the sessions are closed; what they recorded last is written now.
     while let Ok(first) = queue.try_recv() {
         let (changes, barriers) = take_batch(first, &mut queue);
-        if !commit(&store, changes, barriers, None).await {
+        if !writer.commit(changes, barriers, None).await {
             break;
         }
     }
@@ -103,60 +106,72 @@ fn take_batch(first: Op, queue: &mut mpsc::UnboundedReceiver<Op>) -> (NetChanges
     (changes, barriers)
 }
 
-/// Commits one batch, retrying transient failures (until `stop`, if given: at shutdown the
-/// last batch gets a few attempts). Returns false if it gave up.
-async fn commit(
-    store: &Store,
-    changes: NetChanges,
-    barriers: Vec<oneshot::Sender<Result<(), NotStored>>>,
-    stop: Option<&CancellationToken>,
-) -> bool {
-    let count = changes.len();
-    let batch = changes.into_batch();
-    let mut delay = FIRST_RETRY;
-    let mut failing = false;
-    loop {
-        let error = if batch.is_empty() { None } else { store.write_broker_state(&batch).await.err() };
-        let Some(error) = error else {
-            if failing {
-                info!("broker state: commits succeed again");
+/// Whom to tell once a batch is committed.
+type Barrier = oneshot::Sender<Result<(), NotStored>>;
+
+/// Commits batches of broker state and reports how that goes.
+struct StateWriter<'a> {
+    store: &'a Store,
+    health: &'a CommitHealth,
+}
+
+impl StateWriter<'_> {
+    /// Commits one batch, retrying transient failures (until `stop`, if given: at shutdown the
+    /// last batch gets a few attempts). Returns false if it gave up.
+    async fn commit(&self, changes: NetChanges, barriers: Vec<Barrier>, stop: Option<&CancellationToken>) -> bool {
+        let taken = tokio::time::Instant::now();
+        self.health.writing(taken);
+        let done = self.commit_with_retries(changes, barriers, stop).await;
+        self.health.settled(taken);
+        done
+    }
+
+    async fn commit_with_retries(&self, changes: NetChanges, barriers: Vec<Barrier>, stop: Option<&CancellationToken>) -> bool {
+        let count = changes.len();
+        let batch = changes.into_batch();
+        let mut delay = FIRST_RETRY;
+        loop {
+            let error = if batch.is_empty() { None } else { self.store.write_broker_state(&batch).await.err() };
+            let Some(error) = error else {
+                if let Some(failing_for) = self.health.committed() {
+                    info!(after = ?failing_for, "broker state: commits succeed again");
+                }
+                for barrier in barriers {
+                    let _ = barrier.send(Ok(()));
+                }
+                return true;
+            };
+            let failure = error.failure();
+            if !failure.is_transient() {
+                error!(error = %error, changes = count, "broker state: the database refused a batch; its acknowledgements are withheld");
+                for barrier in barriers {
+                    let _ = barrier.send(Err(NotStored::Refused(error.to_string())));
+                }
+                return true;
             }
-            for barrier in barriers {
-                let _ = barrier.send(Ok(()));
-            }
-            return true;
-        };
-        let failure = error.failure();
-        if !failure.is_transient() {
-            error!(error = %error, changes = count, "broker state: the database refused a batch; its acknowledgements are withheld");
-            for barrier in barriers {
-                let _ = barrier.send(Err(NotStored::Refused(error.to_string())));
-            }
-            return true;
-        }
-        if !failing {
-            error!(problem = %failure, error = %error, changes = count,
+            if self.health.commit_failed(failure, error.to_string()) {
+                error!(problem = %failure, error = %error, changes = count,
                 "broker state: commits are failing; holding the acknowledgements that wait on them and retrying");
-            failing = true;
-        } else {
-            debug!(error = %error, retry_in = ?delay, "broker state commit failed again");
-        }
-        match stop {
-            Some(stop) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => {
-                        warn!(changes = count, "giving up on uncommitted broker state at shutdown; it was not acknowledged");
-                        return false;
+            } else {
+                debug!(error = %error, retry_in = ?delay, "broker state commit failed again");
+            }
+            match stop {
+                Some(stop) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => {
+                            warn!(changes = count, "giving up on uncommitted broker state at shutdown; it was not acknowledged");
+                            return false;
+                        }
                     }
                 }
+                None if delay >= MAX_RETRY => {
+                    warn!(changes = count, "giving up on uncommitted broker state at shutdown; it was not acknowledged");
+                    return false;
+                }
+                None => tokio::time::sleep(delay).await,
             }
-            None if delay >= MAX_RETRY => {
-                warn!(changes = count, "giving up on uncommitted broker state at shutdown; it was not acknowledged");
-                return false;
-            }
-            None => tokio::time::sleep(delay).await,
+            delay = (delay * 2).min(MAX_RETRY);
         }
-        delay = (delay * 2).min(MAX_RETRY);
     }
 }

@@ -4,12 +4,10 @@
 //! Architecture invariant: ingest knows neither SQL (that is `store`) nor MQTT bytes (that is
 //! `broker`): it turns a topic and a payload into records and hands them to the batch writer.
 
-mod health;
 mod payload;
 mod template;
 mod writer;
 
-pub use health::{HealthReport, IngestHealth, MAX_HEALTHY_WAIT};
 pub use template::{Captures, TemplateError, TopicTemplate};
 pub use writer::{run_writer, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 

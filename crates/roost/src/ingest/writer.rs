@@ -2,9 +2,9 @@
 //! per batch (group commit: the batch is whatever arrived during the previous commit, so its
 //! size follows the load), and only then tells the sessions to acknowledge.
 
-use super::health::IngestHealth;
 use super::{Job, Record, Source};
 use crate::broker::NotStored;
+use crate::health::CommitHealth;
 use crate::model::{LiveReading, RejectReason};
 use crate::store::{Batch, Commit, Store};
 use std::ops::Range;
@@ -46,7 +46,7 @@ pub struct IngestStats {
     /// Records the database refused, stored as rejects instead.
     refused: AtomicU64,
     /// Whether commits are succeeding now.
-    pub health: IngestHealth,
+    pub health: CommitHealth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -596,6 +596,53 @@ async fn rumqttc_sees_retained_and_its_session_after_sigkill() {
     sigkill(roost).await;
 }
 
+/// A database outage holds the acknowledgement of a retained publish (its commit waits), says
+/// so in `/healthz`, and lets it go once the database is back: acknowledged means stored.
+async fn a_database_outage_holds_broker_state_acks_until_it_is_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (_, upstream) = db.server.clone().expect("a server database");
+    let proxy = crate::proxy::Proxy::start(upstream.parse().unwrap()).await;
+    let server = TestServer::start_on(db.via(proxy.addr), |_| {}).await;
+    let (mut publisher, _) = Raw::mqtt(server.mqtt, "door", true).await;
+    proxy.cut();
+    publisher.send(&support::publish("home/door", "open", QoS::AtLeastOnce, Some(1), true)).await;
+    let health = format!("http://{}/healthz", server.http);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = reqwest::get(&health).await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        if status == 503 && body["broker_state"].as_str().is_some_and(|p| p.contains("commits failing")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/healthz never reported the broker state: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publisher.expect_silence(Duration::from_millis(300)).await; // no PUBACK while it is not stored
+    proxy.restore();
+    assert_eq!(publisher.recv_within(Duration::from_secs(30)).await, Ok(Some(Packet::PubAck(Ack::new(support::pid(1))))));
+    let stored = server.store.load_broker_state().await.unwrap();
+    assert_eq!(stored.retained.iter().map(|m| m.topic.as_str()).collect::<Vec<_>>(), ["home/door"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(&health).await.unwrap().status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "/healthz stayed degraded after the database came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+mod outage {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        a_database_outage_holds_broker_state_acks_until_it_is_back(Backend::Postgres).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb() {
+        a_database_outage_holds_broker_state_acks_until_it_is_back(Backend::MariaDb).await;
+    }
+}
+
 crate::on_every_database!(
     retained_messages_survive_restart_and_sigkill,
     a_persistent_session_gets_every_acknowledged_message_after_sigkill,

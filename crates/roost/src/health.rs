@@ -1,6 +1,7 @@
-//! Whether ingest is keeping its promise right now: are commits failing (since when, and why),
-//! and how long has the oldest record in the writer's hands waited? Read by `/healthz`,
-//! `/metrics` and the dashboard; written by the batch writer, once per batch.
+//! Whether a writer is keeping the promise "acknowledged means stored" right now: are its
+//! commits failing (since when, and why), and how long has the oldest record in its hands
+//! waited? One for ingest, one for the broker's state. Read by `/healthz`, `/metrics` and the
+//! dashboard; written by the writer, once per batch.
 
 use crate::store::Failure;
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 pub const MAX_HEALTHY_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
-pub struct IngestHealth {
+pub struct CommitHealth {
     state: Mutex<State>,
 }
 
@@ -24,7 +25,7 @@ struct State {
     writing: Vec<Instant>,
 }
 
-/// A snapshot of [`IngestHealth`].
+/// A snapshot of [`CommitHealth`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthReport {
     /// How long commits have been failing, and the last failure with its message.
@@ -34,7 +35,7 @@ pub struct HealthReport {
 }
 
 impl HealthReport {
-    /// What is wrong, in words, or `None` when ingest is healthy.
+    /// What is wrong, in words, or `None` when the writer is healthy.
     pub fn problem(&self) -> Option<String> {
         if let Some((failing_for, failure, message)) = &self.failing {
             return Some(format!("commits failing for {} s: {failure} ({message})", failing_for.as_secs()));
@@ -48,7 +49,7 @@ impl HealthReport {
     }
 }
 
-impl IngestHealth {
+impl CommitHealth {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -63,12 +64,12 @@ impl IngestHealth {
     }
 
     /// The writer took a batch whose oldest record was queued at `oldest`.
-    pub(super) fn writing(&self, oldest: Instant) {
+    pub fn writing(&self, oldest: Instant) {
         self.lock().writing.push(oldest);
     }
 
     /// The batch [`writing`](Self::writing) announced with `oldest` is settled (or given up).
-    pub(super) fn settled(&self, oldest: Instant) {
+    pub fn settled(&self, oldest: Instant) {
         let mut state = self.lock();
         if let Some(i) = state.writing.iter().position(|t| *t == oldest) {
             state.writing.swap_remove(i);
@@ -77,7 +78,7 @@ impl IngestHealth {
 
     /// Records a failed commit. Returns true for the first failure of an episode (the one to
     /// log in words).
-    pub(super) fn commit_failed(&self, failure: Failure, message: String) -> bool {
+    pub fn commit_failed(&self, failure: Failure, message: String) -> bool {
         let mut state = self.lock();
         state.last_failure = Some((failure, message));
         let first = state.failing_since.is_none();
@@ -86,7 +87,7 @@ impl IngestHealth {
     }
 
     /// Records a successful commit. Returns how long commits had been failing, if they had.
-    pub(super) fn committed(&self) -> Option<Duration> {
+    pub fn committed(&self) -> Option<Duration> {
         let mut state = self.lock();
         state.last_failure = None;
         state.failing_since.take().map(|since| since.elapsed())
@@ -99,7 +100,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failure_episode_is_reported_until_a_commit_succeeds() {
-        let health = IngestHealth::default();
+        let health = CommitHealth::default();
         assert_eq!(health.report().problem(), None);
         assert!(health.commit_failed(Failure::DiskFull, "database or disk is full".into()), "the first failure starts an episode");
         tokio::time::advance(Duration::from_secs(12)).await;
@@ -112,7 +113,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn records_waiting_too_long_are_a_problem_even_without_failures() {
-        let health = IngestHealth::default();
+        let health = CommitHealth::default();
         let oldest = Instant::now();
         health.writing(oldest);
         tokio::time::advance(MAX_HEALTHY_WAIT).await;
