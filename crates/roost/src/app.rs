@@ -42,6 +42,8 @@ pub struct App {
     state_queue: StateQueue,
     /// Whether the broker state's commits succeed.
     state_health: Arc<crate::health::CommitHealth>,
+    /// Where `roost-serve.json` goes (`--data-dir`), and what it says.
+    running: (std::path::PathBuf, crate::running::RunningServer),
     mqtt: TcpListener,
     mqtt_ws: TcpListener,
     http: TcpListener,
@@ -149,6 +151,10 @@ impl App {
             jobs,
             state_queue,
             state_health: Arc::default(),
+            running: (
+                args.data_dir.clone(),
+                crate::running::RunningServer::new(mqtt.local_addr()?, http.local_addr()?, tls.is_some(), args.db.database.expose_secret()),
+            ),
             mqtt,
             mqtt_ws,
             http,
@@ -206,6 +212,13 @@ impl App {
         let tls = self.tls.is_some();
         info!(addr = %self.mqtt_ws_addr(), path = "/mqtt", tls, "MQTT over WebSocket listening");
         info!(addr = %self.http_addr(), tls, "HTTP listening (dashboard, API, /healthz, /metrics, MQTT over WebSocket at /mqtt)");
+        let (running_dir, running) = &self.running;
+        match running.write(running_dir) {
+            Ok(path) => info!(file = %path.display(), "wrote the addresses and database for `roost simulate`, `bench`, `user`, `token`"),
+            Err(e) => {
+                warn!(dir = %running_dir.display(), error = %e, "could not write roost-serve.json; other commands need --mqtt and --database")
+            }
+        }
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(ingest::run_writer(
             Arc::clone(&self.store),
@@ -292,6 +305,7 @@ impl App {
         if tokio::time::timeout(SHUTDOWN_GRACE, self.store.close()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "database connections still in use; exiting without them");
         }
+        crate::running::RunningServer::remove(&self.running.0);
         info!("stopped");
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod model;
 pub mod mqtt_client;
 pub mod progress;
+pub mod running;
 pub mod settings;
 pub mod sim;
 pub mod store;

@@ -41,7 +41,58 @@ fn try_main() -> anyhow::Result<ExitCode> {
     runtime.block_on(run(cli, matches, utc_offset_secs))
 }
 
-async fn run(cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> anyhow::Result<ExitCode> {
+/// Whether `id` was given on the command line or in its environment variable (not a default).
+fn given(matches: Option<&clap::ArgMatches>, id: &str) -> bool {
+    use clap::parser::ValueSource;
+    matches
+        .filter(|m| m.try_contains_id(id).is_ok())
+        .and_then(|m| m.value_source(id))
+        .is_some_and(|s| matches!(s, ValueSource::CommandLine | ValueSource::EnvVariable))
+}
+
+/// Points the client commands at the `roost serve` running from the data directory
+/// (`ROOST_DATA_DIR`, else the current one) when their broker or database was not given.
+fn use_running_server(command: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    use roost::cli::{TokenCommand, UserCommand};
+    let dir = std::env::var_os("ROOST_DATA_DIR").map_or_else(|| std::path::PathBuf::from("."), std::path::PathBuf::from);
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let nested = sub.and_then(|m| m.subcommand()).map(|(_, m)| m);
+    let (broker, database) = match command {
+        Command::Simulate(args) => (Some(&mut args.client.url), None),
+        Command::Bench(args) => (Some(&mut args.client.url), Some(&mut args.db.database)),
+        Command::User(command) => match command {
+            UserCommand::Add { db, .. }
+            | UserCommand::List { db }
+            | UserCommand::Remove { db, .. }
+            | UserCommand::Passwd { db, .. }
+            | UserCommand::Grant { db, .. }
+            | UserCommand::Revoke { db, .. } => (None, Some(&mut db.database)),
+        },
+        Command::Token(command) => match command {
+            TokenCommand::Create { db, .. } | TokenCommand::List { db } | TokenCommand::Revoke { db, .. } => (None, Some(&mut db.database)),
+        },
+        Command::Serve(_) | Command::Migrate(_) => return Ok(()),
+    };
+    let database_given = given(nested.or(sub), "database");
+    let broker = broker.filter(|_| !given(sub, "url"));
+    let database = database.filter(|_| !database_given);
+    if broker.is_none() && database.is_none() {
+        return Ok(());
+    }
+    let Some((server, file)) = roost::running::RunningServer::find(&dir) else { return Ok(()) };
+    if let Some(url) = broker {
+        *url = server.mqtt.parse().map_err(|e: String| anyhow::anyhow!("{}: mqtt: {e}", file.display()))?;
+        tracing::info!(broker = %url, file = %file.display(), "using the running server's broker");
+    }
+    if let Some(url) = database {
+        *url = roost::store::DatabaseUrl::new(server.database.clone());
+        tracing::info!(database = %url, file = %file.display(), "using the running server's database");
+    }
+    Ok(())
+}
+
+async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> anyhow::Result<ExitCode> {
+    use_running_server(&mut cli.command, &matches)?;
     match cli.command {
         Command::Serve(args) => {
             let serve_matches = matches.subcommand_matches("serve").expect("serve was parsed");

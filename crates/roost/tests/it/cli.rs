@@ -240,3 +240,37 @@ async fn account_commands_never_create_an_empty_database() {
     let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(created.is_empty(), "{created:?}");
 }
+
+/// `roost serve` leaves `roost-serve.json` in its data directory: `simulate` and `user` run
+/// beside it, without `--mqtt` or `--database`, reach the server on its own ports (here not
+/// 1883, which another broker holds on this machine) and its database, and say so. The file
+/// is gone once the server stops.
+#[tokio::test]
+async fn other_commands_find_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = roost(&dir)
+        .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("roost-serve.json");
+    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
+    let described: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(described["mqtt"].as_str().unwrap().starts_with("mqtt://127.0.0.1:"), "{described}");
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777, 0o600);
+
+    let out = roost(&dir).args(["simulate", "--devices", "1", "--count", "3", "--interval", "50ms"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("using the running server's broker"), "{stderr}");
+    assert!(stderr.contains(described["mqtt"].as_str().unwrap()), "{stderr}");
+    let out = roost(&dir).args(["user", "list"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("using the running server's database"), "{stderr}");
+
+    let pid = server.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
+    assert!(!file.exists(), "removed when the server stops");
+}

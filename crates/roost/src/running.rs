@@ -1,0 +1,115 @@
+//! `roost-serve.json` in the data directory: what a running `roost serve` tells the other
+//! commands (`simulate`, `bench`, `user`, `token`) about itself, so that they reach its broker
+//! and its database without repeating its flags. Written once its listeners are bound, owner
+//! readable only (it holds the database URL), removed when it stops.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub const FILE: &str = "roost-serve.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningServer {
+    pub pid: u32,
+    /// `mqtt://HOST:PORT`, reachable from this machine.
+    pub mqtt: String,
+    /// `http://HOST:PORT` (the dashboard and the API).
+    pub http: String,
+    /// The database URL, password included.
+    pub database: String,
+}
+
+/// An address a client on this machine can connect to: a listener on every interface
+/// (`0.0.0.0`, `::`) is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    }
+}
+
+impl RunningServer {
+    pub fn new(mqtt: SocketAddr, http: SocketAddr, tls: bool, database: &str) -> Self {
+        let scheme = if tls { "https" } else { "http" };
+        Self {
+            pid: std::process::id(),
+            mqtt: format!("mqtt://{}", reachable(mqtt)),
+            http: format!("{scheme}://{}", reachable(http)),
+            database: database.to_owned(),
+        }
+    }
+
+    /// Writes the file into `dir` (mode 0600); returns its path.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        use std::io::Write;
+        let path = dir.join(FILE);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path)?;
+        file.write_all(serde_json::to_string_pretty(self).expect("plain fields serialise").as_bytes())?;
+        Ok(path)
+    }
+
+    /// Removes the file from `dir` if it is this process's.
+    pub fn remove(dir: &Path) {
+        let path = dir.join(FILE);
+        if Self::read(&path).is_some_and(|s| s.pid == std::process::id()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn read(path: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// The server described in `dir`, if there is one and its process still runs (a file left
+    /// by a killed server is ignored, with a warning).
+    pub fn find(dir: &Path) -> Option<(Self, PathBuf)> {
+        let path = dir.join(FILE);
+        let server = Self::read(&path)?;
+        if !process_runs(server.pid) {
+            tracing::warn!(file = %path.display(), pid = server.pid, "ignoring the file of a server that no longer runs");
+            return None;
+        }
+        Some((server, path))
+    }
+}
+
+fn process_runs(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks that the process exists (and may be signalled).
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_on_every_interface_is_reached_on_loopback() {
+        let server = RunningServer::new("0.0.0.0:1884".parse().unwrap(), "[::]:8081".parse().unwrap(), true, "sqlite://r.db");
+        assert_eq!((server.mqtt.as_str(), server.http.as_str()), ("mqtt://127.0.0.1:1884", "https://[::1]:8081"));
+    }
+
+    #[test]
+    fn only_a_running_server_is_found_and_only_its_own_file_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(RunningServer::find(dir.path()).is_none());
+        let mine = RunningServer::new("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap(), false, "sqlite://x.db");
+        mine.write(dir.path()).unwrap();
+        assert_eq!(RunningServer::find(dir.path()).map(|(s, _)| s), Some(mine.clone()));
+        let gone = RunningServer { pid: i32::MAX as u32, ..mine.clone() };
+        gone.write(dir.path()).unwrap();
+        assert!(RunningServer::find(dir.path()).is_none(), "a dead process's file is ignored");
+        RunningServer::remove(dir.path());
+        assert!(dir.path().join(FILE).exists(), "not this process's: left alone");
+        mine.write(dir.path()).unwrap();
+        RunningServer::remove(dir.path());
+        assert!(!dir.path().join(FILE).exists());
+    }
+}
