@@ -278,7 +278,7 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 pub struct DatabaseArgs {
     /// Where readings are stored: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB
     /// (also mariadb://). `serve` and `migrate` create a missing SQLite file; `user`, `token`
-    /// and `bench` refuse one.
+    /// and `bench` refuse one. For `serve` the default is roost.db in --data-dir.
     #[arg(long, env = "ROOST_DATABASE", default_value = "sqlite://roost.db")]
     pub database: DatabaseUrl,
 }
@@ -293,9 +293,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
 
-    /// Directory for files Roost writes itself besides a SQLite database: the first admin's
-    /// password (`postgres-NAME-admin-password`, `mysql-NAME-admin-password`) when the database is
-    /// PostgreSQL or MariaDB.
+    /// Roost's data directory: the default SQLite database (roost.db), `roost-serve.json` (how
+    /// the other commands find this server) and, for PostgreSQL or MariaDB, the first admin's
+    /// password (`postgres-NAME-admin-password`, `mysql-NAME-admin-password`).
     #[arg(long, env = "ROOST_DATA_DIR", value_name = "DIR", default_value = ".")]
     pub data_dir: std::path::PathBuf,
 

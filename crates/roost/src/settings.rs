@@ -6,6 +6,7 @@
 
 use crate::cli::ServeArgs;
 use crate::config_file::{ConfigError, ConfigFile};
+use crate::store::DatabaseUrl;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use std::collections::BTreeSet;
@@ -44,6 +45,12 @@ impl Settings {
         let mut from_file = BTreeSet::new();
         if let Some(path) = args.config.clone() {
             from_file = ConfigFile::load(&path)?.apply(&mut args, matches, &path)?;
+        }
+        // The data directory is the default database's home too.
+        let database_given = from_file.contains("database")
+            || matches!(matches.value_source("database"), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        if !database_given && args.data_dir != std::path::Path::new(".") {
+            args.db.database = DatabaseUrl::new(format!("sqlite://{}", args.data_dir.join("roost.db").display()));
         }
         check(&args).map_err(|bad| bad.into_error(|key| origin(key, Origin::CommandLine(matches), &from_file, args.config.as_ref())))?;
         Ok(Self(args))

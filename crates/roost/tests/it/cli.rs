@@ -274,3 +274,27 @@ async fn other_commands_find_the_running_server() {
     assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
     assert!(!file.exists(), "removed when the server stops");
 }
+
+/// `--data-dir` is the default database's home: `serve --data-dir D` from elsewhere keeps
+/// roost.db, its admin password and roost-serve.json in D, nothing in the working directory.
+#[tokio::test]
+async fn the_data_directory_holds_the_default_database() {
+    let (cwd, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut server = roost(&cwd)
+        .args(["serve", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = data.path().join("roost-serve.json");
+    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
+    assert!(data.path().join("roost.db").exists() && data.path().join("roost-admin-password").exists());
+    let in_cwd: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(in_cwd.is_empty(), "{in_cwd:?}");
+    let out = roost(&cwd).env("ROOST_DATA_DIR", data.path()).args(["user", "list"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("admin"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let pid = server.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
+}
