@@ -25,6 +25,7 @@ const FILES: &[(&str, &str, &[u8], bool)] = &[
     ("index.html", "text/html; charset=utf-8", include_bytes!("../../assets/index.html"), false),
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/app.js"), false),
     ("app.css", "text/css; charset=utf-8", include_bytes!("../../assets/app.css"), false),
+    ("favicon.svg", "image/svg+xml", include_bytes!("../../assets/favicon.svg"), false),
     (
         "vendor/uPlot-1.6.31.iife.min.js",
         "text/javascript; charset=utf-8",

@@ -79,6 +79,8 @@ async fn pages_are_compressed_cached_and_revalidated() {
     let etag = index.headers()["etag"].clone();
     let again = client.get(format!("http://{}/", server.http)).header("if-none-match", etag).send().await.unwrap();
     assert_eq!(again.status(), 304);
+    let icon = client.get(format!("http://{}/static/favicon.svg", server.http)).send().await.unwrap();
+    assert_eq!((icon.status().as_u16(), icon.headers()["content-type"].to_str().unwrap()), (200, "image/svg+xml"));
     let vendor = client.get(format!("http://{}/static/vendor/uPlot-1.6.31.iife.min.js", server.http)).send().await.unwrap();
     assert_eq!(vendor.status(), 200);
     assert_eq!(vendor.headers()["cache-control"], "public, max-age=31536000, immutable");
