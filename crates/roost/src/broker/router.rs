@@ -132,13 +132,8 @@ impl Router {
         let mut congestion = Congestion::None;
         for (_, granted, mailbox) in targets {
             let delivery = Delivery { message: Arc::clone(&message), qos: granted.min(message.qos), retain: false, seq: None };
-            let outcome = match mailbox.owner() {
-                Some(owner) if delivery.qos != QoS::AtMostOnce => mailbox.push_with(delivery, |d| {
-                    d.seq = Some(queue_durably(durable, &owner.client_id, d));
-                    routed.durable = true;
-                }),
-                _ => mailbox.push(delivery),
-            };
+            let (outcome, recorded) = push_delivery(&mailbox, delivery, durable);
+            routed.durable |= recorded;
             match outcome {
                 PushOutcome::Queued(c) => congestion = congestion.max(c),
                 PushOutcome::Overflow => {}
@@ -159,16 +154,22 @@ impl Router {
     }
 }
 
-/// Numbers a QoS 1/2 delivery to a persistent session and records it as queued.
-pub(super) fn queue_durably(durable: &Durable, client_id: &Arc<str>, delivery: &Delivery) -> super::durability::MessageSeq {
-    let seq = durable.next_seq();
-    durable.record(StateChange::Queued {
-        client_id: Arc::clone(client_id),
-        seq,
-        message: Arc::clone(&delivery.message),
-        qos: delivery.qos,
+/// Pushes `delivery` into `mailbox`. A QoS 1/2 copy for a persistent session is numbered and
+/// recorded as queued, under the mailbox's lock, so before its subscriber can acknowledge it.
+/// Returns the outcome and whether a change was recorded.
+pub(super) fn push_delivery(mailbox: &Mailbox, delivery: Delivery, durable: &Durable) -> (PushOutcome, bool) {
+    let Some(owner) = mailbox.owner().filter(|_| delivery.qos != QoS::AtMostOnce) else {
+        return (mailbox.push(delivery), false);
+    };
+    let mut recorded = false;
+    let outcome = mailbox.push_with(delivery, |d| {
+        let seq = durable.next_seq();
+        let (client_id, message) = (Arc::clone(&owner.client_id), Arc::clone(&d.message));
+        durable.record(StateChange::Queued { client_id, seq, message, qos: d.qos });
+        d.seq = Some(seq);
+        recorded = true;
     });
-    seq
+    (outcome, recorded)
 }
 
 impl Router {

@@ -27,7 +27,7 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 enum Op {
     Change(StateChange),
     /// Resolved once every change sent before it is committed.
-    Barrier(oneshot::Sender<Result<(), NotStored>>),
+    Barrier(Barrier),
 }
 
 /// The broker's [`Persistence`]: changes go, in order, to [`run_state_writer`]. Never waits:
@@ -92,7 +92,7 @@ pub async fn run_state_writer(store: Arc<Store>, StateQueue(mut queue): StateQue
     info!("broker state writer stopped");
 }
 
-fn take_batch(first: Op, queue: &mut mpsc::UnboundedReceiver<Op>) -> (NetChanges, Vec<oneshot::Sender<Result<(), NotStored>>>) {
+fn take_batch(first: Op, queue: &mut mpsc::UnboundedReceiver<Op>) -> (NetChanges, Vec<Barrier>) {
     let mut changes = NetChanges::default();
     let mut barriers = Vec::new();
     let mut next = Some(first);

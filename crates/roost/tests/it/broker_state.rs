@@ -235,13 +235,7 @@ async fn persistent_subscriber(
         let (mut client, ack) = Raw::mqtt(addr, "live-board", false).await;
         assert_eq!(ack.session_present, !first, "[MQTT-3.2.2-2] the session is resumed after a restart");
         if first {
-            client
-                .send(&Packet::Subscribe(Subscribe {
-                    packet_id: support::pid(1),
-                    filters: vec![("live/#".into(), SubscriptionOptions::qos(QoS::ExactlyOnce))],
-                    properties: Properties::default(),
-                }))
-                .await;
+            client.send(&support::subscribe(1, &[("live/#", QoS::ExactlyOnce)])).await;
             first = false;
         }
         loop {
@@ -356,12 +350,7 @@ async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
     })
     .await;
     let (mut sub, _) = Raw::mqtt(server.mqtt, "resting", false).await;
-    sub.send(&Packet::Subscribe(Subscribe {
-        packet_id: support::pid(1),
-        filters: vec![("cmd/#".into(), SubscriptionOptions::qos(QoS::AtLeastOnce))],
-        properties: Properties::default(),
-    }))
-    .await;
+    sub.send(&support::subscribe(1, &[("cmd/#", QoS::AtLeastOnce)])).await;
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
     sub.send(&Packet::Disconnect(Default::default())).await;
     drop(sub);
@@ -388,12 +377,7 @@ async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
     }
     assert_eq!(server.broker.stats().sessions_expired, 1);
     let (mut sys, _) = Raw::mqtt(server.mqtt, "sys-watcher", true).await;
-    sys.send(&Packet::Subscribe(Subscribe {
-        packet_id: support::pid(1),
-        filters: vec![("$SYS/broker/clients/expired".into(), SubscriptionOptions::qos(QoS::AtMostOnce))],
-        properties: Properties::default(),
-    }))
-    .await;
+    sys.send(&support::subscribe(1, &[("$SYS/broker/clients/expired", QoS::AtMostOnce)])).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         assert!(tokio::time::Instant::now() < deadline, "$SYS/broker/clients/expired never said 1");
@@ -413,13 +397,7 @@ async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
 #[tokio::test]
 async fn admins_see_and_drop_persistent_sessions() {
     let server = TestServer::start().await;
-    let subscribe = |id| {
-        Packet::Subscribe(Subscribe {
-            packet_id: support::pid(id),
-            filters: vec![("cmd/#".into(), SubscriptionOptions::qos(QoS::AtLeastOnce))],
-            properties: Properties::default(),
-        })
-    };
+    let subscribe = |id| support::subscribe(id, &[("cmd/#", QoS::AtLeastOnce)]);
     let (mut resting, _) = Raw::mqtt(server.mqtt, "resting", false).await;
     resting.send(&subscribe(1)).await;
     assert!(matches!(resting.recv().await, Some(Packet::SubAck(_))));

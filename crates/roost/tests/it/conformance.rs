@@ -1,18 +1,10 @@
 //! MQTT 3.1.1 conformance over raw TCP: each test sends exact packets (or bytes) and checks the
 //! broker's answer against the normative statement it cites.
 
-use crate::support::{connect, eventually, pid, publish, Raw, TestServer};
+use crate::support::{connect, eventually, pid, publish, subscribe, Raw, TestServer};
 use bytes::Bytes;
 use mqtt_codec::*;
 use std::time::Duration;
-
-fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
-    Packet::Subscribe(Subscribe {
-        packet_id: pid(id),
-        filters: filters.iter().map(|(f, q)| (f.to_string(), SubscriptionOptions::qos(*q))).collect(),
-        properties: Properties::default(),
-    })
-}
 
 async fn subscribed(server: &TestServer, client_id: &str, filters: &[(&str, QoS)]) -> Raw {
     let (mut raw, _) = Raw::mqtt(server.mqtt, client_id, true).await;

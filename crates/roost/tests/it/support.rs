@@ -196,6 +196,15 @@ pub fn pid(n: u16) -> mqtt_codec::PacketId {
     mqtt_codec::PacketId::new(n).expect("packet ids are non-zero")
 }
 
+/// A SUBSCRIBE of `filters`, each at its maximum QoS.
+pub fn subscribe(id: u16, filters: &[(&str, mqtt_codec::QoS)]) -> Packet {
+    Packet::Subscribe(mqtt_codec::Subscribe {
+        packet_id: pid(id),
+        filters: filters.iter().map(|(f, q)| (f.to_string(), mqtt_codec::SubscriptionOptions::qos(*q))).collect(),
+        properties: Properties::default(),
+    })
+}
+
 /// A PUBLISH; `id` is required for QoS 1 and 2.
 pub fn publish(topic: &str, payload: impl AsRef<[u8]>, qos: mqtt_codec::QoS, id: Option<u16>, retain: bool) -> Packet {
     Packet::Publish(publish_message(topic, payload, qos, id, retain))

@@ -196,12 +196,7 @@ where
             let qos = granted.min(message.qos);
             // [MQTT-3.3.1-8] retained messages go out with the retain flag set.
             let delivery = Delivery { message, qos, retain: true, seq: None };
-            let outcome = match state.mailbox.owner() {
-                Some(owner) if qos != QoS::AtMostOnce => state.mailbox.push_with(delivery, |d| {
-                    d.seq = Some(crate::broker::router::queue_durably(&self.broker.durable, &owner.client_id, d));
-                }),
-                _ => state.mailbox.push(delivery),
-            };
+            let (outcome, _) = crate::broker::router::push_delivery(&state.mailbox, delivery, &self.broker.durable);
             if let PushOutcome::DroppedQoS0 = outcome {
                 BrokerStats::incr(&self.broker.stats.dropped_qos0);
             }
