@@ -94,14 +94,14 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print("| broker and listener | connections | memory per idle connection |\n|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for where in ["--mqtt-ws", "--http"]:
+        for where in ["--mqtt-ws-listen", "--http-listen"]:
             port = free_port()
-            addresses = {"--mqtt": "127.0.0.1:0", "--mqtt-ws": "127.0.0.1:0", "--http": "127.0.0.1:0", where: f"127.0.0.1:{port}"}
+            addresses = {"--mqtt-listen": "127.0.0.1:0", "--mqtt-ws-listen": "127.0.0.1:0", "--http-listen": "127.0.0.1:0", where: f"127.0.0.1:{port}"}
             cmd = [args.roost, "serve", "--allow-anonymous", "--max-connections-per-ip", "0",
                    "--database", f"sqlite://{tmp}/roost-{port}.db"]
             for flag, value in addresses.items():
                 cmd += [flag, value]
-            label = "WebSocket port" if where == "--mqtt-ws" else "HTTP port, /mqtt"
+            label = "WebSocket port" if where == "--mqtt-ws-listen" else "HTTP port, /mqtt"
             measure(f"Roost, {label}", cmd, port, args.connections)
         port = free_port()
         conf = os.path.join(tmp, "mosquitto.conf")

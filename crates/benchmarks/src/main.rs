@@ -123,11 +123,11 @@ impl Broker {
                     "--allow-anonymous",
                     "--max-connections-per-ip",
                     "0",
-                    "--mqtt",
+                    "--mqtt-listen",
                     &addr.to_string(),
-                    "--mqtt-ws",
+                    "--mqtt-ws-listen",
                     "127.0.0.1:0",
-                    "--http",
+                    "--http-listen",
                     "127.0.0.1:0",
                 ]);
                 let sqlite = format!("sqlite://{}", dir.path().join("roost.db").display());

@@ -75,11 +75,11 @@ struct DemoMode {
 
 impl App {
     pub async fn build(args: &Settings) -> anyhow::Result<Self> {
-        let everywhere_local = [args.mqtt, args.mqtt_ws, args.http].iter().all(|a| a.ip().is_loopback());
+        let everywhere_local = [args.mqtt_listen, args.mqtt_ws_listen, args.http_listen].iter().all(|a| a.ip().is_loopback());
         if args.allow_anonymous && !everywhere_local {
             warn!(
-                mqtt = %args.mqtt,
-                http = %args.http,
+                mqtt = %args.mqtt_listen,
+                http = %args.http_listen,
                 "--allow-anonymous on a non-loopback address: anyone who can reach it may publish, subscribe and read every reading"
             );
         }
@@ -96,13 +96,13 @@ impl App {
             ..BrokerConfig::default()
         };
         // Listeners first: a taken port is said before anything is created on disk.
-        let mqtt = bind(args.mqtt, "MQTT", "--mqtt").await?;
-        let mqtt_ws = bind(args.mqtt_ws, "MQTT over WebSocket", "--mqtt-ws").await?;
-        let http = bind(args.http, "HTTP", "--http").await?;
+        let mqtt = bind(args.mqtt_listen, "MQTT", "--mqtt-listen").await?;
+        let mqtt_ws = bind(args.mqtt_ws_listen, "MQTT over WebSocket", "--mqtt-ws-listen").await?;
+        let http = bind(args.http_listen, "HTTP", "--http-listen").await?;
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 let files = CertFiles::load(cert, key).context("loading the TLS certificate")?;
-                let mqtts = bind(args.mqtts, "MQTT over TLS", "--mqtts").await?;
+                let mqtts = bind(args.mqtts_listen, "MQTT over TLS", "--mqtts-listen").await?;
                 Some(Tls { files, mqtts, check_interval: args.tls_check_interval })
             }
             _ => None,
@@ -122,7 +122,7 @@ impl App {
         let auth: Arc<dyn Authenticate> = if args.allow_anonymous {
             Arc::new(AllowAll)
         } else {
-            crate::auth::bootstrap::ensure_admin(&store, &args.data_dir).await.context("creating the first admin")?;
+            crate::auth::bootstrap::ensure_admin(&store, &args.db.dir.data_dir).await.context("creating the first admin")?;
             Arc::new(UserAuth::new(Arc::clone(&store), Arc::clone(&login_limiter)))
         };
         let started = std::time::Instant::now();
@@ -152,7 +152,7 @@ impl App {
             state_queue,
             state_health: Arc::default(),
             running: (
-                args.data_dir.clone(),
+                args.db.dir.data_dir.clone(),
                 crate::running::RunningServer::new(mqtt.local_addr()?, http.local_addr()?, tls.is_some(), args.db.database.expose_secret()),
             ),
             mqtt,
@@ -216,7 +216,7 @@ impl App {
         match running.write(running_dir) {
             Ok(path) => info!(file = %path.display(), "wrote the addresses and database for `roost simulate`, `bench`, `user`, `token`"),
             Err(e) => {
-                warn!(dir = %running_dir.display(), error = %e, "could not write roost-serve.json; other commands need --mqtt and --database")
+                warn!(dir = %running_dir.display(), error = %e, "could not write roost-serve.json; other commands need --broker and --database")
             }
         }
         let writer_stop = CancellationToken::new();

@@ -1,7 +1,7 @@
 //! The optional config file (`--config roost.toml`): the same settings as the `serve` flags.
 //! Precedence: flags, then environment variables, then the file, then built-in defaults.
 
-use crate::cli::ServeArgs;
+use crate::cli::{renamed, ServeArgs};
 use crate::ingest::TopicTemplate;
 use crate::settings::parse_duration;
 use crate::store::DatabaseUrl;
@@ -19,10 +19,10 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     database: Option<String>,
-    mqtt: Option<SocketAddr>,
-    mqtt_ws: Option<SocketAddr>,
-    http: Option<SocketAddr>,
-    mqtts: Option<SocketAddr>,
+    mqtt_listen: Option<SocketAddr>,
+    mqtt_ws_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    mqtts_listen: Option<SocketAddr>,
     data_dir: Option<std::path::PathBuf>,
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
@@ -33,12 +33,10 @@ pub struct ConfigFile {
     max_payload: Option<usize>,
     ingest_queue: Option<u32>,
     max_packet_size: Option<u32>,
-    #[serde(alias = "connect_timeout_secs")]
     connect_timeout: Option<DurationValue>,
     max_inflight: Option<u32>,
     max_queued: Option<u32>,
     max_queued_qos0: Option<u32>,
-    #[serde(alias = "sys_interval_secs")]
     sys_interval: Option<DurationValue>,
     max_connections_per_ip: Option<u32>,
     max_subscriptions: Option<u32>,
@@ -49,13 +47,12 @@ pub struct ConfigFile {
     max_login_failures_total: Option<u32>,
     login_failure_window: Option<DurationValue>,
     max_request_body: Option<u32>,
-    #[serde(alias = "stale_after_secs")]
     stale_after: Option<DurationValue>,
     units: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A duration in the file: `"10m"` (any unit `settings::parse_duration` takes), or a number of
-/// seconds (the older `*_secs` keys).
+/// seconds.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum DurationValue {
@@ -84,10 +81,28 @@ pub enum ConfigError {
 }
 
 impl ConfigFile {
+    /// Reads and parses the file; keys with an old name (`cli::renamed`) are accepted with a
+    /// warning.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: shown.clone(), cause })?;
-        toml::from_str(&text).map_err(|cause| ConfigError::Parse { path: shown, cause })
+        Self::parse(&text, shown)
+    }
+
+    /// The file's text, `shown` as its name in errors.
+    fn parse(text: &str, shown: String) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|cause| ConfigError::Parse { path: shown.clone(), cause })?;
+        let old_keys: Vec<String> = table.keys().filter(|key| renamed::config_key(key).is_some()).cloned().collect();
+        for old in old_keys {
+            let (new, warning) = renamed::config_key(&old).expect("an old key");
+            if table.contains_key(new) {
+                return Err(ConfigError::Value { path: shown, key: new, why: format!("given twice, also under its old name `{old}`") });
+            }
+            tracing::warn!(file = %shown, "{warning}");
+            let value = table.remove(&old).expect("the key is there");
+            table.insert(new.to_owned(), value);
+        }
+        table.try_into().map_err(|cause| ConfigError::Parse { path: shown, cause })
     }
 
     /// Fills every setting of `args` that came from a built-in default with the file's value.
@@ -119,11 +134,11 @@ impl ConfigFile {
         take!(stale_after => args.stale_after, DurationValue::parse);
         take!(login_failure_window => args.login_failure_window, DurationValue::parse);
         take!(units => args.units, |units: std::collections::BTreeMap<String, String>| Ok::<_, String>(units.into_iter().collect()));
-        take!(mqtt => args.mqtt);
-        take!(mqtt_ws => args.mqtt_ws);
-        take!(http => args.http);
-        take!(mqtts => args.mqtts);
-        take!(data_dir => args.data_dir);
+        take!(mqtt_listen => args.mqtt_listen);
+        take!(mqtt_ws_listen => args.mqtt_ws_listen);
+        take!(http_listen => args.http_listen);
+        take!(mqtts_listen => args.mqtts_listen);
+        take!(data_dir => args.db.dir.data_dir);
         take!(tls_cert => args.tls_cert, |p| Ok::<_, String>(Some(p)));
         take!(tls_key => args.tls_key, |p| Ok::<_, String>(Some(p)));
         take!(tls_check_interval => args.tls_check_interval, DurationValue::parse);
@@ -156,7 +171,7 @@ mod tests {
     fn serve(argv: &[&str], file: &str) -> Result<ServeArgs, ConfigError> {
         let matches = Cli::command().try_get_matches_from(argv).unwrap();
         let Command::Serve(mut args) = Cli::from_arg_matches(&matches).unwrap().command else { panic!() };
-        let config: ConfigFile = toml::from_str(file).map_err(|cause| ConfigError::Parse { path: "t".into(), cause })?;
+        let config = ConfigFile::parse(file, "roost.toml".into())?;
         config.apply(&mut args, matches.subcommand_matches("serve").unwrap(), Path::new("roost.toml"))?;
         Ok(args)
     }
@@ -170,8 +185,8 @@ mod tests {
             max_payload = 100
             sys_interval_secs = 2.5
         "#;
-        let args = serve(&["roost", "serve", "--mqtt", "127.0.0.1:2000"], file).unwrap();
-        assert_eq!(args.mqtt.port(), 2000, "the flag beats the file");
+        let args = serve(&["roost", "serve", "--mqtt-listen", "127.0.0.1:2000"], file).unwrap();
+        assert_eq!(args.mqtt_listen.port(), 2000, "the flag beats the file");
         assert_eq!(args.db.database.expose_secret(), "postgres://roost@db/roost");
         assert_eq!(args.templates.len(), 1);
         assert_eq!(args.max_payload, 100);
@@ -198,5 +213,9 @@ mod tests {
         assert!(err.to_string().contains("is not a duration"), "{err}");
         let args = serve(&["roost", "serve"], "connect_timeout = \"2m\"\nsys_interval_secs = 2.5").unwrap();
         assert_eq!((args.connect_timeout, args.sys_interval), (Duration::from_secs(120), Duration::from_millis(2500)));
+        let args = serve(&["roost", "serve"], "http = \"127.0.0.1:1\"").unwrap();
+        assert_eq!(args.http_listen.port(), 1, "an old key still counts");
+        let err = serve(&["roost", "serve"], "http = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:2\"").unwrap_err();
+        assert!(err.to_string().contains("given twice, also under its old name `http`"), "{err}");
     }
 }

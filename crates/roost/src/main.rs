@@ -35,7 +35,11 @@ fn try_main() -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let matches = Cli::command().get_matches();
+    let (args, warnings) = roost::cli::renamed::upgrade_command_line(std::env::args_os().collect(), |name| std::env::var_os(name));
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let matches = Cli::command().get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli, matches, utc_offset_secs))
@@ -50,43 +54,51 @@ fn given(matches: Option<&clap::ArgMatches>, id: &str) -> bool {
         .is_some_and(|s| matches!(s, ValueSource::CommandLine | ValueSource::EnvVariable))
 }
 
-/// Points the client commands at the `roost serve` running from the data directory
-/// (`ROOST_DATA_DIR`, else the current one) when their broker or database was not given.
+/// Points the client commands at the `roost serve` running from their data directory when
+/// their broker or database was not given; without a running server, the database defaults to
+/// the data directory's `roost.db`.
 fn use_running_server(command: &mut Command, matches: &clap::ArgMatches) -> anyhow::Result<()> {
-    use roost::cli::{TokenCommand, UserCommand};
-    let dir = std::env::var_os("ROOST_DATA_DIR").map_or_else(|| std::path::PathBuf::from("."), std::path::PathBuf::from);
+    use roost::cli::{DatabaseArgs, TokenCommand, UserCommand};
     let sub = matches.subcommand().map(|(_, m)| m);
     let nested = sub.and_then(|m| m.subcommand()).map(|(_, m)| m);
-    let (broker, database) = match command {
-        Command::Simulate(args) => (Some(&mut args.client.url), None),
-        Command::Bench(args) => (Some(&mut args.client.url), Some(&mut args.db.database)),
+    let (dir, broker, db) = match command {
+        Command::Simulate(args) => (args.dir.data_dir.clone(), Some(&mut args.client.url), None),
+        Command::Bench(args) => (args.db.dir.data_dir.clone(), Some(&mut args.client.url), Some(&mut args.db)),
         Command::User(command) => match command {
             UserCommand::Add { db, .. }
             | UserCommand::List { db }
             | UserCommand::Remove { db, .. }
             | UserCommand::Passwd { db, .. }
             | UserCommand::Grant { db, .. }
-            | UserCommand::Revoke { db, .. } => (None, Some(&mut db.database)),
+            | UserCommand::Revoke { db, .. } => (db.dir.data_dir.clone(), None, Some(db)),
         },
         Command::Token(command) => match command {
-            TokenCommand::Create { db, .. } | TokenCommand::List { db } | TokenCommand::Revoke { db, .. } => (None, Some(&mut db.database)),
+            TokenCommand::Create { db, .. } | TokenCommand::List { db } | TokenCommand::Revoke { db, .. } => {
+                (db.dir.data_dir.clone(), None, Some(db))
+            }
         },
-        Command::Serve(_) | Command::Migrate(_) => return Ok(()),
+        Command::Migrate(db) => (db.dir.data_dir.clone(), None, Some(db)),
+        Command::Serve(_) => return Ok(()),
     };
     let database_given = given(nested.or(sub), "database");
     let broker = broker.filter(|_| !given(sub, "url"));
-    let database = database.filter(|_| !database_given);
-    if broker.is_none() && database.is_none() {
+    let db = db.filter(|_| !database_given);
+    if broker.is_none() && db.is_none() {
         return Ok(());
     }
-    let Some((server, file)) = roost::running::RunningServer::find(&dir) else { return Ok(()) };
+    let Some((server, file)) = roost::running::RunningServer::find(&dir) else {
+        if let Some(db) = db {
+            db.database = DatabaseArgs::default_in(&dir);
+        }
+        return Ok(());
+    };
     if let Some(url) = broker {
         *url = server.mqtt.parse().map_err(|e: String| anyhow::anyhow!("{}: mqtt: {e}", file.display()))?;
         tracing::info!(broker = %url, file = %file.display(), "using the running server's broker");
     }
-    if let Some(url) = database {
-        *url = roost::store::DatabaseUrl::new(server.database.clone());
-        tracing::info!(database = %url, file = %file.display(), "using the running server's database");
+    if let Some(db) = db {
+        db.database = roost::store::DatabaseUrl::new(server.database.clone());
+        tracing::info!(database = %db.database, file = %file.display(), "using the running server's database");
     }
     Ok(())
 }

@@ -4,9 +4,8 @@
 //! source, and names the key and the source of a bad one. Nothing else makes a `Settings`, so
 //! `App::build` never sees an unchecked value.
 
-use crate::cli::ServeArgs;
+use crate::cli::{DatabaseArgs, ServeArgs};
 use crate::config_file::{ConfigError, ConfigFile};
-use crate::store::DatabaseUrl;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use std::collections::BTreeSet;
@@ -49,8 +48,8 @@ impl Settings {
         // The data directory is the default database's home too.
         let database_given = from_file.contains("database")
             || matches!(matches.value_source("database"), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
-        if !database_given && args.data_dir != std::path::Path::new(".") {
-            args.db.database = DatabaseUrl::new(format!("sqlite://{}", args.data_dir.join("roost.db").display()));
+        if !database_given && args.db.dir.data_dir != std::path::Path::new(".") {
+            args.db.database = DatabaseArgs::default_in(&args.db.dir.data_dir);
         }
         check(&args).map_err(|bad| bad.into_error(|key| origin(key, Origin::CommandLine(matches), &from_file, args.config.as_ref())))?;
         Ok(Self(args))

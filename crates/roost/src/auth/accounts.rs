@@ -75,10 +75,10 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
 
 pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { user, name, days, db } => {
+        TokenCommand::Create { user, name, expires_in, db } => {
             let store = Store::open_existing(&db.database).await?;
             let (token, hash) = super::tokens::generate();
-            let expires = days.map(|d| super::tokens::expires_after(super::tokens::days(d)));
+            let expires = expires_in.map(super::tokens::expires_after);
             let id = store.create_token(&user, TokenKind::Api, &name, &hash, expires).await?;
             store.close().await;
             println!("created token {id} for {user} ({name}); it is shown once:");

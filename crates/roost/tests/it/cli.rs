@@ -16,7 +16,16 @@ fn roost(dir: &tempfile::TempDir) -> Command {
 async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = roost(&dir)
-        .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--allow-anonymous",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--mqtt-ws-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -65,11 +74,11 @@ async fn an_unreachable_database_is_a_clear_error() {
             "serve",
             "--database",
             "postgres://nobody@127.0.0.1:1/none",
-            "--mqtt",
+            "--mqtt-listen",
             "127.0.0.1:0",
-            "--mqtt-ws",
+            "--mqtt-ws-listen",
             "127.0.0.1:0",
-            "--http",
+            "--http-listen",
             "127.0.0.1:0",
         ])
         .output()
@@ -86,7 +95,16 @@ async fn a_taken_port_is_a_clear_error() {
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let out = roost(&dir)
-        .args(["serve", "--allow-anonymous", "--mqtt", &format!("127.0.0.1:{port}"), "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--allow-anonymous",
+            "--mqtt-listen",
+            &format!("127.0.0.1:{port}"),
+            "--mqtt-ws-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .await
         .unwrap();
@@ -94,7 +112,7 @@ async fn a_taken_port_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains(&format!("binding the MQTT listener to 127.0.0.1:{port}")), "{line}");
-    assert!(line.contains("choose another address with --mqtt or ROOST_MQTT"), "says how to pick another: {line}");
+    assert!(line.contains("choose another address with --mqtt-listen or ROOST_MQTT_LISTEN"), "says how to pick another: {line}");
     let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(created.is_empty(), "nothing is created on disk before the ports are bound: {created:?}");
 }
@@ -102,10 +120,10 @@ async fn a_taken_port_is_a_clear_error() {
 #[tokio::test]
 async fn bad_flags_explain_themselves() {
     let dir = tempfile::tempdir().unwrap();
-    let out = roost(&dir).args(["serve", "--mqtt", "not-an-address"]).output().await.unwrap();
+    let out = roost(&dir).args(["serve", "--mqtt-listen", "not-an-address"]).output().await.unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("invalid value 'not-an-address' for '--mqtt <MQTT>'"), "{stderr}");
+    assert!(stderr.contains("invalid value 'not-an-address' for '--mqtt-listen <ADDR>'"), "{stderr}");
 }
 
 /// Every setting with a value its rule refuses, given as a flag, as a `ROOST_*` environment
@@ -131,7 +149,7 @@ async fn invalid_settings_from_any_source_name_the_key_and_exit_2() {
         ("login_failure_window", "30d", "\"30d\""),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let listeners = ["--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    let listeners = ["--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
     for &(key, value, toml_value) in CASES {
         let flag = format!("--{}", key.replace('_', "-"));
         let env = format!("ROOST_{}", key.to_uppercase());
@@ -212,7 +230,17 @@ async fn an_unreachable_database_is_reported_with_its_cause_once() {
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("postgres://root@127.0.0.1:{closed_port}/roost");
     let out = roost(&dir)
-        .args(["serve", "--database", &url, "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--database",
+            &url,
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--mqtt-ws-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .await
         .unwrap();
@@ -249,7 +277,16 @@ async fn account_commands_never_create_an_empty_database() {
 async fn other_commands_find_the_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = roost(&dir)
-        .args(["serve", "--allow-anonymous", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--allow-anonymous",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--mqtt-ws-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -281,7 +318,7 @@ async fn other_commands_find_the_running_server() {
 async fn the_data_directory_holds_the_default_database() {
     let (cwd, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut server = roost(&cwd)
-        .args(["serve", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .stderr(Stdio::null())
         .spawn()
@@ -297,4 +334,31 @@ async fn the_data_directory_holds_the_default_database() {
     let pid = server.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
     assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
+    // Stopped: the flag names the directory, and its database is the default.
+    let out = roost(&cwd).args(["user", "list", "--data-dir"]).arg(data.path()).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("admin"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let out = roost(&cwd).args(["token", "list", "--data-dir"]).arg(cwd.path().join("nowhere")).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no database at") && stderr.contains("nowhere"), "refuses, naming the path: {stderr}");
+}
+
+/// Names from before the one naming scheme (`--mqtt` as a listen address, `ROOST_MQTT`,
+/// `--days`) still work for one release, each with a warning naming the new one.
+#[tokio::test]
+async fn old_names_work_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let listeners = ["--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let by_flag = roost(&dir).args(["serve", "--mqtt", &taken]).args(listeners).output().await.unwrap();
+    let by_env = roost(&dir).env("ROOST_MQTT", &taken).arg("serve").args(listeners).output().await.unwrap();
+    for (out, warning) in [(by_flag, "--mqtt is now --mqtt-listen"), (by_env, "ROOST_MQTT is now ROOST_MQTT_LISTEN")] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(warning), "{stderr}");
+        assert!(stderr.contains(&format!("binding the MQTT listener to {taken}")), "the old name's value is used: {stderr}");
+    }
+    let out = roost(&dir).args(["token", "create", "nobody", "--days", "30"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--days is now --expires-in") && stderr.contains("no database at"), "{stderr}");
 }

@@ -36,7 +36,7 @@ async fn simulated_boards_store_all_three_categories_in_range(backend: Backend) 
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
     let out = run(
         roost_command("warn")
-            .args(["simulate", "--mqtt", &format!("mqtt://{}", server.mqtt), "--devices", "3", "--interval", "0.05"])
+            .args(["simulate", "--broker", &format!("mqtt://{}", server.mqtt), "--devices", "3", "--interval", "0.05"])
             .args(["--count", "90", "--seed", "7", "--owner", "yanjo"]),
         Duration::from_secs(60),
     )
@@ -69,7 +69,7 @@ async fn bench_verifies_every_acknowledged_reading_and_cleans_up(backend: Backen
     let db = TestDb::new(backend).await;
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
     let out = run(
-        roost_command("warn").args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()]).args([
+        roost_command("warn").args(["bench", "--broker", &server.mqtt.to_string(), "--database", db.url.expose_secret()]).args([
             "--count",
             "3000",
             "--clients",
@@ -116,7 +116,7 @@ async fn bench_reports_a_reading_deleted_mid_run(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start_on(db.url.clone(), |_| {}).await;
     let bench = roost_command("warn")
-        .args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", db.url.expose_secret()])
+        .args(["bench", "--broker", &server.mqtt.to_string(), "--database", db.url.expose_secret()])
         .args(["--count", "2000", "--clients", "2", "--rate", "500", "--keep"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,7 +142,7 @@ async fn simulator_reconnects_with_backoff_until_the_broker_is_up() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     use tokio::io::AsyncBufReadExt;
     let mut sim = roost_command("warn")
-        .args(["simulate", "--mqtt", &format!("mqtt://127.0.0.1:{port}"), "--devices", "2", "--interval", "0.05", "--count", "30"])
+        .args(["simulate", "--broker", &format!("mqtt://127.0.0.1:{port}"), "--devices", "2", "--interval", "0.05", "--count", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -163,7 +163,7 @@ async fn simulator_reconnects_with_backoff_until_the_broker_is_up() {
         all
     });
     tokio::time::timeout(Duration::from_secs(30), has_failed).await.expect("a failed connection is logged").unwrap();
-    let server = TestServer::start_with(|a| a.mqtt = format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let server = TestServer::start_with(|a| a.mqtt_listen = format!("127.0.0.1:{port}").parse().unwrap()).await;
     let status = tokio::time::timeout(Duration::from_secs(60), sim.wait()).await.unwrap().unwrap();
     let stderr = stderr.await.unwrap();
     assert!(status.success(), "{stderr}");
@@ -178,14 +178,13 @@ async fn simulator_reconnects_with_backoff_until_the_broker_is_up() {
 #[tokio::test]
 async fn simulator_speaks_websocket_and_qos_2_and_publishes_glitches_as_a_naive_sketch_would() {
     let server = TestServer::start().await;
-    let out =
-        run(
-            roost_command("warn")
-                .args(["simulate", "--mqtt", &format!("ws://{}/mqtt", server.ws), "--qos", "2", "--glitches", "0.3"])
-                .args(["--devices", "1", "--interval", "0.02", "--count", "60", "--seed", "3"]),
-            Duration::from_secs(60),
-        )
-        .await;
+    let out = run(
+        roost_command("warn")
+            .args(["simulate", "--broker", &format!("ws://{}/mqtt", server.ws), "--qos", "2", "--glitches", "0.3"])
+            .args(["--devices", "1", "--interval", "0.02", "--count", "60", "--seed", "3"]),
+        Duration::from_secs(60),
+    )
+    .await;
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("simulate: sent 60 · acked 60"), "{stderr}");
@@ -243,7 +242,7 @@ async fn bench_and_simulate_refuse_bad_input_clearly() {
         let out = run(roost_command("warn").args([command, "--help"]), Duration::from_secs(30)).await;
         let help = text(&out.stdout);
         assert!(out.status.success());
-        for flag in ["--mqtt", "--username", "--password", "--ca-file", "--count", "--rate", "--qos"] {
+        for flag in ["--broker", "--username", "--password", "--ca-file", "--count", "--rate", "--qos"] {
             assert!(help.contains(flag), "{command} --help lists {flag}");
         }
     }
@@ -346,7 +345,7 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
     let ca = dir.path().join("ca.pem");
     for url in [format!("mqtts://localhost:{tls_port}"), format!("wss://localhost:{wss_port}/")] {
         let out = run(
-            roost_command("warn").args(["simulate", "--mqtt", &url, "--ca-file"]).arg(&ca).args(["--count", "9", "--interval", "0.05"]),
+            roost_command("warn").args(["simulate", "--broker", &url, "--ca-file"]).arg(&ca).args(["--count", "9", "--interval", "0.05"]),
             Duration::from_secs(60),
         )
         .await;
@@ -355,7 +354,7 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
     }
     // Without the CA the certificate is refused, and the log says why.
     let out = run(
-        roost_command("warn").args(["simulate", "--mqtt", &format!("mqtts://localhost:{tls_port}"), "--duration", "2s"]),
+        roost_command("warn").args(["simulate", "--broker", &format!("mqtts://localhost:{tls_port}"), "--duration", "2s"]),
         Duration::from_secs(60),
     )
     .await;
@@ -371,7 +370,7 @@ async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     let db = server.store.url().expose_secret().to_owned();
     let out = run(
         roost_command("warn")
-            .args(["bench", "--mqtt", &server.mqtt.to_string(), "--database", &db, "--count", "500", "--clients", "2"])
+            .args(["bench", "--broker", &server.mqtt.to_string(), "--database", &db, "--count", "500", "--clients", "2"])
             .args(["--username", "carol"])
             .env("ROOST_PASSWORD", "carol-secret"),
         Duration::from_secs(60),
@@ -381,7 +380,7 @@ async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     assert!(out.status.success() && stdout.contains("verified: all 500 acknowledged readings are stored"), "{stdout}{}", text(&out.stderr));
     let out = run(
         roost_command("warn")
-            .args(["simulate", "--mqtt", &server.mqtt.to_string(), "--username", "carol", "--count", "9", "--interval", "0.05"])
+            .args(["simulate", "--broker", &server.mqtt.to_string(), "--username", "carol", "--count", "9", "--interval", "0.05"])
             .env("ROOST_PASSWORD", "carol-secret"),
         Duration::from_secs(60),
     )

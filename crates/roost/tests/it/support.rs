@@ -50,15 +50,15 @@ impl TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let any_port = "127.0.0.1:0".parse().unwrap();
         let mut args = ServeArgs {
-            data_dir: data_dir.path().to_path_buf(),
-            mqtt: any_port,
-            mqtt_ws: any_port,
-            http: any_port,
-            mqtts: any_port,
+            mqtt_listen: any_port,
+            mqtt_ws_listen: any_port,
+            http_listen: any_port,
+            mqtts_listen: any_port,
             allow_anonymous: true,
             ..ServeArgs::default()
         };
         args.db.database = database;
+        args.db.dir.data_dir = data_dir.path().to_path_buf();
         adjust(&mut args);
         let settings = roost::settings::Settings::validate(args).expect("valid settings");
         let app = App::build(&settings).await.expect("app builds");

@@ -61,7 +61,7 @@ async fn mqtt_wss_and_https_over_tls_with_certificate_reload() {
     // WebSocket over TLS with rumqttc (roost simulate).
     let (ok, out) = output(
         roost_command("warn")
-            .args(["simulate", "--mqtt", &format!("wss://localhost:{}/mqtt", server.ws.port()), "--ca-file"])
+            .args(["simulate", "--broker", &format!("wss://localhost:{}/mqtt", server.ws.port()), "--ca-file"])
             .arg(&ca)
             .args(["--username", "alice", "--password", "alice-secret", "--count", "6", "--interval", "0.05", "--devices", "2"]),
     )
@@ -122,13 +122,13 @@ async fn tls_settings_that_cannot_work_are_refused_clearly() {
         let mut cmd = roost_command("info");
         cmd.current_dir(dir.path()).args([
             "serve",
-            "--mqtt",
+            "--mqtt-listen",
             "127.0.0.1:0",
-            "--mqtt-ws",
+            "--mqtt-ws-listen",
             "127.0.0.1:0",
-            "--http",
+            "--http-listen",
             "127.0.0.1:0",
-            "--mqtts",
+            "--mqtts-listen",
             "127.0.0.1:0",
         ]);
         cmd
@@ -163,12 +163,12 @@ async fn sighup_reloads_the_certificate() {
             "server.pem",
             "--tls-key",
             "server.key",
-            "--mqtts",
+            "--mqtts-listen",
             &format!("127.0.0.1:{port}"),
             "--tls-check-interval",
             "200ms",
         ])
-        .args(["--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,5 +1,10 @@
-//! The command line: `roost serve`, `migrate`, `simulate`, `bench` and their options. Flags
-//! beat environment variables.
+//! The command line: `roost serve`, `migrate`, `simulate`, `bench`, `user`, `token` and their
+//! options. Flags beat environment variables. One naming scheme: a flag `--foo-bar`, its
+//! environment variable `ROOST_FOO_BAR` and its config file key `foo_bar`; addresses Roost
+//! listens on end in `-listen`, a broker to connect to is `--broker URL`; every duration takes a
+//! unit. Names used before are accepted for one release, with a warning (`renamed`).
+
+pub mod renamed;
 
 use crate::ingest::TopicTemplate;
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
@@ -45,9 +50,9 @@ pub enum TokenCommand {
         /// What it is for, shown by `list`.
         #[arg(long, default_value = "api")]
         name: String,
-        /// Days until it expires. [default: never]
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
-        days: Option<u32>,
+        /// How long until it expires, e.g. 90d or 12h (at most a year). [default: never]
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        expires_in: Option<Duration>,
         #[command(flatten)]
         db: DatabaseArgs,
     },
@@ -122,8 +127,9 @@ pub enum UserCommand {
 /// Where a client connects and as whom. `Debug` leaves the password out.
 #[derive(Clone, Args)]
 pub struct ClientArgs {
-    /// The broker: mqtt://HOST[:PORT], mqtts://…, ws://HOST[:PORT]/mqtt or wss://….
-    #[arg(long = "mqtt", env = "ROOST_MQTT_URL", default_value = "mqtt://127.0.0.1:1883", value_name = "URL")]
+    /// The broker to connect to: mqtt://HOST[:PORT], mqtts://…, ws://HOST[:PORT]/mqtt or
+    /// wss://…. [default: the `roost serve` running from --data-dir, else mqtt://127.0.0.1:1883]
+    #[arg(long = "broker", env = "ROOST_BROKER", default_value = "mqtt://127.0.0.1:1883", value_name = "URL", hide_default_value = true)]
     pub url: BrokerUrl,
     /// User name for CONNECT.
     #[arg(long, env = "ROOST_USERNAME")]
@@ -158,6 +164,9 @@ impl ClientArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+
+    #[command(flatten)]
+    pub dir: DataDirArgs,
 
     /// Owner in the topics. [default: the --username, else "demo"]
     #[arg(long)]
@@ -278,9 +287,30 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 pub struct DatabaseArgs {
     /// Where readings are stored: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB
     /// (also mariadb://). `serve` and `migrate` create a missing SQLite file; `user`, `token`
-    /// and `bench` refuse one. For `serve` the default is roost.db in --data-dir.
-    #[arg(long, env = "ROOST_DATABASE", default_value = "sqlite://roost.db")]
+    /// and `bench` refuse one. [default: the database of the `roost serve` running from
+    /// --data-dir, else roost.db in --data-dir]
+    #[arg(long, env = "ROOST_DATABASE", default_value = "sqlite://roost.db", hide_default_value = true)]
     pub database: DatabaseUrl,
+
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+}
+
+/// Roost's data directory, shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArgs {
+    /// Roost's data directory: the default SQLite database (roost.db), the first admin's
+    /// password file, and `roost-serve.json`, through which the other commands find the
+    /// `roost serve` running from the same directory (its broker and database).
+    #[arg(long, env = "ROOST_DATA_DIR", value_name = "DIR", default_value = ".")]
+    pub data_dir: std::path::PathBuf,
+}
+
+impl DatabaseArgs {
+    /// The default database of the data directory (`sqlite://DIR/roost.db`).
+    pub fn default_in(dir: &std::path::Path) -> DatabaseUrl {
+        DatabaseUrl::new(format!("sqlite://{}", dir.join("roost.db").display()))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -292,12 +322,6 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub db: DatabaseArgs,
-
-    /// Roost's data directory: the default SQLite database (roost.db), `roost-serve.json` (how
-    /// the other commands find this server) and, for PostgreSQL or MariaDB, the first admin's
-    /// password (`postgres-NAME-admin-password`, `mysql-NAME-admin-password`).
-    #[arg(long, env = "ROOST_DATA_DIR", value_name = "DIR", default_value = ".")]
-    pub data_dir: std::path::PathBuf,
 
     /// Topic template whose publishes become readings; repeat for several. Levels are literals
     /// or {owner}, {place}, {category}; without {category} the payload is a JSON object of
@@ -312,19 +336,21 @@ pub struct ServeArgs {
     /// Records waiting for the database writer. When full, publishers are held back.
     #[arg(long, env = "ROOST_INGEST_QUEUE", default_value_t = 100_000)]
     pub ingest_queue: u32,
-    /// Address for MQTT over TCP (port 0 picks a free port; the bound address is logged).
-    #[arg(long, env = "ROOST_MQTT", default_value = "0.0.0.0:1883")]
-    pub mqtt: SocketAddr,
+    /// Address to listen on for MQTT over TCP (port 0 picks a free port; the bound address is
+    /// logged).
+    #[arg(long, env = "ROOST_MQTT_LISTEN", default_value = "0.0.0.0:1883", value_name = "ADDR")]
+    pub mqtt_listen: SocketAddr,
 
-    /// Address for MQTT over WebSocket, path /mqtt, subprotocol "mqtt".
-    #[arg(long = "mqtt-ws", env = "ROOST_MQTT_WS", default_value = "0.0.0.0:9001")]
-    pub mqtt_ws: SocketAddr,
+    /// Address to listen on for MQTT over WebSocket, path /mqtt, subprotocol "mqtt".
+    #[arg(long, env = "ROOST_MQTT_WS_LISTEN", default_value = "0.0.0.0:9001", value_name = "ADDR")]
+    pub mqtt_ws_listen: SocketAddr,
 
-    /// Address for the HTTP API, /healthz, /metrics and MQTT over WebSocket at /mqtt.
-    #[arg(long, env = "ROOST_HTTP", default_value = "0.0.0.0:8080")]
-    pub http: SocketAddr,
+    /// Address to listen on for the dashboard, the HTTP API, /healthz, /metrics and MQTT over
+    /// WebSocket at /mqtt.
+    #[arg(long, env = "ROOST_HTTP_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    pub http_listen: SocketAddr,
 
-    /// PEM certificate chain. With --tls-key: MQTT over TLS on --mqtts, and the WebSocket and
+    /// PEM certificate chain. With --tls-key: MQTT over TLS on --mqtts-listen, and the WebSocket and
     /// HTTP listeners speak TLS (wss://, https://). Reloaded on SIGHUP or when the file changes.
     #[arg(long, env = "ROOST_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -338,9 +364,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_TLS_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub tls_check_interval: Duration,
 
-    /// Address for MQTT over TLS (only with --tls-cert and --tls-key).
-    #[arg(long, env = "ROOST_MQTTS", default_value = "0.0.0.0:8883")]
-    pub mqtts: SocketAddr,
+    /// Address to listen on for MQTT over TLS (only with --tls-cert and --tls-key).
+    #[arg(long, env = "ROOST_MQTTS_LISTEN", default_value = "0.0.0.0:8883", value_name = "ADDR")]
+    pub mqtts_listen: SocketAddr,
 
     /// How long without a reading before the dashboard marks a sensor stale (e.g. 10m).
     #[arg(long, env = "ROOST_STALE_AFTER", default_value = "600", value_parser = parse_duration)]
@@ -478,7 +504,7 @@ mod tests {
         assert!(parse_rate("0").is_err());
         assert!(parse_qos("3").unwrap_err().contains("use 0, 1 or 2"));
         assert!(parse_fraction("1.5").unwrap_err().contains("between 0 and 1"));
-        let err = Cli::try_parse_from(["roost", "simulate", "--mqtt", "http://x"]).unwrap_err();
+        let err = Cli::try_parse_from(["roost", "simulate", "--broker", "http://x"]).unwrap_err();
         assert!(err.to_string().contains("unknown scheme"), "{err}");
         let err = Cli::try_parse_from(["roost", "bench", "--qos", "5"]).unwrap_err();
         assert!(err.to_string().contains("is not a QoS"), "{err}");
@@ -494,9 +520,9 @@ mod tests {
 
     #[test]
     fn addresses_accept_port_zero() {
-        let cli = Cli::try_parse_from(["roost", "serve", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "[::1]:0"]).unwrap();
+        let cli = Cli::try_parse_from(["roost", "serve", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "[::1]:0"]).unwrap();
         let Command::Serve(args) = cli.command else { panic!() };
-        assert_eq!(args.mqtt.port(), 0);
-        assert!(args.mqtt_ws.is_ipv6());
+        assert_eq!(args.mqtt_listen.port(), 0);
+        assert!(args.mqtt_ws_listen.is_ipv6());
     }
 }
