@@ -140,8 +140,12 @@ impl App {
         let broker = Broker::new(config, hooks, restored);
         release_freed_memory();
         let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
-        let dashboard =
-            crate::api::DashboardConfig { stale_after_ms: args.stale_after.as_millis() as u64, units: units.into_iter().collect() };
+        let normal_ranges = if args.normal_ranges.is_empty() { crate::cli::default_normal_ranges() } else { args.normal_ranges.clone() };
+        let dashboard = crate::api::DashboardConfig {
+            stale_after_ms: args.stale_after.as_millis() as u64,
+            units: units.into_iter().collect(),
+            normal_ranges: normal_ranges.into_iter().collect(),
+        };
         let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
         let demo = args.demo.then_some(DemoMode { anonymous: args.allow_anonymous });
         Ok(Self {

@@ -49,6 +49,8 @@ pub struct ConfigFile {
     max_request_body: Option<u32>,
     stale_after: Option<DurationValue>,
     units: Option<std::collections::BTreeMap<String, String>>,
+    /// Category → `"LOW..HIGH"`.
+    normal_ranges: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A duration in the file: `"10m"` (any unit `settings::parse_duration` takes), or a number of
@@ -134,6 +136,9 @@ impl ConfigFile {
         take!(stale_after => args.stale_after, DurationValue::parse);
         take!(login_failure_window => args.login_failure_window, DurationValue::parse);
         take!(units => args.units, |units: std::collections::BTreeMap<String, String>| Ok::<_, String>(units.into_iter().collect()));
+        take!(normal_ranges => args.normal_ranges, |ranges: std::collections::BTreeMap<String, String>| {
+            ranges.into_iter().map(|(category, range)| crate::cli::parse_normal_range(&format!("{category}={range}"))).collect::<Result<_, _>>()
+        });
         take!(mqtt_listen => args.mqtt_listen);
         take!(mqtt_ws_listen => args.mqtt_ws_listen);
         take!(http_listen => args.http_listen);
@@ -199,7 +204,12 @@ mod tests {
         let example = include_str!("../../../roost.example.toml");
         let from_file = serve(&["roost", "serve"], example).unwrap();
         let defaults = serve(&["roost", "serve"], "").unwrap();
-        let expected = ServeArgs { templates: TopicTemplate::defaults(), units: crate::cli::default_units(), ..defaults };
+        let expected = ServeArgs {
+            templates: TopicTemplate::defaults(),
+            units: crate::cli::default_units(),
+            normal_ranges: crate::cli::default_normal_ranges(),
+            ..defaults
+        };
         assert_eq!(format!("{from_file:?}"), format!("{expected:?}"));
     }
 

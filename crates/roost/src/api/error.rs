@@ -22,6 +22,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("database error")]
     Store(#[from] crate::store::StoreError),
+    /// A failure inside the server (logged with its detail where it happens).
+    #[error("internal error")]
+    Internal,
 }
 
 impl IntoResponse for ApiError {
@@ -40,6 +43,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
     }

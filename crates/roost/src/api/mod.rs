@@ -15,6 +15,7 @@ mod sensors;
 mod sessions;
 mod system;
 mod tokens;
+mod users;
 
 pub use assets::Assets;
 pub use error::ApiError;
@@ -60,6 +61,15 @@ pub struct DashboardConfig {
     pub stale_after_ms: u64,
     /// Unit shown after a category's values.
     pub units: std::collections::BTreeMap<String, String>,
+    /// A category's normal range: the dashboard colours values below and above it.
+    pub normal_ranges: std::collections::BTreeMap<String, NormalRange>,
+}
+
+/// Values from `low` to `high` (inclusive) are normal for a category.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct NormalRange {
+    pub low: f64,
+    pub high: f64,
 }
 
 async fn dashboard_config(axum::extract::State(state): axum::extract::State<ApiState>) -> axum::Json<DashboardConfig> {
@@ -81,6 +91,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/sessions", get(sessions::list))
         .route("/sessions/{client_id}", axum::routing::delete(sessions::drop_session))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{name}", axum::routing::delete(users::remove))
+        .route("/users/{name}/password", post(users::set_password))
+        .route("/users/{name}/grants", post(users::grant).delete(users::revoke))
         .route_layer(identify.clone())
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
@@ -94,7 +108,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/mqtt", get(mqtt_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such page".into()) })
-        // The API takes small JSON bodies only (login).
+        // The API takes small JSON bodies only (login, tokens, users).
         .layer(axum::extract::DefaultBodyLimit::max(state.max_request_body))
         .with_state(state)
 }

@@ -181,6 +181,87 @@ pub fn spec() -> Value {
                     "404": error_response("No persistent session with this client id")
                 }
             }},
+            "/api/users": {
+                "get": {
+                    "summary": "Users with their role and extra grants, never passwords (admins)",
+                    "responses": {
+                        "200": { "description": "Users ordered by name", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/User" } } } } },
+                        "401": error_response("Not logged in"),
+                        "403": error_response("Not an admin")
+                    }
+                },
+                "post": {
+                    "summary": "Add a user: a device user may publish and subscribe under iot/NAME/# only, an admin everywhere (admins). Without `password` one is generated and answered once.",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["name"], "properties": {
+                        "name": { "type": "string", "description": "One topic level: 1 to 64 characters, no '/', '+', '#', spaces or leading '$'" },
+                        "admin": { "type": "boolean", "default": false },
+                        "password": { "type": "string", "format": "password", "minLength": 8 } } } } } },
+                    "responses": {
+                        "200": { "description": "Created; `password` only when generated", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/User" } } } },
+                        "400": error_response("Invalid name or password, or the user exists"),
+                        "401": error_response("Not logged in"),
+                        "403": error_response("Not an admin"),
+                        "413": error_response("Body too large")
+                    }
+                }
+            },
+            "/api/users/{name}": { "delete": {
+                "summary": "Remove a user with their grants and tokens; connections already open stay until they reconnect (admins; not yourself)",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": {
+                    "200": { "description": "Removed", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "400": error_response("Your own account"),
+                    "401": error_response("Not logged in"),
+                    "403": error_response("Not an admin"),
+                    "404": error_response("No such user")
+                }
+            }},
+            "/api/users/{name}/password": { "post": {
+                "summary": "Set a user's password; without `password` one is generated and answered once (admins)",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": {
+                    "password": { "type": "string", "format": "password", "minLength": 8 } } } } } },
+                "responses": {
+                    "200": { "description": "Changed", "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "400": error_response("Password too short"),
+                    "401": error_response("Not logged in"),
+                    "403": error_response("Not an admin"),
+                    "404": error_response("No such user"),
+                    "413": error_response("Body too large")
+                }
+            }},
+            "/api/users/{name}/grants": {
+                "post": {
+                    "summary": "Also let a user publish and/or subscribe under a topic filter, e.g. home/+/cmd (admins)",
+                    "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["filter"], "properties": {
+                        "filter": { "type": "string" },
+                        "publish": { "type": "boolean", "default": true },
+                        "subscribe": { "type": "boolean", "default": true } } } } } },
+                    "responses": {
+                        "200": { "description": "The user with the grant", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/User" } } } },
+                        "400": error_response("Not a topic filter, or neither publish nor subscribe"),
+                        "401": error_response("Not logged in"),
+                        "403": error_response("Not an admin"),
+                        "404": error_response("No such user"),
+                        "413": error_response("Body too large")
+                    }
+                },
+                "delete": {
+                    "summary": "Take back a grant (admins)",
+                    "parameters": [
+                        { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+                        { "name": "filter", "in": "query", "required": true, "schema": { "type": "string" } }
+                    ],
+                    "responses": {
+                        "200": { "description": "The user without the grant", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/User" } } } },
+                        "400": error_response("Missing filter"),
+                        "401": error_response("Not logged in"),
+                        "403": error_response("Not an admin"),
+                        "404": error_response("No such user or grant")
+                    }
+                }
+            },
             "/api/openapi.json": { "get": {
                 "summary": "This document",
                 "security": [],
@@ -210,6 +291,13 @@ pub fn spec() -> Value {
             },
             "schemas": {
             "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+            "User": { "type": "object", "required": ["name", "admin", "created_at_ms", "grants"], "properties": {
+                "name": { "type": "string" }, "admin": { "type": "boolean" },
+                "created_at_ms": { "type": "integer" }, "created_at": { "type": "string", "format": "date-time" },
+                "password": { "type": "string", "description": "Only when generated by this request: shown once" },
+                "grants": { "type": "array", "items": { "type": "object", "required": ["filter", "publish", "subscribe"], "properties": {
+                    "filter": { "type": "string" }, "publish": { "type": "boolean" }, "subscribe": { "type": "boolean" }, "description": { "type": "string" } } } }
+            }},
             "Sensor": { "type": "object", "required": ["owner", "place", "category"], "properties": {
                 "owner": { "type": "string" }, "place": { "type": "string" }, "category": { "type": "string" },
                 "last_value": { "type": "number", "nullable": true },

@@ -9,8 +9,26 @@ use crate::store::{Grant, Store, TokenKind};
 use anyhow::Context;
 use std::io::Read;
 
-/// Shortest password accepted from standard input.
-const MIN_PASSWORD: usize = 8;
+/// Shortest password a person may choose (generated ones are longer).
+pub const MIN_PASSWORD: usize = 8;
+
+/// A password a person chose, checked the same way from the CLI and the API.
+pub fn check_password(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(format!("the password must be at least {MIN_PASSWORD} characters"));
+    }
+    Ok(())
+}
+
+/// A grant of `filter`, which must be a valid MQTT topic filter; at least one of `publish`
+/// and `subscribe`.
+pub fn new_grant(filter: &str, publish: bool, subscribe: bool) -> Result<Grant, String> {
+    mqtt_codec::TopicFilter::parse(filter).map_err(|e| format!("{filter:?} is not a topic filter: {e}"))?;
+    if !publish && !subscribe {
+        return Err("a grant allows publish, subscribe or both".into());
+    }
+    Ok(Grant { filter: filter.to_owned(), publish, subscribe })
+}
 
 pub async fn run(command: UserCommand) -> anyhow::Result<()> {
     match command {
@@ -55,8 +73,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Grant { name, filter, publish_only, subscribe_only, db } => {
-            mqtt_codec::TopicFilter::parse(&filter).map_err(|e| anyhow::anyhow!("{filter:?} is not a topic filter: {e}"))?;
-            let grant = Grant { filter, publish: !subscribe_only, subscribe: !publish_only };
+            let grant = new_grant(&filter, !subscribe_only, !publish_only).map_err(anyhow::Error::msg)?;
             let store = Store::open_existing(&db.database).await?;
             store.grant(&name, &grant).await?;
             store.close().await;
@@ -112,7 +129,8 @@ fn minute(at: TimestampMs) -> String {
         .unwrap_or_default()
 }
 
-fn describe(grant: &Grant) -> String {
+/// What a grant allows, in words: `publish and subscribe home/+/cmd`.
+pub fn describe(grant: &Grant) -> String {
     match (grant.publish, grant.subscribe) {
         (true, true) => format!("publish and subscribe {}", grant.filter),
         (true, false) => format!("publish {}", grant.filter),
@@ -128,6 +146,6 @@ fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).context("reading the password from standard input")?;
     let line = input.lines().next().unwrap_or_default().to_owned();
-    anyhow::ensure!(line.chars().count() >= MIN_PASSWORD, "the password must be at least {MIN_PASSWORD} characters");
+    check_password(&line).map_err(anyhow::Error::msg)?;
     Ok((line, false))
 }

@@ -6,6 +6,7 @@
 
 pub mod renamed;
 
+use crate::api::NormalRange;
 use crate::ingest::TopicTemplate;
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
 use crate::settings::parse_duration;
@@ -377,6 +378,11 @@ pub struct ServeArgs {
     #[arg(long = "unit", value_name = "CATEGORY=UNIT", value_parser = parse_unit)]
     pub units: Vec<(String, String)>,
 
+    /// A category's normal range, as CATEGORY=LOW..HIGH; the dashboard colours values below and
+    /// above it. Repeat for several. [default: temperature=18..26, humidity=30..60]
+    #[arg(long = "normal-range", value_name = "CATEGORY=LOW..HIGH", value_parser = parse_normal_range)]
+    pub normal_ranges: Vec<(String, NormalRange)>,
+
     /// Let MQTT clients connect without credentials and use every topic. Without it, clients
     /// log in as a user (`roost user add`); on first start Roost creates `admin`.
     #[arg(long, env = "ROOST_ALLOW_ANONYMOUS")]
@@ -465,6 +471,23 @@ fn parse_unit(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `temperature=18..26`: a category and the normal range of its values.
+pub fn parse_normal_range(s: &str) -> Result<(String, NormalRange), String> {
+    let bad = || format!("{s:?} is not CATEGORY=LOW..HIGH (e.g. temperature=18..26)");
+    let (category, range) = s.split_once('=').filter(|(c, _)| !c.is_empty()).ok_or_else(bad)?;
+    let (low, high) = range.split_once("..").ok_or_else(bad)?;
+    let (low, high) = (low.trim().parse::<f64>().map_err(|_| bad())?, high.trim().parse::<f64>().map_err(|_| bad())?);
+    if !(low.is_finite() && high.is_finite() && low < high) {
+        return Err(format!("{s:?}: LOW must be below HIGH"));
+    }
+    Ok((category.to_owned(), NormalRange { low, high }))
+}
+
+/// The normal ranges the dashboard colours by when none are configured.
+pub fn default_normal_ranges() -> Vec<(String, NormalRange)> {
+    vec![("humidity".into(), NormalRange { low: 30.0, high: 60.0 }), ("temperature".into(), NormalRange { low: 18.0, high: 26.0 })]
+}
+
 /// The units the dashboard shows when none are configured.
 pub fn default_units() -> Vec<(String, String)> {
     [("humidity", "%"), ("illuminate", "raw"), ("temperature", "°C")].iter().map(|(c, u)| (c.to_string(), u.to_string())).collect()
@@ -508,6 +531,15 @@ mod tests {
         assert!(err.to_string().contains("unknown scheme"), "{err}");
         let err = Cli::try_parse_from(["roost", "bench", "--qos", "5"]).unwrap_err();
         assert!(err.to_string().contains("is not a QoS"), "{err}");
+    }
+
+    #[test]
+    fn normal_ranges_parse_or_say_why_not() {
+        assert_eq!(parse_normal_range("temperature=18..26.5").unwrap(), ("temperature".into(), NormalRange { low: 18.0, high: 26.5 }));
+        assert_eq!(parse_normal_range("t=-10..0").unwrap().1, NormalRange { low: -10.0, high: 0.0 });
+        for bad in ["temperature", "=1..2", "t=1-2", "t=a..2", "t=5..1", "t=NaN..1"] {
+            assert!(parse_normal_range(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

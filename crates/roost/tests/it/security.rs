@@ -301,10 +301,89 @@ async fn dashboard_login_cookies_tokens_and_per_owner_views(backend: Backend) {
     server.stop().await;
 }
 
+/// Admins manage users from the dashboard's API with the CLI's rules; nobody else can; the
+/// changes take effect at the user's next MQTT login.
+async fn admins_manage_users_over_the_api(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |a| a.allow_anonymous = false).await;
+    add_user(&server.store, "alice", "alice-secret", false).await;
+    add_user(&server.store, "root", "root-secret", true).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", server.http);
+    let login = |user: &str, secret: &str| {
+        let request = http.post(url("/api/login")).json(&serde_json::json!({ "username": user, "password": secret }));
+        async move {
+            let response = request.send().await.unwrap();
+            response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+        }
+    };
+    let (alice, root) = (login("alice", "alice-secret").await, login("root", "root-secret").await);
+    let call = |method: reqwest::Method, path: &str, cookie: &str, body: Option<serde_json::Value>| {
+        let mut request = http.request(method, url(path)).header("cookie", cookie);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    use reqwest::Method;
+    assert_eq!(call(Method::GET, "/api/users", &alice, None).await.0, 403, "a device user may not list users");
+    let carol = serde_json::json!({ "name": "carol" });
+    assert_eq!(call(Method::POST, "/api/users", &alice, Some(carol.clone())).await.0, 403, "nor add one");
+
+    let (status, made) = call(Method::POST, "/api/users", &root, Some(carol.clone())).await;
+    assert_eq!((status, made["admin"].as_bool()), (200, Some(false)), "{made}");
+    let generated = made["password"].as_str().expect("a generated password, answered once").to_owned();
+    let (_, ack) = Raw::login(server.mqtt, "carol-1", "carol", &generated).await;
+    assert_eq!(ack.code, connect_return::ACCEPTED, "the new user logs in over MQTT");
+    assert_eq!(call(Method::POST, "/api/users", &root, Some(carol)).await.0, 400, "names are unique");
+    for bad in [serde_json::json!({ "name": "a/b" }), serde_json::json!({ "name": "dave", "password": "short" })] {
+        let (status, body) = call(Method::POST, "/api/users", &root, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+
+    let (status, listed) = call(Method::GET, "/api/users", &root, None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["admin", "alice", "carol", "root"], "with the first admin, made at start");
+    assert!(listed.as_array().unwrap().iter().all(|u| u.get("password").is_none() && u.get("password_hash").is_none()));
+
+    // Grants: a bad filter is refused; a good one lets carol subscribe outside iot/carol/#.
+    let grant = |body| call(Method::POST, "/api/users/carol/grants", &root, Some(body));
+    assert_eq!(grant(serde_json::json!({ "filter": "home/#/x" })).await.0, 400);
+    let (status, user) = grant(serde_json::json!({ "filter": "home/+/cmd", "publish": false })).await;
+    assert_eq!((status, &user["grants"][0]["description"]), (200, &serde_json::json!("subscribe home/+/cmd")));
+    let (mut board, _) = Raw::login(server.mqtt, "carol-2", "carol", &generated).await;
+    assert_eq!(suback(&mut board, 1, "home/+/cmd").await, 1, "granted at QoS 1");
+    let (status, user) = call(Method::DELETE, "/api/users/carol/grants?filter=home%2F%2B%2Fcmd", &root, None).await;
+    assert_eq!((status, user["grants"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_eq!(call(Method::DELETE, "/api/users/carol/grants?filter=nope", &root, None).await.0, 404);
+
+    // A reset password replaces the old one; a chosen one is not echoed.
+    let (status, reset) =
+        call(Method::POST, "/api/users/carol/password", &root, Some(serde_json::json!({ "password": "carol-new-secret" }))).await;
+    assert_eq!((status, reset.get("password")), (200, None));
+    let (_, ack) = Raw::login(server.mqtt, "carol-3", "carol", &generated).await;
+    assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD, "the old password stops working");
+    assert_eq!(call(Method::POST, "/api/users/nobody/password", &root, Some(serde_json::json!({}))).await.0, 404);
+
+    assert_eq!(call(Method::DELETE, "/api/users/root", &root, None).await.0, 400, "an admin cannot remove themself");
+    assert_eq!(call(Method::DELETE, "/api/users/carol", &alice, None).await.0, 403);
+    assert_eq!(call(Method::DELETE, "/api/users/carol", &root, None).await.0, 200);
+    assert_eq!(call(Method::DELETE, "/api/users/carol", &root, None).await.0, 404);
+    let (_, ack) = Raw::login(server.mqtt, "carol-4", "carol", "carol-new-secret").await;
+    assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD, "a removed user cannot log in");
+    server.stop().await;
+}
+
 crate::on_every_database!(
     users_are_managed_from_the_cli_with_argon2id_hashes,
     logins_and_per_owner_acls_over_mqtt,
     dashboard_login_cookies_tokens_and_per_owner_views,
+    admins_manage_users_over_the_api,
 );
 
 /// An outside scanner: schemathesis generates requests from the OpenAPI document (valid and
