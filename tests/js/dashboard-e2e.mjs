@@ -1,5 +1,7 @@
 // End-to-end test of the dashboard in a real headless Chromium (Debian's, driven by
-// playwright-core). Publishes over MQTT.js and checks what the pages show; saves screenshots.
+// playwright-core). Publishes over MQTT.js and checks what the pages show: the overview grouped
+// by owner then board, the chart's range, current value and comparison, the console, user
+// management, and HTML in names and payloads staying text. Saves screenshots.
 // Usage: node dashboard-e2e.mjs http://127.0.0.1:PORT SCREENSHOT_DIR
 import { launchChromium } from "./browser.mjs";
 import mqtt from "mqtt";
@@ -10,9 +12,14 @@ const step = (name) => console.error(`step: ${name}`);
 const browser = await launchChromium();
 const failures = [];
 try {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const dialogs = [];
-  page.on("dialog", (d) => { dialogs.push(d.message()); d.dismiss(); });
+  // The page's own confirmations are accepted; any other dialog (an injected alert) is a failure.
+  page.on("dialog", (d) => {
+    if (d.type() === "confirm" && /^(Remove|Give) carol/.test(d.message())) return d.accept();
+    dialogs.push(d.message());
+    d.dismiss();
+  });
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
   // The page runs under a strict Content-Security-Policy: anything it blocks is a failure.
   page.on("console", (m) => {
@@ -27,25 +34,50 @@ try {
   await publish("iot/yanjo/sensor/livingroom/temperature", "21.5");
   await publish("iot/yanjo/sensor/livingroom/humidity", "40");
   await publish("iot/yanjo/sensor/bedroom/illuminate", "512");
+  const evilOwner = '<img src=x onerror="window.__xss=2">';
+  await publish(`iot/${evilOwner}/sensor/garage/temperature`, "30.5");
   const tile = '[data-sensor="yanjo/livingroom/temperature"] .value';
   await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "21.5 °C", tile, { timeout: 5000 });
+
+  step("boards are grouped by owner, then place; values are coloured by their normal range");
+  await page.waitForFunction((o) => [...document.querySelectorAll("section.owner")].some((s) => s.dataset.owner === o), evilOwner, { timeout: 5000 });
+  const grouping = await page.$$eval("section.owner", (sections) => sections.map((s) => ({
+    owner: s.dataset.owner, title: s.querySelector("h2").textContent,
+    boards: [...s.querySelectorAll(".board")].map((b) => [b.dataset.place, [...b.querySelectorAll(".tile")].map((t) => t.dataset.category)]),
+  })));
+  const yanjo = grouping.find((g) => g.owner === "yanjo");
+  if (JSON.stringify(yanjo?.boards) !== JSON.stringify([["bedroom", ["illuminate"]], ["livingroom", ["humidity", "temperature"]]])) failures.push(`yanjo's boards: ${JSON.stringify(yanjo)}`);
+  if (!grouping.find((g) => g.owner === evilOwner)?.title.startsWith(evilOwner)) failures.push(`an HTML owner name is not shown as text: ${JSON.stringify(grouping)}`);
+  const colours = await page.$$eval("[data-sensor] .value", (els) => Object.fromEntries(els.map((e) => [e.closest("[data-sensor]").dataset.sensor.split("/").slice(1).join("/"), e.className])));
+  if (colours["garage/temperature"] !== "value high" || colours["livingroom/temperature"] !== "value normal" || colours["bedroom/illuminate"] !== "value ") {
+    failures.push(`value colours: ${JSON.stringify(colours)}`);
+  }
+  const seen = await page.textContent('[data-sensor="yanjo/livingroom/temperature"] .seen');
+  if (!/^\d+ s ago$/.test(seen)) failures.push(`relative time: ${seen}`);
 
   step("a new reading updates the tile without reloading");
   const before = Date.now();
   await publish("iot/yanjo/sensor/livingroom/temperature", "22.25");
   await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "22.25 °C", tile, { timeout: 5000 });
   const liveMs = Date.now() - before;
-  await page.screenshot({ path: `${shots}/overview.png` });
 
-  step("sensor page draws a chart");
+  step("sensor page: the chosen range, the current value, the resolution in words, a second sensor");
   await page.click('[data-sensor="yanjo/livingroom/temperature"]');
   await page.waitForSelector("#chart canvas", { timeout: 5000 });
   await page.click('[data-range="3600000"]');
+  await page.waitForFunction(() => document.querySelector('[data-range="3600000"]').classList.contains("active"), null, { timeout: 5000 });
   await page.waitForFunction(() => /readings/.test(document.getElementById("chart-note").textContent), null, { timeout: 5000 });
   const note = await page.textContent("#chart-note");
-  if (!note.startsWith("2 readings")) failures.push(`chart note: ${note}`);
+  if (!note.startsWith("2 readings. Each point: the average of 5 seconds")) failures.push(`chart note: ${note}`);
+  const active = await page.$$eval("[data-range].active", (els) => els.map((e) => e.textContent));
+  if (active.join() !== "1 h") failures.push(`highlighted ranges: ${active}`);
+  const now = await page.textContent("#sensor-now");
+  if (now !== "22.25 °C") failures.push(`current value: ${now}`);
   const csv = await page.getAttribute("#csv-link", "href");
   if (!csv.includes("/readings.csv?from=")) failures.push(`csv link: ${csv}`);
+  await page.selectOption("#compare-select", "yanjo/livingroom/humidity");
+  await page.waitForFunction(() => document.querySelectorAll("#compare-list .chip").length === 1, null, { timeout: 5000 });
+  await page.waitForFunction(() => /humidity \(yanjo\/livingroom\)/.test(document.querySelector(".u-legend")?.textContent || ""), null, { timeout: 5000 });
   await page.screenshot({ path: `${shots}/sensor.png` });
 
   step("a failed request is said on the page");
@@ -69,10 +101,24 @@ try {
   if (!row.includes("online")) failures.push(`sessions row: ${row}`);
   await board.endAsync();
 
-  step("console subscribes and publishes; payloads are text");
+  step("console: labelled fields, connection state, subscribe, publish, a message table");
+  await publish("e2e/retained", "kept");
+  await device.publishAsync("e2e/retained", "kept", { qos: 1, retain: true });
   await page.goto(base + "/#/console");
+  const labels = await page.$$eval("#view-console label", (els) => els.map((e) => e.textContent.trim().split("\n")[0].trim()));
+  for (const label of ["Broker URL", "User name", "Password", "Topic filter", "Topic", "Payload", "QoS", "Retain"]) {
+    if (!labels.some((l) => l.startsWith(label))) failures.push(`console field without a label: ${label} (${JSON.stringify(labels)})`);
+  }
   await page.click("#console-connect-button");
   await page.waitForFunction(() => document.getElementById("console-state").textContent === "connected", null, { timeout: 5000 });
+  const button = await page.textContent("#console-connect-button");
+  if (button !== "Disconnect") failures.push(`connected, the button says ${button}`);
+  await page.fill("#console-filter", "e2e/#");
+  await page.click("#console-subscribe button");
+  await page.waitForFunction(() => /subscribed to e2e\/#/.test(document.getElementById("console-log").textContent), null, { timeout: 5000 });
+  await page.waitForSelector('#console-messages tr[data-topic="e2e/retained"]', { timeout: 5000 });
+  const retained = await page.$$eval('#console-messages tr[data-topic="e2e/retained"] td', (tds) => tds.slice(1).map((td) => td.textContent));
+  if (JSON.stringify(retained) !== JSON.stringify(["e2e/retained", "kept", "1", "retained"])) failures.push(`retained message row: ${JSON.stringify(retained)}`);
   await page.fill("#console-filter", "iot/#");
   await page.click("#console-subscribe button");
   await page.waitForFunction(() => /subscribed to iot\/#/.test(document.getElementById("console-log").textContent), null, { timeout: 5000 });
@@ -80,15 +126,39 @@ try {
   await page.fill("#console-topic", "iot/yanjo/sensor/kitchen/temperature");
   await page.fill("#console-payload", evil);
   await page.click("#console-publish button");
-  await page.waitForFunction((p) => document.getElementById("console-log").textContent.includes(p), evil, { timeout: 5000 });
+  await page.waitForFunction((p) => document.getElementById("console-messages").textContent.includes(p), evil, { timeout: 5000 });
+  await page.fill("#console-show", "e2e/+");
+  const shown = await page.$$eval("#console-messages tr:not([hidden])", (rows) => rows.map((r) => r.dataset.topic));
+  if (shown.join() !== "e2e/retained") failures.push(`topic filter of the message list shows ${shown}`);
   await page.screenshot({ path: `${shots}/console.png` });
 
   step("rejects page lists the HTML payload as text");
   await page.goto(base + "/#/rejects");
   await page.waitForFunction((p) => document.getElementById("rejects-body").textContent.includes(p), evil, { timeout: 5000 });
   await page.screenshot({ path: `${shots}/rejects.png` });
+
+  step("admins manage users: add with a generated password, grant, new password, remove");
+  await page.goto(base + "/#/users");
+  await page.waitForSelector('#view-users:not([hidden])', { timeout: 5000 });
+  await page.fill("#user-name", "carol");
+  await page.click("#user-form button");
+  await page.waitForSelector('#users-body tr[data-user="carol"]', { timeout: 5000 });
+  const secret = await page.textContent("#user-secret-value");
+  const carol = await mqtt.connectAsync(wsUrl, { clientId: "e2e-carol", username: "carol", password: secret, protocolVersion: 4, reconnectPeriod: 0 }).catch((e) => e);
+  if (carol instanceof Error) failures.push(`carol could not log in with the shown password: ${carol.message}`); else await carol.endAsync();
+  await page.selectOption("#grant-user", "carol");
+  await page.fill("#grant-filter", "home/+/cmd");
+  await page.uncheck("#grant-publish");
+  await page.click("#grant-form button");
+  await page.waitForFunction(() => document.querySelector('#users-body tr[data-user="carol"]').textContent.includes("subscribe home/+/cmd"), null, { timeout: 5000 });
+  await page.click('#users-body tr[data-user="carol"] button:has-text("New password")');
+  await page.waitForFunction((old) => { const v = document.getElementById("user-secret-value").textContent; return v && v !== old; }, secret, { timeout: 5000 });
+  await page.screenshot({ path: `${shots}/users.png` });
+  await page.click('#users-body tr[data-user="carol"] button:has-text("Remove")');
+  await page.waitForSelector('#users-body tr[data-user="carol"]', { state: "detached", timeout: 5000 });
+
   const injected = await page.evaluate(() => window.__xss !== undefined || document.querySelectorAll("main img").length > 0);
-  if (injected || dialogs.length) failures.push(`HTML payload was executed: dialogs=${JSON.stringify(dialogs)}`);
+  if (injected || dialogs.length) failures.push(`HTML was executed: dialogs=${JSON.stringify(dialogs)}`);
   await device.endAsync();
   console.log(JSON.stringify({ ok: failures.length === 0, failures, live_update_ms: liveMs }));
 } catch (e) {

@@ -1,5 +1,6 @@
-// Roost dashboard: overview, sensor charts, MQTT console, rejects. Plain JS, no build step.
-// Every value from the network is written with textContent, never as HTML.
+// Roost dashboard: overview, sensor charts, MQTT console, rejects, tokens, sessions, users.
+// Plain JS, no build step. Every value from the network is written with textContent (or as an
+// attribute value), never as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,9 +11,10 @@ const el = (tag, cls, text) => {
   return e;
 };
 const key = (s) => `${s.owner}/${s.place}/${s.category}`;
-const VIEWS = ["overview", "sensor", "console", "rejects", "tokens", "sessions"];
-const api = async (path) => {
-  const r = await fetch(path);
+const enc = encodeURIComponent;
+const VIEWS = ["overview", "sensor", "console", "rejects", "tokens", "sessions", "users"];
+const api = async (path, init) => {
+  const r = await fetch(path, init);
   if (r.status === 401) { showLogin(); throw new Error("log in first"); }
   if (!r.ok) {
     // Error bodies are JSON `{"error": …}`, but a proxy in front may answer with anything.
@@ -21,6 +23,8 @@ const api = async (path) => {
   }
   return r.json();
 };
+const send = (method, path, body) =>
+  api(path, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
 // A failed request is said on the page, not only in the browser's console.
 const showError = (e) => {
   console.error(e);
@@ -29,6 +33,69 @@ const showError = (e) => {
   $("error-banner").hidden = false;
 };
 const clearError = () => { $("error-banner").hidden = true; };
+const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+// ---- times ----
+const localTime = (ms) => new Date(ms).toLocaleString();
+// "5 s ago", "3 min ago", "2 h ago", "4 d ago"; the full time is in the element's title.
+function ago(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+function setTime(e, ms) {
+  e.textContent = ms === null || ms === undefined ? "never" : ago(ms);
+  if (ms === null || ms === undefined) { delete e.dataset.ts; e.title = ""; } else { e.dataset.ts = ms; e.title = localTime(ms); }
+  return e;
+}
+const timeEl = (tag, cls, ms) => setTime(el(tag, cls), ms);
+setInterval(() => document.querySelectorAll("[data-ts]").forEach((e) => { e.textContent = ago(+e.dataset.ts); }), 5000);
+
+// ---- icons (shapes after Feather icons, MIT) ----
+const ICONS = {
+  temperature: ["M14 14.76V3.5a2.5 2.5 0 0 0-5 0v11.26a4.5 4.5 0 1 0 5 0z"],
+  humidity: ["M12 2.69l5.66 5.66a8 8 0 1 1-11.31 0z"],
+  illuminate: ["M12 7a5 5 0 1 0 0 10a5 5 0 1 0 0-10z", "M12 1v2M12 21v2M4.22 4.22l1.42 1.42M18.36 18.36l1.42 1.42M1 12h2M21 12h2M4.22 19.78l1.42-1.42M18.36 5.64l1.42-1.42"],
+  other: ["M22 12h-4l-3 9L9 3l-3 9H2"],
+};
+ICONS.light = ICONS.illuminate;
+function icon(category) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("aria-hidden", "true");
+  for (const d of ICONS[category] || ICONS.other) {
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", d);
+    path.setAttribute("fill", "none");
+    path.setAttribute("stroke", "currentColor");
+    path.setAttribute("stroke-width", "2");
+    path.setAttribute("stroke-linecap", "round");
+    path.setAttribute("stroke-linejoin", "round");
+    svg.append(path);
+  }
+  return svg;
+}
+
+let config = { stale_after_ms: 600000, units: {}, normal_ranges: {} };
+let me = null;
+const sensors = new Map(); // key -> { sensor, tile, spark: [values] }
+let currentChart = null;   // { keys, uplot, data, live, maxPoints }
+
+const formatValue = (value, category) => {
+  if (value === null || value === undefined) return "–";
+  const unit = config.units[category] || "";
+  return `${+value.toFixed(2)}${unit ? " " + unit : ""}`;
+};
+// "low", "high" or "normal" against the category's normal range; "" without one.
+function band(value, category) {
+  const range = config.normal_ranges[category];
+  if (!range || value === null) return "";
+  return value < range.low ? "low" : value > range.high ? "high" : "normal";
+}
 
 // ---- login (when the server requires it) ----
 function showLogin() {
@@ -55,23 +122,18 @@ $("logout").addEventListener("click", async () => {
 async function whoAmI() {
   const r = await fetch("/api/me");
   if (r.status === 401) return null;
-  const me = await r.json();
-  $("nav-sessions").hidden = !(me.admin || me.anonymous);
-  if (!me.anonymous) {
-    $("who").textContent = me.username + (me.admin ? " (admin)" : "");
+  const who = await r.json();
+  $("nav-sessions").hidden = !who.admin;
+  $("nav-users").hidden = !who.admin;
+  if (!who.anonymous) {
+    $("who").textContent = who.username + (who.admin ? " (admin)" : "");
     $("who").hidden = $("logout").hidden = false;
     $("nav-tokens").hidden = false;
-    $("console-username").value = me.username;
-    $("console-password").value = me.mqtt_password;
+    $("console-username").value = who.username;
+    $("console-password").value = who.mqtt_password;
   }
-  return me;
+  return who;
 }
-const localTime = (ms) => new Date(ms).toLocaleString();
-const enc = encodeURIComponent;
-
-let config = { stale_after_ms: 600000, units: {} };
-const sensors = new Map(); // key -> { sensor, tile, spark: [values] }
-let currentChart = null;   // { key, uplot, data, from, to, live }
 
 // ---- health banner (admins): what /healthz says while ingest is degraded ----
 function watchHealth() {
@@ -97,8 +159,12 @@ function watchHealth() {
 // ---- live feed (server-sent events of committed readings) ----
 function connectLive() {
   const source = new EventSource("/api/live");
-  source.onopen = () => $("live-status").classList.add("live");
-  source.onerror = () => $("live-status").classList.remove("live");
+  const status = (live) => {
+    $("live-status").classList.toggle("live", live);
+    $("live-status").title = live ? "Live updates: on" : "Live updates: reconnecting";
+  };
+  source.onopen = () => status(true);
+  source.onerror = () => status(false);
   source.addEventListener("readings", (event) => {
     for (const r of JSON.parse(event.data)) onReading(r);
   });
@@ -112,7 +178,8 @@ function reloadOverviewSoon() {
   if (overviewReload) return;
   overviewReload = setTimeout(() => {
     overviewReload = null;
-    loadOverview().catch(showError);
+    if (!$("view-overview").hidden) loadOverview().catch(showError);
+    else loadSensors().catch(showError);
   }, 500);
 }
 
@@ -124,46 +191,64 @@ function onReading(r) {
   known.sensor.last_seen_ms = r.ts;
   known.spark.push(r.value);
   if (known.spark.length > 60) known.spark.shift();
-  renderTile(known);
-  if (currentChart && currentChart.key === k && currentChart.live) {
-    // A live point is its own bucket: min = avg = max. The x scale follows the present.
-    const [xs, avg, min, max] = currentChart.data;
-    xs.push(r.ts / 1000); avg.push(r.value); min.push(r.value); max.push(r.value);
-    // A chart left open for days keeps as many points as it was drawn with, not every reading.
-    while (xs.length > currentChart.maxPoints) for (const a of currentChart.data) a.shift();
-    const span = currentChart.uplot.scales.x.max - currentChart.uplot.scales.x.min;
-    currentChart.uplot.setData(currentChart.data, false);
-    currentChart.uplot.setScale("x", { min: r.ts / 1000 - span, max: Math.max(r.ts / 1000, currentChart.uplot.scales.x.max) });
+  if (known.tile) renderTile(known);
+  if (currentChart && currentChart.keys[0] === k) {
+    renderNow(known.sensor);
+    if (currentChart.live) addLivePoint(r);
   }
 }
 
-// ---- overview ----
-async function loadOverview() {
+// ---- overview: owners, then boards (places), then sensors ----
+async function loadSensors() {
   const list = await api("/api/sensors");
-  $("no-sensors").hidden = list.length > 0;
-  const places = $("places");
-  places.replaceChildren();
-  const byPlace = new Map();
   for (const s of list) {
-    if (!byPlace.has(s.place)) byPlace.set(s.place, []);
-    byPlace.get(s.place).push(s);
+    const entry = sensors.get(key(s)) || { spark: [] };
+    entry.sensor = s;
+    sensors.set(key(s), entry);
   }
-  for (const [place, group] of [...byPlace].sort()) {
-    places.append(el("h2", null, place));
-    const tiles = el("div", "tiles");
-    for (const s of group) {
-      const k = key(s);
-      const entry = sensors.get(k) || { spark: [] };
-      entry.sensor = s;
-      entry.tile = el("a", "tile");
-      entry.tile.href = `#/sensor/${enc(s.owner)}/${enc(s.place)}/${enc(s.category)}`;
-      entry.tile.dataset.sensor = k;
-      sensors.set(k, entry);
-      renderTile(entry);
-      tiles.append(entry.tile);
+  return list;
+}
+
+async function loadOverview() {
+  const list = await loadSensors();
+  $("no-sensors").hidden = list.length > 0;
+  const byOwner = new Map();
+  for (const s of list) {
+    if (!byOwner.has(s.owner)) byOwner.set(s.owner, new Map());
+    const places = byOwner.get(s.owner);
+    if (!places.has(s.place)) places.set(s.place, []);
+    places.get(s.place).push(s);
+  }
+  // The viewer's own boards first, then the others by name.
+  const owners = [...byOwner.keys()].sort((a, b) => (b === me?.username) - (a === me?.username) || a.localeCompare(b));
+  const sections = owners.map((owner) => {
+    const places = byOwner.get(owner);
+    const section = el("section", "owner");
+    section.dataset.owner = owner;
+    const title = el("h2", null, owner);
+    const count = [...places.values()].reduce((n, g) => n + g.length, 0);
+    title.append(el("span", "muted", `${places.size} ${places.size === 1 ? "board" : "boards"} · ${count} sensors`));
+    const boards = el("div", "boards");
+    for (const [place, group] of [...places].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const board = el("article", "card board");
+      board.dataset.place = place;
+      const tiles = el("div", "tiles");
+      for (const s of group.sort((a, b) => a.category.localeCompare(b.category))) {
+        const entry = sensors.get(key(s));
+        entry.tile = el("a", "tile");
+        entry.tile.href = `#/sensor/${enc(s.owner)}/${enc(s.place)}/${enc(s.category)}`;
+        entry.tile.dataset.sensor = key(s);
+        entry.tile.dataset.category = s.category;
+        renderTile(entry);
+        tiles.append(entry.tile);
+      }
+      board.append(el("h3", null, place), tiles);
+      boards.append(board);
     }
-    places.append(tiles);
-  }
+    section.append(title, boards);
+    return section;
+  });
+  $("owners").replaceChildren(...sections);
   await loadTrends();
 }
 
@@ -177,79 +262,190 @@ async function loadTrends() {
     const values = trends[key(entry.sensor)];
     if (values && entry.spark.length === 0) {
       entry.spark = values.slice(-60);
-      renderTile(entry);
+      if (entry.tile) renderTile(entry);
     }
   }
 }
 
 function renderTile(entry) {
-  const s = entry.sensor, unit = config.units[s.category] || "";
+  const s = entry.sensor;
   const stale = s.last_seen_ms === null || Date.now() - s.last_seen_ms > config.stale_after_ms;
   entry.tile.classList.toggle("stale", stale);
-  const value = s.last_value === null ? "–" : `${+s.last_value.toFixed(2)}${unit ? " " + unit : ""}`;
+  entry.tile.title = `${s.owner} · ${s.place} · ${s.category}`;
+  const value = el("div", `value ${band(s.last_value, s.category)}`, formatValue(s.last_value, s.category));
   const canvas = el("canvas");
-  entry.tile.replaceChildren(
-    el("div", "category", `${s.category} · ${s.owner}`),
-    el("div", "value", value),
-    el("div", "seen", s.last_seen_ms === null ? "never" : localTime(s.last_seen_ms)),
-    canvas,
-  );
+  canvas.dataset.category = s.category;
+  entry.tile.replaceChildren(icon(s.category), el("div", "category", s.category), timeEl("div", "seen", s.last_seen_ms), value, canvas);
   drawSpark(canvas, entry.spark);
 }
 
+// The CSS variable of a category's colour (app.css defines them for both themes).
+const categoryColour = (category) => ({ temperature: "--cat-temperature", humidity: "--cat-humidity", illuminate: "--cat-illuminate", light: "--cat-illuminate" })[category] || "--cat-other";
+
 function drawSpark(canvas, values) {
   if (values.length < 2) return;
-  canvas.width = 160; canvas.height = 32;
+  const width = 240, height = 28;
+  canvas.width = width; canvas.height = height;
   const ctx = canvas.getContext("2d");
   const min = Math.min(...values), max = Math.max(...values), span = max - min || 1;
-  ctx.strokeStyle = "#2a6fdb"; ctx.lineWidth = 1.5; ctx.beginPath();
+  ctx.strokeStyle = cssVar(categoryColour(canvas.dataset.category));
+  ctx.lineWidth = 1.5; ctx.beginPath();
   values.forEach((v, i) => {
-    const x = (i / (values.length - 1)) * 158 + 1, y = 30 - ((v - min) / span) * 28;
+    const x = (i / (values.length - 1)) * (width - 2) + 1, y = height - 2 - ((v - min) / span) * (height - 4);
     i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
   });
   ctx.stroke();
 }
 
 // ---- sensor page ----
-async function showSensor(owner, place, category, from, to) {
+// Bucket widths the chart picks from, so that a point is "5 minutes", never "82 s".
+const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800].map((s) => s * 1000);
+const niceStep = (ms) => STEPS.find((s) => s >= ms) || STEPS[STEPS.length - 1];
+function stepWords(ms) {
+  const s = ms / 1000;
+  const [n, unit] = s % 86400 === 0 ? [s / 86400, "day"] : s % 3600 === 0 ? [s / 3600, "hour"] : s % 60 === 0 ? [s / 60, "minute"] : [s, "second"];
+  return n === 1 ? `1 ${unit}` : `${n} ${unit}s`;
+}
+const SERIES_COLOURS = ["--accent", "--cat-temperature", "--ok", "--cat-other", "--cat-illuminate"];
+
+function parseSensorHash() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  let compare = [];
+  try { compare = parts[6] ? JSON.parse(parts[6]) : []; } catch (e) { compare = []; }
+  return { owner: parts[1], place: parts[2], category: parts[3], from: +parts[4] || 0, to: +parts[5] || 0, compare };
+}
+function sensorHash({ owner, place, category, from, to, compare }) {
+  let hash = `#/sensor/${enc(owner)}/${enc(place)}/${enc(category)}`;
+  if (from || to || compare.length) hash += `/${from || ""}/${to || ""}`;
+  if (compare.length) hash += `/${enc(JSON.stringify(compare))}`;
+  return hash;
+}
+
+function renderNow(s) {
+  $("sensor-now").textContent = formatValue(s.last_value, s.category);
+  $("sensor-now").className = `value ${band(s.last_value, s.category)}`;
+  setTime($("sensor-seen"), s.last_seen_ms);
+}
+
+async function showSensor(view) {
+  const { owner, place, category } = view;
   const k = `${owner}/${place}/${category}`;
-  to = to || Date.now();
-  from = from || to - 86400000;
+  const to = view.to || Date.now();
+  const from = view.from || to - 86400000;
   const live = Math.abs(to - Date.now()) < 60000;
   $("sensor-title").textContent = `${place} · ${category} (${owner})`;
-  const base = `/api/sensors/${enc(owner)}/${enc(place)}/${enc(category)}/readings`;
-  $("csv-link").href = `${base}.csv?from=${from}&to=${to}`;
+  if (!sensors.has(k)) await loadSensors();
+  const entry = sensors.get(k);
+  if (entry) renderNow(entry.sensor); else { $("sensor-now").textContent = ""; setTime($("sensor-seen"), null); }
+  document.querySelectorAll("[data-range]").forEach((b) => b.classList.toggle("active", live && Math.abs(to - from - +b.dataset.range) < 60000));
+  const base = (s) => `/api/sensors/${enc(s.owner)}/${enc(s.place)}/${enc(s.category)}/readings`;
+  $("csv-link").href = `${base(view)}.csv?from=${from}&to=${to}`;
   $("range-from").value = toInputValue(from);
   $("range-to").value = toInputValue(to);
+  renderCompareControls(view);
+
   const chartBox = $("chart");
-  const width = Math.max(300, chartBox.clientWidth - 20);
-  const body = await api(`${base}?from=${from}&to=${to}&buckets=${Math.min(width, 10000)}`);
-  const xs = [], avg = [], min = [], max = [];
-  for (const b of body.buckets) {
-    xs.push((b.start + body.bucket_ms / 2) / 1000); avg.push(b.avg); min.push(b.min); max.push(b.max);
-  }
-  $("chart-note").textContent = `${body.buckets.reduce((n, b) => n + b.count, 0)} readings, ${body.buckets.length} points of ${Math.round(body.bucket_ms / 1000)} s (min / avg / max). Times in your time zone.`;
-  const unit = config.units[category] || "";
+  const width = Math.max(300, chartBox.clientWidth - 24);
+  // Whole steps: the buckets start on multiples of the step, so each point is exactly one step.
+  const step = niceStep((to - from) / Math.min(width, 1000));
+  const start = Math.floor(from / step) * step, end = Math.ceil(to / step) * step;
+  const buckets = Math.min(10000, Math.round((end - start) / step));
+  const shown = [view, ...view.compare.map((c) => { const [o, p, cat] = c.split("/"); return { owner: o, place: p, category: cat }; })];
+  const bodies = await Promise.all(shown.map((s, i) => api(`${base(s)}?from=${start}&to=${end}&buckets=${buckets}`).catch((e) => {
+    if (i === 0) throw e;
+    return { buckets: [], failed: e.message }; // a compared sensor that went away is left out
+  })));
+  // One x axis for every series: the union of bucket starts.
+  const xsMs = [...new Set(bodies.flatMap((b) => b.buckets.map((x) => x.start)))].sort((a, b) => a - b);
+  const index = new Map(xsMs.map((x, i) => [x, i]));
+  const column = (body, field) => {
+    const out = new Array(xsMs.length).fill(null);
+    for (const b of body.buckets) out[index.get(b.start)] = b[field];
+    return out;
+  };
+  const xs = xsMs.map((x) => (x + step / 2) / 1000);
+  const data = [xs, column(bodies[0], "avg"), column(bodies[0], "min"), column(bodies[0], "max")];
+  const unitOf = (s) => config.units[s.category] || s.category;
+  const scales = [...new Set(shown.map(unitOf))];
+  const colour = (i) => cssVar(SERIES_COLOURS[i % SERIES_COLOURS.length]);
+  const series = [
+    {},
+    { label: `${category} (${owner}/${place})`, stroke: colour(0), width: 2, scale: unitOf(view), value: (u, v) => (v === null ? "–" : formatValue(v, category)) },
+    { label: "min", stroke: cssVar("--band"), width: 1, scale: unitOf(view) },
+    { label: "max", stroke: cssVar("--band"), width: 1, scale: unitOf(view) },
+  ];
+  shown.slice(1).forEach((s, i) => {
+    data.push(column(bodies[i + 1], "avg"));
+    series.push({ label: `${s.category} (${s.owner}/${s.place})`, stroke: colour(i + 1), width: 1.5, scale: unitOf(s), spanGaps: true,
+      value: (u, v) => (v === null ? "–" : formatValue(v, s.category)) });
+  });
+  const axisStyle = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--line") }, ticks: { stroke: cssVar("--line") } };
+  const axes = [{ ...axisStyle }, ...scales.slice(0, 2).map((scale, i) => ({ ...axisStyle, scale, side: i === 0 ? 3 : 1, label: scale, grid: i === 0 ? axisStyle.grid : { show: false } }))];
   const opts = {
-    width, height: 320,
-    series: [
-      {},
-      { label: `avg ${unit}`, stroke: "#2a6fdb", width: 1.5 },
-      { label: "min", stroke: "#9bb8ea", width: 1 },
-      { label: "max", stroke: "#9bb8ea", width: 1 },
-    ],
+    width, height: 360, series, axes,
+    bands: [{ series: [3, 2], fill: cssVar("--band") }],
     scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
   };
   if (currentChart) currentChart.uplot.destroy();
-  const data = [xs, avg, min, max];
-  currentChart = { key: k, data, live, maxPoints: Math.max(xs.length, width), uplot: new uPlot(opts, data, chartBox) };
+  currentChart = { keys: [k], data, live, maxPoints: Math.max(xs.length, width), uplot: new uPlot(opts, data, chartBox) };
+  const count = bodies[0].buckets.reduce((n, b) => n + b.count, 0);
+  const missing = bodies.filter((b) => b.failed).map((b) => b.failed);
+  $("chart-note").textContent = `${count} readings. Each point: the average of ${stepWords(step)} (line), `
+    + `with the lowest and highest reading as a band. Times in your time zone.${missing.length ? ` Not shown: ${missing.join("; ")}.` : ""}`;
 }
+
+// A live point is its own bucket: min = avg = max. The x scale follows the present.
+function addLivePoint(r) {
+  const data = currentChart.data;
+  data[0].push(r.ts / 1000); data[1].push(r.value); data[2].push(r.value); data[3].push(r.value);
+  for (let i = 4; i < data.length; i++) data[i].push(null);
+  // A chart left open for days keeps as many points as it was drawn with, not every reading.
+  while (data[0].length > currentChart.maxPoints) for (const a of data) a.shift();
+  const u = currentChart.uplot, span = u.scales.x.max - u.scales.x.min;
+  u.setData(data, false);
+  u.setScale("x", { min: r.ts / 1000 - span, max: Math.max(r.ts / 1000, u.scales.x.max) });
+}
+
+function renderCompareControls(view) {
+  const own = key(view);
+  const options = [...sensors.values()].map((e) => key(e.sensor)).filter((k) => k !== own && !view.compare.includes(k)).sort();
+  const select = $("compare-select");
+  select.replaceChildren(el("option", null, "a sensor…"), ...options.map((k) => el("option", null, k)));
+  select.firstChild.value = "";
+  const chips = view.compare.map((k, i) => {
+    const chip = el("span", "chip");
+    const swatch = el("span", "swatch");
+    swatch.style.setProperty("--swatch", `var(${SERIES_COLOURS[(i + 1) % SERIES_COLOURS.length]})`);
+    const remove = el("button", null, "×");
+    remove.title = `Remove ${k} from the chart`;
+    remove.addEventListener("click", () => { location.hash = sensorHash({ ...view, compare: view.compare.filter((c) => c !== k) }); });
+    chip.append(swatch, el("span", null, k), remove);
+    return chip;
+  });
+  $("compare-list").replaceChildren(...chips);
+}
+$("compare-select").addEventListener("change", () => {
+  const chosen = $("compare-select").value;
+  if (!chosen) return;
+  const view = parseSensorHash();
+  location.hash = sensorHash({ ...view, compare: [...view.compare, chosen] });
+});
 
 const toInputValue = (ms) => {
   const d = new Date(ms);
   d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
   return d.toISOString().slice(0, 16);
 };
+
+document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => {
+  const view = parseSensorHash(), to = Date.now();
+  location.hash = sensorHash({ ...view, from: to - +b.dataset.range, to });
+}));
+$("range-apply").addEventListener("click", () => {
+  const view = parseSensorHash();
+  const from = new Date($("range-from").value).getTime(), to = new Date($("range-to").value).getTime();
+  if (from < to) location.hash = sensorHash({ ...view, from, to });
+});
 
 // ---- MQTT console ----
 let client = null;
@@ -262,18 +458,69 @@ const loadMqtt = () => mqttLoaded || (mqttLoaded = new Promise((resolve, reject)
   script.onerror = () => { mqttLoaded = null; reject(new Error("could not load MQTT.js")); };
   document.head.append(script);
 }));
+// Whether an MQTT topic filter (with + and #) matches a topic.
+function topicMatches(filter, topic) {
+  if (!filter || filter === "#") return true;
+  const f = filter.split("/"), t = topic.split("/");
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === "#") return true;
+    if (i >= t.length || (f[i] !== "+" && f[i] !== t[i])) return false;
+  }
+  return f.length === t.length;
+}
+const MAX_MESSAGES = 500;
 function setupConsole() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   $("console-url").value = `${scheme}://${location.host}/mqtt`;
-  const log = (text, cls) => {
-    const li = el("li", cls, `${new Date().toLocaleTimeString()}  ${text}`);
-    $("console-log").prepend(li);
-    while ($("console-log").children.length > 500) $("console-log").lastChild.remove();
+  const log = (text) => {
+    $("console-log").prepend(el("li", null, `${new Date().toLocaleTimeString()}  ${text}`));
+    while ($("console-log").children.length > 200) $("console-log").lastChild.remove();
+  };
+  const state = (text) => {
+    $("console-state").textContent = text;
+    $("console-state").className = `state ${text === "connected" ? "connected" : text.startsWith("connecting") ? "connecting" : ""}`;
+    $("console-connect-button").textContent = text === "disconnected" ? "Connect" : "Disconnect";
+  };
+  const subscriptions = new Set();
+  const renderSubscriptions = () => {
+    $("console-subscriptions").replaceChildren(...[...subscriptions].map((filter) => {
+      const chip = el("span", "chip");
+      const remove = el("button", null, "×");
+      remove.type = "button";
+      remove.title = `Unsubscribe from ${filter}`;
+      remove.addEventListener("click", () => client && client.unsubscribe(filter, () => { subscriptions.delete(filter); renderSubscriptions(); log(`unsubscribed from ${filter}`); }));
+      chip.append(el("span", null, filter), remove);
+      return chip;
+    }));
+  };
+  const showMatching = () => {
+    const filter = $("console-show").value.trim();
+    let shown = 0;
+    for (const row of $("console-messages").children) {
+      row.hidden = !topicMatches(filter, row.dataset.topic);
+      if (!row.hidden) shown++;
+    }
+    $("console-count").textContent = `${shown} of ${$("console-messages").children.length} messages`;
+  };
+  $("console-show").addEventListener("input", showMatching);
+  $("console-clear").addEventListener("click", () => { $("console-messages").replaceChildren(); showMatching(); });
+  const onMessage = (topic, payload, packet) => {
+    const row = el("tr");
+    row.dataset.topic = topic;
+    row.append(el("td", null, new Date().toLocaleTimeString()), el("td", "mono", topic), el("td", "mono", payload.toString()),
+      el("td", null, String(packet.qos)), el("td", null, packet.retain ? "retained" : ""));
+    $("console-messages").prepend(row);
+    while ($("console-messages").children.length > MAX_MESSAGES) $("console-messages").lastChild.remove();
+    showMatching();
   };
   $("console-connect").addEventListener("submit", async (e) => {
     e.preventDefault();
+    if (client) { // the button says "Disconnect"
+      client.end(true); client = null; subscriptions.clear(); renderSubscriptions();
+      state("disconnected"); log("disconnected");
+      return;
+    }
     try { await loadMqtt(); } catch (err) { log(err.message); return; }
-    if (client) { client.end(true); client = null; }
     const options = { protocolVersion: 4, clientId: `roost-console-${Math.random().toString(16).slice(2, 10)}` };
     // Empty fields connect anonymously (a server run with --allow-anonymous).
     if ($("console-username").value) {
@@ -281,26 +528,46 @@ function setupConsole() {
       options.password = $("console-password").value;
     }
     client = mqtt.connect($("console-url").value, options);
-    $("console-state").textContent = "connecting…";
-    client.on("connect", () => { $("console-state").textContent = "connected"; log("connected"); });
-    client.on("close", () => { $("console-state").textContent = "disconnected"; });
+    state("connecting…");
+    client.on("connect", () => { state("connected"); log(`connected to ${$("console-url").value}`); });
+    client.on("reconnect", () => state("connecting…"));
+    client.on("close", () => { if (client) state("connecting…"); });
     client.on("error", (err) => log(`error: ${err.message}`));
-    client.on("message", (topic, payload, packet) => log(`${topic}  ${payload.toString()}  (QoS ${packet.qos}${packet.retain ? ", retained" : ""})`, "message"));
+    client.on("message", onMessage);
   });
   $("console-subscribe").addEventListener("submit", (e) => {
     e.preventDefault();
     if (!client) return log("connect first");
-    const filter = $("console-filter").value;
-    client.subscribe(filter, { qos: 1 }, (err, granted) => log(err ? `subscribe to ${filter} refused (${err.message}): not allowed for this user, or an invalid filter` : `subscribed to ${filter} (granted ${granted.map((g) => (g.qos === 128 ? "denied" : g.qos)).join(",")})`));
+    const filter = $("console-filter").value, qos = +$("console-sub-qos").value;
+    client.subscribe(filter, { qos }, (err, granted) => {
+      if (err) return log(`subscribe to ${filter} refused (${err.message}): not allowed for this user, or an invalid filter`);
+      subscriptions.add(filter); renderSubscriptions();
+      log(`subscribed to ${filter} (granted ${granted.map((g) => (g.qos === 128 ? "denied" : g.qos)).join(",")})`);
+    });
   });
   $("console-publish").addEventListener("submit", (e) => {
     e.preventDefault();
     if (!client) return log("connect first");
     const topic = $("console-topic").value, payload = $("console-payload").value;
     const qos = +$("console-qos").value, retain = $("console-retain").checked;
-    client.publish(topic, payload, { qos, retain }, (err) => log(err ? `publish failed: ${err.message}` : `published to ${topic}`));
+    client.publish(topic, payload, { qos, retain }, (err) => log(err ? `publish failed: ${err.message}` : `published to ${topic} (QoS ${qos}${retain ? ", retained" : ""})`));
   });
 }
+
+// ---- tables with a button per row ----
+function buttonCell(label, title, onClick, cls) {
+  const button = el("button", cls, label);
+  if (title) button.title = title;
+  button.addEventListener("click", onClick);
+  const cell = el("td");
+  cell.append(button);
+  return cell;
+}
+const row = (...cells) => {
+  const tr = el("tr");
+  tr.append(...cells.map((c) => (c instanceof Node ? c : el("td", null, c))));
+  return tr;
+};
 
 // ---- rejects ----
 async function showRejects() {
@@ -310,107 +577,148 @@ async function showRejects() {
   select.replaceChildren(el("option", null, "all"), ...clients.map((c) => el("option", null, c)));
   select.firstChild.value = "";
   select.value = clients.includes(chosen) ? chosen : "";
-  const rows = list.filter((r) => !select.value || r.client_id === select.value).map((r) => {
-    const tr = el("tr");
-    tr.append(el("td", null, localTime(r.received_at_ms)), el("td", null, r.client_id), el("td", null, r.topic), el("td", null, r.payload), el("td", null, r.reason));
-    return tr;
-  });
+  const rows = list.filter((r) => !select.value || r.client_id === select.value)
+    .map((r) => row(timeEl("td", null, r.received_at_ms), r.client_id, r.topic, r.payload, r.reason));
   $("rejects-body").replaceChildren(...rows);
 }
+$("rejects-client").addEventListener("change", showRejects);
 
 // ---- API tokens ----
 async function showTokens() {
   const list = await api("/api/tokens");
-  const rows = list.map((t) => {
-    const revoke = el("button", null, "Revoke");
-    revoke.addEventListener("click", async () => {
-      await fetch(`/api/tokens/${t.id}`, { method: "DELETE" });
-      await showTokens();
-    });
-    const cell = el("td");
-    cell.append(revoke);
-    const tr = el("tr");
-    tr.append(el("td", null, String(t.id)), el("td", null, t.user), el("td", null, t.name), el("td", null, localTime(t.created_at_ms)),
-      el("td", null, t.expires_at_ms ? localTime(t.expires_at_ms) : "never"), cell);
-    return tr;
-  });
-  $("tokens-body").replaceChildren(...rows);
+  $("tokens-body").replaceChildren(...list.map((t) => row(String(t.id), t.user, t.name, timeEl("td", null, t.created_at_ms),
+    t.expires_at_ms ? localTime(t.expires_at_ms) : "never",
+    buttonCell("Revoke", "It stops working at once", async () => { await send("DELETE", `/api/tokens/${t.id}`).catch(showError); await showTokens(); }))));
 }
 $("token-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const body = { name: $("token-name").value };
   if ($("token-days").value) body.days = +$("token-days").value;
-  const r = await fetch("/api/tokens", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-  const answer = await r.json();
-  $("token-error").hidden = r.ok;
-  if (!r.ok) { $("token-error").textContent = answer.error; return; }
-  $("token-value").textContent = answer.token;
-  $("token-new").hidden = false;
-  $("token-name").value = "";
-  await showTokens();
+  try {
+    const answer = await send("POST", "/api/tokens", body);
+    $("token-error").hidden = true;
+    $("token-value").textContent = answer.token;
+    $("token-new").hidden = false;
+    $("token-name").value = "";
+    await showTokens();
+  } catch (err) {
+    $("token-error").textContent = err.message;
+    $("token-error").hidden = false;
+  }
 });
 
 // ---- persistent sessions (admins) ----
 async function showSessions() {
   const list = await api("/api/sessions");
-  const rows = list.map((s) => {
-    const drop = el("button", null, "Drop");
-    drop.title = "Remove this session with its subscriptions and queued messages";
-    drop.addEventListener("click", async () => {
+  $("sessions-body").replaceChildren(...list.map((s) => row(s.client_id, s.user || "",
+    s.online ? "online" : `offline since ${localTime(s.offline_since_ms)}`, String(s.queued), s.online ? "" : String(s.subscriptions),
+    s.expires_at_ms ? localTime(s.expires_at_ms) : "while online: never",
+    buttonCell("Drop", "Remove this session with its subscriptions and queued messages", async () => {
       if (!confirm(`Drop the session of ${s.client_id} and its ${s.queued} queued messages?`)) return;
-      await fetch(`/api/sessions/${enc(s.client_id)}`, { method: "DELETE" });
+      await send("DELETE", `/api/sessions/${enc(s.client_id)}`).catch(showError);
       await showSessions();
-    });
-    const cell = el("td");
-    cell.append(drop);
-    const tr = el("tr");
-    const state = s.online ? "online" : `offline since ${localTime(s.offline_since_ms)}`;
-    tr.append(el("td", null, s.client_id), el("td", null, s.user || ""), el("td", null, state), el("td", null, String(s.queued)),
-      el("td", null, s.online ? "" : String(s.subscriptions)), el("td", null, s.expires_at_ms ? localTime(s.expires_at_ms) : "while online: never"), cell);
-    return tr;
-  });
-  $("sessions-body").replaceChildren(...rows);
-  $("sessions-empty").hidden = rows.length > 0;
+    }))));
+  $("sessions-empty").hidden = list.length > 0;
 }
+
+// ---- users (admins) ----
+const userMessage = (text, secret) => {
+  $("user-error").hidden = true;
+  $("user-secret-text").textContent = text;
+  $("user-secret-value").textContent = secret || "";
+  $("user-secret").hidden = false;
+};
+const userError = (err) => {
+  $("user-secret").hidden = true;
+  $("user-error").textContent = err.message;
+  $("user-error").hidden = false;
+};
+async function showUsers() {
+  const list = await api("/api/users");
+  const chosen = $("grant-user").value;
+  $("grant-user").replaceChildren(...list.map((u) => el("option", null, u.name)));
+  if (list.some((u) => u.name === chosen)) $("grant-user").value = chosen;
+  $("users-body").replaceChildren(...list.map((u) => {
+    const grants = el("td");
+    for (const g of u.grants) {
+      const item = el("span", "grant chip");
+      const revoke = el("button", null, "×");
+      revoke.title = `Take back: ${g.description}`;
+      revoke.addEventListener("click", async () => {
+        try { await send("DELETE", `/api/users/${enc(u.name)}/grants?filter=${enc(g.filter)}`); await showUsers(); } catch (err) { userError(err); }
+      });
+      item.append(el("span", null, g.description), revoke);
+      grants.append(item);
+    }
+    const actions = el("div", "actions");
+    const reset = el("button", null, "New password");
+    reset.title = "Generate a new password (shown once)";
+    reset.addEventListener("click", async () => {
+      if (!confirm(`Give ${u.name} a new generated password? The old one stops working.`)) return;
+      try { const answer = await send("POST", `/api/users/${enc(u.name)}/password`, {}); userMessage(`New password of ${u.name} (shown once):`, answer.password); } catch (err) { userError(err); }
+    });
+    const remove = el("button", "danger", "Remove");
+    remove.addEventListener("click", async () => {
+      if (!confirm(`Remove ${u.name} with their grants and tokens?`)) return;
+      try { await send("DELETE", `/api/users/${enc(u.name)}`); userMessage(`Removed ${u.name}.`); await showUsers(); } catch (err) { userError(err); }
+    });
+    actions.append(reset, remove);
+    const role = u.admin ? "admin: every topic" : `device: iot/${u.name}/#`;
+    const cell = el("td");
+    cell.append(actions);
+    const tr = row(u.name, role, grants, timeEl("td", null, u.created_at_ms), cell);
+    tr.dataset.user = u.name;
+    return tr;
+  }));
+}
+$("user-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const body = { name: $("user-name").value.trim(), admin: $("user-admin").checked };
+  if ($("user-password").value) body.password = $("user-password").value;
+  try {
+    const answer = await send("POST", "/api/users", body);
+    if (answer.password) userMessage(`Created ${answer.name}. Password (shown once):`, answer.password);
+    else userMessage(`Created ${answer.name}.`);
+    $("user-name").value = $("user-password").value = "";
+    $("user-admin").checked = false;
+    await showUsers();
+  } catch (err) { userError(err); }
+});
+$("grant-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const name = $("grant-user").value;
+  const body = { filter: $("grant-filter").value.trim(), publish: $("grant-publish").checked, subscribe: $("grant-subscribe").checked };
+  try { await send("POST", `/api/users/${enc(name)}/grants`, body); userMessage(`Granted ${body.filter} to ${name}.`); $("grant-filter").value = ""; await showUsers(); } catch (err) { userError(err); }
+});
 
 // ---- routing ----
 async function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  const view = parts[0] || "overview";
+  const view = location.hash.replace(/^#\/?/, "").split("/")[0] || "overview";
   for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
-  document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === view));
+  document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === view || (view === "sensor" && a.dataset.nav === "overview")));
+  if (view !== "sensor" && currentChart) { currentChart.uplot.destroy(); currentChart = null; }
   try {
     clearError();
     if (view === "overview") await loadOverview();
-    if (view === "sensor") await showSensor(parts[1], parts[2], parts[3], +parts[4] || 0, +parts[5] || 0);
+    if (view === "sensor") await showSensor(parseSensorHash());
     if (view === "rejects") await showRejects();
     if (view === "tokens") await showTokens();
     if (view === "sessions") await showSessions();
+    if (view === "users") await showUsers();
   } catch (e) {
     showError(e);
   }
 }
-
-document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => {
-  const [, owner, place, category] = location.hash.replace(/^#\/?/, "").split("/");
-  const to = Date.now();
-  location.hash = `#/sensor/${owner}/${place}/${category}/${to - +b.dataset.range}/${to}`;
-}));
-$("range-apply").addEventListener("click", () => {
-  const [, owner, place, category] = location.hash.replace(/^#\/?/, "").split("/");
-  const from = new Date($("range-from").value).getTime(), to = new Date($("range-to").value).getTime();
-  if (from < to) location.hash = `#/sensor/${owner}/${place}/${category}/${from}/${to}`;
-});
-$("rejects-client").addEventListener("change", showRejects);
 window.addEventListener("hashchange", route);
 
 (async () => {
-  try { config = await api("/api/config"); } catch (e) { /* defaults */ }
+  try { config = { ...config, ...(await api("/api/config")) }; } catch (e) { /* defaults */ }
   setupConsole();
-  const me = await whoAmI();
+  me = await whoAmI();
   if (!me) { showLogin(); return; }
-  if (me.anonymous || me.admin) watchHealth();
+  if (me.admin) watchHealth();
   connectLive();
   await route();
-  setInterval(() => sensors.forEach(renderTile), 30000); // re-evaluate staleness
+  // Staleness changes with time alone.
+  setInterval(() => sensors.forEach((e) => e.tile && e.tile.isConnected && renderTile(e)), 30000);
 })();

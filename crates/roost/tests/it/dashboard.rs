@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium (Debian's, driven by playwright-core under
-//! Node.js): live tiles, the chart, the MQTT console, rejects, and HTML payloads staying inert.
-//! Writes the README's screenshots to docs/screenshots.
+//! Node.js): the overview by owner and board, the chart, the MQTT console, user management,
+//! rejects, and HTML in names and payloads staying inert.
+//! Writes the README's screenshots to docs/screenshots (wide and phone sizes, light and dark).
 
 use crate::support::{require_command, TestServer};
 use tokio::process::Command;
