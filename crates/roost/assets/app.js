@@ -124,7 +124,7 @@ async function whoAmI() {
   if (r.status === 401) return null;
   const who = await r.json();
   $("nav-sessions").hidden = !who.admin;
-  $("nav-users").hidden = !who.admin;
+  $("nav-users").hidden = !who.admin || who.anonymous; // accounts need a logged-in admin
   if (!who.anonymous) {
     $("who").textContent = who.username + (who.admin ? " (admin)" : "");
     $("who").hidden = $("logout").hidden = false;
@@ -312,6 +312,8 @@ function parseSensorHash() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   let compare = [];
   try { compare = parts[6] ? JSON.parse(parts[6]) : []; } catch (e) { compare = []; }
+  // A hand-made link may hold anything: keep owner/place/category strings only.
+  compare = Array.isArray(compare) ? compare.filter((c) => typeof c === "string" && c.split("/").length === 3) : [];
   return { owner: parts[1], place: parts[2], category: parts[3], from: +parts[4] || 0, to: +parts[5] || 0, compare };
 }
 function sensorHash({ owner, place, category, from, to, compare }) {
@@ -363,7 +365,7 @@ async function showSensor(view) {
     for (const b of body.buckets) out[index.get(b.start)] = b[field];
     return out;
   };
-  const xs = xsMs.map((x) => (x + step / 2) / 1000);
+  const xs = xsMs.map((x) => x / 1000); // at the bucket's start, never after now
   const data = [xs, column(bodies[0], "avg"), column(bodies[0], "min"), column(bodies[0], "max")];
   const unitOf = (s) => config.units[s.category] || s.category;
   const scales = [...new Set(shown.map(unitOf))];
@@ -397,6 +399,8 @@ async function showSensor(view) {
 // A live point is its own bucket: min = avg = max. The x scale follows the present.
 function addLivePoint(r) {
   const data = currentChart.data;
+  // x must ascend: an older reading (a device's own timestamp) shows when the chart is redrawn.
+  if (data[0].length && r.ts / 1000 <= data[0][data[0].length - 1]) return;
   data[0].push(r.ts / 1000); data[1].push(r.value); data[2].push(r.value); data[3].push(r.value);
   for (let i = 4; i < data.length; i++) data[i].push(null);
   // A chart left open for days keeps as many points as it was drawn with, not every reading.

@@ -35,7 +35,8 @@ fn try_main() -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let (args, warnings) = roost::cli::renamed::upgrade_command_line(std::env::args_os().collect(), |name| std::env::var_os(name));
+    let (args, warnings) =
+        roost::cli::renamed::upgrade_command_line(&Cli::command(), std::env::args_os().collect(), |name| std::env::var_os(name));
     for warning in warnings {
         tracing::warn!("{warning}");
     }

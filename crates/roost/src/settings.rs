@@ -48,7 +48,7 @@ impl Settings {
         // The data directory is the default database's home too.
         let database_given = from_file.contains("database")
             || matches!(matches.value_source("database"), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
-        if !database_given && args.db.dir.data_dir != std::path::Path::new(".") {
+        if !database_given {
             args.db.database = DatabaseArgs::default_in(&args.db.dir.data_dir);
         }
         check(&args).map_err(|bad| bad.into_error(|key| origin(key, Origin::CommandLine(matches), &from_file, args.config.as_ref())))?;

@@ -183,7 +183,7 @@ pub fn spec() -> Value {
             }},
             "/api/users": {
                 "get": {
-                    "summary": "Users with their role and extra grants, never passwords (admins)",
+                    "summary": "Users with their role and extra grants, never passwords (logged-in admins; refused with --allow-anonymous)",
                     "responses": {
                         "200": { "description": "Users ordered by name", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/User" } } } } },
                         "401": error_response("Not logged in"),
@@ -195,7 +195,7 @@ pub fn spec() -> Value {
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["name"], "properties": {
                         "name": { "type": "string", "description": "One topic level: 1 to 64 characters, no '/', '+', '#', spaces or leading '$'" },
                         "admin": { "type": "boolean", "default": false },
-                        "password": { "type": "string", "format": "password", "minLength": 8 } } } } } },
+                        "password": { "type": "string", "format": "password", "minLength": 8, "nullable": true, "description": "Absent or null: generated" } } } } } },
                     "responses": {
                         "200": { "description": "Created; `password` only when generated", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/User" } } } },
                         "400": error_response("Invalid name or password, or the user exists"),
@@ -220,7 +220,7 @@ pub fn spec() -> Value {
                 "summary": "Set a user's password; without `password` one is generated and answered once (admins)",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": {
-                    "password": { "type": "string", "format": "password", "minLength": 8 } } } } } },
+                    "password": { "type": "string", "format": "password", "minLength": 8, "nullable": true, "description": "Absent or null: generated" } } } } } },
                 "responses": {
                     "200": { "description": "Changed", "content": { "application/json": { "schema": { "type": "object" } } } },
                     "400": error_response("Password too short"),

@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-const MAX_DAYS: u32 = 3650;
+const MAX_DAYS: u32 = crate::cli::MAX_TOKEN_DAYS;
 
 fn user_of(viewer: &Viewer) -> Result<&str, ApiError> {
     viewer.name.as_deref().ok_or_else(|| ApiError::BadRequest("tokens belong to users, and this server runs with --allow-anonymous".into()))

@@ -14,6 +14,18 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// Accounts are managed by a logged-in admin only: with `--allow-anonymous` everyone counts as
+/// an admin, and accounts outlive that mode.
+fn require_account_admin(viewer: &Viewer) -> Result<(), ApiError> {
+    viewer.require_admin()?;
+    if viewer.name.is_none() {
+        return Err(ApiError::Forbidden(
+            "this server runs with --allow-anonymous, where anyone could manage accounts: use `roost user`, or turn logins on".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn user_json(user: &UserRecord) -> Value {
     let grants: Vec<Value> = user
         .grants
@@ -37,7 +49,7 @@ fn account_error(e: UserError) -> ApiError {
 }
 
 pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Result<Json<Value>, ApiError> {
-    viewer.require_admin()?;
+    require_account_admin(&viewer)?;
     let users = state.store.users().await?;
     Ok(Json(json!(users.iter().map(user_json).collect::<Vec<_>>())))
 }
@@ -74,7 +86,7 @@ pub async fn create(
     Extension(viewer): Extension<Viewer>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<Json<Value>, ApiError> {
-    viewer.require_admin()?;
+    require_account_admin(&viewer)?;
     check_user_name(&body.name).map_err(ApiError::BadRequest)?;
     let (secret, generated) = chosen_password(body.password)?;
     state.store.create_user(&body.name, &hash(secret.clone()).await?, body.admin).await.map_err(account_error)?;
@@ -93,7 +105,7 @@ pub async fn remove(
     Extension(viewer): Extension<Viewer>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    viewer.require_admin()?;
+    require_account_admin(&viewer)?;
     if viewer.name.as_deref() == Some(name.as_str()) {
         return Err(ApiError::BadRequest("you cannot remove your own account (another admin can)".into()));
     }
@@ -114,9 +126,10 @@ pub async fn set_password(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<NewPassword>,
 ) -> Result<Json<Value>, ApiError> {
-    viewer.require_admin()?;
+    require_account_admin(&viewer)?;
     let (secret, generated) = chosen_password(body.password)?;
     state.store.set_password(&name, &hash(secret.clone()).await?).await.map_err(account_error)?;
+    tracing::info!(user = %name, by = viewer.name.as_deref().unwrap_or("anonymous"), "password changed from the dashboard; its sessions ended");
     let mut answer = json!({ "name": name });
     if generated {
         answer["password"] = json!(secret);
@@ -143,9 +156,10 @@ pub async fn grant(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<NewGrant>,
 ) -> Result<Json<Value>, ApiError> {
-    viewer.require_admin()?;
+    require_account_admin(&viewer)?;
     let grant = new_grant(&body.filter, body.publish, body.subscribe).map_err(ApiError::BadRequest)?;
     state.store.grant(&name, &grant).await.map_err(account_error)?;
+    tracing::info!(user = %name, grant = %describe(&grant), by = viewer.name.as_deref().unwrap_or("anonymous"), "grant added from the dashboard");
     let user = state.store.user(&name).await?.ok_or_else(|| ApiError::NotFound(format!("there is no user named {name:?}")))?;
     Ok(Json(user_json(&user)))
 }
@@ -161,10 +175,11 @@ pub async fn revoke(
     ApiPath(name): ApiPath<String>,
     ApiQuery(query): ApiQuery<GrantQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    viewer.require_admin()?;
+    require_account_admin(&viewer)?;
     if !state.store.revoke(&name, &query.filter).await.map_err(account_error)? {
         return Err(ApiError::NotFound(format!("{name} has no grant for {:?}", query.filter)));
     }
+    tracing::info!(user = %name, filter = %query.filter, by = viewer.name.as_deref().unwrap_or("anonymous"), "grant taken back from the dashboard");
     let user = state.store.user(&name).await?.ok_or_else(|| ApiError::NotFound(format!("there is no user named {name:?}")))?;
     Ok(Json(user_json(&user)))
 }

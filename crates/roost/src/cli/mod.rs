@@ -51,8 +51,8 @@ pub enum TokenCommand {
         /// What it is for, shown by `list`.
         #[arg(long, default_value = "api")]
         name: String,
-        /// How long until it expires, e.g. 90d or 12h (at most a year). [default: never]
-        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        /// How long until it expires, with a unit: e.g. 90d or 12h (at most 3650d). [default: never]
+        #[arg(long, value_parser = parse_lifetime, value_name = "DURATION")]
         expires_in: Option<Duration>,
         #[command(flatten)]
         db: DatabaseArgs,
@@ -261,6 +261,23 @@ pub struct BenchArgs {
     pub template: TopicTemplate,
 }
 
+/// Longest API token lifetime, in days (the API's `days` has the same limit).
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+
+/// A token's lifetime: a duration with a unit, at most [`MAX_TOKEN_DAYS`]. A bare number is
+/// refused: `--days 30` meant days, and 30 seconds would be a surprise.
+fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    if !text.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("{s:?} needs a unit, e.g. 90d or 12h"));
+    }
+    match text.strip_suffix('d').map(|n| n.trim().parse::<f64>()) {
+        Some(Ok(days)) if days > 0.0 && days <= f64::from(MAX_TOKEN_DAYS) => Ok(Duration::from_secs_f64(days * 86_400.0)),
+        Some(Ok(_)) => Err(format!("{s:?}: a token lives at most {MAX_TOKEN_DAYS}d")),
+        _ => parse_duration(text),
+    }
+}
+
 fn parse_qos(s: &str) -> Result<QoS, String> {
     match s {
         "0" => Ok(QoS::AtMostOnce),
@@ -308,8 +325,12 @@ pub struct DataDirArgs {
 }
 
 impl DatabaseArgs {
-    /// The default database of the data directory (`sqlite://DIR/roost.db`).
+    /// The default database of the data directory (`sqlite://DIR/roost.db`), used by every
+    /// command when no database was given (and, for the client commands, no server runs there).
     pub fn default_in(dir: &std::path::Path) -> DatabaseUrl {
+        if dir == std::path::Path::new(".") {
+            return DatabaseUrl::new("sqlite://roost.db".to_owned());
+        }
         DatabaseUrl::new(format!("sqlite://{}", dir.join("roost.db").display()))
     }
 }
@@ -379,7 +400,8 @@ pub struct ServeArgs {
     pub units: Vec<(String, String)>,
 
     /// A category's normal range, as CATEGORY=LOW..HIGH; the dashboard colours values below and
-    /// above it. Repeat for several. [default: temperature=18..26, humidity=30..60]
+    /// above it. Repeat for several; the ranges given replace the defaults.
+    /// [default: temperature=18..26, humidity=30..60]
     #[arg(long = "normal-range", value_name = "CATEGORY=LOW..HIGH", value_parser = parse_normal_range)]
     pub normal_ranges: Vec<(String, NormalRange)>,
 
@@ -531,6 +553,16 @@ mod tests {
         assert!(err.to_string().contains("unknown scheme"), "{err}");
         let err = Cli::try_parse_from(["roost", "bench", "--qos", "5"]).unwrap_err();
         assert!(err.to_string().contains("is not a QoS"), "{err}");
+    }
+
+    #[test]
+    fn token_lifetimes_need_a_unit() {
+        assert_eq!(parse_lifetime("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(parse_lifetime("3650d").unwrap(), Duration::from_secs(3650 * 86_400));
+        assert_eq!(parse_lifetime("12h").unwrap(), Duration::from_secs(12 * 3600));
+        assert!(parse_lifetime("30").unwrap_err().contains("needs a unit"));
+        assert!(parse_lifetime("3651d").unwrap_err().contains("at most 3650d"));
+        assert!(parse_lifetime("0d").is_err());
     }
 
     #[test]

@@ -91,17 +91,33 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
 
 /// The command line with old flag names replaced by new ones, and old environment variables
 /// turned into the new flags (when neither the new flag nor the new variable is given), plus
-/// one warning per old name used. `env` reads an environment variable.
-pub fn upgrade_command_line(args: Vec<OsString>, env: impl Fn(&str) -> Option<OsString>) -> (Vec<OsString>, Vec<String>) {
+/// one warning per old name used. `cli` says which of the current flags take a value (that
+/// value is never taken for a flag name); `env` reads an environment variable.
+pub fn upgrade_command_line(
+    cli: &clap::Command,
+    args: Vec<OsString>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> (Vec<OsString>, Vec<String>) {
     let command: Vec<String> = args.iter().skip(1).map_while(|a| a.to_str().filter(|a| !a.starts_with('-')).map(str::to_owned)).collect();
     let renamed: Vec<&RenamedFlag> =
         FLAGS.iter().filter(|r| command.len() >= r.command.len() && command[..r.command.len()] == *r.command).collect();
+    let mut subcommand = cli;
+    for word in &command {
+        match subcommand.find_subcommand(word) {
+            Some(found) => subcommand = found,
+            None => break,
+        }
+    }
+    let takes_value = |flag: &str| {
+        flag.strip_prefix("--")
+            .is_some_and(|long| subcommand.get_arguments().any(|a| a.get_long() == Some(long) && a.get_action().takes_values()))
+    };
     let mut warnings = Vec::new();
     let mut upgraded = Vec::with_capacity(args.len());
     let mut args = args.into_iter();
     let mut pending_unit: Option<&str> = None;
     while let Some(arg) = args.next() {
-        if let Some(unit) = pending_unit.take() {
+        if let Some(unit) = pending_unit.take().filter(|_| arg != "--") {
             upgraded.push(with_unit(arg, unit));
             continue;
         }
@@ -110,31 +126,41 @@ pub fn upgrade_command_line(args: Vec<OsString>, env: impl Fn(&str) -> Option<Os
             upgraded.extend(args.by_ref());
             break;
         }
-        let text = arg.to_string_lossy();
+        let text = arg.to_string_lossy().into_owned();
+        if takes_value(&text) {
+            // A current flag: its value is passed on as it is, whatever it looks like.
+            upgraded.push(arg);
+            upgraded.extend(args.next());
+            continue;
+        }
         let (name, value) = match text.split_once('=') {
-            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-            None => (text.into_owned(), None),
+            Some((name, value)) => (name, Some(value)),
+            None => (text.as_str(), None),
         };
         let Some(rename) = renamed.iter().find(|r| r.old_flag == name) else {
             upgraded.push(arg);
             continue;
         };
         warnings.push(format!("{} is now {}; the old name will stop working in the next release", rename.old_flag, rename.new_flag));
-        match (value, rename.unit) {
-            (Some(value), unit) => {
-                upgraded.push(format!("{}={}", rename.new_flag, unit.map_or(value.clone(), |u| add_unit(&value, u))).into())
+        match value {
+            Some(value) => {
+                upgraded.push(format!("{}={}", rename.new_flag, rename.unit.map_or(value.to_owned(), |u| add_unit(value, u))).into())
             }
-            (None, unit) => {
+            None => {
                 upgraded.push(rename.new_flag.into());
-                pending_unit = unit;
+                pending_unit = rename.unit;
             }
         }
     }
+    // Flags made from old variables go before a `--`, where clap still reads flags.
+    let flags_end = upgraded.iter().position(|a| a == "--").unwrap_or(upgraded.len());
+    let mut from_env = Vec::new();
     for rename in renamed {
         let (Some(old_env), Some(new_env)) = (rename.old_env, rename.new_env) else { continue };
         let Some(value) = env(old_env) else { continue };
-        let flag_given =
-            upgraded.iter().any(|a| a.to_str().is_some_and(|a| a == rename.new_flag || a.starts_with(&format!("{}=", rename.new_flag))));
+        let flag_given = upgraded[..flags_end]
+            .iter()
+            .any(|a| a.to_str().is_some_and(|a| a == rename.new_flag || a.starts_with(&format!("{}=", rename.new_flag))));
         if flag_given || env(new_env).is_some() {
             warnings.push(format!("{old_env} is ignored: {} or {new_env} is set (and {old_env} is the old name)", rename.new_flag));
             continue;
@@ -142,8 +168,9 @@ pub fn upgrade_command_line(args: Vec<OsString>, env: impl Fn(&str) -> Option<Os
         warnings.push(format!("{old_env} is now {new_env}; the old name will stop working in the next release"));
         let mut flag = OsString::from(format!("{}=", rename.new_flag));
         flag.push(value);
-        upgraded.push(flag);
+        from_env.push(flag);
     }
+    upgraded.splice(flags_end..flags_end, from_env);
     (upgraded, warnings)
 }
 
@@ -177,7 +204,8 @@ mod tests {
 
     fn upgrade(args: &[&str], env: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let (args, warnings) = upgrade_command_line(args.iter().map(OsString::from).collect(), |name| {
+        let cli = <crate::cli::Cli as clap::CommandFactory>::command();
+        let (args, warnings) = upgrade_command_line(&cli, args.iter().map(OsString::from).collect(), |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| OsString::from(v))
         });
         (args.into_iter().map(|a| a.into_string().unwrap()).collect(), warnings)
@@ -194,12 +222,17 @@ mod tests {
     }
 
     #[test]
-    fn a_value_that_looks_like_an_old_flag_is_left_alone() {
+    fn values_and_other_commands_are_left_alone() {
         let (args, warnings) = upgrade(&["roost", "user", "add", "--mqtt"], &[]);
         assert_eq!(args, ["roost", "user", "add", "--mqtt"], "not a renamed flag of `user add`: clap says so");
         assert!(warnings.is_empty());
-        let (args, _) = upgrade(&["roost", "serve", "--", "--mqtt"], &[]);
-        assert_eq!(args, ["roost", "serve", "--", "--mqtt"]);
+        let (args, warnings) = upgrade(&["roost", "simulate", "--password", "--mqtt", "--owner", "--days"], &[]);
+        assert_eq!(args, ["roost", "simulate", "--password", "--mqtt", "--owner", "--days"], "values of current flags");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (args, _) = upgrade(&["roost", "token", "create", "u", "--name", "--days", "--days", "7"], &[]);
+        assert_eq!(args, ["roost", "token", "create", "u", "--name", "--days", "--expires-in", "7d"]);
+        let (args, _) = upgrade(&["roost", "serve", "--", "--mqtt"], &[("ROOST_MQTT", "a:1")]);
+        assert_eq!(args, ["roost", "serve", "--mqtt-listen=a:1", "--", "--mqtt"], "after `--` nothing is a flag");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             TokenKind::Session => "session",
             TokenKind::Console => "console",

@@ -1,7 +1,7 @@
 //! User accounts and their extra grants: the SQL of `roost user` and of MQTT authentication.
 //! Passwords arrive here already hashed (Argon2id, `crate::auth::password`).
 
-use super::{decode_rows, query_err, Pool, Store, StoreError};
+use super::{decode_rows, query_err, Pool, Store, StoreError, TokenKind};
 use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
 
@@ -117,15 +117,32 @@ impl Store {
         })
     }
 
+    /// Sets a new password and ends the user's dashboard sessions and console tokens (which
+    /// were granted by the old one), in one transaction. API tokens stay: they are revoked
+    /// one by one (`roost token revoke`).
     pub async fn set_password(&self, name: &str, password_hash: &str) -> Result<(), UserError> {
-        let changed = on_pool!(self, pool => QueryBuilder::new("UPDATE users SET password_hash = ")
-            .push_bind(password_hash)
-            .push(" WHERE name = ").push_bind(name)
-            .build()
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(query_err("changing a password")))?;
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
+            let changed = QueryBuilder::new("UPDATE users SET password_hash = ")
+                .push_bind(password_hash)
+                .push(" WHERE name = ").push_bind(name)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("changing a password"))?
+                .rows_affected();
+            QueryBuilder::new("DELETE FROM tokens WHERE kind IN (")
+                .push_bind(TokenKind::Session.as_str())
+                .push(", ").push_bind(TokenKind::Console.as_str())
+                .push(") AND user_id IN (SELECT id FROM users WHERE name = ").push_bind(name)
+                .push(")")
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("ending a user's sessions"))?;
+            tx.commit().await.map_err(query_err("committing"))?;
+            changed
+        });
         if changed == 0 {
             return Err(UserError::NoSuchUser(name.to_owned()));
         }

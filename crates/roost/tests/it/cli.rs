@@ -358,7 +358,15 @@ async fn old_names_work_with_a_warning() {
         assert!(stderr.contains(warning), "{stderr}");
         assert!(stderr.contains(&format!("binding the MQTT listener to {taken}")), "the old name's value is used: {stderr}");
     }
-    let out = roost(&dir).args(["token", "create", "nobody", "--days", "30"]).output().await.unwrap();
+    // `--days 30` still means 30 days.
+    assert!(roost(&dir).arg("migrate").output().await.unwrap().status.success());
+    assert!(roost(&dir).args(["user", "add", "alice"]).output().await.unwrap().status.success());
+    let out = roost(&dir).args(["token", "create", "alice", "--days", "30"]).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--days is now --expires-in") && stderr.contains("no database at"), "{stderr}");
+    assert!(out.status.success() && stderr.contains("--days is now --expires-in"), "{stderr}");
+    let list = roost(&dir).args(["token", "list"]).output().await.unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    let in_30_days = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let date = format!("{:04}-{:02}-{:02}", in_30_days.year(), in_30_days.month() as u8, in_30_days.day());
+    assert!(listed.lines().any(|l| l.starts_with("1 ") && l.contains(&date)), "expires on {date}: {listed}");
 }

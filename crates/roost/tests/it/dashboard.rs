@@ -1,6 +1,6 @@
 //! The dashboard in a real headless Chromium (Debian's, driven by playwright-core under
-//! Node.js): the overview by owner and board, the chart, the MQTT console, user management,
-//! rejects, and HTML in names and payloads staying inert.
+//! Node.js): the overview by owner and board, the chart, the MQTT console, user management
+//! (logins on), rejects, and HTML in names and payloads staying inert.
 //! Writes the README's screenshots to docs/screenshots (wide and phone sizes, light and dark).
 
 use crate::support::{require_command, TestServer};
@@ -66,6 +66,14 @@ async fn login_page_and_a_device_users_view_in_chromium() {
         assert!(matches!(raw.recv().await, Some(mqtt_codec::Packet::PubAck(_))));
     }
     run_browser_script("login-e2e.mjs", &server, &["alice", "alice-secret"]).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_manage_users_in_chromium() {
+    let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
+    crate::support::add_user(&server.store, "root", "root-secret", true).await;
+    run_browser_script("users-e2e.mjs", &server, &["root", "root-secret"]).await;
     server.stop().await;
 }
 

@@ -368,6 +368,15 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
     assert_eq!((status, reset.get("password")), (200, None));
     let (_, ack) = Raw::login(server.mqtt, "carol-3", "carol", &generated).await;
     assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD, "the old password stops working");
+    let carol = login("carol", "carol-new-secret").await;
+    assert_eq!(call(Method::GET, "/api/me", &carol, None).await.0, 200);
+    assert_eq!(call(Method::POST, "/api/users/carol/password", &root, Some(serde_json::json!({}))).await.0, 200);
+    let (status, _) = call(Method::GET, "/api/me", &carol, None).await;
+    assert_eq!(status, 401, "a new password ends the user's dashboard sessions");
+    assert_eq!(
+        call(Method::POST, "/api/users/carol/password", &root, Some(serde_json::json!({ "password": "carol-new-secret" }))).await.0,
+        200
+    );
     assert_eq!(call(Method::POST, "/api/users/nobody/password", &root, Some(serde_json::json!({}))).await.0, 404);
 
     assert_eq!(call(Method::DELETE, "/api/users/root", &root, None).await.0, 400, "an admin cannot remove themself");
@@ -376,6 +385,21 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
     assert_eq!(call(Method::DELETE, "/api/users/carol", &root, None).await.0, 404);
     let (_, ack) = Raw::login(server.mqtt, "carol-4", "carol", "carol-new-secret").await;
     assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD, "a removed user cannot log in");
+    server.stop().await;
+}
+
+/// With `--allow-anonymous` everyone counts as an admin, and accounts outlive that mode: the
+/// users API refuses to manage them.
+#[tokio::test]
+async fn accounts_are_not_managed_anonymously() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", server.http);
+    assert_eq!(http.get(url("/api/users")).send().await.unwrap().status(), 403);
+    let made = http.post(url("/api/users")).json(&serde_json::json!({ "name": "mallory", "admin": true })).send().await.unwrap();
+    assert_eq!(made.status(), 403);
+    assert!(made.text().await.unwrap().contains("--allow-anonymous"));
+    assert!(server.store.user("mallory").await.unwrap().is_none());
     server.stop().await;
 }
 
