@@ -36,15 +36,19 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
-/// `Json`, with a 400 JSON error for a missing content type or a malformed body.
+/// `Json` of a JSON object (serde would also take an array for a struct), with a 400 JSON error
+/// for a missing content type or a malformed body.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
+        match Json::<serde_json::Value>::from_request(request, state).await {
+            Ok(Json(value)) if value.is_object() => {
+                serde_json::from_value(value).map(Self).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+            }
+            Ok(Json(_)) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
             Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::TooLarge(rejection.body_text()))
             }

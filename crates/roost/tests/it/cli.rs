@@ -15,20 +15,8 @@ fn roost(dir: &tempfile::TempDir) -> Command {
 #[tokio::test]
 async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = roost(&dir)
-        .args([
-            "serve",
-            "--allow-anonymous",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--mqtt-ws-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        roost(&dir).args(["serve", "--allow-anonymous"]).args(crate::support::ANY_PORTS).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addr = None;
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -70,17 +58,8 @@ async fn migrate_creates_the_schema_and_says_so() {
 async fn an_unreachable_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = roost(&dir)
-        .args([
-            "serve",
-            "--database",
-            "postgres://nobody@127.0.0.1:1/none",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--mqtt-ws-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--database", "postgres://nobody@127.0.0.1:1/none"])
+        .args(crate::support::ANY_PORTS)
         .output()
         .await
         .unwrap();
@@ -149,7 +128,7 @@ async fn invalid_settings_from_any_source_name_the_key_and_exit_2() {
         ("login_failure_window", "30d", "\"30d\""),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let listeners = ["--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let listeners = crate::support::ANY_PORTS;
     for &(key, value, toml_value) in CASES {
         let flag = format!("--{}", key.replace('_', "-"));
         let env = format!("ROOST_{}", key.to_uppercase());
@@ -229,21 +208,7 @@ async fn an_unreachable_database_is_reported_with_its_cause_once() {
     let dir = tempfile::tempdir().unwrap();
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("postgres://root@127.0.0.1:{closed_port}/roost");
-    let out = roost(&dir)
-        .args([
-            "serve",
-            "--database",
-            &url,
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--mqtt-ws-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .await
-        .unwrap();
+    let out = roost(&dir).args(["serve", "--database", &url]).args(crate::support::ANY_PORTS).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let line = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{stderr}"));
@@ -276,20 +241,8 @@ async fn account_commands_never_create_an_empty_database() {
 #[tokio::test]
 async fn other_commands_find_the_running_server() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = roost(&dir)
-        .args([
-            "serve",
-            "--allow-anonymous",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--mqtt-ws-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server =
+        roost(&dir).args(["serve", "--allow-anonymous"]).args(crate::support::ANY_PORTS).stderr(Stdio::null()).spawn().unwrap();
     let file = dir.path().join("roost-serve.json");
     crate::support::eventually("roost-serve.json is written", || file.exists()).await;
     let described: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
@@ -318,7 +271,9 @@ async fn other_commands_find_the_running_server() {
 async fn the_data_directory_holds_the_default_database() {
     let (cwd, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut server = roost(&cwd)
-        .args(["serve", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve"])
+        .args(crate::support::ANY_PORTS)
+        .arg("--data-dir")
         .arg(data.path())
         .stderr(Stdio::null())
         .spawn()

@@ -24,16 +24,8 @@ const WINDOW: usize = 20;
 /// Starts the `roost` binary on `database` and returns it with its MQTT address.
 pub async fn spawn_roost(database: &DatabaseUrl) -> (Child, SocketAddr) {
     let mut child = crate::support::roost_command("info")
-        .args([
-            "serve",
-            "--allow-anonymous",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--mqtt-ws-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--allow-anonymous"])
+        .args(crate::support::ANY_PORTS)
         .args(["--database", database.expose_secret()])
         .stderr(Stdio::piped())
         .spawn()

@@ -310,14 +310,10 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
     add_user(&server.store, "root", "root-secret", true).await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{}{path}", server.http);
-    let login = |user: &str, secret: &str| {
-        let request = http.post(url("/api/login")).json(&serde_json::json!({ "username": user, "password": secret }));
-        async move {
-            let response = request.send().await.unwrap();
-            response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
-        }
-    };
-    let (alice, root) = (login("alice", "alice-secret").await, login("root", "root-secret").await);
+    let (alice, root) = (
+        crate::support::dashboard_login(&http, &server, "alice", "alice-secret").await,
+        crate::support::dashboard_login(&http, &server, "root", "root-secret").await,
+    );
     let call = |method: reqwest::Method, path: &str, cookie: &str, body: Option<serde_json::Value>| {
         let mut request = http.request(method, url(path)).header("cookie", cookie);
         if let Some(body) = body {
@@ -368,7 +364,7 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
     assert_eq!((status, reset.get("password")), (200, None));
     let (_, ack) = Raw::login(server.mqtt, "carol-3", "carol", &generated).await;
     assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD, "the old password stops working");
-    let carol = login("carol", "carol-new-secret").await;
+    let carol = crate::support::dashboard_login(&http, &server, "carol", "carol-new-secret").await;
     assert_eq!(call(Method::GET, "/api/me", &carol, None).await.0, 200);
     assert_eq!(call(Method::POST, "/api/users/carol/password", &root, Some(serde_json::json!({}))).await.0, 200);
     let (status, _) = call(Method::GET, "/api/me", &carol, None).await;
@@ -378,6 +374,8 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
         200
     );
     assert_eq!(call(Method::POST, "/api/users/nobody/password", &root, Some(serde_json::json!({}))).await.0, 404);
+    let (status, body) = call(Method::POST, "/api/users/carol/password", &root, Some(serde_json::json!([null]))).await;
+    assert_eq!((status, &body["error"]), (400, &serde_json::json!("the body must be a JSON object")), "not an array for a struct");
 
     assert_eq!(call(Method::DELETE, "/api/users/root", &root, None).await.0, 400, "an admin cannot remove themself");
     assert_eq!(call(Method::DELETE, "/api/users/carol", &alice, None).await.0, 403);
@@ -449,14 +447,10 @@ async fn users_manage_their_own_api_tokens_and_admins_everyones() {
     add_user(&server.store, "root", "root-secret", true).await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{}{path}", server.http);
-    let login = |user: &str, secret: &str| {
-        let request = http.post(url("/api/login")).json(&serde_json::json!({ "username": user, "password": secret }));
-        async move {
-            let response = request.send().await.unwrap();
-            response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
-        }
-    };
-    let (alice, root) = (login("alice", "alice-secret").await, login("root", "root-secret").await);
+    let (alice, root) = (
+        crate::support::dashboard_login(&http, &server, "alice", "alice-secret").await,
+        crate::support::dashboard_login(&http, &server, "root", "root-secret").await,
+    );
     let create = |cookie: &str, name: &str| {
         http.post(url("/api/tokens")).header("cookie", cookie).json(&serde_json::json!({ "name": name, "days": 30 })).send()
     };

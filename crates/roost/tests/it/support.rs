@@ -268,3 +268,17 @@ pub fn roost_command(log: &str) -> tokio::process::Command {
     }
     cmd
 }
+
+/// `roost serve` flags that put its plain listeners on free ports, for tests that run the binary.
+pub const ANY_PORTS: [&str; 6] = ["--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+
+/// Logs in to the dashboard's API as `user` and returns the session cookie (`name=value`).
+pub async fn dashboard_login(http: &reqwest::Client, server: &TestServer, user: &str, secret: &str) -> String {
+    let response = http
+        .post(format!("http://{}/api/login", server.http))
+        .json(&serde_json::json!({ "username": user, "password": secret }))
+        .send()
+        .await
+        .unwrap();
+    response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+}

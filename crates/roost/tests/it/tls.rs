@@ -120,17 +120,7 @@ async fn tls_settings_that_cannot_work_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let roost = || {
         let mut cmd = roost_command("info");
-        cmd.current_dir(dir.path()).args([
-            "serve",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--mqtt-ws-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtts-listen",
-            "127.0.0.1:0",
-        ]);
+        cmd.current_dir(dir.path()).args(["serve", "--mqtts-listen", "127.0.0.1:0"]).args(crate::support::ANY_PORTS);
         cmd
     };
     let (ok, out) = output(roost().args(["--tls-cert", "cert.pem"])).await;
@@ -168,7 +158,7 @@ async fn sighup_reloads_the_certificate() {
             "--tls-check-interval",
             "200ms",
         ])
-        .args(["--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(crate::support::ANY_PORTS)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
