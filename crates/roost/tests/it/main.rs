@@ -14,6 +14,7 @@ mod ingest;
 mod limits;
 mod mosquitto_clients;
 mod mqttjs;
+mod packaging;
 mod paho;
 mod proxy;
 mod rumqttc_clients;
