@@ -1,8 +1,7 @@
-//! The container recipe (`packaging/Containerfile`) cannot be built here (no image registry is
-//! reachable), so it is checked against the code instead: the ports it exposes are the default
-//! listeners, its data directory is one path everywhere, and it copies only what
-//! `scripts/release` puts in a release directory. The Debian package is installed and run by
-//! `scripts/test-deb` from `.ci/run`.
+//! The container recipe (`packaging/Containerfile`) checked against the code: the ports it
+//! exposes are the default listeners, its data directory is one path everywhere, and it copies
+//! only what `scripts/release` puts in a release directory. `.ci/run` also builds and runs it
+//! (`scripts/check-container`), and installs and runs the Debian package (`scripts/test-deb`).
 
 use roost::cli::ServeArgs;
 use std::collections::BTreeSet;
