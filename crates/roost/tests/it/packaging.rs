@@ -58,7 +58,8 @@ fn the_container_recipe_matches_the_defaults_and_the_release() {
     let release = repo_file("scripts/release");
     for copy in all("COPY") {
         let source = copy.split_whitespace().next().unwrap().to_owned();
-        let shipped = source == "roost" || release.lines().any(|l| l.trim_start().starts_with("cp ") && l.split_whitespace().any(|w| w == source));
+        let shipped =
+            source == "roost" || release.lines().any(|l| l.trim_start().starts_with("cp ") && l.split_whitespace().any(|w| w == source));
         assert!(shipped, "COPY {source}: scripts/release does not put it in the release directory");
     }
 }
