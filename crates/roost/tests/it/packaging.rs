@@ -52,7 +52,10 @@ fn the_container_recipe_matches_the_defaults_and_the_release() {
     assert_eq!(one("ENV"), format!("ROOST_DATA_DIR={data}"));
     assert_eq!(one("USER"), "roost");
     let prepare = one("RUN");
-    assert!(prepare.contains("roost:x:10001:10001:") && prepare.contains("chown 10001:10001 /rootfs/var/lib/roost"), "the user owns the data directory");
+    assert!(
+        prepare.contains("roost:x:10001:10001:") && prepare.contains("chown 10001:10001 /rootfs/var/lib/roost"),
+        "the user owns the data directory"
+    );
     let stages = all("FROM");
     assert_eq!(stages.last().map(String::as_str), Some("scratch"), "the image holds the static binary and nothing else: {stages:?}");
     assert_eq!(one("STOPSIGNAL"), "SIGTERM", "Roost stops cleanly on SIGTERM");
