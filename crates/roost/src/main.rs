@@ -110,9 +110,9 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
         Command::Serve(args) => {
             let serve_matches = matches.subcommand_matches("serve").expect("serve was parsed");
             let settings = roost::settings::Settings::from_command_line(args, serve_matches)?;
-            let app = App::build(&settings).await?.with_utc_offset(utc_offset_secs);
             let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            cancel_on_signal(shutdown.clone())?;
+            let app = App::build(&settings).await?.with_utc_offset(utc_offset_secs);
             app.run_until_stopped(shutdown).await?;
         }
         Command::Migrate(args) => {
@@ -124,7 +124,7 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
         Command::Simulate(args) => {
             let config = roost::sim::FleetConfig::from_args(&args, utc_offset_secs);
             let stop = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(stop.clone()));
+            cancel_on_signal(stop.clone())?;
             if let Some(duration) = args.duration {
                 let stop = stop.clone();
                 tokio::spawn(async move {
@@ -151,7 +151,7 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
         Command::Bench(args) => {
             let config = roost::bench::BenchConfig::from_args(&args);
             let stop = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(stop.clone()));
+            cancel_on_signal(stop.clone())?;
             tracing::info!(
                 broker = %config.client.url,
                 database = %config.database,
@@ -177,19 +177,28 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
     Ok(ExitCode::SUCCESS)
 }
 
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Cancels `shutdown` on Ctrl-C or SIGTERM. The handlers are installed before this returns:
+/// a signal that arrives right after the server says it is ready (a supervisor, a script) must
+/// find them, not the default action that kills the process.
+fn cancel_on_signal(shutdown: CancellationToken) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut interrupt) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("signal received");
+            shutdown.cancel();
+        });
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("signal received");
-    shutdown.cancel();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("signal received");
+        shutdown.cancel();
+    });
+    Ok(())
 }
