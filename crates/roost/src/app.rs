@@ -8,6 +8,7 @@ use crate::auth::UserAuth;
 use crate::broker::{self, AllowAll, Authenticate, Broker, BrokerConfig};
 use crate::broker_store::{BrokerStore, StateQueue};
 use crate::ingest::{self, Ingest, IngestConfig, IngestStats, TopicTemplate, WriterConfig};
+use crate::lifecycle::{LifecycleConfig, RetentionPolicy, SharedStatus};
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
 use crate::settings::Settings;
 use crate::sim::FleetConfig;
@@ -37,6 +38,9 @@ const LIVE_FEED_BATCHES: usize = 256;
 pub struct App {
     broker: Arc<Broker>,
     store: Arc<Store>,
+    /// Retention, the purge, the database's disk.
+    lifecycle: LifecycleConfig,
+    lifecycle_status: SharedStatus,
     ingest_stats: Arc<IngestStats>,
     jobs: tokio::sync::mpsc::Receiver<ingest::Job>,
     state_queue: StateQueue,
@@ -113,6 +117,25 @@ impl App {
         let templates = if args.templates.is_empty() { TopicTemplate::defaults() } else { args.templates.clone() };
         let (jobs_tx, jobs) = tokio::sync::mpsc::channel(args.ingest_queue as usize);
         let ingest_stats = Arc::new(IngestStats::default());
+        let retention = RetentionPolicy {
+            default: args.retention,
+            rules: args.retention_rules.clone(),
+            minute_rollups: args.minute_rollup_retention,
+            hourly_rollups: args.hourly_rollup_retention,
+            templates: templates.clone(),
+        };
+        info!(
+            raw = %retention.default,
+            rules = retention.rules.len(),
+            minutes = %retention.minute_rollups,
+            hours = %retention.hourly_rollups,
+            "retention: raw readings and rejects older than `raw` are deleted (--retention; `forever` keeps them)"
+        );
+        let lifecycle = LifecycleConfig {
+            policy: retention,
+            disk_path: store.url().sqlite_file().unwrap_or_else(|| args.db.dir.data_dir.clone()),
+            low_disk_percent: args.low_disk_percent,
+        };
         let ingest = Ingest::new(IngestConfig { templates, max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
         let login_limiter = Arc::new(LoginLimiter::new(LimiterConfig {
             per_name: args.max_login_failures,
@@ -151,6 +174,8 @@ impl App {
         Ok(Self {
             broker,
             store,
+            lifecycle,
+            lifecycle_status: SharedStatus::default(),
             ingest_stats,
             jobs,
             state_queue,
@@ -261,8 +286,16 @@ impl App {
             None => (None, None),
         };
         tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), ws_tls, shutdown.clone(), tracker.clone()));
+        tracker.spawn(crate::lifecycle::run(
+            Arc::clone(&self.store),
+            self.lifecycle.clone(),
+            Arc::clone(&self.lifecycle_status),
+            shutdown.clone(),
+        ));
         let api_state = ApiState {
             store: Arc::clone(&self.store),
+            retention: Arc::new(self.lifecycle.policy.clone()),
+            lifecycle: Arc::clone(&self.lifecycle_status),
             broker: Arc::clone(&self.broker),
             ingest: Arc::clone(&self.ingest_stats),
             broker_state: Arc::clone(&self.state_health),

@@ -3,7 +3,9 @@
 
 use crate::cli::{renamed, ServeArgs};
 use crate::ingest::TopicTemplate;
-use crate::settings::parse_duration;
+use crate::lifecycle::RetentionRule;
+use crate::model::Keep;
+use crate::settings::{parse_duration, parse_keep};
 use crate::store::DatabaseUrl;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
@@ -51,6 +53,52 @@ pub struct ConfigFile {
     units: Option<std::collections::BTreeMap<String, String>>,
     /// Category → `"LOW..HIGH"`.
     normal_ranges: Option<std::collections::BTreeMap<String, String>>,
+    /// `retention = "30d"`, or `[[retention]]` tables of `filter` and `keep` (without `filter`:
+    /// the default), see [`RetentionValue`].
+    retention: Option<toml::Value>,
+    minute_rollup_retention: Option<String>,
+    hourly_rollup_retention: Option<String>,
+    low_disk_percent: Option<u8>,
+}
+
+/// `retention` as the file gives it: the default for every sensor, or a list of rules where an
+/// entry without a filter sets the default.
+#[derive(Debug, Default, PartialEq)]
+struct RetentionValue {
+    default: Option<Keep>,
+    rules: Vec<RetentionRule>,
+}
+
+impl RetentionValue {
+    fn parse(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(text) => Ok(Self { default: Some(parse_keep(&text)?), rules: Vec::new() }),
+            toml::Value::Array(entries) => {
+                let mut parsed = Self::default();
+                for (i, entry) in entries.into_iter().enumerate() {
+                    let at = |why: String| format!("[[retention]] entry {}: {why}", i + 1);
+                    let toml::Value::Table(mut table) = entry else { return Err(at("must be a table of `filter` and `keep`".into())) };
+                    let text = |table: &mut toml::Table, key: &str| match table.remove(key) {
+                        None => Ok(None),
+                        Some(toml::Value::String(s)) => Ok(Some(s)),
+                        Some(other) => Err(at(format!("`{key}` must be a string, not a {}", other.type_str()))),
+                    };
+                    let keep = text(&mut table, "keep")?.ok_or_else(|| at("needs `keep`, e.g. keep = \"7d\"".into()))?;
+                    let filter = text(&mut table, "filter")?;
+                    if let Some(unknown) = table.keys().next() {
+                        return Err(at(format!("unknown key `{unknown}` (use `filter` and `keep`)")));
+                    }
+                    match filter {
+                        Some(filter) => parsed.rules.push(RetentionRule::new(&filter, &keep).map_err(at)?),
+                        None if parsed.default.is_some() => return Err(at("a second entry without `filter`".into())),
+                        None => parsed.default = Some(parse_keep(&keep).map_err(at)?),
+                    }
+                }
+                Ok(parsed)
+            }
+            other => Err(format!("must be a duration such as \"30d\", \"forever\", or [[retention]] tables, not a {}", other.type_str())),
+        }
+    }
 }
 
 /// A duration in the file: `"10m"` (any unit `settings::parse_duration` takes), or a number of
@@ -163,6 +211,20 @@ impl ConfigFile {
         take!(max_login_failures => args.max_login_failures);
         take!(max_login_failures_total => args.max_login_failures_total);
         take!(max_request_body => args.max_request_body);
+        take!(minute_rollup_retention => args.minute_rollup_retention, |text: String| parse_keep(&text));
+        take!(hourly_rollup_retention => args.hourly_rollup_retention, |text: String| parse_keep(&text));
+        take!(low_disk_percent => args.low_disk_percent);
+        if let Some(value) = self.retention {
+            let retention = RetentionValue::parse(value).map_err(|why| bad("retention", why))?;
+            if let Some(default) = retention.default.filter(|_| defaulted("retention")) {
+                args.retention = default;
+                filled.insert("retention");
+            }
+            if !retention.rules.is_empty() && defaulted("retention_rules") {
+                args.retention_rules = retention.rules;
+                filled.insert("retention_rules");
+            }
+        }
         Ok(filled)
     }
 }
@@ -211,6 +273,36 @@ mod tests {
             ..defaults
         };
         assert_eq!(format!("{from_file:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_a_list_of_rules() {
+        let args = serve(&["roost", "serve"], "retention = \"90d\"\nhourly_rollup_retention = \"3650d\"").unwrap();
+        assert_eq!(args.retention.to_string(), "90d");
+        assert_eq!(args.hourly_rollup_retention.to_string(), "3650d");
+        let file = r#"
+            [[retention]]
+            filter = "iot/+/sensor/+/illuminate"
+            keep = "7d"
+            [[retention]]
+            keep = "forever"
+        "#;
+        let args = serve(&["roost", "serve"], file).unwrap();
+        assert_eq!(args.retention, Keep::Forever, "an entry without a filter is the default");
+        assert_eq!(args.retention_rules, [RetentionRule::new("iot/+/sensor/+/illuminate", "7d").unwrap()]);
+        let args = serve(&["roost", "serve", "--retention-rule", "iot/a/#=1d", "--retention", "2d"], file).unwrap();
+        assert_eq!(args.retention_rules, [RetentionRule::new("iot/a/#", "1d").unwrap()], "flags beat the file");
+        assert_eq!(args.retention.to_string(), "2d");
+        for (bad, says) in [
+            ("retention = 5", "must be a duration"),
+            ("[[retention]]\nfilter = \"a/#\"", "entry 1: needs `keep`"),
+            ("[[retention]]\nkeep = \"1d\"\nfiltre = \"a\"", "unknown key `filtre`"),
+            ("[[retention]]\nkeep = \"1d\"\nfilter = \"a/#/b\"", "not a topic filter"),
+            ("[[retention]]\nkeep = \"1d\"\n[[retention]]\nkeep = \"2d\"", "a second entry without `filter`"),
+        ] {
+            let err = serve(&["roost", "serve"], bad).unwrap_err().to_string();
+            assert!(err.contains("`retention`") && err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config_file;
 pub mod health;
 pub mod ingest;
+pub mod lifecycle;
 pub mod model;
 pub mod mqtt_client;
 pub mod progress;

@@ -118,6 +118,54 @@ impl fmt::Display for RejectReason {
     }
 }
 
+/// How long data is kept: a sensor's raw readings, the rollups, the rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Keep {
+    Forever,
+    For(std::time::Duration),
+}
+
+impl Keep {
+    /// The oldest time still kept at `now` (`None`: everything is kept).
+    pub fn cutoff(self, now: TimestampMs) -> Option<TimestampMs> {
+        match self {
+            Self::Forever => None,
+            Self::For(d) => Some(TimestampMs(now.0.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))),
+        }
+    }
+
+    /// As stored in `sensors.retention_ms`: 0 is forever.
+    pub fn as_ms(self) -> i64 {
+        match self {
+            Self::Forever => 0,
+            Self::For(d) => (d.as_millis().min(i64::MAX as u128) as i64).max(1),
+        }
+    }
+
+    /// From `sensors.retention_ms`: 0 (or less) is forever.
+    pub fn from_ms(ms: i64) -> Self {
+        if ms <= 0 {
+            Self::Forever
+        } else {
+            Self::For(std::time::Duration::from_millis(ms as u64))
+        }
+    }
+}
+
+impl fmt::Display for Keep {
+    /// `forever`, or the largest whole unit: `30d`, `12h`, `90m`, `45s`, `500ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::For(d) = self else { return f.write_str("forever") };
+        let ms = d.as_millis();
+        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms >= size && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
 /// A quarantined publish, as stored in `rejects`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reject {
@@ -156,5 +204,18 @@ mod tests {
         assert_eq!(SensorKey::new(&"o".repeat(300), "kitchen", "t"), Err(RejectReason::LevelTooLong));
         assert_eq!(SensorKey::new("yanjo", "", "t"), Err(RejectReason::NoTemplate));
         assert_eq!(RejectReason::LevelTooLong.as_str(), format!("topic level longer than {MAX_LEVEL_CHARS} characters"));
+    }
+
+    #[test]
+    fn keeps_round_trip_through_their_column_and_their_text() {
+        use std::time::Duration;
+        let month = Keep::For(Duration::from_secs(30 * 86_400));
+        assert_eq!(Keep::from_ms(month.as_ms()), month);
+        assert_eq!(Keep::from_ms(Keep::Forever.as_ms()), Keep::Forever);
+        assert_eq!(month.to_string(), "30d");
+        assert_eq!(Keep::For(Duration::from_secs(5400)).to_string(), "90m");
+        assert_eq!(Keep::Forever.to_string(), "forever");
+        assert_eq!(month.cutoff(TimestampMs(40 * 86_400_000)), Some(TimestampMs(10 * 86_400_000)));
+        assert_eq!(Keep::Forever.cutoff(TimestampMs(1)), None);
     }
 }

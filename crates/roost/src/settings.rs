@@ -6,6 +6,7 @@
 
 use crate::cli::{DatabaseArgs, ServeArgs};
 use crate::config_file::{ConfigError, ConfigFile};
+use crate::model::Keep;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use std::collections::BTreeSet;
@@ -106,6 +107,7 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
     range("max_retained_bytes", args.max_retained_bytes, 1, 1 << 40)?;
     range("max_request_body", args.max_request_body.into(), 1024, 1 << 30)?;
     range("max_login_failures_total", args.max_login_failures_total.into(), 1, 10_000_000)?;
+    range("low_disk_percent", args.low_disk_percent.into(), 0, 99)?;
     span("connect_timeout", args.connect_timeout, DAY)?;
     span("sys_interval", args.sys_interval, DAY)?;
     span("stale_after", args.stale_after, 366 * DAY)?;
@@ -144,10 +146,25 @@ fn describe(d: Duration) -> String {
 /// A duration with a unit: `500ms`, `90s`, `10m`, `2h`, `30d`; a bare number is seconds.
 /// At most a year; zero and negative durations are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_within(s, 366 * DAY, "a year")
+}
+
+/// The longest retention that is not `forever`: a hundred years.
+const MAX_KEEP: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// How long to keep data: `forever`, or a duration with a unit (`30d`) of at most 36500d.
+pub fn parse_keep(s: &str) -> Result<Keep, String> {
+    if s.trim().eq_ignore_ascii_case("forever") {
+        return Ok(Keep::Forever);
+    }
+    parse_duration_within(s, MAX_KEEP, "36500d; or `forever`").map(Keep::For)
+}
+
+fn parse_duration_within(s: &str, max: Duration, max_in_words: &str) -> Result<Duration, String> {
     let text = s.trim();
     let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
     let (number, unit) = (text[..split].trim(), &text[split..]);
-    let not_a_duration = || format!("{s:?} is not a duration such as 500ms, 90s, 10m, 2h or 30d (above 0, at most a year)");
+    let not_a_duration = || format!("{s:?} is not a duration such as 500ms, 90s, 10m, 2h or 30d (above 0, at most {max_in_words})");
     if number.is_empty() {
         return Err(not_a_duration());
     }
@@ -160,7 +177,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
     };
     match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n * scale <= 366.0 * 86_400.0 => Ok(Duration::from_secs_f64(n * scale)),
+        Ok(n) if n.is_finite() && n > 0.0 && n * scale <= max.as_secs_f64() => Ok(Duration::from_secs_f64(n * scale)),
         _ => Err(not_a_duration()),
     }
 }
@@ -180,6 +197,16 @@ mod tests {
         assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
         for bad in ["0", "-1s", "soon", "", "400d", "NaN", "inf"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_forever() {
+        assert_eq!(parse_keep("forever").unwrap(), Keep::Forever);
+        assert_eq!(parse_keep("30d").unwrap(), Keep::For(30 * DAY));
+        assert_eq!(parse_keep("3650d").unwrap(), Keep::For(3650 * DAY), "longer than a year is fine");
+        for bad in ["0", "never", "36501d", "-1d"] {
+            assert!(parse_keep(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -34,6 +34,10 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<Store>,
+    /// How long each sensor's data is kept: for a sensor's settings and its charts.
+    pub retention: Arc<crate::lifecycle::RetentionPolicy>,
+    /// The database's size, its disk, the last purge.
+    pub lifecycle: crate::lifecycle::SharedStatus,
     pub broker: Arc<Broker>,
     pub ingest: Arc<IngestStats>,
     /// Whether the broker state's commits (retained messages, persistent sessions) succeed.

@@ -8,8 +8,10 @@ pub mod renamed;
 
 use crate::api::NormalRange;
 use crate::ingest::TopicTemplate;
+use crate::lifecycle::RetentionRule;
+use crate::model::Keep;
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
-use crate::settings::parse_duration;
+use crate::settings::{parse_duration, parse_keep};
 use crate::store::DatabaseUrl;
 use clap::{Args, Parser, Subcommand};
 use rumqttc::QoS;
@@ -394,6 +396,31 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_STALE_AFTER", default_value = "600", value_parser = parse_duration)]
     pub stale_after: Duration,
 
+    /// How long raw readings and rejects are kept, by reading time: a duration (30d) or
+    /// `forever`. Older ones are deleted by a purge at start and every hour, in small
+    /// transactions; the per-minute and hourly summaries keep charts of older ranges.
+    #[arg(long, env = "ROOST_RETENTION", default_value = "30d", value_parser = parse_keep)]
+    pub retention: Keep,
+
+    /// A retention for the sensors whose topic matches a filter, as FILTER=KEEP (e.g.
+    /// 'iot/+/sensor/+/illuminate=7d'); repeat for several, the first match wins. A sensor's
+    /// own retention (dashboard, API) comes before these; --retention after them.
+    #[arg(long = "retention-rule", value_name = "FILTER=KEEP", value_parser = parse_retention_rule)]
+    pub retention_rules: Vec<RetentionRule>,
+
+    /// How long the per-minute summaries (min, max, mean, count) are kept.
+    #[arg(long, env = "ROOST_MINUTE_ROLLUP_RETENTION", default_value = "365d", value_parser = parse_keep)]
+    pub minute_rollup_retention: Keep,
+
+    /// How long the hourly summaries are kept.
+    #[arg(long, env = "ROOST_HOURLY_ROLLUP_RETENTION", default_value = "forever", value_parser = parse_keep)]
+    pub hourly_rollup_retention: Keep,
+
+    /// Warn (log, dashboard, /metrics) when the free space on the SQLite database's disk falls
+    /// below this percentage.
+    #[arg(long, env = "ROOST_LOW_DISK_PERCENT", default_value_t = 10, value_name = "PERCENT")]
+    pub low_disk_percent: u8,
+
     /// Unit the dashboard shows for a category, as CATEGORY=UNIT; repeat for several.
     /// [default: temperature=°C, humidity=%, illuminate=raw]
     #[arg(long = "unit", value_name = "CATEGORY=UNIT", value_parser = parse_unit)]
@@ -494,6 +521,12 @@ fn parse_unit(s: &str) -> Result<(String, String), String> {
 }
 
 /// `temperature=18..26`: a category and the normal range of its values.
+/// `FILTER=KEEP`: a topic filter and how long its sensors' readings are kept.
+pub fn parse_retention_rule(s: &str) -> Result<RetentionRule, String> {
+    let (filter, keep) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not FILTER=KEEP, e.g. iot/+/sensor/+/illuminate=7d"))?;
+    RetentionRule::new(filter, keep)
+}
+
 pub fn parse_normal_range(s: &str) -> Result<(String, NormalRange), String> {
     let bad = || format!("{s:?} is not CATEGORY=LOW..HIGH (e.g. temperature=18..26)");
     let (category, range) = s.split_once('=').filter(|(c, _)| !c.is_empty()).ok_or_else(bad)?;

@@ -7,7 +7,7 @@
 //! each sensor, the rollups) is, in [`Plan`], before the transaction starts. Rows are written
 //! in key order, so two writers on one server database lock rows in the same order.
 
-use super::{query_err, Batch, Commit, Dialect, Pool, Store, StoreError};
+use super::{query_err, Batch, Commit, Dialect, Pool, Series, Store, StoreError};
 use crate::model::{newest_per_key, Reading, SensorKey, TimestampMs};
 use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ const CHUNK: usize = 1000;
 /// Tokens of committed batches are kept this long: a retry comes within seconds, not hours.
 const TOKEN_RETENTION_MS: i64 = 3_600_000;
 
-/// The per-minute rollup of one sensor's readings in a batch.
+/// The rollup of one sensor's readings in a batch over one period (a minute, an hour).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Rollup {
     min: f64,
@@ -67,12 +67,12 @@ fn newest_per_sensor(ids: &[i64], readings: &[Reading]) -> Vec<(i64, TimestampMs
     newest
 }
 
-/// The per-minute rollups of a batch, keyed by (sensor id, start of the minute in ms), in key
-/// order.
-fn rollups(ids: &[i64], readings: &[Reading]) -> Vec<((i64, i64), Rollup)> {
+/// The rollups of a batch over periods of `period_ms`, keyed by (sensor id, start of the period
+/// in ms), in key order.
+fn rollups(ids: &[i64], readings: &[Reading], period_ms: i64) -> Vec<((i64, i64), Rollup)> {
     let mut minutes: HashMap<(i64, i64), Rollup> = HashMap::with_capacity(ids.len());
     for (&id, r) in ids.iter().zip(readings) {
-        let minute = r.ts.0 - r.ts.0.rem_euclid(60_000);
+        let minute = r.ts.0 - r.ts.0.rem_euclid(period_ms);
         let m = minutes.entry((id, minute)).or_insert(Rollup { min: r.value, max: r.value, sum: 0.0, count: 0 });
         m.min = m.min.min(r.value);
         m.max = m.max.max(r.value);
@@ -94,22 +94,22 @@ fn insert_sensors_suffix(dialect: Dialect) -> &'static str {
     }
 }
 
-/// Merges a batch's rollups into `readings_1m`.
-fn upsert_rollups_suffix(dialect: Dialect) -> &'static str {
+/// Merges a batch's rollups into a rollup table.
+fn upsert_rollups_suffix(dialect: Dialect, rollup: Series) -> String {
+    let (table, period) = (rollup.table(), rollup.period_column());
     match dialect {
-        Dialect::Sqlite => {
-            " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = MIN(min, excluded.min), \
+        Dialect::Sqlite => format!(
+            " ON CONFLICT (sensor_id, {period}) DO UPDATE SET min = MIN(min, excluded.min), \
              max = MAX(max, excluded.max), sum = sum + excluded.sum, count = count + excluded.count"
-        }
-        Dialect::Postgres => {
-            " ON CONFLICT (sensor_id, minute) DO UPDATE SET min = LEAST(readings_1m.min, EXCLUDED.min), \
-             max = GREATEST(readings_1m.max, EXCLUDED.max), sum = readings_1m.sum + EXCLUDED.sum, \
-             count = readings_1m.count + EXCLUDED.count"
-        }
-        Dialect::MySql => {
-            " ON DUPLICATE KEY UPDATE min = LEAST(min, VALUES(min)), max = GREATEST(max, VALUES(max)), \
+        ),
+        Dialect::Postgres => format!(
+            " ON CONFLICT (sensor_id, {period}) DO UPDATE SET min = LEAST({table}.min, EXCLUDED.min), \
+             max = GREATEST({table}.max, EXCLUDED.max), sum = {table}.sum + EXCLUDED.sum, \
+             count = {table}.count + EXCLUDED.count"
+        ),
+        Dialect::MySql => " ON DUPLICATE KEY UPDATE min = LEAST(min, VALUES(min)), max = GREATEST(max, VALUES(max)), \
              sum = sum + VALUES(sum), count = count + VALUES(count)"
-        }
+            .to_owned(),
     }
 }
 
@@ -150,6 +150,20 @@ impl Store {
     }
 
     async fn write(&self, batch: &Batch, token: Option<i64>) -> Result<Commit, StoreError> {
+        match self.write_attempt(batch, token).await {
+            // A sensor in the id cache was deleted (`delete_sensor`) after this batch was
+            // planned: forget every cached id and plan again, creating it anew. The failed
+            // attempt rolled back, token and all.
+            Err(e) if e.is_foreign_key_violation() => {
+                tracing::debug!("a cached sensor was deleted; looking the sensors up again");
+                self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                self.write_attempt(batch, token).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_attempt(&self, batch: &Batch, token: Option<i64>) -> Result<Commit, StoreError> {
         // Old tokens are deleted now and then.
         let prune_before = self.writes.fetch_add(1, Relaxed).is_multiple_of(1000).then(|| TimestampMs::now().0 - TOKEN_RETENTION_MS);
         let plan = Plan::new(&batch.readings, &self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()));
@@ -263,13 +277,16 @@ impl Store {
                         .map_err(query_err("inserting readings"))?;
                 }
 
-                for chunk in rollups(&ids, &batch.readings).chunks(CHUNK) {
-                    let mut upsert = QueryBuilder::new("INSERT INTO readings_1m (sensor_id, minute, min, max, sum, count) ");
-                    upsert.push_values(chunk, |mut row, ((id, minute), m)| {
-                        row.push_bind(*id).push_bind(*minute).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
-                    });
-                    upsert.push(upsert_rollups_suffix(dialect));
-                    upsert.build().execute(&mut *tx).await.map_err(query_err("updating per-minute rollups"))?;
+                for rollup in [Series::Minutes, Series::Hours] {
+                    for chunk in rollups(&ids, &batch.readings, rollup.period_ms()).chunks(CHUNK) {
+                        let (table, period) = (rollup.table(), rollup.period_column());
+                        let mut upsert = QueryBuilder::new(format!("INSERT INTO {table} (sensor_id, {period}, min, max, sum, count) "));
+                        upsert.push_values(chunk, |mut row, ((id, start), m)| {
+                            row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
+                        });
+                        upsert.push(upsert_rollups_suffix(dialect, rollup));
+                        upsert.build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
+                    }
                 }
 
                 let (head, tail) = update_latest_sql(dialect);
@@ -360,7 +377,7 @@ mod tests {
         let readings = [reading("a", 59_999, 1.0), reading("a", 0, 3.0), reading("a", 60_000, 5.0), reading("b", 10, 2.0)];
         let ids = [1, 1, 1, 2];
         assert_eq!(
-            rollups(&ids, &readings),
+            rollups(&ids, &readings, 60_000),
             [
                 ((1, 0), Rollup { min: 1.0, max: 3.0, sum: 4.0, count: 2 }),
                 ((1, 60_000), Rollup { min: 5.0, max: 5.0, sum: 5.0, count: 1 }),

@@ -58,6 +58,11 @@ impl fmt::Display for Failure {
 }
 
 impl StoreError {
+    /// A row referred to a sensor that is gone (deleted while a batch naming it was planned).
+    pub(super) fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, Self::Query { cause: sqlx::Error::Database(e), .. } if e.is_foreign_key_violation())
+    }
+
     /// What this error means for the records that were being written.
     pub fn failure(&self) -> Failure {
         match self {

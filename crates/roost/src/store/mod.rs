@@ -71,6 +71,7 @@ pub struct SensorRow {
     pub key: SensorKey,
     pub last_value: Option<f64>,
     pub last_seen: Option<TimestampMs>,
+    pub settings: SensorSettings,
 }
 
 /// A stored reject.
@@ -89,7 +90,7 @@ enum Pool {
     MySql(MySqlPool),
 }
 
-/// Connection pools plus the cache of sensor ids (sensors are never deleted by Roost).
+/// Connection pools plus the cache of sensor ids (`delete_sensor` removes a deleted one).
 pub struct Store {
     pool: Pool,
     /// The connection ingest batches are written on, always the same one: SQLite keeps its
@@ -122,10 +123,12 @@ macro_rules! on_pool {
 
 mod batch;
 mod broker_state;
+mod lifecycle;
 mod queries;
 mod tokens;
 mod users;
 pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, WillRow};
+pub use lifecycle::{DatabaseSize, SensorChange, SensorSettings, Series, PURGE_CHUNK};
 pub use queries::{Bucket, ROLLUP_MIN_BUCKET_MS};
 pub use tokens::{TokenKind, TokenOwner, TokenRow};
 pub use users::{Grant, UserError, UserRecord};
@@ -199,6 +202,9 @@ impl Store {
                     // every batch is copied back once per checkpoint, so fewer checkpoints copy
                     // less.
                     .pragma("wal_autocheckpoint", "10000")
+                    // New databases give pages freed by purges back to the file system
+                    // (`Store::vacuum_step`); on an existing file this changes nothing.
+                    .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
                     .page_size(1024);
                 let (pool, writer) = pools(options, Dialect::Sqlite).await.map_err(connect)?;
                 (Pool::Sqlite(pool), Pool::Sqlite(writer))

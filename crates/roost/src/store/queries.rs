@@ -1,6 +1,6 @@
 //! Reading what ingest wrote: sensors, readings, downsampled buckets, exports, rejects, counts.
 
-use super::{decode_rows, query_err, Dialect, Pool, RejectRow, SensorRow, Store, StoreError};
+use super::{decode_rows, query_err, Dialect, Pool, RejectRow, SensorRow, SensorSettings, Store, StoreError};
 use crate::model::{SensorKey, TimestampMs};
 use sqlx::{QueryBuilder, Row};
 
@@ -38,7 +38,8 @@ impl Store {
     pub async fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
         on_pool!(self, pool => {
             let rows = QueryBuilder::new(
-                "SELECT id, owner, place, category, last_value, last_seen FROM sensors ORDER BY owner, place, category",
+                "SELECT id, owner, place, category, last_value, last_seen, display_name, unit, hidden, retention_ms \
+                 FROM sensors ORDER BY owner, place, category",
             )
             .build()
             .fetch_all(pool)
@@ -50,6 +51,7 @@ impl Store {
                         key: SensorKey { owner: row.try_get(1)?, place: row.try_get(2)?, category: row.try_get(3)? },
                         last_value: row.try_get(4)?,
                         last_seen: row.try_get::<Option<i64>, _>(5)?.map(TimestampMs),
+                        settings: SensorSettings::from_columns(row.try_get(6)?, row.try_get(7)?, row.try_get(8)?, row.try_get(9)?),
                     })
                 })
         })
@@ -159,31 +161,17 @@ impl Store {
             .map_err(query_err("looking up a sensor")))
     }
 
-    /// Deletes sensors with all their readings and rollups, in one transaction (`roost bench`
-    /// cleans up after itself). A running server keeps the ids in its cache, so only delete
-    /// sensors that will not be published to again.
+    /// Deletes sensors with all their readings and rollups (`roost bench` cleans up after
+    /// itself); returns how many existed.
     pub async fn delete_sensors(&self, sensors: &[SensorKey]) -> Result<u64, StoreError> {
-        let mut ids = Vec::with_capacity(sensors.len());
+        let mut deleted = 0;
         for sensor in sensors {
-            ids.extend(self.sensor_id(sensor).await?);
-        }
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
-            for table in ["readings", "readings_1m", "sensors"] {
-                let column = if table == "sensors" { "id" } else { "sensor_id" };
-                let mut query = QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
-                let mut list = query.separated(", ");
-                for id in &ids {
-                    list.push_bind(*id);
-                }
-                query.push(")").build().execute(&mut *tx).await.map_err(query_err("deleting sensors"))?;
+            if let Some(id) = self.sensor_id(sensor).await? {
+                self.delete_sensor(sensor, id).await?;
+                deleted += 1;
             }
-            tx.commit().await.map_err(query_err("committing the deletion"))?;
-            Ok(ids.len() as u64)
-        })
+        }
+        Ok(deleted)
     }
 
     /// Readings of a sensor with `from <= ts < to`, oldest first, at most `limit`.

@@ -28,6 +28,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             KEY_LENGTH_SQLITE,
             COMMITS,
             BROKER_STATE_SQLITE,
+            LIFECYCLE_SQLITE,
         ],
         Dialect::Postgres => &[
             &[
@@ -51,6 +52,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             KEY_LENGTH_POSTGRES,
             COMMITS,
             BROKER_STATE_POSTGRES,
+            LIFECYCLE_POSTGRES,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -75,6 +77,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             KEY_LENGTH_MYSQL,
             COMMITS,
             BROKER_STATE_MYSQL,
+            LIFECYCLE_MYSQL,
         ],
     }
 }
@@ -203,4 +206,46 @@ const BROKER_STATE_MYSQL: &[&str] = &[
         PRIMARY KEY (client_id, packet_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS mqtt_wills (client_id VARCHAR(191) NOT NULL PRIMARY KEY, username VARCHAR(191), topic TEXT NOT NULL,
         payload LONGBLOB NOT NULL, qos SMALLINT NOT NULL, retain SMALLINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+];
+
+// Migration 8: the data lifecycle. A sensor's own settings: its name on the dashboard, its unit,
+// whether the dashboard hides it, and its own retention of raw readings (`retention_ms`: NULL
+// follows the rules, 0 keeps them forever). Hourly rollups (`hour` is the start of the hour in
+// epoch ms), kept by the ingest writer like the per-minute ones and kept longer: charts of
+// ranges whose raw readings and minutes are gone are drawn from them. Filled from the
+// per-minute rollups at once.
+const HOURLY_BACKFILL: &str = "INSERT INTO readings_1h (sensor_id, hour, min, max, sum, count)
+    SELECT sensor_id, minute - (minute % 3600000), MIN(min), MAX(max), SUM(sum), SUM(count)
+    FROM readings_1m GROUP BY sensor_id, minute - (minute % 3600000)";
+const LIFECYCLE_SQLITE: &[&str] = &[
+    "ALTER TABLE sensors ADD COLUMN display_name TEXT",
+    "ALTER TABLE sensors ADD COLUMN unit TEXT",
+    "ALTER TABLE sensors ADD COLUMN hidden SMALLINT NOT NULL DEFAULT 0",
+    "ALTER TABLE sensors ADD COLUMN retention_ms BIGINT",
+    "CREATE TABLE IF NOT EXISTS readings_1h (
+        sensor_id INTEGER NOT NULL REFERENCES sensors (id), hour INTEGER NOT NULL,
+        min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (sensor_id, hour))",
+    HOURLY_BACKFILL,
+];
+const LIFECYCLE_POSTGRES: &[&str] = &[
+    "ALTER TABLE sensors ADD COLUMN display_name TEXT",
+    "ALTER TABLE sensors ADD COLUMN unit TEXT",
+    "ALTER TABLE sensors ADD COLUMN hidden SMALLINT NOT NULL DEFAULT 0",
+    "ALTER TABLE sensors ADD COLUMN retention_ms BIGINT",
+    "CREATE TABLE IF NOT EXISTS readings_1h (
+        sensor_id BIGINT NOT NULL REFERENCES sensors (id), hour BIGINT NOT NULL,
+        min DOUBLE PRECISION NOT NULL, max DOUBLE PRECISION NOT NULL, sum DOUBLE PRECISION NOT NULL, count BIGINT NOT NULL,
+        PRIMARY KEY (sensor_id, hour))",
+    HOURLY_BACKFILL,
+];
+const LIFECYCLE_MYSQL: &[&str] = &[
+    "ALTER TABLE sensors ADD COLUMN display_name VARCHAR(191), ADD COLUMN unit VARCHAR(32),
+        ADD COLUMN hidden SMALLINT NOT NULL DEFAULT 0, ADD COLUMN retention_ms BIGINT",
+    "CREATE TABLE IF NOT EXISTS readings_1h (
+        sensor_id BIGINT NOT NULL, hour BIGINT NOT NULL,
+        min DOUBLE NOT NULL, max DOUBLE NOT NULL, sum DOUBLE NOT NULL, count BIGINT NOT NULL,
+        PRIMARY KEY (sensor_id, hour),
+        FOREIGN KEY (sensor_id) REFERENCES sensors (id)) ENGINE=InnoDB",
+    HOURLY_BACKFILL,
 ];

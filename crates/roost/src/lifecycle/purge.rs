@@ -1,0 +1,95 @@
+//! One purge: every sensor's raw readings past its retention, the rollups past theirs, old
+//! rejects; then SQLite's free pages go back to the file system. Small transactions with a
+//! pause between them, so ingest, which shares the database's write lock, waits at most one.
+
+use super::RetentionPolicy;
+use crate::model::TimestampMs;
+use crate::store::{Series, Store, StoreError, PURGE_CHUNK};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The pause between two chunks: ingest's batches get the write lock in between.
+const PAUSE: Duration = Duration::from_millis(20);
+/// Pages freed per vacuum step (1 KiB pages).
+const VACUUM_PAGES: i64 = 2048;
+
+/// What one purge deleted.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PurgeReport {
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub readings: u64,
+    pub minutes: u64,
+    pub hours: u64,
+    pub rejects: u64,
+    /// Bytes given back to the file system (SQLite).
+    pub vacuumed_bytes: u64,
+}
+
+impl PurgeReport {
+    pub fn rows(&self) -> u64 {
+        self.readings + self.minutes + self.hours + self.rejects
+    }
+}
+
+/// Deletes what `policy` no longer keeps at `now`. Stops early (with what it did) when `stop` is
+/// cancelled.
+pub async fn purge_once(
+    store: &Store,
+    policy: &RetentionPolicy,
+    now: TimestampMs,
+    stop: &CancellationToken,
+) -> Result<PurgeReport, StoreError> {
+    let mut report = PurgeReport { started_ms: TimestampMs::now().0, ..PurgeReport::default() };
+    for (id, key, settings) in store.sensor_settings().await? {
+        let (raw, _) = policy.raw(&key, settings.retention);
+        for (series, cutoff) in Series::ALL.into_iter().zip(policy.cutoffs(raw, now)) {
+            let Some(cutoff) = cutoff else { continue };
+            // Only sensors with something to delete pay more than one index lookup.
+            if store.oldest(series, id).await?.is_none_or(|oldest| oldest.0 + series.period_ms() > cutoff.0) {
+                continue;
+            }
+            let deleted = drain(stop, || store.purge_chunk(series, id, cutoff, PURGE_CHUNK)).await?;
+            *match series {
+                Series::Raw => &mut report.readings,
+                Series::Minutes => &mut report.minutes,
+                Series::Hours => &mut report.hours,
+            } += deleted;
+            if stop.is_cancelled() {
+                return Ok(report);
+            }
+        }
+    }
+    if let Some(cutoff) = policy.default.cutoff(now) {
+        report.rejects = drain(stop, || store.purge_rejects_chunk(cutoff, PURGE_CHUNK)).await?;
+    }
+    if report.rows() > 0 {
+        loop {
+            let freed = store.vacuum_step(VACUUM_PAGES).await?;
+            report.vacuumed_bytes += freed * 1024;
+            if freed == 0 || stop.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(PAUSE).await;
+        }
+    }
+    report.finished_ms = TimestampMs::now().0;
+    Ok(report)
+}
+
+/// Runs `chunk` until it deletes fewer than a full chunk, pausing in between; the total.
+async fn drain<F, Fut>(stop: &CancellationToken, mut chunk: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = chunk().await?;
+        total += deleted;
+        if deleted < PURGE_CHUNK as u64 || stop.is_cancelled() {
+            return Ok(total);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}

@@ -1,0 +1,308 @@
+//! The data lifecycle's SQL: a sensor's own settings (name, unit, hidden, retention), deleting a
+//! sensor with its data, purging old rows in small chunks, the oldest row kept, the database's
+//! size, and SQLite's incremental vacuum.
+
+use super::{query_err, Dialect, Pool, Store, StoreError};
+use crate::model::{Keep, SensorKey, TimestampMs};
+use sqlx::{QueryBuilder, Row};
+
+/// The tables of a sensor's history, finest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Series {
+    /// Every reading (`readings`).
+    Raw,
+    /// Per-minute min/max/sum/count (`readings_1m`).
+    Minutes,
+    /// Hourly min/max/sum/count (`readings_1h`).
+    Hours,
+}
+
+impl Series {
+    pub const ALL: [Self; 3] = [Self::Raw, Self::Minutes, Self::Hours];
+
+    pub(super) fn table(self) -> &'static str {
+        match self {
+            Self::Raw => "readings",
+            Self::Minutes => "readings_1m",
+            Self::Hours => "readings_1h",
+        }
+    }
+
+    /// The time column: a reading's time, or the start of the rollup's period.
+    pub(super) fn period_column(self) -> &'static str {
+        match self {
+            Self::Raw => "ts",
+            Self::Minutes => "minute",
+            Self::Hours => "hour",
+        }
+    }
+
+    /// How long one row covers, in ms (a raw reading: its millisecond).
+    pub fn period_ms(self) -> i64 {
+        match self {
+            Self::Raw => 1,
+            Self::Minutes => 60_000,
+            Self::Hours => 3_600_000,
+        }
+    }
+}
+
+/// What people choose about a sensor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SensorSettings {
+    /// The dashboard's name for it (its key otherwise).
+    pub display_name: Option<String>,
+    /// Its unit (the category's otherwise).
+    pub unit: Option<String>,
+    /// Left out of the dashboard's overview (still stored).
+    pub hidden: bool,
+    /// Its own retention of raw readings (the rules otherwise).
+    pub retention: Option<Keep>,
+}
+
+/// A change to [`SensorSettings`]: `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SensorChange {
+    pub display_name: Option<Option<String>>,
+    pub unit: Option<Option<String>>,
+    pub hidden: Option<bool>,
+    pub retention: Option<Option<Keep>>,
+}
+
+impl SensorChange {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The database's size and contents, as `/metrics` and the dashboard show them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DatabaseSize {
+    /// Bytes the database takes (SQLite: the file and its write-ahead log; PostgreSQL: the
+    /// database; MariaDB: the tables' data and indexes).
+    pub bytes: u64,
+    /// Of which free pages waiting for reuse or vacuum (SQLite only).
+    pub free_bytes: Option<u64>,
+    /// Rows per table.
+    pub rows: Vec<(&'static str, i64)>,
+    /// The oldest raw reading kept.
+    pub oldest_reading_ms: Option<i64>,
+}
+
+/// The tables whose rows are counted.
+const COUNTED: [&str; 5] = ["sensors", "readings", "readings_1m", "readings_1h", "rejects"];
+
+impl Store {
+    /// Changes a sensor's settings; false if there is no such sensor.
+    pub async fn update_sensor(&self, sensor_id: i64, change: &SensorChange) -> Result<bool, StoreError> {
+        if change.is_empty() {
+            return Ok(self.sensor_exists(sensor_id).await?);
+        }
+        on_pool!(self, pool => {
+            let mut update = QueryBuilder::new("UPDATE sensors SET ");
+            let mut set = update.separated(", ");
+            if let Some(name) = &change.display_name {
+                set.push("display_name = ").push_bind_unseparated(name.clone());
+            }
+            if let Some(unit) = &change.unit {
+                set.push("unit = ").push_bind_unseparated(unit.clone());
+            }
+            if let Some(hidden) = change.hidden {
+                set.push("hidden = ").push_bind_unseparated(i16::from(hidden));
+            }
+            if let Some(retention) = change.retention {
+                set.push("retention_ms = ").push_bind_unseparated(retention.map(Keep::as_ms));
+            }
+            update.push(" WHERE id = ").push_bind(sensor_id);
+            let done = update.build().execute(pool).await.map_err(query_err("changing a sensor"))?;
+            // MariaDB counts changed rows, not matched ones: a change to the same values is 0.
+            if done.rows_affected() > 0 {
+                return Ok(true);
+            }
+        });
+        self.sensor_exists(sensor_id).await
+    }
+
+    async fn sensor_exists(&self, sensor_id: i64) -> Result<bool, StoreError> {
+        on_pool!(self, pool => QueryBuilder::new("SELECT 1 FROM sensors WHERE id = ")
+            .push_bind(sensor_id)
+            .build()
+            .fetch_optional(pool)
+            .await
+            .map(|row| row.is_some())
+            .map_err(query_err("looking up a sensor")))
+    }
+
+    /// Deletes a sensor with all its readings and rollups. Its readings go first in chunks (a
+    /// sensor of years holds millions: one transaction would hold the write lock that long),
+    /// then what is left and the sensor itself in one transaction. Readings that arrive for it
+    /// afterwards create it anew (the ingest writer's id cache forgets it here, and a batch
+    /// planned before that is planned again).
+    pub async fn delete_sensor(&self, sensor: &SensorKey, sensor_id: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for series in Series::ALL {
+            loop {
+                let n = self.purge_chunk(series, sensor_id, TimestampMs::MAX, PURGE_CHUNK).await?;
+                deleted += n;
+                if n < PURGE_CHUNK as u64 {
+                    break;
+                }
+            }
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
+            for series in Series::ALL {
+                let done = QueryBuilder::new(format!("DELETE FROM {} WHERE sensor_id = ", series.table()))
+                    .push_bind(sensor_id)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("deleting a sensor's readings"))?;
+                deleted += done.rows_affected();
+            }
+            QueryBuilder::new("DELETE FROM sensors WHERE id = ")
+                .push_bind(sensor_id)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("deleting a sensor"))?;
+            tx.commit().await.map_err(query_err("committing the deletion"))?;
+        });
+        self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).remove(sensor);
+        Ok(deleted)
+    }
+
+    /// Deletes at most `limit` rows of a sensor's `series` that end at or before `before` (a
+    /// rollup row only once its whole period is older); returns how many. Small chunks keep
+    /// each transaction short, so ingest never waits long for the write lock.
+    pub async fn purge_chunk(&self, series: Series, sensor_id: i64, before: TimestampMs, limit: i64) -> Result<u64, StoreError> {
+        let (table, column) = (series.table(), series.period_column());
+        // A row starting at `start` covers [start, start + period).
+        let bound = before.0.saturating_sub(series.period_ms() - 1);
+        on_pool!(self, pool => {
+            let mut delete = delete_chunk_head(self.dialect(), table);
+            delete.push("sensor_id = ").push_bind(sensor_id).push(format!(" AND {column} < ")).push_bind(bound);
+            delete_chunk_tail(self.dialect(), &mut delete, limit);
+            delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old readings"))
+        })
+    }
+
+    /// Deletes at most `limit` rejects received before `before`; returns how many.
+    pub async fn purge_rejects_chunk(&self, before: TimestampMs, limit: i64) -> Result<u64, StoreError> {
+        on_pool!(self, pool => {
+            let mut delete = delete_chunk_head(self.dialect(), "rejects");
+            delete.push("received_at < ").push_bind(before.0);
+            delete_chunk_tail(self.dialect(), &mut delete, limit);
+            delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old rejects"))
+        })
+    }
+
+    /// The start of the oldest row of a sensor's `series`.
+    pub async fn oldest(&self, series: Series, sensor_id: i64) -> Result<Option<TimestampMs>, StoreError> {
+        let (table, column) = (series.table(), series.period_column());
+        on_pool!(self, pool => QueryBuilder::new(format!("SELECT MIN({column}) FROM {table} WHERE sensor_id = "))
+            .push_bind(sensor_id)
+            .build()
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>(0))
+            .map(|ts| ts.map(TimestampMs))
+            .map_err(query_err("finding the oldest reading")))
+    }
+
+    /// The database's size, rows per table and the oldest reading. Counts every row: seconds
+    /// on tens of millions, so the lifecycle task measures it now and then, not per request.
+    pub async fn size(&self) -> Result<DatabaseSize, StoreError> {
+        let mut rows = Vec::with_capacity(COUNTED.len());
+        for table in COUNTED {
+            rows.push((table, self.count_rows(table, "counting rows").await?));
+        }
+        let (bytes, free_bytes) = on_pool!(self, pool => {
+            let (sql, free) = match self.dialect() {
+                Dialect::Sqlite => (
+                    "SELECT (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size()), \
+                     (SELECT freelist_count FROM pragma_freelist_count()) * (SELECT page_size FROM pragma_page_size())",
+                    true,
+                ),
+                Dialect::Postgres => ("SELECT pg_database_size(current_database()), NULL::BIGINT", false),
+                Dialect::MySql => (
+                    "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED), NULL FROM information_schema.tables \
+                     WHERE table_schema = DATABASE()",
+                    false,
+                ),
+            };
+            let row = QueryBuilder::new(sql).build().fetch_one(pool).await.map_err(query_err("measuring the database"))?;
+            let bytes: i64 = row.try_get(0).map_err(query_err("measuring the database"))?;
+            let free: Option<i64> = if free { row.try_get(1).map_err(query_err("measuring the database"))? } else { None };
+            (bytes.max(0) as u64, free.map(|f| f.max(0) as u64))
+        });
+        // The write-ahead log is part of a SQLite database's footprint until it is checkpointed.
+        let wal = self.url.sqlite_file().and_then(|file| std::fs::metadata(format!("{}-wal", file.display())).ok()).map_or(0, |m| m.len());
+        // Per sensor, through the (sensor_id, ts) index: there is no index on `ts` alone.
+        let oldest = on_pool!(self, pool => QueryBuilder::new(
+                "SELECT MIN(oldest) FROM (SELECT (SELECT MIN(ts) FROM readings r WHERE r.sensor_id = s.id) AS oldest FROM sensors s) AS t",
+            )
+            .build()
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>(0))
+            .map_err(query_err("finding the oldest reading"))?);
+        Ok(DatabaseSize { bytes: bytes + wal, free_bytes, rows, oldest_reading_ms: oldest })
+    }
+
+    /// Gives free pages back to the file system, a few at a time (SQLite with
+    /// `auto_vacuum=INCREMENTAL`, which new databases have; elsewhere and on older SQLite files
+    /// nothing). Returns the pages freed.
+    pub async fn vacuum_step(&self, pages: i64) -> Result<u64, StoreError> {
+        let Pool::Sqlite(pool) = &self.pool else { return Ok(0) };
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(pool).await.map_err(query_err("reading auto_vacuum"))?;
+        if mode != 2 {
+            return Ok(0);
+        }
+        let free = |pool| async move {
+            sqlx::query_scalar::<_, i64>("PRAGMA freelist_count").fetch_one(pool).await.map_err(query_err("counting free pages"))
+        };
+        let before = free(pool).await?;
+        if before == 0 {
+            return Ok(0);
+        }
+        sqlx::query(&format!("PRAGMA incremental_vacuum({})", pages.max(1))).execute(pool).await.map_err(query_err("vacuuming"))?;
+        Ok((before - free(pool).await?).max(0) as u64)
+    }
+
+    /// Every sensor's id, key and own settings (for the purge).
+    pub async fn sensor_settings(&self) -> Result<Vec<(i64, SensorKey, SensorSettings)>, StoreError> {
+        Ok(self.sensors().await?.into_iter().map(|s| (s.id, s.key, s.settings)).collect())
+    }
+}
+
+/// Rows a purge deletes per transaction.
+pub const PURGE_CHUNK: i64 = 2000;
+
+/// `DELETE ... WHERE` of at most some rows. SQLite and PostgreSQL have no LIMIT on DELETE: the
+/// rows are picked by a subquery on their row id.
+fn delete_chunk_head<'a, DB: sqlx::Database>(dialect: Dialect, table: &str) -> QueryBuilder<'a, DB> {
+    match dialect {
+        Dialect::Sqlite => QueryBuilder::new(format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ")),
+        Dialect::Postgres => QueryBuilder::new(format!("DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE ")),
+        Dialect::MySql => QueryBuilder::new(format!("DELETE FROM {table} WHERE ")),
+    }
+}
+
+fn delete_chunk_tail<'a, DB: sqlx::Database>(dialect: Dialect, delete: &mut QueryBuilder<'a, DB>, limit: i64)
+where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    delete.push(" LIMIT ").push_bind(limit);
+    if dialect != Dialect::MySql {
+        delete.push(")");
+    }
+}
+
+impl SensorSettings {
+    /// From the columns `display_name, unit, hidden, retention_ms`.
+    pub(super) fn from_columns(display_name: Option<String>, unit: Option<String>, hidden: i16, retention_ms: Option<i64>) -> Self {
+        Self { display_name, unit, hidden: hidden != 0, retention: retention_ms.map(Keep::from_ms) }
+    }
+}
