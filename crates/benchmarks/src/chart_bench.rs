@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         let mut times = Vec::new();
         for _ in 0..args.runs {
             let t = Instant::now();
-            let buckets = store.buckets(sensor_id, from, to, width).await?;
+            let buckets = store.buckets(roost::store::Series::Minutes, sensor_id, from, to, width).await?;
             times.push(t.elapsed());
             anyhow::ensure!(buckets.len() == 1000, "expected 1000 buckets, got {}", buckets.len());
         }

@@ -240,7 +240,7 @@ mod tests {
         let Command::Serve(mut args) = Cli::from_arg_matches(&matches).unwrap().command else { panic!() };
         let config = ConfigFile::parse(file, "roost.toml".into())?;
         config.apply(&mut args, matches.subcommand_matches("serve").unwrap(), Path::new("roost.toml"))?;
-        Ok(args)
+        Ok(*args)
     }
 
     #[test]

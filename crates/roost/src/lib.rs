@@ -21,3 +21,4 @@ pub mod settings;
 pub mod sim;
 pub mod store;
 pub mod tls;
+pub mod transfer;

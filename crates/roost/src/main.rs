@@ -79,6 +79,8 @@ fn use_running_server(command: &mut Command, matches: &clap::ArgMatches) -> anyh
             }
         },
         Command::Migrate(db) => (db.dir.data_dir.clone(), None, Some(db)),
+        Command::Export(args) => (args.db.dir.data_dir.clone(), None, Some(&mut args.db)),
+        Command::Import(args) => (args.db.dir.data_dir.clone(), None, Some(&mut args.db)),
         Command::Serve(_) => return Ok(()),
     };
     let database_given = given(nested.or(sub), "database");
@@ -109,7 +111,7 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
     match cli.command {
         Command::Serve(args) => {
             let serve_matches = matches.subcommand_matches("serve").expect("serve was parsed");
-            let settings = roost::settings::Settings::from_command_line(args, serve_matches)?;
+            let settings = roost::settings::Settings::from_command_line(*args, serve_matches)?;
             let shutdown = CancellationToken::new();
             cancel_on_signal(shutdown.clone())?;
             let app = App::build(&settings).await?.with_utc_offset(utc_offset_secs);
@@ -171,6 +173,8 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Export(args) => roost::transfer::run_export(args).await?,
+        Command::Import(args) => roost::transfer::run_import(args).await?,
         Command::User(command) => roost::auth::accounts::run(command).await?,
         Command::Token(command) => roost::auth::accounts::run_token(command).await?,
     }

@@ -19,6 +19,30 @@ impl TimestampMs {
         let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self(since.as_millis() as i64)
     }
+
+    /// Epoch milliseconds (`1700000000000`) or RFC 3339 (`2023-11-14T22:13:20.5Z`, any offset;
+    /// finer than a millisecond is cut), from 1970 to the end of 9999.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let ms = match value.parse::<i64>() {
+            Ok(ms) => ms,
+            Err(_) => time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .and_then(|t| i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok())
+                .ok_or_else(|| format!("must be epoch milliseconds or an RFC 3339 time, not {value:?}"))?,
+        };
+        if !(0..=Self::MAX.0).contains(&ms) {
+            return Err(format!("must be between 0 (1970) and {} (the end of 9999), not {value}", Self::MAX.0));
+        }
+        Ok(Self(ms))
+    }
+
+    /// RFC 3339 in UTC, to the millisecond when it has one (`2023-11-14T22:13:20.5Z`).
+    pub fn rfc3339(self) -> String {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Identifies a sensor: owner / place / category, each a non-empty topic level of at most

@@ -1,9 +1,13 @@
-//! Sensors, their readings (raw or downsampled), CSV export and rejects.
+//! Sensors, their settings (name, unit, hidden, retention; deletion), their readings (raw or
+//! downsampled from the finest series still kept), CSV export and rejects.
 
 use super::auth::Viewer;
-use super::params::{given, rfc3339, time_range, ApiQuery};
+use super::params::{given, rfc3339, time_range, ApiJson, ApiQuery};
 use super::{ApiError, ApiState};
+use crate::lifecycle::KeepSource;
 use crate::model::{SensorKey, TimestampMs};
+use crate::settings::parse_keep;
+use crate::store::{SensorChange, SensorRow};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -18,6 +22,11 @@ const MAX_RAW: i64 = 100_000;
 const MAX_BUCKETS: u32 = 10_000;
 const MAX_REJECTS: i64 = 1_000;
 
+/// Longest display name, in characters.
+const MAX_DISPLAY_NAME: usize = 100;
+/// Longest unit, in characters.
+const MAX_UNIT: usize = 32;
+
 #[derive(Debug, Serialize)]
 pub struct SensorJson {
     owner: String,
@@ -28,24 +37,121 @@ pub struct SensorJson {
     last_seen_ms: Option<i64>,
     /// RFC 3339, UTC.
     last_seen: Option<String>,
+    /// The name the dashboard shows (`null`: its key).
+    display_name: Option<String>,
+    /// Its own unit (`null`: the category's).
+    unit: Option<String>,
+    /// Left out of the dashboard's overview.
+    hidden: bool,
+    /// How long its raw readings are kept (`30d`, `forever`), and where that comes from
+    /// (`sensor`: its own; `rule`: a retention rule; `default`: `--retention`).
+    retention: String,
+    retention_from: KeepSource,
+}
+
+fn sensor_json(state: &ApiState, s: SensorRow) -> SensorJson {
+    let (keep, from) = state.retention.raw(&s.key, s.settings.retention);
+    SensorJson {
+        owner: s.key.owner,
+        place: s.key.place,
+        category: s.key.category,
+        last_value: s.last_value,
+        last_seen_ms: s.last_seen.map(|t| t.0),
+        last_seen: s.last_seen.map(rfc3339),
+        display_name: s.settings.display_name,
+        unit: s.settings.unit,
+        hidden: s.settings.hidden,
+        retention: keep.to_string(),
+        retention_from: from,
+    }
 }
 
 pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Result<Json<Vec<SensorJson>>, ApiError> {
     let sensors = state.store.sensors().await?;
-    Ok(Json(
-        sensors
-            .into_iter()
-            .filter(|s| viewer.may_see(&s.key.owner))
-            .map(|s| SensorJson {
-                owner: s.key.owner,
-                place: s.key.place,
-                category: s.key.category,
-                last_value: s.last_value,
-                last_seen_ms: s.last_seen.map(|t| t.0),
-                last_seen: s.last_seen.map(rfc3339),
-            })
-            .collect(),
-    ))
+    Ok(Json(sensors.into_iter().filter(|s| viewer.may_see(&s.key.owner)).map(|s| sensor_json(&state, s)).collect()))
+}
+
+/// A `PATCH` of a sensor: each field given is changed, `null` clears it, absent leaves it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorPatch {
+    #[serde(default, deserialize_with = "given_or_null")]
+    display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given_or_null")]
+    unit: Option<Option<String>>,
+    #[serde(default)]
+    hidden: Option<bool>,
+    /// `"7d"`, `"forever"`, or `null` to follow the rules again.
+    #[serde(default, deserialize_with = "given_or_null")]
+    retention: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`, by `default`).
+fn given_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A trimmed text of at most `max` characters; empty is `None`.
+fn label(field: &str, text: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    let Some(text) = text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) else { return Ok(None) };
+    if text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!("`{field}` must be at most {max} characters, without control characters")));
+    }
+    Ok(Some(text))
+}
+
+impl SensorPatch {
+    fn into_change(self) -> Result<SensorChange, ApiError> {
+        Ok(SensorChange {
+            display_name: self.display_name.map(|n| label("display_name", n, MAX_DISPLAY_NAME)).transpose()?,
+            unit: self.unit.map(|u| label("unit", u, MAX_UNIT)).transpose()?,
+            hidden: self.hidden,
+            retention: self
+                .retention
+                .map(|r| r.map(|text| parse_keep(&text).map_err(|e| ApiError::BadRequest(format!("`retention`: {e}")))).transpose())
+                .transpose()?,
+        })
+    }
+}
+
+/// The sensor, if this viewer may see it (and so change it): admins any, a user their own.
+/// Other owners' sensors are "not found" to non-admins, like missing ones.
+async fn find_sensor(state: &ApiState, viewer: &Viewer, key: SensorKey) -> Result<SensorRow, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no sensor {key}"));
+    if !viewer.may_see(&key.owner) {
+        return Err(not_found());
+    }
+    let sensor = state.store.sensor(&key).await?.ok_or_else(not_found)?;
+    Ok(sensor)
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
+    Path((owner, place, category)): Path<(String, String, String)>,
+    ApiJson(patch): ApiJson<SensorPatch>,
+) -> Result<Json<SensorJson>, ApiError> {
+    let change = patch.into_change()?;
+    let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
+    if !state.store.update_sensor(sensor.id, &change).await? {
+        return Err(ApiError::NotFound(format!("no sensor {}", sensor.key)));
+    }
+    tracing::info!(sensor = %sensor.key, by = viewer.name.as_deref().unwrap_or("anonymous"), ?change, "sensor changed");
+    let changed = state.store.sensor(&sensor.key).await?.ok_or_else(|| ApiError::NotFound(format!("no sensor {}", sensor.key)))?;
+    Ok(Json(sensor_json(&state, changed)))
+}
+
+/// Deletes a sensor with its readings and rollups. A board still publishing creates it again
+/// with its next reading (hide it instead to keep it out of sight).
+pub async fn delete(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
+    Path((owner, place, category)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
+    let rows = state.store.delete_sensor(&sensor.key, sensor.id).await?;
+    tracing::info!(sensor = %sensor.key, rows, by = viewer.name.as_deref().unwrap_or("anonymous"), "sensor deleted");
+    Ok(Json(json!({ "deleted": format!("{}", sensor.key), "rows": rows })))
 }
 
 /// The last hour of every visible sensor, one average per minute (oldest first), keyed
@@ -76,24 +182,6 @@ pub struct RangeQuery {
     buckets: Option<String>,
 }
 
-/// The sensor's id; other owners' sensors are "not found" to non-admins, like missing ones.
-async fn find_sensor(
-    state: &ApiState,
-    viewer: &Viewer,
-    owner: String,
-    place: String,
-    category: String,
-) -> Result<(SensorKey, i64), ApiError> {
-    let key = SensorKey { owner, place, category };
-    if !viewer.may_see(&key.owner) {
-        return Err(ApiError::NotFound(format!("no sensor {key}")));
-    }
-    match state.store.sensor_id(&key).await? {
-        Some(id) => Ok((key, id)),
-        None => Err(ApiError::NotFound(format!("no sensor {key}"))),
-    }
-}
-
 pub async fn readings(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
@@ -108,15 +196,18 @@ pub async fn readings(
             _ => return Err(ApiError::BadRequest(format!("`buckets` must be a whole number from 1 to {MAX_BUCKETS}, not {b:?}"))),
         },
     };
-    let (key, id) = find_sensor(&state, &viewer, owner, place, category).await?;
+    let row = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
+    let (key, id) = (&row.key, row.id);
     let sensor = json!({ "owner": key.owner, "place": key.place, "category": key.category });
     let range = json!({ "from_ms": from.0, "to_ms": to.0, "from": rfc3339(from), "to": rfc3339(to) });
+    let (keep, _) = state.retention.raw(key, row.settings.retention);
     match buckets {
         Some(n) => {
             // Round the width up so that n buckets cover the range.
             let width = ((to.0 - from.0) + i64::from(n) - 1) / i64::from(n);
-            let buckets = state.store.buckets(id, from, to, width.max(1)).await?;
-            Ok(Json(json!({ "sensor": sensor, "range": range, "bucket_ms": width.max(1), "buckets": buckets })))
+            let (series, width) = state.retention.chart_series(keep, TimestampMs::now(), from, width.max(1));
+            let buckets = state.store.buckets(series, id, from, to, width).await?;
+            Ok(Json(json!({ "sensor": sensor, "range": range, "bucket_ms": width, "series": series, "buckets": buckets })))
         }
         None => {
             let rows = state.store.readings_by_id(id, from, to, MAX_RAW + 1).await?;
@@ -126,7 +217,9 @@ pub async fn readings(
                 )));
             }
             let readings: Vec<[Value; 2]> = rows.into_iter().map(|(ts, v)| [json!(ts), json!(v)]).collect();
-            Ok(Json(json!({ "sensor": sensor, "range": range, "readings": readings })))
+            // Raw readings before this were deleted by the retention (or will be at the next purge).
+            let kept_from = keep.cutoff(TimestampMs::now()).map(|t| t.0);
+            Ok(Json(json!({ "sensor": sensor, "range": range, "raw_kept_from_ms": kept_from, "readings": readings })))
         }
     }
 }
@@ -139,7 +232,8 @@ pub async fn export_csv(
     ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
-    let (key, id) = find_sensor(&state, &viewer, owner, place, category).await?;
+    let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
+    let (key, id) = (sensor.key, sensor.id);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let store = state.store.clone();
     tokio::spawn(async move { store.stream_readings(id, from, to, tx).await });

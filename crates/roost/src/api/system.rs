@@ -35,6 +35,7 @@ pub async fn stats(
     let broker: serde_json::Map<String, Value> = state.broker.metrics().into_iter().map(|m| (m.key.to_owned(), json!(m.value))).collect();
     let ingest = state.ingest.snapshot();
     let (sensors, readings, rejects) = state.store.counts().await?;
+    let lifecycle = state.lifecycle.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Json(json!({
         "broker": broker,
         "ingest": {
@@ -48,6 +49,7 @@ pub async fn stats(
         },
         "broker_state": { "problem": state.broker_state.report().problem() },
         "database": { "sensors": sensors, "readings": readings, "rejects": rejects },
+        "lifecycle": lifecycle,
     })))
 }
 
@@ -80,6 +82,32 @@ pub async fn metrics(
     metric("roost_ingest_last_batch_size", "gauge", "Records in the most recent committed batch.", &[("", i.last_batch_size)]);
     metric("roost_ingest_failed_commits_total", "counter", "Commits that failed and were retried.", &[("", i.failed_commits)]);
     metric("roost_ingest_refused_total", "counter", "Readings the database refused, stored as rejects instead.", &[("", i.refused)]);
+    let lifecycle = state.lifecycle.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(size) = &lifecycle.size {
+        metric("roost_database_bytes", "gauge", "Bytes the database takes (measured after each purge).", &[("", size.bytes)]);
+        let rows: Vec<(String, u64)> = size.rows.iter().map(|(table, n)| (format!("{{table=\"{table}\"}}"), *n as u64)).collect();
+        let rows: Vec<(&str, u64)> = rows.iter().map(|(labels, n)| (labels.as_str(), *n)).collect();
+        metric("roost_database_rows", "gauge", "Rows per table (measured after each purge).", &rows);
+        if let Some(oldest) = size.oldest_reading_ms {
+            metric(
+                "roost_oldest_reading_timestamp_seconds",
+                "gauge",
+                "Time of the oldest raw reading kept.",
+                &[("", (oldest / 1000).max(0) as u64)],
+            );
+        }
+    }
+    if let Some(disk) = lifecycle.disk {
+        metric(
+            "roost_disk_free_bytes",
+            "gauge",
+            "Free space on the database's disk (SQLite; else the data directory's).",
+            &[("", disk.free_bytes)],
+        );
+        metric("roost_disk_size_bytes", "gauge", "Size of the database's disk.", &[("", disk.total_bytes)]);
+        metric("roost_disk_low", "gauge", "1 while free space is below --low-disk-percent, else 0.", &[("", lifecycle.disk_low as u64)]);
+    }
+    metric("roost_purged_rows_total", "counter", "Rows deleted by retention purges since start.", &[("", lifecycle.purged_rows)]);
     let broker_state = state.broker_state.report();
     metric(
         "roost_broker_state_healthy",

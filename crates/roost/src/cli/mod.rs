@@ -10,10 +10,13 @@ use crate::api::NormalRange;
 use crate::ingest::TopicTemplate;
 use crate::lifecycle::RetentionRule;
 use crate::model::Keep;
+use crate::model::TimestampMs;
 use crate::mqtt_client::{BrokerUrl, ClientSettings};
 use crate::settings::{parse_duration, parse_keep};
 use crate::store::DatabaseUrl;
+use crate::transfer::Format;
 use clap::{Args, Parser, Subcommand};
+use mqtt_codec::TopicFilter;
 use rumqttc::QoS;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run Roost: the MQTT broker (TCP and WebSocket) and durable ingest into the database.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create or upgrade the database schema, then exit (`serve` also does this at start).
     Migrate(DatabaseArgs),
     /// Run virtual NodeMCU boards (DHT11 temperature/humidity, CdS light) that publish
@@ -37,6 +40,13 @@ pub enum Command {
     /// Check an installation: publish numbered readings, time the acknowledgements, then
     /// verify in the database that every acknowledged reading was stored.
     Bench(BenchArgs),
+    /// Write readings to standard output as CSV or JSON Lines: a backup, a spreadsheet, or the
+    /// way to another database (`roost import`). Progress on a terminal, a summary at the end.
+    Export(ExportArgs),
+    /// Load readings from a file written by `roost export` (or in its format) into the database:
+    /// any of SQLite, PostgreSQL, MariaDB. Readings already stored are skipped, so importing a
+    /// file twice adds nothing.
+    Import(ImportArgs),
     /// Manage user accounts (MQTT and dashboard logins) in the database `serve` uses.
     #[command(subcommand)]
     User(UserCommand),
@@ -304,6 +314,44 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Readings from this time on: RFC 3339 (2026-01-31T00:00:00Z) or epoch milliseconds.
+    /// [default: the oldest]
+    #[arg(long, value_parser = TimestampMs::parse, value_name = "TIME")]
+    pub from: Option<TimestampMs>,
+    /// Readings before this time. [default: all]
+    #[arg(long, value_parser = TimestampMs::parse, value_name = "TIME")]
+    pub to: Option<TimestampMs>,
+    /// Only the sensors whose topic matches this MQTT topic filter (e.g. 'iot/yanjo/#' or
+    /// 'iot/+/sensor/+/temperature').
+    #[arg(long, value_name = "TOPIC_FILTER", value_parser = parse_filter)]
+    pub filter: Option<TopicFilter>,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: Format,
+    /// The topic templates a sensor's topic is made with, for --filter (as `serve --template`).
+    /// [default: iot/{owner}/sensor/{place}/{category}]
+    #[arg(long = "template", value_name = "TEMPLATE")]
+    pub templates: Vec<TopicTemplate>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The file to read (CSV with a header, or JSON Lines), or - for standard input.
+    pub file: std::path::PathBuf,
+    /// [default: from the file's extension (.csv, .jsonl, .ndjson); csv for standard input]
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+fn parse_filter(s: &str) -> Result<TopicFilter, String> {
+    TopicFilter::parse(s).map_err(|e| format!("{s:?} is not an MQTT topic filter: {e}"))
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Where readings are stored: sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB
     /// (also mariadb://). `serve` and `migrate` create a missing SQLite file; `user`, `token`
@@ -551,7 +599,7 @@ pub fn default_units() -> Vec<(String, String)> {
 impl Default for ServeArgs {
     fn default() -> Self {
         match Cli::parse_from(["roost", "serve"]).command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => unreachable!("parsed a serve command"),
         }
     }

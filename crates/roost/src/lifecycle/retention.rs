@@ -5,6 +5,7 @@
 use crate::ingest::TopicTemplate;
 use crate::model::{Keep, SensorKey, TimestampMs};
 use crate::settings::parse_keep;
+use crate::store::Series;
 use mqtt_codec::{TopicFilter, TopicName};
 
 /// Sensors whose topic matches `filter` keep their raw readings for `keep`.
@@ -63,6 +64,27 @@ impl RetentionPolicy {
     }
 }
 
+/// Buckets at least this many rows of a series wide are drawn from it: a bucket of five minutes
+/// from the per-minute rollups, of five hours from the hourly ones.
+const ROWS_PER_BUCKET: i64 = 5;
+
+impl RetentionPolicy {
+    /// The series a chart from `from` in buckets of `width_ms` is drawn from, and the bucket
+    /// width it gets: the coarsest series that still gives each bucket several rows (the
+    /// answer is exact either way: min, max, sum and count roll up), unless that series no
+    /// longer reaches back to `from`; then the finest one that does, and buckets at least one
+    /// of its rows wide.
+    pub fn chart_series(&self, raw: Keep, now: TimestampMs, from: TimestampMs, width_ms: i64) -> (Series, i64) {
+        let cutoffs = self.cutoffs(raw, now);
+        let reaches = |i: usize| cutoffs[i].is_none_or(|cutoff| cutoff <= from);
+        let preferred = Series::ALL.iter().rposition(|s| s.period_ms() == 1 || width_ms >= ROWS_PER_BUCKET * s.period_ms()).unwrap_or(0);
+        // Past the hourly retention nothing is left at all: the hourly series answers (empty).
+        let index = (preferred..Series::ALL.len()).find(|&i| reaches(i)).unwrap_or(Series::ALL.len() - 1);
+        let series = Series::ALL[index];
+        (series, width_ms.max(series.period_ms()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +115,27 @@ mod tests {
         assert_eq!(policy.raw(&light, Some(days(1))), (days(1), KeepSource::Sensor));
         assert!(RetentionRule::new("iot/#/x", "7d").unwrap_err().contains("not a topic filter"));
         assert!(RetentionRule::new("iot/#", "soon").is_err());
+    }
+
+    #[test]
+    fn charts_use_the_coarsest_useful_series_that_still_reaches_back() {
+        let policy = RetentionPolicy {
+            default: days(30),
+            rules: Vec::new(),
+            minute_rollups: days(365),
+            hourly_rollups: Keep::Forever,
+            templates: TopicTemplate::defaults(),
+        };
+        let now = TimestampMs(1000 * 86_400_000);
+        let ago = |d: i64| TimestampMs(now.0 - d * 86_400_000);
+        const MIN: i64 = 60_000;
+        assert_eq!(policy.chart_series(days(30), now, ago(1), 12_000), (Series::Raw, 12_000), "an hour's chart: raw");
+        assert_eq!(policy.chart_series(days(30), now, ago(2), 10 * MIN), (Series::Minutes, 10 * MIN));
+        assert_eq!(policy.chart_series(days(30), now, ago(365), 29 * 60 * MIN), (Series::Hours, 29 * 60 * MIN), "a year");
+        assert_eq!(policy.chart_series(days(30), now, ago(40), 12_000), (Series::Minutes, MIN), "raw is gone: minutes");
+        assert_eq!(policy.chart_series(days(30), now, ago(400), 12_000), (Series::Hours, 60 * MIN), "minutes are gone");
+        assert_eq!(policy.chart_series(Keep::Forever, now, ago(400), 12_000), (Series::Raw, 12_000), "kept forever");
+        let short = RetentionPolicy { hourly_rollups: days(500), ..policy };
+        assert_eq!(short.chart_series(days(30), now, ago(600), 12_000), (Series::Hours, 60 * MIN), "nothing left: empty hours");
     }
 }

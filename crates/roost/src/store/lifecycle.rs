@@ -97,7 +97,7 @@ impl Store {
     /// Changes a sensor's settings; false if there is no such sensor.
     pub async fn update_sensor(&self, sensor_id: i64, change: &SensorChange) -> Result<bool, StoreError> {
         if change.is_empty() {
-            return Ok(self.sensor_exists(sensor_id).await?);
+            return self.sensor_exists(sensor_id).await;
         }
         on_pool!(self, pool => {
             let mut update = QueryBuilder::new("UPDATE sensors SET ");

@@ -129,7 +129,7 @@ mod tokens;
 mod users;
 pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, WillRow};
 pub use lifecycle::{DatabaseSize, SensorChange, SensorSettings, Series, PURGE_CHUNK};
-pub use queries::{Bucket, ROLLUP_MIN_BUCKET_MS};
+pub use queries::Bucket;
 pub use tokens::{TokenKind, TokenOwner, TokenRow};
 pub use users::{Grant, UserError, UserRecord};
 

@@ -1,11 +1,8 @@
 //! Reading what ingest wrote: sensors, readings, downsampled buckets, exports, rejects, counts.
 
-use super::{decode_rows, query_err, Dialect, Pool, RejectRow, SensorRow, SensorSettings, Store, StoreError};
+use super::{decode_rows, query_err, Dialect, Pool, RejectRow, SensorRow, SensorSettings, Series, Store, StoreError};
 use crate::model::{SensorKey, TimestampMs};
 use sqlx::{QueryBuilder, Row};
-
-/// Buckets at least this wide are computed from the per-minute rollups.
-pub const ROLLUP_MIN_BUCKET_MS: i64 = 5 * 60_000;
 
 /// `SELECT id FROM sensors` of one sensor (the caller may add a locking clause).
 pub(super) fn select_sensor_id<'a, DB: sqlx::Database>(sensor: &'a SensorKey) -> QueryBuilder<'a, DB>
@@ -17,6 +14,23 @@ where
     query.push(" AND place = ").push_bind(sensor.place.as_str());
     query.push(" AND category = ").push_bind(sensor.category.as_str());
     query
+}
+
+/// The columns [`sensor_row!`] decodes.
+const SELECT_SENSORS: &str =
+    "SELECT id, owner, place, category, last_value, last_seen, display_name, unit, hidden, retention_ms FROM sensors";
+
+/// A [`SensorRow`] from a row of [`SELECT_SENSORS`] (a macro: each backend's row type).
+macro_rules! sensor_row {
+    ($row:expr) => {
+        Ok(SensorRow {
+            id: $row.try_get(0)?,
+            key: SensorKey { owner: $row.try_get(1)?, place: $row.try_get(2)?, category: $row.try_get(3)? },
+            last_value: $row.try_get(4)?,
+            last_seen: $row.try_get::<Option<i64>, _>(5)?.map(TimestampMs),
+            settings: SensorSettings::from_columns($row.try_get(6)?, $row.try_get(7)?, $row.try_get(8)?, $row.try_get(9)?),
+        })
+    };
 }
 
 impl Store {
@@ -37,23 +51,28 @@ impl Store {
     /// All sensors, ordered by owner, place, category.
     pub async fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(
-                "SELECT id, owner, place, category, last_value, last_seen, display_name, unit, hidden, retention_ms \
-                 FROM sensors ORDER BY owner, place, category",
-            )
-            .build()
-            .fetch_all(pool)
-            .await
-            .map_err(query_err("listing sensors"))?;
-            decode_rows(&rows, "reading sensors", |row| {
-                    Ok(SensorRow {
-                        id: row.try_get(0)?,
-                        key: SensorKey { owner: row.try_get(1)?, place: row.try_get(2)?, category: row.try_get(3)? },
-                        last_value: row.try_get(4)?,
-                        last_seen: row.try_get::<Option<i64>, _>(5)?.map(TimestampMs),
-                        settings: SensorSettings::from_columns(row.try_get(6)?, row.try_get(7)?, row.try_get(8)?, row.try_get(9)?),
-                    })
-                })
+            let rows = QueryBuilder::new(SELECT_SENSORS)
+                .push(" ORDER BY owner, place, category")
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("listing sensors"))?;
+            decode_rows(&rows, "reading sensors", |row| sensor_row!(row))
+        })
+    }
+
+    /// One sensor with its latest reading and settings.
+    pub async fn sensor(&self, key: &SensorKey) -> Result<Option<SensorRow>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = QueryBuilder::new(SELECT_SENSORS)
+                .push(" WHERE owner = ").push_bind(key.owner.as_str())
+                .push(" AND place = ").push_bind(key.place.as_str())
+                .push(" AND category = ").push_bind(key.category.as_str())
+                .build()
+                .fetch_all(pool)
+                .await
+                .map_err(query_err("looking up a sensor"))?;
+            Ok(decode_rows(&rows, "reading a sensor", |row| sensor_row!(row))?.pop())
         })
     }
 
@@ -196,39 +215,48 @@ impl Store {
         })
     }
 
-    /// Min/avg/max/count of a sensor's readings in buckets of `width_ms` from `from` to `to`;
-    /// empty buckets are left out. The database does the grouping, so a month of 1-second
-    /// data comes back as a few hundred rows.
+    /// Min/avg/max/count of a sensor's readings in buckets of `width_ms` from `from` to `to`,
+    /// computed from `series`; empty buckets are left out. The database does the grouping, so
+    /// a month of 1-second data comes back as a few hundred rows.
     ///
-    /// Buckets of at least [`ROLLUP_MIN_BUCKET_MS`] are computed from the per-minute rollups
-    /// (`readings_1m`): min, max, mean and count stay exact, and each minute counts in the bucket
-    /// where it starts (so a bucket edge is exact to the minute).
-    pub async fn buckets(&self, sensor_id: i64, from: TimestampMs, to: TimestampMs, width_ms: i64) -> Result<Vec<Bucket>, StoreError> {
+    /// From a rollup series, min, max, mean and count stay exact, and each rollup row counts in
+    /// the bucket where its period starts (so a bucket edge is exact to the minute or the hour).
+    pub async fn buckets(
+        &self,
+        series: Series,
+        sensor_id: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        width_ms: i64,
+    ) -> Result<Vec<Bucket>, StoreError> {
         // Integer division: `/` on integers in SQLite and PostgreSQL, `DIV` in MySQL/MariaDB.
         let div = if self.dialect() == Dialect::MySql { " DIV " } else { " / " };
-        let (time, aggregates, table): (&str, &str, &str) = if width_ms >= ROLLUP_MIN_BUCKET_MS {
-            // SUM of integers is NUMERIC/DECIMAL on PostgreSQL and MariaDB: cast it back.
-            let aggregates = match self.dialect() {
-                Dialect::Sqlite => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), SUM(count) FROM readings_1m",
-                Dialect::Postgres => " AS bucket, MIN(min), SUM(sum) / CAST(SUM(count) AS DOUBLE PRECISION), MAX(max), CAST(SUM(count) AS BIGINT) FROM readings_1m",
-                Dialect::MySql => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), CAST(SUM(count) AS SIGNED) FROM readings_1m",
-            };
-            ("minute", aggregates, "minute")
+        let (table, time) = (series.table(), series.period_column());
+        let aggregates = if series == Series::Raw {
+            " AS bucket, MIN(value), AVG(value), MAX(value), COUNT(*)".to_owned()
         } else {
-            ("ts", " AS bucket, MIN(value), AVG(value), MAX(value), COUNT(*) FROM readings", "ts")
+            // SUM of integers is NUMERIC/DECIMAL on PostgreSQL and MariaDB: cast it back.
+            match self.dialect() {
+                Dialect::Sqlite => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), SUM(count)",
+                Dialect::Postgres => {
+                    " AS bucket, MIN(min), SUM(sum) / CAST(SUM(count) AS DOUBLE PRECISION), MAX(max), CAST(SUM(count) AS BIGINT)"
+                }
+                Dialect::MySql => " AS bucket, MIN(min), SUM(sum) / SUM(count), MAX(max), CAST(SUM(count) AS SIGNED)",
+            }
+            .to_owned()
         };
-        // The first minute may start before `from`: it counts in the first bucket (the division
-        // truncates toward zero, and the width is over a minute).
-        let lower = if table == "minute" { from.0 - from.0.rem_euclid(60_000) } else { from.0 };
+        // The first period may start before `from`: it counts in the first bucket (the division
+        // truncates toward zero, and the width is at least a period).
+        let lower = from.0 - from.0.rem_euclid(series.period_ms());
         on_pool!(self, pool => {
             let rows = QueryBuilder::new(format!("SELECT ({time} - "))
                 .push_bind(from.0)
                 .push(")").push(div).push_bind(width_ms)
-                .push(aggregates)
-                .push(" WHERE sensor_id = ")
+                .push(&aggregates)
+                .push(format!(" FROM {table} WHERE sensor_id = "))
                 .push_bind(sensor_id)
-                .push(format!(" AND {table} >= ")).push_bind(lower)
-                .push(format!(" AND {table} < ")).push_bind(to.0)
+                .push(format!(" AND {time} >= ")).push_bind(lower)
+                .push(format!(" AND {time} < ")).push_bind(to.0)
                 .push(" GROUP BY bucket ORDER BY bucket")
                 .build()
                 .fetch_all(pool)

@@ -2,7 +2,7 @@
 
 use crate::databases::{Backend, TestDb};
 use roost::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs};
-use roost::store::{Batch, Commit, Store};
+use roost::store::{Batch, Commit, Series, Store};
 
 fn key(owner: &str, place: &str, category: &str) -> SensorKey {
     SensorKey { owner: owner.into(), place: place.into(), category: category.into() }
@@ -169,10 +169,10 @@ async fn rollups_are_exact_for_many_sensors(backend: Backend) {
             sensors.iter().enumerate().map(|(i, k)| reading(k, base + step * 20_000, (step * 1_000 + i as i64) as f64)).collect();
         store.write_batch(&Batch { readings, rejects: vec![] }).await.unwrap();
     }
-    let wide = roost::store::ROLLUP_MIN_BUCKET_MS * 2; // 10 minutes: from the rollups
+    let wide = 10 * 60_000; // 10 minutes: from the rollups
     for i in [0, 1, 999, 1_000, 1_199] {
         let id = store.sensor_id(&sensors[i]).await.unwrap().unwrap();
-        let buckets = store.buckets(id, TimestampMs(base), TimestampMs(base + wide), wide).await.unwrap();
+        let buckets = store.buckets(Series::Minutes, id, TimestampMs(base), TimestampMs(base + wide), wide).await.unwrap();
         let i = i as f64;
         assert_eq!(buckets.len(), 1, "sensor {i}");
         assert_eq!((buckets[0].count, buckets[0].min, buckets[0].max), (30, i, 29_000.0 + i), "sensor {i}");
@@ -219,15 +219,15 @@ async fn rollups_give_the_same_buckets_as_the_readings(backend: Backend) {
         store.write_batch(&Batch { readings: chunk.to_vec(), rejects: vec![] }).await.unwrap();
     }
     let id = store.sensor_id(&k).await.unwrap().unwrap();
-    let wide = roost::store::ROLLUP_MIN_BUCKET_MS * 2; // 10 minutes: from rollups
-    let buckets = store.buckets(id, TimestampMs(base), TimestampMs(base + 3_600_000), wide).await.unwrap();
+    let wide = 10 * 60_000; // 10 minutes: from the rollups
+    let buckets = store.buckets(Series::Minutes, id, TimestampMs(base), TimestampMs(base + 3_600_000), wide).await.unwrap();
     assert_eq!(buckets.len(), 6);
     for (n, b) in buckets.iter().enumerate() {
         let first = (n * 600) as f64;
         assert_eq!((b.start, b.count, b.min, b.max), (base + n as i64 * wide, 600, first, first + 599.0));
         assert!((b.avg - (first + 299.5)).abs() < 1e-9, "bucket {n}: avg {}", b.avg);
     }
-    let narrow = store.buckets(id, TimestampMs(base), TimestampMs(base + 600_000), 60_000).await.unwrap();
+    let narrow = store.buckets(Series::Raw, id, TimestampMs(base), TimestampMs(base + 600_000), 60_000).await.unwrap();
     assert_eq!(narrow.len(), 10);
     assert_eq!((narrow[0].count, narrow[0].min, narrow[0].max), (60, 0.0, 59.0));
 }
