@@ -11,6 +11,7 @@ mod dashboard;
 mod databases;
 mod faults;
 mod ingest;
+mod lifecycle;
 mod limits;
 mod mosquitto_clients;
 mod mqttjs;
