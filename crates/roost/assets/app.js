@@ -85,9 +85,13 @@ let me = null;
 const sensors = new Map(); // key -> { sensor, tile, spark: [values] }
 let currentChart = null;   // { keys, uplot, data, live, maxPoints }
 
-const formatValue = (value, category) => {
+// A sensor's unit: its own, else its category's.
+const unitOf = (s) => s.unit || config.units[s.category] || "";
+// A sensor's name: the one given on its settings, else its category.
+const nameOf = (s) => s.display_name || s.category;
+const formatValue = (value, s) => {
   if (value === null || value === undefined) return "–";
-  const unit = config.units[category] || "";
+  const unit = unitOf(s);
   return `${+value.toFixed(2)}${unit ? " " + unit : ""}`;
 };
 // "low", "high" or "normal" against the category's normal range; "" without one.
@@ -135,7 +139,10 @@ async function whoAmI() {
   return who;
 }
 
-// ---- health banner (admins): what /healthz says while ingest is degraded ----
+const bytes = (n) => (n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)} GiB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`);
+
+// ---- health banner (admins): what /healthz says while ingest is degraded, a disk almost full,
+// and the database's size under the overview ----
 function watchHealth() {
   const check = async () => {
     let problem = null, what = "Readings are";
@@ -149,8 +156,20 @@ function watchHealth() {
     } catch (e) {
       problem = "the server does not answer";
     }
-    $("health-banner").textContent = problem ? `${what} not being stored: ${problem}. Devices are held back; nothing acknowledged is lost.` : "";
-    $("health-banner").hidden = !problem;
+    let text = problem ? `${what} not being stored: ${problem}. Devices are held back; nothing acknowledged is lost.` : "";
+    const stats = await api("/api/stats").catch(() => null);
+    const life = stats && stats.lifecycle;
+    if (life && life.disk) {
+      const free = Math.round((100 * life.disk.free_bytes) / life.disk.total_bytes);
+      if (life.disk_low) text = `${text} The database's disk is almost full: ${bytes(life.disk.free_bytes)} free (${free}%). Shorten the retention, delete sensors, or add space.`.trim();
+      const size = life.size;
+      $("database-size").textContent = size
+        ? `Database: ${bytes(size.bytes)}, ${size.rows.map(([t, n]) => `${n.toLocaleString()} ${t}`).filter((x) => /readings |rejects/.test(x + " ")).join(", ")}`
+          + `${size.oldest_reading_ms ? `, oldest reading ${new Date(size.oldest_reading_ms).toLocaleDateString()}` : ""}; disk ${free}% free.`
+        : `Disk ${free}% free.`;
+    }
+    $("health-banner").textContent = text;
+    $("health-banner").hidden = !text;
   };
   check();
   setInterval(check, 5000);
@@ -209,9 +228,16 @@ async function loadSensors() {
   return list;
 }
 
+let showHidden = false;
+$("show-hidden").addEventListener("click", () => { showHidden = !showHidden; loadOverview().catch(showError); });
+
 async function loadOverview() {
-  const list = await loadSensors();
-  $("no-sensors").hidden = list.length > 0;
+  const all = await loadSensors();
+  const hidden = all.filter((s) => s.hidden).length;
+  $("show-hidden").hidden = hidden === 0;
+  $("show-hidden").textContent = showHidden ? `Leave out ${hidden} hidden` : `Show ${hidden} hidden`;
+  const list = all.filter((s) => showHidden || !s.hidden);
+  $("no-sensors").hidden = all.length > 0;
   const byOwner = new Map();
   for (const s of list) {
     if (!byOwner.has(s.owner)) byOwner.set(s.owner, new Map());
@@ -272,10 +298,10 @@ function renderTile(entry) {
   const stale = s.last_seen_ms === null || Date.now() - s.last_seen_ms > config.stale_after_ms;
   entry.tile.classList.toggle("stale", stale);
   entry.tile.title = `${s.owner} · ${s.place} · ${s.category}`;
-  const value = el("div", `value ${band(s.last_value, s.category)}`, formatValue(s.last_value, s.category));
+  const value = el("div", `value ${band(s.last_value, s.category)}`, formatValue(s.last_value, s));
   const canvas = el("canvas");
   canvas.dataset.category = s.category;
-  entry.tile.replaceChildren(icon(s.category), el("div", "category", s.category), timeEl("div", "seen", s.last_seen_ms), value, canvas);
+  entry.tile.replaceChildren(icon(s.category), el("div", "category", nameOf(s)), timeEl("div", "seen", s.last_seen_ms), value, canvas);
   drawSpark(canvas, entry.spark);
 }
 
@@ -324,7 +350,7 @@ function sensorHash({ owner, place, category, from, to, compare }) {
 }
 
 function renderNow(s) {
-  $("sensor-now").textContent = formatValue(s.last_value, s.category);
+  $("sensor-now").textContent = formatValue(s.last_value, s);
   $("sensor-now").className = `value ${band(s.last_value, s.category)}`;
   setTime($("sensor-seen"), s.last_seen_ms);
 }
@@ -335,10 +361,12 @@ async function showSensor(view) {
   const to = view.to || Date.now();
   const from = view.from || to - 86400000;
   const live = Math.abs(to - Date.now()) < 60000;
-  $("sensor-title").textContent = `${place} · ${category} (${owner})`;
   if (!sensors.has(k)) await loadSensors();
   const entry = sensors.get(k);
+  const own = entry ? entry.sensor : { owner, place, category };
+  $("sensor-title").textContent = `${place} · ${nameOf(own)} (${owner})`;
   if (entry) renderNow(entry.sensor); else { $("sensor-now").textContent = ""; setTime($("sensor-seen"), null); }
+  renderSettings(entry ? entry.sensor : null);
   document.querySelectorAll("[data-range]").forEach((b) => b.classList.toggle("active", live && Math.abs(to - from - +b.dataset.range) < 60000));
   const base = (s) => `/api/sensors/${enc(s.owner)}/${enc(s.place)}/${enc(s.category)}/readings`;
   $("csv-link").href = `${base(view)}.csv?from=${from}&to=${to}`;
@@ -367,19 +395,20 @@ async function showSensor(view) {
   };
   const xs = xsMs.map((x) => x / 1000); // at the bucket's start, never after now
   const data = [xs, column(bodies[0], "avg"), column(bodies[0], "min"), column(bodies[0], "max")];
-  const unitOf = (s) => config.units[s.category] || s.category;
-  const scales = [...new Set(shown.map(unitOf))];
+  const known = (s) => (sensors.get(key(s)) || { sensor: s }).sensor;
+  const axisOf = (s) => unitOf(known(s)) || s.category;
+  const scales = [...new Set(shown.map(axisOf))];
   const colour = (i) => cssVar(SERIES_COLOURS[i % SERIES_COLOURS.length]);
   const series = [
     {},
-    { label: `${category} (${owner}/${place})`, stroke: colour(0), width: 2, scale: unitOf(view), value: (u, v) => (v === null ? "–" : formatValue(v, category)) },
-    { label: "min", stroke: cssVar("--band"), width: 1, scale: unitOf(view) },
-    { label: "max", stroke: cssVar("--band"), width: 1, scale: unitOf(view) },
+    { label: `${nameOf(own)} (${owner}/${place})`, stroke: colour(0), width: 2, scale: axisOf(view), value: (u, v) => (v === null ? "–" : formatValue(v, own)) },
+    { label: "min", stroke: cssVar("--band"), width: 1, scale: axisOf(view) },
+    { label: "max", stroke: cssVar("--band"), width: 1, scale: axisOf(view) },
   ];
   shown.slice(1).forEach((s, i) => {
     data.push(column(bodies[i + 1], "avg"));
-    series.push({ label: `${s.category} (${s.owner}/${s.place})`, stroke: colour(i + 1), width: 1.5, scale: unitOf(s), spanGaps: true,
-      value: (u, v) => (v === null ? "–" : formatValue(v, s.category)) });
+    series.push({ label: `${nameOf(known(s))} (${s.owner}/${s.place})`, stroke: colour(i + 1), width: 1.5, scale: axisOf(s), spanGaps: true,
+      value: (u, v) => (v === null ? "–" : formatValue(v, known(s))) });
   });
   const axisStyle = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--line") }, ticks: { stroke: cssVar("--line") } };
   const axes = [{ ...axisStyle }, ...scales.slice(0, 2).map((scale, i) => ({ ...axisStyle, scale, side: i === 0 ? 3 : 1, label: scale, grid: i === 0 ? axisStyle.grid : { show: false } }))];
@@ -392,9 +421,64 @@ async function showSensor(view) {
   currentChart = { keys: [k], data, live, maxPoints: Math.max(xs.length, width), uplot: new uPlot(opts, data, chartBox) };
   const count = bodies[0].buckets.reduce((n, b) => n + b.count, 0);
   const missing = bodies.filter((b) => b.failed).map((b) => b.failed);
-  $("chart-note").textContent = `${count} readings. Each point: the average of ${stepWords(step)} (line), `
-    + `with the lowest and highest reading as a band. Times in your time zone.${missing.length ? ` Not shown: ${missing.join("; ")}.` : ""}`;
+  // Past the raw readings' retention the server answers from its summaries, in wider buckets.
+  const source = { raw: "the readings", minutes: "the per-minute summaries", hours: "the hourly summaries" }[bodies[0].series] || "the readings";
+  const kept = own.retention ? ` Raw readings are kept ${own.retention === "forever" ? "forever" : `for ${own.retention}`}; older ranges come from the summaries.` : "";
+  $("chart-note").textContent = `${count} readings. Each point: the average of ${stepWords(Math.max(step, bodies[0].bucket_ms || 0))} (line), `
+    + `with the lowest and highest reading as a band, from ${source}. Times in your time zone.${kept}`
+    + `${missing.length ? ` Not shown: ${missing.join("; ")}.` : ""}`;
 }
+
+// ---- a sensor's settings (its owner and admins): name, unit, hidden, retention, delete ----
+let settingsFor = null;
+function renderSettings(s) {
+  const mine = s && me && (me.admin || me.username === s.owner);
+  $("sensor-settings").hidden = !mine;
+  if (!mine) return;
+  settingsFor = s;
+  $("settings-name").value = s.display_name || "";
+  $("settings-unit").value = s.unit || "";
+  $("settings-unit").placeholder = config.units[s.category] || "none";
+  $("settings-hidden").checked = s.hidden;
+  $("settings-retention").value = s.retention_from === "sensor" ? s.retention : "";
+  $("settings-retention").placeholder = `${s.retention} (${s.retention_from === "rule" ? "a retention rule" : "the server's default"})`;
+  $("settings-state").textContent = "";
+}
+const sensorUrl = (s) => `/api/sensors/${enc(s.owner)}/${enc(s.place)}/${enc(s.category)}`;
+async function sendSettings(method, body) {
+  const r = await fetch(sensorUrl(settingsFor), { method, headers: { "content-type": "application/json" }, body: body && JSON.stringify(body) });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(answer.error || `${r.status}`);
+  return answer;
+}
+$("sensor-settings-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = (id) => $(id).value.trim() || null;
+  try {
+    const s = await sendSettings("PATCH", {
+      display_name: text("settings-name"), unit: text("settings-unit"),
+      hidden: $("settings-hidden").checked, retention: text("settings-retention"),
+    });
+    sensors.get(key(s)).sensor = s;
+    renderSettings(s);
+    $("settings-state").textContent = "Saved.";
+    $("sensor-title").textContent = `${s.place} · ${nameOf(s)} (${s.owner})`;
+    renderNow(s);
+  } catch (err) {
+    $("settings-state").textContent = `Not saved: ${err.message}`;
+  }
+});
+$("settings-delete").addEventListener("click", async () => {
+  const s = settingsFor;
+  if (!confirm(`Delete ${s.owner}/${s.place}/${s.category} with all its readings? A board that still publishes to it creates it again.`)) return;
+  try {
+    await sendSettings("DELETE");
+    sensors.delete(key(s));
+    location.hash = "#/overview";
+  } catch (err) {
+    $("settings-state").textContent = `Not deleted: ${err.message}`;
+  }
+});
 
 // A live point is its own bucket: min = avg = max. The x scale follows the present.
 function addLivePoint(r) {

@@ -2,6 +2,9 @@
 //!
 //! `app` wires the parts together; `broker` is the MQTT server; `cli` parses the command line.
 
+// The OpenAPI document is one large `serde_json::json!`, past the default macro depth.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod app;
 pub mod auth;

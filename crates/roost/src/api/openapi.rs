@@ -17,14 +17,51 @@ fn time_schema() -> Value {
     json!({ "oneOf": [{ "type": "integer", "format": "int64", "minimum": 0, "maximum": TimestampMs::MAX.0 }, { "type": "string", "format": "date-time" }] })
 }
 
-fn sensor_path_params() -> Value {
+fn sensor_key_params() -> Value {
     json!([
         { "name": "owner", "in": "path", "required": true, "schema": { "type": "string" } },
         { "name": "place", "in": "path", "required": true, "schema": { "type": "string" } },
-        { "name": "category", "in": "path", "required": true, "schema": { "type": "string" } },
+        { "name": "category", "in": "path", "required": true, "schema": { "type": "string" } }
+    ])
+}
+
+fn sensor_path_params() -> Value {
+    let mut params = sensor_key_params();
+    params.as_array_mut().expect("an array").extend(json!([
         { "name": "from", "in": "query", "required": false, "allowEmptyValue": true, "description": "Start (inclusive): epoch milliseconds or RFC 3339. Default: 24 h before `to`. Must be before `to` (else 400).", "schema": time_schema() },
         { "name": "to", "in": "query", "required": false, "allowEmptyValue": true, "description": "End (exclusive): epoch milliseconds or RFC 3339. Default: now.", "schema": time_schema() }
-    ])
+    ]).as_array().expect("an array").iter().cloned());
+    params
+}
+
+/// `PATCH` and `DELETE` of one sensor.
+fn sensor_settings_path() -> Value {
+    json!({
+        "patch": {
+            "summary": "Change a sensor's settings (its owner or an admin): each field given is set, `null` clears it, a field left out stays",
+            "parameters": sensor_key_params(),
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SensorPatch" } } } },
+            "responses": {
+                "200": { "description": "The sensor as changed", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Sensor" } } } },
+                "400": error_response("Not a JSON object of these fields, or a bad value"),
+                "401": error_response("Not logged in"),
+                "404": error_response("No such sensor (or another owner's)"),
+                "413": error_response("Body too large"),
+                "503": error_response("Database unavailable")
+            }
+        },
+        "delete": {
+            "summary": "Delete a sensor with all its readings and summaries (its owner or an admin); a board still publishing creates it again",
+            "parameters": sensor_key_params(),
+            "responses": {
+                "200": { "description": "Deleted", "content": { "application/json": { "schema": { "type": "object", "required": ["deleted", "rows"], "properties": {
+                    "deleted": { "type": "string" }, "rows": { "type": "integer", "description": "Rows deleted: readings and summaries" } } } } } },
+                "401": error_response("Not logged in"),
+                "404": error_response("No such sensor (or another owner's)"),
+                "503": error_response("Database unavailable")
+            }
+        }
+    })
 }
 
 pub fn spec() -> Value {
@@ -122,6 +159,7 @@ pub fn spec() -> Value {
                     "503": error_response("Database unavailable")
                 }
             }},
+            "/api/sensors/{owner}/{place}/{category}": sensor_settings_path(),
             "/api/sensors/{owner}/{place}/{category}/readings": { "get": {
                 "summary": "Readings of one sensor in a time range, raw or downsampled",
                 "parameters": readings_params,
@@ -302,7 +340,18 @@ pub fn spec() -> Value {
                 "owner": { "type": "string" }, "place": { "type": "string" }, "category": { "type": "string" },
                 "last_value": { "type": "number", "nullable": true },
                 "last_seen_ms": { "type": "integer", "nullable": true },
-                "last_seen": { "type": "string", "format": "date-time", "nullable": true }
+                "last_seen": { "type": "string", "format": "date-time", "nullable": true },
+                "display_name": { "type": "string", "nullable": true, "description": "The dashboard's name for it (null: its key)" },
+                "unit": { "type": "string", "nullable": true, "description": "Its own unit (null: the category's)" },
+                "hidden": { "type": "boolean", "description": "Left out of the dashboard's overview" },
+                "retention": { "type": "string", "description": "How long its raw readings are kept: a duration such as 30d, or forever" },
+                "retention_from": { "type": "string", "enum": ["sensor", "rule", "default"], "description": "Its own retention, a --retention-rule, or --retention" }
+            }},
+            "SensorPatch": { "type": "object", "additionalProperties": false, "properties": {
+                "display_name": { "type": "string", "nullable": true, "maxLength": 100 },
+                "unit": { "type": "string", "nullable": true, "maxLength": 32 },
+                "hidden": { "type": "boolean" },
+                "retention": { "type": "string", "nullable": true, "description": "A duration with a unit (7d, 12h) up to 36500d, or forever; null follows the rules again" }
             }},
             "Bucket": { "type": "object", "required": ["start", "min", "avg", "max", "count"], "properties": {
                 "start": { "type": "integer", "description": "Bucket start, epoch ms" },
@@ -312,6 +361,8 @@ pub fn spec() -> Value {
                 "sensor": { "type": "object" },
                 "range": { "type": "object" },
                 "bucket_ms": { "type": "integer" },
+                "series": { "type": "string", "enum": ["raw", "minutes", "hours"], "description": "What the buckets were computed from: the coarsest series that gives each bucket several rows and still reaches back to `from`" },
+                "raw_kept_from_ms": { "type": "integer", "nullable": true, "description": "Raw readings before this time are deleted by the retention (null: kept forever)" },
                 "buckets": { "type": "array", "items": { "$ref": "#/components/schemas/Bucket" } },
                 "readings": { "type": "array", "items": { "type": "array", "items": { "type": "number" }, "minItems": 2, "maxItems": 2 } }
             }},

@@ -133,6 +133,7 @@ async fn the_openapi_document_lists_every_route() {
         "/api/me",
         "/api/config",
         "/api/sensors",
+        "/api/sensors/{owner}/{place}/{category}",
         "/api/sensors/{owner}/{place}/{category}/readings",
         "/api/sensors/{owner}/{place}/{category}/readings.csv",
         "/api/rejects",

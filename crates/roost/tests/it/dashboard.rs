@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium (Debian's, driven by playwright-core under
 //! Node.js): the overview by owner and board, the chart, the MQTT console, user management
-//! (logins on), rejects, and HTML in names and payloads staying inert.
+//! (logins on), a sensor's settings and deletion, rejects, and HTML in names and payloads staying
+//! inert.
 //! Writes the README's screenshots to docs/screenshots (wide and phone sizes, light and dark).
 
 use crate::support::{require_command, TestServer};
@@ -66,6 +67,24 @@ async fn login_page_and_a_device_users_view_in_chromium() {
         assert!(matches!(raw.recv().await, Some(mqtt_codec::Packet::PubAck(_))));
     }
     run_browser_script("login-e2e.mjs", &server, &["alice", "alice-secret"]).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensors_settings_in_chromium() {
+    use roost::model::{Reading, SensorKey, TimestampMs};
+    let server = TestServer::start().await;
+    let sensor = SensorKey::new("yanjo", "desk", "illuminate").unwrap();
+    let now = TimestampMs::now().0;
+    let old = now - 40 * 86_400_000;
+    // The last hour and an hour 40 days ago, a reading a minute.
+    let readings = (0..60)
+        .flat_map(|i| [now - 3_600_000 + i * 60_000, old + i * 60_000])
+        .map(|ts| Reading { sensor: sensor.clone(), ts: TimestampMs(ts), value: 300.0 + ((ts / 60_000) % 17) as f64 * 10.0 })
+        .collect();
+    server.store.write_batch(&roost::store::Batch { readings, rejects: vec![] }).await.unwrap();
+    run_browser_script("sensor-settings-e2e.mjs", &server, &[&old.to_string()]).await;
+    assert!(server.store.sensor(&sensor).await.unwrap().is_none(), "deleted from the page");
     server.stop().await;
 }
 
