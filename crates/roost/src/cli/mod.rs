@@ -465,7 +465,7 @@ pub struct ServeArgs {
     pub hourly_rollup_retention: Keep,
 
     /// Warn (log, dashboard, /metrics) when the free space on the SQLite database's disk falls
-    /// below this percentage.
+    /// below this percentage (0: never).
     #[arg(long, env = "ROOST_LOW_DISK_PERCENT", default_value_t = 10, value_name = "PERCENT")]
     pub low_disk_percent: u8,
 

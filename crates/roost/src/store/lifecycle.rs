@@ -150,6 +150,7 @@ impl Store {
                 }
             }
         }
+        let turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
             for series in Series::ALL {
@@ -169,6 +170,7 @@ impl Store {
                 .map_err(query_err("deleting a sensor"))?;
             tx.commit().await.map_err(query_err("committing the deletion"))?;
         });
+        drop(turn);
         self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).remove(sensor);
         Ok(deleted)
     }
@@ -180,6 +182,7 @@ impl Store {
         let (table, column) = (series.table(), series.period_column());
         // A row starting at `start` covers [start, start + period).
         let bound = before.0.saturating_sub(series.period_ms() - 1);
+        let _turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
             let mut delete = delete_chunk_head(self.dialect(), table);
             delete.push("sensor_id = ").push_bind(sensor_id).push(format!(" AND {column} < ")).push_bind(bound);
@@ -190,6 +193,7 @@ impl Store {
 
     /// Deletes at most `limit` rejects received before `before`; returns how many.
     pub async fn purge_rejects_chunk(&self, before: TimestampMs, limit: i64) -> Result<u64, StoreError> {
+        let _turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
             let mut delete = delete_chunk_head(self.dialect(), "rejects");
             delete.push("received_at < ").push_bind(before.0);
@@ -251,9 +255,9 @@ impl Store {
         Ok(DatabaseSize { bytes: bytes + wal, free_bytes, rows, oldest_reading_ms: oldest })
     }
 
-    /// Gives free pages back to the file system, a few at a time (SQLite with
+    /// Gives at most `pages` free pages back to the file system (SQLite with
     /// `auto_vacuum=INCREMENTAL`, which new databases have; elsewhere and on older SQLite files
-    /// nothing). Returns the pages freed.
+    /// nothing). Returns the bytes freed.
     pub async fn vacuum_step(&self, pages: i64) -> Result<u64, StoreError> {
         let Pool::Sqlite(pool) = &self.pool else { return Ok(0) };
         let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(pool).await.map_err(query_err("reading auto_vacuum"))?;
@@ -267,8 +271,11 @@ impl Store {
         if before == 0 {
             return Ok(0);
         }
+        let turn = self.sqlite_write_turn().await;
         sqlx::query(&format!("PRAGMA incremental_vacuum({})", pages.max(1))).execute(pool).await.map_err(query_err("vacuuming"))?;
-        Ok((before - free(pool).await?).max(0) as u64)
+        drop(turn);
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(pool).await.map_err(query_err("reading the page size"))?;
+        Ok((before - free(pool).await?).max(0) as u64 * page_size.max(0) as u64)
     }
 
     /// Every sensor's id, key and own settings (for the purge).
@@ -277,8 +284,8 @@ impl Store {
     }
 }
 
-/// Rows a purge deletes per transaction.
-pub const PURGE_CHUNK: i64 = 2000;
+/// Rows a purge deletes per transaction: a few milliseconds of the write turn on SQLite.
+pub const PURGE_CHUNK: i64 = 1000;
 
 /// `DELETE ... WHERE` of at most some rows. SQLite and PostgreSQL have no LIMIT on DELETE: the
 /// rows are picked by a subquery on their row id.

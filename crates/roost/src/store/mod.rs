@@ -100,6 +100,10 @@ pub struct Store {
     sensor_ids: Mutex<HashMap<SensorKey, i64>>,
     /// Batches written, to prune `ingest_commits` now and then.
     writes: std::sync::atomic::AtomicU64,
+    /// SQLite has one writer at a time. The ingest writer and the lifecycle's deletes take
+    /// turns here, in order, rather than in SQLite's busy handler, which sleeps up to 100 ms
+    /// between tries (measured: a purge beside ingest took p99 from 14 to 206 ms that way).
+    sqlite_write_turn: tokio::sync::Mutex<()>,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's typed pool: the code is written once and
@@ -221,7 +225,23 @@ impl Store {
             }
             None => return Err(StoreError::UnsupportedUrl(url.clone())),
         };
-        Ok(Self { pool, writer, url: url.clone(), sensor_ids: Mutex::default(), writes: Default::default() })
+        Ok(Self {
+            pool,
+            writer,
+            url: url.clone(),
+            sensor_ids: Mutex::default(),
+            writes: Default::default(),
+            sqlite_write_turn: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The turn to write on SQLite (held for one transaction); `None` on the server databases,
+    /// whose row locks let a purge of old rows and inserts of new ones run side by side.
+    async fn sqlite_write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.sqlite_write_turn.lock().await),
+            _ => None,
+        }
     }
 
     /// How many ingest batches may be written at once (see [`Dialect::concurrent_writes`]).

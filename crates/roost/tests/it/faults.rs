@@ -146,6 +146,30 @@ async fn publish_numbered(addr: std::net::SocketAddr, client: String, first: u64
 /// SQLite on a disk that fills up: acknowledgements stop (nothing unstored is acknowledged),
 /// `/healthz` says "disk full", and once space is freed ingest resumes by itself: every
 /// acknowledged reading is stored exactly once, and so is one sent after the recovery.
+/// Well before the disk is full: with less than `--low-disk-percent` free on the SQLite file's
+/// disk, `/metrics` and `/api/stats` say so (the dashboard shows it to admins), while readings are
+/// still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_almost_full_is_reported_while_readings_are_still_stored() {
+    let disk = SmallDisk::tmpfs(16 << 20);
+    // 15 of 16 MiB taken by something else: about 6% free.
+    std::fs::write(disk.path().join("other-data"), vec![0u8; 15 << 20]).unwrap();
+    let url = DatabaseUrl::new(format!("sqlite://{}", disk.path().join("roost.db").display()));
+    let server = TestServer::start_on(url, |a| a.low_disk_percent = 10).await;
+    let metrics = format!("http://{}/metrics", server.http);
+    crate::support::eventually_async("the low disk in /metrics", || async {
+        reqwest::get(&metrics).await.unwrap().text().await.unwrap().contains("\nroost_disk_low 1\n")
+    })
+    .await;
+    let stats: serde_json::Value = reqwest::get(format!("http://{}/api/stats", server.http)).await.unwrap().json().await.unwrap();
+    assert_eq!(stats["lifecycle"]["disk_low"], true, "{stats}");
+    assert!(stats["lifecycle"]["disk"]["free_bytes"].as_u64().unwrap() < (16 << 20) / 10, "{stats}");
+    let (mut board, _) = Raw::mqtt(server.mqtt, "board", true).await;
+    board.send(&publish("iot/yanjo/sensor/attic/temperature", "21.5", QoS::AtLeastOnce, Some(1), false)).await;
+    assert!(matches!(board.recv().await, Some(Packet::PubAck(_))), "still stored");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_on_a_full_tmpfs_holds_acks_and_recovers_without_restart() {
     sqlite_disk_full_holds_acks_and_recovers_without_restart(SmallDisk::tmpfs(3 << 20)).await;
