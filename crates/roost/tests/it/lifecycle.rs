@@ -279,7 +279,11 @@ async fn export_then_import_into_every_database(backend: Backend) {
 /// any sensor, a user for their own; another owner's sensor is "not found".
 async fn sensors_are_managed_over_the_api_by_their_owner_or_an_admin(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = TestServer::start_on(db.url.clone(), |a| a.allow_anonymous = false).await;
+    let server = TestServer::start_on(db.url.clone(), |a| {
+        a.allow_anonymous = false;
+        a.retention = days(30);
+    })
+    .await;
     add_user(&server.store, "alice", "alice-secret", false).await;
     add_user(&server.store, "bob", "bob-secret", false).await;
     add_user(&server.store, "root", "root-secret", true).await;
