@@ -296,15 +296,7 @@ async fn sensors_are_managed_over_the_api_by_their_owner_or_an_admin(backend: Ba
     let alice = dashboard_login(&http, &server, "alice", "alice-secret").await;
     let root = dashboard_login(&http, &server, "root", "root-secret").await;
     let call = |method: reqwest::Method, path: &str, cookie: &str, body: Option<serde_json::Value>| {
-        let mut request = http.request(method, format!("http://{}{path}", server.http)).header("cookie", cookie);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
+        crate::support::api_call(&http, &server, method, path, cookie, body)
     };
     use reqwest::Method;
     let (alice_path, bob_path) = ("/api/sensors/alice/desk/illuminate", "/api/sensors/bob/garage/temperature");

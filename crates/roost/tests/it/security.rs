@@ -309,21 +309,12 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
     add_user(&server.store, "alice", "alice-secret", false).await;
     add_user(&server.store, "root", "root-secret", true).await;
     let http = reqwest::Client::new();
-    let url = |path: &str| format!("http://{}{path}", server.http);
     let (alice, root) = (
         crate::support::dashboard_login(&http, &server, "alice", "alice-secret").await,
         crate::support::dashboard_login(&http, &server, "root", "root-secret").await,
     );
     let call = |method: reqwest::Method, path: &str, cookie: &str, body: Option<serde_json::Value>| {
-        let mut request = http.request(method, url(path)).header("cookie", cookie);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.unwrap())
-        }
+        crate::support::api_call(&http, &server, method, path, cookie, body)
     };
     use reqwest::Method;
     assert_eq!(call(Method::GET, "/api/users", &alice, None).await.0, 403, "a device user may not list users");

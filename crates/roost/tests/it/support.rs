@@ -285,3 +285,24 @@ pub async fn dashboard_login(http: &reqwest::Client, server: &TestServer, user: 
         .unwrap();
     response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
 }
+
+/// One JSON API request as the holder of `cookie`: the status and the JSON answer. The request
+/// is built at once, so the future borrows nothing.
+pub fn api_call(
+    http: &reqwest::Client,
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    cookie: &str,
+    body: Option<serde_json::Value>,
+) -> impl std::future::Future<Output = (u16, serde_json::Value)> + use<> {
+    let mut request = http.request(method, format!("http://{}{path}", server.http)).header("cookie", cookie);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    }
+}
