@@ -325,3 +325,56 @@ async fn old_names_work_with_a_warning() {
     let date = format!("{:04}-{:02}-{:02}", in_30_days.year(), in_30_days.month() as u8, in_30_days.day());
     assert!(listed.lines().any(|l| l.starts_with("1 ") && l.contains(&date)), "expires on {date}: {listed}");
 }
+
+/// `roost import` and `roost export` as a person runs them: a file into the data directory's
+/// database (created), out again as JSON Lines with a filter and a range, the same file a second
+/// time (nothing added), a bad line (its number, exit 1), a bad flag (exit 2), and an export from
+/// a directory without a database (refused, naming the path).
+#[tokio::test]
+async fn export_and_import_from_the_command_line() {
+    let (cwd, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let csv = cwd.path().join("readings.csv");
+    std::fs::write(
+        &csv,
+        "time,owner,place,category,value\n\
+         2026-01-01T00:00:00Z,yanjo,kitchen,temperature,21.5\n\
+         2026-01-01T00:00:05.250Z,yanjo,kitchen,temperature,21.75\n\
+         2026-01-02T00:00:00Z,kim,shed,humidity,40\n",
+    )
+    .unwrap();
+    let import = |file: &std::path::Path| roost(&cwd).arg("import").arg(file).arg("--data-dir").arg(data.path()).output();
+    let out = import(&csv).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("imported 3 readings (2 new sensors)"), "{stderr}");
+    let out = import(&csv).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imported 0 readings (0 new sensors); 3 of 3 rows were stored already"));
+
+    let out = roost(&cwd)
+        .args(["export", "--format", "jsonl", "--filter", "iot/yanjo/#", "--from", "2026-01-01T00:00:01Z", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"category\":\"temperature\",\"owner\":\"yanjo\",\"place\":\"kitchen\",\"time\":\"2026-01-01T00:00:05.25Z\",\"value\":21.75}\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 1 readings of 1 sensors"));
+
+    let bad = cwd.path().join("bad.csv");
+    std::fs::write(&bad, "time,owner,place,category,value\n2026-01-03T00:00:00Z,yanjo,kitchen,temperature,22\nnoon,a,b,c,1\n").unwrap();
+    let out = import(&bad).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 3: `time` must be epoch milliseconds or an RFC 3339 time") && stderr.contains("(1 new readings)"),
+        "{stderr}"
+    );
+
+    let out = roost(&cwd).args(["export", "--from", "yesterday"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = roost(&cwd).args(["export", "--data-dir"]).arg(cwd.path().join("nowhere")).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no database at") && stderr.contains("nowhere"), "{stderr}");
+}
