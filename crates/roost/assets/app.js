@@ -143,6 +143,7 @@ const bytes = (n) => (n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)} GiB` : n >= 
 
 // ---- health banner (admins): what /healthz says while ingest is degraded, a disk almost full,
 // and the database's size under the overview ----
+let lastStats = null;
 function watchHealth() {
   const check = async () => {
     let problem = null, what = "Readings are";
@@ -157,8 +158,9 @@ function watchHealth() {
       problem = "the server does not answer";
     }
     let text = problem ? `${what} not being stored: ${problem}. Devices are held back; nothing acknowledged is lost.` : "";
-    const stats = await api("/api/stats").catch(() => null);
-    const life = stats && stats.lifecycle;
+    // /api/stats counts rows: asked for at load and every 5 minutes, not with every health check.
+    if (!lastStats || Date.now() - lastStats.at > 300000) lastStats = { at: Date.now(), body: await api("/api/stats").catch(() => null) };
+    const life = lastStats.body && lastStats.body.lifecycle;
     if (life && life.disk) {
       const free = Math.round((100 * life.disk.free_bytes) / life.disk.total_bytes);
       if (life.disk_low) text = `${text} The database's disk is almost full: ${bytes(life.disk.free_bytes)} free (${free}%). Shorten the retention, delete sensors, or add space.`.trim();
@@ -459,7 +461,8 @@ $("sensor-settings-form").addEventListener("submit", async (e) => {
       display_name: text("settings-name"), unit: text("settings-unit"),
       hidden: $("settings-hidden").checked, retention: text("settings-retention"),
     });
-    sensors.get(key(s)).sensor = s;
+    const entry = sensors.get(key(s));
+    if (entry) entry.sensor = s;
     renderSettings(s);
     $("settings-state").textContent = "Saved.";
     $("sensor-title").textContent = `${s.place} · ${nameOf(s)} (${s.owner})`;

@@ -153,6 +153,18 @@ impl Store {
         let turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
+            // The sensor's row locked first: a reading inserted for it meanwhile waits on its
+            // foreign key check, then fails it, and the ingest writer plans its batch again
+            // (SQLite: the write turn orders the two).
+            if self.dialect() != Dialect::Sqlite {
+                QueryBuilder::new("SELECT id FROM sensors WHERE id = ")
+                    .push_bind(sensor_id)
+                    .push(" FOR UPDATE")
+                    .build()
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_err("locking a sensor"))?;
+            }
             for series in Series::ALL {
                 let done = QueryBuilder::new(format!("DELETE FROM {} WHERE sensor_id = ", series.table()))
                     .push_bind(sensor_id)
@@ -292,7 +304,8 @@ pub const PURGE_CHUNK: i64 = 1000;
 fn delete_chunk_head<'a, DB: sqlx::Database>(dialect: Dialect, table: &str) -> QueryBuilder<'a, DB> {
     match dialect {
         Dialect::Sqlite => QueryBuilder::new(format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ")),
-        Dialect::Postgres => QueryBuilder::new(format!("DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE ")),
+        // `= ANY(ARRAY(...))`: a TID scan of the rows picked, never a join over the table.
+        Dialect::Postgres => QueryBuilder::new(format!("DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE ")),
         Dialect::MySql => QueryBuilder::new(format!("DELETE FROM {table} WHERE ")),
     }
 }
@@ -302,9 +315,11 @@ where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     delete.push(" LIMIT ").push_bind(limit);
-    if dialect != Dialect::MySql {
-        delete.push(")");
-    }
+    delete.push(match dialect {
+        Dialect::Sqlite => ")",
+        Dialect::Postgres => "))",
+        Dialect::MySql => "",
+    });
 }
 
 impl SensorSettings {
