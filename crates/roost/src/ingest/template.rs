@@ -111,6 +111,12 @@ impl TopicTemplate {
         Some(levels.join("/"))
     }
 
+    /// The topics `sensor` publishes on under any of `templates` (for matching topic filters
+    /// against sensors: retention rules, `roost export --filter`).
+    pub fn topics_of(templates: &[Self], sensor: &crate::model::SensorKey) -> Vec<mqtt_codec::TopicName> {
+        templates.iter().filter_map(|t| t.topic(sensor)).filter_map(|topic| mqtt_codec::TopicName::parse(&topic).ok()).collect()
+    }
+
     /// Matches `topic` level by level; placeholders take exactly one non-empty level.
     pub fn captures<'a>(&self, topic: &'a str) -> Option<Captures<'a>> {
         let mut levels = topic.split('/');

@@ -4,7 +4,7 @@
 
 use super::RetentionPolicy;
 use crate::model::TimestampMs;
-use crate::store::{Series, Store, StoreError, PURGE_CHUNK};
+use crate::store::{in_chunks, Series, Store, StoreError, PURGE_CHUNK};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -43,15 +43,15 @@ pub async fn purge_once(
     stop: &CancellationToken,
 ) -> Result<PurgeReport, StoreError> {
     let mut report = PurgeReport { started_ms: TimestampMs::now().0, ..PurgeReport::default() };
-    for (id, key, settings) in store.sensor_settings().await? {
-        let (raw, _) = policy.raw(&key, settings.retention);
+    for sensor in store.sensors().await? {
+        let (id, (raw, _)) = (sensor.id, policy.raw(&sensor.key, sensor.settings.retention));
         for (series, cutoff) in Series::ALL.into_iter().zip(policy.cutoffs(raw, now)) {
             let Some(cutoff) = cutoff else { continue };
             // Only sensors with something to delete pay more than one index lookup.
             if store.oldest(series, id).await?.is_none_or(|oldest| oldest.0 + series.period_ms() > cutoff.0) {
                 continue;
             }
-            let deleted = drain(stop, || store.purge_chunk(series, id, cutoff, PURGE_CHUNK)).await?;
+            let deleted = in_chunks(PAUSE, stop, || store.purge_chunk(series, id, cutoff, PURGE_CHUNK)).await?;
             *match series {
                 Series::Raw => &mut report.readings,
                 Series::Minutes => &mut report.minutes,
@@ -63,7 +63,7 @@ pub async fn purge_once(
         }
     }
     if let Some(cutoff) = policy.default.cutoff(now) {
-        report.rejects = drain(stop, || store.purge_rejects_chunk(cutoff, PURGE_CHUNK)).await?;
+        report.rejects = in_chunks(PAUSE, stop, || store.purge_rejects_chunk(cutoff, PURGE_CHUNK)).await?;
     }
     if report.rows() > 0 {
         loop {
@@ -77,22 +77,4 @@ pub async fn purge_once(
     }
     report.finished_ms = TimestampMs::now().0;
     Ok(report)
-}
-
-/// Runs `chunk` until it deletes fewer than a full chunk, pausing in between; the total.
-async fn drain<F, Fut>(stop: &CancellationToken, mut chunk: F) -> Result<u64, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<u64, StoreError>>,
-{
-    let mut total = 0;
-    loop {
-        let started = std::time::Instant::now();
-        let deleted = chunk().await?;
-        total += deleted;
-        if deleted < PURGE_CHUNK as u64 || stop.is_cancelled() {
-            return Ok(total);
-        }
-        tokio::time::sleep(started.elapsed().max(PAUSE)).await;
-    }
 }

@@ -6,7 +6,7 @@ use crate::ingest::TopicTemplate;
 use crate::model::{Keep, SensorKey, TimestampMs};
 use crate::settings::parse_keep;
 use crate::store::Series;
-use mqtt_codec::{TopicFilter, TopicName};
+use mqtt_codec::TopicFilter;
 
 /// Sensors whose topic matches `filter` keep their raw readings for `keep`.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +49,7 @@ impl RetentionPolicy {
         if let Some(keep) = own {
             return (keep, KeepSource::Sensor);
         }
-        let topics: Vec<TopicName> =
-            self.templates.iter().filter_map(|t| t.topic(sensor)).filter_map(|topic| TopicName::parse(&topic).ok()).collect();
+        let topics = TopicTemplate::topics_of(&self.templates, sensor);
         match self.rules.iter().find(|rule| topics.iter().any(|topic| rule.filter.matches(topic))) {
             Some(rule) => (rule.keep, KeepSource::Rule),
             None => (self.default, KeepSource::Default),

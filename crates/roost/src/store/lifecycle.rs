@@ -5,6 +5,8 @@
 use super::{query_err, Dialect, Pool, Store, StoreError};
 use crate::model::{Keep, SensorKey, TimestampMs};
 use sqlx::{QueryBuilder, Row};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The tables of a sensor's history, finest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -141,14 +143,9 @@ impl Store {
     /// planned before that is planned again).
     pub async fn delete_sensor(&self, sensor: &SensorKey, sensor_id: i64) -> Result<u64, StoreError> {
         let mut deleted = 0;
+        let never = CancellationToken::new();
         for series in Series::ALL {
-            loop {
-                let n = self.purge_chunk(series, sensor_id, TimestampMs::MAX, PURGE_CHUNK).await?;
-                deleted += n;
-                if n < PURGE_CHUNK as u64 {
-                    break;
-                }
-            }
+            deleted += in_chunks(Duration::ZERO, &never, || self.purge_chunk(series, sensor_id, TimestampMs::MAX, PURGE_CHUNK)).await?;
         }
         let turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
@@ -254,7 +251,10 @@ impl Store {
             (bytes.max(0) as u64, free.map(|f| f.max(0) as u64))
         });
         // The write-ahead log is part of a SQLite database's footprint until it is checkpointed.
-        let wal = self.url.sqlite_file().and_then(|file| std::fs::metadata(format!("{}-wal", file.display())).ok()).map_or(0, |m| m.len());
+        let wal = match self.url.sqlite_file() {
+            Some(file) => tokio::fs::metadata(format!("{}-wal", file.display())).await.map_or(0, |m| m.len()),
+            None => 0,
+        };
         // Per sensor, through the (sensor_id, ts) index: there is no index on `ts` alone.
         let oldest = on_pool!(self, pool => QueryBuilder::new(
                 "SELECT MIN(oldest) FROM (SELECT (SELECT MIN(ts) FROM readings r WHERE r.sensor_id = s.id) AS oldest FROM sensors s) AS t",
@@ -289,15 +289,32 @@ impl Store {
         let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(pool).await.map_err(query_err("reading the page size"))?;
         Ok((before - free(pool).await?).max(0) as u64 * page_size.max(0) as u64)
     }
-
-    /// Every sensor's id, key and own settings (for the purge).
-    pub async fn sensor_settings(&self) -> Result<Vec<(i64, SensorKey, SensorSettings)>, StoreError> {
-        Ok(self.sensors().await?.into_iter().map(|s| (s.id, s.key, s.settings)).collect())
-    }
 }
 
 /// Rows a purge deletes per transaction: a few milliseconds of the write turn on SQLite.
 pub const PURGE_CHUNK: i64 = 1000;
+
+/// Runs `chunk` (one delete of at most [`PURGE_CHUNK`] rows) until a chunk deletes fewer or `stop`
+/// is cancelled; returns the rows deleted. With a `pause`, each full chunk is followed by a wait
+/// as long as the chunk took, and at least `pause`; with `Duration::ZERO`, none.
+pub async fn in_chunks<F, Fut>(pause: Duration, stop: &CancellationToken, mut chunk: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let deleted = chunk().await?;
+        total += deleted;
+        if deleted < PURGE_CHUNK as u64 || stop.is_cancelled() {
+            return Ok(total);
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(started.elapsed().max(pause)).await;
+        }
+    }
+}
 
 /// `DELETE ... WHERE` of at most some rows. SQLite and PostgreSQL have no LIMIT on DELETE: the
 /// rows are picked by a subquery on their row id.

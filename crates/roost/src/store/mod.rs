@@ -132,7 +132,7 @@ mod queries;
 mod tokens;
 mod users;
 pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, WillRow};
-pub use lifecycle::{DatabaseSize, SensorChange, SensorSettings, Series, PURGE_CHUNK};
+pub use lifecycle::{in_chunks, DatabaseSize, SensorChange, SensorSettings, Series, PURGE_CHUNK};
 pub use queries::Bucket;
 pub use tokens::{TokenKind, TokenOwner, TokenRow};
 pub use users::{Grant, UserError, UserRecord};

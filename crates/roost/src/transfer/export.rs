@@ -7,7 +7,7 @@ use crate::ingest::TopicTemplate;
 use crate::model::TimestampMs;
 use crate::progress::group;
 use crate::store::Store;
-use mqtt_codec::{TopicFilter, TopicName};
+use mqtt_codec::TopicFilter;
 use std::io::Write;
 
 /// What to export.
@@ -39,14 +39,10 @@ pub async fn export(
         .await?
         .into_iter()
         .filter(|s| {
-            options.filter.as_ref().is_none_or(|filter| {
-                options
-                    .templates
-                    .iter()
-                    .filter_map(|t| t.topic(&s.key))
-                    .filter_map(|t| TopicName::parse(&t).ok())
-                    .any(|t| filter.matches(&t))
-            })
+            options
+                .filter
+                .as_ref()
+                .is_none_or(|filter| TopicTemplate::topics_of(&options.templates, &s.key).iter().any(|t| filter.matches(t)))
         })
         .collect();
     let (rows_tx, mut rows_rx) = tokio::sync::mpsc::channel::<Vec<Row>>(4);
