@@ -32,8 +32,11 @@ const DEMO_STOP_GRACE: Duration = Duration::from_secs(1);
 /// The owner the `--demo` boards publish as.
 pub const DEMO_OWNER: &str = "demo";
 
-/// Committed batches a live-feed listener may fall behind before it is told to reload.
-const LIVE_FEED_BATCHES: usize = 256;
+/// Committed batches a listener of the live or commit feed may fall behind before it is told
+/// to reload (dashboards) or catches up from the database (alerts, discovery).
+const FEED_BATCHES: usize = 256;
+/// Sensor deletions queued for the alert engine and discovery before they reload.
+const DELETIONS: usize = 64;
 
 pub struct App {
     broker: Arc<Broker>,
@@ -53,7 +56,13 @@ pub struct App {
     http: TcpListener,
     sys_interval: Duration,
     dashboard: crate::api::DashboardConfig,
-    live: crate::ingest::LiveFeed,
+    /// The live feed (dashboards) and the commit feed (alerts, Home Assistant discovery).
+    feeds: crate::ingest::Feeds,
+    /// The config file's alert rules, stored when the alert engine starts.
+    alert_rules: Vec<crate::model::AlertRule>,
+    templates: Vec<crate::ingest::TopicTemplate>,
+    /// `--ha-discovery`.
+    ha_discovery: Option<crate::ha_discovery::DiscoveryConfig>,
     demo: Option<DemoMode>,
     utc_offset_secs: i32,
     /// `--allow-anonymous`: no logins anywhere.
@@ -136,7 +145,8 @@ impl App {
             disk_path: store.url().sqlite_file().unwrap_or_else(|| args.db.dir.data_dir.clone()),
             low_disk_percent: args.low_disk_percent,
         };
-        let ingest = Ingest::new(IngestConfig { templates, max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
+        let ingest =
+            Ingest::new(IngestConfig { templates: templates.clone(), max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
         let login_limiter = Arc::new(LoginLimiter::new(LimiterConfig {
             per_name: args.max_login_failures,
             total: args.max_login_failures_total,
@@ -169,7 +179,12 @@ impl App {
             units: units.into_iter().collect(),
             normal_ranges: normal_ranges.into_iter().collect(),
         };
-        let (live, _) = tokio::sync::broadcast::channel(LIVE_FEED_BATCHES);
+        let ha_discovery = args.ha_discovery.then(|| crate::ha_discovery::DiscoveryConfig {
+            prefix: args.ha_discovery_prefix.clone(),
+            expire_after: args.stale_after,
+            templates: templates.clone(),
+            units: dashboard.units.clone().into_iter().collect(),
+        });
         let demo = args.demo.then_some(DemoMode { anonymous: args.allow_anonymous });
         Ok(Self {
             broker,
@@ -190,7 +205,10 @@ impl App {
             tls,
             sys_interval: args.sys_interval,
             dashboard,
-            live,
+            feeds: crate::ingest::Feeds::new(FEED_BATCHES),
+            alert_rules: args.alerts.clone(),
+            templates,
+            ha_discovery,
             demo,
             utc_offset_secs: 0,
             anonymous: args.allow_anonymous,
@@ -248,13 +266,39 @@ impl App {
                 warn!(dir = %running_dir.display(), error = %e, "could not write roost-serve.json; other commands need --broker and --database")
             }
         }
+        let tracker = TaskTracker::new();
+        // Listening to the commit feed before the writer starts: no batch goes unseen.
+        let (alerts, alert_commands) = crate::alerts::AlertsHandle::new();
+        let (deletions, _) = tokio::sync::broadcast::channel(DELETIONS);
+        let webhooks = Arc::new(crate::alerts::webhook::Webhooks::new(shutdown.clone()));
+        tracker.spawn(crate::alerts::run(
+            Arc::clone(&self.store),
+            Arc::clone(&self.broker),
+            Arc::clone(&webhooks),
+            crate::alerts::AlertsConfig { config_rules: self.alert_rules, templates: self.templates.clone(), anonymous: self.anonymous },
+            self.feeds.commits.subscribe(),
+            deletions.subscribe(),
+            alert_commands,
+            shutdown.clone(),
+        ));
+        if let Some(config) = self.ha_discovery {
+            info!(prefix = %config.prefix, "Home Assistant discovery: announcing sensors");
+            tracker.spawn(crate::ha_discovery::run(
+                config,
+                Arc::clone(&self.broker),
+                Arc::clone(&self.store),
+                self.feeds.commits.subscribe(),
+                deletions.subscribe(),
+                shutdown.clone(),
+            ));
+        }
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(ingest::run_writer(
             Arc::clone(&self.store),
             self.jobs,
             WriterConfig::default(),
             Arc::clone(&self.ingest_stats),
-            self.live.clone(),
+            self.feeds.clone(),
             writer_stop.clone(),
         ));
         let state_writer_stop = CancellationToken::new();
@@ -268,7 +312,6 @@ impl App {
             Some(mode) => Some(start_demo(&self.store, mode, self.mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
             None => None,
         };
-        let tracker = TaskTracker::new();
         tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), None, shutdown.clone(), tracker.clone()));
         let (ws_tls, http_tls) = match self.tls {
             Some(Tls { files, mqtts, check_interval }) => {
@@ -302,12 +345,15 @@ impl App {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             assets: crate::api::Assets::load(),
-            live: self.live.clone(),
+            live: self.feeds.live.clone(),
             dashboard: self.dashboard.clone(),
             open: self.anonymous,
             tls,
             login_limiter: Arc::clone(&self.login_limiter),
             max_request_body: self.max_request_body,
+            alerts,
+            deletions,
+            templates: Arc::new(self.templates),
         };
         let http_shutdown = shutdown.clone();
         let http = self.http;
@@ -328,6 +374,7 @@ impl App {
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "some connections did not close in time");
         }
+        webhooks.stopped().await;
         // Sessions are closed: let the writers commit what is queued, then stop.
         writer_stop.cancel();
         state_writer_stop.cancel();

@@ -59,6 +59,10 @@ pub struct ConfigFile {
     minute_rollup_retention: Option<String>,
     hourly_rollup_retention: Option<String>,
     low_disk_percent: Option<u8>,
+    ha_discovery: Option<bool>,
+    ha_discovery_prefix: Option<String>,
+    /// `[[alert]]` tables.
+    alert: Option<Vec<crate::alerts::rule::RuleSpec>>,
 }
 
 /// `retention` as the file gives it: the default for every sensor, or a list of rules where an
@@ -117,6 +121,19 @@ impl DurationValue {
             Self::Seconds(secs) => parse_duration(&secs.to_string()),
         }
     }
+}
+
+/// The `[[alert]]` rules, owned by `admin` unless they name an owner; names unique per owner.
+fn check_alerts(specs: &[crate::alerts::rule::RuleSpec]) -> Result<Vec<crate::model::AlertRule>, String> {
+    let mut rules: Vec<crate::model::AlertRule> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let rule = spec.check("admin", true).map_err(|why| format!("[[alert]] entry {} ({:?}): {why}", i + 1, spec.name))?;
+        if rules.iter().any(|r| r.owner == rule.owner && r.name == rule.name) {
+            return Err(format!("[[alert]] entry {}: a second rule named {:?} for {}", i + 1, rule.name, rule.owner));
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +231,12 @@ impl ConfigFile {
         take!(minute_rollup_retention => args.minute_rollup_retention, |text: String| parse_keep(&text));
         take!(hourly_rollup_retention => args.hourly_rollup_retention, |text: String| parse_keep(&text));
         take!(low_disk_percent => args.low_disk_percent);
+        take!(ha_discovery => args.ha_discovery);
+        take!(ha_discovery_prefix => args.ha_discovery_prefix);
+        if let Some(specs) = self.alert {
+            args.alerts = check_alerts(&specs).map_err(|why| bad("alert", why))?;
+            filled.insert("alert");
+        }
         if let Some(value) = self.retention {
             let retention = RetentionValue::parse(value).map_err(|why| bad("retention", why))?;
             if let Some(default) = retention.default.filter(|_| defaulted("retention")) {

@@ -5,6 +5,7 @@
 // The OpenAPI document is one large `serde_json::json!`, past the default macro depth.
 #![recursion_limit = "256"]
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod broker;
 pub mod broker_store;
 pub mod cli;
 pub mod config_file;
+pub mod ha_discovery;
 pub mod health;
 pub mod ingest;
 pub mod lifecycle;

@@ -243,3 +243,113 @@ mod tests {
         assert_eq!(Keep::Forever.cutoff(TimestampMs(1)), None);
     }
 }
+
+/// How bad a firing alert is (Alertmanager's usual three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "info" => Ok(Self::Info),
+            "warning" => Ok(Self::Warning),
+            "critical" => Ok(Self::Critical),
+            other => Err(format!("severity must be info, warning or critical, not {other:?}")),
+        }
+    }
+}
+
+/// What an alert rule watches for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Condition {
+    /// A value above `level` fires; the alert resolves only once a value is at or below
+    /// `clear` (hysteresis, `clear <= level`).
+    Above { level: f64, clear: f64 },
+    /// A value below `level` fires; resolves at or above `clear` (`clear >= level`).
+    Below { level: f64, clear: f64 },
+    /// No reading from a sensor for `after`.
+    Stale { after: std::time::Duration },
+}
+
+/// An alert rule: which sensors (a topic filter over their topics), what condition, how long it
+/// must hold, and where to tell. Owned by a user, and limited to the sensors that user may see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    /// The database's id (0 before it is stored).
+    pub id: i64,
+    pub owner: String,
+    /// Unique per owner; a topic level (`[A-Za-z0-9_.-]`, 1 to 64 characters).
+    pub name: String,
+    /// A topic filter matched against the sensors' topics under the templates.
+    pub filter: mqtt_codec::TopicFilter,
+    pub condition: Condition,
+    /// How long a threshold must hold before the alert fires (Prometheus' `for`).
+    pub hold: std::time::Duration,
+    pub severity: Severity,
+    /// Where state changes are POSTed, if anywhere (`http://` or `https://`).
+    pub webhook: Option<String>,
+    /// Defined in the config file (then the API and the dashboard cannot change or delete it).
+    pub from_config: bool,
+    /// Webhooks are not sent until then (states still change and are published).
+    pub silenced_until: Option<TimestampMs>,
+}
+
+/// Pending (the condition holds, the hold time has not passed) or firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Pending,
+    Firing,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Firing => "firing",
+        }
+    }
+}
+
+/// The state of one rule for one sensor that is not fine (a fine one has no state).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertState {
+    pub status: AlertStatus,
+    /// When the condition started to hold (pending) or the alert fired (firing).
+    pub since: TimestampMs,
+    /// The value that made it pending or firing (none for a stale sensor).
+    pub value: Option<f64>,
+    /// Who acknowledged it, while it fires.
+    pub acked_by: Option<String>,
+}
+
+/// A rule's state change as history keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEvent {
+    pub id: i64,
+    pub at: TimestampMs,
+    pub rule_id: i64,
+    pub rule_owner: String,
+    pub rule_name: String,
+    pub sensor: SensorKey,
+    /// `firing`, `resolved` or `acknowledged`.
+    pub state: String,
+    pub severity: Severity,
+    pub value: Option<f64>,
+    /// Who, for an acknowledgement.
+    pub by: Option<String>,
+}

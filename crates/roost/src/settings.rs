@@ -114,6 +114,10 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
     span("login_failure_window", args.login_failure_window, DAY)?;
     span("session_expiry", args.session_expiry, 366 * DAY)?;
     span("tls_check_interval", args.tls_check_interval, DAY)?;
+    let prefix = &args.ha_discovery_prefix;
+    if prefix.is_empty() || mqtt_codec::TopicName::parse(&format!("{prefix}/status")).is_err() || prefix.contains(['+', '#']) {
+        return Err(Bad { key: "ha_discovery_prefix", value: format!("{prefix:?}"), why: "must be a topic without wildcards".into() });
+    }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         let key = if args.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
         let value = format!("{:?}", (&args.tls_cert, &args.tls_key));

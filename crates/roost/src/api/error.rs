@@ -20,6 +20,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The request clashes with what is there (a name taken, a rule of the config file).
+    #[error("{0}")]
+    Conflict(String),
     #[error("database error")]
     Store(#[from] crate::store::StoreError),
     /// A failure inside the server (logged with its detail where it happens).
@@ -39,6 +42,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -3,6 +3,7 @@
 //! With authentication on, `auth::identify` guards every `/api` route but login, logout, the
 //! dashboard settings and the OpenAPI document, and `/metrics`.
 
+mod alerts;
 mod assets;
 mod auth;
 mod error;
@@ -56,6 +57,12 @@ pub struct ApiState {
     pub login_limiter: Arc<crate::auth::limiter::LoginLimiter>,
     /// Largest request body accepted, in bytes.
     pub max_request_body: usize,
+    /// The alert engine, told when rules change.
+    pub alerts: crate::alerts::AlertsHandle,
+    /// Sensors deleted through the API (the alert engine and Home Assistant discovery listen).
+    pub deletions: tokio::sync::broadcast::Sender<crate::model::SensorKey>,
+    /// The topic templates: which topics a sensor has (a user's alert rules stay on theirs).
+    pub templates: Arc<Vec<crate::ingest::TopicTemplate>>,
 }
 
 /// What the dashboard page needs to know (`/api/config`).
@@ -90,6 +97,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/sensors/{owner}/{place}/{category}/readings", get(sensors::readings))
         .route("/sensors/{owner}/{place}/{category}/readings.csv", get(sensors::export_csv))
         .route("/rejects", get(sensors::rejects))
+        .route("/alerts", get(alerts::active))
+        .route("/alerts/events", get(alerts::events))
+        .route("/alerts/rules", get(alerts::rules).post(alerts::create))
+        .route("/alerts/rules/{id}", axum::routing::put(alerts::replace).delete(alerts::delete))
+        .route("/alerts/rules/{id}/silence", post(alerts::silence))
+        .route("/alerts/rules/{id}/sensors/{owner}/{place}/{category}/acknowledge", post(alerts::acknowledge))
         .route("/stats", get(system::stats))
         .route("/live", get(live::feed))
         .route("/tokens", get(tokens::list).post(tokens::create))

@@ -150,6 +150,8 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
     let rows = state.store.delete_sensor(&sensor.key, sensor.id).await?;
+    // No listener (nothing to tell) is not an error.
+    let _ = state.deletions.send(sensor.key.clone());
     tracing::info!(sensor = %sensor.key, rows, by = viewer.name.as_deref().unwrap_or("anonymous"), "sensor deleted");
     Ok(Json(json!({ "deleted": format!("{}", sensor.key), "rows": rows })))
 }

@@ -13,6 +13,7 @@ mod config;
 mod connection;
 mod durability;
 mod hooks;
+mod internal;
 mod keep_alive;
 mod limits;
 mod listener;
@@ -28,6 +29,7 @@ pub mod websocket;
 pub use config::BrokerConfig;
 pub use durability::{MessageSeq, NoPersistence, Persistence, RestoredMessage, RestoredSession, RestoredState, RestoredWill, StateChange};
 pub use hooks::{AllowAll, AuthOutcome, Authenticate, BoxFuture, Credentials, IngestSink, NoIngest, NotStored, Receipt};
+pub use internal::InternalSubscription;
 pub use keep_alive::supervise_sessions;
 pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
 pub use message::Message;
@@ -165,6 +167,11 @@ impl Broker {
     /// Retained messages kept, and their payload bytes.
     pub fn retained_count(&self) -> (usize, usize) {
         self.router.retained_count()
+    }
+
+    /// The retained messages whose topic matches `filter`.
+    pub fn retained_matching(&self, filter: &mqtt_codec::TopicFilter) -> Vec<Arc<Message>> {
+        self.router.retained_matching(filter)
     }
 
     /// The retained message of `topic`, if there is one.

@@ -176,6 +176,11 @@ impl Sessions {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// A session id for a subscriber inside the server (never a client's).
+    pub fn new_internal_id(&self) -> u64 {
+        self.new_id()
+    }
+
     /// Claims the session of `client_id` for a new connection: disconnects an existing
     /// connection with that id and waits (up to the takeover timeout) for it to hand over,
     /// then resumes the stored session or starts a new one [MQTT-3.1.2-4, -6]. `None` once the

@@ -485,6 +485,20 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
+    /// Announce every sensor to Home Assistant by MQTT discovery (retained configs under
+    /// --ha-discovery-prefix), so it appears there without YAML.
+    #[arg(long, env = "ROOST_HA_DISCOVERY")]
+    pub ha_discovery: bool,
+
+    /// Home Assistant's discovery prefix (its MQTT integration's setting).
+    #[arg(long, env = "ROOST_HA_DISCOVERY_PREFIX", default_value = "homeassistant")]
+    pub ha_discovery_prefix: String,
+
+    /// Alert rules of the config file (`[[alert]]` tables); rules people make in the dashboard
+    /// or the API are stored in the database.
+    #[arg(skip)]
+    pub alerts: Vec<crate::model::AlertRule>,
+
     /// Largest MQTT packet accepted, in bytes. Over WebSocket, a message over twice this (at
     /// least 64 KiB) also closes the connection.
     #[arg(long, env = "ROOST_MAX_PACKET_SIZE", default_value_t = 1024 * 1024)]

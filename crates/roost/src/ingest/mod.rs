@@ -9,7 +9,7 @@ mod template;
 mod writer;
 
 pub use template::{Captures, TemplateError, TopicTemplate};
-pub use writer::{run_writer, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
+pub use writer::{run_writer, CommitFeed, Committed, Feeds, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 
 use crate::broker::{BoxFuture, IngestSink, Message, NotStored, Receipt};
 use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};

@@ -5,7 +5,7 @@
 use super::{Job, Record, Source};
 use crate::broker::NotStored;
 use crate::health::CommitHealth;
-use crate::model::{LiveReading, RejectReason};
+use crate::model::{LiveReading, Reading, RejectReason};
 use crate::store::{Batch, Commit, Store};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,6 +17,33 @@ use tracing::{debug, error, info, warn};
 /// Where committed readings are announced (the dashboard's live feed). Bounded: a listener
 /// that falls behind misses batches and is told to reload.
 pub type LiveFeed = tokio::sync::broadcast::Sender<std::sync::Arc<Vec<LiveReading>>>;
+
+/// Every committed batch's readings, in order (the alert engine, Home Assistant discovery).
+/// Bounded: a listener that falls behind is told so and catches up from the database.
+pub type CommitFeed = tokio::sync::broadcast::Sender<std::sync::Arc<Committed>>;
+
+/// The readings of one committed batch.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub readings: Vec<Reading>,
+    /// Per reading: whether it came alone on its sensor's own topic (a topic ending in its
+    /// category), rather than in a JSON object of several categories.
+    pub on_own_topic: Vec<bool>,
+}
+
+/// Where the writer announces what it committed.
+#[derive(Debug, Clone)]
+pub struct Feeds {
+    pub live: LiveFeed,
+    pub commits: CommitFeed,
+}
+
+impl Feeds {
+    /// Feeds that keep `capacity` batches for a listener that falls behind.
+    pub fn new(capacity: usize) -> Self {
+        Self { live: tokio::sync::broadcast::channel(capacity).0, commits: tokio::sync::broadcast::channel(capacity).0 }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -89,11 +116,11 @@ pub async fn run_writer(
     mut jobs: mpsc::Receiver<Job>,
     config: WriterConfig,
     stats: std::sync::Arc<IngestStats>,
-    live: LiveFeed,
+    feeds: Feeds,
     stop: CancellationToken,
 ) {
     use futures_util::StreamExt;
-    let writer = Writer { store: &store, config: &config, stats: &stats, live: &live, stop: &stop, tokens: Tokens::new() };
+    let writer = Writer { store: &store, config: &config, stats: &stats, feeds: &feeds, stop: &stop, tokens: Tokens::new() };
     // PostgreSQL commits one batch while the next is written on another connection
     // (`Store::concurrent_writes`): publishers acknowledged by one commit fill the next batch.
     let concurrency = store.concurrent_writes();
@@ -155,7 +182,7 @@ struct Writer<'a> {
     store: &'a Store,
     config: &'a WriterConfig,
     stats: &'a IngestStats,
-    live: &'a LiveFeed,
+    feeds: &'a Feeds,
     stop: &'a CancellationToken,
 }
 
@@ -340,13 +367,29 @@ impl Writer<'_> {
         }
     }
 
-    /// After a commit: acknowledgements may leave, and live dashboards hear of it.
+    /// After a commit: acknowledgements may leave, and live dashboards and the alert engine
+    /// hear of it.
     fn settle(&self, part: Part) {
-        for waiter in part.waiters {
+        let Part { batch, waiters } = part;
+        let mut on_own_topic = Vec::new();
+        if self.feeds.commits.receiver_count() > 0 && !batch.readings.is_empty() {
+            on_own_topic = vec![false; batch.readings.len()];
+            for waiter in waiters.iter().filter(|w| w.readings.len() == 1) {
+                let category = batch.readings[waiter.readings.start].sensor.category.as_str();
+                on_own_topic[waiter.readings.start] = waiter.source.topic.as_str().rsplit('/').next() == Some(category);
+            }
+        }
+        for waiter in waiters {
             let _ = waiter.committed.send(Ok(()));
         }
-        if self.live.receiver_count() > 0 && !part.batch.readings.is_empty() {
-            let _ = self.live.send(std::sync::Arc::new(newest_per_sensor(&part.batch)));
+        if batch.readings.is_empty() {
+            return;
+        }
+        if self.feeds.live.receiver_count() > 0 {
+            let _ = self.feeds.live.send(std::sync::Arc::new(newest_per_sensor(&batch)));
+        }
+        if !on_own_topic.is_empty() {
+            let _ = self.feeds.commits.send(std::sync::Arc::new(Committed { readings: batch.readings, on_own_topic }));
         }
     }
 }

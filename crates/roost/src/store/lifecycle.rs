@@ -171,6 +171,17 @@ impl Store {
                     .map_err(query_err("deleting a sensor's readings"))?;
                 deleted += done.rows_affected();
             }
+            // Its alerts are over (their history stays).
+            QueryBuilder::new("DELETE FROM alert_states WHERE owner = ")
+                .push_bind(sensor.owner.as_str())
+                .push(" AND place = ")
+                .push_bind(sensor.place.as_str())
+                .push(" AND category = ")
+                .push_bind(sensor.category.as_str())
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("deleting a sensor's alerts"))?;
             QueryBuilder::new("DELETE FROM sensors WHERE id = ")
                 .push_bind(sensor_id)
                 .build()

@@ -125,12 +125,14 @@ macro_rules! on_pool {
     };
 }
 
+mod alerts;
 mod batch;
 mod broker_state;
 mod lifecycle;
 mod queries;
 mod tokens;
 mod users;
+pub use alerts::{AlertRuleError, AlertWrite};
 pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, WillRow};
 pub use lifecycle::{in_chunks, DatabaseSize, SensorChange, SensorSettings, Series, PURGE_CHUNK};
 pub use queries::Bucket;

@@ -29,6 +29,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             COMMITS,
             BROKER_STATE_SQLITE,
             LIFECYCLE_SQLITE,
+            ALERTS_SQLITE,
         ],
         Dialect::Postgres => &[
             &[
@@ -53,6 +54,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             COMMITS,
             BROKER_STATE_POSTGRES,
             LIFECYCLE_POSTGRES,
+            ALERTS_POSTGRES,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -78,6 +80,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             COMMITS,
             BROKER_STATE_MYSQL,
             LIFECYCLE_MYSQL,
+            ALERTS_MYSQL,
         ],
     }
 }
@@ -248,4 +251,44 @@ const LIFECYCLE_MYSQL: &[&str] = &[
         PRIMARY KEY (sensor_id, hour),
         FOREIGN KEY (sensor_id) REFERENCES sensors (id)) ENGINE=InnoDB",
     HOURLY_BACKFILL,
+];
+
+// Migration 9: alerts (`store::alerts`). Rules, owned by a user and unique per owner and name;
+// the state of a rule for a sensor while it is pending or firing (a fine one has no row), keyed
+// by the sensor's levels rather than its id, so history and states need no foreign key to a
+// sensor that may be deleted; and the history of state changes.
+const ALERTS_SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS alert_rules (id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, name TEXT NOT NULL,
+        filter TEXT NOT NULL, kind TEXT NOT NULL, threshold REAL, clear_level REAL, hold_ms BIGINT NOT NULL, stale_ms BIGINT,
+        severity TEXT NOT NULL, webhook TEXT, from_config SMALLINT NOT NULL, silenced_until BIGINT, UNIQUE (owner, name))",
+    "CREATE TABLE IF NOT EXISTS alert_states (rule_id BIGINT NOT NULL, owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
+        status TEXT NOT NULL, since BIGINT NOT NULL, value REAL, acked_by TEXT, PRIMARY KEY (rule_id, owner, place, category))",
+    "CREATE TABLE IF NOT EXISTS alert_events (id INTEGER PRIMARY KEY AUTOINCREMENT, at BIGINT NOT NULL, rule_id BIGINT NOT NULL,
+        rule_owner TEXT NOT NULL, rule_name TEXT NOT NULL, owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
+        state TEXT NOT NULL, severity TEXT NOT NULL, value REAL, by_user TEXT)",
+    "CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at)",
+];
+const ALERTS_POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS alert_rules (id BIGSERIAL PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL,
+        filter TEXT NOT NULL, kind TEXT NOT NULL, threshold DOUBLE PRECISION, clear_level DOUBLE PRECISION, hold_ms BIGINT NOT NULL,
+        stale_ms BIGINT, severity TEXT NOT NULL, webhook TEXT, from_config SMALLINT NOT NULL, silenced_until BIGINT, UNIQUE (owner, name))",
+    "CREATE TABLE IF NOT EXISTS alert_states (rule_id BIGINT NOT NULL, owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
+        status TEXT NOT NULL, since BIGINT NOT NULL, value DOUBLE PRECISION, acked_by TEXT, PRIMARY KEY (rule_id, owner, place, category))",
+    "CREATE TABLE IF NOT EXISTS alert_events (id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL, rule_id BIGINT NOT NULL,
+        rule_owner TEXT NOT NULL, rule_name TEXT NOT NULL, owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
+        state TEXT NOT NULL, severity TEXT NOT NULL, value DOUBLE PRECISION, by_user TEXT)",
+    "CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at)",
+];
+const ALERTS_MYSQL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS alert_rules (id BIGINT AUTO_INCREMENT PRIMARY KEY, owner VARCHAR(191) NOT NULL, name VARCHAR(64) NOT NULL,
+        filter TEXT NOT NULL, kind VARCHAR(16) NOT NULL, threshold DOUBLE, clear_level DOUBLE, hold_ms BIGINT NOT NULL, stale_ms BIGINT,
+        severity VARCHAR(16) NOT NULL, webhook TEXT, from_config SMALLINT NOT NULL, silenced_until BIGINT, UNIQUE KEY alert_rules_key (owner, name))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS alert_states (rule_id BIGINT NOT NULL, owner VARCHAR(191) NOT NULL, place VARCHAR(191) NOT NULL,
+        category VARCHAR(191) NOT NULL, status VARCHAR(16) NOT NULL, since BIGINT NOT NULL, value DOUBLE, acked_by VARCHAR(191),
+        PRIMARY KEY (rule_id, owner, place, category)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS alert_events (id BIGINT AUTO_INCREMENT PRIMARY KEY, at BIGINT NOT NULL, rule_id BIGINT NOT NULL,
+        rule_owner VARCHAR(191) NOT NULL, rule_name VARCHAR(64) NOT NULL, owner VARCHAR(191) NOT NULL, place VARCHAR(191) NOT NULL,
+        category VARCHAR(191) NOT NULL, state VARCHAR(16) NOT NULL, severity VARCHAR(16) NOT NULL, value DOUBLE, by_user VARCHAR(191),
+        INDEX alert_events_at (at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
 ];

@@ -285,7 +285,7 @@ async fn the_writer_sets_apart_a_record_the_database_refuses(backend: Backend) {
         queue,
         WriterConfig::default(),
         Arc::clone(&stats),
-        tokio::sync::broadcast::channel(4).0,
+        roost::ingest::Feeds::new(4),
         stop.clone(),
     ));
     for receipt in receipts {

@@ -1,0 +1,509 @@
+//! Alerts: rules over sensors (a threshold with hysteresis and a hold time, or no data for a
+//! while), evaluated on committed readings and on the clock; their state kept in the database
+//! (it survives restarts and kill -9), announced as retained JSON on
+//! `roost/alerts/<owner>/<rule>/<place>/<category>` (and a summary on
+//! `roost/alerts/<owner>/<rule>`), POSTed to the rule's webhook, and shown on the dashboard.
+//!
+//! Architecture invariant: the engine is one task that owns the states in memory; readings
+//! reach it through the ingest writer's commit feed (so only committed readings count), the
+//! API tells it when rules change. It never makes ingest wait: the feed is a bounded
+//! broadcast, and a lag is made up from the database.
+
+pub mod rule;
+pub mod state;
+pub mod webhook;
+
+use crate::broker::{Broker, Message};
+use crate::ingest::{Committed, TopicTemplate};
+use crate::model::{AlertEvent, AlertRule, AlertState, AlertStatus, Condition, SensorKey, TimestampMs};
+use crate::store::{AlertWrite, Store};
+use bytes::Bytes;
+use mqtt_codec::{QoS, TopicFilter, TopicName};
+use state::Change;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// The root of alert topics.
+pub const TOPIC_ROOT: &str = "roost/alerts";
+/// Readings older than this when committed describe the past (a backfill), not now: they do
+/// not move threshold alerts.
+pub const FRESH: Duration = Duration::from_secs(600);
+/// How often hold times and stale sensors are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// Commands queued from the API before senders wait.
+const COMMANDS: usize = 64;
+
+/// What the API tells the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Rules were created, changed, deleted or silenced: read them again.
+    RulesChanged,
+}
+
+/// The API's line to the engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AlertsHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl AlertsHandle {
+    /// A handle and the receiver [`run`] takes.
+    pub fn new() -> (Self, mpsc::Receiver<Command>) {
+        let (commands, receiver) = mpsc::channel(COMMANDS);
+        (Self { commands }, receiver)
+    }
+
+    pub async fn tell(&self, command: Command) {
+        // A stopped engine (shutdown) has nothing left to update.
+        let _ = self.commands.send(command).await;
+    }
+}
+
+/// What the engine needs.
+pub struct AlertsConfig {
+    /// Rules of the config file (`[[alert]]`), stored at start in place of the old ones.
+    pub config_rules: Vec<AlertRule>,
+    pub templates: Vec<TopicTemplate>,
+    /// `--allow-anonymous`: every rule sees every sensor.
+    pub anonymous: bool,
+}
+
+/// The JSON of a state change, on MQTT and to webhooks.
+#[derive(Debug, serde::Serialize)]
+struct Notice<'a> {
+    state: &'static str,
+    severity: &'static str,
+    rule: &'a str,
+    owner: &'a str,
+    sensor: SensorJson<'a>,
+    value: Option<f64>,
+    /// When this state began, epoch ms.
+    since: i64,
+    /// For a rule's summary topic: how many of its sensors fire now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    firing: Option<usize>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct SensorJson<'a> {
+    owner: &'a str,
+    place: &'a str,
+    category: &'a str,
+}
+
+/// `roost/alerts/<owner>/<rule>`, and with a sensor `.../<place>/<category>`.
+pub fn alert_topic(rule: &AlertRule, sensor: Option<&SensorKey>) -> Option<TopicName> {
+    let topic = match sensor {
+        Some(s) => format!("{TOPIC_ROOT}/{}/{}/{}/{}", rule.owner, rule.name, s.place, s.category),
+        None => format!("{TOPIC_ROOT}/{}/{}", rule.owner, rule.name),
+    };
+    TopicName::parse(&topic).ok()
+}
+
+struct Engine {
+    store: Arc<Store>,
+    broker: Arc<Broker>,
+    webhooks: Arc<webhook::Webhooks>,
+    templates: Vec<TopicTemplate>,
+    anonymous: bool,
+    rules: Vec<ScopedRule>,
+    states: HashMap<(i64, SensorKey), AlertState>,
+    last_seen: HashMap<SensorKey, TimestampMs>,
+    /// Per sensor, the indexes in `rules` of the rules over it (cleared when rules change).
+    matching: HashMap<SensorKey, Vec<usize>>,
+}
+
+struct ScopedRule {
+    rule: AlertRule,
+    /// An admin's rule (or any rule with `--allow-anonymous`): every sensor; else only the
+    /// owner's.
+    sees_all: bool,
+}
+
+/// Runs the engine until `stop`: stores the config file's rules, resumes the stored states,
+/// then evaluates committed readings and the clock.
+pub async fn run(
+    store: Arc<Store>,
+    broker: Arc<Broker>,
+    webhooks: Arc<webhook::Webhooks>,
+    config: AlertsConfig,
+    mut commits: broadcast::Receiver<Arc<Committed>>,
+    mut deletions: broadcast::Receiver<SensorKey>,
+    mut commands: mpsc::Receiver<Command>,
+    stop: CancellationToken,
+) {
+    let mut engine = Engine {
+        store,
+        broker,
+        webhooks,
+        templates: config.templates,
+        anonymous: config.anonymous,
+        rules: Vec::new(),
+        states: HashMap::new(),
+        last_seen: HashMap::new(),
+        matching: HashMap::new(),
+    };
+    // The database may be starting too: try until it answers.
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let started = async {
+            engine.store.sync_config_alert_rules(&config.config_rules).await?;
+            engine.load().await
+        };
+        match started.await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "alerts: could not load rules and states; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    engine.reconcile_retained();
+    tracing::info!(rules = engine.rules.len(), active = engine.states.len(), "alerts: evaluating");
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let changes = tokio::select! {
+            _ = stop.cancelled() => break,
+            committed = commits.recv() => match committed {
+                Ok(batch) => engine.on_committed(&batch),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "alerts: fell behind the commit feed; catching up from the database");
+                    engine.catch_up().await
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            command = commands.recv() => match command {
+                Some(Command::RulesChanged) => engine.rules_changed().await,
+                None => Vec::new(),
+            },
+            deleted = deletions.recv() => match deleted {
+                Ok(sensor) => engine.sensor_deleted(&sensor),
+                Err(broadcast::error::RecvError::Lagged(_)) => engine.reload_states().await,
+                Err(broadcast::error::RecvError::Closed) => Vec::new(),
+            },
+            _ = ticker.tick() => engine.on_tick(TimestampMs::now()),
+        };
+        engine.commit(changes, &stop).await;
+    }
+    tracing::info!("alerts: stopped");
+}
+
+/// A change of one rule's state for one sensor, before it is stored.
+struct Pending {
+    rule: usize,
+    sensor: SensorKey,
+    change: Change,
+    at: TimestampMs,
+}
+
+impl Engine {
+    /// Rules, states and the sensors' last readings from the database.
+    async fn load(&mut self) -> Result<(), crate::store::StoreError> {
+        self.load_rules().await?;
+        self.states = self.store.alert_states().await?.into_iter().map(|(rule, sensor, state)| ((rule, sensor), state)).collect();
+        self.states.retain(|(rule, _), _| self.rules.iter().any(|r| r.rule.id == *rule));
+        let pending = self.catch_up().await;
+        // What a crash interrupted between a commit and its alert: written now.
+        self.commit(pending, &CancellationToken::new()).await;
+        Ok(())
+    }
+
+    /// The states as stored (after deletions this engine missed).
+    async fn reload_states(&mut self) -> Vec<Pending> {
+        match self.store.alert_states().await {
+            Ok(states) => self.states = states.into_iter().map(|(rule, sensor, state)| ((rule, sensor), state)).collect(),
+            Err(e) => tracing::warn!(error = %e, "alerts: could not read the states"),
+        }
+        self.last_seen.clear();
+        self.catch_up().await
+    }
+
+    async fn load_rules(&mut self) -> Result<(), crate::store::StoreError> {
+        let mut rules = Vec::new();
+        for rule in self.store.alert_rules().await? {
+            let sees_all = self.anonymous || self.store.user(&rule.owner).await?.is_some_and(|u| u.is_admin);
+            rules.push(ScopedRule { rule, sees_all });
+        }
+        self.rules = rules;
+        self.matching.clear();
+        Ok(())
+    }
+
+    /// Every sensor's last reading, evaluated as if it arrived when it was taken (a reading
+    /// committed just before a crash, or missed while lagging, moves its alerts now).
+    async fn catch_up(&mut self) -> Vec<Pending> {
+        let sensors = match self.store.sensors().await {
+            Ok(sensors) => sensors,
+            Err(e) => {
+                tracing::warn!(error = %e, "alerts: could not read the sensors to catch up");
+                return Vec::new();
+            }
+        };
+        let now = TimestampMs::now();
+        let mut changes = Vec::new();
+        for sensor in sensors {
+            let Some(seen) = sensor.last_seen else { continue };
+            self.last_seen.insert(sensor.key.clone(), seen);
+            if let Some(value) = sensor.last_value {
+                self.evaluate(&sensor.key, value, seen, now, &mut changes);
+            }
+        }
+        changes
+    }
+
+    fn on_committed(&mut self, batch: &Committed) -> Vec<Pending> {
+        let now = TimestampMs::now();
+        let mut changes = Vec::new();
+        for reading in &batch.readings {
+            let seen = self.last_seen.entry(reading.sensor.clone()).or_insert(reading.ts);
+            *seen = (*seen).max(reading.ts);
+            self.evaluate(&reading.sensor, reading.value, reading.ts, now, &mut changes);
+        }
+        changes
+    }
+
+    /// A reading of `sensor` taken at `taken`, seen at `now`.
+    fn evaluate(&mut self, sensor: &SensorKey, value: f64, taken: TimestampMs, now: TimestampMs, changes: &mut Vec<Pending>) {
+        let fresh = taken.0 >= now.0 - FRESH.as_millis() as i64;
+        for index in self.rules_over(sensor) {
+            let rule = &self.rules[index].rule;
+            if !fresh && !matches!(rule.condition, Condition::Stale { .. }) {
+                continue;
+            }
+            let key = (rule.id, sensor.clone());
+            let at = if matches!(rule.condition, Condition::Stale { .. }) { now } else { taken.min(now) };
+            if let Some(change) = state::on_reading(rule, self.states.get(&key), value, at) {
+                self.apply(index, sensor, change, at, changes);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: TimestampMs) -> Vec<Pending> {
+        let mut changes = Vec::new();
+        let sensors: Vec<(SensorKey, TimestampMs)> = self.last_seen.iter().map(|(k, t)| (k.clone(), *t)).collect();
+        for (sensor, seen) in sensors {
+            for index in self.rules_over(&sensor) {
+                let rule = &self.rules[index].rule;
+                let key = (rule.id, sensor.clone());
+                let current = self.states.get(&key);
+                if current.is_none() && !matches!(rule.condition, Condition::Stale { .. }) {
+                    continue;
+                }
+                if let Some(change) = state::on_tick(rule, current, Some(seen), now) {
+                    self.apply(index, &sensor, change, now, &mut changes);
+                }
+            }
+        }
+        changes
+    }
+
+    fn apply(&mut self, index: usize, sensor: &SensorKey, change: Change, at: TimestampMs, changes: &mut Vec<Pending>) {
+        let key = (self.rules[index].rule.id, sensor.clone());
+        let mut slot = self.states.remove(&key);
+        state::apply(&mut slot, &change);
+        if let Some(state) = slot {
+            self.states.insert(key, state);
+        }
+        changes.push(Pending { rule: index, sensor: sensor.clone(), change, at });
+    }
+
+    /// The indexes of the rules whose filter matches one of `sensor`'s topics and whose owner
+    /// may see it.
+    fn rules_over(&mut self, sensor: &SensorKey) -> Vec<usize> {
+        if let Some(found) = self.matching.get(sensor) {
+            return found.clone();
+        }
+        let topics = TopicTemplate::topics_of(&self.templates, sensor);
+        let found: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| {
+                let ScopedRule { rule, sees_all } = &self.rules[i];
+                (*sees_all || rule.owner == sensor.owner) && topics.iter().any(|t| rule.filter.matches(t))
+            })
+            .collect();
+        self.matching.insert(sensor.clone(), found.clone());
+        found
+    }
+
+    async fn rules_changed(&mut self) -> Vec<Pending> {
+        let before: Vec<AlertRule> = self.rules.iter().map(|r| r.rule.clone()).collect();
+        if let Err(e) = self.load_rules().await {
+            tracing::warn!(error = %e, "alerts: could not read the changed rules");
+            return Vec::new();
+        }
+        // A changed or deleted rule's states were deleted with it: so are its retained topics.
+        for old in &before {
+            let same = self.rules.iter().any(|r| {
+                r.rule.id == old.id && r.rule.condition == old.condition && r.rule.filter == old.filter && r.rule.name == old.name
+            });
+            if !same {
+                self.states.retain(|(rule, _), _| *rule != old.id);
+                self.clear_retained(old);
+            }
+        }
+        // Sensors already known are evaluated against new rules at once.
+        self.catch_up().await
+    }
+
+    fn sensor_deleted(&mut self, sensor: &SensorKey) -> Vec<Pending> {
+        self.last_seen.remove(sensor);
+        self.matching.remove(sensor);
+        let gone: Vec<i64> = self.states.keys().filter(|(_, s)| s == sensor).map(|(rule, _)| *rule).collect();
+        for rule_id in gone {
+            self.states.remove(&(rule_id, sensor.clone()));
+            if let Some(scoped) = self.rules.iter().find(|r| r.rule.id == rule_id) {
+                self.publish_retained(alert_topic(&scoped.rule, Some(sensor)), Bytes::new());
+                self.publish_summary(&scoped.rule, None);
+            }
+        }
+        Vec::new()
+    }
+
+    /// Stores `changes` (retrying until the database takes them, or shutdown), then
+    /// announces the firing and resolved ones.
+    async fn commit(&mut self, changes: Vec<Pending>, stop: &CancellationToken) {
+        if changes.is_empty() {
+            return;
+        }
+        let writes: Vec<AlertWrite> = changes.iter().map(|p| self.write_of(p)).collect();
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = self.store.write_alerts(&writes).await {
+            tracing::warn!(error = %e, changes = writes.len(), retry_in = ?delay, "alerts: could not store state changes; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // At start a crash's catch-up redoes these.
+                _ = stop.cancelled() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        for pending in &changes {
+            self.announce(pending);
+        }
+    }
+
+    fn write_of(&self, pending: &Pending) -> AlertWrite {
+        let rule = &self.rules[pending.rule].rule;
+        let state = self.states.get(&(rule.id, pending.sensor.clone())).cloned();
+        let event = |kind: &str, value| AlertEvent {
+            id: 0,
+            at: pending.at,
+            rule_id: rule.id,
+            rule_owner: rule.owner.clone(),
+            rule_name: rule.name.clone(),
+            sensor: pending.sensor.clone(),
+            state: kind.into(),
+            severity: rule.severity,
+            value,
+            by: None,
+        };
+        let event = match &pending.change {
+            Change::Fired(s) => Some(event("firing", s.value)),
+            Change::Resolved { value } => Some(event("resolved", *value)),
+            Change::Pending(_) | Change::Cancelled => None,
+        };
+        AlertWrite { rule: rule.id, sensor: pending.sensor.clone(), state, event }
+    }
+
+    fn announce(&self, pending: &Pending) {
+        let rule = &self.rules[pending.rule].rule;
+        let (state, value, since) = match &pending.change {
+            Change::Fired(s) => ("firing", s.value, s.since),
+            Change::Resolved { value } => ("resolved", *value, pending.at),
+            Change::Pending(_) | Change::Cancelled => return,
+        };
+        tracing::info!(owner = %rule.owner, rule = %rule.name, sensor = ?pending.sensor, state, ?value, "alert");
+        let notice = notice(rule, &pending.sensor, state, value, since, None);
+        let body = Bytes::from(serde_json::to_vec(&notice).expect("a notice serializes"));
+        self.publish_retained(alert_topic(rule, Some(&pending.sensor)), body.clone());
+        self.publish_summary(rule, Some((&pending.sensor, value, since)));
+        let silenced = rule.silenced_until.is_some_and(|until| until > TimestampMs::now());
+        if let (Some(url), false) = (&rule.webhook, silenced) {
+            self.webhooks.send(url, body);
+        }
+    }
+
+    /// `roost/alerts/<owner>/<rule>`: whether any of its sensors fires, with the latest change
+    /// (or, without one, a firing sensor's; with neither it is left as it is).
+    fn publish_summary(&self, rule: &AlertRule, latest: Option<(&SensorKey, Option<f64>, TimestampMs)>) {
+        let firing: Vec<(&SensorKey, &AlertState)> = self
+            .states
+            .iter()
+            .filter(|((id, _), s)| *id == rule.id && s.status == AlertStatus::Firing)
+            .map(|((_, sensor), s)| (sensor, s))
+            .collect();
+        let state = if firing.is_empty() { "resolved" } else { "firing" };
+        let Some((sensor, value, since)) = latest.or_else(|| firing.first().map(|(sensor, s)| (*sensor, s.value, s.since))) else {
+            return;
+        };
+        let body = notice(rule, sensor, state, value, since, Some(firing.len()));
+        self.publish_retained(alert_topic(rule, None), Bytes::from(serde_json::to_vec(&body).expect("a notice serializes")));
+    }
+
+    fn publish_retained(&self, topic: Option<TopicName>, payload: Bytes) {
+        if let Some(topic) = topic {
+            self.broker.publish(Message { topic, payload, qos: QoS::AtLeastOnce, retain: true });
+        }
+    }
+
+    /// Deletes the retained messages of a rule that is gone or changed.
+    fn clear_retained(&self, rule: &AlertRule) {
+        let filter = format!("{TOPIC_ROOT}/{}/{}/#", rule.owner, rule.name);
+        let Ok(filter) = TopicFilter::parse(&filter) else { return };
+        for message in self.broker.retained_matching(&filter) {
+            self.publish_retained(Some(message.topic.clone()), Bytes::new());
+        }
+    }
+
+    /// After a restart the retained alert messages are the broker's, stored separately: any
+    /// that says `firing` where the database's state does not (a crash between the two
+    /// commits, a rule deleted meanwhile) is corrected, and firing states are announced again.
+    fn reconcile_retained(&self) {
+        let Ok(all) = TopicFilter::parse(&format!("{TOPIC_ROOT}/#")) else { return };
+        for message in self.broker.retained_matching(&all) {
+            let still_firing = self.rules.iter().any(|r| {
+                alert_topic(&r.rule, None).as_ref() == Some(&message.topic)
+                    || self.states.iter().any(|((id, sensor), s)| {
+                        *id == r.rule.id
+                            && s.status == AlertStatus::Firing
+                            && alert_topic(&r.rule, Some(sensor)).as_ref() == Some(&message.topic)
+                    })
+            });
+            if !still_firing {
+                self.publish_retained(Some(message.topic.clone()), Bytes::new());
+            }
+        }
+        for scoped in &self.rules {
+            let rule = &scoped.rule;
+            for ((_, sensor), s) in self.states.iter().filter(|((id, _), s)| *id == rule.id && s.status == AlertStatus::Firing) {
+                let body = notice(rule, sensor, "firing", s.value, s.since, None);
+                self.publish_retained(alert_topic(rule, Some(sensor)), Bytes::from(serde_json::to_vec(&body).expect("serializes")));
+            }
+            self.publish_summary(rule, None);
+        }
+    }
+}
+
+fn notice<'a>(
+    rule: &'a AlertRule,
+    sensor: &'a SensorKey,
+    state: &'static str,
+    value: Option<f64>,
+    since: TimestampMs,
+    firing: Option<usize>,
+) -> Notice<'a> {
+    Notice {
+        state,
+        severity: rule.severity.as_str(),
+        rule: &rule.name,
+        owner: &rule.owner,
+        sensor: SensorJson { owner: &sensor.owner, place: &sensor.place, category: &sensor.category },
+        value,
+        since: since.0,
+        firing,
+    }
+}

@@ -1,0 +1,233 @@
+//! Webhooks: an alert's state change POSTed as JSON to the rule's URL, retried with backoff.
+//! One queue and task per URL, so a dead endpoint delays only its own notifications; queues
+//! are bounded and full ones drop the newest (counted, logged): nothing here ever makes ingest
+//! or the alert engine wait.
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Notifications waiting per URL before new ones are dropped.
+pub const QUEUE_PER_URL: usize = 1000;
+/// Attempts per notification; between them 1 s, 2 s, 4 s … up to [`MAX_BACKOFF`].
+pub const ATTEMPTS: u32 = 8;
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// One attempt's limit: connect, send, and the answer's head.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A checked `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl WebhookUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("`webhook` {url:?}: {why}");
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad("must start with http:// or https://"));
+        };
+        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+        if authority.contains('@') {
+            return Err(bad("credentials in the URL are not supported (put a token in the path)"));
+        }
+        let (host, port) = match authority.rsplit_once(':').filter(|(h, _)| !h.ends_with(']') || h.starts_with('[')) {
+            Some((host, port)) if !host.contains(':') || host.starts_with('[') => {
+                (host, port.parse::<u16>().map_err(|_| bad("the port must be a number up to 65535"))?)
+            }
+            _ => (authority, if tls { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("needs a host, and no spaces"));
+        }
+        Ok(Self { tls, host: host.to_owned(), port, path: path.to_owned() })
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    /// Given up after every attempt, or dropped from a full queue.
+    pub given_up: AtomicU64,
+}
+
+/// Where notifications go: a queue and a task per URL, started on first use.
+pub struct Webhooks {
+    queues: std::sync::Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    tls: Arc<rustls::ClientConfig>,
+    pub stats: Arc<WebhookStats>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    first_backoff: Duration,
+}
+
+impl Webhooks {
+    pub fn new(stop: CancellationToken) -> Self {
+        Self::with_backoff(stop, Duration::from_secs(1))
+    }
+
+    /// With a shorter first backoff (tests).
+    pub fn with_backoff(stop: CancellationToken, first_backoff: Duration) -> Self {
+        Self {
+            queues: Default::default(),
+            tls: Arc::new(client_tls()),
+            stats: Arc::default(),
+            tasks: TaskTracker::new(),
+            stop,
+            first_backoff,
+        }
+    }
+
+    /// Queues `body` for `url`; never waits.
+    pub fn send(&self, url: &str, body: Bytes) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = queues.entry(url.to_owned()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE_PER_URL);
+            let worker = Worker {
+                url: url.to_owned(),
+                tls: Arc::clone(&self.tls),
+                stats: Arc::clone(&self.stats),
+                stop: self.stop.clone(),
+                first_backoff: self.first_backoff,
+            };
+            self.tasks.spawn(worker.run(rx));
+            tx
+        });
+        if queue.try_send(body).is_err() {
+            self.stats.given_up.fetch_add(1, Relaxed);
+            tracing::warn!(%url, limit = QUEUE_PER_URL, "webhook queue full: notification dropped");
+        }
+    }
+
+    /// Waits for the workers after `stop` was cancelled.
+    pub async fn stopped(&self) {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+struct Worker {
+    url: String,
+    tls: Arc<rustls::ClientConfig>,
+    stats: Arc<WebhookStats>,
+    stop: CancellationToken,
+    first_backoff: Duration,
+}
+
+impl Worker {
+    async fn run(self, mut bodies: mpsc::Receiver<Bytes>) {
+        let Ok(url) = WebhookUrl::parse(&self.url) else { return };
+        loop {
+            let body = tokio::select! {
+                body = bodies.recv() => match body { Some(b) => b, None => return },
+                _ = self.stop.cancelled() => return,
+            };
+            let mut backoff = self.first_backoff;
+            for attempt in 1..=ATTEMPTS {
+                let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, post(&url, &self.tls, body.clone())).await;
+                let error = match outcome {
+                    Ok(Ok(status)) if (200..300).contains(&status) => {
+                        self.stats.delivered.fetch_add(1, Relaxed);
+                        break;
+                    }
+                    Ok(Ok(status)) => format!("answered HTTP {status}"),
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+                };
+                self.stats.failed_attempts.fetch_add(1, Relaxed);
+                if attempt == ATTEMPTS {
+                    self.stats.given_up.fetch_add(1, Relaxed);
+                    tracing::warn!(url = %self.url, %error, attempts = ATTEMPTS, "webhook failed every attempt; notification dropped");
+                    break;
+                }
+                tracing::debug!(url = %self.url, %error, attempt, retry_in = ?backoff, "webhook attempt failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// One POST; the answer's status code.
+async fn post(url: &WebhookUrl, tls: &Arc<rustls::ClientConfig>, body: Bytes) -> Result<u16, String> {
+    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await.map_err(|e| format!("connecting: {e}"))?;
+    if url.tls {
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|e| format!("host name: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        exchange(url, stream, body).await
+    } else {
+        exchange(url, tcp, body).await
+    }
+}
+
+async fn exchange<S>(url: &WebhookUrl, stream: S, body: Bytes) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(connection);
+    let host =
+        if (url.tls && url.port == 443) || (!url.tls && url.port == 80) { url.host.clone() } else { format!("{}:{}", url.host, url.port) };
+    let request = hyper::Request::post(url.path.as_str())
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, concat!("roost/", env!("CARGO_PKG_VERSION")))
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| format!("request: {e}"))?;
+    let response = sender.send_request(request).await.map_err(|e| format!("HTTP: {e}"))?;
+    Ok(response.status().as_u16())
+}
+
+/// TLS for webhooks: the system's trusted roots.
+fn client_tls() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::debug!(%error, "a system certificate could not be loaded");
+    }
+    roots.add_parsable_certificates(found.certs);
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = WebhookUrl::parse("https://hooks.example.com/services/T0/B1?x=1").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "hooks.example.com", 443, "/services/T0/B1?x=1"));
+        let u = WebhookUrl::parse("http://127.0.0.1:8123").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (false, "127.0.0.1", 8123, "/"));
+        let u = WebhookUrl::parse("http://[::1]:9000/hook").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
+        for bad in ["ftp://x", "http://", "http://h:99999/", "http://u:p@h/", "http://h/a b"] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
