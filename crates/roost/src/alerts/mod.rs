@@ -251,7 +251,7 @@ impl Engine {
             let Some(seen) = sensor.last_seen else { continue };
             self.last_seen.insert(sensor.key.clone(), seen);
             if let Some(value) = sensor.last_value {
-                self.evaluate(&sensor.key, value, seen, now, &mut changes);
+                self.evaluate(&sensor.key, value, seen, now, true, &mut changes);
             }
         }
         changes
@@ -263,13 +263,22 @@ impl Engine {
         for reading in &batch.readings {
             let seen = self.last_seen.entry(reading.sensor.clone()).or_insert(reading.ts);
             *seen = (*seen).max(reading.ts);
-            self.evaluate(&reading.sensor, reading.value, reading.ts, now, &mut changes);
+            self.evaluate(&reading.sensor, reading.value, reading.ts, now, false, &mut changes);
         }
         changes
     }
 
-    /// A reading of `sensor` taken at `taken`, seen at `now`.
-    fn evaluate(&mut self, sensor: &SensorKey, value: f64, taken: TimestampMs, now: TimestampMs, changes: &mut Vec<Pending>) {
+    /// A reading of `sensor` taken at `taken`, seen at `now` (`catching_up`: seen before, as the
+    /// sensor's last reading in the database).
+    fn evaluate(
+        &mut self,
+        sensor: &SensorKey,
+        value: f64,
+        taken: TimestampMs,
+        now: TimestampMs,
+        catching_up: bool,
+        changes: &mut Vec<Pending>,
+    ) {
         let fresh = taken.0 >= now.0 - FRESH.as_millis() as i64;
         for index in self.rules_over(sensor) {
             let rule = &self.rules[index].rule;
@@ -277,7 +286,12 @@ impl Engine {
                 continue;
             }
             let key = (rule.id, sensor.clone());
-            let at = if matches!(rule.condition, Condition::Stale { .. }) { now } else { taken.min(now) };
+            // A stale alert is over when a reading arrives after it went stale: a new one now,
+            // a caught-up one at the time it was taken.
+            let at = match rule.condition {
+                Condition::Stale { .. } if !catching_up => now,
+                _ => taken.min(now),
+            };
             if let Some(change) = state::on_reading(rule, self.states.get(&key), value, at) {
                 self.apply(index, sensor, change, at, changes);
             }

@@ -26,9 +26,9 @@ pub fn on_reading(rule: &AlertRule, current: Option<&AlertState>, value: f64, no
     let (breaching, cleared) = match rule.condition {
         Condition::Above { level, clear } => (value > level, value <= clear),
         Condition::Below { level, clear } => (value < level, value >= clear),
-        // Heard from: a stale alert is over.
+        // Heard from since it went stale: a stale alert is over.
         Condition::Stale { .. } => {
-            return current.filter(|s| s.status == AlertStatus::Firing).map(|_| Change::Resolved { value: Some(value) })
+            return current.filter(|s| s.status == AlertStatus::Firing && now > s.since).map(|_| Change::Resolved { value: Some(value) })
         }
     };
     match current.map(|s| s.status) {
@@ -135,5 +135,6 @@ mod tests {
         assert_eq!(run(&quiet, &[], 40), vec![], "a sensor never heard from has nothing to go stale from");
         let Some(Change::Fired(state)) = on_tick(&quiet, None, Some(TimestampMs(0)), TimestampMs(99_000)) else { panic!() };
         assert_eq!(state.since, TimestampMs(10_000), "it fired when the sensor became stale, even if noticed later");
+        assert_eq!(on_reading(&quiet, Some(&state), 1.0, TimestampMs(0)), None, "the reading it went stale after does not resolve it");
     }
 }

@@ -256,7 +256,8 @@ const LIFECYCLE_MYSQL: &[&str] = &[
 // Migration 9: alerts (`store::alerts`). Rules, owned by a user and unique per owner and name;
 // the state of a rule for a sensor while it is pending or firing (a fine one has no row), keyed
 // by the sensor's levels rather than its id, so history and states need no foreign key to a
-// sensor that may be deleted; and the history of state changes.
+// sensor that may be deleted; and the history of state changes. MariaDB/MySQL: the sensors
+// table's character set and collation, so a state's key compares like its sensor's.
 const ALERTS_SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS alert_rules (id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, name TEXT NOT NULL,
         filter TEXT NOT NULL, kind TEXT NOT NULL, threshold REAL, clear_level REAL, hold_ms BIGINT NOT NULL, stale_ms BIGINT,
@@ -281,14 +282,14 @@ const ALERTS_POSTGRES: &[&str] = &[
 ];
 const ALERTS_MYSQL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS alert_rules (id BIGINT AUTO_INCREMENT PRIMARY KEY, owner VARCHAR(191) NOT NULL, name VARCHAR(64) NOT NULL,
-        filter TEXT NOT NULL, kind VARCHAR(16) NOT NULL, threshold DOUBLE, clear_level DOUBLE, hold_ms BIGINT NOT NULL, stale_ms BIGINT,
-        severity VARCHAR(16) NOT NULL, webhook TEXT, from_config SMALLINT NOT NULL, silenced_until BIGINT, UNIQUE KEY alert_rules_key (owner, name))
-        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        filter VARCHAR(500) NOT NULL, kind VARCHAR(16) NOT NULL, threshold DOUBLE, clear_level DOUBLE, hold_ms BIGINT NOT NULL,
+        stale_ms BIGINT, severity VARCHAR(16) NOT NULL, webhook VARCHAR(2000), from_config SMALLINT NOT NULL, silenced_until BIGINT, UNIQUE KEY alert_rules_key (owner, name))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS alert_states (rule_id BIGINT NOT NULL, owner VARCHAR(191) NOT NULL, place VARCHAR(191) NOT NULL,
         category VARCHAR(191) NOT NULL, status VARCHAR(16) NOT NULL, since BIGINT NOT NULL, value DOUBLE, acked_by VARCHAR(191),
-        PRIMARY KEY (rule_id, owner, place, category)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        PRIMARY KEY (rule_id, owner, place, category)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS alert_events (id BIGINT AUTO_INCREMENT PRIMARY KEY, at BIGINT NOT NULL, rule_id BIGINT NOT NULL,
         rule_owner VARCHAR(191) NOT NULL, rule_name VARCHAR(64) NOT NULL, owner VARCHAR(191) NOT NULL, place VARCHAR(191) NOT NULL,
         category VARCHAR(191) NOT NULL, state VARCHAR(16) NOT NULL, severity VARCHAR(16) NOT NULL, value DOUBLE, by_user VARCHAR(191),
-        INDEX alert_events_at (at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        INDEX alert_events_at (at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];

@@ -23,10 +23,16 @@ const WINDOW: usize = 20;
 
 /// Starts the `roost` binary on `database` and returns it with its MQTT address.
 pub async fn spawn_roost(database: &DatabaseUrl) -> (Child, SocketAddr) {
+    spawn_roost_with(database, &[]).await
+}
+
+/// [`spawn_roost`] with more `serve` flags.
+pub async fn spawn_roost_with(database: &DatabaseUrl, flags: &[&str]) -> (Child, SocketAddr) {
     let mut child = crate::support::roost_command("info")
         .args(["serve", "--allow-anonymous"])
         .args(crate::support::ANY_PORTS)
         .args(["--database", database.expose_secret()])
+        .args(flags)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -36,6 +42,8 @@ pub async fn spawn_roost(database: &DatabaseUrl) -> (Child, SocketAddr) {
         let mut tx = Some(tx);
         // Keep draining so the child never blocks on a full pipe.
         while let Ok(Some(line)) = lines.next_line().await {
+            // Shown when a test fails (the harness keeps a passing test's output to itself).
+            eprintln!("roost: {line}");
             if line.contains("MQTT listening") {
                 let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
                 if let Some(tx) = tx.take() {

@@ -2,6 +2,7 @@
 //! mosquitto_pub/sub, Python paho-mqtt, a WebSocket client) and by raw bytes. Each test cites
 //! the normative statement of MQTT 3.1.1 it checks.
 
+mod alerts;
 mod api;
 mod broker_state;
 mod cli;
