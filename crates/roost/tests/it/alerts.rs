@@ -17,10 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Every message a subscriber received: when, topic, payload (JSON, or `null` when empty).
-type Seen = Arc<Mutex<Vec<(Instant, String, Value)>>>;
+pub type Seen = Arc<Mutex<Vec<(Instant, String, Value)>>>;
 
 /// A rumqttc subscriber to `filter` on `addr`, collecting what arrives.
-async fn watch(addr: SocketAddr, filter: &str) -> (AsyncClient, Seen) {
+pub async fn watch(addr: SocketAddr, filter: &str) -> (AsyncClient, Seen) {
     let mut options = MqttOptions::new(format!("watch-{}", rand_suffix()), addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut events) = AsyncClient::new(options, 100);

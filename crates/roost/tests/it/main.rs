@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod databases;
 mod faults;
+mod home_assistant;
 mod ingest;
 mod lifecycle;
 mod limits;
