@@ -276,9 +276,11 @@ impl App {
             Arc::clone(&self.broker),
             Arc::clone(&webhooks),
             crate::alerts::AlertsConfig { config_rules: self.alert_rules, templates: self.templates.clone(), anonymous: self.anonymous },
-            self.feeds.commits.subscribe(),
-            deletions.subscribe(),
-            alert_commands,
+            crate::alerts::AlertInputs {
+                commits: self.feeds.commits.subscribe(),
+                deletions: deletions.subscribe(),
+                commands: alert_commands,
+            },
             shutdown.clone(),
         ));
         if let Some(config) = self.ha_discovery {

@@ -71,6 +71,16 @@ pub struct AlertsConfig {
     pub anonymous: bool,
 }
 
+/// What moves the engine besides the clock.
+pub struct AlertInputs {
+    /// Committed readings (the ingest writer's commit feed).
+    pub commits: broadcast::Receiver<Arc<Committed>>,
+    /// Sensors deleted through the API.
+    pub deletions: broadcast::Receiver<SensorKey>,
+    /// From the API, through an [`AlertsHandle`].
+    pub commands: mpsc::Receiver<Command>,
+}
+
 /// The JSON of a state change, on MQTT and to webhooks.
 #[derive(Debug, serde::Serialize)]
 struct Notice<'a> {
@@ -130,11 +140,10 @@ pub async fn run(
     broker: Arc<Broker>,
     webhooks: Arc<webhook::Webhooks>,
     config: AlertsConfig,
-    mut commits: broadcast::Receiver<Arc<Committed>>,
-    mut deletions: broadcast::Receiver<SensorKey>,
-    mut commands: mpsc::Receiver<Command>,
+    inputs: AlertInputs,
     stop: CancellationToken,
 ) {
+    let AlertInputs { mut commits, mut deletions, mut commands } = inputs;
     let mut engine = Engine {
         store,
         broker,
