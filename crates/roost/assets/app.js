@@ -12,7 +12,7 @@ const el = (tag, cls, text) => {
 };
 const key = (s) => `${s.owner}/${s.place}/${s.category}`;
 const enc = encodeURIComponent;
-const VIEWS = ["overview", "sensor", "console", "rejects", "tokens", "sessions", "users"];
+const VIEWS = ["overview", "sensor", "alerts", "console", "rejects", "tokens", "sessions", "users"];
 const api = async (path, init) => {
   const r = await fetch(path, init);
   if (r.status === 401) { showLogin(); throw new Error("log in first"); }
@@ -782,6 +782,149 @@ $("grant-form").addEventListener("submit", async (e) => {
   try { await send("POST", `/api/users/${enc(name)}/grants`, body); userMessage(`Granted ${body.filter} to ${name}.`); $("grant-filter").value = ""; await showUsers(); } catch (err) { userError(err); }
 });
 
+// ---- alerts ----
+const sensorName = (s) => `${s.owner}/${s.place}/${s.category}`;
+const ruleCondition = (r) => {
+  if (r.stale) return `no reading for ${r.stale}`;
+  const [word, level] = r.above !== null && r.above !== undefined ? ["above", r.above] : ["below", r.below];
+  let text = `${word} ${level}`;
+  if (r.clear !== null && r.clear !== level) text += `, resolves at ${r.clear}`;
+  if (r.for) text += ` for ${r.for}`;
+  return text;
+};
+const acknowledge = async (a) => {
+  const path = `/api/alerts/rules/${a.rule_id}/sensors/${enc(a.sensor.owner)}/${enc(a.sensor.place)}/${enc(a.sensor.category)}/acknowledge`;
+  const r = await fetch(path, { method: "POST" });
+  if (!r.ok) showError(new Error((await r.json().catch(() => ({}))).error || r.statusText));
+  await loadAlerts();
+  if (!$("view-alerts").hidden) await showAlerts();
+};
+
+// The firing alerts on top of the overview, and their count in the menu.
+async function loadAlerts() {
+  const active = await api("/api/alerts");
+  const firing = active.filter((a) => a.state === "firing");
+  $("alerts-count").textContent = String(firing.length);
+  $("alerts-count").hidden = firing.length === 0;
+  $("firing").hidden = firing.length === 0;
+  $("firing-list").replaceChildren(...firing.map((a) => {
+    const item = el("li", `severity-${a.severity}`);
+    const link = el("a", null, `${a.rule}: ${sensorName(a.sensor)}`);
+    link.href = `#/sensor/${enc(a.sensor.owner)}/${enc(a.sensor.place)}/${enc(a.sensor.category)}`;
+    item.append(el("strong", null, a.severity), " ", link);
+    if (a.value !== null) item.append(` at ${a.value}`);
+    item.append(" · ", timeEl("span", "muted", a.since));
+    if (a.acknowledged_by) item.append(el("span", "muted", ` · acknowledged by ${a.acknowledged_by}`));
+    else {
+      const ack = el("button", null, "Acknowledge");
+      ack.addEventListener("click", () => acknowledge(a).catch(showError));
+      item.append(" ", ack);
+    }
+    return item;
+  }));
+  return active;
+}
+
+let editingRule = null;
+async function showAlerts() {
+  const [active, rules, events] = await Promise.all([loadAlerts(), api("/api/alerts/rules"), api("/api/alerts/events?limit=200")]);
+  $("alerts-none").hidden = active.length > 0;
+  $("alerts-active").replaceChildren(...active.map((a) => {
+    const actions = a.state === "firing" && !a.acknowledged_by
+      ? buttonCell("Acknowledge", "Seen: it stays firing until it resolves", () => acknowledge(a).catch(showError))
+      : el("td", "muted", a.acknowledged_by ? `acknowledged by ${a.acknowledged_by}` : "");
+    const tr = row(a.state, a.severity, a.rule, sensorName(a.sensor), a.value === null ? "" : String(a.value), timeEl("td", null, a.since), actions);
+    tr.className = `state-${a.state} severity-${a.severity}`;
+    return tr;
+  }));
+  $("alert-rules").replaceChildren(...rules.map((r) => {
+    const cell = el("td");
+    const actions = el("div", "actions");
+    const silenced = r.silenced_until && r.silenced_until > Date.now();
+    const silence = el("button", null, silenced ? "Unsilence" : "Silence 1 h");
+    silence.title = silenced ? `Webhooks silenced until ${localTime(r.silenced_until)}` : "No webhook calls for an hour (states still change)";
+    silence.addEventListener("click", async () => {
+      await send("POST", `/api/alerts/rules/${r.id}/silence`, { for: silenced ? null : "1h" }).catch(showError);
+      await showAlerts();
+    });
+    actions.append(silence);
+    if (r.from_config) actions.append(el("span", "muted", "config file"));
+    else {
+      const change = el("button", null, "Edit");
+      change.addEventListener("click", () => editRule(r));
+      const remove = el("button", "danger", "Delete");
+      remove.addEventListener("click", async () => {
+        if (!confirm(`Delete the rule ${r.name}? Its history stays.`)) return;
+        await send("DELETE", `/api/alerts/rules/${r.id}`).catch(showError);
+        await showAlerts();
+      });
+      actions.append(change, remove);
+    }
+    cell.append(actions);
+    const tr = row(r.name, r.owner, r.topic, ruleCondition(r), r.severity, r.webhook || "", cell);
+    tr.dataset.rule = r.name;
+    return tr;
+  }));
+  $("alert-events").replaceChildren(...events.map((e) => row(timeEl("td", null, e.at), e.state, e.rule, sensorName(e.sensor),
+    e.value === null ? "" : String(e.value), e.by || "")));
+}
+
+function showRuleKind() {
+  const stale = $("rule-kind").value === "stale";
+  for (const id of ["rule-level-label", "rule-clear-label", "rule-for-label"]) $(id).hidden = stale;
+  $("rule-stale-label").hidden = !stale;
+}
+$("rule-kind").addEventListener("change", showRuleKind);
+
+function editRule(r) {
+  editingRule = r;
+  $("rule-form-title").textContent = `Change the rule ${r.name}`;
+  $("rule-submit").textContent = "Save rule";
+  $("rule-cancel").hidden = false;
+  $("rule-name").value = r.name;
+  $("rule-topic").value = r.topic;
+  $("rule-kind").value = r.stale ? "stale" : r.above !== null ? "above" : "below";
+  $("rule-level").value = r.stale ? "" : (r.above ?? r.below);
+  $("rule-clear").value = r.clear ?? "";
+  $("rule-for").value = r.for || "";
+  $("rule-stale").value = r.stale || "";
+  $("rule-severity").value = r.severity;
+  $("rule-webhook").value = r.webhook || "";
+  showRuleKind();
+  $("rule-form").scrollIntoView();
+}
+function resetRuleForm() {
+  editingRule = null;
+  $("rule-form").reset();
+  $("rule-form-title").textContent = "Add a rule";
+  $("rule-submit").textContent = "Add rule";
+  $("rule-cancel").hidden = true;
+  $("rule-error").hidden = true;
+  showRuleKind();
+}
+$("rule-cancel").addEventListener("click", resetRuleForm);
+$("rule-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const kind = $("rule-kind").value;
+  const body = { name: $("rule-name").value.trim(), topic: $("rule-topic").value.trim(), severity: $("rule-severity").value };
+  if (kind === "stale") body.stale = $("rule-stale").value.trim();
+  else {
+    body[kind] = Number($("rule-level").value);
+    if ($("rule-clear").value !== "") body.clear = Number($("rule-clear").value);
+    if ($("rule-for").value.trim()) body.for = $("rule-for").value.trim();
+  }
+  if ($("rule-webhook").value.trim()) body.webhook = $("rule-webhook").value.trim();
+  try {
+    if (editingRule) await send("PUT", `/api/alerts/rules/${editingRule.id}`, body);
+    else await send("POST", "/api/alerts/rules", body);
+    resetRuleForm();
+    await showAlerts();
+  } catch (err) {
+    $("rule-error").textContent = err.message;
+    $("rule-error").hidden = false;
+  }
+});
+
 // ---- routing ----
 async function route() {
   const view = location.hash.replace(/^#\/?/, "").split("/")[0] || "overview";
@@ -790,7 +933,8 @@ async function route() {
   if (view !== "sensor" && currentChart) { currentChart.uplot.destroy(); currentChart = null; }
   try {
     clearError();
-    if (view === "overview") await loadOverview();
+    if (view === "overview") await Promise.all([loadOverview(), loadAlerts()]);
+    if (view === "alerts") await showAlerts();
     if (view === "sensor") await showSensor(parseSensorHash());
     if (view === "rejects") await showRejects();
     if (view === "tokens") await showTokens();
@@ -810,6 +954,8 @@ window.addEventListener("hashchange", route);
   if (me.admin) watchHealth();
   connectLive();
   await route();
+  // Alerts change with time alone too (hold times, silent sensors).
+  setInterval(() => loadAlerts().catch(() => {}), 15000);
   // Staleness changes with time alone.
   setInterval(() => sensors.forEach((e) => e.tile && e.tile.isConnected && renderTile(e)), 30000);
 })();

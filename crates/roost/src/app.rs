@@ -354,6 +354,7 @@ impl App {
             login_limiter: Arc::clone(&self.login_limiter),
             max_request_body: self.max_request_body,
             alerts,
+            webhooks: Arc::clone(&webhooks.stats),
             deletions,
             templates: Arc::new(self.templates),
         };

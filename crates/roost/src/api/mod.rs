@@ -59,6 +59,8 @@ pub struct ApiState {
     pub max_request_body: usize,
     /// The alert engine, told when rules change.
     pub alerts: crate::alerts::AlertsHandle,
+    /// Webhook deliveries, for `/metrics`.
+    pub webhooks: Arc<crate::alerts::webhook::WebhookStats>,
     /// Sensors deleted through the API (the alert engine and Home Assistant discovery listen).
     pub deletions: tokio::sync::broadcast::Sender<crate::model::SensorKey>,
     /// The topic templates: which topics a sensor has (a user's alert rules stay on theirs).

@@ -12,6 +12,10 @@ fn error_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }
 
+fn rule_id_param() -> Value {
+    json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } })
+}
+
 /// A time: epoch milliseconds or an RFC 3339 date-time.
 fn time_schema() -> Value {
     json!({ "oneOf": [{ "type": "integer", "format": "int64", "minimum": 0, "maximum": TimestampMs::MAX.0 }, { "type": "string", "format": "date-time" }] })
@@ -182,6 +186,101 @@ pub fn spec() -> Value {
                     "503": error_response("Database unavailable")
                 }
             }},
+            "/api/alerts": { "get": {
+                "summary": "Alerts pending or firing now on the sensors you may see, firing first",
+                "responses": {
+                    "200": { "description": "Active alerts", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/ActiveAlert" } } } } },
+                    "401": error_response("Not logged in"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/alerts/events": { "get": {
+                "summary": "Alert history: fired, resolved and acknowledged, newest first (your rules and sensors; admins all)",
+                "parameters": [{ "name": "limit", "in": "query", "required": false, "allowEmptyValue": true, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }],
+                "responses": {
+                    "200": { "description": "Events", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/AlertEvent" } } } } },
+                    "400": error_response("Bad parameter"),
+                    "401": error_response("Not logged in"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/alerts/rules": {
+                "get": {
+                    "summary": "Alert rules: your own (admins: all, with the config file's)",
+                    "responses": {
+                        "200": { "description": "Rules by owner and name", "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/AlertRule" } } } } },
+                        "401": error_response("Not logged in"),
+                        "503": error_response("Database unavailable")
+                    }
+                },
+                "post": {
+                    "summary": "Make an alert rule, owned by you and over your sensors (admins: any owner, any sensors)",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRuleSpec" } } } },
+                    "responses": {
+                        "201": { "description": "The rule", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRule" } } } },
+                        "400": error_response("Not a valid rule"),
+                        "401": error_response("Not logged in"),
+                        "403": error_response("A filter reaching other owners' sensors, or another owner"),
+                        "409": error_response("A rule of that name exists"),
+                        "413": error_response("Body too large"),
+                        "503": error_response("Database unavailable")
+                    }
+                }
+            },
+            "/api/alerts/rules/{id}": {
+                "put": {
+                    "summary": "Replace a rule (its states start over); rules of the config file are changed there",
+                    "parameters": [rule_id_param()],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRuleSpec" } } } },
+                    "responses": {
+                        "200": { "description": "The rule", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRule" } } } },
+                        "400": error_response("Not a valid rule"),
+                        "401": error_response("Not logged in"),
+                        "403": error_response("A filter reaching other owners' sensors"),
+                        "404": error_response("No such rule (or another owner's)"),
+                        "409": error_response("A rule of the config file, or the new name is taken"),
+                        "413": error_response("Body too large"),
+                        "503": error_response("Database unavailable")
+                    }
+                },
+                "delete": {
+                    "summary": "Delete a rule and its states (its history stays)",
+                    "parameters": [rule_id_param()],
+                    "responses": {
+                        "204": { "description": "Deleted" },
+                        "400": error_response("Bad parameter"),
+                        "401": error_response("Not logged in"),
+                        "404": error_response("No such rule (or another owner's)"),
+                        "409": error_response("A rule of the config file"),
+                        "503": error_response("Database unavailable")
+                    }
+                }
+            },
+            "/api/alerts/rules/{id}/silence": { "post": {
+                "summary": "Silence a rule's webhooks for a while (`{\"for\": \"1h\"}`), or end a silence (`{\"for\": null}`); states still change and are published",
+                "parameters": [rule_id_param()],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "required": ["for"],
+                    "properties": { "for": { "type": "string", "nullable": true, "example": "1h" } } } } } },
+                "responses": {
+                    "200": { "description": "The rule", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRule" } } } },
+                    "400": error_response("Bad duration"),
+                    "401": error_response("Not logged in"),
+                    "404": error_response("No such rule (or another owner's)"),
+                    "413": error_response("Body too large"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
+            "/api/alerts/rules/{id}/sensors/{owner}/{place}/{category}/acknowledge": { "post": {
+                "summary": "Acknowledge a firing alert of a sensor you may see (it stays firing until it resolves)",
+                "parameters": std::iter::once(rule_id_param()).chain(sensor_key_params().as_array().expect("an array").iter().cloned()).collect::<Vec<_>>(),
+                "responses": {
+                    "204": { "description": "Acknowledged" },
+                    "400": error_response("Bad parameter"),
+                    "401": error_response("Not logged in"),
+                    "404": error_response("Not firing for that sensor"),
+                    "503": error_response("Database unavailable")
+                }
+            }},
             "/api/rejects": { "get": {
                 "summary": "The most recent rejected publishes, newest first",
                 "parameters": [{ "name": "limit", "in": "query", "required": false, "allowEmptyValue": true, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }],
@@ -329,6 +428,33 @@ pub fn spec() -> Value {
             },
             "schemas": {
             "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+            "AlertRuleSpec": { "type": "object", "additionalProperties": false, "required": ["name", "topic"],
+                "description": "Exactly one of `above`, `below` or `stale`",
+                "properties": {
+                    "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$" },
+                    "topic": { "type": "string", "description": "A topic filter over the sensors' topics; + and # allowed", "example": "iot/+/sensor/greenhouse/temperature" },
+                    "above": { "type": "number", "nullable": true }, "below": { "type": "number", "nullable": true },
+                    "clear": { "type": "number", "nullable": true, "description": "Hysteresis: a firing alert resolves only at or past this level (default: the threshold)" },
+                    "for": { "type": "string", "nullable": true, "description": "Hold time before firing", "example": "10m" },
+                    "stale": { "type": "string", "nullable": true, "description": "No reading for this long fires", "example": "15m" },
+                    "severity": { "type": "string", "nullable": true, "enum": ["info", "warning", "critical", null] },
+                    "webhook": { "type": "string", "nullable": true, "description": "http:// or https:// URL the notices are POSTed to" },
+                    "owner": { "type": "string", "nullable": true, "description": "Admins only: make the rule in another user's name" }
+                } },
+            "AlertRule": { "allOf": [{ "$ref": "#/components/schemas/AlertRuleSpec" }, { "type": "object", "required": ["id", "from_config"], "properties": {
+                "id": { "type": "integer" }, "from_config": { "type": "boolean" }, "silenced_until": { "type": "integer", "nullable": true, "description": "Epoch ms" } } }] },
+            "AlertSensor": { "type": "object", "required": ["owner", "place", "category"], "properties": {
+                "owner": { "type": "string" }, "place": { "type": "string" }, "category": { "type": "string" } } },
+            "ActiveAlert": { "type": "object", "required": ["rule_id", "rule", "owner", "severity", "sensor", "state", "since"], "properties": {
+                "rule_id": { "type": "integer" }, "rule": { "type": "string" }, "owner": { "type": "string" },
+                "severity": { "type": "string", "enum": ["info", "warning", "critical"] }, "sensor": { "$ref": "#/components/schemas/AlertSensor" },
+                "state": { "type": "string", "enum": ["pending", "firing"] }, "since": { "type": "integer", "description": "Epoch ms" },
+                "value": { "type": "number", "nullable": true }, "acknowledged_by": { "type": "string", "nullable": true }, "silenced_until": { "type": "integer", "nullable": true } } },
+            "AlertEvent": { "type": "object", "required": ["id", "at", "rule_id", "rule", "owner", "sensor", "state", "severity"], "properties": {
+                "id": { "type": "integer" }, "at": { "type": "integer", "description": "Epoch ms" }, "rule_id": { "type": "integer" },
+                "rule": { "type": "string" }, "owner": { "type": "string" }, "sensor": { "$ref": "#/components/schemas/AlertSensor" },
+                "state": { "type": "string", "enum": ["firing", "resolved", "acknowledged"] }, "severity": { "type": "string", "enum": ["info", "warning", "critical"] },
+                "value": { "type": "number", "nullable": true }, "by": { "type": "string", "nullable": true } } },
             "User": { "type": "object", "required": ["name", "admin", "created_at_ms", "grants"], "properties": {
                 "name": { "type": "string" }, "admin": { "type": "boolean" },
                 "created_at_ms": { "type": "integer" }, "created_at": { "type": "string", "format": "date-time" },

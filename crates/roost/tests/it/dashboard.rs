@@ -88,6 +88,18 @@ async fn a_sensors_settings_in_chromium() {
     server.stop().await;
 }
 
+/// Alert rules made, fired, acknowledged, changed and deleted from the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_in_chromium() {
+    use roost::model::{Reading, SensorKey, TimestampMs};
+    let server = TestServer::start().await;
+    let sensor = SensorKey::new("yanjo", "gh", "temperature").unwrap();
+    let readings = vec![Reading { sensor, ts: TimestampMs::now(), value: 31.0 }];
+    server.store.write_batch(&roost::store::Batch { readings, rejects: vec![] }).await.unwrap();
+    run_browser_script("alerts-e2e.mjs", &server, &[]).await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_manage_users_in_chromium() {
     let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
