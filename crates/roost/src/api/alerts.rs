@@ -4,7 +4,7 @@
 
 use super::auth::Viewer;
 use super::error::ApiError;
-use super::params::ApiJson;
+use super::params::{ApiJson, ApiPath, ApiQuery};
 use super::ApiState;
 use crate::alerts::rule::RuleSpec;
 use crate::alerts::Command;
@@ -12,7 +12,7 @@ use crate::auth::acl::{covers, OWNER_ROOT};
 use crate::model::{AlertRule, SensorKey, TimestampMs};
 use crate::settings::parse_duration;
 use crate::store::AlertRuleError;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
@@ -95,7 +95,7 @@ pub async fn create(
 pub async fn replace(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(spec): ApiJson<RuleSpec>,
 ) -> Result<Json<Value>, ApiError> {
     let old = find_rule(&state, &viewer, id).await?;
@@ -116,7 +116,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     let rule = find_rule(&state, &viewer, id).await?;
     not_from_config(&rule)?;
@@ -129,20 +129,21 @@ pub async fn delete(
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceBody {
-    /// How long, e.g. `"1h"`; `null` ends a silence.
-    #[serde(rename = "for")]
-    duration: Option<String>,
+    /// How long, e.g. `"1h"`; `null` ends a silence. Required.
+    #[serde(rename = "for", default, deserialize_with = "super::params::given_or_null")]
+    duration: Option<Option<String>>,
 }
 
 pub async fn silence(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<SilenceBody>,
 ) -> Result<Json<Value>, ApiError> {
     let mut rule = find_rule(&state, &viewer, id).await?;
-    let until = body
-        .duration
+    let duration =
+        body.duration.ok_or_else(|| ApiError::BadRequest("needs `for`: a duration such as \"1h\", or null to end a silence".into()))?;
+    let until = duration
         .map(|text| parse_duration(&text).map_err(|e| ApiError::BadRequest(format!("`for`: {e}"))))
         .transpose()?
         .map(|d| TimestampMs(TimestampMs::now().0.saturating_add(d.as_millis() as i64)));
@@ -177,7 +178,7 @@ pub async fn active(State(state): State<ApiState>, Extension(viewer): Extension<
 pub async fn acknowledge(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((id, owner, place, category)): Path<(i64, String, String, String)>,
+    ApiPath((id, owner, place, category)): ApiPath<(i64, String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let sensor = SensorKey { owner, place, category };
     let not_firing = || ApiError::NotFound(format!("rule {id} is not firing for {sensor}"));
@@ -196,16 +197,16 @@ pub async fn acknowledge(
 
 #[derive(Debug, serde::Deserialize)]
 pub struct EventsQuery {
-    limit: Option<i64>,
+    limit: Option<String>,
 }
 
 /// The newest state changes (fired, resolved, acknowledged) this viewer may see, newest first.
 pub async fn events(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_EVENTS);
+    let limit = super::params::limit(query.limit.as_deref(), 100, MAX_EVENTS)?;
     let whose = if viewer.admin { None } else { viewer.name.as_deref() };
     let events = state.store.alert_events(whose, limit).await?;
     Ok(Json(

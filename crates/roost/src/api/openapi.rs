@@ -441,8 +441,13 @@ pub fn spec() -> Value {
                     "webhook": { "type": "string", "nullable": true, "description": "http:// or https:// URL the notices are POSTed to" },
                     "owner": { "type": "string", "nullable": true, "description": "Admins only: make the rule in another user's name" }
                 } },
-            "AlertRule": { "allOf": [{ "$ref": "#/components/schemas/AlertRuleSpec" }, { "type": "object", "required": ["id", "from_config"], "properties": {
-                "id": { "type": "integer" }, "from_config": { "type": "boolean" }, "silenced_until": { "type": "integer", "nullable": true, "description": "Epoch ms" } } }] },
+            "AlertRule": { "type": "object", "required": ["id", "name", "topic", "owner", "severity", "from_config"], "properties": {
+                "id": { "type": "integer" }, "name": { "type": "string" }, "topic": { "type": "string" }, "owner": { "type": "string" },
+                "above": { "type": "number", "nullable": true }, "below": { "type": "number", "nullable": true },
+                "clear": { "type": "number", "nullable": true }, "for": { "type": "string", "nullable": true },
+                "stale": { "type": "string", "nullable": true }, "severity": { "type": "string", "enum": ["info", "warning", "critical"] },
+                "webhook": { "type": "string", "nullable": true }, "from_config": { "type": "boolean" },
+                "silenced_until": { "type": "integer", "nullable": true, "description": "Epoch ms" } } },
             "AlertSensor": { "type": "object", "required": ["owner", "place", "category"], "properties": {
                 "owner": { "type": "string" }, "place": { "type": "string" }, "category": { "type": "string" } } },
             "ActiveAlert": { "type": "object", "required": ["rule_id", "rule", "owner", "severity", "sensor", "state", "since"], "properties": {

@@ -57,6 +57,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`, by `default`).
+pub fn given_or_null<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// `?limit=N`: from 1 to `max`, `default` when absent.
+pub fn limit(value: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match given(value) {
+        None => Ok(default),
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {max}, not {l:?}"))),
+        },
+    }
+}
+
 /// An empty parameter (`?from=`) counts as absent.
 pub fn given(value: Option<&str>) -> Option<&str> {
     value.filter(|v| !v.is_empty())

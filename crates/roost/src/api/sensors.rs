@@ -75,20 +75,15 @@ pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Vi
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorPatch {
-    #[serde(default, deserialize_with = "given_or_null")]
+    #[serde(default, deserialize_with = "super::params::given_or_null")]
     display_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "given_or_null")]
+    #[serde(default, deserialize_with = "super::params::given_or_null")]
     unit: Option<Option<String>>,
     #[serde(default)]
     hidden: Option<bool>,
     /// `"7d"`, `"forever"`, or `null` to follow the rules again.
-    #[serde(default, deserialize_with = "given_or_null")]
+    #[serde(default, deserialize_with = "super::params::given_or_null")]
     retention: Option<Option<String>>,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`, by `default`).
-fn given_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A trimmed text of at most `max` characters; empty is `None`.
@@ -282,13 +277,7 @@ pub async fn rejects(
     Extension(viewer): Extension<Viewer>,
     ApiQuery(query): ApiQuery<RejectsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = match given(query.limit.as_deref()) {
-        None => 100,
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if (1..=MAX_REJECTS).contains(&n) => n,
-            _ => return Err(ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {MAX_REJECTS}, not {l:?}"))),
-        },
-    };
+    let limit = super::params::limit(query.limit.as_deref(), 100, MAX_REJECTS)?;
     let rejects = state.store.recent_rejects_under(viewer.topic_prefix().as_deref(), limit).await?;
     let rejects: Vec<Value> = rejects
         .into_iter()

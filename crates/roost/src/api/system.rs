@@ -111,11 +111,31 @@ pub async fn metrics(
     let alerts = state.store.alert_states().await?;
     let count = |status| alerts.iter().filter(|(_, _, s)| s.status == status).count() as u64;
     let (pending, firing) = (count(crate::model::AlertStatus::Pending), count(crate::model::AlertStatus::Firing));
-    metric("roost_alerts", "gauge", "Alerts per state (one per rule and sensor).", &[("{state=\"pending\"}", pending), ("{state=\"firing\"}", firing)]);
+    metric(
+        "roost_alerts",
+        "gauge",
+        "Alerts per state (one per rule and sensor).",
+        &[("{state=\"pending\"}", pending), ("{state=\"firing\"}", firing)],
+    );
     let hooks = &state.webhooks;
-    metric("roost_webhook_deliveries_total", "counter", "Alert notices a webhook took (HTTP 2xx).", &[("", hooks.delivered.load(std::sync::atomic::Ordering::Relaxed))]);
-    metric("roost_webhook_failed_attempts_total", "counter", "Webhook attempts that failed (and were retried).", &[("", hooks.failed_attempts.load(std::sync::atomic::Ordering::Relaxed))]);
-    metric("roost_webhook_dropped_total", "counter", "Alert notices given up: every attempt failed, or the URL's queue was full.", &[("", hooks.given_up.load(std::sync::atomic::Ordering::Relaxed))]);
+    metric(
+        "roost_webhook_deliveries_total",
+        "counter",
+        "Alert notices a webhook took (HTTP 2xx).",
+        &[("", hooks.delivered.load(std::sync::atomic::Ordering::Relaxed))],
+    );
+    metric(
+        "roost_webhook_failed_attempts_total",
+        "counter",
+        "Webhook attempts that failed (and were retried).",
+        &[("", hooks.failed_attempts.load(std::sync::atomic::Ordering::Relaxed))],
+    );
+    metric(
+        "roost_webhook_dropped_total",
+        "counter",
+        "Alert notices given up: every attempt failed, or the URL's queue was full.",
+        &[("", hooks.given_up.load(std::sync::atomic::Ordering::Relaxed))],
+    );
     let broker_state = state.broker_state.report();
     metric(
         "roost_broker_state_healthy",

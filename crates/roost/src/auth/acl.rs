@@ -11,6 +11,8 @@ pub struct Acl {
     admin: bool,
     /// `iot/{name}/#`.
     own: String,
+    /// `roost/alerts/{name}/#`: the user's own alerts, to subscribe to.
+    alerts: String,
     publish: Vec<String>,
     subscribe: Vec<String>,
 }
@@ -21,6 +23,7 @@ impl Acl {
         Self {
             admin: user.is_admin,
             own: format!("{OWNER_ROOT}/{}/#", user.name),
+            alerts: format!("{}/{}/#", crate::alerts::TOPIC_ROOT, user.name),
             publish: pick(|g| g.publish),
             subscribe: pick(|g| g.subscribe),
         }
@@ -33,7 +36,7 @@ impl Acl {
     /// A subscription is allowed only if everything it could match is allowed: `iot/+/#` is
     /// refused to a device user even though it would also match their own topics.
     pub fn may_subscribe(&self, filter: &str) -> bool {
-        self.admin || covers(&self.own, filter) || self.subscribe.iter().any(|f| covers(f, filter))
+        self.admin || covers(&self.own, filter) || covers(&self.alerts, filter) || self.subscribe.iter().any(|f| covers(f, filter))
     }
 }
 
@@ -94,6 +97,9 @@ mod tests {
         assert!(!alice.may_subscribe("iot/+/sensor/#"), "would match other owners");
         assert!(!alice.may_subscribe("#"));
         assert!(!alice.may_subscribe("$SYS/#"));
+        assert!(alice.may_subscribe("roost/alerts/alice/#"), "her own alert rules' states");
+        assert!(!alice.may_publish("roost/alerts/alice/x"), "published by Roost only");
+        assert!(!alice.may_subscribe("roost/alerts/+/#"));
     }
 
     #[test]
