@@ -73,6 +73,9 @@ struct Args {
     /// The roost binary (default: next to this one).
     #[arg(long)]
     roost: Option<PathBuf>,
+    /// A config file for Roost (`serve --config`), e.g. with `[[alert]]` rules.
+    #[arg(long)]
+    roost_config: Option<PathBuf>,
     /// Use an already running Roost at this address instead of starting one (for profiling it).
     #[arg(long)]
     attach: Option<SocketAddr>,
@@ -134,6 +137,9 @@ impl Broker {
                 c.args(["--database", database.unwrap_or(&sqlite)]);
                 if persistent {
                     c.args(["--max-queued", &PERSISTENT_QUEUE.to_string()]);
+                }
+                if let Some(config) = &args.roost_config {
+                    c.arg("--config").arg(config);
                 }
                 c.env("RUST_LOG", "warn");
                 c
