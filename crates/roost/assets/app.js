@@ -909,7 +909,8 @@ $("rule-form").addEventListener("submit", async (e) => {
   const body = { name: $("rule-name").value.trim(), topic: $("rule-topic").value.trim(), severity: $("rule-severity").value };
   if (kind === "stale") body.stale = $("rule-stale").value.trim();
   else {
-    body[kind] = Number($("rule-level").value);
+    // An empty threshold is left out (the server says what is missing), not taken as 0.
+    if ($("rule-level").value !== "") body[kind] = Number($("rule-level").value);
     if ($("rule-clear").value !== "") body.clear = Number($("rule-clear").value);
     if ($("rule-for").value.trim()) body.for = $("rule-for").value.trim();
   }

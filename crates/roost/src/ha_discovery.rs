@@ -12,7 +12,7 @@
 use crate::broker::{Broker, Message};
 use crate::ingest::{Committed, TopicTemplate};
 use crate::model::SensorKey;
-use crate::store::{SensorRow, Store};
+use crate::store::{SensorRow, SensorSettings, Store};
 use bytes::Bytes;
 use mqtt_codec::{QoS, TopicFilter, TopicName};
 use serde_json::{json, Value};
@@ -50,22 +50,18 @@ enum StateSource {
     Normalized,
 }
 
-/// `roost_<owner>_<place>_<category>`, in the characters Home Assistant allows in an object id
-/// (`[a-zA-Z0-9_-]`); when others had to be replaced, a hash of the key keeps ids apart.
+/// `roost_<owner>_<place>_<category>_<hash>`: the levels in the characters Home Assistant
+/// allows in an object id (`[a-zA-Z0-9_-]`, others become `_`), and a hash of the exact key,
+/// since `_` may be in a level too (`living_room` / `living`, `room`). Stable across runs and
+/// versions: FNV-1a of `owner/place/category`, not the standard library's hasher.
 pub fn unique_id(sensor: &SensorKey) -> String {
-    let raw = format!("{}_{}_{}", sensor.owner, sensor.place, sensor.category);
+    let raw = format!("{}/{}/{}", sensor.owner, sensor.place, sensor.category);
     let clean: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let replaced = raw.chars().zip(clean.chars()).any(|(a, b)| a != b && a != '_');
-    if replaced {
-        // Stable across runs and versions: FNV-1a, not the std hasher.
-        let mut hash: u32 = 0x811c_9dc5;
-        for byte in raw.as_bytes() {
-            hash = (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193);
-        }
-        format!("roost_{clean}_{hash:08x}")
-    } else {
-        format!("roost_{clean}")
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in raw.as_bytes() {
+        hash = (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193);
     }
+    format!("roost_{clean}_{hash:08x}")
 }
 
 /// Home Assistant's device class for a category and unit, if the unit is one it accepts for
@@ -108,7 +104,8 @@ impl DiscoveryConfig {
             "expire_after": self.expire_after.as_secs().max(1),
             "availability": [{"topic": AVAILABILITY_TOPIC, "payload_available": "online", "payload_not_available": "offline"}],
             "device": {
-                "identifiers": [format!("roost_{}_{}", sensor.owner, sensor.place)],
+                // `/` cannot be in a topic level: one board, one identifier.
+                "identifiers": [format!("roost:{}/{}", sensor.owner, sensor.place)],
                 "name": format!("{} {}", sensor.owner, sensor.place),
                 "manufacturer": "Roost",
                 "model": "MQTT sensor board",
@@ -132,8 +129,8 @@ struct Announcer {
     config: DiscoveryConfig,
     broker: Arc<Broker>,
     store: Arc<Store>,
-    /// Every sensor announced, with where its state comes from.
-    announced: HashMap<SensorKey, StateSource>,
+    /// Every sensor announced, with where its state comes from and its name and unit.
+    announced: HashMap<SensorKey, (StateSource, SensorSettings)>,
 }
 
 /// Announces sensors until `stop`.
@@ -161,7 +158,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             committed = commits.recv() => match committed {
                 Ok(batch) => announcer.on_committed(&batch),
-                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_all().await,
+                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_missing().await,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             deleted = deletions.recv() => match deleted {
@@ -172,7 +169,6 @@ pub async fn run(
             message = async { birth.as_mut()?.recv().await }, if birth.is_some() => match message {
                 Some(message) if message.payload.as_ref() == b"online" => {
                     tracing::info!("Home Assistant is online: announcing every sensor again");
-                    announcer.announced.clear();
                     announcer.announce_all().await;
                 }
                 Some(_) => {}
@@ -191,7 +187,22 @@ impl Announcer {
         }
     }
 
-    /// Announces every stored sensor (at start, when Home Assistant comes online).
+    /// Announces the stored sensors not announced yet (after this task fell behind the feed).
+    async fn announce_missing(&mut self) {
+        match self.store.sensors().await {
+            Ok(sensors) => {
+                for sensor in &sensors {
+                    if !self.announced.contains_key(&sensor.key) {
+                        self.announce(sensor, StateSource::OwnTopic);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Home Assistant discovery: could not list the sensors"),
+        }
+    }
+
+    /// Announces every stored sensor (at start, when Home Assistant comes online), each with
+    /// the state topic it was last announced with.
     async fn announce_all(&mut self) {
         let sensors = match self.store.sensors().await {
             Ok(sensors) => sensors,
@@ -201,7 +212,7 @@ impl Announcer {
             }
         };
         for sensor in &sensors {
-            let source = self.announced.get(&sensor.key).copied().unwrap_or(StateSource::OwnTopic);
+            let source = self.announced.get(&sensor.key).map_or(StateSource::OwnTopic, |(source, _)| *source);
             self.announce(sensor, source);
         }
         tracing::info!(sensors = sensors.len(), prefix = %self.config.prefix, "Home Assistant discovery: sensors announced");
@@ -214,7 +225,7 @@ impl Announcer {
         };
         if let Some(topic) = self.config.config_topic(&sensor.key) {
             self.broker.publish(Message { topic, payload: Bytes::from(payload.to_string()), qos: QoS::AtLeastOnce, retain: true });
-            self.announced.insert(sensor.key.clone(), source);
+            self.announced.insert(sensor.key.clone(), (source, sensor.settings.clone()));
         }
     }
 
@@ -222,8 +233,12 @@ impl Announcer {
     fn on_committed(&mut self, batch: &Committed) {
         for (reading, &own) in batch.readings.iter().zip(&batch.on_own_topic) {
             let source = if own { StateSource::OwnTopic } else { StateSource::Normalized };
-            if self.announced.get(&reading.sensor) != Some(&source) {
-                let row = SensorRow { id: 0, key: reading.sensor.clone(), last_value: None, last_seen: None, settings: Default::default() };
+            let known = self.announced.get(&reading.sensor);
+            if known.map(|(s, _)| *s) != Some(source) {
+                // A new sensor, or one whose readings now come another way: its name and unit
+                // stay what they were.
+                let settings = known.map(|(_, settings)| settings.clone()).unwrap_or_default();
+                let row = SensorRow { id: 0, key: reading.sensor.clone(), last_value: None, last_seen: None, settings };
                 self.announce(&row, source);
             }
             if source == StateSource::Normalized {
@@ -253,10 +268,11 @@ mod tests {
 
     #[test]
     fn unique_ids_use_only_allowed_characters_and_stay_apart() {
-        assert_eq!(unique_id(&key("demo", "livingroom", "temperature")), "roost_demo_livingroom_temperature");
+        assert_eq!(unique_id(&key("demo", "livingroom", "temperature")), "roost_demo_livingroom_temperature_11fdc7d8");
         let odd = unique_id(&key("a.b", "x y", "t"));
         assert!(odd.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{odd}");
         assert_ne!(odd, unique_id(&key("a_b", "x_y", "t")), "a replaced character must not collide with an underscore");
+        assert_ne!(unique_id(&key("demo", "living_room", "t")), unique_id(&key("demo_living", "room", "t")), "nor levels with `_`");
         assert_eq!(odd, unique_id(&key("a.b", "x y", "t")), "stable");
     }
 

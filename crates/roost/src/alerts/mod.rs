@@ -33,8 +33,11 @@ pub const TOPIC_ROOT: &str = "roost/alerts";
 pub const FRESH: Duration = Duration::from_secs(600);
 /// How often hold times and stale sensors are checked.
 const TICK: Duration = Duration::from_secs(1);
-/// Commands queued from the API before senders wait.
+/// Commands queued from the API (more are dropped: each one reloads every rule).
 const COMMANDS: usize = 64;
+/// How often the rules are read again anyway: a rule's owner may have been removed or made an
+/// admin (`roost user`, another process) since.
+const RELOAD: Duration = Duration::from_secs(60);
 
 /// What the API tells the engine.
 #[derive(Debug)]
@@ -56,9 +59,10 @@ impl AlertsHandle {
         (Self { commands }, receiver)
     }
 
-    pub async fn tell(&self, command: Command) {
-        // A stopped engine (shutdown) has nothing left to update.
-        let _ = self.commands.send(command).await;
+    /// Never waits: a full queue already holds a `RulesChanged`, which reads every rule (and a
+    /// stopped engine has nothing left to update).
+    pub fn tell(&self, command: Command) {
+        let _ = self.commands.try_send(command);
     }
 }
 
@@ -104,10 +108,11 @@ struct SensorJson<'a> {
     category: &'a str,
 }
 
-/// `roost/alerts/<owner>/<rule>`, and with a sensor `.../<place>/<category>`.
+/// `roost/alerts/<owner>/<rule>`, and with a sensor `.../<sensor owner>/<place>/<category>`
+/// (an admin's rule watches several owners' sensors).
 pub fn alert_topic(rule: &AlertRule, sensor: Option<&SensorKey>) -> Option<TopicName> {
     let topic = match sensor {
-        Some(s) => format!("{TOPIC_ROOT}/{}/{}/{}/{}", rule.owner, rule.name, s.place, s.category),
+        Some(s) => format!("{TOPIC_ROOT}/{}/{}/{}/{}/{}", rule.owner, rule.name, s.owner, s.place, s.category),
         None => format!("{TOPIC_ROOT}/{}/{}", rule.owner, rule.name),
     };
     TopicName::parse(&topic).ok()
@@ -158,9 +163,11 @@ pub async fn run(
     // The database may be starting too: try until it answers.
     let mut delay = Duration::from_millis(200);
     loop {
+        // What was committed before this point is in the database that `load` reads.
+        drain(&mut commits);
         let started = async {
             engine.store.sync_config_alert_rules(&config.config_rules).await?;
-            engine.load().await
+            engine.load(&stop).await
         };
         match started.await {
             Ok(()) => break,
@@ -176,6 +183,7 @@ pub async fn run(
     tracing::info!(rules = engine.rules.len(), active = engine.states.len(), "alerts: evaluating");
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reload = tokio::time::interval_at(tokio::time::Instant::now() + RELOAD, RELOAD);
     loop {
         let changes = tokio::select! {
             _ = stop.cancelled() => break,
@@ -183,6 +191,8 @@ pub async fn run(
                 Ok(batch) => engine.on_committed(&batch),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "alerts: fell behind the commit feed; catching up from the database");
+                    // Older batches still queued must not be evaluated over the newer values read.
+                    drain(&mut commits);
                     engine.catch_up().await
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
@@ -197,10 +207,16 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Closed) => Vec::new(),
             },
             _ = ticker.tick() => engine.on_tick(TimestampMs::now()),
+            _ = reload.tick() => engine.rules_changed().await,
         };
         engine.commit(changes, &stop).await;
     }
     tracing::info!("alerts: stopped");
+}
+
+/// Drops what is queued in `feed` (the caller reads the database instead).
+fn drain<T: Clone>(feed: &mut broadcast::Receiver<T>) {
+    while !matches!(feed.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
 }
 
 /// A change of one rule's state for one sensor, before it is stored.
@@ -213,13 +229,13 @@ struct Pending {
 
 impl Engine {
     /// Rules, states and the sensors' last readings from the database.
-    async fn load(&mut self) -> Result<(), crate::store::StoreError> {
+    async fn load(&mut self, stop: &CancellationToken) -> Result<(), crate::store::StoreError> {
         self.load_rules().await?;
         self.states = self.store.alert_states().await?.into_iter().map(|(rule, sensor, state)| ((rule, sensor), state)).collect();
         self.states.retain(|(rule, _), _| self.rules.iter().any(|r| r.rule.id == *rule));
         let pending = self.catch_up().await;
         // What a crash interrupted between a commit and its alert: written now.
-        self.commit(pending, &CancellationToken::new()).await;
+        self.commit(pending, stop).await;
         Ok(())
     }
 
@@ -236,7 +252,16 @@ impl Engine {
     async fn load_rules(&mut self) -> Result<(), crate::store::StoreError> {
         let mut rules = Vec::new();
         for rule in self.store.alert_rules().await? {
-            let sees_all = self.anonymous || self.store.user(&rule.owner).await?.is_some_and(|u| u.is_admin);
+            let owner = if self.anonymous { None } else { Some(self.store.user(&rule.owner).await?) };
+            let sees_all = match owner {
+                None => true,
+                Some(Some(user)) => user.is_admin,
+                Some(None) => {
+                    // Its owner was removed: it watches nothing until they are back.
+                    tracing::debug!(owner = %rule.owner, rule = %rule.name, "alert rule of a user that does not exist: inactive");
+                    continue;
+                }
+            };
             rules.push(ScopedRule { rule, sees_all });
         }
         self.rules = rules;
@@ -260,7 +285,7 @@ impl Engine {
             let Some(seen) = sensor.last_seen else { continue };
             self.last_seen.insert(sensor.key.clone(), seen);
             if let Some(value) = sensor.last_value {
-                self.evaluate(&sensor.key, value, seen, now, true, &mut changes);
+                self.evaluate(&sensor.key, value, seen, now, &mut changes);
             }
         }
         changes
@@ -272,22 +297,14 @@ impl Engine {
         for reading in &batch.readings {
             let seen = self.last_seen.entry(reading.sensor.clone()).or_insert(reading.ts);
             *seen = (*seen).max(reading.ts);
-            self.evaluate(&reading.sensor, reading.value, reading.ts, now, false, &mut changes);
+            self.evaluate(&reading.sensor, reading.value, reading.ts, now, &mut changes);
         }
         changes
     }
 
-    /// A reading of `sensor` taken at `taken`, seen at `now` (`catching_up`: seen before, as the
-    /// sensor's last reading in the database).
-    fn evaluate(
-        &mut self,
-        sensor: &SensorKey,
-        value: f64,
-        taken: TimestampMs,
-        now: TimestampMs,
-        catching_up: bool,
-        changes: &mut Vec<Pending>,
-    ) {
+    /// A reading of `sensor` taken at `taken`, seen at `now`. A stale alert is over only for a
+    /// reading taken after it went stale (not a backfilled or caught-up one).
+    fn evaluate(&mut self, sensor: &SensorKey, value: f64, taken: TimestampMs, now: TimestampMs, changes: &mut Vec<Pending>) {
         let fresh = taken.0 >= now.0 - FRESH.as_millis() as i64;
         for index in self.rules_over(sensor) {
             let rule = &self.rules[index].rule;
@@ -295,33 +312,40 @@ impl Engine {
                 continue;
             }
             let key = (rule.id, sensor.clone());
-            // A stale alert is over when a reading arrives after it went stale: a new one now,
-            // a caught-up one at the time it was taken.
-            let at = match rule.condition {
-                Condition::Stale { .. } if !catching_up => now,
-                _ => taken.min(now),
-            };
+            let at = taken.min(now);
             if let Some(change) = state::on_reading(rule, self.states.get(&key), value, at) {
                 self.apply(index, sensor, change, at, changes);
             }
         }
     }
 
+    /// Pending alerts whose hold time passed fire; with stale rules, silent sensors go stale.
     fn on_tick(&mut self, now: TimestampMs) -> Vec<Pending> {
-        let mut changes = Vec::new();
-        let sensors: Vec<(SensorKey, TimestampMs)> = self.last_seen.iter().map(|(k, t)| (k.clone(), *t)).collect();
-        for (sensor, seen) in sensors {
-            for index in self.rules_over(&sensor) {
-                let rule = &self.rules[index].rule;
-                let key = (rule.id, sensor.clone());
-                let current = self.states.get(&key);
-                if current.is_none() && !matches!(rule.condition, Condition::Stale { .. }) {
-                    continue;
-                }
-                if let Some(change) = state::on_tick(rule, current, Some(seen), now) {
-                    self.apply(index, &sensor, change, now, &mut changes);
+        let mut due = Vec::new();
+        for ((rule_id, sensor), state) in self.states.iter().filter(|(_, s)| s.status == AlertStatus::Pending) {
+            let Some(index) = self.rules.iter().position(|r| r.rule.id == *rule_id) else { continue };
+            if let Some(change) = state::on_tick(&self.rules[index].rule, Some(state), None, now) {
+                due.push((index, sensor.clone(), change));
+            }
+        }
+        let is_stale = |rule: &AlertRule| matches!(rule.condition, Condition::Stale { .. });
+        if self.rules.iter().any(|r| is_stale(&r.rule)) {
+            for (sensor, seen) in &self.last_seen {
+                // Every sensor's rules were worked out when it was last evaluated.
+                for &index in self.matching.get(sensor).into_iter().flatten() {
+                    let rule = &self.rules[index].rule;
+                    if !is_stale(rule) || self.states.contains_key(&(rule.id, sensor.clone())) {
+                        continue;
+                    }
+                    if let Some(change) = state::on_tick(rule, None, Some(*seen), now) {
+                        due.push((index, sensor.clone(), change));
+                    }
                 }
             }
+        }
+        let mut changes = Vec::new();
+        for (index, sensor, change) in due {
+            self.apply(index, &sensor, change, now, &mut changes);
         }
         changes
     }
@@ -353,23 +377,35 @@ impl Engine {
         found
     }
 
+    /// Reads the rules again; a changed or deleted rule's states start over (this engine is the
+    /// only writer of states, so it deletes them), and known sensors are evaluated against
+    /// changed and new rules at once.
     async fn rules_changed(&mut self) -> Vec<Pending> {
-        let before: Vec<AlertRule> = self.rules.iter().map(|r| r.rule.clone()).collect();
+        let before: Vec<(AlertRule, bool)> = self.rules.iter().map(|r| (r.rule.clone(), r.sees_all)).collect();
         if let Err(e) = self.load_rules().await {
             tracing::warn!(error = %e, "alerts: could not read the changed rules");
             return Vec::new();
         }
-        // A changed or deleted rule's states were deleted with it: so are its retained topics.
-        for old in &before {
-            let same = self.rules.iter().any(|r| {
-                r.rule.id == old.id && r.rule.condition == old.condition && r.rule.filter == old.filter && r.rule.name == old.name
-            });
+        let mut changed = false;
+        for (old, old_sees_all) in &before {
+            // Silencing changes nothing else.
+            let same = self
+                .rules
+                .iter()
+                .any(|r| AlertRule { silenced_until: old.silenced_until, ..r.rule.clone() } == *old && r.sees_all == *old_sees_all);
             if !same {
+                changed = true;
                 self.states.retain(|(rule, _), _| *rule != old.id);
+                if let Err(e) = self.store.delete_alert_states(old.id).await {
+                    tracing::warn!(error = %e, rule = %old.name, "alerts: could not delete a changed rule's states");
+                }
                 self.clear_retained(old);
             }
         }
-        // Sensors already known are evaluated against new rules at once.
+        changed |= self.rules.iter().any(|r| !before.iter().any(|(old, _)| old.id == r.rule.id));
+        if !changed {
+            return Vec::new();
+        }
         self.catch_up().await
     }
 
@@ -446,7 +482,7 @@ impl Engine {
         self.publish_summary(rule, Some((&pending.sensor, value, since)));
         let silenced = rule.silenced_until.is_some_and(|until| until > TimestampMs::now());
         if let (Some(url), false) = (&rule.webhook, silenced) {
-            self.webhooks.send(url, body);
+            self.webhooks.send(url, body, !self.rules[pending.rule].sees_all);
         }
     }
 
@@ -461,6 +497,16 @@ impl Engine {
             .collect();
         let state = if firing.is_empty() { "resolved" } else { "firing" };
         let Some((sensor, value, since)) = latest.or_else(|| firing.first().map(|(sensor, s)| (*sensor, s.value, s.since))) else {
+            // Its last firing sensor was deleted, or a crash lost the resolved summary.
+            let topic = alert_topic(rule, None);
+            let says_firing = topic.as_ref().and_then(|t| self.broker.retained(t)).is_some_and(|m| says_firing(&m.payload));
+            if says_firing {
+                let body = serde_json::json!({
+                    "state": "resolved", "severity": rule.severity.as_str(), "rule": rule.name, "owner": rule.owner,
+                    "sensor": null, "value": null, "since": TimestampMs::now().0, "firing": 0,
+                });
+                self.publish_retained(topic, Bytes::from(body.to_string()));
+            }
             return;
         };
         let body = notice(rule, sensor, state, value, since, Some(firing.len()));
@@ -482,21 +528,27 @@ impl Engine {
         }
     }
 
-    /// After a restart the retained alert messages are the broker's, stored separately: any
-    /// that says `firing` where the database's state does not (a crash between the two
-    /// commits, a rule deleted meanwhile) is corrected, and firing states are announced again.
+    /// After a restart the retained alert messages are the broker's, stored separately: one
+    /// of a rule that is gone is cleared, and a per-sensor one that says `firing` where the
+    /// database's state does not (a crash between the two commits, a sensor deleted meanwhile)
+    /// too. Firing states are announced again; resolved notices stay.
     fn reconcile_retained(&self) {
         let Ok(all) = TopicFilter::parse(&format!("{TOPIC_ROOT}/#")) else { return };
+        let firing_topics: std::collections::HashSet<TopicName> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.status == AlertStatus::Firing)
+            .filter_map(|((id, sensor), _)| self.rules.iter().find(|r| r.rule.id == *id).and_then(|r| alert_topic(&r.rule, Some(sensor))))
+            .collect();
         for message in self.broker.retained_matching(&all) {
-            let still_firing = self.rules.iter().any(|r| {
-                alert_topic(&r.rule, None).as_ref() == Some(&message.topic)
-                    || self.states.iter().any(|((id, sensor), s)| {
-                        *id == r.rule.id
-                            && s.status == AlertStatus::Firing
-                            && alert_topic(&r.rule, Some(sensor)).as_ref() == Some(&message.topic)
-                    })
+            let topic = message.topic.as_str();
+            let of_a_rule = self.rules.iter().any(|r| {
+                let summary = format!("{TOPIC_ROOT}/{}/{}", r.rule.owner, r.rule.name);
+                topic == summary || topic.starts_with(&format!("{summary}/"))
             });
-            if !still_firing {
+            let is_summary = self.rules.iter().any(|r| alert_topic(&r.rule, None).as_ref() == Some(&message.topic));
+            let stale_firing = !is_summary && says_firing(&message.payload) && !firing_topics.contains(&message.topic);
+            if !of_a_rule || stale_firing {
                 self.publish_retained(Some(message.topic.clone()), Bytes::new());
             }
         }
@@ -509,6 +561,11 @@ impl Engine {
             self.publish_summary(rule, None);
         }
     }
+}
+
+/// Whether a retained notice says `firing`.
+fn says_firing(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(payload).is_ok_and(|v| v["state"] == "firing")
 }
 
 fn notice<'a>(

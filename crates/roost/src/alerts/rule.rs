@@ -35,6 +35,13 @@ impl RuleSpec {
     /// The rule this spec describes, owned by `owner` unless it names one.
     pub fn check(&self, owner: &str, from_config: bool) -> Result<AlertRule, String> {
         let name = check_name(&self.name)?;
+        // The longest every database stores (MariaDB's columns).
+        if self.topic.chars().count() > 500 {
+            return Err("`topic` must be at most 500 characters".into());
+        }
+        if self.webhook.as_ref().is_some_and(|w| w.chars().count() > 2000) {
+            return Err("`webhook` must be at most 2000 characters".into());
+        }
         let filter = TopicFilter::parse(&self.topic).map_err(|e| format!("`topic` {:?} is not a topic filter: {e}", self.topic))?;
         let hold = self.hold.as_deref().map(|t| parse_duration(t).map_err(|e| format!("`for`: {e}"))).transpose()?;
         let condition = match (self.above, self.below, &self.stale) {

@@ -69,7 +69,8 @@ pub struct WebhookStats {
 
 /// Where notifications go: a queue and a task per URL, started on first use.
 pub struct Webhooks {
-    queues: std::sync::Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    /// Per URL and whether it is restricted ([`Webhooks::send`]).
+    queues: std::sync::Mutex<HashMap<(String, bool), mpsc::Sender<Bytes>>>,
     tls: Arc<rustls::ClientConfig>,
     pub stats: Arc<WebhookStats>,
     tasks: TaskTracker,
@@ -94,12 +95,15 @@ impl Webhooks {
         }
     }
 
-    /// Queues `body` for `url`; never waits.
-    pub fn send(&self, url: &str, body: Bytes) {
+    /// Queues `body` for `url`; never waits. A `restricted` URL (a rule of a user who is not an
+    /// admin) may not reach this machine or link-local addresses (a cloud's metadata service):
+    /// a user's rule must not make the server call what only the server can reach.
+    pub fn send(&self, url: &str, body: Bytes, restricted: bool) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let queue = queues.entry(url.to_owned()).or_insert_with(|| {
+        let queue = queues.entry((url.to_owned(), restricted)).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(QUEUE_PER_URL);
             let worker = Worker {
+                restricted,
                 url: url.to_owned(),
                 tls: Arc::clone(&self.tls),
                 stats: Arc::clone(&self.stats),
@@ -111,7 +115,7 @@ impl Webhooks {
         });
         if queue.try_send(body).is_err() {
             self.stats.given_up.fetch_add(1, Relaxed);
-            tracing::warn!(%url, limit = QUEUE_PER_URL, "webhook queue full: notification dropped");
+            tracing::warn!(webhook = %shown(url), limit = QUEUE_PER_URL, "webhook queue full: notification dropped");
         }
     }
 
@@ -123,7 +127,16 @@ impl Webhooks {
     }
 }
 
+/// A URL as logged: scheme, host and port, not its path (webhook paths often hold a secret).
+fn shown(url: &str) -> String {
+    match WebhookUrl::parse(url) {
+        Ok(u) => format!("{}://{}:{}/…", if u.tls { "https" } else { "http" }, u.host, u.port),
+        Err(_) => "an invalid URL".into(),
+    }
+}
+
 struct Worker {
+    restricted: bool,
     url: String,
     tls: Arc<rustls::ClientConfig>,
     stats: Arc<WebhookStats>,
@@ -141,23 +154,26 @@ impl Worker {
             };
             let mut backoff = self.first_backoff;
             for attempt in 1..=ATTEMPTS {
-                let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, post(&url, &self.tls, body.clone())).await;
-                let error = match outcome {
+                let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, post(&url, self.restricted, &self.tls, body.clone())).await;
+                let (error, retry) = match outcome {
                     Ok(Ok(status)) if (200..300).contains(&status) => {
                         self.stats.delivered.fetch_add(1, Relaxed);
                         break;
                     }
-                    Ok(Ok(status)) => format!("answered HTTP {status}"),
-                    Ok(Err(e)) => e,
-                    Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+                    // A client error means the request is wrong for that server: sending it
+                    // again will not help (but "timeout" and "too many requests" may).
+                    Ok(Ok(status)) => (format!("answered HTTP {status}"), !(400..500).contains(&status) || status == 408 || status == 429),
+                    Ok(Err(Refused(e))) => (e, false),
+                    Ok(Err(Failed(e))) => (e, true),
+                    Err(_) => (format!("no answer within {ATTEMPT_TIMEOUT:?}"), true),
                 };
                 self.stats.failed_attempts.fetch_add(1, Relaxed);
-                if attempt == ATTEMPTS {
+                if attempt == ATTEMPTS || !retry {
                     self.stats.given_up.fetch_add(1, Relaxed);
-                    tracing::warn!(url = %self.url, %error, attempts = ATTEMPTS, "webhook failed every attempt; notification dropped");
+                    tracing::warn!(webhook = %shown(&self.url), %error, attempts = attempt, "webhook failed; notification dropped");
                     break;
                 }
-                tracing::debug!(url = %self.url, %error, attempt, retry_in = ?backoff, "webhook attempt failed");
+                tracing::debug!(webhook = %shown(&self.url), %error, attempt, retry_in = ?backoff, "webhook attempt failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = self.stop.cancelled() => return,
@@ -168,15 +184,41 @@ impl Worker {
     }
 }
 
-/// One POST; the answer's status code.
-async fn post(url: &WebhookUrl, tls: &Arc<rustls::ClientConfig>, body: Bytes) -> Result<u16, String> {
-    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await.map_err(|e| format!("connecting: {e}"))?;
+/// Why an attempt failed: worth another try, or not.
+enum AttemptError {
+    Failed(String),
+    Refused(String),
+}
+use AttemptError::{Failed, Refused};
+
+/// Addresses a restricted webhook may not call: this machine, and link-local ones.
+fn forbidden(ip: std::net::IpAddr) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// One POST; the answer's status code. The host is resolved once and the address checked is
+/// the one connected to.
+async fn post(url: &WebhookUrl, restricted: bool, tls: &Arc<rustls::ClientConfig>, body: Bytes) -> Result<u16, AttemptError> {
+    let addrs = tokio::net::lookup_host((url.host.as_str(), url.port)).await.map_err(|e| Failed(format!("resolving the host: {e}")))?;
+    let addrs: Vec<std::net::SocketAddr> = addrs.collect();
+    let allowed: Vec<std::net::SocketAddr> = addrs.iter().copied().filter(|a| !(restricted && forbidden(a.ip()))).collect();
+    if allowed.is_empty() && !addrs.is_empty() {
+        return Err(Refused("a rule of a user who is not an admin may not call this machine or a link-local address".into()));
+    }
+    let tcp = tokio::net::TcpStream::connect(&allowed[..]).await.map_err(|e| Failed(format!("connecting: {e}")))?;
     if url.tls {
-        let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|e| format!("host name: {e}"))?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-        exchange(url, stream, body).await
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|e| Refused(format!("host name: {e}")))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls)).connect(name, tcp).await.map_err(|e| Failed(format!("TLS: {e}")))?;
+        exchange(url, stream, body).await.map_err(Failed)
     } else {
-        exchange(url, tcp, body).await
+        exchange(url, tcp, body).await.map_err(Failed)
     }
 }
 
@@ -187,8 +229,9 @@ where
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| format!("HTTP: {e}"))?;
     tokio::spawn(connection);
-    let host =
-        if (url.tls && url.port == 443) || (!url.tls && url.port == 80) { url.host.clone() } else { format!("{}:{}", url.host, url.port) };
+    // An IPv6 literal goes in brackets [RFC 9110, 7.2].
+    let name = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+    let host = if (url.tls && url.port == 443) || (!url.tls && url.port == 80) { name } else { format!("{name}:{}", url.port) };
     let request = hyper::Request::post(url.path.as_str())
         .header(hyper::header::HOST, host)
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -228,6 +271,17 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
         for bad in ["ftp://x", "http://", "http://h:99999/", "http://u:p@h/", "http://h/a b"] {
             assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(shown("https://hooks.example.com/services/SECRET"), "https://hooks.example.com:443/…", "no path in logs");
+    }
+
+    #[test]
+    fn restricted_webhooks_may_not_call_this_machine_or_link_local_addresses() {
+        for ip in ["127.0.0.1", "0.0.0.0", "169.254.169.254", "::1", "fe80::1", "::ffff:127.0.0.1"] {
+            assert!(forbidden(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.168.1.10", "10.0.0.5", "93.184.216.34", "2001:db8::1"] {
+            assert!(!forbidden(ip.parse().unwrap()), "{ip}: the LAN and the internet are fine");
         }
     }
 }

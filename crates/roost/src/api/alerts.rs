@@ -88,7 +88,7 @@ pub async fn create(
     let mut rule = checked_rule(&state, &viewer, &spec)?;
     rule.id = state.store.create_alert_rule(&rule).await?;
     tracing::info!(owner = %rule.owner, name = %rule.name, by = viewer.name.as_deref().unwrap_or("anonymous"), "alert rule created");
-    state.alerts.tell(Command::RulesChanged).await;
+    state.alerts.tell(Command::RulesChanged);
     Ok((StatusCode::CREATED, Json(rule_json(&rule))))
 }
 
@@ -104,12 +104,16 @@ pub async fn replace(
     if rule.owner != old.owner {
         return Err(ApiError::BadRequest("a rule's owner cannot change: make a new rule".into()));
     }
+    // Saved unchanged: its states (a hold time running, a firing alert) stay as they are.
+    if (AlertRule { id: old.id, silenced_until: old.silenced_until, ..rule.clone() }) == old {
+        return Ok(Json(rule_json(&old)));
+    }
     if !state.store.replace_alert_rule(id, &rule).await? {
         return Err(ApiError::NotFound(format!("no alert rule {id}")));
     }
     rule.id = id;
     rule.silenced_until = old.silenced_until;
-    state.alerts.tell(Command::RulesChanged).await;
+    state.alerts.tell(Command::RulesChanged);
     Ok(Json(rule_json(&rule)))
 }
 
@@ -122,7 +126,7 @@ pub async fn delete(
     not_from_config(&rule)?;
     state.store.delete_alert_rule(id).await?;
     tracing::info!(owner = %rule.owner, name = %rule.name, by = viewer.name.as_deref().unwrap_or("anonymous"), "alert rule deleted");
-    state.alerts.tell(Command::RulesChanged).await;
+    state.alerts.tell(Command::RulesChanged);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,7 +155,7 @@ pub async fn silence(
         return Err(ApiError::NotFound(format!("no alert rule {id}")));
     }
     rule.silenced_until = until;
-    state.alerts.tell(Command::RulesChanged).await;
+    state.alerts.tell(Command::RulesChanged);
     Ok(Json(rule_json(&rule)))
 }
 

@@ -143,12 +143,11 @@ impl Store {
         Ok(id)
     }
 
-    /// Replaces rule `id` (its states start over: the condition may mean something else now).
-    /// False if there is no such rule.
+    /// Replaces rule `id`; false if there is no such rule. Its states are the alert engine's
+    /// to delete ([`Store::delete_alert_states`]): it is their only writer.
     pub async fn replace_alert_rule(&self, id: i64, rule: &AlertRule) -> Result<bool, AlertRuleError> {
         let (kind, threshold, clear, stale_ms) = condition_columns(rule.condition);
         let result = on_pool!(self, pool => async {
-            let mut tx = pool.begin().await?;
             let done = QueryBuilder::new("UPDATE alert_rules SET name = ").push_bind(rule.name.as_str())
                 .push(", filter = ").push_bind(rule.filter.as_str())
                 .push(", kind = ").push_bind(kind)
@@ -159,9 +158,7 @@ impl Store {
                 .push(", severity = ").push_bind(rule.severity.as_str())
                 .push(", webhook = ").push_bind(rule.webhook.as_deref())
                 .push(" WHERE id = ").push_bind(id)
-                .build().execute(&mut *tx).await?;
-            QueryBuilder::new("DELETE FROM alert_states WHERE rule_id = ").push_bind(id).build().execute(&mut *tx).await?;
-            tx.commit().await?;
+                .build().execute(pool).await?;
             Ok::<_, sqlx::Error>(done.rows_affected())
         }.await);
         match result {
@@ -169,6 +166,12 @@ impl Store {
             Ok(0) => Ok(self.alert_rules().await?.iter().any(|r| r.id == id)),
             other => Ok(other.map_err(query_err("changing an alert rule"))? > 0),
         }
+    }
+
+    /// Deletes every state of rule `id` (the rule changed: its states start over).
+    pub async fn delete_alert_states(&self, id: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool => QueryBuilder::new("DELETE FROM alert_states WHERE rule_id = ").push_bind(id)
+            .build().execute(pool).await.map(|_| ()).map_err(query_err("deleting a rule's alert states")))
     }
 
     /// Deletes rule `id` and its states (its history stays); false if there was none.
@@ -183,31 +186,32 @@ impl Store {
     }
 
     /// Makes the config file's rules the stored ones: each is created or replaced (by owner and
-    /// name; a replaced rule's states stay if its condition did not change), and config rules no
-    /// longer in the file are deleted.
+    /// name; a replaced rule's states start over unless only its silence differs), and config
+    /// rules no longer in the file are deleted. A rule the database refuses is logged and left
+    /// out; the others still apply.
     pub async fn sync_config_alert_rules(&self, rules: &[AlertRule]) -> Result<(), StoreError> {
         let stored = self.alert_rules().await?;
         for rule in rules {
             let same_key = stored.iter().find(|s| s.owner == rule.owner && s.name == rule.name);
-            match same_key {
-                Some(old) if AlertRule { id: old.id, silenced_until: old.silenced_until, ..rule.clone() } == *old => {}
+            let outcome = match same_key {
+                Some(old) if AlertRule { id: old.id, silenced_until: old.silenced_until, ..rule.clone() } == *old => Ok(()),
                 Some(old) => {
-                    self.replace_alert_rule(old.id, rule).await.map_err(|e| match e {
-                        AlertRuleError::Store(e) => e,
-                        other => {
-                            StoreError::Query { doing: "replacing a config alert rule", cause: sqlx::Error::Protocol(other.to_string()) }
-                        }
-                    })?;
-                    on_pool!(self, pool => QueryBuilder::new("UPDATE alert_rules SET from_config = 1 WHERE id = ").push_bind(old.id)
+                    async {
+                        self.replace_alert_rule(old.id, rule).await?;
+                        self.delete_alert_states(old.id).await?;
+                        on_pool!(self, pool => QueryBuilder::new("UPDATE alert_rules SET from_config = 1 WHERE id = ").push_bind(old.id)
                         .build().execute(pool).await.map(|_| ()).map_err(query_err("marking a config alert rule")))?;
+                        Ok::<_, AlertRuleError>(())
+                    }
+                    .await
                 }
-                None => {
-                    self.create_alert_rule(rule).await.map_err(|e| match e {
-                        AlertRuleError::Store(e) => e,
-                        other => {
-                            StoreError::Query { doing: "storing a config alert rule", cause: sqlx::Error::Protocol(other.to_string()) }
-                        }
-                    })?;
+                None => self.create_alert_rule(rule).await.map(|_| ()),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(AlertRuleError::Store(e)) => return Err(e),
+                Err(refused) => {
+                    tracing::error!(owner = %rule.owner, name = %rule.name, error = %refused, "config file alert rule not stored")
                 }
             }
         }

@@ -257,7 +257,8 @@ const LIFECYCLE_MYSQL: &[&str] = &[
 // the state of a rule for a sensor while it is pending or firing (a fine one has no row), keyed
 // by the sensor's levels rather than its id, so history and states need no foreign key to a
 // sensor that may be deleted; and the history of state changes. MariaDB/MySQL: the sensors
-// table's character set and collation, so a state's key compares like its sensor's.
+// table's character set and collation, so a state's key compares like its sensor's (and rule
+// names compare without case there: `Hot` and `hot` are one name on MariaDB).
 const ALERTS_SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS alert_rules (id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, name TEXT NOT NULL,
         filter TEXT NOT NULL, kind TEXT NOT NULL, threshold REAL, clear_level REAL, hold_ms BIGINT NOT NULL, stale_ms BIGINT,

@@ -120,10 +120,11 @@ async fn webhook_receiver(failures: usize) -> (SocketAddr, Arc<Mutex<Vec<(bool, 
     (addr, requests)
 }
 
-const HOT: &str = "roost/alerts/admin/greenhouse-hot/greenhouse/temperature";
+const HOT: &str = "roost/alerts/admin/greenhouse-hot/yan/greenhouse/temperature";
+const HOT_KIM: &str = "roost/alerts/admin/greenhouse-hot/kim/greenhouse/temperature";
 const HOT_SUMMARY: &str = "roost/alerts/admin/greenhouse-hot";
-const QUIET_SHED: &str = "roost/alerts/admin/shed-quiet/shed/temperature";
-const QUIET_SHED_HUMIDITY: &str = "roost/alerts/admin/shed-quiet/shed/humidity";
+const QUIET_SHED: &str = "roost/alerts/admin/shed-quiet/yan/shed/temperature";
+const QUIET_SHED_HUMIDITY: &str = "roost/alerts/admin/shed-quiet/yan/shed/humidity";
 
 /// The whole life of two rules from a config file, through a SIGKILL.
 async fn rules_fire_hold_resolve_go_stale_and_survive_sigkill(backend: Backend) {
@@ -174,6 +175,15 @@ stale = "2s"
     assert_eq!(summary["firing"], 1);
     let (_, stale) = notice(&seen, QUIET_SHED, "firing", start, WAIT).await;
     assert_eq!((stale["severity"].as_str(), &stale["value"]), (Some("warning"), &Value::Null));
+
+    // The admin's rule watches every owner's greenhouse: each sensor has its own notice.
+    publish(addr, "iot/kim/sensor/greenhouse/temperature", "40").await;
+    let (_, kims) = notice(&seen, HOT_KIM, "firing", start, WAIT).await;
+    assert_eq!(kims["sensor"]["owner"], "kim");
+    let (_, summary) = notice(&seen, HOT_SUMMARY, "firing", hot_from + Duration::from_secs(3), WAIT).await;
+    publish(addr, "iot/kim/sensor/greenhouse/temperature", "20").await;
+    notice(&seen, HOT_KIM, "resolved", start, WAIT).await;
+    assert!(summary["firing"].as_u64().unwrap() >= 1);
 
     // Hysteresis: below the threshold but above `clear` keeps firing; `clear` resolves.
     let dip = Instant::now();
@@ -229,7 +239,16 @@ stale = "2s"
     let of = |category: &str, rule: &str| -> Vec<String> {
         events.iter().rev().filter(|e| e.sensor.category == category && e.rule_name == rule).map(|e| e.state.clone()).collect()
     };
-    assert_eq!(of("temperature", "greenhouse-hot"), ["firing", "resolved", "firing"]);
+    let yan = |category: &str, rule: &str| -> Vec<String> {
+        events
+            .iter()
+            .rev()
+            .filter(|e| e.sensor.owner == "yan" && e.sensor.category == category && e.rule_name == rule)
+            .map(|e| e.state.clone())
+            .collect()
+    };
+    assert_eq!(yan("temperature", "greenhouse-hot"), ["firing", "resolved", "firing"]);
+    assert_eq!(of("temperature", "greenhouse-hot").len(), 5, "and kim's firing and resolved");
     assert_eq!(of("temperature", "shed-quiet"), ["firing"], "a firing state restored is not fired again");
     assert_eq!(of("humidity", "shed-quiet"), ["firing"]);
     let states = store.alert_states().await.unwrap();
@@ -239,17 +258,16 @@ stale = "2s"
     roost.wait().await.unwrap();
 }
 
-crate::on_every_database!(rules_fire_hold_resolve_go_stale_and_survive_sigkill);
-
 /// Rules through the API: a user's own over their own sensors only; admins any; rules of the
-/// config file read-only; acknowledging, silencing and the history.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_over_the_api_keep_to_their_owners_sensors() {
+/// config file read-only; acknowledging, silencing and the history; deleting the sensor.
+async fn rules_over_the_api_keep_to_their_owners_sensors(backend: Backend) {
+    require_command("mosquitto_pub");
+    let db = TestDb::new(backend).await;
     let config_rule =
         roost::alerts::rule::RuleSpec { name: "everything-hot".into(), topic: "iot/#".into(), above: Some(100.0), ..Default::default() }
             .check("admin", true)
             .unwrap();
-    let server = TestServer::start_with(|args| {
+    let server = TestServer::start_on(db.url.clone(), |args| {
         args.allow_anonymous = false;
         args.alerts = vec![config_rule];
     })
@@ -334,5 +352,40 @@ async fn rules_over_the_api_keep_to_their_owners_sensors() {
     assert_eq!(states, ["acknowledged", "firing"], "newest first");
     let (_, events) = call(Method::GET, "/api/alerts/events", &bob, None).await;
     assert_eq!(events, json!([]));
+
+    // Deleting the sensor ends its alerts: no state, and its retained notice is cleared.
+    // Changing a rule (not only silencing it) starts its states over: the cellar fires again,
+    // now as critical, and the database and the engine agree on it.
+    let changed = json!({ "name": "cellar-cold", "topic": "iot/alice/sensor/cellar/temperature", "below": 5.0, "clear": 6.0, "severity": "critical" });
+    let (status, _) = call(Method::PUT, &format!("/api/alerts/rules/{alice_rule}"), &alice, Some(changed)).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, active) = call(Method::GET, "/api/alerts", &alice, None).await;
+        // A new alert: not acknowledged (the engine deletes the old state, then fires anew).
+        if active[0]["severity"] == "critical" && active[0]["state"] == "firing" && active[0]["acknowledged_by"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not fired again after the change: {active}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_, events) = call(Method::GET, "/api/alerts/events", &alice, None).await;
+    assert_eq!(events[0]["state"], "firing", "fired again: {events}");
+    assert_eq!(events[0]["severity"], "critical");
+
+    let notice = mqtt_codec::TopicName::parse("roost/alerts/alice/cellar-cold/alice/cellar/temperature").unwrap();
+    assert!(server.broker.retained(&notice).is_some(), "the firing notice is retained");
+    let (status, _) = call(Method::DELETE, "/api/sensors/alice/cellar/temperature", &alice, None).await;
+    assert_eq!(status, 200);
+    let (_, active) = call(Method::GET, "/api/alerts", &alice, None).await;
+    assert_eq!(active, json!([]));
+    let deadline = Instant::now() + WAIT;
+    while server.broker.retained(&notice).is_some() {
+        assert!(Instant::now() < deadline, "the deleted sensor's retained notice stays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await;
 }
+
+crate::on_every_database!(rules_fire_hold_resolve_go_stale_and_survive_sigkill, rules_over_the_api_keep_to_their_owners_sensors);

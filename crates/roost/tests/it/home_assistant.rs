@@ -106,6 +106,13 @@ async fn the_simulators_boards_appear_in_home_assistant() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // Announced from the commit feed, a moment after the last acknowledgement.
+    let all_configs = mqtt_codec::TopicFilter::parse("homeassistant/sensor/+/config").unwrap();
+    let deadline = Instant::now() + WAIT;
+    while server.broker.retained_matching(&all_configs).len() < 6 {
+        assert!(Instant::now() < deadline, "configs: {}", server.broker.retained_matching(&all_configs).len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(retained(&server, "roost/status", 1).await.get("roost/status").map(String::as_str), Some("online"));
     let configs = retained(&server, "homeassistant/sensor/+/config", 6).await;
     assert_eq!(configs.len(), 6, "2 boards × 3 sensors: {configs:?}");
@@ -136,6 +143,12 @@ async fn the_simulators_boards_appear_in_home_assistant() {
     publish("iot/yanjo/sensor/attic", r#"{"temperature": 21.5, "humidity": 40}"#).await;
     let attic = roost::model::SensorKey::new("yanjo", "attic", "temperature").unwrap();
     let attic_topic = format!("homeassistant/sensor/{}/config", roost::ha_discovery::unique_id(&attic));
+    let attic_config = mqtt_codec::TopicName::parse(&attic_topic).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while server.broker.retained(&attic_config).is_none_or(|m| !String::from_utf8_lossy(&m.payload).contains("roost/state/")) {
+        assert!(Instant::now() < deadline, "the attic's config with its normalized state topic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let config: Value = serde_json::from_str(&retained(&server, &attic_topic, 1).await[&attic_topic]).unwrap();
     assert_eq!(config["state_topic"], "roost/state/yanjo/attic/temperature");
     assert!(config.get("value_template").is_none(), "the normalized topic carries a plain number");
@@ -155,6 +168,8 @@ async fn the_simulators_boards_appear_in_home_assistant() {
         assert!(Instant::now() < deadline, "announced again: {} of 8", announced.lock().unwrap().len() - before);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let again = announced.lock().unwrap().iter().rev().find(|(_, t, _)| *t == attic_topic).map(|(_, _, v)| v.clone()).unwrap();
+    assert_eq!(again["state_topic"], "roost/state/yanjo/attic/temperature", "announced again with the state topic it had");
 
     // A deleted sensor: its config is emptied, which removes the entity in Home Assistant.
     let http = reqwest::Client::new();
