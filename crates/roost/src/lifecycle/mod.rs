@@ -65,6 +65,7 @@ pub async fn run(store: Arc<Store>, config: LifecycleConfig, status: SharedStatu
                             minutes = report.minutes,
                             hours = report.hours,
                             rejects = report.rejects,
+                            alert_events = report.alert_events,
                             "purged data past its retention"
                         );
                     }

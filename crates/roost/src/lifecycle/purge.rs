@@ -1,5 +1,5 @@
 //! One purge: every sensor's raw readings past its retention, the rollups past theirs, old
-//! rejects; then SQLite's free pages go back to the file system. Small transactions with a
+//! rejects and alert history (both by `--retention`); then SQLite's free pages go back to the file system. Small transactions with a
 //! pause between them, so ingest, which shares the database's write lock, waits at most one.
 
 use super::RetentionPolicy;
@@ -24,13 +24,14 @@ pub struct PurgeReport {
     pub minutes: u64,
     pub hours: u64,
     pub rejects: u64,
+    pub alert_events: u64,
     /// Bytes given back to the file system (SQLite).
     pub vacuumed_bytes: u64,
 }
 
 impl PurgeReport {
     pub fn rows(&self) -> u64 {
-        self.readings + self.minutes + self.hours + self.rejects
+        self.readings + self.minutes + self.hours + self.rejects + self.alert_events
     }
 }
 
@@ -64,6 +65,7 @@ pub async fn purge_once(
     }
     if let Some(cutoff) = policy.default.cutoff(now) {
         report.rejects = in_chunks(PAUSE, stop, || store.purge_rejects_chunk(cutoff, PURGE_CHUNK)).await?;
+        report.alert_events = in_chunks(PAUSE, stop, || store.purge_alert_events_chunk(cutoff, PURGE_CHUNK)).await?;
     }
     if report.rows() > 0 {
         loop {

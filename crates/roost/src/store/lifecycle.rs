@@ -213,12 +213,28 @@ impl Store {
 
     /// Deletes at most `limit` rejects received before `before`; returns how many.
     pub async fn purge_rejects_chunk(&self, before: TimestampMs, limit: i64) -> Result<u64, StoreError> {
+        self.purge_log_chunk(("rejects", "received_at"), before, limit, "purging old rejects").await
+    }
+
+    /// Deletes at most `limit` alert history events from before `before`; returns how many.
+    pub async fn purge_alert_events_chunk(&self, before: TimestampMs, limit: i64) -> Result<u64, StoreError> {
+        self.purge_log_chunk(("alert_events", "at"), before, limit, "purging old alert history").await
+    }
+
+    /// A chunk of a log table (`(table, time column)`, names from this module) before `before`.
+    async fn purge_log_chunk(
+        &self,
+        (table, column): (&str, &str),
+        before: TimestampMs,
+        limit: i64,
+        doing: &'static str,
+    ) -> Result<u64, StoreError> {
         let _turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
-            let mut delete = delete_chunk_head(self.dialect(), "rejects");
-            delete.push("received_at < ").push_bind(before.0);
+            let mut delete = delete_chunk_head(self.dialect(), table);
+            delete.push(format!("{column} < ")).push_bind(before.0);
             delete_chunk_tail(self.dialect(), &mut delete, limit);
-            delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old rejects"))
+            delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err(doing))
         })
     }
 

@@ -269,6 +269,8 @@ const ALERTS_SQLITE: &[&str] = &[
         rule_owner TEXT NOT NULL, rule_name TEXT NOT NULL, owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
         state TEXT NOT NULL, severity TEXT NOT NULL, value REAL, by_user TEXT)",
     "CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at)",
+    "CREATE INDEX IF NOT EXISTS alert_events_rule_owner ON alert_events (rule_owner, id)",
+    "CREATE INDEX IF NOT EXISTS alert_events_owner ON alert_events (owner, id)",
 ];
 const ALERTS_POSTGRES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS alert_rules (id BIGSERIAL PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL,
@@ -280,6 +282,8 @@ const ALERTS_POSTGRES: &[&str] = &[
         rule_owner TEXT NOT NULL, rule_name TEXT NOT NULL, owner TEXT NOT NULL, place TEXT NOT NULL, category TEXT NOT NULL,
         state TEXT NOT NULL, severity TEXT NOT NULL, value DOUBLE PRECISION, by_user TEXT)",
     "CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at)",
+    "CREATE INDEX IF NOT EXISTS alert_events_rule_owner ON alert_events (rule_owner, id)",
+    "CREATE INDEX IF NOT EXISTS alert_events_owner ON alert_events (owner, id)",
 ];
 const ALERTS_MYSQL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS alert_rules (id BIGINT AUTO_INCREMENT PRIMARY KEY, owner VARCHAR(191) NOT NULL, name VARCHAR(64) NOT NULL,
@@ -292,5 +296,6 @@ const ALERTS_MYSQL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS alert_events (id BIGINT AUTO_INCREMENT PRIMARY KEY, at BIGINT NOT NULL, rule_id BIGINT NOT NULL,
         rule_owner VARCHAR(191) NOT NULL, rule_name VARCHAR(64) NOT NULL, owner VARCHAR(191) NOT NULL, place VARCHAR(191) NOT NULL,
         category VARCHAR(191) NOT NULL, state VARCHAR(16) NOT NULL, severity VARCHAR(16) NOT NULL, value DOUBLE, by_user VARCHAR(191),
-        INDEX alert_events_at (at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        INDEX alert_events_at (at), INDEX alert_events_rule_owner (rule_owner, id), INDEX alert_events_owner (owner, id))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];
