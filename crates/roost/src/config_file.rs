@@ -283,6 +283,22 @@ mod tests {
         assert_eq!(args.sys_interval, Duration::from_millis(2500));
     }
 
+    #[test]
+    fn alert_rules_from_the_file_and_their_errors() {
+        let file = "[[alert]]\nname = \"hot\"\ntopic = \"iot/+/sensor/gh/temperature\"\nabove = 30.0\nfor = \"10m\"\n\n\
+                    [[alert]]\nname = \"quiet\"\ntopic = \"iot/#\"\nstale = \"15m\"\nowner = \"kim\"\n";
+        let args = serve(&["roost", "serve"], file).unwrap();
+        let names: Vec<(&str, &str, bool)> = args.alerts.iter().map(|r| (r.owner.as_str(), r.name.as_str(), r.from_config)).collect();
+        assert_eq!(names, [("admin", "hot", true), ("kim", "quiet", true)], "owned by admin unless they say");
+        let bad = |file: &str| serve(&["roost", "serve"], file).unwrap_err().to_string();
+        let e = bad("[[alert]]\nname = \"hot\"\ntopic = \"iot/#\"\nabove = 30.0\nclear = 31.0\n");
+        assert!(e.contains("`alert`") && e.contains("entry 1") && e.contains("`clear`"), "{e}");
+        let e = bad("[[alert]]\nname = \"hot\"\ntopic = \"iot/#\"\nabov = 30.0\n");
+        assert!(e.contains("abov"), "a typo is named: {e}");
+        let e = bad("[[alert]]\nname = \"a\"\ntopic = \"iot/#\"\nabove = 1.0\n[[alert]]\nname = \"a\"\ntopic = \"iot/#\"\nbelow = 1.0\n");
+        assert!(e.contains("a second rule named"), "{e}");
+    }
+
     /// The sample file documents the defaults: applying it changes nothing.
     #[test]
     fn the_example_file_states_the_defaults() {

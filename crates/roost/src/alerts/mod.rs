@@ -207,7 +207,11 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Closed) => Vec::new(),
             },
             _ = ticker.tick() => engine.on_tick(TimestampMs::now()),
-            _ = reload.tick() => engine.rules_changed().await,
+            _ = reload.tick() => {
+                let mut changes = engine.rules_changed().await;
+                changes.extend(engine.forget_missing_sensors().await);
+                changes
+            }
         };
         engine.commit(changes, &stop).await;
     }
@@ -265,7 +269,6 @@ impl Engine {
             rules.push(ScopedRule { rule, sees_all });
         }
         self.rules = rules;
-        self.matching.clear();
         Ok(())
     }
 
@@ -330,8 +333,12 @@ impl Engine {
         }
         let is_stale = |rule: &AlertRule| matches!(rule.condition, Condition::Stale { .. });
         if self.rules.iter().any(|r| is_stale(&r.rule)) {
+            // Usually every sensor's rules were worked out when it was last evaluated.
+            let unknown: Vec<SensorKey> = self.last_seen.keys().filter(|k| !self.matching.contains_key(*k)).cloned().collect();
+            for sensor in unknown {
+                self.rules_over(&sensor);
+            }
             for (sensor, seen) in &self.last_seen {
-                // Every sensor's rules were worked out when it was last evaluated.
                 for &index in self.matching.get(sensor).into_iter().flatten() {
                     let rule = &self.rules[index].rule;
                     if !is_stale(rule) || self.states.contains_key(&(rule.id, sensor.clone())) {
@@ -404,23 +411,41 @@ impl Engine {
         }
         changed |= self.rules.iter().any(|r| !before.iter().any(|(old, _)| old.id == r.rule.id));
         if !changed {
+            // The same rules in the same order: which sensors each watches stays known (a silent
+            // sensor is evaluated by the clock alone).
             return Vec::new();
         }
+        self.matching.clear();
         self.catch_up().await
     }
 
+    /// A deleted sensor's alerts are over (the deletion removed their rows; a state written
+    /// since, by a reading that raced the deletion, goes now).
     fn sensor_deleted(&mut self, sensor: &SensorKey) -> Vec<Pending> {
         self.last_seen.remove(sensor);
         self.matching.remove(sensor);
         let gone: Vec<i64> = self.states.keys().filter(|(_, s)| s == sensor).map(|(rule, _)| *rule).collect();
+        let mut changes = Vec::new();
         for rule_id in gone {
             self.states.remove(&(rule_id, sensor.clone()));
-            if let Some(scoped) = self.rules.iter().find(|r| r.rule.id == rule_id) {
-                self.publish_retained(alert_topic(&scoped.rule, Some(sensor)), Bytes::new());
-                self.publish_summary(&scoped.rule, None);
+            if let Some(index) = self.rules.iter().position(|r| r.rule.id == rule_id) {
+                let rule = &self.rules[index].rule;
+                self.publish_retained(alert_topic(rule, Some(sensor)), Bytes::new());
+                self.publish_summary(rule, None);
+                changes.push(Pending { rule: index, sensor: sensor.clone(), change: Change::Cancelled, at: TimestampMs::now() });
             }
         }
-        Vec::new()
+        changes
+    }
+
+    /// Sensors this engine knows that the database no longer has (deleted by a reading's
+    /// race with the deletion message, or by another process) are forgotten, with their alerts.
+    async fn forget_missing_sensors(&mut self) -> Vec<Pending> {
+        let Ok(sensors) = self.store.sensors().await else { return Vec::new() };
+        let present: std::collections::HashSet<&SensorKey> = sensors.iter().map(|s| &s.key).collect();
+        let missing: Vec<SensorKey> = self.last_seen.keys().filter(|k| !present.contains(k)).cloned().collect();
+        drop(present);
+        missing.iter().flat_map(|sensor| self.sensor_deleted(sensor)).collect()
     }
 
     /// Stores `changes` (retrying until the database takes them, or shutdown), then

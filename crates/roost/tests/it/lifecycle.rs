@@ -66,6 +66,24 @@ async fn retention_purges_by_reading_time(backend: Backend) {
     };
     let new_reject = roost::model::Reject { received_at: TimestampMs(now), ..old_reject.clone() };
     store.write_batch(&Batch { readings, rejects: vec![old_reject, new_reject] }).await.unwrap();
+    // Alert history: one event 40 days old, one now.
+    let event = |at: i64| roost::model::AlertEvent {
+        id: 0,
+        at: TimestampMs(at),
+        rule_id: 1,
+        rule_owner: "admin".into(),
+        rule_name: "hot".into(),
+        sensor: temp.clone(),
+        state: "firing".into(),
+        severity: roost::model::Severity::Warning,
+        value: Some(31.0),
+        by: None,
+    };
+    let writes: Vec<_> = [now - 40 * DAY, now]
+        .into_iter()
+        .map(|at| roost::store::AlertWrite { rule: 1, sensor: temp.clone(), state: None, event: Some(event(at)) })
+        .collect();
+    store.write_alerts(&writes).await.unwrap();
     let kept_id = store.sensor_id(&kept).await.unwrap().unwrap();
     let change = SensorChange { retention: Some(Some(Keep::Forever)), ..SensorChange::default() };
     assert!(store.update_sensor(kept_id, &change).await.unwrap());
@@ -80,6 +98,8 @@ async fn retention_purges_by_reading_time(backend: Backend) {
     assert_eq!(report.readings, (400 - 30) + (400 - 7));
     assert_eq!(report.rejects, 1);
     assert_eq!(store.recent_rejects(10).await.unwrap().len(), 1);
+    assert_eq!(report.alert_events, 1, "alert history goes with the rejects");
+    assert_eq!(store.alert_events(None, 10).await.unwrap().iter().map(|e| e.at.0).collect::<Vec<_>>(), [now]);
     // Minutes older than 365 days went for every sensor; hours are kept forever.
     for sensor in [&temp, &light, &kept] {
         let id = store.sensor_id(sensor).await.unwrap().unwrap();
