@@ -67,7 +67,14 @@ try {
   await page.fill("#rule-clear", "");
   await page.click("#rule-submit");
   await page.waitForFunction(() => document.querySelector('[data-rule="gh-hot"] td:nth-child(4)')?.textContent === "above 40", null, { timeout: 5000 });
-  await page.waitForSelector("#alerts-none:not([hidden])", { timeout: 5000 });
+  // The engine applies a changed rule a moment after it is saved: the page shows it once it
+  // reloads (it also refreshes by itself every 15 s).
+  for (let i = 0; !(await page.isVisible("#alerts-none")); i++) {
+    if (i === 40) throw new Error(`still active after the change: ${await page.textContent("#alerts-active")}`);
+    await page.waitForTimeout(250);
+    await page.reload();
+    await page.waitForSelector('[data-rule="gh-hot"]', { timeout: 5000 });
+  }
 
   step("delete it");
   await page.click('[data-rule="gh-hot"] button.danger');

@@ -956,7 +956,7 @@ window.addEventListener("hashchange", route);
   connectLive();
   await route();
   // Alerts change with time alone too (hold times, silent sensors).
-  setInterval(() => loadAlerts().catch(() => {}), 15000);
+  setInterval(() => (!$("view-alerts").hidden ? showAlerts() : loadAlerts()).catch(() => {}), 15000);
   // Staleness changes with time alone.
   setInterval(() => sensors.forEach((e) => e.tile && e.tile.isConnected && renderTile(e)), 30000);
 })();

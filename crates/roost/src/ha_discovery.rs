@@ -212,10 +212,24 @@ impl Announcer {
             }
         };
         for sensor in &sensors {
-            let source = self.announced.get(&sensor.key).map_or(StateSource::OwnTopic, |(source, _)| *source);
+            let source = self.announced.get(&sensor.key).map_or_else(|| self.retained_source(&sensor.key), |(source, _)| *source);
             self.announce(sensor, source);
         }
         tracing::info!(sensors = sensors.len(), prefix = %self.config.prefix, "Home Assistant discovery: sensors announced");
+    }
+
+    /// Where a sensor's state came from when it was last announced (before a restart): what its
+    /// retained config says.
+    fn retained_source(&self, sensor: &SensorKey) -> StateSource {
+        let config = self.config.config_topic(sensor).and_then(|topic| self.broker.retained(&topic));
+        let normalized = config.is_some_and(|m| {
+            serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["state_topic"].as_str().is_some_and(|t| t.starts_with(STATE_ROOT)))
+        });
+        if normalized {
+            StateSource::Normalized
+        } else {
+            StateSource::OwnTopic
+        }
     }
 
     fn announce(&mut self, sensor: &SensorRow, source: StateSource) {

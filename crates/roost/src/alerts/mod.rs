@@ -20,7 +20,7 @@ use crate::store::{AlertWrite, Store};
 use bytes::Bytes;
 use mqtt_codec::{QoS, TopicFilter, TopicName};
 use state::Change;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -193,7 +193,7 @@ pub async fn run(
                     tracing::warn!(missed, "alerts: fell behind the commit feed; catching up from the database");
                     // Older batches still queued must not be evaluated over the newer values read.
                     drain(&mut commits);
-                    engine.catch_up().await
+                    engine.catch_up(None).await
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -223,9 +223,12 @@ fn drain<T: Clone>(feed: &mut broadcast::Receiver<T>) {
     while !matches!(feed.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
 }
 
-/// A change of one rule's state for one sensor, before it is stored.
+/// A change of one rule's state for one sensor, before it is stored: with the rule as it was
+/// (it may be changed or gone by the time the change is announced).
 struct Pending {
-    rule: usize,
+    rule: Arc<AlertRule>,
+    /// A webhook of a non-admin's rule ([`webhook::Webhooks::send`]).
+    restricted: bool,
     sensor: SensorKey,
     change: Change,
     at: TimestampMs,
@@ -236,8 +239,14 @@ impl Engine {
     async fn load(&mut self, stop: &CancellationToken) -> Result<(), crate::store::StoreError> {
         self.load_rules().await?;
         self.states = self.store.alert_states().await?.into_iter().map(|(rule, sensor, state)| ((rule, sensor), state)).collect();
+        // States of rules that are gone or inactive (their owner removed) are over.
+        let orphaned: HashSet<i64> =
+            self.states.keys().map(|(rule, _)| *rule).filter(|id| !self.rules.iter().any(|r| r.rule.id == *id)).collect();
+        for id in orphaned {
+            self.store.delete_alert_states(id).await?;
+        }
         self.states.retain(|(rule, _), _| self.rules.iter().any(|r| r.rule.id == *rule));
-        let pending = self.catch_up().await;
+        let pending = self.catch_up(None).await;
         // What a crash interrupted between a commit and its alert: written now.
         self.commit(pending, stop).await;
         Ok(())
@@ -250,13 +259,14 @@ impl Engine {
             Err(e) => tracing::warn!(error = %e, "alerts: could not read the states"),
         }
         self.last_seen.clear();
-        self.catch_up().await
+        self.catch_up(None).await
     }
 
     async fn load_rules(&mut self) -> Result<(), crate::store::StoreError> {
         let mut rules = Vec::new();
         for rule in self.store.alert_rules().await? {
-            let owner = if self.anonymous { None } else { Some(self.store.user(&rule.owner).await?) };
+            // The config file's rules are the server's: they watch every sensor.
+            let owner = if self.anonymous || rule.from_config { None } else { Some(self.store.user(&rule.owner).await?) };
             let sees_all = match owner {
                 None => true,
                 Some(Some(user)) => user.is_admin,
@@ -274,7 +284,7 @@ impl Engine {
 
     /// Every sensor's last reading, evaluated as if it arrived when it was taken (a reading
     /// committed just before a crash, or missed while lagging, moves its alerts now).
-    async fn catch_up(&mut self) -> Vec<Pending> {
+    async fn catch_up(&mut self, only: Option<&HashSet<i64>>) -> Vec<Pending> {
         let sensors = match self.store.sensors().await {
             Ok(sensors) => sensors,
             Err(e) => {
@@ -288,7 +298,7 @@ impl Engine {
             let Some(seen) = sensor.last_seen else { continue };
             self.last_seen.insert(sensor.key.clone(), seen);
             if let Some(value) = sensor.last_value {
-                self.evaluate(&sensor.key, value, seen, now, &mut changes);
+                self.evaluate(&sensor.key, value, seen, now, only, &mut changes);
             }
         }
         changes
@@ -298,20 +308,43 @@ impl Engine {
         let now = TimestampMs::now();
         let mut changes = Vec::new();
         for reading in &batch.readings {
-            let seen = self.last_seen.entry(reading.sensor.clone()).or_insert(reading.ts);
-            *seen = (*seen).max(reading.ts);
-            self.evaluate(&reading.sensor, reading.value, reading.ts, now, &mut changes);
+            // An older reading than the newest one seen (a backfill, a batch replayed after a
+            // catch-up) is not the sensor's current value.
+            if self.last_seen.get(&reading.sensor).is_some_and(|seen| reading.ts < *seen) {
+                continue;
+            }
+            self.last_seen.insert(reading.sensor.clone(), reading.ts);
+            self.evaluate(&reading.sensor, reading.value, reading.ts, now, None, &mut changes);
         }
         changes
     }
 
     /// A reading of `sensor` taken at `taken`, seen at `now`. A stale alert is over only for a
     /// reading taken after it went stale (not a backfilled or caught-up one).
-    fn evaluate(&mut self, sensor: &SensorKey, value: f64, taken: TimestampMs, now: TimestampMs, changes: &mut Vec<Pending>) {
-        let fresh = taken.0 >= now.0 - FRESH.as_millis() as i64;
+    /// Only the rules in `only`, if given.
+    fn evaluate(
+        &mut self,
+        sensor: &SensorKey,
+        value: f64,
+        taken: TimestampMs,
+        now: TimestampMs,
+        only: Option<&HashSet<i64>>,
+        changes: &mut Vec<Pending>,
+    ) {
+        let age = now.0.saturating_sub(taken.0);
         for index in self.rules_over(sensor) {
             let rule = &self.rules[index].rule;
-            if !fresh && !matches!(rule.condition, Condition::Stale { .. }) {
+            if only.is_some_and(|ids| !ids.contains(&rule.id)) {
+                continue;
+            }
+            // A reading too old to say anything about now: past FRESH for a threshold, past its
+            // stale time for a stale rule (it would end the alert only for the next tick to fire
+            // it again).
+            let too_old = match rule.condition {
+                Condition::Stale { after } => age > after.as_millis() as i64,
+                _ => age > FRESH.as_millis() as i64,
+            };
+            if too_old {
                 continue;
             }
             let key = (rule.id, sensor.clone());
@@ -364,7 +397,12 @@ impl Engine {
         if let Some(state) = slot {
             self.states.insert(key, state);
         }
-        changes.push(Pending { rule: index, sensor: sensor.clone(), change, at });
+        changes.push(self.pending(index, sensor, change, at));
+    }
+
+    fn pending(&self, index: usize, sensor: &SensorKey, change: Change, at: TimestampMs) -> Pending {
+        let ScopedRule { rule, sees_all } = &self.rules[index];
+        Pending { rule: Arc::new(rule.clone()), restricted: !sees_all, sensor: sensor.clone(), change, at }
     }
 
     /// The indexes of the rules whose filter matches one of `sensor`'s topics and whose owner
@@ -394,6 +432,7 @@ impl Engine {
             return Vec::new();
         }
         let mut changed = false;
+        let mut ended = Vec::new();
         for (old, old_sees_all) in &before {
             // Silencing changes nothing else.
             let same = self
@@ -402,6 +441,21 @@ impl Engine {
                 .any(|r| AlertRule { silenced_until: old.silenced_until, ..r.rule.clone() } == *old && r.sees_all == *old_sees_all);
             if !same {
                 changed = true;
+                // A firing alert ends with the rule it belonged to: said so, once, to the webhook.
+                let firing: Vec<SensorKey> = self
+                    .states
+                    .iter()
+                    .filter(|((id, _), s)| *id == old.id && s.status == AlertStatus::Firing)
+                    .map(|((_, k), _)| k.clone())
+                    .collect();
+                let rule = Arc::new(old.clone());
+                ended.extend(firing.into_iter().map(|sensor| Pending {
+                    rule: Arc::clone(&rule),
+                    restricted: !old_sees_all,
+                    sensor,
+                    change: Change::Resolved { value: None },
+                    at: TimestampMs::now(),
+                }));
                 self.states.retain(|(rule, _), _| *rule != old.id);
                 if let Err(e) = self.store.delete_alert_states(old.id).await {
                     tracing::warn!(error = %e, rule = %old.name, "alerts: could not delete a changed rule's states");
@@ -409,14 +463,18 @@ impl Engine {
                 self.clear_retained(old);
             }
         }
-        changed |= self.rules.iter().any(|r| !before.iter().any(|(old, _)| old.id == r.rule.id));
-        if !changed {
+        let new: HashSet<i64> = self.rules.iter().map(|r| r.rule.id).filter(|id| !before.iter().any(|(old, _)| old.id == *id)).collect();
+        if !changed && new.is_empty() {
             // The same rules in the same order: which sensors each watches stays known (a silent
             // sensor is evaluated by the clock alone).
-            return Vec::new();
+            return ended;
         }
         self.matching.clear();
-        self.catch_up().await
+        // Known sensors against the rules that changed or are new (the others' states stand).
+        let renewed: HashSet<i64> =
+            new.into_iter().chain(before.iter().map(|(old, _)| old.id).filter(|id| !self.states.keys().any(|(r, _)| r == id))).collect();
+        ended.extend(self.catch_up(Some(&renewed)).await);
+        ended
     }
 
     /// A deleted sensor's alerts are over (the deletion removed their rows; a state written
@@ -427,12 +485,11 @@ impl Engine {
         let gone: Vec<i64> = self.states.keys().filter(|(_, s)| s == sensor).map(|(rule, _)| *rule).collect();
         let mut changes = Vec::new();
         for rule_id in gone {
-            self.states.remove(&(rule_id, sensor.clone()));
+            let Some(state) = self.states.remove(&(rule_id, sensor.clone())) else { continue };
             if let Some(index) = self.rules.iter().position(|r| r.rule.id == rule_id) {
-                let rule = &self.rules[index].rule;
-                self.publish_retained(alert_topic(rule, Some(sensor)), Bytes::new());
-                self.publish_summary(rule, None);
-                changes.push(Pending { rule: index, sensor: sensor.clone(), change: Change::Cancelled, at: TimestampMs::now() });
+                // A firing alert of a sensor that is gone is over: resolved (webhook, history).
+                let change = if state.status == AlertStatus::Firing { Change::Resolved { value: None } } else { Change::Cancelled };
+                changes.push(self.pending(index, sensor, change, TimestampMs::now()));
             }
         }
         changes
@@ -442,9 +499,15 @@ impl Engine {
     /// race with the deletion message, or by another process) are forgotten, with their alerts.
     async fn forget_missing_sensors(&mut self) -> Vec<Pending> {
         let Ok(sensors) = self.store.sensors().await else { return Vec::new() };
-        let present: std::collections::HashSet<&SensorKey> = sensors.iter().map(|s| &s.key).collect();
-        let missing: Vec<SensorKey> = self.last_seen.keys().filter(|k| !present.contains(k)).cloned().collect();
-        drop(present);
+        // MariaDB compares the sensors' levels without case: a board's `Kitchen` is the stored
+        // `kitchen` there.
+        let fold = self.store.dialect() == crate::store::Dialect::MySql;
+        let comparable = |k: &SensorKey| {
+            let f = |level: &str| if fold { level.to_lowercase() } else { level.to_owned() };
+            (f(&k.owner), f(&k.place), f(&k.category))
+        };
+        let present: HashSet<(String, String, String)> = sensors.iter().map(|s| comparable(&s.key)).collect();
+        let missing: Vec<SensorKey> = self.last_seen.keys().filter(|k| !present.contains(&comparable(k))).cloned().collect();
         missing.iter().flat_map(|sensor| self.sensor_deleted(sensor)).collect()
     }
 
@@ -471,7 +534,7 @@ impl Engine {
     }
 
     fn write_of(&self, pending: &Pending) -> AlertWrite {
-        let rule = &self.rules[pending.rule].rule;
+        let rule = &pending.rule;
         let state = self.states.get(&(rule.id, pending.sensor.clone())).cloned();
         let event = |kind: &str, value| AlertEvent {
             id: 0,
@@ -494,7 +557,7 @@ impl Engine {
     }
 
     fn announce(&self, pending: &Pending) {
-        let rule = &self.rules[pending.rule].rule;
+        let rule = &pending.rule;
         let (state, value, since) = match &pending.change {
             Change::Fired(s) => ("firing", s.value, s.since),
             Change::Resolved { value } => ("resolved", *value, pending.at),
@@ -503,11 +566,18 @@ impl Engine {
         tracing::info!(owner = %rule.owner, rule = %rule.name, sensor = ?pending.sensor, state, ?value, "alert");
         let notice = notice(rule, &pending.sensor, state, value, since, None);
         let body = Bytes::from(serde_json::to_vec(&notice).expect("a notice serializes"));
-        self.publish_retained(alert_topic(rule, Some(&pending.sensor)), body.clone());
-        self.publish_summary(rule, Some((&pending.sensor, value, since)));
+        // The retained topics are the rule's as it is now: a deleted or changed rule's were
+        // cleared, a deleted sensor's goes.
+        let rule_stands = self.rules.iter().any(|r| r.rule.id == rule.id && r.rule.owner == rule.owner && r.rule.name == rule.name);
+        if rule_stands {
+            let sensor_stands = self.last_seen.contains_key(&pending.sensor);
+            let payload = if sensor_stands { body.clone() } else { Bytes::new() };
+            self.publish_retained(alert_topic(rule, Some(&pending.sensor)), payload);
+            self.publish_summary(rule, Some((&pending.sensor, value, since)));
+        }
         let silenced = rule.silenced_until.is_some_and(|until| until > TimestampMs::now());
         if let (Some(url), false) = (&rule.webhook, silenced) {
-            self.webhooks.send(url, body, !self.rules[pending.rule].sees_all);
+            self.webhooks.send(url, body, pending.restricted);
         }
     }
 
@@ -521,6 +591,8 @@ impl Engine {
             .map(|((_, sensor), s)| (sensor, s))
             .collect();
         let state = if firing.is_empty() { "resolved" } else { "firing" };
+        // While others fire, the summary shows one of those rather than a sensor that resolved.
+        let latest = latest.filter(|(sensor, _, _)| firing.is_empty() || firing.iter().any(|(k, _)| k == sensor));
         let Some((sensor, value, since)) = latest.or_else(|| firing.first().map(|(sensor, s)| (*sensor, s.value, s.since))) else {
             // Its last firing sensor was deleted, or a crash lost the resolved summary.
             let topic = alert_topic(rule, None);

@@ -42,6 +42,12 @@ impl RuleSpec {
         if self.webhook.as_ref().is_some_and(|w| w.chars().count() > 2000) {
             return Err("`webhook` must be at most 2000 characters".into());
         }
+        if let Some(owner) = &self.owner {
+            // A level of the notices' topics, as long as a user name may be.
+            if owner.is_empty() || owner.chars().count() > crate::model::MAX_LEVEL_CHARS || owner.contains(['/', '+', '#']) {
+                return Err(format!("`owner` {owner:?} must be a user name (no / + #, at most 191 characters)"));
+            }
+        }
         let filter = TopicFilter::parse(&self.topic).map_err(|e| format!("`topic` {:?} is not a topic filter: {e}", self.topic))?;
         let hold = self.hold.as_deref().map(|t| parse_duration(t).map_err(|e| format!("`for`: {e}"))).transpose()?;
         let condition = match (self.above, self.below, &self.stale) {

@@ -197,10 +197,16 @@ fn forbidden(ip: std::net::IpAddr) -> bool {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
         v4 => v4,
     };
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
-    }
+    // Clouds' metadata services outside the link-local range: AWS over IPv6, Alibaba.
+    const METADATA: [std::net::IpAddr; 2] = [
+        std::net::IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200)),
+    ];
+    METADATA.contains(&ip)
+        || match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+            std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+        }
 }
 
 /// One POST; the answer's status code. The host is resolved once and the address checked is
@@ -277,7 +283,7 @@ mod tests {
 
     #[test]
     fn restricted_webhooks_may_not_call_this_machine_or_link_local_addresses() {
-        for ip in ["127.0.0.1", "0.0.0.0", "169.254.169.254", "::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in ["127.0.0.1", "0.0.0.0", "169.254.169.254", "::1", "fe80::1", "::ffff:127.0.0.1", "fd00:ec2::254", "100.100.100.200"] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["192.168.1.10", "10.0.0.5", "93.184.216.34", "2001:db8::1"] {

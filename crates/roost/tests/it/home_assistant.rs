@@ -160,8 +160,14 @@ async fn the_simulators_boards_appear_in_home_assistant() {
 
     // Home Assistant restarts and says so: every sensor is announced again.
     let (_configs, announced) = watch(server.mqtt, "homeassistant/sensor/+/config").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The 8 retained configs come first, on subscribing.
+    let deadline = Instant::now() + WAIT;
+    while announced.lock().unwrap().len() < 8 {
+        assert!(Instant::now() < deadline, "the retained configs: {}", announced.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before = announced.lock().unwrap().len();
+    assert_eq!(before, 8);
     publish("homeassistant/status", "online").await;
     let deadline = Instant::now() + WAIT;
     while announced.lock().unwrap().len() < before + 8 {
