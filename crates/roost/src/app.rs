@@ -35,7 +35,7 @@ pub const DEMO_OWNER: &str = "demo";
 /// Committed batches a listener of the live or commit feed may fall behind before it is told
 /// to reload (dashboards) or catches up from the database (alerts, discovery).
 const FEED_BATCHES: usize = 256;
-/// Sensor deletions queued for the alert engine and discovery before they reload.
+/// Sensor deletions (and changes) queued for the alert engine and discovery before they reload.
 const DELETIONS: usize = 64;
 
 pub struct App {
@@ -270,6 +270,7 @@ impl App {
         // Listening to the commit feed before the writer starts: no batch goes unseen.
         let (alerts, alert_commands) = crate::alerts::AlertsHandle::new();
         let (deletions, _) = tokio::sync::broadcast::channel(DELETIONS);
+        let (sensor_changes, _) = tokio::sync::broadcast::channel(DELETIONS);
         let webhooks = Arc::new(crate::alerts::webhook::Webhooks::new(shutdown.clone()));
         tracker.spawn(crate::alerts::run(
             Arc::clone(&self.store),
@@ -291,6 +292,7 @@ impl App {
                 Arc::clone(&self.store),
                 self.feeds.commits.subscribe(),
                 deletions.subscribe(),
+                sensor_changes.subscribe(),
                 shutdown.clone(),
             ));
         }
@@ -356,6 +358,7 @@ impl App {
             alerts,
             webhooks: Arc::clone(&webhooks.stats),
             deletions,
+            sensor_changes,
             templates: Arc::new(self.templates),
         };
         let http_shutdown = shutdown.clone();

@@ -140,6 +140,7 @@ pub async fn run(
     store: Arc<Store>,
     mut commits: broadcast::Receiver<Arc<Committed>>,
     mut deletions: broadcast::Receiver<SensorKey>,
+    mut changes: broadcast::Receiver<SensorKey>,
     stop: CancellationToken,
 ) {
     let status_filter = TopicFilter::parse(&format!("{}/status", config.prefix));
@@ -160,6 +161,11 @@ pub async fn run(
                 Ok(batch) => announcer.on_committed(&batch),
                 Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_missing().await,
                 Err(broadcast::error::RecvError::Closed) => break,
+            },
+            changed = changes.recv() => match changed {
+                Ok(sensor) => announcer.changed(&sensor).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_all().await,
+                Err(broadcast::error::RecvError::Closed) => {}
             },
             deleted = deletions.recv() => match deleted {
                 Ok(sensor) => announcer.forget(&sensor),
@@ -260,6 +266,18 @@ impl Announcer {
                     self.publish(&topic, Bytes::from(reading.value.to_string()), false);
                 }
             }
+        }
+    }
+
+    /// A sensor's name or unit changed: announced again.
+    async fn changed(&mut self, sensor: &SensorKey) {
+        match self.store.sensor(sensor).await {
+            Ok(Some(row)) => {
+                let source = self.announced.get(sensor).map_or_else(|| self.retained_source(sensor), |(source, _)| *source);
+                self.announce(&row, source);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, %sensor, "Home Assistant discovery: could not read a changed sensor"),
         }
     }
 

@@ -96,8 +96,15 @@ pub async fn replace(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(spec): ApiJson<RuleSpec>,
+    ApiJson(mut body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    // A rule as GET shows it may come back as it is: its read-only fields are left out here.
+    if let Some(fields) = body.as_object_mut() {
+        for read_only in ["id", "from_config", "silenced_until"] {
+            fields.remove(read_only);
+        }
+    }
+    let spec: RuleSpec = serde_json::from_value(body).map_err(|e| ApiError::BadRequest(format!("not a rule: {e}")))?;
     let old = find_rule(&state, &viewer, id).await?;
     not_from_config(&old)?;
     let mut rule = checked_rule(&state, &viewer, &RuleSpec { owner: spec.owner.clone().or(Some(old.owner.clone())), ..spec })?;

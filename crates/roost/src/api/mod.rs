@@ -63,6 +63,8 @@ pub struct ApiState {
     pub webhooks: Arc<crate::alerts::webhook::WebhookStats>,
     /// Sensors deleted through the API (the alert engine and Home Assistant discovery listen).
     pub deletions: tokio::sync::broadcast::Sender<crate::model::SensorKey>,
+    /// Sensors whose settings changed (Home Assistant discovery announces their new name and unit).
+    pub sensor_changes: tokio::sync::broadcast::Sender<crate::model::SensorKey>,
     /// The topic templates: which topics a sensor has (a user's alert rules stay on theirs).
     pub templates: Arc<Vec<crate::ingest::TopicTemplate>>,
 }

@@ -231,7 +231,7 @@ pub fn spec() -> Value {
                 "put": {
                     "summary": "Replace a rule (its states start over); rules of the config file are changed there",
                     "parameters": [rule_id_param()],
-                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRuleSpec" } } } },
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRuleReplace" } } } },
                     "responses": {
                         "200": { "description": "The rule", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AlertRule" } } } },
                         "400": error_response("Not a valid rule"),
@@ -440,6 +440,17 @@ pub fn spec() -> Value {
                     "severity": { "type": "string", "nullable": true, "enum": ["info", "warning", "critical", null] },
                     "webhook": { "type": "string", "nullable": true, "description": "http:// or https:// URL the notices are POSTed to" },
                     "owner": { "type": "string", "nullable": true, "description": "Admins only: make the rule in another user's name" }
+                } },
+            "AlertRuleReplace": { "type": "object", "additionalProperties": false, "required": ["name", "topic"],
+                "description": "An AlertRuleSpec; a rule as GET shows it is taken too (its read-only fields are ignored)",
+                "properties": {
+                    "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$" }, "topic": { "type": "string" },
+                    "above": { "type": "number", "nullable": true }, "below": { "type": "number", "nullable": true },
+                    "clear": { "type": "number", "nullable": true }, "for": { "type": "string", "nullable": true },
+                    "stale": { "type": "string", "nullable": true },
+                    "severity": { "type": "string", "nullable": true, "enum": ["info", "warning", "critical", null] },
+                    "webhook": { "type": "string", "nullable": true }, "owner": { "type": "string", "nullable": true },
+                    "id": { "type": "integer" }, "from_config": { "type": "boolean" }, "silenced_until": { "type": "integer", "nullable": true }
                 } },
             "AlertRule": { "type": "object", "required": ["id", "name", "topic", "owner", "severity", "from_config"], "properties": {
                 "id": { "type": "integer" }, "name": { "type": "string" }, "topic": { "type": "string" }, "owner": { "type": "string" },

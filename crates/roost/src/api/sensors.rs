@@ -132,6 +132,7 @@ pub async fn update(
         return Err(ApiError::NotFound(format!("no sensor {}", sensor.key)));
     }
     tracing::info!(sensor = %sensor.key, by = viewer.name.as_deref().unwrap_or("anonymous"), ?change, "sensor changed");
+    let _ = state.sensor_changes.send(sensor.key.clone());
     let changed = state.store.sensor(&sensor.key).await?.ok_or_else(|| ApiError::NotFound(format!("no sensor {}", sensor.key)))?;
     Ok(Json(sensor_json(&state, changed)))
 }

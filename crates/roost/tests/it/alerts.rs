@@ -356,7 +356,10 @@ async fn rules_over_the_api_keep_to_their_owners_sensors(backend: Backend) {
     // Deleting the sensor ends its alerts: no state, and its retained notice is cleared.
     // Changing a rule (not only silencing it) starts its states over: the cellar fires again,
     // now as critical, and the database and the engine agree on it.
-    let changed = json!({ "name": "cellar-cold", "topic": "iot/alice/sensor/cellar/temperature", "below": 5.0, "clear": 6.0, "severity": "critical" });
+    // Sent back as GET shows it (with its read-only fields), as a script would.
+    let (_, rules) = call(Method::GET, "/api/alerts/rules", &alice, None).await;
+    let mut changed = rules[0].clone();
+    changed["severity"] = "critical".into();
     let (status, _) = call(Method::PUT, &format!("/api/alerts/rules/{alice_rule}"), &alice, Some(changed)).await;
     assert_eq!(status, 200);
     let deadline = Instant::now() + WAIT;

@@ -177,8 +177,25 @@ async fn the_simulators_boards_appear_in_home_assistant() {
     let again = announced.lock().unwrap().iter().rev().find(|(_, t, _)| *t == attic_topic).map(|(_, _, v)| v.clone()).unwrap();
     assert_eq!(again["state_topic"], "roost/state/yanjo/attic/temperature", "announced again with the state topic it had");
 
-    // A deleted sensor: its config is emptied, which removes the entity in Home Assistant.
+    // Renamed on the dashboard: announced again with its new name and unit.
     let http = reqwest::Client::new();
+    let response = http
+        .patch(format!("http://{}/api/sensors/yanjo/attic/temperature", server.http))
+        .json(&serde_json::json!({ "display_name": "Attic", "unit": "°F" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + WAIT;
+    while !announced.lock().unwrap().iter().any(|(_, t, v)| *t == attic_topic && v["name"] == "Attic") {
+        assert!(Instant::now() < deadline, "not announced again after the rename");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let renamed = announced.lock().unwrap().iter().rev().find(|(_, t, _)| *t == attic_topic).map(|(_, _, v)| v.clone()).unwrap();
+    assert_eq!((&renamed["unit_of_measurement"], &renamed["device_class"]), (&"°F".into(), &"temperature".into()));
+    assert_eq!(renamed["state_topic"], "roost/state/yanjo/attic/temperature");
+
+    // A deleted sensor: its config is emptied, which removes the entity in Home Assistant.
     let response = http.delete(format!("http://{}/api/sensors/yanjo/attic/temperature", server.http)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let deadline = Instant::now() + WAIT;
