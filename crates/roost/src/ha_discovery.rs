@@ -12,7 +12,7 @@
 use crate::broker::{Broker, Message};
 use crate::ingest::{Committed, TopicTemplate};
 use crate::model::SensorKey;
-use crate::store::{SensorRow, SensorSettings, Store};
+use crate::store::{SensorSettings, Store};
 use bytes::Bytes;
 use mqtt_codec::{QoS, TopicFilter, TopicName};
 use serde_json::{json, Value};
@@ -125,6 +125,13 @@ impl DiscoveryConfig {
     }
 }
 
+/// Which stored sensors [`Announcer::announce_stored`] announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    All,
+    Missing,
+}
+
 struct Announcer {
     config: DiscoveryConfig,
     broker: Arc<Broker>,
@@ -153,29 +160,29 @@ pub async fn run(
     };
     let mut announcer = Announcer { config, broker, store, announced: HashMap::new() };
     announcer.publish(AVAILABILITY_TOPIC, Bytes::from_static(b"online"), true);
-    announcer.announce_all().await;
+    announcer.announce_stored(Only::All).await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             committed = commits.recv() => match committed {
                 Ok(batch) => announcer.on_committed(&batch),
-                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_missing().await,
+                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_stored(Only::Missing).await,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             changed = changes.recv() => match changed {
                 Ok(sensor) => announcer.changed(&sensor).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_all().await,
+                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_stored(Only::All).await,
                 Err(broadcast::error::RecvError::Closed) => {}
             },
             deleted = deletions.recv() => match deleted {
                 Ok(sensor) => announcer.forget(&sensor),
-                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_all().await,
+                Err(broadcast::error::RecvError::Lagged(_)) => announcer.announce_stored(Only::All).await,
                 Err(broadcast::error::RecvError::Closed) => {}
             },
             message = async { birth.as_mut()?.recv().await }, if birth.is_some() => match message {
                 Some(message) if message.payload.as_ref() == b"online" => {
                     tracing::info!("Home Assistant is online: announcing every sensor again");
-                    announcer.announce_all().await;
+                    announcer.announce_stored(Only::All).await;
                 }
                 Some(_) => {}
                 None => birth = None,
@@ -193,23 +200,9 @@ impl Announcer {
         }
     }
 
-    /// Announces the stored sensors not announced yet (after this task fell behind the feed).
-    async fn announce_missing(&mut self) {
-        match self.store.sensors().await {
-            Ok(sensors) => {
-                for sensor in &sensors {
-                    if !self.announced.contains_key(&sensor.key) {
-                        self.announce(sensor, StateSource::OwnTopic);
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Home Assistant discovery: could not list the sensors"),
-        }
-    }
-
-    /// Announces every stored sensor (at start, when Home Assistant comes online), each with
-    /// the state topic it was last announced with.
-    async fn announce_all(&mut self) {
+    /// Announces the stored sensors (all: at start, when Home Assistant comes online; those not
+    /// announced yet: after this task fell behind the feed), each with its state topic.
+    async fn announce_stored(&mut self, only: Only) {
         let sensors = match self.store.sensors().await {
             Ok(sensors) => sensors,
             Err(e) => {
@@ -217,11 +210,21 @@ impl Announcer {
                 return;
             }
         };
+        let mut announced = 0;
         for sensor in &sensors {
-            let source = self.announced.get(&sensor.key).map_or_else(|| self.retained_source(&sensor.key), |(source, _)| *source);
-            self.announce(sensor, source);
+            if only == Only::Missing && self.announced.contains_key(&sensor.key) {
+                continue;
+            }
+            self.announce(&sensor.key, &sensor.settings, self.source_of(&sensor.key));
+            announced += 1;
         }
-        tracing::info!(sensors = sensors.len(), prefix = %self.config.prefix, "Home Assistant discovery: sensors announced");
+        tracing::info!(sensors = announced, prefix = %self.config.prefix, "Home Assistant discovery: sensors announced");
+    }
+
+    /// The state topic a sensor was last announced with: this run's, else (after a restart) its
+    /// retained config's.
+    fn source_of(&self, sensor: &SensorKey) -> StateSource {
+        self.announced.get(sensor).map_or_else(|| self.retained_source(sensor), |(source, _)| *source)
     }
 
     /// Where a sensor's state came from when it was last announced (before a restart): what its
@@ -238,15 +241,21 @@ impl Announcer {
         }
     }
 
-    fn announce(&mut self, sensor: &SensorRow, source: StateSource) {
-        let settings = &sensor.settings;
-        let Some(payload) = self.config.payload(&sensor.key, settings.display_name.as_deref(), settings.unit.as_deref(), source) else {
+    fn announce(&mut self, sensor: &SensorKey, settings: &SensorSettings, source: StateSource) {
+        let Some(payload) = self.config.payload(sensor, settings.display_name.as_deref(), settings.unit.as_deref(), source) else {
             return;
         };
-        if let Some(topic) = self.config.config_topic(&sensor.key) {
-            self.broker.publish(Message { topic, payload: Bytes::from(payload.to_string()), qos: QoS::AtLeastOnce, retain: true });
-            self.announced.insert(sensor.key.clone(), (source, sensor.settings.clone()));
+        if self.publish_config(sensor, Bytes::from(payload.to_string())) {
+            self.announced.insert(sensor.clone(), (source, settings.clone()));
         }
+    }
+
+    /// The retained discovery config of `sensor` (empty: removed); false for a sensor whose
+    /// config topic is not a topic.
+    fn publish_config(&self, sensor: &SensorKey, payload: Bytes) -> bool {
+        let Some(topic) = self.config.config_topic(sensor) else { return false };
+        self.broker.publish(Message { topic, payload, qos: QoS::AtLeastOnce, retain: true });
+        true
     }
 
     /// New sensors are announced; values that came in a JSON object are republished plain.
@@ -258,8 +267,7 @@ impl Announcer {
                 // A new sensor, or one whose readings now come another way: its name and unit
                 // stay what they were.
                 let settings = known.map(|(_, settings)| settings.clone()).unwrap_or_default();
-                let row = SensorRow { id: 0, key: reading.sensor.clone(), last_value: None, last_seen: None, settings };
-                self.announce(&row, source);
+                self.announce(&reading.sensor, &settings, source);
             }
             if source == StateSource::Normalized {
                 if let Some(topic) = self.config.state_topic(&reading.sensor, source) {
@@ -272,10 +280,7 @@ impl Announcer {
     /// A sensor's name or unit changed: announced again.
     async fn changed(&mut self, sensor: &SensorKey) {
         match self.store.sensor(sensor).await {
-            Ok(Some(row)) => {
-                let source = self.announced.get(sensor).map_or_else(|| self.retained_source(sensor), |(source, _)| *source);
-                self.announce(&row, source);
-            }
+            Ok(Some(row)) => self.announce(sensor, &row.settings, self.source_of(sensor)),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, %sensor, "Home Assistant discovery: could not read a changed sensor"),
         }
@@ -284,9 +289,7 @@ impl Announcer {
     /// A deleted sensor: its config is emptied, so Home Assistant removes the entity.
     fn forget(&mut self, sensor: &SensorKey) {
         self.announced.remove(sensor);
-        if let Some(topic) = self.config.config_topic(sensor) {
-            self.broker.publish(Message { topic, payload: Bytes::new(), qos: QoS::AtLeastOnce, retain: true });
-        }
+        self.publish_config(sensor, Bytes::new());
     }
 }
 

@@ -1,7 +1,7 @@
 //! Alerts: rules over sensors (a threshold with hysteresis and a hold time, or no data for a
 //! while), evaluated on committed readings and on the clock; their state kept in the database
 //! (it survives restarts and kill -9), announced as retained JSON on
-//! `roost/alerts/<owner>/<rule>/<place>/<category>` (and a summary on
+//! `roost/alerts/<owner>/<rule>/<sensor owner>/<place>/<category>` (and a summary on
 //! `roost/alerts/<owner>/<rule>`), POSTed to the rule's webhook, and shown on the dashboard.
 //!
 //! Architecture invariant: the engine is one task that owns the states in memory; readings
@@ -92,7 +92,8 @@ struct Notice<'a> {
     severity: &'static str,
     rule: &'a str,
     owner: &'a str,
-    sensor: SensorJson<'a>,
+    /// `null` in a summary with no sensor left to name.
+    sensor: Option<SensorJson<'a>>,
     value: Option<f64>,
     /// When this state began, epoch ms.
     since: i64,
@@ -238,25 +239,30 @@ impl Engine {
     /// Rules, states and the sensors' last readings from the database.
     async fn load(&mut self, stop: &CancellationToken) -> Result<(), crate::store::StoreError> {
         self.load_rules().await?;
-        self.states = self.store.alert_states().await?.into_iter().map(|(rule, sensor, state)| ((rule, sensor), state)).collect();
-        // States of rules that are gone or inactive (their owner removed) are over.
-        let orphaned: HashSet<i64> =
-            self.states.keys().map(|(rule, _)| *rule).filter(|id| !self.rules.iter().any(|r| r.rule.id == *id)).collect();
-        for id in orphaned {
-            self.store.delete_alert_states(id).await?;
-        }
-        self.states.retain(|(rule, _), _| self.rules.iter().any(|r| r.rule.id == *rule));
+        self.load_states().await?;
         let pending = self.catch_up(None).await;
         // What a crash interrupted between a commit and its alert: written now.
         self.commit(pending, stop).await;
         Ok(())
     }
 
+    /// The states as stored, but those of rules that are gone or inactive (their owner
+    /// removed): those are over, and deleted.
+    async fn load_states(&mut self) -> Result<(), crate::store::StoreError> {
+        self.states = self.store.alert_states().await?.into_iter().map(|(rule, sensor, state)| ((rule, sensor), state)).collect();
+        let orphaned: HashSet<i64> =
+            self.states.keys().map(|(rule, _)| *rule).filter(|id| !self.rules.iter().any(|r| r.rule.id == *id)).collect();
+        for id in orphaned {
+            self.store.delete_alert_states(id).await?;
+        }
+        self.states.retain(|(rule, _), _| self.rules.iter().any(|r| r.rule.id == *rule));
+        Ok(())
+    }
+
     /// The states as stored (after deletions this engine missed).
     async fn reload_states(&mut self) -> Vec<Pending> {
-        match self.store.alert_states().await {
-            Ok(states) => self.states = states.into_iter().map(|(rule, sensor, state)| ((rule, sensor), state)).collect(),
-            Err(e) => tracing::warn!(error = %e, "alerts: could not read the states"),
+        if let Err(e) = self.load_states().await {
+            tracing::warn!(error = %e, "alerts: could not read the states");
         }
         self.last_seen.clear();
         self.catch_up(None).await
@@ -431,7 +437,8 @@ impl Engine {
             tracing::warn!(error = %e, "alerts: could not read the changed rules");
             return Vec::new();
         }
-        let mut changed = false;
+        // The rules whose states start over: changed, deleted or new.
+        let mut renewed = HashSet::new();
         let mut ended = Vec::new();
         for (old, old_sees_all) in &before {
             // Silencing changes nothing else.
@@ -440,7 +447,7 @@ impl Engine {
                 .iter()
                 .any(|r| AlertRule { silenced_until: old.silenced_until, ..r.rule.clone() } == *old && r.sees_all == *old_sees_all);
             if !same {
-                changed = true;
+                renewed.insert(old.id);
                 // A firing alert ends with the rule it belonged to: said so, once, to the webhook.
                 let firing: Vec<SensorKey> = self
                     .states
@@ -463,16 +470,14 @@ impl Engine {
                 self.clear_retained(old);
             }
         }
-        let new: HashSet<i64> = self.rules.iter().map(|r| r.rule.id).filter(|id| !before.iter().any(|(old, _)| old.id == *id)).collect();
-        if !changed && new.is_empty() {
+        renewed.extend(self.rules.iter().map(|r| r.rule.id).filter(|id| !before.iter().any(|(old, _)| old.id == *id)));
+        if renewed.is_empty() {
             // The same rules in the same order: which sensors each watches stays known (a silent
             // sensor is evaluated by the clock alone).
             return ended;
         }
         self.matching.clear();
         // Known sensors against the rules that changed or are new (the others' states stand).
-        let renewed: HashSet<i64> =
-            new.into_iter().chain(before.iter().map(|(old, _)| old.id).filter(|id| !self.states.keys().any(|(r, _)| r == id))).collect();
         ended.extend(self.catch_up(Some(&renewed)).await);
         ended
     }
@@ -564,8 +569,7 @@ impl Engine {
             Change::Pending(_) | Change::Cancelled => return,
         };
         tracing::info!(owner = %rule.owner, rule = %rule.name, sensor = ?pending.sensor, state, ?value, "alert");
-        let notice = notice(rule, &pending.sensor, state, value, since, None);
-        let body = Bytes::from(serde_json::to_vec(&notice).expect("a notice serializes"));
+        let body = notice(rule, Some(&pending.sensor), state, value, since, None).body();
         // The retained topics are the rule's as it is now: a deleted or changed rule's were
         // cleared, a deleted sensor's goes.
         let rule_stands = self.rules.iter().any(|r| r.rule.id == rule.id && r.rule.owner == rule.owner && r.rule.name == rule.name);
@@ -593,21 +597,15 @@ impl Engine {
         let state = if firing.is_empty() { "resolved" } else { "firing" };
         // While others fire, the summary shows one of those rather than a sensor that resolved.
         let latest = latest.filter(|(sensor, _, _)| firing.is_empty() || firing.iter().any(|(k, _)| k == sensor));
+        let topic = alert_topic(rule, None);
         let Some((sensor, value, since)) = latest.or_else(|| firing.first().map(|(sensor, s)| (*sensor, s.value, s.since))) else {
             // Its last firing sensor was deleted, or a crash lost the resolved summary.
-            let topic = alert_topic(rule, None);
-            let says_firing = topic.as_ref().and_then(|t| self.broker.retained(t)).is_some_and(|m| says_firing(&m.payload));
-            if says_firing {
-                let body = serde_json::json!({
-                    "state": "resolved", "severity": rule.severity.as_str(), "rule": rule.name, "owner": rule.owner,
-                    "sensor": null, "value": null, "since": TimestampMs::now().0, "firing": 0,
-                });
-                self.publish_retained(topic, Bytes::from(body.to_string()));
+            if topic.as_ref().and_then(|t| self.broker.retained(t)).is_some_and(|m| says_firing(&m.payload)) {
+                self.publish_retained(topic, notice(rule, None, "resolved", None, TimestampMs::now(), Some(0)).body());
             }
             return;
         };
-        let body = notice(rule, sensor, state, value, since, Some(firing.len()));
-        self.publish_retained(alert_topic(rule, None), Bytes::from(serde_json::to_vec(&body).expect("a notice serializes")));
+        self.publish_retained(topic, notice(rule, Some(sensor), state, value, since, Some(firing.len())).body());
     }
 
     fn publish_retained(&self, topic: Option<TopicName>, payload: Bytes) {
@@ -631,7 +629,7 @@ impl Engine {
     /// too. Firing states are announced again; resolved notices stay.
     fn reconcile_retained(&self) {
         let Ok(all) = TopicFilter::parse(&format!("{TOPIC_ROOT}/#")) else { return };
-        let firing_topics: std::collections::HashSet<TopicName> = self
+        let firing_topics: HashSet<TopicName> = self
             .states
             .iter()
             .filter(|(_, s)| s.status == AlertStatus::Firing)
@@ -652,8 +650,7 @@ impl Engine {
         for scoped in &self.rules {
             let rule = &scoped.rule;
             for ((_, sensor), s) in self.states.iter().filter(|((id, _), s)| *id == rule.id && s.status == AlertStatus::Firing) {
-                let body = notice(rule, sensor, "firing", s.value, s.since, None);
-                self.publish_retained(alert_topic(rule, Some(sensor)), Bytes::from(serde_json::to_vec(&body).expect("serializes")));
+                self.publish_retained(alert_topic(rule, Some(sensor)), notice(rule, Some(sensor), "firing", s.value, s.since, None).body());
             }
             self.publish_summary(rule, None);
         }
@@ -667,7 +664,7 @@ fn says_firing(payload: &[u8]) -> bool {
 
 fn notice<'a>(
     rule: &'a AlertRule,
-    sensor: &'a SensorKey,
+    sensor: Option<&'a SensorKey>,
     state: &'static str,
     value: Option<f64>,
     since: TimestampMs,
@@ -678,9 +675,15 @@ fn notice<'a>(
         severity: rule.severity.as_str(),
         rule: &rule.name,
         owner: &rule.owner,
-        sensor: SensorJson { owner: &sensor.owner, place: &sensor.place, category: &sensor.category },
+        sensor: sensor.map(|s| SensorJson { owner: &s.owner, place: &s.place, category: &s.category }),
         value,
         since: since.0,
         firing,
+    }
+}
+
+impl Notice<'_> {
+    fn body(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("a notice serializes"))
     }
 }

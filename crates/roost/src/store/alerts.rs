@@ -163,7 +163,7 @@ impl Store {
         }.await);
         match result {
             Err(e) if is_unique_violation(&e) => Err(AlertRuleError::Exists { owner: rule.owner.clone(), name: rule.name.clone() }),
-            Ok(0) => Ok(self.alert_rules().await?.iter().any(|r| r.id == id)),
+            Ok(0) => Ok(self.row_exists("alert_rules", id, "looking up an alert rule").await?),
             other => Ok(other.map_err(query_err("changing an alert rule"))? > 0),
         }
     }
@@ -228,7 +228,7 @@ impl Store {
         on_pool!(self, pool => QueryBuilder::new("UPDATE alert_rules SET silenced_until = ").push_bind(until.map(|t| t.0))
             .push(" WHERE id = ").push_bind(id)
             .build().execute(pool).await.map(|_| ()).map_err(query_err("silencing an alert rule")))?;
-        Ok(self.alert_rules().await?.iter().any(|r| r.id == id))
+        self.row_exists("alert_rules", id, "looking up an alert rule").await
     }
 
     /// Every stored state: (rule id, sensor, state).
