@@ -648,7 +648,7 @@ pub async fn preload_sensors(url: &str, count: usize) -> anyhow::Result<()> {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        store.write_batch(&Batch { readings, rejects: Vec::new() }).await?;
+        store.write_batch(&Batch { readings, ..Batch::default() }).await?;
     }
     store.close().await;
     eprintln!("    {count} sensors preloaded");

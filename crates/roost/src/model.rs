@@ -214,6 +214,20 @@ pub struct LiveReading {
     pub value: f64,
 }
 
+/// A message taken from an upstream broker (`serve --upstream`), recorded with its reading in
+/// one transaction so that the same message sent again after a crash is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamDelivery {
+    /// The node that took it (`--node-id`).
+    pub node: std::sync::Arc<str>,
+    /// The upstream broker's packet id: it keeps the id when it sends the message again.
+    pub packet_id: u16,
+    /// FNV-1a of the topic and the payload.
+    pub hash: i64,
+    /// Counts up on the node across restarts: which deliveries were the latest.
+    pub seq: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ pub use template::{Captures, TemplateError, TopicTemplate};
 pub use writer::{run_writer, CommitFeed, Committed, Feeds, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 
 use crate::broker::{BoxFuture, IngestSink, Message, NotStored, Receipt};
-use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, REJECT_PAYLOAD_PREFIX};
+use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, UpstreamDelivery, REJECT_PAYLOAD_PREFIX};
 use bytes::Bytes;
 use mqtt_codec::TopicName;
 use std::collections::HashSet;
@@ -36,6 +36,8 @@ pub struct Job {
     pub committed: oneshot::Sender<Result<(), NotStored>>,
     /// When it was queued (health: how long records wait for the database).
     pub queued_at: Instant,
+    /// The upstream message it came from (`serve --upstream`), recorded with it.
+    pub delivery: Option<UpstreamDelivery>,
 }
 
 /// The publish a record came from. Cheap to keep: the topic and payload share the packet's
@@ -124,6 +126,23 @@ impl Ingest {
         }
     }
 
+    /// Interprets a publish and queues it for the writer, waiting while the queue is full; the
+    /// receipt resolves once it is committed. `delivery`: the upstream message it came from.
+    pub async fn queue(&self, client_id: &str, message: &Message, delivery: Option<UpstreamDelivery>) -> Receipt {
+        let received_at = TimestampMs::now();
+        let record = self.interpret(client_id, message.topic.as_str(), &message.payload, received_at);
+        if let Record::Reject(reject) = &record {
+            self.stats.count_reject_seen();
+            self.log_reject_once(reject);
+        }
+        let source = Source { client_id: client_id.to_owned(), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
+        let (committed, receipt) = oneshot::channel();
+        // A closed queue (writer gone) drops `committed`: the session then closes without
+        // acknowledging, and the client sends again later.
+        let _ = self.jobs.send(Job { record, source, committed, queued_at: Instant::now(), delivery }).await;
+        receipt
+    }
+
     fn log_reject_once(&self, reject: &Reject) {
         let mut logged = self.logged_rejects.lock().unwrap_or_else(|e| e.into_inner());
         if logged.len() >= LOGGED_REJECTS_LIMIT {
@@ -143,21 +162,7 @@ impl IngestSink for Ingest {
     }
 
     fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Receipt>> {
-        Box::pin(async move {
-            let received_at = TimestampMs::now();
-            let record = self.interpret(client_id, message.topic.as_str(), &message.payload, received_at);
-            if let Record::Reject(reject) = &record {
-                self.stats.count_reject_seen();
-                self.log_reject_once(reject);
-            }
-            let source =
-                Source { client_id: client_id.to_owned(), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
-            let (committed, receipt) = oneshot::channel();
-            // A closed queue (writer gone) drops `committed`: the session then closes without
-            // acknowledging, and the client sends again later.
-            let _ = self.jobs.send(Job { record, source, committed, queued_at: Instant::now() }).await;
-            Some(receipt)
-        })
+        Box::pin(async move { Some(self.queue(client_id, message, None).await) })
     }
 }
 

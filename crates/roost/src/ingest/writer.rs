@@ -5,7 +5,7 @@
 use super::{Job, Record, Source};
 use crate::broker::NotStored;
 use crate::health::CommitHealth;
-use crate::model::{LiveReading, Reading, RejectReason};
+use crate::model::{LiveReading, Reading, RejectReason, UpstreamDelivery};
 use crate::store::{Batch, Commit, Store};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -207,6 +207,7 @@ struct Waiter {
     rejects: Range<usize>,
     source: Source,
     committed: oneshot::Sender<Result<(), NotStored>>,
+    delivery: Option<UpstreamDelivery>,
 }
 
 /// Rows to commit together, and whom to tell once they are.
@@ -230,8 +231,10 @@ impl Part {
                 rejects: rejects_start..batch.rejects.len(),
                 source: job.source,
                 committed: job.committed,
+                delivery: job.delivery,
             });
         }
+        batch.deliveries = deliveries_of(&waiters);
         Self { batch, waiters }
     }
 
@@ -246,6 +249,7 @@ impl Part {
             let batch = Batch {
                 readings: self.batch.readings[readings..last.readings.end].to_vec(),
                 rejects: self.batch.rejects[rejects..last.rejects.end].to_vec(),
+                deliveries: deliveries_of(&waiters),
             };
             let waiters = waiters
                 .into_iter()
@@ -302,7 +306,7 @@ impl Writer<'_> {
                         "the database refused a reading; it is stored in `rejects` instead");
                     self.stats.refused.fetch_add(1, Relaxed);
                     let reject = waiter.source.reject(RejectReason::RefusedByDatabase);
-                    let batch = Batch { readings: Vec::new(), rejects: vec![reject] };
+                    let batch = Batch { readings: Vec::new(), rejects: vec![reject], deliveries: deliveries_of(&[&waiter]) };
                     parts.push(Part { batch, waiters: vec![Waiter { readings: 0..0, rejects: 0..1, ..waiter }] });
                 }
                 Outcome::Stopped => {
@@ -392,6 +396,11 @@ impl Writer<'_> {
             let _ = self.feeds.commits.send(std::sync::Arc::new(Committed { readings: batch.readings, on_own_topic }));
         }
     }
+}
+
+/// The upstream messages of `waiters`, recorded with their rows.
+fn deliveries_of<W: std::borrow::Borrow<Waiter>>(waiters: &[W]) -> Vec<UpstreamDelivery> {
+    waiters.iter().filter_map(|w| w.borrow().delivery.clone()).collect()
 }
 
 fn newest_per_sensor(batch: &Batch) -> Vec<LiveReading> {

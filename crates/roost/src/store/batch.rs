@@ -8,7 +8,7 @@
 //! in key order, so two writers on one server database lock rows in the same order.
 
 use super::{query_err, Batch, Commit, Dialect, Pool, Series, Store, StoreError};
-use crate::model::{newest_per_key, Reading, SensorKey, TimestampMs};
+use crate::model::{newest_per_key, Reading, SensorKey, TimestampMs, UpstreamDelivery};
 use sqlx::{QueryBuilder, Row};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -329,6 +329,18 @@ impl Store {
                         .map_err(query_err("inserting rejects"))?;
                 }
 
+                for chunk in latest_deliveries(&batch.deliveries).chunks(CHUNK) {
+                    let mut upsert = QueryBuilder::new("INSERT INTO upstream_deliveries (node, packet_id, hash, seq) ");
+                    upsert.push_values(chunk, |mut row, d| {
+                        row.push_bind(&*d.node).push_bind(i32::from(d.packet_id)).push_bind(d.hash).push_bind(d.seq);
+                    });
+                    upsert.push(match dialect {
+                        Dialect::MySql => " ON DUPLICATE KEY UPDATE hash = VALUES(hash), seq = VALUES(seq)",
+                        _ => " ON CONFLICT (node, packet_id) DO UPDATE SET hash = excluded.hash, seq = excluded.seq",
+                    });
+                    upsert.build().execute(&mut *tx).await.map_err(query_err("recording upstream deliveries"))?;
+                }
+
                 tx.commit().await.map_err(query_err("committing"))?;
                 Ok(Some(unknown_ids))
             }
@@ -347,6 +359,21 @@ impl Store {
         cache.extend(plan.unknown.iter().map(|key| (*key).clone()).zip(unknown_ids));
         Ok(Commit::Committed)
     }
+}
+
+/// The latest delivery of each (node, packet id) in a batch: an upsert may touch a row once.
+fn latest_deliveries(deliveries: &[UpstreamDelivery]) -> Vec<&UpstreamDelivery> {
+    let mut latest: HashMap<(&str, u16), &UpstreamDelivery> = HashMap::with_capacity(deliveries.len());
+    for d in deliveries {
+        let slot = latest.entry((&*d.node, d.packet_id)).or_insert(d);
+        if d.seq > slot.seq {
+            *slot = d;
+        }
+    }
+    // Key order, like every other row a batch writes.
+    let mut latest: Vec<_> = latest.into_iter().collect();
+    latest.sort_unstable_by_key(|(key, _)| *key);
+    latest.into_iter().map(|(_, d)| d).collect()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod url;
 pub use failure::Failure;
 pub use url::{DatabaseUrl, Dialect};
 
-use crate::model::{Reading, Reject, SensorKey, TimestampMs};
+use crate::model::{Reading, Reject, SensorKey, TimestampMs, UpstreamDelivery};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -62,6 +62,8 @@ pub enum Commit {
 pub struct Batch {
     pub readings: Vec<Reading>,
     pub rejects: Vec<Reject>,
+    /// The upstream messages these came from (`serve --upstream`), recorded with them.
+    pub deliveries: Vec<UpstreamDelivery>,
 }
 
 /// A sensor with its latest reading.
@@ -128,11 +130,13 @@ macro_rules! on_pool {
 mod alerts;
 mod batch;
 mod broker_state;
+mod cluster;
 mod lifecycle;
 mod queries;
 mod tokens;
 mod users;
 pub use alerts::{AlertRuleError, AlertWrite};
+pub use cluster::{DeliveryRow, Notifications};
 pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, WillRow};
 pub use lifecycle::{in_chunks, DatabaseSize, SensorChange, SensorSettings, Series, PURGE_CHUNK};
 pub use queries::Bucket;

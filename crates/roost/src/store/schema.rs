@@ -30,6 +30,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             BROKER_STATE_SQLITE,
             LIFECYCLE_SQLITE,
             ALERTS_SQLITE,
+            CLUSTER_SQLITE,
         ],
         Dialect::Postgres => &[
             &[
@@ -55,6 +56,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             BROKER_STATE_POSTGRES,
             LIFECYCLE_POSTGRES,
             ALERTS_POSTGRES,
+            CLUSTER_POSTGRES,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -81,6 +83,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             BROKER_STATE_MYSQL,
             LIFECYCLE_MYSQL,
             ALERTS_MYSQL,
+            CLUSTER_MYSQL,
         ],
     }
 }
@@ -297,5 +300,25 @@ const ALERTS_MYSQL: &[&str] = &[
         rule_owner VARCHAR(191) NOT NULL, rule_name VARCHAR(64) NOT NULL, owner VARCHAR(191) NOT NULL, place VARCHAR(191) NOT NULL,
         category VARCHAR(191) NOT NULL, state VARCHAR(16) NOT NULL, severity VARCHAR(16) NOT NULL, value DOUBLE, by_user VARCHAR(191),
         INDEX alert_events_at (at), INDEX alert_events_rule_owner (rule_owner, id), INDEX alert_events_owner (owner, id))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+];
+
+// Migration 10: several nodes on one database (`store::cluster`). `upstream_deliveries`: per
+// node, the upstream broker's packet id of each message committed from it, with a hash of its
+// topic and payload and a sequence number (written in the batch's transaction), so that a
+// message the upstream broker sends again after a crash, before it had heard the
+// acknowledgement, is recognised and not stored twice. At most 65,536 rows per node. `leases`:
+// which node runs a job that must run once (the purge, the alert engine, Home Assistant
+// discovery), until when (epoch ms).
+const CLUSTER_SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS upstream_deliveries (node TEXT NOT NULL, packet_id INTEGER NOT NULL, hash BIGINT NOT NULL,
+        seq BIGINT NOT NULL, PRIMARY KEY (node, packet_id))",
+    "CREATE TABLE IF NOT EXISTS leases (name TEXT NOT NULL PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
+];
+const CLUSTER_POSTGRES: &[&str] = CLUSTER_SQLITE;
+const CLUSTER_MYSQL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS upstream_deliveries (node VARCHAR(191) NOT NULL, packet_id INTEGER NOT NULL, hash BIGINT NOT NULL,
+        seq BIGINT NOT NULL, PRIMARY KEY (node, packet_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS leases (name VARCHAR(191) NOT NULL PRIMARY KEY, holder VARCHAR(191) NOT NULL, expires_at BIGINT NOT NULL)
         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];

@@ -86,7 +86,7 @@ pub async fn import(
         if !fresh.is_empty() {
             let readings =
                 fresh.into_iter().map(|row| crate::model::Reading { sensor: row.sensor, ts: row.ts, value: row.value }).collect();
-            store.write_batch(&Batch { readings, rejects: Vec::new() }).await?;
+            store.write_batch(&Batch { readings, ..Batch::default() }).await?;
         }
         progress.update(|| {
             let done = size.filter(|&s| s > 0 && position > 0).map(|s| format!(" · {}%", position * 100 / s)).unwrap_or_default();

@@ -82,7 +82,7 @@ async fn a_sensors_settings_in_chromium() {
         .flat_map(|i| [now - 3_600_000 + i * 60_000, old + i * 60_000])
         .map(|ts| Reading { sensor: sensor.clone(), ts: TimestampMs(ts), value: 300.0 + ((ts / 60_000) % 17) as f64 * 10.0 })
         .collect();
-    server.store.write_batch(&roost::store::Batch { readings, rejects: vec![] }).await.unwrap();
+    server.store.write_batch(&roost::store::Batch { readings, ..Default::default() }).await.unwrap();
     run_browser_script("sensor-settings-e2e.mjs", &server, &[&old.to_string()]).await;
     assert!(server.store.sensor(&sensor).await.unwrap().is_none(), "deleted from the page");
     server.stop().await;
@@ -95,7 +95,7 @@ async fn alerts_in_chromium() {
     let server = TestServer::start().await;
     let sensor = SensorKey::new("yanjo", "gh", "temperature").unwrap();
     let readings = vec![Reading { sensor, ts: TimestampMs::now(), value: 31.0 }];
-    server.store.write_batch(&roost::store::Batch { readings, rejects: vec![] }).await.unwrap();
+    server.store.write_batch(&roost::store::Batch { readings, ..Default::default() }).await.unwrap();
     run_browser_script("alerts-e2e.mjs", &server, &[]).await;
     server.stop().await;
 }

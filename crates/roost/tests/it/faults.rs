@@ -274,7 +274,7 @@ async fn the_writer_sets_apart_a_record_the_database_refuses(backend: Backend) {
         };
         let record = Record::Readings(vec![Reading { sensor, ts: TimestampMs(1_000), value }]);
         let (committed, receipt) = tokio::sync::oneshot::channel();
-        jobs.send(Job { record, source, committed, queued_at: tokio::time::Instant::now() }).await.unwrap();
+        jobs.send(Job { record, source, committed, queued_at: tokio::time::Instant::now(), delivery: None }).await.unwrap();
         receipts.push(receipt);
     }
     // All four are queued before the writer starts, so they are one batch.

@@ -65,7 +65,7 @@ async fn retention_purges_by_reading_time(backend: Backend) {
         reason: roost::model::RejectReason::NotANumber,
     };
     let new_reject = roost::model::Reject { received_at: TimestampMs(now), ..old_reject.clone() };
-    store.write_batch(&Batch { readings, rejects: vec![old_reject, new_reject] }).await.unwrap();
+    store.write_batch(&Batch { readings, rejects: vec![old_reject, new_reject], ..Batch::default() }).await.unwrap();
     // Alert history: one event 40 days old, one now.
     let event = |at: i64| roost::model::AlertEvent {
         id: 0,
@@ -126,7 +126,7 @@ async fn the_purge_under_concurrent_ingest_loses_nothing_within_retention(backen
     let sensors: Vec<SensorKey> = (0..20).map(|i| key("fleet", &format!("board{i}"), "temperature")).collect();
     // 30,000 readings 40 days old (several chunks per sensor).
     for sensor in &sensors {
-        store.write_batch(&Batch { readings: series(sensor, now - 41 * DAY, now - 40 * DAY, 57_600), rejects: vec![] }).await.unwrap();
+        store.write_batch(&Batch { readings: series(sensor, now - 41 * DAY, now - 40 * DAY, 57_600), ..Batch::default() }).await.unwrap();
     }
     let old = store.count_readings().await.unwrap();
     assert_eq!(old, 20 * 1500);
@@ -145,7 +145,7 @@ async fn the_purge_under_concurrent_ingest_loses_nothing_within_retention(backen
                     })
                     .collect::<Vec<_>>();
                 written += readings.len();
-                store.write_batch(&Batch { readings, rejects: vec![] }).await.unwrap();
+                store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             written
@@ -182,7 +182,7 @@ async fn charts_of_purged_ranges_come_from_rollups_exactly(backend: Backend) {
         .map(|i| Reading { sensor: sensor.clone(), ts: TimestampMs(start + i * 10_000), value: ((i * 7) % 101) as f64 / 4.0 })
         .collect();
     for chunk in readings.chunks(3000) {
-        store.write_batch(&Batch { readings: chunk.to_vec(), rejects: vec![] }).await.unwrap();
+        store.write_batch(&Batch { readings: chunk.to_vec(), ..Batch::default() }).await.unwrap();
     }
     let id = store.sensor_id(&sensor).await.unwrap().unwrap();
     let expect = |from: i64, to: i64| {
@@ -226,11 +226,11 @@ async fn a_batch_for_a_sensor_deleted_elsewhere_creates_it_again(backend: Backen
     let db = TestDb::new(backend).await;
     let (writer, other) = (Store::open(&db.url).await.unwrap(), Store::open(&db.url).await.unwrap());
     let sensor = key("yanjo", "attic", "humidity");
-    writer.write_batch(&Batch { readings: series(&sensor, 0, 10_000, 1000), rejects: vec![] }).await.unwrap();
+    writer.write_batch(&Batch { readings: series(&sensor, 0, 10_000, 1000), ..Batch::default() }).await.unwrap();
     let id = other.sensor_id(&sensor).await.unwrap().unwrap();
     assert_eq!(other.delete_sensor(&sensor, id).await.unwrap(), 10 + 1 + 1, "readings, a minute, an hour");
     assert!(other.sensor(&sensor).await.unwrap().is_none());
-    writer.write_batch(&Batch { readings: series(&sensor, 20_000, 23_000, 1000), rejects: vec![] }).await.unwrap();
+    writer.write_batch(&Batch { readings: series(&sensor, 20_000, 23_000, 1000), ..Batch::default() }).await.unwrap();
     let again = writer.sensor(&sensor).await.unwrap().expect("created again");
     assert_ne!(again.id, id);
     assert_eq!((count(&writer, &sensor).await, again.last_value), (3, Some(2.0)));
@@ -247,7 +247,7 @@ async fn export_then_import_into_every_database(backend: Backend) {
             .into_iter()
             .map(|r| Reading { value: r.value * 0.1 + 1e-7, ..r })
             .collect();
-        source.write_batch(&Batch { readings, rejects: vec![] }).await.unwrap();
+        source.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
     }
     let snapshot = |store: &'static Store| async move {
         let mut all = Vec::new();
@@ -310,7 +310,7 @@ async fn sensors_are_managed_over_the_api_by_their_owner_or_an_admin(backend: Ba
     let (alice_light, bob_temp) = (key("alice", "desk", "illuminate"), key("bob", "garage", "temperature"));
     let now = TimestampMs::now().0;
     for sensor in [&alice_light, &bob_temp] {
-        server.store.write_batch(&Batch { readings: series(sensor, now - 60_000, now, 1000), rejects: vec![] }).await.unwrap();
+        server.store.write_batch(&Batch { readings: series(sensor, now - 60_000, now, 1000), ..Batch::default() }).await.unwrap();
     }
     let http = reqwest::Client::new();
     let alice = dashboard_login(&http, &server, "alice", "alice-secret").await;
@@ -386,7 +386,7 @@ async fn serve_purges_at_start_and_reports_the_database_size() {
     let sensor = key("yanjo", "bedroom", "temperature");
     let now = TimestampMs::now().0;
     // Hourly for five days, half an hour off the hour: 24 within the last day.
-    store.write_batch(&Batch { readings: series(&sensor, now - 5 * DAY + 1_800_000, now, 3_600_000), rejects: vec![] }).await.unwrap();
+    store.write_batch(&Batch { readings: series(&sensor, now - 5 * DAY + 1_800_000, now, 3_600_000), ..Batch::default() }).await.unwrap();
     store.close().await;
     let server = TestServer::start_on(db.url.clone(), |a| a.retention = days(1)).await;
     let url = format!("http://{}/metrics", server.http);

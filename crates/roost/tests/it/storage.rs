@@ -34,11 +34,12 @@ async fn batches_store_readings_sensors_and_rejects(backend: Backend) {
             payload_prefix: vec![0xff, b'x'],
             reason: RejectReason::NoTemplate,
         }],
+        deliveries: vec![],
     };
     store.write_batch(&batch).await.unwrap();
     // A second batch reuses the sensors (cached ids) and an older reading does not move
     // `last_value` backwards.
-    store.write_batch(&Batch { readings: vec![reading(&temp, 500, -3.0)], rejects: vec![] }).await.unwrap();
+    store.write_batch(&Batch { readings: vec![reading(&temp, 500, -3.0)], ..Batch::default() }).await.unwrap();
     assert_eq!(store.count_readings().await.unwrap(), 4);
     let sensors = store.sensors().await.unwrap();
     assert_eq!(sensors.len(), 2);
@@ -54,10 +55,10 @@ async fn batches_store_readings_sensors_and_rejects(backend: Backend) {
 async fn a_fresh_store_finds_existing_sensors(backend: Backend) {
     let db = TestDb::new(backend).await;
     let k = key("a", "b", "c");
-    Store::open(&db.url).await.unwrap().write_batch(&Batch { readings: vec![reading(&k, 1, 1.0)], rejects: vec![] }).await.unwrap();
+    Store::open(&db.url).await.unwrap().write_batch(&Batch { readings: vec![reading(&k, 1, 1.0)], ..Batch::default() }).await.unwrap();
     // A new process (empty id cache) must not create the sensor twice.
     let store = Store::open(&db.url).await.unwrap();
-    store.write_batch(&Batch { readings: vec![reading(&k, 2, 2.0)], rejects: vec![] }).await.unwrap();
+    store.write_batch(&Batch { readings: vec![reading(&k, 2, 2.0)], ..Batch::default() }).await.unwrap();
     assert_eq!(store.sensors().await.unwrap().len(), 1);
     assert_eq!(store.count_readings().await.unwrap(), 2);
 }
@@ -66,7 +67,7 @@ async fn large_batches_are_split_into_chunks(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
     let readings: Vec<_> = (0..5_000).map(|i| reading(&key("o", &format!("p{}", i % 7), "t"), i, i as f64)).collect();
-    store.write_batch(&Batch { readings, rejects: vec![] }).await.unwrap();
+    store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
     assert_eq!(store.count_readings().await.unwrap(), 5_000);
     assert_eq!(store.sensors().await.unwrap().len(), 7);
 }
@@ -76,7 +77,7 @@ async fn a_batch_retried_with_its_token_is_stored_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
     let k = key("yanjo", "hall", "temperature");
-    let batch = Batch { readings: vec![reading(&k, 1, 1.0), reading(&k, 2, 2.0)], rejects: vec![] };
+    let batch = Batch { readings: vec![reading(&k, 1, 1.0), reading(&k, 2, 2.0)], ..Batch::default() };
     assert_eq!(store.write_batch_once(&batch, 42).await.unwrap(), Commit::Committed);
     assert_eq!(store.write_batch_once(&batch, 42).await.unwrap(), Commit::AlreadyCommitted);
     assert_eq!(store.count_readings().await.unwrap(), 2);
@@ -100,11 +101,11 @@ async fn the_latest_value_is_the_newest_by_reading_time(backend: Backend) {
             [reading(k, 1_000 + i, 1.0), reading(k, 3_000 + i, i as f64), reading(k, 2_000 + i, 2.0)]
         })
         .collect();
-    store.write_batch(&Batch { readings: first, rejects: vec![] }).await.unwrap();
+    store.write_batch(&Batch { readings: first, ..Batch::default() }).await.unwrap();
     // A second batch: even sensors get an older reading (ignored), odd ones a newer one.
     let second: Vec<_> =
         sensors.iter().enumerate().map(|(i, k)| if i % 2 == 0 { reading(k, 10, -1.0) } else { reading(k, 9_000, -(i as f64)) }).collect();
-    store.write_batch(&Batch { readings: second, rejects: vec![] }).await.unwrap();
+    store.write_batch(&Batch { readings: second, ..Batch::default() }).await.unwrap();
     let stored = store.sensors().await.unwrap();
     assert_eq!(stored.len(), sensors.len());
     for row in stored {
@@ -133,7 +134,7 @@ async fn new_sensors_are_created_once_under_concurrency(backend: Backend) {
             let store = Store::connect(&url).await.unwrap();
             // The value names the sensor, so a reading stored under the wrong id shows.
             let batch =
-                Batch { readings: order.iter().map(|k| reading(k, w as i64, k.place[1..].parse().unwrap())).collect(), rejects: vec![] };
+                Batch { readings: order.iter().map(|k| reading(k, w as i64, k.place[1..].parse().unwrap())).collect(), ..Batch::default() };
             // MariaDB may pick one writer as a deadlock victim: its transaction is rolled
             // back whole, and it tries again, as the ingest writer does.
             loop {
@@ -167,7 +168,7 @@ async fn rollups_are_exact_for_many_sensors(backend: Backend) {
     for step in 0..30 {
         let readings =
             sensors.iter().enumerate().map(|(i, k)| reading(k, base + step * 20_000, (step * 1_000 + i as i64) as f64)).collect();
-        store.write_batch(&Batch { readings, rejects: vec![] }).await.unwrap();
+        store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
     }
     let wide = 10 * 60_000; // 10 minutes: from the rollups
     for i in [0, 1, 999, 1_000, 1_199] {
@@ -187,7 +188,7 @@ async fn keys_that_differ_only_in_case_commit(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
     let (upper, lower) = (key("yanjo", "Kitchen", "t"), key("yanjo", "kitchen", "t"));
-    let batch = Batch { readings: vec![reading(&upper, 1, 1.0), reading(&lower, 2, 2.0)], rejects: vec![] };
+    let batch = Batch { readings: vec![reading(&upper, 1, 1.0), reading(&lower, 2, 2.0)], ..Batch::default() };
     tokio::time::timeout(std::time::Duration::from_secs(30), store.write_batch(&batch)).await.expect("the write finishes").unwrap();
     let sensors = if backend == Backend::MariaDb { 1 } else { 2 };
     assert_eq!(store.sensors().await.unwrap().len(), sensors);
@@ -216,7 +217,7 @@ async fn rollups_give_the_same_buckets_as_the_readings(backend: Backend) {
                                   // One hour at one reading per second, written in uneven batches (rollups merge across them).
     let all: Vec<_> = (0..3600).map(|i| reading(&k, base + i * 1000, i as f64)).collect();
     for chunk in all.chunks(777) {
-        store.write_batch(&Batch { readings: chunk.to_vec(), rejects: vec![] }).await.unwrap();
+        store.write_batch(&Batch { readings: chunk.to_vec(), ..Batch::default() }).await.unwrap();
     }
     let id = store.sensor_id(&k).await.unwrap().unwrap();
     let wide = 10 * 60_000; // 10 minutes: from the rollups
