@@ -51,9 +51,16 @@ pub struct App {
     state_health: Arc<crate::health::CommitHealth>,
     /// Where `roost-serve.json` goes (`--data-dir`), and what it says.
     running: (std::path::PathBuf, crate::running::RunningServer),
-    mqtt: TcpListener,
-    mqtt_ws: TcpListener,
+    /// Roost's own MQTT listeners; `None` with `--mqtt off`.
+    mqtt: Option<TcpListener>,
+    mqtt_ws: Option<TcpListener>,
     http: TcpListener,
+    /// `--upstream`: readings taken from another broker too.
+    upstream: Option<crate::upstream::UpstreamConfig>,
+    upstream_stats: Arc<crate::upstream::UpstreamStats>,
+    ingest: Arc<Ingest>,
+    /// `--node-id`: who holds this node's leases, and whose commits the other nodes hear.
+    node_id: Arc<str>,
     sys_interval: Duration,
     dashboard: crate::api::DashboardConfig,
     /// The live feed (dashboards) and the commit feed (alerts, Home Assistant discovery).
@@ -75,7 +82,8 @@ pub struct App {
 /// `--tls-cert`/`--tls-key`: the certificate and the MQTT-over-TLS listener.
 struct Tls {
     files: Arc<CertFiles>,
-    mqtts: TcpListener,
+    /// `None` with `--mqtt off`.
+    mqtts: Option<TcpListener>,
     /// How often the certificate files are checked for changes.
     check_interval: Duration,
 }
@@ -109,13 +117,22 @@ impl App {
             ..BrokerConfig::default()
         };
         // Listeners first: a taken port is said before anything is created on disk.
-        let mqtt = bind(args.mqtt_listen, "MQTT", "--mqtt-listen").await?;
-        let mqtt_ws = bind(args.mqtt_ws_listen, "MQTT over WebSocket", "--mqtt-ws-listen").await?;
+        let (mqtt, mqtt_ws) = if args.mqtt {
+            (
+                Some(bind(args.mqtt_listen, "MQTT", "--mqtt-listen").await?),
+                Some(bind(args.mqtt_ws_listen, "MQTT over WebSocket", "--mqtt-ws-listen").await?),
+            )
+        } else {
+            (None, None)
+        };
         let http = bind(args.http_listen, "HTTP", "--http-listen").await?;
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 let files = CertFiles::load(cert, key).context("loading the TLS certificate")?;
-                let mqtts = bind(args.mqtts_listen, "MQTT over TLS", "--mqtts-listen").await?;
+                let mqtts = match args.mqtt {
+                    true => Some(bind(args.mqtts_listen, "MQTT over TLS", "--mqtts-listen").await?),
+                    false => None,
+                };
                 Some(Tls { files, mqtts, check_interval: args.tls_check_interval })
             }
             _ => None,
@@ -144,9 +161,26 @@ impl App {
             policy: retention,
             disk_path: store.url().sqlite_file().unwrap_or_else(|| args.db.dir.data_dir.clone()),
             low_disk_percent: args.low_disk_percent,
+            node_id: args.node_id.as_str().into(),
         };
-        let ingest =
-            Ingest::new(IngestConfig { templates: templates.clone(), max_payload: args.max_payload }, jobs_tx, Arc::clone(&ingest_stats));
+        let ingest = Arc::new(Ingest::new(
+            IngestConfig { templates: templates.clone(), max_payload: args.max_payload },
+            jobs_tx,
+            Arc::clone(&ingest_stats),
+        ));
+        let node_id: Arc<str> = args.node_id.as_str().into();
+        let upstream = args.upstream.clone().map(|url| crate::upstream::UpstreamConfig {
+            client: ClientSettings {
+                username: args.upstream_username.clone(),
+                password: args.upstream_password.clone(),
+                ca_file: args.upstream_ca_file.clone(),
+                ..ClientSettings::new(url)
+            },
+            node_id: Arc::clone(&node_id),
+            share_group: args.share_group.clone(),
+            filters: templates.iter().map(TopicTemplate::filter).collect(),
+            max_packet_size: args.max_packet_size as usize,
+        });
         let login_limiter = Arc::new(LoginLimiter::new(LimiterConfig {
             per_name: args.max_login_failures,
             total: args.max_login_failures_total,
@@ -169,7 +203,7 @@ impl App {
             "broker state restored"
         );
         let (broker_store, state_queue) = BrokerStore::new();
-        let hooks = broker::Hooks { auth, ingest: Arc::new(ingest), persistence: Arc::new(broker_store) };
+        let hooks = broker::Hooks { auth, ingest: Arc::clone(&ingest) as _, persistence: Arc::new(broker_store) };
         let broker = Broker::new(config, hooks, restored);
         release_freed_memory();
         let units = if args.units.is_empty() { crate::cli::default_units() } else { args.units.clone() };
@@ -197,11 +231,24 @@ impl App {
             state_health: Arc::default(),
             running: (
                 args.db.dir.data_dir.clone(),
-                crate::running::RunningServer::new(mqtt.local_addr()?, http.local_addr()?, tls.is_some(), args.db.database.expose_secret()),
+                crate::running::RunningServer::new(
+                    match (&mqtt, &upstream) {
+                        (Some(mqtt), _) => crate::running::RunningServer::local_broker(mqtt.local_addr()?),
+                        (None, Some(upstream)) => upstream.client.url.to_string(),
+                        (None, None) => unreachable!("settings refuse --mqtt off without --upstream"),
+                    },
+                    http.local_addr()?,
+                    tls.is_some(),
+                    args.db.database.expose_secret(),
+                ),
             ),
             mqtt,
             mqtt_ws,
             http,
+            upstream,
+            upstream_stats: Arc::default(),
+            ingest,
+            node_id,
             tls,
             sys_interval: args.sys_interval,
             dashboard,
@@ -223,17 +270,23 @@ impl App {
         self
     }
 
-    pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt.local_addr().expect("bound listener has an address")
+    /// Roost's own MQTT listener (`None` with `--mqtt off`).
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().map(|l| l.local_addr().expect("bound listener has an address"))
     }
 
-    pub fn mqtt_ws_addr(&self) -> SocketAddr {
-        self.mqtt_ws.local_addr().expect("bound listener has an address")
+    pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_ws.as_ref().map(|l| l.local_addr().expect("bound listener has an address"))
     }
 
     /// The MQTT-over-TLS address, when TLS is configured.
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().map(|t| t.mqtts.local_addr().expect("bound listener has an address"))
+        self.tls.as_ref().and_then(|t| t.mqtts.as_ref()).map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
+    /// The upstream ingest's counters (`--upstream`).
+    pub fn upstream_stats(&self) -> Arc<crate::upstream::UpstreamStats> {
+        Arc::clone(&self.upstream_stats)
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -255,9 +308,14 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, closes every session and
     /// returns once they are gone (or after a grace period).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        info!(addr = %self.mqtt_addr(), "MQTT listening");
         let tls = self.tls.is_some();
-        info!(addr = %self.mqtt_ws_addr(), path = "/mqtt", tls, "MQTT over WebSocket listening");
+        match (self.mqtt_addr(), self.mqtt_ws_addr()) {
+            (Some(mqtt), Some(ws)) => {
+                info!(addr = %mqtt, "MQTT listening");
+                info!(addr = %ws, path = "/mqtt", tls, "MQTT over WebSocket listening");
+            }
+            _ => info!("MQTT listeners off (--mqtt off): readings come from the upstream broker"),
+        }
         info!(addr = %self.http_addr(), tls, "HTTP listening (dashboard, API, /healthz, /metrics, MQTT over WebSocket at /mqtt)");
         let (running_dir, running) = &self.running;
         match running.write(running_dir) {
@@ -268,32 +326,53 @@ impl App {
         }
         let tracker = TaskTracker::new();
         // Listening to the commit feed before the writer starts: no batch goes unseen.
-        let (alerts, alert_commands) = crate::alerts::AlertsHandle::new();
-        let (deletions, _) = tokio::sync::broadcast::channel(DELETIONS);
-        let (sensor_changes, _) = tokio::sync::broadcast::channel(DELETIONS);
+        let alerts = crate::alerts::AlertsHandle::default();
+        let (deletions, _) = tokio::sync::broadcast::channel::<crate::model::SensorKey>(DELETIONS);
+        let (sensor_changes, _) = tokio::sync::broadcast::channel::<crate::model::SensorKey>(DELETIONS);
         let webhooks = Arc::new(crate::alerts::webhook::Webhooks::new(shutdown.clone()));
-        tracker.spawn(crate::alerts::run(
+        // Other nodes on this database: their commits into this node's feeds, and ours to them.
+        tracker.spawn(crate::cluster::feed::run(Arc::clone(&self.store), Arc::clone(&self.node_id), self.feeds.clone(), shutdown.clone()));
+        // The alert engine and discovery run on one node at a time: the holder of their lease.
+        // (The engine catches up from the database when it starts.)
+        let alerts_config =
+            crate::alerts::AlertsConfig { config_rules: self.alert_rules, templates: self.templates.clone(), anonymous: self.anonymous };
+        let (store, broker, hooks, feeds, deleted) =
+            (Arc::clone(&self.store), Arc::clone(&self.broker), Arc::clone(&webhooks), self.feeds.clone(), deletions.clone());
+        let commands = alerts.clone();
+        tracker.spawn(crate::cluster::lease::run_while_held(
             Arc::clone(&self.store),
-            Arc::clone(&self.broker),
-            Arc::clone(&webhooks),
-            crate::alerts::AlertsConfig { config_rules: self.alert_rules, templates: self.templates.clone(), anonymous: self.anonymous },
-            crate::alerts::AlertInputs {
-                commits: self.feeds.commits.subscribe(),
-                deletions: deletions.subscribe(),
-                commands: alert_commands,
-            },
+            "alerts",
+            Arc::clone(&self.node_id),
             shutdown.clone(),
+            move |stop| {
+                let inputs = crate::alerts::AlertInputs {
+                    commits: feeds.commits.subscribe(),
+                    deletions: deleted.subscribe(),
+                    commands: commands.subscribe(),
+                };
+                crate::alerts::run(Arc::clone(&store), Arc::clone(&broker), Arc::clone(&hooks), alerts_config.clone(), inputs, stop)
+            },
         ));
         if let Some(config) = self.ha_discovery {
-            info!(prefix = %config.prefix, "Home Assistant discovery: announcing sensors");
-            tracker.spawn(crate::ha_discovery::run(
-                config,
-                Arc::clone(&self.broker),
+            info!(prefix = %config.prefix, "Home Assistant discovery: announcing sensors (on the node holding its lease)");
+            let (store, broker, feeds, deleted, changed) =
+                (Arc::clone(&self.store), Arc::clone(&self.broker), self.feeds.clone(), deletions.clone(), sensor_changes.clone());
+            tracker.spawn(crate::cluster::lease::run_while_held(
                 Arc::clone(&self.store),
-                self.feeds.commits.subscribe(),
-                deletions.subscribe(),
-                sensor_changes.subscribe(),
+                "ha_discovery",
+                Arc::clone(&self.node_id),
                 shutdown.clone(),
+                move |stop| {
+                    crate::ha_discovery::run(
+                        config.clone(),
+                        Arc::clone(&broker),
+                        Arc::clone(&store),
+                        feeds.commits.subscribe(),
+                        deleted.subscribe(),
+                        changed.subscribe(),
+                        stop,
+                    )
+                },
             ));
         }
         let writer_stop = CancellationToken::new();
@@ -312,27 +391,46 @@ impl App {
             Arc::clone(&self.state_health),
             state_writer_stop.clone(),
         ));
-        let demo = match self.demo {
-            Some(mode) => Some(start_demo(&self.store, mode, self.mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
-            None => None,
+        let demo = match (self.demo, &self.mqtt) {
+            (Some(mode), Some(mqtt)) => Some(start_demo(&self.store, mode, mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
+            (Some(_), None) => {
+                warn!("--demo needs Roost's own MQTT listener (--mqtt on); no demo boards");
+                None
+            }
+            (None, _) => None,
         };
-        tracker.spawn(broker::serve_tcp(self.mqtt, Arc::clone(&self.broker), None, shutdown.clone(), tracker.clone()));
+        if let Some(upstream) = self.upstream {
+            tracker.spawn(crate::upstream::run(
+                upstream,
+                Arc::clone(&self.ingest),
+                Arc::clone(&self.store),
+                Arc::clone(&self.upstream_stats),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(mqtt) = self.mqtt {
+            tracker.spawn(broker::serve_tcp(mqtt, Arc::clone(&self.broker), None, shutdown.clone(), tracker.clone()));
+        }
         let (ws_tls, http_tls) = match self.tls {
             Some(Tls { files, mqtts, check_interval }) => {
-                info!(addr = %mqtts.local_addr()?, "MQTT over TLS listening");
-                tracker.spawn(broker::serve_tcp(
-                    mqtts,
-                    Arc::clone(&self.broker),
-                    Some(files.acceptor(false)),
-                    shutdown.clone(),
-                    tracker.clone(),
-                ));
+                if let Some(mqtts) = mqtts {
+                    info!(addr = %mqtts.local_addr()?, "MQTT over TLS listening");
+                    tracker.spawn(broker::serve_tcp(
+                        mqtts,
+                        Arc::clone(&self.broker),
+                        Some(files.acceptor(false)),
+                        shutdown.clone(),
+                        tracker.clone(),
+                    ));
+                }
                 tracker.spawn(Arc::clone(&files).watch(check_interval, shutdown.clone()));
                 (Some(files.acceptor(false)), Some(files.acceptor(true)))
             }
             None => (None, None),
         };
-        tracker.spawn(broker::serve_websocket(self.mqtt_ws, Arc::clone(&self.broker), ws_tls, shutdown.clone(), tracker.clone()));
+        if let Some(mqtt_ws) = self.mqtt_ws {
+            tracker.spawn(broker::serve_websocket(mqtt_ws, Arc::clone(&self.broker), ws_tls, shutdown.clone(), tracker.clone()));
+        }
         tracker.spawn(crate::lifecycle::run(
             Arc::clone(&self.store),
             self.lifecycle.clone(),
@@ -356,6 +454,7 @@ impl App {
             login_limiter: Arc::clone(&self.login_limiter),
             max_request_body: self.max_request_body,
             alerts,
+            upstream: Arc::clone(&self.upstream_stats),
             webhooks: Arc::clone(&webhooks.stats),
             deletions,
             sensor_changes,

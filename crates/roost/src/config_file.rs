@@ -63,6 +63,14 @@ pub struct ConfigFile {
     ha_discovery_prefix: Option<String>,
     /// `[[alert]]` tables.
     alert: Option<Vec<crate::alerts::rule::RuleSpec>>,
+    upstream: Option<String>,
+    upstream_username: Option<String>,
+    upstream_password: Option<String>,
+    upstream_ca_file: Option<std::path::PathBuf>,
+    node_id: Option<String>,
+    share_group: Option<String>,
+    /// `"on"` or `"off"`, or a boolean.
+    mqtt: Option<toml::Value>,
 }
 
 /// `retention` as the file gives it: the default for every sensor, or a list of rules where an
@@ -228,6 +236,17 @@ impl ConfigFile {
         take!(max_login_failures => args.max_login_failures);
         take!(max_login_failures_total => args.max_login_failures_total);
         take!(max_request_body => args.max_request_body);
+        take!(upstream => args.upstream, |url: String| url.parse::<crate::mqtt_client::BrokerUrl>().map(Some));
+        take!(upstream_username => args.upstream_username, |v| Ok::<_, String>(Some(v)));
+        take!(upstream_password => args.upstream_password, |v| Ok::<_, String>(Some(v)));
+        take!(upstream_ca_file => args.upstream_ca_file, |v| Ok::<_, String>(Some(v)));
+        take!(node_id => args.node_id);
+        take!(share_group => args.share_group);
+        take!(mqtt => args.mqtt, |v: toml::Value| match v {
+            toml::Value::Boolean(on) => Ok(on),
+            toml::Value::String(text) if text == "on" || text == "off" => Ok(text == "on"),
+            other => Err(format!("must be \"on\" or \"off\", not {other:?}")),
+        });
         take!(minute_rollup_retention => args.minute_rollup_retention, |text: String| parse_keep(&text));
         take!(hourly_rollup_retention => args.hourly_rollup_retention, |text: String| parse_keep(&text));
         take!(low_disk_percent => args.low_disk_percent);

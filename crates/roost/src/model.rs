@@ -77,12 +77,17 @@ impl SensorKey {
 
 /// The newest value of each key, by reading time; of two at the same time, the later in
 /// `readings` wins. A sensor's stored latest value and the live feed both follow this rule.
-pub fn newest_per_key<K: Eq + Hash>(readings: impl IntoIterator<Item = (K, TimestampMs, f64)>) -> HashMap<K, (TimestampMs, f64)> {
+pub fn newest_per_key<K: Eq + Hash, V>(readings: impl IntoIterator<Item = (K, TimestampMs, V)>) -> HashMap<K, (TimestampMs, V)> {
     let mut newest = HashMap::new();
     for (key, ts, value) in readings {
-        let entry = newest.entry(key).or_insert((ts, value));
-        if ts >= entry.0 {
-            *entry = (ts, value);
+        match newest.entry(key) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((ts, value));
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) if ts >= slot.get().0 => {
+                slot.insert((ts, value));
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
         }
     }
     newest
@@ -212,6 +217,13 @@ pub struct LiveReading {
     pub category: String,
     pub ts: i64,
     pub value: f64,
+}
+
+/// A stable hash of `chunks` one after the other (FNV-1a, 64 bit): the same across runs,
+/// versions and machines, unlike the standard library's hasher. For ETags and recognising a
+/// message sent twice; not against an adversary.
+pub fn fnv1a(chunks: &[&[u8]]) -> u64 {
+    chunks.iter().flat_map(|c| c.iter()).fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A message taken from an upstream broker (`serve --upstream`), recorded with its reading in

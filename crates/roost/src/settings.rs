@@ -118,6 +118,26 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
     if prefix.is_empty() || mqtt_codec::TopicName::parse(&format!("{prefix}/status")).is_err() || prefix.contains(['+', '#']) {
         return Err(Bad { key: "ha_discovery_prefix", value: format!("{prefix:?}"), why: "must be a topic without wildcards".into() });
     }
+    let node = &args.node_id;
+    if node.is_empty() || node.chars().count() > 100 || node.contains(['+', '#', '/']) || node.chars().any(char::is_control) {
+        let why = "must be 1 to 100 characters without / + # or control characters".into();
+        return Err(Bad { key: "node_id", value: format!("{node:?}"), why });
+    }
+    let group = &args.share_group;
+    if group.is_empty() || group.contains(['+', '#', '/']) || group.chars().any(char::is_control) {
+        let why = "must be a topic level: not empty, without / + # or control characters".into();
+        return Err(Bad { key: "share_group", value: format!("{group:?}"), why });
+    }
+    if !args.mqtt && args.upstream.is_none() {
+        let why = "without --upstream, Roost's own listeners are where readings come in".into();
+        return Err(Bad { key: "mqtt", value: "off".into(), why });
+    }
+    if args.upstream.is_none() {
+        let given = [("upstream_username", args.upstream_username.is_some()), ("upstream_password", args.upstream_password.is_some()), ("upstream_ca_file", args.upstream_ca_file.is_some())];
+        if let Some((key, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(Bad { key, value: "(given)".into(), why: "only means something with --upstream".into() });
+        }
+    }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         let key = if args.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
         let value = format!("{:?}", (&args.tls_cert, &args.tls_key));

@@ -23,7 +23,7 @@ use state::Change;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// The root of alert topics.
@@ -40,7 +40,7 @@ const COMMANDS: usize = 64;
 const RELOAD: Duration = Duration::from_secs(60);
 
 /// What the API tells the engine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Command {
     /// Rules were created, changed, deleted or silenced: read them again.
     RulesChanged,
@@ -49,24 +49,30 @@ pub enum Command {
 /// The API's line to the engine. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AlertsHandle {
-    commands: mpsc::Sender<Command>,
+    commands: broadcast::Sender<Command>,
+}
+
+impl Default for AlertsHandle {
+    fn default() -> Self {
+        Self { commands: broadcast::channel(COMMANDS).0 }
+    }
 }
 
 impl AlertsHandle {
-    /// A handle and the receiver [`run`] takes.
-    pub fn new() -> (Self, mpsc::Receiver<Command>) {
-        let (commands, receiver) = mpsc::channel(COMMANDS);
-        (Self { commands }, receiver)
+    /// The receiver [`run`] takes (the engine may start more than once: `cluster::lease`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Command> {
+        self.commands.subscribe()
     }
 
-    /// Never waits: a full queue already holds a `RulesChanged`, which reads every rule (and a
-    /// stopped engine has nothing left to update).
+    /// Never waits: an engine that falls behind reads every rule again, and with no engine
+    /// running here (another node holds its lease) there is nobody to tell.
     pub fn tell(&self, command: Command) {
-        let _ = self.commands.try_send(command);
+        let _ = self.commands.send(command);
     }
 }
 
 /// What the engine needs.
+#[derive(Debug, Clone)]
 pub struct AlertsConfig {
     /// Rules of the config file (`[[alert]]`), stored at start in place of the old ones.
     pub config_rules: Vec<AlertRule>,
@@ -82,7 +88,7 @@ pub struct AlertInputs {
     /// Sensors deleted through the API.
     pub deletions: broadcast::Receiver<SensorKey>,
     /// From the API, through an [`AlertsHandle`].
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: broadcast::Receiver<Command>,
 }
 
 /// The JSON of a state change, on MQTT and to webhooks.
@@ -150,6 +156,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let AlertInputs { mut commits, mut deletions, mut commands } = inputs;
+    let mut commands_open = true;
     let mut engine = Engine {
         store,
         broker,
@@ -198,9 +205,12 @@ pub async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            command = commands.recv() => match command {
-                Some(Command::RulesChanged) => engine.rules_changed().await,
-                None => Vec::new(),
+            command = commands.recv(), if commands_open => match command {
+                Ok(Command::RulesChanged) | Err(broadcast::error::RecvError::Lagged(_)) => engine.rules_changed().await,
+                Err(broadcast::error::RecvError::Closed) => {
+                    commands_open = false;
+                    Vec::new()
+                }
             },
             deleted = deletions.recv() => match deleted {
                 Ok(sensor) => engine.sensor_deleted(&sensor),

@@ -45,7 +45,7 @@ impl Assets {
             .map(|&(path, content_type, plain, immutable)| {
                 let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
                 let gzip = encoder.write_all(plain).and_then(|()| encoder.finish()).unwrap_or_default();
-                let etag = format!("\"{:016x}\"", fnv1a(plain));
+                let etag = format!("\"{:016x}\"", crate::model::fnv1a(&[plain]));
                 (path, Asset { content_type, plain, gzip, etag, immutable })
             })
             .collect();
@@ -78,11 +78,6 @@ impl Assets {
         }
         response
     }
-}
-
-/// A stable content hash for ETags (FNV-1a, 64 bit).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The dashboard's page may run only its own scripts and styles, fetch only from this server,

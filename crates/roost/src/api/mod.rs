@@ -59,6 +59,8 @@ pub struct ApiState {
     pub max_request_body: usize,
     /// The alert engine, told when rules change.
     pub alerts: crate::alerts::AlertsHandle,
+    /// `--upstream`'s counters, for `/metrics`.
+    pub upstream: Arc<crate::upstream::UpstreamStats>,
     /// Webhook deliveries, for `/metrics`.
     pub webhooks: Arc<crate::alerts::webhook::WebhookStats>,
     /// Sensors deleted through the API (the alert engine and Home Assistant discovery listen).

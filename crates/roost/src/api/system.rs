@@ -136,6 +136,34 @@ pub async fn metrics(
         "Alert notices given up: every attempt failed, or the URL's queue was full.",
         &[("", hooks.given_up.load(std::sync::atomic::Ordering::Relaxed))],
     );
+    let up = &state.upstream;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    metric(
+        "roost_upstream_connected",
+        "gauge",
+        "1 while connected to the --upstream broker, else 0 (also 0 without --upstream).",
+        &[("", up.connected.load(std::sync::atomic::Ordering::Relaxed) as u64)],
+    );
+    metric("roost_upstream_received_total", "counter", "Messages received from the upstream broker.", &[("", load(&up.received))]);
+    metric(
+        "roost_upstream_acknowledged_total",
+        "counter",
+        "Upstream messages acknowledged once their reading was committed.",
+        &[("", load(&up.acknowledged))],
+    );
+    metric(
+        "roost_upstream_redelivered_total",
+        "counter",
+        "Upstream messages marked DUP (sent again, e.g. after a crash or a lost connection).",
+        &[("", load(&up.redelivered))],
+    );
+    metric(
+        "roost_upstream_duplicates_total",
+        "counter",
+        "Upstream messages sent again that were recognised as already stored (acknowledged, not stored twice).",
+        &[("", load(&up.duplicates))],
+    );
+    metric("roost_upstream_reconnects_total", "counter", "Connections to the upstream broker after the first.", &[("", load(&up.reconnects))]);
     let broker_state = state.broker_state.report();
     metric(
         "roost_broker_state_healthy",

@@ -568,11 +568,64 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOST_SYS_INTERVAL", default_value = "10", value_parser = parse_duration)]
     pub sys_interval: Duration,
 
+    /// Take readings from this MQTT broker (mqtt://HOST:PORT or mqtts://HOST:PORT; a
+    /// cluster's, or Mosquitto), as well as from Roost's own: a shared subscription to each
+    /// template's filter in a persistent session, each message acknowledged upstream once its
+    /// reading is committed. Several nodes on one PostgreSQL database split the load.
+    #[arg(long, env = "ROOST_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<crate::mqtt_client::BrokerUrl>,
+
+    /// User name for --upstream.
+    #[arg(long, env = "ROOST_UPSTREAM_USERNAME", value_name = "NAME")]
+    pub upstream_username: Option<String>,
+
+    /// Password for --upstream (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "ROOST_UPSTREAM_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub upstream_password: Option<String>,
+
+    /// PEM file with the CA that signed the upstream broker's certificate (mqtts://); without
+    /// it the system's roots are trusted.
+    #[arg(long, env = "ROOST_UPSTREAM_CA_FILE", value_name = "FILE")]
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+
+    /// This node's name, unique among the nodes of one database: the upstream session's client
+    /// id is roost-NAME, and jobs that run on one node at a time (the purge, alerts, discovery)
+    /// name their holder by it. [default: the host name]
+    #[arg(long, env = "ROOST_NODE_ID", value_name = "NAME", default_value_t = default_node_id(), hide_default_value = true)]
+    pub node_id: String,
+
+    /// The shared subscription's group on the upstream broker ($share/GROUP/...): nodes in one
+    /// group split the messages.
+    #[arg(long, env = "ROOST_SHARE_GROUP", value_name = "GROUP", default_value = "roost")]
+    pub share_group: String,
+
+    /// Roost's own MQTT listeners (TCP, WebSocket, TLS): `off` with --upstream leaves MQTT to
+    /// the upstream broker (the dashboard's console still connects at /mqtt on the HTTP port).
+    #[arg(long, env = "ROOST_MQTT", value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub mqtt: bool,
+
     /// Also run three simulated boards (owner "demo") against this server, with a day of
     /// history on the first start, so the dashboard has live data at once. With logins on,
     /// they log in as the device user `demo`, which is created (or given a new password).
     #[arg(long, env = "ROOST_DEMO")]
     pub demo: bool,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: use on or off")),
+    }
+}
+
+/// The host name, or `roost` if it cannot be read.
+fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = if ok { String::from_utf8_lossy(buf.split(|b| *b == 0).next().unwrap_or_default()).into_owned() } else { String::new() };
+    if name.is_empty() { "roost".to_owned() } else { name }
 }
 
 fn parse_unit(s: &str) -> Result<(String, String), String> {

@@ -89,6 +89,12 @@ impl TopicTemplate {
         }
     }
 
+    /// The MQTT filter of the topics this template matches (`{…}` levels as `+`).
+    pub fn filter(&self) -> String {
+        let levels: Vec<&str> = self.parts.iter().map(|part| if let Part::Literal(l) = part { l.as_str() } else { "+" }).collect();
+        levels.join("/")
+    }
+
     pub fn has_category(&self) -> bool {
         self.parts.contains(&Part::Category)
     }
@@ -156,6 +162,7 @@ mod tests {
         assert_eq!(topic, "iot/yanjo/sensor/livingroom/illuminate");
         assert_eq!(five.captures(&topic).unwrap().category, Some("illuminate"));
         assert_eq!(four.topic(&key), None);
+        assert_eq!((five.filter().as_str(), four.filter().as_str()), ("iot/+/sensor/+/+", "iot/+/sensor/+"));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Committed {
     /// Per reading: whether it came alone on its sensor's own topic (a topic ending in its
     /// category), rather than in a JSON object of several categories.
     pub on_own_topic: Vec<bool>,
+    /// Committed by another node on this database (heard through `cluster::feed`); such a
+    /// batch holds only the newest reading of each sensor.
+    pub remote: bool,
 }
 
 /// Where the writer announces what it committed.
@@ -393,7 +396,7 @@ impl Writer<'_> {
             let _ = self.feeds.live.send(std::sync::Arc::new(newest_per_sensor(&batch)));
         }
         if !on_own_topic.is_empty() {
-            let _ = self.feeds.commits.send(std::sync::Arc::new(Committed { readings: batch.readings, on_own_topic }));
+            let _ = self.feeds.commits.send(std::sync::Arc::new(Committed { readings: batch.readings, on_own_topic, remote: false }));
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct LifecycleConfig {
     /// Where the database's disk is: the SQLite file, else the data directory.
     pub disk_path: PathBuf,
     pub low_disk_percent: u8,
+    /// This node (`--node-id`): of several nodes on one database, the one holding the `purge`
+    /// lease purges.
+    pub node_id: Arc<str>,
 }
 
 pub type SharedStatus = Arc<Mutex<LifecycleStatus>>;
@@ -57,8 +60,16 @@ pub async fn run(store: Arc<Store>, config: LifecycleConfig, status: SharedStatu
         check_disk(&config, &status).await;
         if tokio::time::Instant::now() >= next_purge {
             next_purge += PURGE_EVERY;
-            match purge_once(&store, &config.policy, TimestampMs::now(), &stop).await {
-                Ok(report) => {
+            // Kept a little longer than the time between purges: the node that purged keeps the
+            // turn while it lives, another takes it over an hour after it stopped.
+            let turn = PURGE_EVERY + Duration::from_secs(600);
+            let purged = match crate::cluster::lease::take_turn(&store, "purge", &config.node_id, turn).await {
+                true => purge_once(&store, &config.policy, TimestampMs::now(), &stop).await.map(Some),
+                false => Ok(None),
+            };
+            match purged {
+                Ok(None) => tracing::debug!("another node on this database purges"),
+                Ok(Some(report)) => {
                     if report.rows() > 0 {
                         tracing::info!(
                             readings = report.readings,
