@@ -14,8 +14,11 @@ use tracing::{info, warn};
 
 /// How long a lease lasts without renewal.
 pub const TTL: Duration = Duration::from_secs(30);
-/// How often a holder renews it, and a waiting node asks for it.
+/// How often a holder renews it.
 pub const RENEW: Duration = Duration::from_secs(10);
+/// How often a node waiting for a lease asks for it: a lease given up at shutdown is taken
+/// over within this time, one that expired within this time after its expiry.
+pub const STANDBY_POLL: Duration = Duration::from_secs(2);
 
 /// Runs `job` while this node (`holder`) holds the lease `name`: waits for the lease, runs the
 /// job with a token that is cancelled if the lease is lost (or at `stop`), and waits again
@@ -34,7 +37,7 @@ where
                     info!(lease = name, "another node runs this job; standing by");
                     waiting_logged = true;
                 }
-                if sleep_or_stop(RENEW, &stop).await {
+                if sleep_or_stop(STANDBY_POLL, &stop).await {
                     return;
                 }
                 continue;

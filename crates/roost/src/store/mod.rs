@@ -270,22 +270,34 @@ impl Store {
     /// Creates or upgrades the schema; safe to run on every start.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let migrations = schema::migrations(self.dialect());
+        // Nodes that start together on one server database migrate one after the other: a
+        // session lock, held by the connection that migrates (and gone with it).
+        let (lock, unlock) = match self.dialect() {
+            Dialect::Postgres => (Some("SELECT pg_advisory_lock(7346863)"), "SELECT pg_advisory_unlock(7346863)"),
+            Dialect::MySql => (Some("SELECT GET_LOCK('roost_migrate', 600)"), "SELECT RELEASE_LOCK('roost_migrate')"),
+            Dialect::Sqlite => (None, ""),
+        };
         on_pool!(self, pool => {
+            let setup = |cause| StoreError::Migrate { version: 0, cause };
+            let mut conn = pool.acquire().await.map_err(setup)?;
+            if let Some(lock) = lock {
+                sqlx::query(lock).execute(&mut *conn).await.map_err(setup)?;
+            }
             sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-                .execute(pool)
+                .execute(&mut *conn)
                 .await
-                .map_err(|cause| StoreError::Migrate { version: 0, cause })?;
+                .map_err(setup)?;
             let current: Option<i64> = QueryBuilder::new("SELECT MAX(version) FROM schema_version")
                 .build()
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await
                 .and_then(|row| row.try_get::<Option<i64>, _>(0))
-                .map_err(|cause| StoreError::Migrate { version: 0, cause })?;
+                .map_err(setup)?;
             let current = current.unwrap_or(0) as usize;
             for (index, statements) in migrations.iter().enumerate().skip(current) {
                 let version = index + 1;
                 let err = |cause| StoreError::Migrate { version, cause };
-                let mut tx = pool.begin().await.map_err(err)?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
                 for statement in *statements {
                     sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;
                 }
@@ -298,6 +310,9 @@ impl Store {
                     .map_err(err)?;
                 tx.commit().await.map_err(err)?;
                 tracing::info!(version, database = %self.url, "schema migrated");
+            }
+            if lock.is_some() {
+                sqlx::query(unlock).execute(&mut *conn).await.map_err(setup)?;
             }
             Ok(migrations.len())
         })

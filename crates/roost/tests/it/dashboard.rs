@@ -10,6 +10,11 @@ use tokio::process::Command;
 /// Runs `tests/js/SCRIPT BASE_URL ARGS… SCREENSHOT_DIR` under Node.js (Debian's Chromium via
 /// playwright-core) and returns the JSON it prints; panics unless it says `"ok": true`.
 async fn run_browser_script(script: &str, server: &TestServer, args: &[&str]) -> serde_json::Value {
+    run_browser_script_at(script, &format!("http://{}", server.http), args).await
+}
+
+/// [`run_browser_script`] against the dashboard at `base` (`http://HOST:PORT`).
+pub async fn run_browser_script_at(script: &str, base: &str, args: &[&str]) -> serde_json::Value {
     require_command("node");
     require_command("chromium");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -19,7 +24,7 @@ async fn run_browser_script(script: &str, server: &TestServer, args: &[&str]) ->
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new("node")
         .arg(script)
-        .arg(format!("http://{}", server.http))
+        .arg(base)
         .args(args)
         .arg(&shots)
         .current_dir(&js)

@@ -21,6 +21,7 @@ mod packaging;
 mod paho;
 mod proxy;
 mod rumqttc_clients;
+mod scale_out;
 mod security;
 mod simulator;
 mod storage;
