@@ -113,12 +113,13 @@ impl Node {
         let dir = tempfile::tempdir()?;
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let child = Command::new(bin)
-            .args(["serve", "--allow-anonymous", "--mqtt", "off", "--node-id", name])
+            .args(["serve", "--allow-anonymous", "--mqtt-listeners", "off", "--node-id", name])
             .args(["--upstream", &format!("mqtt://{upstream}"), "--database", &args.database])
             .args(["--http-listen", &http.to_string()])
             .arg("--data-dir")
             .arg(dir.path())
-            .env("RUST_LOG", "warn")
+            // sqlx logs a slow statement whole (thousands of placeholders): errors only.
+            .env("RUST_LOG", "warn,sqlx=error")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()

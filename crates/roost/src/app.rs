@@ -51,7 +51,7 @@ pub struct App {
     state_health: Arc<crate::health::CommitHealth>,
     /// Where `roost-serve.json` goes (`--data-dir`), and what it says.
     running: (std::path::PathBuf, crate::running::RunningServer),
-    /// Roost's own MQTT listeners; `None` with `--mqtt off`.
+    /// Roost's own MQTT listeners; `None` with `--mqtt-listeners off`.
     mqtt: Option<TcpListener>,
     mqtt_ws: Option<TcpListener>,
     http: TcpListener,
@@ -82,7 +82,7 @@ pub struct App {
 /// `--tls-cert`/`--tls-key`: the certificate and the MQTT-over-TLS listener.
 struct Tls {
     files: Arc<CertFiles>,
-    /// `None` with `--mqtt off`.
+    /// `None` with `--mqtt-listeners off`.
     mqtts: Option<TcpListener>,
     /// How often the certificate files are checked for changes.
     check_interval: Duration,
@@ -96,7 +96,11 @@ struct DemoMode {
 
 impl App {
     pub async fn build(args: &Settings) -> anyhow::Result<Self> {
-        let everywhere_local = [args.mqtt_listen, args.mqtt_ws_listen, args.http_listen].iter().all(|a| a.ip().is_loopback());
+        let mut listening = vec![args.http_listen];
+        if args.mqtt_listeners {
+            listening.extend([args.mqtt_listen, args.mqtt_ws_listen]);
+        }
+        let everywhere_local = listening.iter().all(|a| a.ip().is_loopback());
         if args.allow_anonymous && !everywhere_local {
             warn!(
                 mqtt = %args.mqtt_listen,
@@ -117,7 +121,7 @@ impl App {
             ..BrokerConfig::default()
         };
         // Listeners first: a taken port is said before anything is created on disk.
-        let (mqtt, mqtt_ws) = if args.mqtt {
+        let (mqtt, mqtt_ws) = if args.mqtt_listeners {
             (
                 Some(bind(args.mqtt_listen, "MQTT", "--mqtt-listen").await?),
                 Some(bind(args.mqtt_ws_listen, "MQTT over WebSocket", "--mqtt-ws-listen").await?),
@@ -129,7 +133,7 @@ impl App {
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 let files = CertFiles::load(cert, key).context("loading the TLS certificate")?;
-                let mqtts = match args.mqtt {
+                let mqtts = match args.mqtt_listeners {
                     true => Some(bind(args.mqtts_listen, "MQTT over TLS", "--mqtts-listen").await?),
                     false => None,
                 };
@@ -172,7 +176,7 @@ impl App {
         let upstream = args.upstream.clone().map(|url| crate::upstream::UpstreamConfig {
             client: ClientSettings {
                 username: args.upstream_username.clone(),
-                password: args.upstream_password.clone(),
+                password: args.upstream_password.as_ref().map(|p| p.expose().to_owned()),
                 ca_file: args.upstream_ca_file.clone(),
                 ..ClientSettings::new(url)
             },
@@ -235,7 +239,7 @@ impl App {
                     match (&mqtt, &upstream) {
                         (Some(mqtt), _) => crate::running::RunningServer::local_broker(mqtt.local_addr()?),
                         (None, Some(upstream)) => upstream.client.url.to_string(),
-                        (None, None) => unreachable!("settings refuse --mqtt off without --upstream"),
+                        (None, None) => unreachable!("settings refuse --mqtt-listeners off without --upstream"),
                     },
                     http.local_addr()?,
                     tls.is_some(),
@@ -270,7 +274,7 @@ impl App {
         self
     }
 
-    /// Roost's own MQTT listener (`None` with `--mqtt off`).
+    /// Roost's own MQTT listener (`None` with `--mqtt-listeners off`).
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt.as_ref().map(|l| l.local_addr().expect("bound listener has an address"))
     }
@@ -314,7 +318,7 @@ impl App {
                 info!(addr = %mqtt, "MQTT listening");
                 info!(addr = %ws, path = "/mqtt", tls, "MQTT over WebSocket listening");
             }
-            _ => info!("MQTT listeners off (--mqtt off): readings come from the upstream broker"),
+            _ => info!("MQTT listeners off (--mqtt-listeners off): readings come from the upstream broker"),
         }
         info!(addr = %self.http_addr(), tls, "HTTP listening (dashboard, API, /healthz, /metrics, MQTT over WebSocket at /mqtt)");
         let (running_dir, running) = &self.running;
@@ -394,7 +398,7 @@ impl App {
         let demo = match (self.demo, &self.mqtt) {
             (Some(mode), Some(mqtt)) => Some(start_demo(&self.store, mode, mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
             (Some(_), None) => {
-                warn!("--demo needs Roost's own MQTT listener (--mqtt on); no demo boards");
+                warn!("--demo needs Roost's own MQTT listener (--mqtt-listeners on); no demo boards");
                 None
             }
             (None, _) => None,

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Every key is optional; unknown keys are an error (a typo must not be silently ignored).
@@ -70,7 +71,7 @@ pub struct ConfigFile {
     node_id: Option<String>,
     share_group: Option<String>,
     /// `"on"` or `"off"`, or a boolean.
-    mqtt: Option<toml::Value>,
+    mqtt_listeners: Option<toml::Value>,
 }
 
 /// `retention` as the file gives it: the default for every sensor, or a list of rules where an
@@ -238,11 +239,11 @@ impl ConfigFile {
         take!(max_request_body => args.max_request_body);
         take!(upstream => args.upstream, |url: String| url.parse::<crate::mqtt_client::BrokerUrl>().map(Some));
         take!(upstream_username => args.upstream_username, |v| Ok::<_, String>(Some(v)));
-        take!(upstream_password => args.upstream_password, |v| Ok::<_, String>(Some(v)));
+        take!(upstream_password => args.upstream_password, |v: String| Ok::<_, String>(Some(crate::mqtt_client::Secret::from_str(&v).expect("any text"))));
         take!(upstream_ca_file => args.upstream_ca_file, |v| Ok::<_, String>(Some(v)));
         take!(node_id => args.node_id);
         take!(share_group => args.share_group);
-        take!(mqtt => args.mqtt, |v: toml::Value| match v {
+        take!(mqtt_listeners => args.mqtt_listeners, |v: toml::Value| match v {
             toml::Value::Boolean(on) => Ok(on),
             toml::Value::String(text) if text == "on" || text == "off" => Ok(text == "on"),
             other => Err(format!("must be \"on\" or \"off\", not {other:?}")),

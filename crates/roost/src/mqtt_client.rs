@@ -93,6 +93,30 @@ impl fmt::Display for BrokerUrl {
     }
 }
 
+/// A password given as a setting: `Debug` (settings are logged and compared as text) never
+/// shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Everything needed to open a client connection. The password never appears in `Debug`.
 #[derive(Clone)]
 pub struct ClientSettings {
@@ -196,5 +220,7 @@ mod tests {
         let mut settings = ClientSettings::new("localhost".parse().unwrap());
         settings.password = Some("hunter2".into());
         assert!(!format!("{settings:?}").contains("hunter2"));
+        let secret: Secret = "hunter2".parse().unwrap();
+        assert_eq!((format!("{secret:?}").as_str(), secret.expose()), ("<redacted>", "hunter2"));
     }
 }

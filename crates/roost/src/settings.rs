@@ -128,9 +128,9 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
         let why = "must be a topic level: not empty, without / + # or control characters".into();
         return Err(Bad { key: "share_group", value: format!("{group:?}"), why });
     }
-    if !args.mqtt && args.upstream.is_none() {
+    if !args.mqtt_listeners && args.upstream.is_none() {
         let why = "without --upstream, Roost's own listeners are where readings come in".into();
-        return Err(Bad { key: "mqtt", value: "off".into(), why });
+        return Err(Bad { key: "mqtt_listeners", value: "off".into(), why });
     }
     if args.upstream.is_none() {
         let given = [("upstream_username", args.upstream_username.is_some()), ("upstream_password", args.upstream_password.is_some()), ("upstream_ca_file", args.upstream_ca_file.is_some())];
@@ -240,5 +240,18 @@ mod tests {
         let err = Settings::validate(args).unwrap_err().to_string();
         assert_eq!(err, "invalid setting `ingest_queue` = 0 (as given by the program): must be between 1 and 10000000");
         assert!(Settings::validate(ServeArgs::default()).is_ok(), "the defaults pass");
+    }
+
+    #[test]
+    fn scale_out_settings_are_checked() {
+        let err = |args: ServeArgs| Settings::validate(args).unwrap_err().to_string();
+        let off = ServeArgs { mqtt_listeners: false, ..ServeArgs::default() };
+        assert!(err(off).contains("`mqtt_listeners` = off"), "no listeners and no upstream: nowhere for readings to come in");
+        let upstream = Some("mqtt://broker.example".parse().unwrap());
+        assert!(Settings::validate(ServeArgs { mqtt_listeners: false, upstream: upstream.clone(), ..ServeArgs::default() }).is_ok());
+        assert!(err(ServeArgs { node_id: "a/b".into(), upstream, ..ServeArgs::default() }).contains("`node_id`"));
+        assert!(err(ServeArgs { share_group: "g+".into(), ..ServeArgs::default() }).contains("`share_group`"));
+        let lonely = ServeArgs { upstream_username: Some("roost".into()), ..ServeArgs::default() };
+        assert!(err(lonely).contains("only means something with --upstream"));
     }
 }

@@ -581,7 +581,7 @@ pub struct ServeArgs {
 
     /// Password for --upstream (prefer the environment variable: flags show in `ps`).
     #[arg(long, env = "ROOST_UPSTREAM_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
-    pub upstream_password: Option<String>,
+    pub upstream_password: Option<crate::mqtt_client::Secret>,
 
     /// PEM file with the CA that signed the upstream broker's certificate (mqtts://); without
     /// it the system's roots are trusted.
@@ -601,8 +601,8 @@ pub struct ServeArgs {
 
     /// Roost's own MQTT listeners (TCP, WebSocket, TLS): `off` with --upstream leaves MQTT to
     /// the upstream broker (the dashboard's console still connects at /mqtt on the HTTP port).
-    #[arg(long, env = "ROOST_MQTT", value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
-    pub mqtt: bool,
+    #[arg(long, env = "ROOST_MQTT_LISTENERS", value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub mqtt_listeners: bool,
 
     /// Also run three simulated boards (owner "demo") against this server, with a day of
     /// history on the first start, so the dashboard has live data at once. With logins on,

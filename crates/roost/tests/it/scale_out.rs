@@ -206,7 +206,10 @@ async fn nothing_acknowledged_upstream_is_lost(backend: Backend) {
     assert!((0..COUNT as u64).all(|n| stored.contains_key(&n)));
     let twice = stored.values().filter(|n| **n > 1).count();
     eprintln!("{backend:?}: {COUNT} readings, {twice} stored twice after the kill");
-    assert!(twice <= UPSTREAM_WINDOW, "{twice} readings stored twice");
+    // Mosquitto sends a member's unacknowledged messages again to that member (same packet id,
+    // DUP), which recognises those it had committed: none is stored twice. (The bound for
+    // brokers that hand them to another member is one window per crash.)
+    assert_eq!(twice, 0, "readings stored twice (at most {UPSTREAM_WINDOW} could be)");
     let taken_by_a = store.recent_deliveries("a", 100_000).await.unwrap().len();
     assert!(taken_by_a > 0, "a took readings");
     if let Some(b) = b {
@@ -264,4 +267,32 @@ async fn live_updates_and_jobs_that_run_once_across_nodes() {
     ingesting.stop().await;
     dashboard.wait_for_log(taken).await;
     dashboard.stop().await;
+}
+
+/// Logins are rows in the database: a session cookie from one node works on another, and ends
+/// on both when it is logged out on one (no sticky sessions needed behind a load balancer).
+#[tokio::test]
+async fn a_dashboard_session_works_on_every_node() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let one = crate::support::TestServer::start_on(db.url.clone(), |a| {
+        a.allow_anonymous = false;
+        a.node_id = "one".into();
+    })
+    .await;
+    let two = crate::support::TestServer::start_on(db.url.clone(), |a| {
+        a.allow_anonymous = false;
+        a.node_id = "two".into();
+    })
+    .await;
+    crate::support::add_user(&one.store, "carol", "carol-secret", true).await;
+    let http = reqwest::Client::new();
+    let cookie = crate::support::dashboard_login(&http, &one, "carol", "carol-secret").await;
+    let (status, me) = crate::support::api_call(&http, &two, reqwest::Method::GET, "/api/me", &cookie, None).await;
+    assert_eq!((status, me["username"].as_str()), (200, Some("carol")), "{me}");
+    let out = http.post(format!("http://{}/api/logout", two.http)).header("cookie", &cookie).send().await.unwrap();
+    assert!(out.status().is_success());
+    let status = http.get(format!("http://{}/api/me", one.http)).header("cookie", &cookie).send().await.unwrap().status();
+    assert_eq!(status, 401, "logged out on one node, logged out on all");
+    two.stop().await;
+    one.stop().await;
 }

@@ -206,7 +206,71 @@ crate::on_every_database!(
     a_fresh_store_finds_existing_sensors,
     large_batches_are_split_into_chunks,
     rollups_give_the_same_buckets_as_the_readings,
+    a_lease_has_one_holder_until_it_expires,
+    upstream_deliveries_keep_the_latest_per_packet_id,
 );
+
+/// `leases`: one holder at a time; the holder renews; an expired or given-up lease is taken over.
+async fn a_lease_has_one_holder_until_it_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    assert!(store.acquire_lease("job", "a", 1_000, 100).await.unwrap(), "a free lease is taken");
+    assert!(!store.acquire_lease("job", "b", 1_050, 100).await.unwrap(), "held by a until 1100");
+    assert!(store.acquire_lease("job", "a", 1_090, 100).await.unwrap(), "a renews until 1190");
+    assert!(!store.acquire_lease("job", "b", 1_150, 100).await.unwrap(), "renewed: still a's");
+    assert!(store.acquire_lease("job", "b", 1_200, 100).await.unwrap(), "expired: b takes it over");
+    assert!(!store.acquire_lease("job", "a", 1_210, 100).await.unwrap());
+    store.release_lease("job", "a").await.unwrap();
+    assert!(!store.acquire_lease("job", "a", 1_220, 100).await.unwrap(), "only the holder gives a lease up");
+    store.release_lease("job", "b").await.unwrap();
+    assert!(store.acquire_lease("job", "a", 1_230, 100).await.unwrap(), "given up: taken at once");
+    assert!(store.acquire_lease("other", "b", 1_230, 100).await.unwrap(), "leases are independent");
+}
+
+/// A batch records its upstream deliveries; the same packet id again keeps the latest message.
+async fn upstream_deliveries_keep_the_latest_per_packet_id(backend: Backend) {
+    use roost::model::UpstreamDelivery;
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let k = key("u", "p", "t");
+    let delivery = |node: &str, packet_id, hash, seq| UpstreamDelivery { node: node.into(), packet_id, hash, seq };
+    let batch = |deliveries| Batch { readings: vec![reading(&k, 1, 1.0)], deliveries, ..Batch::default() };
+    store.write_batch(&batch(vec![delivery("a", 7, 70, 1), delivery("a", 65_535, 80, 2), delivery("b", 7, 90, 1)])).await.unwrap();
+    // Packet id 7 again in one batch (twice) and in a later one: the latest seq wins.
+    store.write_batch(&batch(vec![delivery("a", 7, 71, 3), delivery("a", 7, 72, 4)])).await.unwrap();
+    let rows = store.recent_deliveries("a", 10).await.unwrap();
+    let rows: Vec<(u16, i64, i64)> = rows.iter().map(|d| (d.packet_id, d.hash, d.seq)).collect();
+    assert_eq!(rows, [(7, 72, 4), (65_535, 80, 2)], "newest first");
+    assert_eq!(store.recent_deliveries("a", 1).await.unwrap().len(), 1);
+    assert_eq!(store.recent_deliveries("b", 10).await.unwrap()[0].hash, 90);
+}
+
+/// Several nodes starting at once on a fresh server database: the schema is made once, no
+/// error (a lock held while migrating). Not SQLite: one file is not shared by several nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once_on_postgres() {
+    nodes_starting_together_migrate_once(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once_on_mariadb() {
+    nodes_starting_together_migrate_once(Backend::MariaDb).await;
+}
+
+async fn nodes_starting_together_migrate_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let opening: Vec<_> = (0..3)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { Store::open(&url).await })
+        })
+        .collect();
+    for store in opening {
+        let store = store.await.unwrap().unwrap();
+        assert_eq!(store.count_readings().await.unwrap(), 0);
+        store.close().await;
+    }
+}
 
 /// Wide buckets come from the per-minute rollups, narrow ones from the readings: both agree.
 async fn rollups_give_the_same_buckets_as_the_readings(backend: Backend) {
