@@ -321,8 +321,7 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(missing == 0, "{missing} acknowledged readings missing");
             runs.push(measured);
         }
-        let per_node: Vec<String> =
-            (0..n).map(|i| format!("{:.0}", median(runs.iter().map(|m| m.per_node[i]).collect()))).collect();
+        let per_node: Vec<String> = (0..n).map(|i| format!("{:.0}", median(runs.iter().map(|m| m.per_node[i]).collect()))).collect();
         println!(
             "| {n} | {:.0} | {} | {:.1} | {:.1} | {:.1} |",
             median(runs.iter().map(|m| m.rate).collect()),

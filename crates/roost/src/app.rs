@@ -396,7 +396,9 @@ impl App {
             state_writer_stop.clone(),
         ));
         let demo = match (self.demo, &self.mqtt) {
-            (Some(mode), Some(mqtt)) => Some(start_demo(&self.store, mode, mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?),
+            (Some(mode), Some(mqtt)) => {
+                Some(start_demo(&self.store, mode, mqtt.local_addr()?, self.utc_offset_secs, shutdown.clone()).await?)
+            }
             (Some(_), None) => {
                 warn!("--demo needs Roost's own MQTT listener (--mqtt-listeners on); no demo boards");
                 None

@@ -34,12 +34,7 @@ impl RunningServer {
     /// `broker`: where clients publish, as a URL (see [`RunningServer::local_broker`]).
     pub fn new(broker: String, http: SocketAddr, tls: bool, database: &str) -> Self {
         let scheme = if tls { "https" } else { "http" };
-        Self {
-            pid: std::process::id(),
-            mqtt: broker,
-            http: format!("{scheme}://{}", reachable(http)),
-            database: database.to_owned(),
-        }
+        Self { pid: std::process::id(), mqtt: broker, http: format!("{scheme}://{}", reachable(http)), database: database.to_owned() }
     }
 
     /// The URL of a broker listening on `addr` here.
@@ -98,7 +93,12 @@ mod tests {
 
     #[test]
     fn a_server_on_every_interface_is_reached_on_loopback() {
-        let server = RunningServer::new(RunningServer::local_broker("0.0.0.0:1884".parse().unwrap()), "[::]:8081".parse().unwrap(), true, "sqlite://r.db");
+        let server = RunningServer::new(
+            RunningServer::local_broker("0.0.0.0:1884".parse().unwrap()),
+            "[::]:8081".parse().unwrap(),
+            true,
+            "sqlite://r.db",
+        );
         assert_eq!((server.mqtt.as_str(), server.http.as_str()), ("mqtt://127.0.0.1:1884", "https://[::1]:8081"));
     }
 
@@ -106,7 +106,12 @@ mod tests {
     fn only_a_running_server_is_found_and_only_its_own_file_removed() {
         let dir = tempfile::tempdir().unwrap();
         assert!(RunningServer::find(dir.path()).is_none());
-        let mine = RunningServer::new(RunningServer::local_broker("127.0.0.1:1".parse().unwrap()), "127.0.0.1:2".parse().unwrap(), false, "sqlite://x.db");
+        let mine = RunningServer::new(
+            RunningServer::local_broker("127.0.0.1:1".parse().unwrap()),
+            "127.0.0.1:2".parse().unwrap(),
+            false,
+            "sqlite://x.db",
+        );
         mine.write(dir.path()).unwrap();
         assert_eq!(RunningServer::find(dir.path()).map(|(s, _)| s), Some(mine.clone()));
         let gone = RunningServer { pid: i32::MAX as u32, ..mine.clone() };

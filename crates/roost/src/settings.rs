@@ -133,7 +133,11 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
         return Err(Bad { key: "mqtt_listeners", value: "off".into(), why });
     }
     if args.upstream.is_none() {
-        let given = [("upstream_username", args.upstream_username.is_some()), ("upstream_password", args.upstream_password.is_some()), ("upstream_ca_file", args.upstream_ca_file.is_some())];
+        let given = [
+            ("upstream_username", args.upstream_username.is_some()),
+            ("upstream_password", args.upstream_password.is_some()),
+            ("upstream_ca_file", args.upstream_ca_file.is_some()),
+        ];
         if let Some((key, _)) = given.iter().find(|(_, given)| *given) {
             return Err(Bad { key, value: "(given)".into(), why: "only means something with --upstream".into() });
         }

@@ -163,7 +163,12 @@ pub async fn metrics(
         "Upstream messages sent again that were recognised as already stored (acknowledged, not stored twice).",
         &[("", load(&up.duplicates))],
     );
-    metric("roost_upstream_reconnects_total", "counter", "Connections to the upstream broker after the first.", &[("", load(&up.reconnects))]);
+    metric(
+        "roost_upstream_reconnects_total",
+        "counter",
+        "Connections to the upstream broker after the first.",
+        &[("", load(&up.reconnects))],
+    );
     let broker_state = state.broker_state.report();
     metric(
         "roost_broker_state_healthy",

@@ -625,7 +625,11 @@ fn default_node_id() -> String {
     // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
     let name = if ok { String::from_utf8_lossy(buf.split(|b| *b == 0).next().unwrap_or_default()).into_owned() } else { String::new() };
-    if name.is_empty() { "roost".to_owned() } else { name }
+    if name.is_empty() {
+        "roost".to_owned()
+    } else {
+        name
+    }
 }
 
 fn parse_unit(s: &str) -> Result<(String, String), String> {

@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(one.len(), 1);
         let notice: Notice = serde_json::from_str(&one[0]).unwrap();
         assert_eq!(notice.node, "n1");
-        assert_eq!(notice.readings, [("o".into(), "a".into(), "t".into(), 2, 1.0, true), ("o".into(), "b".into(), "t".into(), 5, 3.0, false)]);
+        assert_eq!(
+            notice.readings,
+            [("o".into(), "a".into(), "t".into(), 2, 1.0, true), ("o".into(), "b".into(), "t".into(), 5, 3.0, false)]
+        );
 
         let many = Committed {
             readings: (0..2000).map(|i| reading(&format!("place-\"{i}\"-é"), i, 1.5)).collect(),

@@ -135,7 +135,8 @@ impl Ingest {
             self.stats.count_reject_seen();
             self.log_reject_once(reject);
         }
-        let source = Source { client_id: client_id.to_owned(), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
+        let source =
+            Source { client_id: client_id.to_owned(), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
         let (committed, receipt) = oneshot::channel();
         // A closed queue (writer gone) drops `committed`: the session then closes without
         // acknowledging, and the client sends again later.

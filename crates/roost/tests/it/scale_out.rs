@@ -259,7 +259,10 @@ async fn live_updates_and_jobs_that_run_once_across_nodes() {
     assert_eq!((ingesting.logged(taken), dashboard.logged(taken)), (1, 0));
     assert_eq!(dashboard.logged("another node runs this job; standing by lease=\"alerts\""), 1);
     let store = Store::open(&db.url).await.unwrap();
-    assert!(store.acquire_lease("purge", "ingest", roost::model::TimestampMs::now().0, 1000).await.unwrap(), "the first node holds the purge's turn");
+    assert!(
+        store.acquire_lease("purge", "ingest", roost::model::TimestampMs::now().0, 1000).await.unwrap(),
+        "the first node holds the purge's turn"
+    );
     assert!(!store.acquire_lease("purge", "dashboard", roost::model::TimestampMs::now().0, 1000).await.unwrap());
     store.close().await;
 

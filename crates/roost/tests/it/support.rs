@@ -65,7 +65,8 @@ impl TestServer {
         adjust(&mut args);
         let settings = roost::settings::Settings::validate(args).expect("valid settings");
         let app = App::build(&settings).await.expect("app builds");
-        let (mqtt, ws, http, broker, store) = (app.mqtt_addr().expect("MQTT on"), app.mqtt_ws_addr().expect("MQTT on"), app.http_addr(), app.broker(), app.store());
+        let (mqtt, ws, http, broker, store) =
+            (app.mqtt_addr().expect("MQTT on"), app.mqtt_ws_addr().expect("MQTT on"), app.http_addr(), app.broker(), app.store());
         let mqtts = app.mqtts_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
