@@ -208,6 +208,8 @@ function onReading(r) {
   const k = key(r);
   const known = sensors.get(k);
   if (!known) { reloadOverviewSoon(); return; }
+  // Several nodes' commits arrive in any order: an older reading does not replace a newer one.
+  if (known.sensor.last_seen_ms != null && r.ts < known.sensor.last_seen_ms) return;
   known.sensor.last_value = r.value;
   known.sensor.last_seen_ms = r.ts;
   known.spark.push(r.value);

@@ -185,6 +185,10 @@ impl App {
             filters: templates.iter().map(TopicTemplate::filter).collect(),
             max_packet_size: args.max_packet_size as usize,
         });
+        if let Some(upstream) = &upstream {
+            // A CA file that cannot be read is said now, not in a retry loop later.
+            upstream.client.mqtt_options(&upstream.client_id(), 1).context("the --upstream connection settings")?;
+        }
         let login_limiter = Arc::new(LoginLimiter::new(LimiterConfig {
             per_name: args.max_login_failures,
             total: args.max_login_failures_total,

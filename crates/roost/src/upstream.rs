@@ -39,6 +39,8 @@ const RECONNECT_DELAYS: (Duration, Duration) = (Duration::from_millis(500), Dura
 /// Requests (acknowledgements) queued for the connection: one per packet id, so an
 /// acknowledgement never waits while the connection is held back by a full ingest queue.
 const ACK_QUEUE: usize = 65_536;
+/// The largest packet MQTT can express.
+const MAX_MQTT_PACKET: usize = 268_435_460;
 /// How long shutdown waits for the readings taken to commit and their acknowledgements to leave.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -106,11 +108,28 @@ impl Recent {
     fn is_stored(&self, packet_id: u16, hash: i64) -> bool {
         self.by_id.get(&packet_id).is_some_and(|(h, _)| *h == hash)
     }
+
+    /// A new message (not DUP) came with `packet_id`: the broker had the earlier one with that id
+    /// acknowledged, so it can no longer come back. Whether the id was among the remembered
+    /// ones: a broker that reuses ids that soon (the lowest free one, as HiveMQ does) defeats
+    /// recognition by id, which is then turned off.
+    fn reused(&mut self, packet_id: u16) -> bool {
+        self.by_id.remove(&packet_id).is_some()
+    }
+
+    /// A new session on the broker: its packet ids start over.
+    fn clear(&mut self) {
+        self.by_id.clear();
+        self.order.clear();
+    }
 }
 
 /// A message taken, in arrival order, waiting for its commit before its acknowledgement.
 struct Taken {
     publish: Publish,
+    /// The connection it came on: an acknowledgement belongs on that connection only (after a
+    /// reconnect the broker sends it again, and that copy is the one acknowledged).
+    connection: u64,
     /// `None`: nothing to wait for (already stored).
     receipt: Option<crate::broker::Receipt>,
     /// What to remember once committed: packet id, hash, seq.
@@ -138,8 +157,15 @@ impl InFlight {
 
 /// Takes readings from the upstream broker until `stop`; reconnects with backoff.
 pub async fn run(config: UpstreamConfig, ingest: Arc<Ingest>, store: Arc<Store>, stats: Arc<UpstreamStats>, stop: CancellationToken) {
-    if let Err(e) = consume(&config, ingest, &store, &stats, &stop).await {
-        error!(error = format!("{e:#}"), upstream = %config.client.url, "upstream ingest stopped");
+    loop {
+        match consume(&config, Arc::clone(&ingest), &store, &stats, &stop).await {
+            Ok(()) => return,
+            Err(e) => error!(error = format!("{e:#}"), upstream = %config.client.url, "upstream ingest failed; starting it again in 5 s"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
     }
 }
 
@@ -162,11 +188,24 @@ async fn consume(
     }
     let client_id = config.client_id();
     let mut options = config.client.mqtt_options(&client_id, 100)?;
-    options.set_clean_session(false).set_manual_acks(true).set_max_packet_size(config.max_packet_size, config.max_packet_size);
+    // Any size the protocol allows comes in (a payload over --max-payload becomes a reject,
+    // recorded and acknowledged): a packet refused here would come back first on every
+    // reconnect, and this node's share would never move again.
+    options.set_clean_session(false).set_manual_acks(true).set_max_packet_size(MAX_MQTT_PACKET, config.max_packet_size);
     let (client, mut events) = AsyncClient::new(options, ACK_QUEUE);
     let in_flight = Arc::new(InFlight::default());
+    let connection = Arc::new(AtomicU64::new(0));
+    // Off once the broker is seen reusing packet ids soon (see [`Recent::reused`]).
+    let mut recognise = true;
     let (taken_tx, taken_rx) = mpsc::unbounded_channel();
-    let acker = tokio::spawn(acknowledge(client.clone(), taken_rx, Arc::clone(&recent), Arc::clone(stats), Arc::clone(&in_flight)));
+    let acker = tokio::spawn(acknowledge(
+        client.clone(),
+        taken_rx,
+        Arc::clone(&recent),
+        Arc::clone(stats),
+        Arc::clone(&in_flight),
+        Arc::clone(&connection),
+    ));
     // Rejects of upstream messages are recorded under this name (the device's own client id is
     // not carried by MQTT).
     let source = format!("{client_id} (upstream)");
@@ -187,7 +226,14 @@ async fn consume(
                     stats.reconnects.fetch_add(1, Relaxed);
                 }
                 stats.connected.store(true, Relaxed);
+                connection.fetch_add(1, Relaxed);
                 info!(upstream = %config.client.url, session_present = ack.session_present, "upstream ingest: connected");
+                if !ack.session_present {
+                    // A new session (the broker lost or expired the old one): its packet ids
+                    // start over, and what is remembered of the old ones means nothing.
+                    recent.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    store.forget_deliveries(&node).await.context("forgetting the old session's deliveries")?;
+                }
                 failing = false;
                 delay = RECONNECT_DELAYS.0;
                 // Subscribing again in a session that has the subscriptions changes nothing.
@@ -204,10 +250,20 @@ async fn consume(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 stats.received.fetch_add(1, Relaxed);
                 let hash = fnv1a(&[publish.topic.as_bytes(), &[0], &publish.payload]) as i64;
-                let taken = if publish.dup && recent.lock().unwrap_or_else(|e| e.into_inner()).is_stored(publish.pkid, hash) {
+                let on = connection.load(Relaxed);
+                let stored = {
+                    let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+                    if !publish.dup && publish.qos != QoS::AtMostOnce && recent.reused(publish.pkid) && recognise {
+                        recognise = false;
+                        warn!(upstream = %config.client.url,
+                            "the upstream broker reuses packet ids soon after they are acknowledged; messages it sends again are stored again (possible duplicates) rather than recognised by id");
+                    }
+                    recognise && publish.dup && recent.is_stored(publish.pkid, hash)
+                };
+                let taken = if stored {
                     stats.redelivered.fetch_add(1, Relaxed);
                     stats.duplicates.fetch_add(1, Relaxed);
-                    Taken { publish, receipt: None, delivery: None }
+                    Taken { publish, connection: on, receipt: None, delivery: None }
                 } else {
                     if publish.dup {
                         stats.redelivered.fetch_add(1, Relaxed);
@@ -215,7 +271,7 @@ async fn consume(
                     let Ok(topic) = TopicName::parse(&publish.topic) else {
                         warn!(topic = %publish.topic, "upstream sent a publish with an invalid topic; acknowledged and dropped");
                         in_flight.count.fetch_add(1, Relaxed);
-                        let _ = taken_tx.send(Taken { publish, receipt: None, delivery: None });
+                        let _ = taken_tx.send(Taken { publish, connection: on, receipt: None, delivery: None });
                         continue;
                     };
                     let qos = if publish.qos == QoS::AtMostOnce { CodecQoS::AtMostOnce } else { CodecQoS::AtLeastOnce };
@@ -226,7 +282,7 @@ async fn consume(
                     });
                     // Waits while the ingest queue is full: the upstream broker is then held back.
                     let receipt = ingest.queue(&source, &message, delivery.clone()).await;
-                    Taken { publish, receipt: Some(receipt), delivery }
+                    Taken { publish, connection: on, receipt: Some(receipt), delivery }
                 };
                 in_flight.count.fetch_add(1, Relaxed);
                 let _ = taken_tx.send(taken);
@@ -238,8 +294,8 @@ async fn consume(
                     warn!(upstream = %config.client.url, error = %e, "upstream ingest: connection lost or refused; retrying with backoff");
                     failing = true;
                 }
-                // Acknowledgements of what was taken go out on the next connection, before the
-                // broker's copies sent again (which are then recognised as stored).
+                // What was taken settles before reconnecting: committed ones are remembered, and
+                // the copies the broker sends again are recognised and acknowledged then.
                 tokio::select! {
                     _ = in_flight.drained() => {}
                     _ = stop.cancelled() => break,
@@ -281,8 +337,9 @@ async fn acknowledge(
     recent: Arc<Mutex<Recent>>,
     stats: Arc<UpstreamStats>,
     in_flight: Arc<InFlight>,
+    connection: Arc<AtomicU64>,
 ) {
-    while let Some(Taken { publish, receipt, delivery }) = taken.recv().await {
+    while let Some(Taken { publish, connection: on, receipt, delivery }) = taken.recv().await {
         let stored = match receipt {
             None => Ok(()),
             Some(receipt) => receipt.await.unwrap_or(Err(crate::broker::NotStored::Dropped)),
@@ -292,7 +349,7 @@ async fn acknowledge(
                 if let Some(d) = delivery {
                     recent.lock().unwrap_or_else(|e| e.into_inner()).insert(d.packet_id, d.hash, d.seq);
                 }
-                if publish.qos != QoS::AtMostOnce {
+                if publish.qos != QoS::AtMostOnce && on == connection.load(Relaxed) {
                     let _ = client.ack(&publish).await;
                     stats.acknowledged.fetch_add(1, Relaxed);
                 }
@@ -326,6 +383,11 @@ mod tests {
         assert!(!recent.is_stored(7, 42), "forgotten after {REMEMBERED} more");
         recent.insert(9, 10, REMEMBERED as i64 + 2);
         assert!(recent.is_stored(9, 10) && !recent.is_stored(9, 9), "an id delivered again holds its latest message");
+        assert!(recent.reused(9), "a new message with a remembered id: that id was reused soon");
+        assert!(!recent.is_stored(9, 10), "and the old message under it is forgotten");
+        assert!(!recent.reused(9));
+        recent.clear();
+        assert!(recent.by_id.is_empty() && recent.order.is_empty(), "a new session forgets the old one's ids");
     }
 
     #[test]

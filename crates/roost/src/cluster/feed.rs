@@ -19,6 +19,11 @@ use tracing::{debug, info, warn};
 
 /// The notification channel.
 const CHANNEL: &str = "roost_commits";
+/// Each node announces itself with a lease named `node:<id>`, renewed every [`PRESENCE`]; a
+/// node sends notices only while another node is there to hear them (one node alone costs its
+/// database nothing).
+const PRESENCE_PREFIX: &str = "node:";
+const PRESENCE: Duration = crate::cluster::lease::RENEW;
 /// PostgreSQL refuses notifications of 8,000 bytes or more.
 const MAX_NOTICE: usize = 7_000;
 
@@ -47,12 +52,47 @@ pub async fn run(store: Arc<Store>, node: Arc<str>, feeds: Feeds, stop: Cancella
         }
     };
     info!(node = %node, "cluster feed: announcing commits to, and hearing them from, other nodes on this database");
+    let presence = format!("{PRESENCE_PREFIX}{node}");
+    let mut present = tokio::time::interval(PRESENCE);
+    let mut others = false;
+    let mut announced = false;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
+            _ = present.tick() => {
+                let now = TimestampMs::now().0;
+                let ttl = crate::cluster::lease::TTL.as_millis() as i64;
+                let checked = match store.acquire_lease(&presence, &node, now, ttl).await {
+                    Ok(_) => store.others_holding(PRESENCE_PREFIX, &node, now).await,
+                    Err(e) => Err(e),
+                };
+                if !announced {
+                    // Hello: the nodes already here start telling this one of their commits.
+                    let hello = serde_json::to_string(&Notice { node: node.to_string(), readings: Vec::new() }).expect("a notice serializes");
+                    announced = store.notify(CHANNEL, &hello).await.is_ok();
+                }
+                match checked {
+                    Ok(count) if (count > 0) != others => {
+                        others = count > 0;
+                        info!(other_nodes = count, "cluster feed: {}", if others { "telling other nodes of commits" } else { "no other node; not telling" });
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(error = %e, "cluster feed: could not renew this node's presence"),
+                }
+            }
             committed = commits.recv() => match committed {
-                Ok(committed) if !committed.remote => {
-                    for notice in notices(&node, &committed) {
+                Ok(first) if others => {
+                    // Everything committed meanwhile goes out together: fewer, fuller notices.
+                    let mut batch = Committed { readings: Vec::new(), on_own_topic: Vec::new(), remote: false };
+                    let mut next = Some(first);
+                    while let Some(committed) = next.take() {
+                        if !committed.remote {
+                            batch.readings.extend(committed.readings.iter().cloned());
+                            batch.on_own_topic.extend((0..committed.readings.len()).map(|i| committed.on_own_topic.get(i).copied().unwrap_or(false)));
+                        }
+                        next = commits.try_recv().ok();
+                    }
+                    for notice in notices(&node, &batch) {
                         if let Err(e) = store.notify(CHANNEL, &notice).await {
                             debug!(error = %e, "cluster feed: a notice was not sent");
                         }
@@ -60,24 +100,35 @@ pub async fn run(store: Arc<Store>, node: Arc<str>, feeds: Feeds, stop: Cancella
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(batches)) => warn!(batches, "cluster feed: fell behind; other nodes' dashboards miss these values"),
-                Err(RecvError::Closed) => return,
+                Err(RecvError::Closed) => break,
             },
             heard = notifications.next() => match heard {
                 Ok(payload) => match serde_json::from_str::<Notice>(&payload) {
-                    Ok(notice) if *notice.node != *node => deliver(notice, &feeds),
+                    Ok(notice) if *notice.node != *node => {
+                        if !others {
+                            // A node that just started says so at once (an empty notice).
+                            others = true;
+                            info!(node = %notice.node, "cluster feed: another node is here; telling it of commits");
+                        }
+                        if !notice.readings.is_empty() {
+                            deliver(notice, &feeds);
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => debug!(error = %e, "cluster feed: a notice that is not ours"),
                 },
                 Err(e) => {
                     warn!(error = %e, "cluster feed: listening failed; reconnecting");
                     tokio::select! {
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             },
         }
     }
+    // Gone: the others stop telling this node at their next check.
+    let _ = store.release_lease(&presence, &node).await;
 }
 
 /// The JSON notices of one committed batch: its newest reading per sensor, in pieces small

@@ -30,6 +30,7 @@ where
 {
     let mut waiting_logged = false;
     loop {
+        let asked = tokio::time::Instant::now();
         match store.acquire_lease(name, &holder, TimestampMs::now().0, TTL.as_millis() as i64).await {
             Ok(true) => {}
             Ok(false) => {
@@ -52,7 +53,7 @@ where
         }
         info!(lease = name, node = %holder, "running this job here (lease taken)");
         waiting_logged = false;
-        let mut held_until = tokio::time::Instant::now() + TTL;
+        let mut held_until = asked + TTL;
         let token = stop.child_token();
         let running = job(token.clone());
         tokio::pin!(running);
@@ -62,8 +63,10 @@ where
             tokio::select! {
                 _ = &mut running => break false,
                 _ = renew.tick() => {
+                    // The expiry the database stores counts from before the request.
+                    let asked = tokio::time::Instant::now();
                     match store.acquire_lease(name, &holder, TimestampMs::now().0, TTL.as_millis() as i64).await {
-                        Ok(true) => held_until = tokio::time::Instant::now() + TTL,
+                        Ok(true) => held_until = asked + TTL,
                         Ok(false) => break true,
                         // The database is away: the lease still holds until it expires.
                         Err(e) if tokio::time::Instant::now() + RENEW < held_until => {

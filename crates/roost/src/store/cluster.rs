@@ -47,6 +47,17 @@ impl Store {
         })
     }
 
+    /// Forgets every delivery `node` recorded: its upstream session is new, and so are its ids.
+    pub async fn forget_deliveries(&self, node: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => QueryBuilder::new("DELETE FROM upstream_deliveries WHERE node = ")
+            .push_bind(node)
+            .build()
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(query_err("forgetting upstream deliveries")))
+    }
+
     /// Takes or renews the lease `name` for `holder` until `now + ttl` (epoch ms): true if
     /// `holder` has it now. A lease another holder let expire is taken over.
     pub async fn acquire_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
@@ -83,6 +94,25 @@ impl Store {
             let (current, expires_at): (String, i64) =
                 (row.try_get(0).map_err(query_err("decoding a lease"))?, row.try_get(1).map_err(query_err("decoding a lease"))?);
             Ok(current == holder && expires_at >= now_ms)
+        })
+    }
+
+    /// How many leases named `prefix…` holders other than `holder` hold at `now_ms` (the nodes
+    /// announcing themselves with `node:<id>` leases).
+    pub async fn others_holding(&self, prefix: &str, holder: &str, now_ms: i64) -> Result<usize, StoreError> {
+        on_pool!(self, pool => {
+            let row = QueryBuilder::new("SELECT COUNT(*) FROM leases WHERE name LIKE ")
+                .push_bind(format!("{prefix}%"))
+                .push(" AND holder <> ")
+                .push_bind(holder)
+                .push(" AND expires_at >= ")
+                .push_bind(now_ms)
+                .build()
+                .fetch_one(pool)
+                .await
+                .map_err(query_err("counting the other nodes"))?;
+            let count: i64 = row.try_get(0).map_err(query_err("counting the other nodes"))?;
+            Ok(count as usize)
         })
     }
 

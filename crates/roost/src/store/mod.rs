@@ -273,15 +273,19 @@ impl Store {
         // Nodes that start together on one server database migrate one after the other: a
         // session lock, held by the connection that migrates (and gone with it).
         let (lock, unlock) = match self.dialect() {
-            Dialect::Postgres => (Some("SELECT pg_advisory_lock(7346863)"), "SELECT pg_advisory_unlock(7346863)"),
-            Dialect::MySql => (Some("SELECT GET_LOCK('roost_migrate', 600)"), "SELECT RELEASE_LOCK('roost_migrate')"),
+            Dialect::Postgres => (Some("SELECT 1::BIGINT FROM pg_advisory_lock(7346863)"), "SELECT pg_advisory_unlock(7346863)"),
+            Dialect::MySql => (Some("SELECT CAST(GET_LOCK('roost_migrate', 600) AS SIGNED)"), "SELECT RELEASE_LOCK('roost_migrate')"),
             Dialect::Sqlite => (None, ""),
         };
         on_pool!(self, pool => {
             let setup = |cause| StoreError::Migrate { version: 0, cause };
             let mut conn = pool.acquire().await.map_err(setup)?;
             if let Some(lock) = lock {
-                sqlx::query(lock).execute(&mut *conn).await.map_err(setup)?;
+                // 1 when taken; MariaDB's GET_LOCK gives 0 on timeout and NULL on error.
+                let taken: Option<i64> = sqlx::query_scalar(lock).fetch_one(&mut *conn).await.map_err(setup)?;
+                if taken != Some(1) {
+                    return Err(StoreError::Migrate { version: 0, cause: sqlx::Error::Protocol("another process held the migration lock for 10 minutes".into()) });
+                }
             }
             sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
                 .execute(&mut *conn)

@@ -22,7 +22,8 @@ pub async fn run_browser_script_at(script: &str, base: &str, args: &[&str]) -> s
     assert!(js.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/js (.ci/run does)");
     let shots = root.join("docs/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new("node").arg(script).arg(base).args(args).arg(&shots).current_dir(&js).output().await.unwrap();
+    let run = Command::new("node").arg(script).arg(base).args(args).arg(&shots).current_dir(&js).kill_on_drop(true).output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), run).await.expect("the browser script finishes").unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));

@@ -191,17 +191,16 @@ async fn nothing_acknowledged_upstream_is_lost(backend: Backend) {
     a.kill().await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let a = Node::spawn(&db.url, "a", Some(mosquitto.port)).await;
-    assert_eq!(a.logged("session_present=true"), 1, "the restarted node resumes its upstream session");
+    assert!(a.logged("session_present=true") >= 1, "the restarted node resumes its upstream session");
     publishing.await.unwrap();
-    let store = Arc::new(Store::open(&db.url).await.unwrap());
-    eventually_async("every reading Mosquitto acknowledged is stored", || {
-        let store = Arc::clone(&store);
-        async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            stored_numbers(&store).await.len() == COUNT
-        }
-    })
-    .await;
+    let store = Store::open(&db.url).await.unwrap();
+    // A restarted node drains its queued share on a debug build beside other tests: give it
+    // longer than `support::WAIT`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stored_numbers(&store).await.len() < COUNT {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for every reading Mosquitto acknowledged to be stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let stored = stored_numbers(&store).await;
     assert!((0..COUNT as u64).all(|n| stored.contains_key(&n)));
     let twice = stored.values().filter(|n| **n > 1).count();
