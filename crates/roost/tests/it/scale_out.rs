@@ -5,7 +5,7 @@
 //! run on one node, and move when it stops.
 
 use crate::databases::{Backend, TestDb};
-use crate::support::{eventually_async, require_command, roost_command, ANY_PORTS};
+use crate::support::{eventually_async, free_port, roost_command, spawn_mosquitto, ANY_PORTS};
 use roost::store::{DatabaseUrl, Store};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
@@ -14,16 +14,12 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Mosquitto's window of unacknowledged messages to one client, as configured here: the most a
 /// node can have committed and not yet acknowledged when it dies, so the most that can be
 /// stored twice per kill.
 const UPSTREAM_WINDOW: usize = 100;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A Mosquitto of the test's own, with a WebSocket listener too.
 struct Mosquitto {
@@ -35,27 +31,15 @@ struct Mosquitto {
 
 impl Mosquitto {
     async fn start() -> Self {
-        require_command("mosquitto");
         let dir = tempfile::tempdir().unwrap();
         let (port, ws_port) = (free_port(), free_port());
         // Queued messages of an offline node's session are kept (Mosquitto's default drops
-        // past 1,000): see the README's scale-out section.
+        // past 1,000): see docs/scale-out.md.
         let config = format!(
             "allow_anonymous true\nuser root\nmax_inflight_messages {UPSTREAM_WINDOW}\nmax_queued_messages 1000000\n\
              listener {port} 127.0.0.1\nlistener {ws_port} 127.0.0.1\nprotocol websockets\n"
         );
-        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(dir.path().join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        for p in [port, ws_port] {
-            eventually_async("mosquitto listens", || async move { tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok() }).await;
-        }
+        let child = spawn_mosquitto(dir.path(), &config, &[port, ws_port]).await;
         Self { port, ws_port, _child: child, _dir: dir }
     }
 }

@@ -262,10 +262,6 @@ async fn the_nodemcu_sketch_passes_its_syntax_check_and_publishes_the_simulators
     assert!(sketch.contains("DHT dht(DHT_PIN, DHT11)") && sketch.contains("= D7;") && sketch.contains("= A0;"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A test CA and a `localhost` certificate it signed, made with the openssl CLI: `ca.pem`,
 /// `server.pem`, `server.key` in `dir`.
 pub async fn make_certificates(dir: &std::path::Path) {
@@ -320,28 +316,16 @@ pub async fn make_certificates(dir: &std::path::Path) {
 /// the TLS peer here: MQTT over TLS and WebSocket over TLS, trusted through --ca-file.
 #[tokio::test]
 async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
-    crate::support::require_command("mosquitto");
     crate::support::require_command("openssl");
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path()).await;
-    let (tls_port, wss_port) = (free_port(), free_port());
+    let (tls_port, wss_port) = (crate::support::free_port(), crate::support::free_port());
     let d = dir.path().display();
     let tls = format!("cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n");
     let config = format!(
         "allow_anonymous true\nuser root\nlistener {tls_port} 127.0.0.1\n{tls}listener {wss_port} 127.0.0.1\nprotocol websockets\n{tls}"
     );
-    std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
-    let _mosquitto = Command::new("mosquitto")
-        .arg("-c")
-        .arg(dir.path().join("mosquitto.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for port in [tls_port, wss_port] {
-        eventually_async("mosquitto listens", || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await;
-    }
+    let _mosquitto = crate::support::spawn_mosquitto(dir.path(), &config, &[tls_port, wss_port]).await;
     let ca = dir.path().join("ca.pem");
     for url in [format!("mqtts://localhost:{tls_port}"), format!("wss://localhost:{wss_port}/")] {
         let out = run(

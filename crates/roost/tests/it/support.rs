@@ -307,3 +307,27 @@ pub fn api_call(
         (status, response.json::<serde_json::Value>().await.unwrap())
     }
 }
+
+/// A free TCP port on loopback (for programs that cannot be told port 0, like Mosquitto).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts Mosquitto with `config` (written into `dir`), killed when dropped, once it listens
+/// on every one of `ports`.
+pub async fn spawn_mosquitto(dir: &std::path::Path, config: &str, ports: &[u16]) -> tokio::process::Child {
+    require_command("mosquitto");
+    std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
+    let child = tokio::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for &port in ports {
+        eventually_async("mosquitto listens", || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await;
+    }
+    child
+}
