@@ -114,7 +114,7 @@ pub fn upgrade_command_line(
     };
     let mut warnings = Vec::new();
     let mut upgraded = Vec::with_capacity(args.len());
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     let mut pending_unit: Option<&str> = None;
     while let Some(arg) = args.next() {
         if let Some(unit) = pending_unit.take().filter(|_| arg != "--") {
@@ -137,6 +137,19 @@ pub fn upgrade_command_line(
             Some((name, value)) => (name, Some(value)),
             None => (text.as_str(), None),
         };
+        // `serve --mqtt on|off` is the listeners' switch (`--mqtt-listeners`), not the old name
+        // of `--mqtt-listen`, whose values are addresses.
+        let switch = |v: &str| v == "on" || v == "off";
+        if command.first().map(String::as_str) == Some("serve") && name == "--mqtt" {
+            let given = value.map(str::to_owned).or_else(|| args.peek().and_then(|a| a.to_str()).filter(|v| switch(v)).map(str::to_owned));
+            if let Some(on_off) = given.filter(|v| switch(v)) {
+                if value.is_none() {
+                    args.next();
+                }
+                upgraded.push(format!("--mqtt-listeners={on_off}").into());
+                continue;
+            }
+        }
         let Some(rename) = renamed.iter().find(|r| r.old_flag == name) else {
             upgraded.push(arg);
             continue;
@@ -233,6 +246,17 @@ mod tests {
         assert_eq!(args, ["roost", "token", "create", "u", "--name", "--days", "--expires-in", "7d"]);
         let (args, _) = upgrade(&["roost", "serve", "--", "--mqtt"], &[("ROOST_MQTT", "a:1")]);
         assert_eq!(args, ["roost", "serve", "--mqtt-listen=a:1", "--", "--mqtt"], "after `--` nothing is a flag");
+    }
+
+    #[test]
+    fn mqtt_on_or_off_switches_the_listeners() {
+        for args in [&["roost", "serve", "--mqtt", "off"][..], &["roost", "serve", "--mqtt=off"]] {
+            let (upgraded, warnings) = upgrade(args, &[]);
+            assert_eq!(upgraded, ["roost", "serve", "--mqtt-listeners=off"]);
+            assert!(warnings.is_empty());
+        }
+        let (upgraded, _) = upgrade(&["roost", "serve", "--mqtt", "127.0.0.1:1884"], &[]);
+        assert_eq!(upgraded, ["roost", "serve", "--mqtt-listen", "127.0.0.1:1884"], "an address: the old name of --mqtt-listen");
     }
 
     #[test]
