@@ -212,7 +212,6 @@ async fn consume(
     let subscriptions = config.subscriptions();
     let mut delay = RECONNECT_DELAYS.0;
     let mut failing = false;
-    let mut connections = 0u64;
     info!(upstream = %config.client.url, client_id, ?subscriptions, "upstream ingest: connecting");
     loop {
         let event = tokio::select! {
@@ -221,12 +220,10 @@ async fn consume(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                connections += 1;
-                if connections > 1 {
+                if connection.fetch_add(1, Relaxed) > 0 {
                     stats.reconnects.fetch_add(1, Relaxed);
                 }
                 stats.connected.store(true, Relaxed);
-                connection.fetch_add(1, Relaxed);
                 info!(upstream = %config.client.url, session_present = ack.session_present, "upstream ingest: connected");
                 if !ack.session_present {
                     // A new session (the broker lost or expired the old one): its packet ids
