@@ -296,16 +296,26 @@ pub const SUBACK_FAILURE: u8 = 0x80;
 pub enum SubscribeOutcome {
     /// Subscribed at this maximum QoS.
     Granted(QoS),
-    /// Refused (3.1.1: 0x80, "Failure").
+    /// Refused for another reason (5.0: 0x80, "Unspecified error").
     Refused,
+    /// The ACL does not allow it (5.0: 0x87).
+    NotAuthorized,
+    /// Not a valid topic filter (5.0: 0x8F).
+    TopicFilterInvalid,
+    /// Over the server's subscription limit (5.0: 0x97).
+    QuotaExceeded,
 }
 
 impl SubscribeOutcome {
-    /// The SUBACK return code [MQTT-3.9.3-2].
-    pub fn code(self) -> u8 {
-        match self {
-            SubscribeOutcome::Granted(qos) => qos as u8,
-            SubscribeOutcome::Refused => SUBACK_FAILURE,
+    /// The SUBACK code for a client speaking `version`: the granted QoS, or a refusal, which
+    /// 3.1.1 knows only as 0x80 [MQTT-3.9.3-2] and 5.0 tells apart (§3.9.3).
+    pub fn code(self, version: ProtocolVersion) -> u8 {
+        match (self, version.is_v5()) {
+            (SubscribeOutcome::Granted(qos), _) => qos as u8,
+            (_, false) | (SubscribeOutcome::Refused, true) => SUBACK_FAILURE,
+            (SubscribeOutcome::NotAuthorized, true) => 0x87,
+            (SubscribeOutcome::TopicFilterInvalid, true) => 0x8F,
+            (SubscribeOutcome::QuotaExceeded, true) => 0x97,
         }
     }
 }
@@ -363,10 +373,18 @@ mod code_tests {
         assert_eq!(all.map(|r| r.code(ProtocolVersion::V5)), [0x84, 0x85, 0x88, 0x86, 0x87]);
     }
 
-    /// [MQTT-3.9.3-2] SUBACK codes: the granted QoS, or 0x80.
+    /// [MQTT-3.9.3-2] SUBACK codes: the granted QoS, or 0x80; 5.0 tells refusals apart.
     #[test]
     fn subscribe_outcomes_are_suback_codes() {
-        assert_eq!(SubscribeOutcome::Granted(QoS::ExactlyOnce).code(), 2);
-        assert_eq!(SubscribeOutcome::Refused.code(), 0x80);
+        let v311 = ProtocolVersion::V311;
+        assert_eq!(SubscribeOutcome::Granted(QoS::ExactlyOnce).code(v311), 2);
+        let refusals = [
+            SubscribeOutcome::Refused,
+            SubscribeOutcome::NotAuthorized,
+            SubscribeOutcome::TopicFilterInvalid,
+            SubscribeOutcome::QuotaExceeded,
+        ];
+        assert_eq!(refusals.map(|r| r.code(v311)), [0x80; 4]);
+        assert_eq!(refusals.map(|r| r.code(ProtocolVersion::V5)), [0x80, 0x87, 0x8F, 0x97]);
     }
 }

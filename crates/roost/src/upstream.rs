@@ -272,13 +272,13 @@ async fn consume(
                         continue;
                     };
                     let qos = if publish.qos == QoS::AtMostOnce { CodecQoS::AtMostOnce } else { CodecQoS::AtLeastOnce };
-                    let message = Message { topic, payload: publish.payload.clone(), qos, retain: publish.retain };
+                    let message = Message { topic, payload: publish.payload.clone(), qos, retain: publish.retain, properties: None };
                     let delivery = (qos != CodecQoS::AtMostOnce).then(|| {
                         next_seq += 1;
                         UpstreamDelivery { node: Arc::clone(&node), packet_id: publish.pkid, hash, seq: next_seq - 1 }
                     });
                     // Waits while the ingest queue is full: the upstream broker is then held back.
-                    let receipt = ingest.queue(&source, &message, delivery.clone()).await;
+                    let receipt = ingest.queue(&source, &message, delivery.clone()).await.receipt;
                     Taken { publish, connection: on, receipt: Some(receipt), delivery }
                 };
                 in_flight.count.fetch_add(1, Relaxed);

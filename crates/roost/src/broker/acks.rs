@@ -5,8 +5,9 @@
 //! too, until the packet id, release or subscription they depend on is stored.
 
 use super::hooks::{NotStored, Receipt};
+use super::subscription::Subscription;
 use super::Message;
-use mqtt_codec::{Packet, PacketId, QoS};
+use mqtt_codec::{Packet, PacketId};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +26,7 @@ pub struct PendingAck {
     /// committed so that a DUP resend is not stored twice.
     pub stored: Option<(PacketId, u64)>,
     /// For a SUBACK: the retained messages of its new subscriptions, sent after it.
-    pub then_retained: Vec<(Arc<Message>, QoS)>,
+    pub then_retained: Vec<(Arc<Message>, Subscription)>,
 }
 
 impl PendingAck {
@@ -46,11 +47,17 @@ impl PendingAck {
 
 /// The queue of waiting packets, in arrival order.
 #[derive(Default)]
-pub struct AckQueue(VecDeque<PendingAck>);
+pub struct AckQueue(VecDeque<PendingAck>, usize);
 
 impl AckQueue {
     pub fn push(&mut self, ack: PendingAck) {
+        self.1 += usize::from(matches!(ack.reply, Packet::PubAck(_)));
         self.0.push_back(ack);
+    }
+
+    /// The PUBACKs waiting: QoS 1 publishes not yet acknowledged (5.0 receive maximum).
+    pub fn pubacks(&self) -> usize {
+        self.1
     }
 
     pub fn len(&self) -> usize {
@@ -64,6 +71,7 @@ impl AckQueue {
     /// Forgets what still waits (the connection is gone).
     pub fn clear(&mut self) {
         self.0.clear();
+        self.1 = 0;
     }
 
     /// Hands `release` every packet at the front whose receipts resolved, in order, and stops
@@ -80,7 +88,9 @@ impl AckQueue {
                     Err(TryRecvError::Closed) => return Err(NotStored::Dropped),
                 }
             }
-            release(self.0.pop_front().expect("front exists"));
+            let ack = self.0.pop_front().expect("front exists");
+            self.1 -= usize::from(matches!(ack.reply, Packet::PubAck(_)));
+            release(ack);
         }
         Ok(())
     }

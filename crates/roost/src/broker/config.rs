@@ -32,6 +32,12 @@ pub struct BrokerConfig {
     pub session_expiry: Duration,
     /// Retained messages kept: count and payload bytes.
     pub retained: super::RetainedLimits,
+    /// MQTT 5.0: topic aliases a client may set on one connection (announced in CONNACK).
+    pub topic_alias_maximum: u16,
+    /// MQTT 5.0: the longest keep-alive the server lets a client choose; a client asking for
+    /// more (or for none) is told this one in CONNACK (Server Keep Alive, §3.2.2.3.14). 3.1.1
+    /// has no way to say so: its clients keep their own.
+    pub max_keep_alive: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +54,8 @@ impl Default for BrokerConfig {
             max_subscriptions: 1000,
             session_expiry: Duration::from_secs(7 * 24 * 3600),
             retained: super::RetainedLimits::default(),
+            topic_alias_maximum: 64,
+            max_keep_alive: Duration::from_secs(60),
         }
     }
 }

@@ -85,6 +85,15 @@ pub enum NotStored {
     Dropped,
 }
 
+/// A publish the ingest sink took.
+#[derive(Debug)]
+pub struct Offered {
+    pub receipt: Receipt,
+    /// Set when the publish is not a valid reading and is kept as a reject (quarantined)
+    /// instead: why. A 5.0 client is told so in its acknowledgement (0x99).
+    pub quarantined: Option<String>,
+}
+
 /// Where publishes go besides subscribers: Roost's durable ingest.
 pub trait IngestSink: Send + Sync + 'static {
     /// Whether publishes on `topic` are for this sink at all; a cheap, synchronous check so
@@ -94,7 +103,7 @@ pub trait IngestSink: Send + Sync + 'static {
     /// Offers a publish received from `client_id`. `None`: nothing to wait for (not a reading),
     /// acknowledge at once. Awaiting the returned future is the backpressure: a full sink makes
     /// the session stop reading from its client.
-    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Receipt>>;
+    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Offered>>;
 }
 
 /// No ingest: the broker alone.
@@ -106,7 +115,7 @@ impl IngestSink for NoIngest {
         false
     }
 
-    fn offer<'a>(&'a self, _: &'a str, _: &'a Message) -> BoxFuture<'a, Option<Receipt>> {
+    fn offer<'a>(&'a self, _: &'a str, _: &'a Message) -> BoxFuture<'a, Option<Offered>> {
         Box::pin(async { None })
     }
 }

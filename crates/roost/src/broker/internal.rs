@@ -3,6 +3,7 @@
 //! queue: a reader that falls behind loses messages, counted like any subscriber's.
 
 use super::mailbox::{Delivery, Mailbox, MailboxEvent};
+use super::subscription::Subscription;
 use super::{Broker, Message};
 use mqtt_codec::{QoS, TopicFilter};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ impl Broker {
         let mailbox = Arc::new(Mailbox::new(QUEUE, QUEUE));
         mailbox.set_online(true);
         let session = self.sessions.new_internal_id();
-        self.router.subscribe(&filter, session, QoS::AtMostOnce, Arc::clone(&mailbox));
+        self.router.subscribe(&filter, session, Subscription::qos(QoS::AtMostOnce), Arc::clone(&mailbox));
         InternalSubscription { broker: Arc::clone(self), session, filter, mailbox, ready: Default::default() }
     }
 }

@@ -21,6 +21,26 @@ pub struct Delivery {
     pub retain: bool,
     /// Its number in the durable queue of a persistent session (QoS 1/2 only).
     pub seq: Option<MessageSeq>,
+    /// Subscription identifiers and the shared subscription it came through; boxed, as most
+    /// deliveries have neither.
+    pub extra: Option<Box<DeliveryExtra>>,
+}
+
+/// What only some deliveries carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryExtra {
+    /// The identifiers of the subscriptions it matched [MQTT-3.3.4-3].
+    pub subscription_ids: Vec<u32>,
+    /// The shared subscription (`$share/<group>/<filter>`) that chose this session: if the
+    /// session leaves without acknowledging it, another member gets it.
+    pub shared: Option<Arc<str>>,
+}
+
+impl Delivery {
+    /// The shared subscription this delivery came through, if any.
+    pub fn shared(&self) -> Option<&Arc<str>> {
+        self.extra.as_ref().and_then(|e| e.shared.as_ref())
+    }
 }
 
 /// Who a persistent session's mailbox belongs to: its QoS 1/2 messages are stored.
@@ -273,6 +293,35 @@ impl Mailbox {
         Poll::Pending
     }
 
+    /// Takes out the queued deliveries a shared subscription chose this session for: it is
+    /// leaving, and another member gets them.
+    pub fn take_shared(&self) -> Vec<Delivery> {
+        let mut inner = self.lock();
+        if !inner.queue.iter().any(|d| d.shared().is_some()) {
+            return Vec::new();
+        }
+        let (shared, kept): (Vec<Delivery>, Vec<Delivery>) = inner.queue.drain(..).partition(|d| d.shared().is_some());
+        inner.queue = kept.into();
+        for delivery in &shared {
+            match delivery.qos {
+                QoS::AtMostOnce => inner.queued_qos0 -= 1,
+                _ => inner.queued_qos12 -= 1,
+            }
+        }
+        shared
+    }
+
+    /// Whether a connection uses this session now.
+    pub fn is_online(&self) -> bool {
+        self.lock().online
+    }
+
+    /// Online with no QoS 1/2 message waiting: a shared subscription's member that keeps up.
+    pub fn ready_for_more(&self) -> bool {
+        let inner = self.lock();
+        inner.online && inner.queued_qos12 == 0
+    }
+
     /// Messages queued and not yet sent.
     pub fn len(&self) -> usize {
         self.lock().queue.len()
@@ -285,8 +334,8 @@ mod tests {
     use mqtt_codec::TopicName;
 
     fn delivery(qos: QoS) -> Delivery {
-        let message = Message { topic: TopicName::parse("t").unwrap(), payload: Default::default(), qos, retain: false };
-        Delivery { message: Arc::new(message), qos, retain: false, seq: None }
+        let message = Message { topic: TopicName::parse("t").unwrap(), payload: Default::default(), qos, retain: false, properties: None };
+        Delivery { message: Arc::new(message), qos, retain: false, seq: None, extra: None }
     }
 
     #[test]

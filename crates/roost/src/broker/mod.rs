@@ -22,20 +22,23 @@ mod message;
 mod router;
 mod sessions;
 mod stats;
+mod subscription;
 mod sys;
 mod trie;
 pub mod websocket;
+mod wills;
 
 pub use config::BrokerConfig;
 pub use durability::{MessageSeq, NoPersistence, Persistence, RestoredMessage, RestoredSession, RestoredState, RestoredWill, StateChange};
-pub use hooks::{AllowAll, AuthOutcome, Authenticate, BoxFuture, Credentials, IngestSink, NoIngest, NotStored, Receipt};
+pub use hooks::{AllowAll, AuthOutcome, Authenticate, BoxFuture, Credentials, IngestSink, NoIngest, NotStored, Offered, Receipt};
 pub use internal::InternalSubscription;
 pub use keep_alive::supervise_sessions;
 pub use listener::{serve_tcp, serve_websocket, serve_websocket_session};
-pub use message::Message;
+pub use message::{Message, MessageProperties};
 pub use router::RetainedLimits;
 pub use sessions::{PersistentCounts, SessionInfo};
 pub use stats::{BrokerStats, Metric, StateGauges, StatsSnapshot};
+pub use subscription::Subscription;
 pub use sys::publish_sys_tree;
 pub use trie::SubscriptionTrie;
 pub use websocket::choose_subprotocol;
@@ -58,6 +61,7 @@ pub struct Broker {
     durable: Durable,
     started: Instant,
     connections_per_ip: Arc<limits::ConnectionsPerIp>,
+    delayed_wills: wills::DelayedWills,
 }
 
 /// What the broker plugs into: who may do what, where readings go, where its state is kept.
@@ -89,14 +93,13 @@ impl Broker {
             durable: Durable::new(hooks.persistence, restored.last_seq),
             started: Instant::now(),
             connections_per_ip: Arc::default(),
+            delayed_wills: wills::DelayedWills::default(),
         });
         broker.router.restore_retained(restored.retained);
         broker.sessions.restore(restored.sessions, &broker.router, &broker.config, &broker.durable);
         for RestoredWill { client_id, username, will } in restored.wills {
-            if broker.auth.may_publish(username.as_deref(), &will.topic) {
-                tracing::info!(%client_id, topic = %will.topic, "publishing the will of a client connected when the server stopped");
-                broker.router.route(Arc::new(will), &broker.stats, &broker.durable);
-            }
+            tracing::info!(%client_id, topic = %will.topic, "publishing the will of a client connected when the server stopped");
+            broker.publish_will(&Arc::new(will), username.as_deref());
             broker.durable.record(StateChange::WillCleared { client_id });
         }
         broker
@@ -142,7 +145,7 @@ impl Broker {
     /// Publishes a message from inside the server (the `$SYS` tree, a dashboard, a demo device)
     /// to subscribers, as if a client had sent it.
     pub fn publish(&self, message: Message) {
-        self.router.route(Arc::new(message), &self.stats, &self.durable);
+        self.router.route(Arc::new(message), None, &self.stats, &self.durable);
     }
 
     /// The persistent sessions, online and offline (the dashboard's admin view).

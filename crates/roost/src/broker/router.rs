@@ -2,8 +2,9 @@
 //! Publishers call it from their own tasks: it takes short locks and never awaits.
 
 use super::durability::{is_stored_topic, Durable, StateChange, MAX_RETAINED_TOPIC};
-use super::mailbox::{Congestion, Delivery, Mailbox, PushOutcome};
+use super::mailbox::{Congestion, Delivery, DeliveryExtra, Mailbox, PushOutcome};
 use super::stats::BrokerStats;
+use super::subscription::{SharedFilter, SharedSubscription, Subscriber, Subscription};
 use super::trie::SubscriptionTrie;
 use super::Message;
 use mqtt_codec::{QoS, TopicFilter, TopicName};
@@ -12,7 +13,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[derive(Default)]
 pub struct Router {
-    subscriptions: RwLock<SubscriptionTrie<Arc<Mailbox>>>,
+    subscriptions: RwLock<SubscriptionTrie<Subscriber>>,
+    /// Shared subscriptions by their full filter (`$share/<group>/<filter>`). Matched one by one:
+    /// deployments have a few (one per consumer group), not thousands.
+    shared: RwLock<HashMap<Arc<str>, SharedSubscription>>,
     retained: RwLock<Retained>,
     limits: RetainedLimits,
 }
@@ -91,12 +95,46 @@ impl Router {
         }
     }
 
-    pub fn subscribe(&self, filter: &TopicFilter, session: u64, qos: QoS, mailbox: Arc<Mailbox>) {
-        write(&self.subscriptions).insert(filter, session, qos, mailbox);
+    /// Adds or replaces (same session, same filter [MQTT-3.8.4-3]) a subscription; a
+    /// `$share/<group>/<filter>` one joins that group's shared subscription. A malformed shared
+    /// filter must be refused before (see [`SharedFilter::parse`]); it is ignored here.
+    pub fn subscribe(&self, filter: &TopicFilter, session: u64, options: Subscription, mailbox: Arc<Mailbox>) {
+        let subscriber = Subscriber { mailbox, options };
+        match SharedFilter::parse(filter) {
+            None => write(&self.subscriptions).insert(filter, session, options.qos, subscriber),
+            Some(Ok(shared)) => {
+                let mut groups = write(&self.shared);
+                let group = groups.entry(Arc::from(filter.as_str())).or_insert_with(|| SharedSubscription::new(shared.filter));
+                match group.members.iter_mut().find(|(id, _)| *id == session) {
+                    Some(member) => member.1 = subscriber,
+                    None => group.members.push((session, subscriber)),
+                }
+            }
+            Some(Err(_)) => {}
+        }
     }
 
     pub fn unsubscribe(&self, filter: &TopicFilter, session: u64) -> bool {
-        write(&self.subscriptions).remove(filter, session)
+        if SharedFilter::parse(filter).is_none() {
+            return write(&self.subscriptions).remove(filter, session);
+        }
+        let mut groups = write(&self.shared);
+        let Some(group) = groups.get_mut(filter.as_str()) else { return false };
+        let before = group.members.len();
+        group.members.retain(|(id, _)| *id != session);
+        let removed = group.members.len() != before;
+        if group.members.is_empty() {
+            groups.remove(filter.as_str());
+        }
+        removed
+    }
+
+    /// Whether `session` subscribes with exactly this filter (retain handling 1 [MQTT-3.3.1-10]).
+    pub fn is_subscribed(&self, filter: &TopicFilter, session: u64) -> bool {
+        match SharedFilter::parse(filter) {
+            None => read(&self.subscriptions).contains(filter, session),
+            Some(_) => read(&self.shared).get(filter.as_str()).is_some_and(|g| g.members.iter().any(|(id, _)| *id == session)),
+        }
     }
 
     /// Stores or clears a retained message [MQTT-3.3.1-5, -10, -11], then delivers the message
@@ -104,7 +142,7 @@ impl Router {
     /// [MQTT-3.3.5-1], with the retain flag cleared [MQTT-3.3.1-9]. Durable changes (the
     /// retained message, QoS 1/2 messages queued for persistent sessions) are recorded in the
     /// order they are made.
-    pub fn route(&self, message: Arc<Message>, stats: &BrokerStats, durable: &Durable) -> Routed {
+    pub fn route(&self, message: Arc<Message>, origin: Option<u64>, stats: &BrokerStats, durable: &Durable) -> Routed {
         let mut routed = Routed::default();
         if message.retain {
             let mut retained = write(&self.retained);
@@ -120,19 +158,16 @@ impl Router {
                     max_bytes = self.limits.max_bytes, "retained message refused (--max-retained, --max-retained-bytes, or a topic over 768 characters); delivered but not retained");
             }
         }
-        let mut targets: Vec<(u64, QoS, Arc<Mailbox>)> = Vec::new();
-        read(&self.subscriptions).for_each_match(&message.topic, |session, qos, mailbox| {
-            targets.push((session, qos, Arc::clone(mailbox)));
+        let mut targets: Vec<(u64, Subscriber)> = Vec::new();
+        read(&self.subscriptions).for_each_match(&message.topic, |session, _, subscriber| {
+            // [MQTT-3.8.3-3] no local: not back to the session that published it.
+            if !(subscriber.options.no_local && origin == Some(session)) {
+                targets.push((session, subscriber.clone()));
+            }
         });
-        if targets.len() > 1 {
-            // Highest QoS first per session, then keep the first of each session.
-            targets.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            targets.dedup_by_key(|t| t.0);
-        }
         let mut congestion = Congestion::None;
-        for (_, granted, mailbox) in targets {
-            let delivery = Delivery { message: Arc::clone(&message), qos: granted.min(message.qos), retain: false, seq: None };
-            let (outcome, recorded) = push_delivery(&mailbox, delivery, durable);
+        let mut deliver = |mailbox: &Mailbox, delivery: Delivery| {
+            let (outcome, recorded) = push_delivery(mailbox, delivery, durable);
             routed.durable |= recorded;
             match outcome {
                 PushOutcome::Queued(c) => congestion = congestion.max(c),
@@ -143,15 +178,51 @@ impl Router {
                 }
                 PushOutcome::DroppedOffline => BrokerStats::incr(&stats.dropped_offline),
             }
+        };
+        // One delivery per session [MQTT-3.3.5-1]: the highest QoS of its matching
+        // subscriptions, the retain flag as published if one of them asks for it, and every
+        // subscription identifier [MQTT-3.3.4-3].
+        targets.sort_unstable_by_key(|(session, _)| *session);
+        for same_session in targets.chunk_by(|a, b| a.0 == b.0) {
+            let qos = same_session.iter().map(|(_, s)| s.options.qos).max().unwrap_or(QoS::AtMostOnce);
+            let retain = message.retain && same_session.iter().any(|(_, s)| s.options.retain_as_published);
+            let subscription_ids: Vec<u32> = same_session.iter().filter_map(|(_, s)| s.options.id.map(|id| id.get())).collect();
+            let extra = (!subscription_ids.is_empty()).then(|| Box::new(DeliveryExtra { subscription_ids, shared: None }));
+            let delivery = Delivery { message: Arc::clone(&message), qos: qos.min(message.qos), retain, seq: None, extra };
+            deliver(&same_session[0].1.mailbox, delivery);
+        }
+        for (key, group) in read(&self.shared).iter() {
+            if group.filter.matches(&message.topic) {
+                if let Some((_, member)) = group.pick(None) {
+                    deliver(&member.mailbox, shared_delivery(&message, key, &member.options));
+                }
+            }
         }
         routed.congestion = congestion;
         routed
+    }
+
+    /// Hands a message a shared subscription sent to `session`, which left without
+    /// acknowledging it, to another member of that subscription. False if there is none.
+    pub fn redeliver_shared(&self, key: &Arc<str>, message: &Arc<Message>, session: u64, durable: &Durable) -> bool {
+        let groups = read(&self.shared);
+        let Some((_, member)) = groups.get(key).and_then(|g| g.pick(Some(session))) else { return false };
+        let (outcome, _) = push_delivery(&member.mailbox, shared_delivery(message, key, &member.options), durable);
+        matches!(outcome, PushOutcome::Queued(_))
     }
 
     /// Retained messages whose topic matches `filter`, for a new subscription [MQTT-3.3.1-6].
     pub fn retained_matching(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
         read(&self.retained).messages.values().filter(|m| filter.matches(&m.topic)).cloned().collect()
     }
+}
+
+/// A message as one member of a shared subscription gets it (the retain flag is cleared, as
+/// retained messages are never sent on shared subscriptions).
+fn shared_delivery(message: &Arc<Message>, key: &Arc<str>, options: &Subscription) -> Delivery {
+    let extra = DeliveryExtra { subscription_ids: options.id.map(|id| id.get()).into_iter().collect(), shared: Some(Arc::clone(key)) };
+    let retain = message.retain && options.retain_as_published;
+    Delivery { message: Arc::clone(message), qos: options.qos.min(message.qos), retain, seq: None, extra: Some(Box::new(extra)) }
 }
 
 /// Pushes `delivery` into `mailbox`. A QoS 1/2 copy for a persistent session is numbered and
@@ -174,7 +245,7 @@ pub(super) fn push_delivery(mailbox: &Mailbox, delivery: Delivery, durable: &Dur
 
 impl Router {
     pub fn subscription_count(&self) -> usize {
-        read(&self.subscriptions).len()
+        read(&self.subscriptions).len() + read(&self.shared).values().map(|g| g.members.len()).sum::<usize>()
     }
 
     /// The retained message of `topic`, if there is one.
@@ -195,7 +266,13 @@ mod retained_tests {
     use mqtt_codec::TopicName;
 
     fn retained(topic: &str, payload: &'static str) -> Arc<Message> {
-        Arc::new(Message { topic: TopicName::parse(topic).unwrap(), payload: payload.into(), qos: QoS::AtLeastOnce, retain: true })
+        Arc::new(Message {
+            topic: TopicName::parse(topic).unwrap(),
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: None,
+        })
     }
 
     #[test]

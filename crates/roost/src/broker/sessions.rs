@@ -6,7 +6,8 @@ use super::config::BrokerConfig;
 use super::durability::{Durable, RestoredSession, StateChange};
 use super::mailbox::{Alarm, Delivery, Mailbox, Owner, PushOutcome};
 use super::router::Router;
-use mqtt_codec::{PacketId, QoS, TopicFilter};
+use super::subscription::Subscription;
+use mqtt_codec::{PacketId, TopicFilter};
 // B-trees for the packet-id sets: half the size of a `HashMap` with its hasher state, inline
 // in every connection (see the idle-connection figures in BENCHMARKS.md).
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -30,7 +31,7 @@ pub struct SessionState {
     pub client_id: Arc<str>,
     pub clean: bool,
     pub mailbox: Arc<Mailbox>,
-    pub subscriptions: HashMap<TopicFilter, QoS>,
+    pub subscriptions: HashMap<TopicFilter, Subscription>,
     /// In send order, so that a resumed session resends in the original order [MQTT-4.4.0-1].
     /// Changed only through `push_outbound` / `remove_outbound_at`, which keep `outbound_ids`.
     pub outbound: VecDeque<Outbound>,
@@ -130,6 +131,9 @@ struct OfflineSession {
     state: SessionState,
     /// When its connection ended (Unix milliseconds), for expiry.
     since_ms: i64,
+    /// How long it is kept offline: the interval a 5.0 client chose, or `None` for the
+    /// server's (`--session-expiry`).
+    expiry: Option<std::time::Duration>,
 }
 
 /// The wall clock in Unix milliseconds: offline times are stored, and compared after restarts.
@@ -226,11 +230,11 @@ impl Sessions {
         config: &BrokerConfig,
         durable: &Durable,
     ) -> Claimed {
-        let NewSession { client_id, clean, username } = new;
+        let NewSession { client_id, clean_start, persistent, username } = new;
         let owner =
-            |state_client_id: &str| (!clean).then(|| Owner { client_id: state_client_id.into(), username: username.map(Arc::from) });
+            |state_client_id: &str| persistent.then(|| Owner { client_id: state_client_id.into(), username: username.map(Arc::from) });
         let (mut state, session_present) = match slots.remove(client_id) {
-            Some(Slot::Offline(offline)) if !clean => (offline.state, true),
+            Some(Slot::Offline(offline)) if !clean_start => (offline.state, true),
             Some(Slot::Offline(offline)) => {
                 let state = offline.state;
                 // [MQTT-3.1.2-6] clean session: the stored one is discarded.
@@ -240,8 +244,8 @@ impl Sessions {
             }
             _ => (self.fresh(client_id, owner(client_id), config), false),
         };
-        state.clean = clean;
-        if !clean {
+        state.clean = !persistent;
+        if persistent {
             durable.record(StateChange::SessionOpened { client_id: Arc::clone(&state.client_id), username: username.map(Arc::from) });
         }
         state.mailbox.set_online(true);
@@ -274,7 +278,8 @@ impl Sessions {
     /// Hands a session back when its connection ends: kept for a clean-session-0 client,
     /// discarded otherwise [MQTT-3.1.2-6] (a persistent one that an admin dropped, too). Then
     /// signals a waiting takeover.
-    pub fn release(&self, generation: u64, state: SessionState, router: &Router, durable: &Durable) {
+    /// `expiry`: how long it is kept offline (`None`: the server's `--session-expiry`).
+    pub fn release(&self, generation: u64, state: SessionState, expiry: Option<std::time::Duration>, router: &Router, durable: &Durable) {
         state.mailbox.set_online(false);
         {
             let mut slots = self.lock();
@@ -282,7 +287,7 @@ impl Sessions {
             if ours && !state.clean {
                 let since_ms = unix_ms();
                 durable.record(StateChange::SessionClosed { client_id: Arc::clone(&state.client_id), at_ms: since_ms });
-                slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms })));
+                slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms, expiry })));
             } else {
                 if ours {
                     slots.remove(&*state.client_id);
@@ -306,11 +311,12 @@ impl Sessions {
             let owner = Owner { client_id: Arc::clone(&restored.client_id), username: restored.username.clone() };
             let mut state = self.fresh(&restored.client_id, Some(owner), config);
             for (filter, qos) in restored.subscriptions {
-                router.subscribe(&filter, state.id, qos, Arc::clone(&state.mailbox));
-                state.subscriptions.insert(filter, qos);
+                let subscription = Subscription::qos(qos);
+                router.subscribe(&filter, state.id, subscription, Arc::clone(&state.mailbox));
+                state.subscriptions.insert(filter, subscription);
             }
             for message in restored.messages {
-                let delivery = Delivery { message: message.message, qos: message.qos, retain: false, seq: Some(message.seq) };
+                let delivery = Delivery { message: message.message, qos: message.qos, retain: false, seq: Some(message.seq), extra: None };
                 match message.packet_id {
                     Some(packet_id) => state.push_outbound(Outbound { packet_id, delivery, released: message.released }),
                     None => {
@@ -323,17 +329,19 @@ impl Sessions {
             }
             state.inbound_qos2.extend(restored.inbound_qos2);
             let since_ms = restored.offline_since_ms.unwrap_or(now);
-            slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms })));
+            slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms, expiry: None })));
         }
     }
 
-    /// Removes persistent sessions offline for longer than `expiry`, with their queues.
-    /// Returns how many.
+    /// Removes persistent sessions offline for longer than their expiry interval (`expiry` for
+    /// those without their own), with their queues. Returns how many.
     pub fn expire_offline(&self, now_ms: i64, expiry: std::time::Duration, router: &Router, durable: &Durable) -> usize {
-        let expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+        let expiry_ms = |own: Option<std::time::Duration>| i64::try_from(own.unwrap_or(expiry).as_millis()).unwrap_or(i64::MAX);
         let expired: Vec<Slot> = self
             .lock()
-            .extract_if(|_, slot| matches!(slot, Slot::Offline(offline) if now_ms.saturating_sub(offline.since_ms) > expiry_ms))
+            .extract_if(
+                |_, slot| matches!(slot, Slot::Offline(offline) if now_ms.saturating_sub(offline.since_ms) >= expiry_ms(offline.expiry)),
+            )
             .map(|(_, slot)| slot)
             .collect();
         for slot in &expired {
@@ -429,8 +437,12 @@ pub struct PersistentCounts {
 #[derive(Debug, Clone, Copy)]
 pub struct NewSession<'a> {
     pub client_id: &'a str,
-    /// Clean session [MQTT-3.1.2-6]: start afresh, and discard the session when it ends.
-    pub clean: bool,
+    /// Start afresh: a stored session is discarded (3.1.1 clean session [MQTT-3.1.2-6], 5.0
+    /// clean start [MQTT-3.1.2-4]).
+    pub clean_start: bool,
+    /// Keep the session when the connection ends (3.1.1: clean session 0; 5.0: a session
+    /// expiry interval over 0).
+    pub persistent: bool,
     pub username: Option<&'a str>,
 }
 
@@ -463,6 +475,7 @@ impl Sessions {
 mod packet_id_tests {
     use super::*;
     use crate::broker::Message;
+    use mqtt_codec::QoS;
     use proptest::prelude::*;
 
     fn delivery() -> Delivery {
@@ -471,8 +484,9 @@ mod packet_id_tests {
             payload: Default::default(),
             qos: QoS::AtLeastOnce,
             retain: false,
+            properties: None,
         };
-        Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false, seq: None }
+        Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false, seq: None, extra: None }
     }
 
     /// The id the plain scan would choose: the next counter value no in-flight message uses.
@@ -547,11 +561,11 @@ mod lifecycle_tests {
     }
 
     fn clean(client_id: &str) -> NewSession<'_> {
-        NewSession { client_id, clean: true, username: None }
+        NewSession { client_id, clean_start: true, persistent: false, username: None }
     }
 
     fn persistent(client_id: &str) -> NewSession<'_> {
-        NewSession { client_id, clean: false, username: None }
+        NewSession { client_id, clean_start: false, persistent: true, username: None }
     }
 
     fn alarm_of(mailbox: &Mailbox) -> Option<Alarm> {
@@ -582,7 +596,7 @@ mod lifecycle_tests {
         let durable = no_durability();
         let online = sessions.claim(clean("online"), &router, &config, &durable).await.unwrap();
         let resting = sessions.claim(persistent("resting"), &router, &config, &durable).await.unwrap();
-        sessions.release(resting.generation, resting.state, &router, &durable);
+        sessions.release(resting.generation, resting.state, None, &router, &durable);
         sessions.close_all();
         assert_eq!(alarm_of(&online.state.mailbox), Some(Alarm::Shutdown));
         assert!(sessions.claim(clean("late"), &router, &config, &durable).await.is_none(), "no session after shutdown");

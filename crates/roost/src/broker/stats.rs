@@ -9,6 +9,7 @@ pub struct BrokerStats {
     pub(crate) messages_sent: AtomicU64,
     pub(crate) dropped_qos0: AtomicU64,
     pub(crate) dropped_offline: AtomicU64,
+    pub(crate) dropped_too_large: AtomicU64,
     pub(crate) overflow_disconnects: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) publishes_denied: AtomicU64,
@@ -29,6 +30,8 @@ pub struct StatsSnapshot {
     pub dropped_qos0: u64,
     /// QoS 1/2 messages dropped because an offline session's queue was full.
     pub dropped_offline: u64,
+    /// Messages larger than a 5.0 subscriber's maximum packet size: dropped for it.
+    pub dropped_too_large: u64,
     /// Clients disconnected because their QoS 1/2 queue overflowed.
     pub overflow_disconnects: u64,
     /// Connections closed for malformed packets or protocol violations.
@@ -59,6 +62,7 @@ impl BrokerStats {
             messages_sent: self.messages_sent.load(Relaxed),
             dropped_qos0: self.dropped_qos0.load(Relaxed),
             dropped_offline: self.dropped_offline.load(Relaxed),
+            dropped_too_large: self.dropped_too_large.load(Relaxed),
             overflow_disconnects: self.overflow_disconnects.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             publishes_denied: self.publishes_denied.load(Relaxed),
@@ -108,7 +112,7 @@ impl StatsSnapshot {
     /// Every broker metric, for `/api/stats` and `/metrics` alike (`$SYS` has its own,
     /// Mosquitto's, names).
     pub fn metrics(&self, state: StateGauges) -> Vec<Metric> {
-        const DROPPED: &str = "Messages dropped by a full per-client queue.";
+        const DROPPED: &str = "Messages a subscriber did not get: its queue was full, or (MQTT 5.0) it takes no packet that large.";
         vec![
             Metric::gauge("clients_connected", "roost_clients_connected", "", "MQTT clients connected now.", self.clients_connected),
             Metric::counter(
@@ -126,6 +130,13 @@ impl StatsSnapshot {
                 "{reason=\"offline_queue_full\"}",
                 DROPPED,
                 self.dropped_offline,
+            ),
+            Metric::counter(
+                "dropped_too_large",
+                "roost_messages_dropped_total",
+                "{reason=\"too_large_for_client\"}",
+                DROPPED,
+                self.dropped_too_large,
             ),
             Metric::counter(
                 "overflow_disconnects",

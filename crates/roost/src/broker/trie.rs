@@ -65,6 +65,18 @@ impl<S: Clone> SubscriptionTrie<S> {
         self.len
     }
 
+    /// Whether `session` has a subscription with exactly `filter`.
+    pub fn contains(&self, filter: &TopicFilter, session: u64) -> bool {
+        let mut node = &self.root;
+        for level in filter.levels() {
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        node.subscribers.iter().any(|(id, _, _)| *id == session)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -189,7 +189,13 @@ mod tests {
     use std::sync::Arc;
 
     fn message(topic: &str, payload: &'static str) -> Arc<Message> {
-        Arc::new(Message { topic: TopicName::parse(topic).unwrap(), payload: payload.into(), qos: QoS::AtLeastOnce, retain: true })
+        Arc::new(Message {
+            topic: TopicName::parse(topic).unwrap(),
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: None,
+        })
     }
 
     fn number(n: u64) -> MessageSeq {

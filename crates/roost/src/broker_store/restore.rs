@@ -16,6 +16,7 @@ fn message(stored: StoredMessage) -> Option<Message> {
             payload: stored.payload.into(),
             qos: QoS::from_u8(stored.qos).unwrap_or(QoS::ExactlyOnce),
             retain: stored.retain,
+            properties: None,
         }),
         Err(e) => {
             warn!(topic = %stored.topic, error = %e, "stored message with an invalid topic; skipped");

@@ -11,7 +11,7 @@ mod writer;
 pub use template::{Captures, TemplateError, TopicTemplate};
 pub use writer::{run_writer, CommitFeed, Committed, Feeds, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 
-use crate::broker::{BoxFuture, IngestSink, Message, NotStored, Receipt};
+use crate::broker::{BoxFuture, IngestSink, Message, NotStored, Offered};
 use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, UpstreamDelivery, REJECT_PAYLOAD_PREFIX};
 use bytes::Bytes;
 use mqtt_codec::TopicName;
@@ -128,12 +128,14 @@ impl Ingest {
 
     /// Interprets a publish and queues it for the writer, waiting while the queue is full; the
     /// receipt resolves once it is committed. `delivery`: the upstream message it came from.
-    pub async fn queue(&self, client_id: &str, message: &Message, delivery: Option<UpstreamDelivery>) -> Receipt {
+    pub async fn queue(&self, client_id: &str, message: &Message, delivery: Option<UpstreamDelivery>) -> Offered {
         let received_at = TimestampMs::now();
         let record = self.interpret(client_id, message.topic.as_str(), &message.payload, received_at);
+        let mut quarantined = None;
         if let Record::Reject(reject) = &record {
             self.stats.count_reject_seen();
             self.log_reject_once(reject);
+            quarantined = Some(format!("not a reading ({}): kept in rejects", reject.reason));
         }
         let source =
             Source { client_id: client_id.to_owned(), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
@@ -141,7 +143,7 @@ impl Ingest {
         // A closed queue (writer gone) drops `committed`: the session then closes without
         // acknowledging, and the client sends again later.
         let _ = self.jobs.send(Job { record, source, committed, queued_at: Instant::now(), delivery }).await;
-        receipt
+        Offered { receipt, quarantined }
     }
 
     fn log_reject_once(&self, reject: &Reject) {
@@ -162,7 +164,7 @@ impl IngestSink for Ingest {
         self.config.templates.iter().any(|t| t.root() == root)
     }
 
-    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Receipt>> {
+    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Offered>> {
         Box::pin(async move { Some(self.queue(client_id, message, None).await) })
     }
 }

@@ -1,20 +1,25 @@
-//! One client connection: the MQTT 3.1.1 protocol state machine between a byte stream and the
-//! broker. Owns its socket, its read/write buffers and (while connected) its session.
+//! One client connection: the MQTT 3.1.1 and 5.0 protocol state machine between a byte stream
+//! and the broker. Owns its socket, its read/write buffers and (while connected) its session.
 
 mod packets;
+mod v5;
 
-use packets::publish_packet;
+use v5::{reason, V5};
 
 use super::acks::AckQueue;
 use super::durability::{StateChange, MAX_STORED_CLIENT_ID};
 use super::hooks::{AuthOutcome, Credentials, NotStored};
 use super::limits::Permit;
 use super::mailbox::{Alarm, Congestion, Delivery, Mailbox, MailboxEvent};
+use super::sessions::unix_ms;
 use super::sessions::{Claimed, NewSession, SessionState};
 use super::stats::BrokerStats;
-use super::{Broker, Message};
+use super::{Broker, Message, MessageProperties};
 use bytes::BytesMut;
-use mqtt_codec::{connect_return, decode, encode, Ack, ConnAck, Connect, ConnectRefusal, DecodeError, LastWill, Packet, ProtocolVersion};
+use mqtt_codec::{
+    connect_return, decode, encode, Ack, ConnAck, Connect, ConnectRefusal, DecodeError, Disconnect, LastWill, Packet, Properties, Property,
+    ProtocolVersion,
+};
 use std::fmt;
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -34,17 +39,22 @@ const BUSY_BUFFER: usize = 16 * 1024;
 /// over half full (see `Congestion::Reliable`).
 const CONGESTION_PAUSE: Duration = Duration::from_millis(1);
 
-/// Why a connection ended. Everything but `Disconnect` publishes the will [MQTT-3.1.2-8].
+/// Why a connection ended. Everything but a normal `Disconnect` publishes the will
+/// [MQTT-3.1.2-8].
 #[derive(Debug)]
 enum End {
-    Disconnect,
+    /// The client sent DISCONNECT; `will`: a 5.0 client asked for its will anyway (0x04).
+    Disconnect {
+        will: bool,
+    },
     ClosedByPeer,
     TakenOver,
     Shutdown,
     Dropped,
     KeepAliveExpired(Duration),
     QueueOverflow,
-    Protocol(String),
+    /// The client broke the protocol: the 5.0 DISCONNECT reason code, and why.
+    Protocol(Box<(u8, String)>),
     Io(std::io::Error),
     NotStored(NotStored),
 }
@@ -52,7 +62,8 @@ enum End {
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            End::Disconnect => f.write_str("client sent DISCONNECT"),
+            End::Disconnect { will: false } => f.write_str("client sent DISCONNECT"),
+            End::Disconnect { will: true } => f.write_str("client sent DISCONNECT with its will (0x04)"),
             End::ClosedByPeer => f.write_str("client closed the connection"),
             End::TakenOver => f.write_str("[MQTT-3.1.4-2] another connection took over this client id"),
             End::Shutdown => f.write_str("server shutting down"),
@@ -61,16 +72,47 @@ impl fmt::Display for End {
                 write!(f, "[MQTT-3.1.2-24] nothing received for {limit:?} (1.5 x keep-alive)")
             }
             End::QueueOverflow => f.write_str("QoS 1/2 queue overflowed: client cannot keep up"),
-            End::Protocol(why) => write!(f, "protocol error: {why}"),
+            End::Protocol(violation) => write!(f, "protocol error: {}", violation.1),
             End::Io(e) => write!(f, "I/O error: {e}"),
             End::NotStored(why) => write!(f, "publish could not be stored, not acknowledged: {why}"),
         }
     }
 }
 
+impl End {
+    /// A protocol error (5.0: 0x82).
+    fn protocol(why: impl Into<String>) -> Self {
+        End::violation(reason::PROTOCOL_ERROR, why)
+    }
+
+    /// A violation with its 5.0 reason code. (Boxed: `End` lives in every connection's future.)
+    fn violation(code: u8, why: impl Into<String>) -> Self {
+        End::Protocol(Box::new((code, why.into())))
+    }
+
+    /// The reason code of the DISCONNECT a 5.0 client is sent before the connection closes
+    /// (§3.14.2.1); `None` when the client ended it.
+    fn disconnect_reason(&self) -> Option<u8> {
+        match self {
+            End::Disconnect { .. } | End::ClosedByPeer | End::Io(_) => None,
+            End::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            End::Dropped => Some(reason::ADMINISTRATIVE_ACTION),
+            End::KeepAliveExpired(_) => Some(reason::KEEP_ALIVE_TIMEOUT),
+            End::QueueOverflow => Some(reason::QUOTA_EXCEEDED),
+            End::Protocol(violation) => Some(violation.0),
+            End::NotStored(_) => Some(reason::IMPLEMENTATION_SPECIFIC_ERROR),
+        }
+    }
+}
+
 impl From<DecodeError> for End {
     fn from(e: DecodeError) -> Self {
-        End::Protocol(e.to_string())
+        let code = match e {
+            DecodeError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
+            _ => reason::MALFORMED_PACKET,
+        };
+        End::violation(code, e.to_string())
     }
 }
 
@@ -96,6 +138,8 @@ struct Connection<S> {
     congestion: Congestion,
     /// 1.5 times the client's keep-alive [MQTT-3.1.2-24]; `None` when it is disabled.
     keep_alive: Option<Duration>,
+    /// What a 5.0 connection agreed on; `None` for 3.1.1.
+    v5: Option<Box<V5>>,
 }
 
 /// What woke a connection waiting for work.
@@ -129,6 +173,7 @@ where
         scratch: Vec::new(),
         congestion: Congestion::None,
         keep_alive: None,
+        v5: None,
     });
     conn.run()
 }
@@ -150,7 +195,7 @@ where
             Ok(Ok(Some(connect))) => Some(Box::new(connect)),
             Ok(Ok(None)) => None,
             Ok(Err(end)) => {
-                if matches!(end, End::Protocol(_)) {
+                if matches!(end, End::Protocol(..)) {
                     BrokerStats::incr(&self.broker.stats.protocol_errors);
                 }
                 info!(peer = %self.peer, reason = %end, "connection refused before CONNECT completed");
@@ -169,7 +214,7 @@ where
         loop {
             match decode(&mut self.read_buf, self.version, self.broker.config.max_packet_size) {
                 Ok(Some(Packet::Connect(connect))) => return Ok(Some(connect)),
-                Ok(Some(other)) => return Err(End::Protocol(format!("[MQTT-3.1.0-1] first packet was {}, not CONNECT", other.name()))),
+                Ok(Some(other)) => return Err(End::protocol(format!("[MQTT-3.1.0-1] first packet was {}, not CONNECT", other.name()))),
                 Err(DecodeError::UnsupportedProtocolLevel(level)) => {
                     // [MQTT-3.1.2-2] answer 0x01, then close.
                     self.refuse(ConnectRefusal::UnacceptableProtocolVersion).await;
@@ -186,7 +231,11 @@ where
     }
 
     async fn refuse(&mut self, why: ConnectRefusal) {
-        let code = why.code(self.version);
+        self.refuse_with(why.code(self.version)).await;
+    }
+
+    /// Answers the CONNECT with CONNACK `code` [MQTT-3.2.2-6, -7] (the connection then closes).
+    async fn refuse_with(&mut self, code: u8) {
         self.queue(Packet::ConnAck(ConnAck { session_present: false, code, properties: Default::default() }));
         let _ = self.flush().await;
     }
@@ -194,15 +243,22 @@ where
     async fn run_session(mut self: Box<Self>, connect: Box<Connect>) {
         self.version = connect.protocol;
         if connect.protocol.is_v5() {
-            // 5.0 packets decode, but this broker speaks 3.1.1 for now: refuse politely with
-            // the 5.0 reason code "Unsupported Protocol Version" (0x84).
-            Box::pin(self.refuse(ConnectRefusal::UnacceptableProtocolVersion)).await;
-            info!(peer = %self.peer, "MQTT 5.0 client refused: this broker speaks 3.1.1");
-            return;
+            match V5::negotiate(&connect, &self.broker.config) {
+                Ok(v5) => self.v5 = Some(Box::new(v5)),
+                Err(refusal) => {
+                    Box::pin(self.refuse_with(refusal.code)).await;
+                    info!(peer = %self.peer, code = refusal.code, why = refusal.why, "MQTT 5.0 CONNECT refused");
+                    return;
+                }
+            }
         }
-        let Some((client_id, username)) = Box::pin(self.accept_identity(&connect)).await else { return };
+        let Some((client_id, username, assigned)) = Box::pin(self.accept_identity(&connect)).await else { return };
+        let persistent = match &self.v5 {
+            Some(v5) => v5.session_expiry > 0,
+            None => !connect.clean_start,
+        };
         // Destructured at once: a named `Option<Claimed>` would be kept for the whole session.
-        let new = NewSession { client_id: &client_id, clean: connect.clean_start, username: username.as_deref() };
+        let new = NewSession { client_id: &client_id, clean_start: connect.clean_start, persistent, username: username.as_deref() };
         let Some(Claimed { mut state, session_present, generation }) =
             Box::pin(self.broker.sessions.claim(new, &self.broker.router, &self.broker.config, &self.broker.durable)).await
         else {
@@ -211,18 +267,29 @@ where
             return;
         };
         drop(client_id); // the session holds it from here on (state.client_id)
+        if self.broker.delayed_wills.cancel(&state.client_id) {
+            // [MQTT-3.1.3-9] the client is back before its will delay passed: no will.
+            self.broker.durable.record(StateChange::WillCleared { client_id: Arc::clone(&state.client_id) });
+        }
         BrokerStats::incr(&self.broker.stats.clients_connected);
-        info!(peer = %self.peer, client_id = %state.client_id, ?username, clean_session = connect.clean_start, session_present, "client connected");
+        info!(peer = %self.peer, client_id = %state.client_id, ?username, protocol = connect.protocol.level(), clean_start = connect.clean_start, persistent = !state.clean, session_present, "client connected");
+        let server_keep_alive = self.v5.as_ref().and_then(|_| server_keep_alive(connect.keep_alive, self.broker.config.max_keep_alive));
+        // Boxed: it waits across the will's store, in the future every connection holds.
+        let properties = self.v5.as_ref().map(|v5| {
+            Box::new(v5.connack_properties(&connect, assigned.then_some(&*state.client_id), server_keep_alive, &self.broker.config))
+        });
         let (keep_alive, will) = keep_alive_and_will(connect);
+        let keep_alive = server_keep_alive.map_or(keep_alive, |seconds| Duration::from_secs(seconds.into()));
         // [MQTT-3.1.2-24] 1.5 times the keep-alive; zero disables it.
         self.keep_alive = (!keep_alive.is_zero()).then(|| keep_alive.mul_f64(1.5));
         let will = Box::pin(store_will(&self.broker, &state.client_id, will, username.as_deref())).await;
         // [MQTT-3.2.2-1..3]
-        self.queue(Packet::ConnAck(ConnAck { session_present, code: connect_return::ACCEPTED, properties: Default::default() }));
+        let properties = properties.map(|p| *p).unwrap_or_default();
+        self.queue(Packet::ConnAck(ConnAck { session_present, code: connect_return::ACCEPTED, properties }));
         let end = self.resume(&mut state, session_present, username.as_deref()).await;
         self.broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match &end {
-            End::Protocol(_) => {
+            End::Protocol(..) => {
                 BrokerStats::incr(&self.broker.stats.protocol_errors);
                 warn!(peer = %self.peer, client_id = %state.client_id, reason = %end, "connection closed");
             }
@@ -233,32 +300,67 @@ where
             _ => info!(peer = %self.peer, client_id = %state.client_id, reason = %end, "connection closed"),
         }
         Box::pin(self.settle_pending_acks(&mut state)).await;
-        if let Some(will) = will {
-            if !matches!(end, End::Disconnect) {
-                self.publish_will(will, username.as_deref());
-            }
-            self.broker.durable.record(StateChange::WillCleared { client_id: Arc::clone(&state.client_id) });
+        if let (Some(code), Some(_)) = (end.disconnect_reason(), &self.v5) {
+            Box::pin(self.send_disconnect(code, &end)).await;
         }
+        self.hand_over_shared(&mut state);
         if matches!(end, End::Dropped) {
             state.clean = true; // discarded on release
         }
+        if let Some(will) = will {
+            self.settle_will(will, &end, &state, username);
+        }
         let _ = Box::pin(self.stream.shutdown()).await;
-        self.broker.sessions.release(generation, state, &self.broker.router, &self.broker.durable);
+        let expiry = self.v5.as_ref().map(|v5| v5.session_expiry());
+        self.broker.sessions.release(generation, state, expiry, &self.broker.router, &self.broker.durable);
+    }
+
+    /// The will at the end of a connection: not published after a normal DISCONNECT
+    /// [MQTT-3.14.4-3]; otherwise now, or (5.0) after its will delay, at most until the session
+    /// would expire [MQTT-3.1.3-9].
+    fn settle_will(&self, will: Arc<Message>, end: &End, state: &SessionState, username: Option<String>) {
+        let client_id = Arc::clone(&state.client_id);
+        if matches!(end, End::Disconnect { will: false }) {
+            self.broker.durable.record(StateChange::WillCleared { client_id });
+            return;
+        }
+        let delay = match &self.v5 {
+            Some(v5) if !state.clean => Duration::from_secs(u64::from(v5.will_delay.min(v5.session_expiry))),
+            _ => Duration::ZERO,
+        };
+        if delay.is_zero() {
+            self.broker.publish_will(&will, username.as_deref());
+            self.broker.durable.record(StateChange::WillCleared { client_id });
+        } else {
+            self.broker.publish_will_later(client_id, username, will, delay);
+        }
+    }
+
+    /// Tells a 5.0 client why the server closes the connection (§3.14.2.1), with a reason
+    /// string.
+    async fn send_disconnect(&mut self, code: u8, end: &End) {
+        let properties = Properties(vec![Property::ReasonString(end.to_string())]);
+        self.queue(Packet::Disconnect(Disconnect { reason: code, properties }));
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.flush()).await;
     }
 
     /// Checks the client id and credentials; answers a refusal itself. Returns the client id
-    /// (assigned if the client sent none) and the authenticated user name.
-    async fn accept_identity(&mut self, connect: &Connect) -> Option<(String, Option<String>)> {
+    /// (assigned if the client sent none), the authenticated user name, and for a 5.0 client
+    /// whether the id was assigned (a 5.0 client is told it in CONNACK [MQTT-3.2.2-16]).
+    async fn accept_identity(&mut self, connect: &Connect) -> Option<(String, Option<String>, bool)> {
         let mut client_id = connect.client_id.clone();
+        let mut assigned = false;
         if client_id.is_empty() {
-            // [MQTT-3.1.3-8] a zero-length id needs clean session; 3.1 never allowed it.
-            if !connect.clean_start || connect.protocol == ProtocolVersion::V31 {
+            // [MQTT-3.1.3-8] a 3.1.1 zero-length id needs clean session; 3.1 never allowed it;
+            // 5.0 allows it with either clean start [MQTT-3.1.3-6].
+            if (!connect.clean_start && !connect.protocol.is_v5()) || connect.protocol == ProtocolVersion::V31 {
                 self.refuse(ConnectRefusal::IdentifierRejected).await;
                 info!(peer = %self.peer, "empty client id without clean session; refused");
                 return None;
             }
             // [MQTT-3.1.3-6] assign a unique id.
             client_id = format!("roost-auto-{}", self.broker.sessions.unique_suffix());
+            assigned = true;
         }
         if client_id.chars().count() > MAX_STORED_CLIENT_ID {
             // [MQTT-3.1.3-5] a server may refuse long ids; sessions and wills are stored under it.
@@ -273,7 +375,7 @@ where
             password: connect.password.as_deref(),
         };
         match self.broker.auth.authenticate(credentials).await {
-            AuthOutcome::Allowed { username } => Some((client_id, username)),
+            AuthOutcome::Allowed { username } => Some((client_id, username, assigned)),
             refused => {
                 BrokerStats::incr(&self.broker.stats.connections_refused);
                 let why = match refused {
@@ -291,13 +393,16 @@ where
     async fn resume(&mut self, state: &mut SessionState, session_present: bool, username: Option<&str>) -> End {
         if session_present {
             // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (DUP set) and PUBREL, in order.
-            for outbound in &state.outbound {
+            for index in 0..state.outbound.len() {
+                let outbound = &state.outbound[index];
                 let packet = if outbound.released {
-                    Packet::PubRel(Ack::new(outbound.packet_id))
+                    Some(Packet::PubRel(Ack::new(outbound.packet_id)))
                 } else {
-                    publish_packet(&outbound.delivery, Some(outbound.packet_id), true)
+                    self.publish_for(&outbound.delivery, Some(outbound.packet_id), true, false)
                 };
-                self.queue(packet);
+                if let Some(packet) = packet {
+                    self.queue(packet);
+                }
             }
         }
         // Clients may send packets right behind their CONNECT, before the CONNACK arrives.
@@ -318,7 +423,7 @@ where
                     return End::Io(e);
                 }
             }
-            let window_open = state.outbound.len() < self.broker.config.max_inflight;
+            let window_open = state.outbound.len() < self.inflight_limit();
             let reading = self.pending_acks.len() < self.broker.config.max_pending_acks;
             let mailbox = &state.mailbox;
             let wake = std::future::poll_fn(|cx| self.poll_wake(cx, mailbox, window_open, reading)).await;
@@ -449,13 +554,6 @@ where
         let _ = tokio::time::timeout(Duration::from_millis(100), self.flush()).await;
     }
 
-    fn publish_will(&self, will: Arc<Message>, username: Option<&str>) {
-        if !self.broker.auth.may_publish(username, &will.topic) {
-            return;
-        }
-        self.broker.router.route(will, &self.broker.stats, &self.broker.durable);
-    }
-
     fn queue(&mut self, packet: Packet) {
         if let Err(e) = encode(&packet, self.version, &mut self.write_buf) {
             // Only possible for fields over protocol limits, which nothing we send has.
@@ -482,7 +580,8 @@ where
 /// server dies with this connection, the will is published when the server starts again.
 async fn store_will(broker: &Broker, client_id: &Arc<str>, will: Option<Box<LastWill>>, username: Option<&str>) -> Option<Arc<Message>> {
     let will = *will?;
-    let will = Arc::new(Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain });
+    let properties = MessageProperties::from_publish(&will.properties, unix_ms());
+    let will = Arc::new(Message { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties });
     broker.durable.record(StateChange::WillSet {
         client_id: Arc::clone(client_id),
         username: username.map(Arc::from),
@@ -494,6 +593,13 @@ async fn store_will(broker: &Broker, client_id: &Arc<str>, will: Option<Box<Last
         }
     }
     Some(will)
+}
+
+/// The Server Keep Alive a 5.0 client is told (§3.2.2.3.14): the server's maximum when the
+/// client asked for more, or for none.
+fn server_keep_alive(asked: Duration, max: Duration) -> Option<u16> {
+    let max = u16::try_from(max.as_secs()).unwrap_or(u16::MAX);
+    (asked.is_zero() || asked.as_secs() > u64::from(max)).then_some(max)
 }
 
 /// Keeps what a session needs of its CONNECT, and frees the rest now. (Moving fields out of

@@ -1,15 +1,22 @@
 //! The packets of a connected session: PUBLISH and its QoS handshakes both ways, SUBSCRIBE
 //! and UNSUBSCRIBE, and moving queued messages into the write buffer within the in-flight
-//! window. What must wait for a commit goes through the connection's [`AckQueue`].
+//! window. What must wait for a commit goes through the connection's [`AckQueue`]. MQTT 5.0
+//! adds reason codes, properties, topic aliases and flow control (see `v5`).
 
+use super::v5::{reason, server_receive_maximum};
 use super::{Connection, End};
 use crate::broker::acks::PendingAck;
 use crate::broker::durability::{StateChange, MAX_STORED_FILTER};
-use crate::broker::mailbox::{Delivery, PushOutcome};
-use crate::broker::sessions::{Outbound, SessionState};
+use crate::broker::mailbox::{Delivery, DeliveryExtra, PushOutcome};
+use crate::broker::sessions::{unix_ms, Outbound, SessionState};
 use crate::broker::stats::BrokerStats;
-use crate::broker::Message;
-use mqtt_codec::{Ack, Packet, PacketId, Publish, QoS, SubAck, Subscribe, SubscribeOutcome, TopicFilter, UnsubAck, Unsubscribe};
+use crate::broker::subscription::{SharedFilter, Subscription};
+use crate::broker::{Message, MessageProperties};
+use mqtt_codec::{
+    encoded_len, Ack, Packet, PacketId, Properties, Property, Publish, QoS, SubAck, Subscribe, SubscribeOutcome, TopicFilter, TopicName,
+    UnsubAck, Unsubscribe,
+};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
@@ -24,6 +31,14 @@ where
             Packet::PubAck(ack) => {
                 // Unknown ids are tolerated: the client may be answering a resend.
                 self.remove_outbound(state, ack.packet_id, false);
+            }
+            Packet::PubRec(ack) if ack.reason >= 0x80 => {
+                // 5.0: a PUBREC with an error code ends the exchange; no PUBREL (§4.3.3).
+                if let Some(pos) = state.outbound.iter().position(|o| o.packet_id == ack.packet_id && !o.released) {
+                    if let Some(seq) = state.remove_outbound_at(pos).and_then(|o| o.delivery.seq) {
+                        self.broker.durable.record(StateChange::Delivered { seq });
+                    }
+                }
             }
             Packet::PubRec(ack) => {
                 let mut released = None;
@@ -48,34 +63,74 @@ where
             }
             Packet::PubRel(ack) => {
                 // [MQTT-4.3.3-2] the id may be reused once released; answer PUBCOMP even for an
-                // unknown id, since our PUBCOMP may have been lost.
-                if state.inbound_qos2.remove(&ack.packet_id) && !state.clean {
+                // unknown id, since our PUBCOMP may have been lost (5.0 says so: 0x92).
+                let known = state.inbound_qos2.remove(&ack.packet_id);
+                if known && !state.clean {
                     let client_id = Arc::clone(&state.client_id);
                     self.broker.durable.record(StateChange::InboundReleased { client_id, packet_id: ack.packet_id });
                 }
-                self.pending_acks.push(PendingAck::now(Packet::PubComp(Ack::new(ack.packet_id))));
+                let code = if known { 0 } else { reason::PACKET_ID_NOT_FOUND };
+                self.pending_acks.push(PendingAck::now(Packet::PubComp(self.ack(ack.packet_id, code, None))));
             }
-            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe, state, username),
+            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe, state, username)?,
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(unsubscribe, state),
             // [MQTT-3.12.4-1]
             Packet::PingReq => self.queue(Packet::PingResp),
-            // [MQTT-3.14.4-3] the will is discarded.
-            Packet::Disconnect(_) => return Err(End::Disconnect),
+            Packet::Disconnect(disconnect) => {
+                if let Some(v5) = self.v5.as_deref_mut() {
+                    v5.update_session_expiry(&disconnect.properties, &self.broker.config).map_err(End::protocol)?;
+                    state.clean = v5.session_expiry == 0;
+                }
+                // [MQTT-3.14.4-3] the will is discarded, unless a 5.0 client asks for it.
+                return Err(End::Disconnect { will: disconnect.reason == reason::DISCONNECT_WITH_WILL });
+            }
             // [MQTT-3.1.0-2]
-            Packet::Connect(_) => return Err(End::Protocol("[MQTT-3.1.0-2] second CONNECT on a connection".into())),
+            Packet::Connect(_) => return Err(End::protocol("[MQTT-3.1.0-2] second CONNECT on a connection")),
+            // No enhanced authentication was started: an AUTH is out of place [MQTT-4.12.0-?].
+            Packet::Auth(_) => return Err(End::protocol("AUTH without enhanced authentication (§4.12)")),
             other => {
-                return Err(End::Protocol(format!("[MQTT-4.8.0-1] a client may not send {}", other.name())));
+                return Err(End::protocol(format!("[MQTT-4.8.0-1] a client may not send {}", other.name())));
             }
         }
         Ok(())
     }
 
+    /// An acknowledgement with a 5.0 reason code, and a reason string if the client wants
+    /// problem information [MQTT-3.1.2-29]. Plain for 3.1.1.
+    fn ack(&self, packet_id: PacketId, code: u8, why: Option<&str>) -> Ack {
+        match &self.v5 {
+            Some(v5) => {
+                let properties = match why {
+                    Some(why) if v5.problem_information => Properties(vec![Property::ReasonString(why.to_owned())]),
+                    _ => Properties::default(),
+                };
+                Ack { packet_id, reason: code, properties }
+            }
+            None => Ack::new(packet_id),
+        }
+    }
+
+    /// The topic of a PUBLISH, through the topic aliases of a 5.0 connection.
+    fn publish_topic(&mut self, topic: Option<TopicName>, properties: &Properties) -> Result<TopicName, End> {
+        match self.v5.as_deref_mut() {
+            Some(v5) => v5.resolve_topic(topic, properties).map_err(|(code, why)| End::violation(code, why)),
+            None => topic.ok_or_else(|| End::protocol("[MQTT-4.7.3-1] PUBLISH without a topic")),
+        }
+    }
+
     async fn handle_publish(&mut self, publish: Publish, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
         BrokerStats::incr(&self.broker.stats.messages_received);
-        let topic = publish.topic.ok_or_else(|| End::Protocol("[MQTT-4.7.3-1] PUBLISH without a topic".into()))?;
-        let message = Message { topic, payload: publish.payload, qos: publish.qos, retain: publish.retain };
+        let topic = self.publish_topic(publish.topic, &publish.properties)?;
+        let properties = match self.v5 {
+            Some(_) => MessageProperties::from_publish(&publish.properties, unix_ms()),
+            None => None,
+        };
+        let message = Message { topic, payload: publish.payload, qos: publish.qos, retain: publish.retain, properties };
         let allowed = self.broker.auth.may_publish(username, &message.topic);
         let packet_id = publish.packet_id;
+        if publish.qos != QoS::AtMostOnce && packet_id.is_none() {
+            return Err(End::protocol("[MQTT-2.3.1-1] QoS > 0 PUBLISH without a packet identifier"));
+        }
         let mut stored = None;
         if let (QoS::AtLeastOnce, Some(id)) = (publish.qos, packet_id) {
             let hash = content_hash(&message);
@@ -87,16 +142,52 @@ where
             }
             stored = Some((id, hash));
         }
+        if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, packet_id) {
+            if state.inbound_qos2.contains(&id) {
+                // A resend of a publish we already have: acknowledge again, route nothing
+                // [MQTT-4.3.3-2].
+                self.pending_acks.push(PendingAck::now(Packet::PubRec(Ack::new(id))));
+                return Ok(());
+            }
+        }
+        if publish.qos != QoS::AtMostOnce && self.v5.is_some() {
+            // [MQTT-3.3.4-7] a client must not send more unacknowledged QoS 1/2 publishes than
+            // the server's receive maximum; one that does is disconnected with 0x93 (§3.3.4).
+            let unacknowledged = self.pending_acks.pubacks() + state.inbound_qos2.len();
+            if unacknowledged >= usize::from(server_receive_maximum(&self.broker.config)) {
+                return Err(End::violation(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged QoS 1/2 publishes than the receive maximum",
+                ));
+            }
+        }
+        if !allowed {
+            BrokerStats::incr(&self.broker.stats.publishes_denied);
+            debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
+        }
+        if self.v5.is_some() {
+            // 5.0 says no: 0x87 for a publish the ACL denies, 0x99 for a payload that is not the
+            // UTF-8 its format indicator promises (§3.3.2.3.2). Nothing is stored or routed.
+            let refusal = if !allowed {
+                Some((reason::NOT_AUTHORIZED, "not authorized to publish on this topic"))
+            } else if declares_utf8(&message) && std::str::from_utf8(&message.payload).is_err() {
+                Some((reason::PAYLOAD_FORMAT_INVALID, "payload format indicator 1 but the payload is not UTF-8"))
+            } else {
+                None
+            };
+            if let Some((code, why)) = refusal {
+                if let Some(id) = packet_id {
+                    let ack = self.ack(id, code, Some(why));
+                    let reply = if publish.qos == QoS::AtLeastOnce { Packet::PubAck(ack) } else { Packet::PubRec(ack) };
+                    self.pending_acks.push(PendingAck::now(reply));
+                }
+                return Ok(());
+            }
+        }
         let reply = match (publish.qos, packet_id) {
-            (QoS::AtMostOnce, _) => None,
             (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(Ack::new(id))),
             (QoS::ExactlyOnce, Some(id)) => {
-                if !state.inbound_qos2.insert(id) {
-                    // A resend of a publish we already have: acknowledge again, route nothing
-                    // [MQTT-4.3.3-2].
-                    self.pending_acks.push(PendingAck::now(Packet::PubRec(Ack::new(id))));
-                    return Ok(());
-                }
+                state.inbound_qos2.insert(id);
                 if !state.clean {
                     // Kept across a restart too: the PUBREC below waits for it to be stored.
                     let client_id = Arc::clone(&state.client_id);
@@ -104,26 +195,44 @@ where
                 }
                 Some(Packet::PubRec(Ack::new(id)))
             }
-            _ => return Err(End::Protocol("[MQTT-2.3.1-1] QoS > 0 PUBLISH without a packet identifier".into())),
+            _ => None,
         };
         let qos2_kept = publish.qos == QoS::ExactlyOnce && !state.clean;
-        let (receipt, durable) = if allowed {
-            let receipt = if self.broker.ingest.wants(message.topic.as_str()) {
+        let (offered, durable) = if allowed {
+            let offered = if self.broker.ingest.wants(message.topic.as_str()) {
                 self.broker.ingest.offer(&state.client_id, &message).await
             } else {
                 None
             };
-            let routed = self.broker.router.route(Arc::new(message), &self.broker.stats, &self.broker.durable);
+            let routed = self.broker.router.route(Arc::new(message), Some(state.id), &self.broker.stats, &self.broker.durable);
             self.congestion = self.congestion.max(routed.congestion);
-            (receipt, routed.durable)
+            (offered, routed.durable)
         } else {
             // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and
             // dropped (and counted), so the client does not resend it forever.
-            BrokerStats::incr(&self.broker.stats.publishes_denied);
-            debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
             (None, false)
         };
-        if let Some(reply) = reply {
+        if let Some(mut reply) = reply {
+            let (receipt, quarantined) = match offered {
+                Some(offered) => (Some(offered.receipt), offered.quarantined),
+                None => (None, None),
+            };
+            if let (Some(why), Some(id), true) = (quarantined, packet_id, self.v5.is_some()) {
+                // 5.0: still recorded in `rejects`, and the client hears it was not a reading.
+                let ack = self.ack(id, reason::PAYLOAD_FORMAT_INVALID, Some(&why));
+                reply = match reply {
+                    Packet::PubAck(_) => Packet::PubAck(ack),
+                    _ => {
+                        // A PUBREC with an error code ends the QoS 2 exchange (no PUBREL).
+                        state.inbound_qos2.remove(&id);
+                        if !state.clean {
+                            let client_id = Arc::clone(&state.client_id);
+                            self.broker.durable.record(StateChange::InboundReleased { client_id, packet_id: id });
+                        }
+                        Packet::PubRec(ack)
+                    }
+                };
+            }
             let stored = if receipt.is_some() { stored } else { None };
             // Acknowledged means stored: what this publish changed in the broker's durable
             // state (a retained message, messages queued for persistent sessions) is
@@ -134,10 +243,14 @@ where
         Ok(())
     }
 
-    fn handle_subscribe(&mut self, subscribe: Subscribe, state: &mut SessionState, username: Option<&str>) {
+    fn handle_subscribe(&mut self, subscribe: Subscribe, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
+        let id = subscription_identifier(&subscribe.properties)?;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         for (raw, options) in &subscribe.filters {
+            if options.retain_handling > 2 {
+                return Err(End::violation(reason::MALFORMED_PACKET, "retain handling 3 (§3.8.3.1)"));
+            }
             let filter = match TopicFilter::parse(raw) {
                 Ok(_) if raw.chars().count() > MAX_STORED_FILTER => {
                     info!(client_id = %state.client_id, limit = MAX_STORED_FILTER, "topic filter longer than the limit (characters); refused");
@@ -146,35 +259,60 @@ where
                 }
                 Ok(f) if state.subscriptions.len() >= self.broker.config.max_subscriptions && !state.subscriptions.contains_key(&f) => {
                     info!(client_id = %state.client_id, filter = %raw, limit = self.broker.config.max_subscriptions, "subscription limit reached; refused");
-                    codes.push(SubscribeOutcome::Refused);
+                    codes.push(SubscribeOutcome::QuotaExceeded);
                     continue;
                 }
-                Ok(f) if self.broker.auth.may_subscribe(username, &f) => f,
-                Ok(_) => {
-                    BrokerStats::incr(&self.broker.stats.subscriptions_denied);
-                    debug!(client_id = %state.client_id, filter = %raw, "subscription denied by ACL");
-                    codes.push(SubscribeOutcome::Refused);
-                    continue;
-                }
+                Ok(f) => f,
                 Err(e) => {
                     debug!(client_id = %state.client_id, filter = %raw, reason = %e, "invalid topic filter");
-                    codes.push(SubscribeOutcome::Refused);
+                    codes.push(SubscribeOutcome::TopicFilterInvalid);
                     continue;
                 }
             };
+            let shared = match SharedFilter::parse(&filter) {
+                None => None,
+                Some(Ok(shared)) if options.no_local => {
+                    let _ = shared;
+                    // [MQTT-3.8.3-4] no local on a shared subscription is a protocol error.
+                    return Err(End::protocol("[MQTT-3.8.3-4] no local set on a shared subscription"));
+                }
+                Some(Ok(shared)) => Some(shared),
+                Some(Err(why)) => {
+                    debug!(client_id = %state.client_id, filter = %raw, why, "invalid shared subscription");
+                    codes.push(SubscribeOutcome::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            // The ACL judges the filter a shared subscription shares.
+            let acl_filter = shared.as_ref().map_or(&filter, |s| &s.filter);
+            if !self.broker.auth.may_subscribe(username, acl_filter) {
+                BrokerStats::incr(&self.broker.stats.subscriptions_denied);
+                debug!(client_id = %state.client_id, filter = %raw, "subscription denied by ACL");
+                codes.push(SubscribeOutcome::NotAuthorized);
+                continue;
+            }
             let qos = options.qos;
-            self.broker.router.subscribe(&filter, state.id, qos, Arc::clone(&state.mailbox));
-            retained.extend(self.broker.router.retained_matching(&filter).into_iter().map(|m| (m, qos)));
+            let subscription = Subscription { qos, no_local: options.no_local, retain_as_published: options.retain_as_published, id };
+            let existed = self.broker.router.is_subscribed(&filter, state.id);
+            self.broker.router.subscribe(&filter, state.id, subscription, Arc::clone(&state.mailbox));
+            // Retained messages [MQTT-3.3.1-9, -10, -11]: per retain handling, and never on a
+            // shared subscription.
+            let send_retained = shared.is_none() && (options.retain_handling == 0 || (options.retain_handling == 1 && !existed));
+            if send_retained {
+                let now = unix_ms();
+                let matching = self.broker.router.retained_matching(&filter).into_iter().filter(|m| !m.expired(now));
+                retained.extend(matching.map(|m| (m, subscription)));
+            }
             if let Some(owner) = state.mailbox.owner() {
                 let client_id = Arc::clone(&owner.client_id);
                 self.broker.durable.record(StateChange::Subscribed { client_id, filter: filter.clone(), qos });
             }
-            state.subscriptions.insert(filter, qos);
+            state.subscriptions.insert(filter, subscription);
             codes.push(SubscribeOutcome::Granted(qos));
         }
         // [MQTT-3.8.4-1, -5] one code per filter, in order; a persistent session's
         // subscriptions are stored first.
-        let codes = codes.into_iter().map(SubscribeOutcome::code).collect();
+        let codes = codes.into_iter().map(|outcome| outcome.code(self.version)).collect();
         let suback = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, codes, properties: Default::default() });
         match state.mailbox.owner().and_then(|_| self.broker.durable.committed()) {
             Some(committed) => {
@@ -187,15 +325,17 @@ where
                 self.push_retained(state, retained);
             }
         }
+        Ok(())
     }
 
     /// Queues retained messages for a new subscription, each at the lower of its QoS and the
-    /// granted one.
-    pub(super) fn push_retained(&self, state: &SessionState, retained: Vec<(Arc<Message>, QoS)>) {
-        for (message, granted) in retained {
-            let qos = granted.min(message.qos);
+    /// granted one, with the subscription's identifier.
+    pub(super) fn push_retained(&self, state: &SessionState, retained: Vec<(Arc<Message>, Subscription)>) {
+        for (message, subscription) in retained {
+            let qos = subscription.qos.min(message.qos);
+            let extra = subscription.id.map(|id| Box::new(DeliveryExtra { subscription_ids: vec![id.get()], shared: None }));
             // [MQTT-3.3.1-8] retained messages go out with the retain flag set.
-            let delivery = Delivery { message, qos, retain: true, seq: None };
+            let delivery = Delivery { message, qos, retain: true, seq: None, extra };
             let (outcome, _) = crate::broker::router::push_delivery(&state.mailbox, delivery, &self.broker.durable);
             if let PushOutcome::DroppedQoS0 = outcome {
                 BrokerStats::incr(&self.broker.stats.dropped_qos0);
@@ -204,19 +344,26 @@ where
     }
 
     fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe, state: &mut SessionState) {
+        let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for raw in &unsubscribe.filters {
-            if let Ok(filter) = TopicFilter::parse(raw) {
-                self.broker.router.unsubscribe(&filter, state.id);
-                if state.subscriptions.remove(&filter).is_some() {
-                    if let Some(owner) = state.mailbox.owner() {
-                        let client_id = Arc::clone(&owner.client_id);
-                        self.broker.durable.record(StateChange::Unsubscribed { client_id, filter });
-                    }
+            let Ok(filter) = TopicFilter::parse(raw) else {
+                codes.push(reason::TOPIC_FILTER_INVALID);
+                continue;
+            };
+            self.broker.router.unsubscribe(&filter, state.id);
+            if state.subscriptions.remove(&filter).is_some() {
+                codes.push(0);
+                if let Some(owner) = state.mailbox.owner() {
+                    let client_id = Arc::clone(&owner.client_id);
+                    self.broker.durable.record(StateChange::Unsubscribed { client_id, filter });
                 }
+            } else {
+                codes.push(reason::NO_SUBSCRIPTION_EXISTED);
             }
         }
-        // [MQTT-3.10.4-4, -5] UNSUBACK even when nothing matched.
-        let unsuback = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, codes: Vec::new(), properties: Default::default() });
+        // [MQTT-3.10.4-4, -5] UNSUBACK even when nothing matched; 5.0 says per filter [MQTT-3.11.3-1].
+        let codes = if self.v5.is_some() { codes } else { Vec::new() };
+        let unsuback = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, codes, properties: Default::default() });
         // A persistent session's UNSUBACK once the removal is stored.
         match state.mailbox.owner().and_then(|_| self.broker.durable.committed()) {
             Some(committed) => self.pending_acks.push(PendingAck::after_commit(unsuback, Some(committed))),
@@ -224,16 +371,42 @@ where
         }
     }
 
+    /// How many QoS 1/2 messages may be in flight to the client: the server's window, and a 5.0
+    /// client's receive maximum [MQTT-3.3.4-9].
+    pub(super) fn inflight_limit(&self) -> usize {
+        let window = self.broker.config.max_inflight;
+        self.v5.as_ref().map_or(window, |v5| window.min(usize::from(v5.client_receive_maximum)))
+    }
+
     /// Moves what the session may send now (within its in-flight window) into the write buffer.
     pub(super) fn drain_mailbox(&mut self, state: &mut SessionState) -> Result<(), End> {
-        let window = self.broker.config.max_inflight.saturating_sub(state.outbound.len());
+        let window = self.inflight_limit().saturating_sub(state.outbound.len());
         let mut batch = std::mem::take(&mut self.scratch);
         let overflowed = state.mailbox.drain_into(&mut batch, window);
+        let now = if self.v5.is_some() || batch.iter().any(|d| d.message.properties.is_some()) { unix_ms() } else { 0 };
         for delivery in batch.drain(..) {
+            if delivery.message.expired(now) {
+                // [MQTT-3.3.2-5] an expired message is not delivered.
+                if let Some(seq) = delivery.seq {
+                    self.broker.durable.record(StateChange::Delivered { seq });
+                }
+                continue;
+            }
             let packet_id = (delivery.qos != QoS::AtMostOnce).then(|| state.next_packet_id());
-            let publish = publish_packet(&delivery, packet_id, false);
+            let waits_for_commit = delivery.seq.is_some() && delivery.qos == QoS::ExactlyOnce;
+            // A packet held back for a commit must not carry a new topic alias: later packets
+            // written before it would use the alias first.
+            let Some(publish) = self.publish_for(&delivery, packet_id, false, !waits_for_commit) else {
+                // [MQTT-3.1.2-25] too large for the client: dropped as if delivered.
+                debug!(client_id = %state.client_id, topic = %delivery.message.topic, "message larger than the client's maximum packet size; dropped");
+                BrokerStats::incr(&self.broker.stats.dropped_too_large);
+                if let Some(seq) = delivery.seq {
+                    self.broker.durable.record(StateChange::Delivered { seq });
+                }
+                continue;
+            };
             match (delivery.seq, packet_id) {
-                (Some(seq), Some(packet_id)) if delivery.qos == QoS::ExactlyOnce => {
+                (Some(seq), Some(packet_id)) if waits_for_commit => {
                     // Exactly once across a restart: the packet id is stored before the PUBLISH
                     // leaves, so that a resend uses it again [MQTT-4.3.3-2].
                     self.broker.durable.record(StateChange::Sent { seq, packet_id });
@@ -253,6 +426,75 @@ where
         Ok(())
     }
 
+    /// The PUBLISH that sends `delivery`. To a 5.0 client it carries the message's properties,
+    /// what is left of its expiry interval [MQTT-3.3.2-6], its subscription identifiers
+    /// [MQTT-3.3.4-3], and (with `use_alias`) a topic alias. `None` if it is larger than the
+    /// client's maximum packet size [MQTT-3.1.2-24].
+    pub(super) fn publish_for(&mut self, delivery: &Delivery, packet_id: Option<PacketId>, dup: bool, use_alias: bool) -> Option<Packet> {
+        let mut publish = Publish {
+            dup,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic: Some(delivery.message.topic.clone()),
+            packet_id,
+            payload: delivery.message.payload.clone(),
+            properties: Properties::default(),
+        };
+        let Some(v5) = self.v5.as_deref_mut() else { return Some(Packet::Publish(publish)) };
+        let properties = &mut publish.properties.0;
+        if let Some(kept) = delivery.message.properties.as_deref() {
+            properties.extend(kept.forwarded.0.iter().cloned());
+            if let Some(seconds) = kept.remaining_expiry(unix_ms()) {
+                properties.push(Property::MessageExpiryInterval(seconds));
+            }
+        }
+        if let Some(extra) = delivery.extra.as_deref() {
+            properties.extend(extra.subscription_ids.iter().map(|&id| Property::SubscriptionIdentifier(id)));
+        }
+        let mut packet = Packet::Publish(publish);
+        if encoded_len(&packet, self.version) > v5.client_maximum_packet_size {
+            return None;
+        }
+        if use_alias {
+            if let Packet::Publish(publish) = &mut packet {
+                if let Some((alias, new)) = v5.outbound_alias(&delivery.message.topic) {
+                    publish.properties.0.push(Property::TopicAlias(alias));
+                    if !new {
+                        // [MQTT-3.3.2-?] an alias the client knows stands for the topic.
+                        publish.topic = None;
+                    }
+                }
+            }
+        }
+        Some(packet)
+    }
+
+    /// At the end of a connection: the shared-subscription messages this session was sent and
+    /// did not acknowledge, or has queued, go to another member of their shared subscription
+    /// (§4.8.2). A QoS 2 message already released (PUBREC received) stays: it was delivered.
+    pub(super) fn hand_over_shared(&self, state: &mut SessionState) {
+        let mut handed = Vec::new();
+        let mut index = 0;
+        while index < state.outbound.len() {
+            let outbound = &state.outbound[index];
+            if outbound.delivery.shared().is_some() && !outbound.released {
+                handed.extend(state.remove_outbound_at(index).map(|o| o.delivery));
+            } else {
+                index += 1;
+            }
+        }
+        handed.extend(state.mailbox.take_shared());
+        for delivery in handed {
+            if let Some(seq) = delivery.seq {
+                self.broker.durable.record(StateChange::Delivered { seq });
+            }
+            let Some(key) = delivery.shared() else { continue };
+            if !self.broker.router.redeliver_shared(key, &delivery.message, state.id, &self.broker.durable) {
+                debug!(client_id = %state.client_id, shared = %key, "no other member to hand a shared message to; dropped");
+            }
+        }
+    }
+
     /// Forgets an outgoing message the client acknowledged (PUBACK for QoS 1, PUBCOMP for
     /// QoS 2); a persistent session's copy is deleted too.
     fn remove_outbound(&self, state: &mut SessionState, packet_id: PacketId, released: bool) {
@@ -268,22 +510,25 @@ where
     }
 }
 
+/// The subscription identifier of a SUBSCRIBE; 0 is a protocol error (§3.8.2.1.2).
+fn subscription_identifier(properties: &Properties) -> Result<Option<NonZeroU32>, End> {
+    for property in &properties.0 {
+        if let Property::SubscriptionIdentifier(id) = *property {
+            return NonZeroU32::new(id).map(Some).ok_or_else(|| End::protocol("subscription identifier 0 (§3.8.2.1.2)"));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the publisher said the payload is UTF-8 text (payload format indicator 1).
+fn declares_utf8(message: &Message) -> bool {
+    message.properties.as_deref().is_some_and(|p| p.forwarded.0.contains(&Property::PayloadFormatIndicator(1)))
+}
+
 fn content_hash(message: &Message) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     message.topic.as_str().hash(&mut hasher);
     message.payload.hash(&mut hasher);
     hasher.finish()
-}
-
-pub(super) fn publish_packet(delivery: &Delivery, packet_id: Option<PacketId>, dup: bool) -> Packet {
-    Packet::Publish(Publish {
-        dup,
-        qos: delivery.qos,
-        retain: delivery.retain,
-        topic: Some(delivery.message.topic.clone()),
-        packet_id,
-        payload: delivery.message.payload.clone(),
-        properties: Default::default(),
-    })
 }
