@@ -767,10 +767,10 @@ async fn restore_table(args: &Args) -> anyhow::Result<()> {
 /// Stores `retained` retained messages (`state/<N>/status`, 16 bytes each) and `sessions`
 /// persistent sessions (`dev-<N>`, subscribed to `cmd/<N>/#`, one queued 16-byte message each).
 async fn preload_broker_state(url: &str, retained: usize, sessions: usize) -> anyhow::Result<()> {
-    use roost::store::{DatabaseUrl, QueueRow, SessionRow, StateBatch, Store, StoredMessage};
+    use roost::store::{DatabaseUrl, QueueRow, SessionRow, StateBatch, Store, StoredMessage, SubscriptionRow};
     const CHUNK: usize = 20_000;
     let store = Store::open(&DatabaseUrl::new(url)).await?;
-    let message = |topic: String, retain| StoredMessage { topic, payload: b"0123456789abcdef".to_vec(), qos: 1, retain };
+    let message = |topic: String, retain| StoredMessage { topic, payload: b"0123456789abcdef".to_vec(), qos: 1, retain, properties: None };
     for start in (0..retained).step_by(CHUNK) {
         let batch = StateBatch {
             retained: (start..(start + CHUNK).min(retained)).map(|i| message(format!("state/{i}/status"), true)).collect(),
@@ -781,8 +781,14 @@ async fn preload_broker_state(url: &str, retained: usize, sessions: usize) -> an
     for start in (0..sessions).step_by(CHUNK) {
         let range = start..(start + CHUNK).min(sessions);
         let batch = StateBatch {
-            sessions: range.clone().map(|i| SessionRow { client_id: format!("dev-{i}"), username: None, offline_since: Some(0) }).collect(),
-            subscribed: range.clone().map(|i| (format!("dev-{i}"), format!("cmd/{i}/#"), 1)).collect(),
+            sessions: range
+                .clone()
+                .map(|i| SessionRow { client_id: format!("dev-{i}"), username: None, offline_since: Some(0), expiry_secs: None })
+                .collect(),
+            subscribed: range
+                .clone()
+                .map(|i| SubscriptionRow { client_id: format!("dev-{i}"), filter: format!("cmd/{i}/#"), qos: 1, options: 0 })
+                .collect(),
             queued: range
                 .map(|i| QueueRow {
                     seq: i as i64 + 1,

@@ -45,6 +45,23 @@ impl Properties {
         self.0.is_empty()
     }
 
+    /// The properties as a packet carries them (length prefix included): a compact form to
+    /// store them in.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut out)?;
+        Ok(out.to_vec())
+    }
+
+    /// Reads back what [`Properties::to_bytes`] wrote; the whole slice must be used.
+    pub fn from_bytes(mut bytes: &[u8]) -> Result<Self, DecodeError> {
+        let properties = Self::decode(&mut bytes)?;
+        match bytes.len() {
+            0 => Ok(properties),
+            extra => Err(DecodeError::TrailingBytes(extra)),
+        }
+    }
+
     pub(crate) fn decode(buf: &mut &[u8]) -> Result<Self, DecodeError> {
         let len = decode_varint_from(buf)? as usize;
         if buf.len() < len {

@@ -10,6 +10,7 @@
 //! committed. `app` plugs in the database-backed implementation (`crate::broker_store`).
 
 use super::hooks::Receipt;
+use super::subscription::Subscription;
 use super::Message;
 use mqtt_codec::{PacketId, QoS, TopicFilter};
 use std::num::NonZeroU64;
@@ -34,6 +35,8 @@ pub enum StateChange {
     SessionClosed {
         client_id: Arc<str>,
         at_ms: i64,
+        /// Its own expiry interval (MQTT 5.0); `None`: the server's.
+        expiry: Option<std::time::Duration>,
     },
     /// A session is gone with everything it had: clean start, expiry, or dropped by an admin.
     SessionDropped {
@@ -42,7 +45,7 @@ pub enum StateChange {
     Subscribed {
         client_id: Arc<str>,
         filter: TopicFilter,
-        qos: QoS,
+        subscription: Subscription,
     },
     Unsubscribed {
         client_id: Arc<str>,
@@ -133,7 +136,9 @@ pub struct RestoredSession {
     /// When its last connection ended (Unix milliseconds); `None` if it was connected when the
     /// server stopped (it counts as offline from the restart).
     pub offline_since_ms: Option<i64>,
-    pub subscriptions: Vec<(TopicFilter, QoS)>,
+    pub subscriptions: Vec<(TopicFilter, Subscription)>,
+    /// Its own expiry interval (MQTT 5.0); `None`: the server's.
+    pub expiry: Option<std::time::Duration>,
     /// In queue order.
     pub messages: Vec<RestoredMessage>,
     pub inbound_qos2: Vec<PacketId>,

@@ -286,7 +286,7 @@ impl Sessions {
             let ours = matches!(slots.get(&*state.client_id), Some(Slot::Online { generation: g, .. }) if *g == generation);
             if ours && !state.clean {
                 let since_ms = unix_ms();
-                durable.record(StateChange::SessionClosed { client_id: Arc::clone(&state.client_id), at_ms: since_ms });
+                durable.record(StateChange::SessionClosed { client_id: Arc::clone(&state.client_id), at_ms: since_ms, expiry });
                 slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms, expiry })));
             } else {
                 if ours {
@@ -310,8 +310,7 @@ impl Sessions {
         for restored in sessions {
             let owner = Owner { client_id: Arc::clone(&restored.client_id), username: restored.username.clone() };
             let mut state = self.fresh(&restored.client_id, Some(owner), config);
-            for (filter, qos) in restored.subscriptions {
-                let subscription = Subscription::qos(qos);
+            for (filter, subscription) in restored.subscriptions {
                 router.subscribe(&filter, state.id, subscription, Arc::clone(&state.mailbox));
                 state.subscriptions.insert(filter, subscription);
             }
@@ -329,7 +328,8 @@ impl Sessions {
             }
             state.inbound_qos2.extend(restored.inbound_qos2);
             let since_ms = restored.offline_since_ms.unwrap_or(now);
-            slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms, expiry: None })));
+            let expiry = restored.expiry;
+            slots.insert(Arc::clone(&state.client_id), Slot::Offline(Box::new(OfflineSession { state, since_ms, expiry })));
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod net;
 mod restore;
+mod rows;
 
 pub use restore::restore;
 

@@ -2,8 +2,10 @@
 //! and acknowledged within one batch is never written, a retained topic set three times is
 //! written once. Pure.
 
+use super::rows::{options_column, properties_column};
+use crate::broker::Subscription;
 use crate::broker::{MessageSeq, StateChange};
-use crate::store::{QueueRow, SessionRow, StateBatch, StoredMessage, WillRow};
+use crate::store::{QueueRow, SessionRow, StateBatch, StoredMessage, SubscriptionRow, WillRow};
 use std::collections::HashMap;
 
 fn stored(message: &crate::broker::Message) -> StoredMessage {
@@ -12,7 +14,12 @@ fn stored(message: &crate::broker::Message) -> StoredMessage {
         payload: message.payload.to_vec(),
         qos: message.qos as u8,
         retain: message.retain,
+        properties: properties_column(message.properties.as_deref()),
     }
+}
+
+fn expiry_secs(expiry: Option<std::time::Duration>) -> Option<i64> {
+    expiry.map(|e| i64::try_from(e.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn seq(seq: MessageSeq) -> i64 {
@@ -24,7 +31,7 @@ fn seq(seq: MessageSeq) -> i64 {
 pub struct NetChanges {
     dropped: Vec<String>,
     sessions: HashMap<String, SessionEntry>,
-    subscriptions: HashMap<(String, String), Option<u8>>,
+    subscriptions: HashMap<(String, String), Option<Subscription>>,
     /// Messages queued in this batch, not yet written.
     queued: HashMap<i64, QueueRow>,
     sent: HashMap<i64, u16>,
@@ -39,8 +46,8 @@ pub struct NetChanges {
 enum SessionEntry {
     /// Opened in this batch (the row is written whole).
     Opened(SessionRow),
-    /// Only closed in this batch (the row exists).
-    Closed(i64),
+    /// Only closed in this batch (the row exists): when, and its expiry interval (seconds).
+    Closed(i64, Option<i64>),
 }
 
 impl NetChanges {
@@ -57,16 +64,24 @@ impl NetChanges {
                 self.retained.insert(message.topic.as_str().to_owned(), value);
             }
             StateChange::SessionOpened { client_id, username } => {
-                let row = SessionRow { client_id: client_id.to_string(), username: username.map(|u| u.to_string()), offline_since: None };
+                let row = SessionRow {
+                    client_id: client_id.to_string(),
+                    username: username.map(|u| u.to_string()),
+                    offline_since: None,
+                    expiry_secs: None,
+                };
                 self.sessions.insert(client_id.to_string(), SessionEntry::Opened(row));
             }
-            StateChange::SessionClosed { client_id, at_ms } => match self.sessions.get_mut(&*client_id) {
-                Some(SessionEntry::Opened(row)) => row.offline_since = Some(at_ms),
-                Some(SessionEntry::Closed(at)) => *at = at_ms,
-                None => {
-                    self.sessions.insert(client_id.to_string(), SessionEntry::Closed(at_ms));
+            StateChange::SessionClosed { client_id, at_ms, expiry } => {
+                let expiry = expiry_secs(expiry);
+                match self.sessions.get_mut(&*client_id) {
+                    Some(SessionEntry::Opened(row)) => (row.offline_since, row.expiry_secs) = (Some(at_ms), expiry),
+                    Some(SessionEntry::Closed(at, secs)) => (*at, *secs) = (at_ms, expiry),
+                    None => {
+                        self.sessions.insert(client_id.to_string(), SessionEntry::Closed(at_ms, expiry));
+                    }
                 }
-            },
+            }
             StateChange::SessionDropped { client_id } => {
                 // Everything of this session recorded before is moot: the drop deletes its
                 // rows first, and what comes after it in this batch is written after.
@@ -81,8 +96,8 @@ impl NetChanges {
                 self.inbound.retain(|(c, _), _| *c != client_id);
                 self.dropped.push(client_id);
             }
-            StateChange::Subscribed { client_id, filter, qos } => {
-                self.subscriptions.insert((client_id.to_string(), filter.as_str().to_owned()), Some(qos as u8));
+            StateChange::Subscribed { client_id, filter, subscription } => {
+                self.subscriptions.insert((client_id.to_string(), filter.as_str().to_owned()), Some(subscription));
             }
             StateChange::Unsubscribed { client_id, filter } => {
                 self.subscriptions.insert((client_id.to_string(), filter.as_str().to_owned()), None);
@@ -134,12 +149,12 @@ impl NetChanges {
         for (client_id, entry) in self.sessions {
             match entry {
                 SessionEntry::Opened(row) => batch.sessions.push(row),
-                SessionEntry::Closed(at) => batch.closed_sessions.push((client_id, at)),
+                SessionEntry::Closed(at, expiry) => batch.closed_sessions.push((client_id, at, expiry)),
             }
         }
-        for ((client_id, filter), qos) in self.subscriptions {
-            match qos {
-                Some(qos) => batch.subscribed.push((client_id, filter, qos)),
+        for ((client_id, filter), subscription) in self.subscriptions {
+            match subscription {
+                Some(s) => batch.subscribed.push(SubscriptionRow { client_id, filter, qos: s.qos as u8, options: options_column(&s) }),
                 None => batch.unsubscribed.push((client_id, filter)),
             }
         }
@@ -166,7 +181,7 @@ impl NetChanges {
         }
         batch.sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         batch.closed_sessions.sort();
-        batch.subscribed.sort();
+        batch.subscribed.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
         batch.unsubscribed.sort();
         batch.queued.sort_by_key(|row| row.seq);
         batch.sent.sort();
@@ -248,7 +263,7 @@ mod tests {
         let filter = TopicFilter::parse("t/#").unwrap();
         let batch = net([
             StateChange::SessionOpened { client_id: "c".into(), username: None },
-            StateChange::Subscribed { client_id: "c".into(), filter: filter.clone(), qos: QoS::AtLeastOnce },
+            StateChange::Subscribed { client_id: "c".into(), filter: filter.clone(), subscription: Subscription::qos(QoS::AtLeastOnce) },
             queued("c", 1),
             queued("other", 2),
             StateChange::SessionDropped { client_id: "c".into() },
@@ -266,10 +281,10 @@ mod tests {
     fn a_session_opened_and_closed_in_one_batch_is_written_once_offline() {
         let batch = net([
             StateChange::SessionOpened { client_id: "c".into(), username: None },
-            StateChange::SessionClosed { client_id: "c".into(), at_ms: 5 },
-            StateChange::SessionClosed { client_id: "d".into(), at_ms: 6 },
+            StateChange::SessionClosed { client_id: "c".into(), at_ms: 5, expiry: None },
+            StateChange::SessionClosed { client_id: "d".into(), at_ms: 6, expiry: Some(std::time::Duration::from_secs(30)) },
         ]);
         assert_eq!(batch.sessions[0].offline_since, Some(5));
-        assert_eq!(batch.closed_sessions, [("d".to_owned(), 6)]);
+        assert_eq!(batch.closed_sessions, [("d".to_owned(), 6, Some(30))]);
     }
 }

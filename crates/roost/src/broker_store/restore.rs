@@ -1,5 +1,6 @@
 //! Reads the stored broker state back into what the broker starts from.
 
+use super::rows::{message_properties, subscription};
 use crate::broker::{Message, MessageSeq, RestoredMessage, RestoredSession, RestoredState, RestoredWill};
 use crate::store::{Store, StoreError, StoredMessage};
 use mqtt_codec::{PacketId, QoS, TopicFilter, TopicName};
@@ -9,14 +10,22 @@ use std::sync::Arc;
 use tracing::warn;
 
 /// A stored message as the broker routes it; `None` (logged) if its topic is not valid.
+/// Properties that cannot be read back are dropped (logged), the message is kept.
 fn message(stored: StoredMessage) -> Option<Message> {
+    let properties = stored.properties.as_deref().and_then(|column| match message_properties(column) {
+        Ok(properties) => Some(Box::new(properties)),
+        Err(e) => {
+            warn!(topic = %stored.topic, error = %e, "stored message properties unreadable; the message is kept without them");
+            None
+        }
+    });
     match TopicName::parse(&stored.topic) {
         Ok(topic) => Some(Message {
             topic,
             payload: stored.payload.into(),
             qos: QoS::from_u8(stored.qos).unwrap_or(QoS::ExactlyOnce),
             retain: stored.retain,
-            properties: None,
+            properties,
         }),
         Err(e) => {
             warn!(topic = %stored.topic, error = %e, "stored message with an invalid topic; skipped");
@@ -39,6 +48,7 @@ pub async fn restore(store: &Store) -> Result<RestoredState, StoreError> {
                 client_id: Arc::from(row.client_id.as_str()),
                 username: row.username.as_deref().map(Arc::from),
                 offline_since_ms: row.offline_since,
+                expiry: row.expiry_secs.and_then(|s| u64::try_from(s).ok()).map(std::time::Duration::from_secs),
                 subscriptions: Vec::new(),
                 messages: Vec::new(),
                 inbound_qos2: Vec::new(),
@@ -46,12 +56,12 @@ pub async fn restore(store: &Store) -> Result<RestoredState, StoreError> {
             (row.client_id, session)
         })
         .collect();
-    for (client_id, filter, qos) in stored.subscriptions {
-        let (Some(session), Ok(filter)) = (sessions.get_mut(&client_id), TopicFilter::parse(&filter)) else {
-            warn!(%client_id, %filter, "stored subscription without a session or with an invalid filter; skipped");
+    for row in stored.subscriptions {
+        let (Some(session), Ok(filter)) = (sessions.get_mut(&row.client_id), TopicFilter::parse(&row.filter)) else {
+            warn!(client_id = %row.client_id, filter = %row.filter, "stored subscription without a session or with an invalid filter; skipped");
             continue;
         };
-        session.subscriptions.push((filter, QoS::from_u8(qos).unwrap_or(QoS::ExactlyOnce)));
+        session.subscriptions.push((filter, subscription(QoS::from_u8(row.qos).unwrap_or(QoS::ExactlyOnce), row.options)));
     }
     for row in stored.queue {
         let Some(session) = sessions.get_mut(&row.client_id) else { continue };

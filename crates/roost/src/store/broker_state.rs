@@ -18,6 +18,8 @@ pub struct StoredMessage {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    /// MQTT 5.0 properties, in the broker's own encoding (`broker_store`); `None`: none.
+    pub properties: Option<Vec<u8>>,
 }
 
 /// A message queued for a persistent session.
@@ -39,6 +41,18 @@ pub struct SessionRow {
     pub username: Option<String>,
     /// When its connection ended (Unix ms); `None` while connected.
     pub offline_since: Option<i64>,
+    /// Its own expiry interval (MQTT 5.0), in seconds; `None`: the server's.
+    pub expiry_secs: Option<i64>,
+}
+
+/// A persistent session's subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    pub client_id: String,
+    pub filter: String,
+    pub qos: u8,
+    /// MQTT 5.0 options, packed (see migration 11); 0 for a 3.1.1 subscription.
+    pub options: i64,
 }
 
 /// A connected client's will.
@@ -56,10 +70,9 @@ pub struct WillRow {
 pub struct StateBatch {
     pub dropped_sessions: Vec<String>,
     pub sessions: Vec<SessionRow>,
-    /// (client id, Unix ms): a session known to the database went offline.
-    pub closed_sessions: Vec<(String, i64)>,
-    /// (client id, filter, QoS).
-    pub subscribed: Vec<(String, String, u8)>,
+    /// (client id, Unix ms, expiry seconds): a session known to the database went offline.
+    pub closed_sessions: Vec<(String, i64, Option<i64>)>,
+    pub subscribed: Vec<SubscriptionRow>,
     pub unsubscribed: Vec<(String, String)>,
     pub queued: Vec<QueueRow>,
     /// (seq, packet id) of QoS 2 messages sent, already stored as queued.
@@ -90,8 +103,7 @@ impl StateBatch {
 pub struct StoredBrokerState {
     pub retained: Vec<StoredMessage>,
     pub sessions: Vec<SessionRow>,
-    /// (client id, filter, QoS).
-    pub subscriptions: Vec<(String, String, u8)>,
+    pub subscriptions: Vec<SubscriptionRow>,
     /// In seq order.
     pub queue: Vec<QueueRow>,
     pub inbound_qos2: Vec<(String, u16)>,
@@ -133,16 +145,18 @@ impl Store {
                 in_list!(tx, &statement, batch.dropped_sessions, |c| c.as_str(), "dropping sessions");
             }
             for chunk in batch.sessions.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("INSERT INTO mqtt_sessions (client_id, username, offline_since) ");
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_sessions (client_id, username, offline_since, expiry_secs) ");
                 q.push_values(chunk, |mut row, s| {
-                    row.push_bind(s.client_id.as_str()).push_bind(s.username.as_deref()).push_bind(s.offline_since);
+                    row.push_bind(s.client_id.as_str()).push_bind(s.username.as_deref()).push_bind(s.offline_since).push_bind(s.expiry_secs);
                 });
-                q.push(upsert_tail(dialect, "client_id", &["username", "offline_since"]));
+                q.push(upsert_tail(dialect, "client_id", &["username", "offline_since", "expiry_secs"]));
                 q.build().execute(&mut *tx).await.map_err(query_err("storing sessions"))?;
             }
-            for (client_id, at) in &batch.closed_sessions {
+            for (client_id, at, expiry_secs) in &batch.closed_sessions {
                 QueryBuilder::new("UPDATE mqtt_sessions SET offline_since = ")
                     .push_bind(*at)
+                    .push(", expiry_secs = ")
+                    .push_bind(*expiry_secs)
                     .push(" WHERE client_id = ")
                     .push_bind(client_id.as_str())
                     .build()
@@ -151,11 +165,11 @@ impl Store {
                     .map_err(query_err("closing sessions"))?;
             }
             for chunk in batch.subscribed.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("INSERT INTO mqtt_subscriptions (client_id, filter, qos) ");
-                q.push_values(chunk, |mut row, (client_id, filter, qos)| {
-                    row.push_bind(client_id.as_str()).push_bind(filter.as_str()).push_bind(i16::from(*qos));
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_subscriptions (client_id, filter, qos, options) ");
+                q.push_values(chunk, |mut row, s| {
+                    row.push_bind(s.client_id.as_str()).push_bind(s.filter.as_str()).push_bind(i16::from(s.qos)).push_bind(s.options);
                 });
-                q.push(upsert_tail(dialect, "client_id, filter", &["qos"]));
+                q.push(upsert_tail(dialect, "client_id, filter", &["qos", "options"]));
                 q.build().execute(&mut *tx).await.map_err(query_err("storing subscriptions"))?;
             }
             for (client_id, filter) in &batch.unsubscribed {
@@ -169,7 +183,7 @@ impl Store {
                     .map_err(query_err("removing subscriptions"))?;
             }
             for chunk in batch.queued.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("INSERT INTO mqtt_queue (seq, client_id, topic, payload, qos, packet_id, released) ");
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_queue (seq, client_id, topic, payload, qos, packet_id, released, properties) ");
                 q.push_values(chunk, |mut row, m| {
                     row.push_bind(m.seq)
                         .push_bind(m.client_id.as_str())
@@ -177,7 +191,8 @@ impl Store {
                         .push_bind(m.message.payload.as_slice())
                         .push_bind(i16::from(m.message.qos))
                         .push_bind(m.packet_id.map(i32::from))
-                        .push_bind(i16::from(m.released));
+                        .push_bind(i16::from(m.released))
+                        .push_bind(m.message.properties.as_deref());
                 });
                 q.build().execute(&mut *tx).await.map_err(query_err("queueing messages"))?;
             }
@@ -212,25 +227,26 @@ impl Store {
                     .map_err(query_err("releasing incoming QoS 2 ids"))?;
             }
             for chunk in batch.retained.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("INSERT INTO retained (topic, payload, qos) ");
+                let mut q = QueryBuilder::new("INSERT INTO retained (topic, payload, qos, properties) ");
                 q.push_values(chunk, |mut row, m| {
-                    row.push_bind(m.topic.as_str()).push_bind(m.payload.as_slice()).push_bind(i16::from(m.qos));
+                    row.push_bind(m.topic.as_str()).push_bind(m.payload.as_slice()).push_bind(i16::from(m.qos)).push_bind(m.properties.as_deref());
                 });
-                q.push(upsert_tail(dialect, "topic", &["payload", "qos"]));
+                q.push(upsert_tail(dialect, "topic", &["payload", "qos", "properties"]));
                 q.build().execute(&mut *tx).await.map_err(query_err("storing retained messages"))?;
             }
             in_list!(tx, "DELETE FROM retained WHERE topic IN (", batch.retained_cleared, |t| t.as_str(), "clearing retained messages");
             for chunk in batch.wills.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("INSERT INTO mqtt_wills (client_id, username, topic, payload, qos, retain) ");
+                let mut q = QueryBuilder::new("INSERT INTO mqtt_wills (client_id, username, topic, payload, qos, retain, properties) ");
                 q.push_values(chunk, |mut row, w| {
                     row.push_bind(w.client_id.as_str())
                         .push_bind(w.username.as_deref())
                         .push_bind(w.message.topic.as_str())
                         .push_bind(w.message.payload.as_slice())
                         .push_bind(i16::from(w.message.qos))
-                        .push_bind(i16::from(w.message.retain));
+                        .push_bind(i16::from(w.message.retain))
+                        .push_bind(w.message.properties.as_deref());
                 });
-                q.push(upsert_tail(dialect, "client_id", &["username", "topic", "payload", "qos", "retain"]));
+                q.push(upsert_tail(dialect, "client_id", &["username", "topic", "payload", "qos", "retain", "properties"]));
                 q.build().execute(&mut *tx).await.map_err(query_err("storing wills"))?;
             }
             in_list!(tx, "DELETE FROM mqtt_wills WHERE client_id IN (", batch.wills_cleared, |c| c.as_str(), "clearing wills");
@@ -247,26 +263,40 @@ impl Store {
             Dialect::Sqlite | Dialect::Postgres => column.to_owned(),
         };
         let (topic, client_id, filter) = (text("topic"), text("client_id"), text("filter"));
-        let select_retained = format!("SELECT {topic}, payload, qos FROM retained");
-        let select_sessions = format!("SELECT {client_id}, {}, offline_since FROM mqtt_sessions", text("username"));
-        let select_subscriptions = format!("SELECT {client_id}, {filter}, qos FROM mqtt_subscriptions");
-        let select_queue = format!("SELECT seq, {client_id}, {topic}, payload, qos, packet_id, released FROM mqtt_queue ORDER BY seq");
+        let select_retained = format!("SELECT {topic}, payload, qos, properties FROM retained");
+        let select_sessions = format!("SELECT {client_id}, {}, offline_since, expiry_secs FROM mqtt_sessions", text("username"));
+        let select_subscriptions = format!("SELECT {client_id}, {filter}, qos, options FROM mqtt_subscriptions");
+        let select_queue =
+            format!("SELECT seq, {client_id}, {topic}, payload, qos, packet_id, released, properties FROM mqtt_queue ORDER BY seq");
         let select_inbound = format!("SELECT {client_id}, packet_id FROM mqtt_inbound_qos2");
-        let select_wills = format!("SELECT {client_id}, {}, {topic}, payload, qos, retain FROM mqtt_wills", text("username"));
+        let select_wills = format!("SELECT {client_id}, {}, {topic}, payload, qos, retain, properties FROM mqtt_wills", text("username"));
         on_pool!(self, pool => {
             let retained = fetch_each(sqlx::query(&select_retained).fetch(pool), doing, |r| {
-                Ok(StoredMessage { topic: r.try_get(0)?, payload: r.try_get(1)?, qos: qos(r.try_get(2)?), retain: true })
+                Ok(StoredMessage {
+                    topic: r.try_get(0)?,
+                    payload: r.try_get(1)?,
+                    qos: qos(r.try_get(2)?),
+                    retain: true,
+                    properties: r.try_get(3)?,
+                })
             }).await?;
             let sessions = fetch_each(sqlx::query(&select_sessions).fetch(pool), doing, |r| {
-                Ok(SessionRow { client_id: r.try_get(0)?, username: r.try_get(1)?, offline_since: r.try_get(2)? })
+                Ok(SessionRow { client_id: r.try_get(0)?, username: r.try_get(1)?, offline_since: r.try_get(2)?, expiry_secs: r.try_get(3)? })
             }).await?;
-            let subscriptions =
-                fetch_each(sqlx::query(&select_subscriptions).fetch(pool), doing, |r| Ok((r.try_get(0)?, r.try_get(1)?, qos(r.try_get(2)?)))).await?;
+            let subscriptions = fetch_each(sqlx::query(&select_subscriptions).fetch(pool), doing, |r| {
+                Ok(SubscriptionRow { client_id: r.try_get(0)?, filter: r.try_get(1)?, qos: qos(r.try_get(2)?), options: r.try_get(3)? })
+            }).await?;
             let queue = fetch_each(sqlx::query(&select_queue).fetch(pool), doing, |r| {
                 Ok(QueueRow {
                     seq: r.try_get(0)?,
                     client_id: r.try_get(1)?,
-                    message: StoredMessage { topic: r.try_get(2)?, payload: r.try_get(3)?, qos: qos(r.try_get(4)?), retain: false },
+                    message: StoredMessage {
+                        topic: r.try_get(2)?,
+                        payload: r.try_get(3)?,
+                        qos: qos(r.try_get(4)?),
+                        retain: false,
+                        properties: r.try_get(7)?,
+                    },
                     packet_id: r.try_get::<Option<i32>, _>(5)?.map(packet_id),
                     released: r.try_get::<i16, _>(6)? != 0,
                 })
@@ -281,6 +311,7 @@ impl Store {
                         payload: r.try_get(3)?,
                         qos: qos(r.try_get(4)?),
                         retain: r.try_get::<i16, _>(5)? != 0,
+                        properties: r.try_get(6)?,
                     },
                 })
             }).await?;

@@ -136,7 +136,7 @@ mod queries;
 mod tokens;
 mod users;
 pub use alerts::{AlertRuleError, AlertWrite};
-pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, WillRow};
+pub use broker_state::{QueueRow, SessionRow, StateBatch, StoredBrokerState, StoredMessage, SubscriptionRow, WillRow};
 pub use cluster::{DeliveryRow, Notifications};
 pub use lifecycle::{in_chunks, DatabaseSize, SensorChange, SensorSettings, Series, PURGE_CHUNK};
 pub use queries::Bucket;

@@ -31,6 +31,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             LIFECYCLE_SQLITE,
             ALERTS_SQLITE,
             CLUSTER_SQLITE,
+            MQTT5_SQLITE,
         ],
         Dialect::Postgres => &[
             &[
@@ -57,6 +58,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             LIFECYCLE_POSTGRES,
             ALERTS_POSTGRES,
             CLUSTER_POSTGRES,
+            MQTT5_POSTGRES,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -84,6 +86,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             LIFECYCLE_MYSQL,
             ALERTS_MYSQL,
             CLUSTER_MYSQL,
+            MQTT5_MYSQL,
         ],
     }
 }
@@ -321,4 +324,31 @@ const CLUSTER_MYSQL: &[&str] = &[
         seq BIGINT NOT NULL, PRIMARY KEY (node, packet_id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS leases (name VARCHAR(191) NOT NULL PRIMARY KEY, holder VARCHAR(191) NOT NULL, expires_at BIGINT NOT NULL)
         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+];
+
+// Migration 11: what MQTT 5.0 adds to the broker's state. `properties`: a message's 5.0
+// properties as the broker keeps them (its expiry, then the properties a PUBLISH carries; NULL:
+// none); `expiry_secs`: a session's own expiry interval (NULL: the server's); `options`: a
+// subscription's 5.0 options (bit 0 no local, bit 1 retain as published, its identifier
+// from bit 8).
+const MQTT5_SQLITE: &[&str] = &[
+    "ALTER TABLE retained ADD COLUMN properties BLOB",
+    "ALTER TABLE mqtt_queue ADD COLUMN properties BLOB",
+    "ALTER TABLE mqtt_wills ADD COLUMN properties BLOB",
+    "ALTER TABLE mqtt_sessions ADD COLUMN expiry_secs BIGINT",
+    "ALTER TABLE mqtt_subscriptions ADD COLUMN options BIGINT NOT NULL DEFAULT 0",
+];
+const MQTT5_POSTGRES: &[&str] = &[
+    "ALTER TABLE retained ADD COLUMN properties BYTEA",
+    "ALTER TABLE mqtt_queue ADD COLUMN properties BYTEA",
+    "ALTER TABLE mqtt_wills ADD COLUMN properties BYTEA",
+    "ALTER TABLE mqtt_sessions ADD COLUMN expiry_secs BIGINT",
+    "ALTER TABLE mqtt_subscriptions ADD COLUMN options BIGINT NOT NULL DEFAULT 0",
+];
+const MQTT5_MYSQL: &[&str] = &[
+    "ALTER TABLE retained ADD COLUMN properties LONGBLOB",
+    "ALTER TABLE mqtt_queue ADD COLUMN properties LONGBLOB",
+    "ALTER TABLE mqtt_wills ADD COLUMN properties LONGBLOB",
+    "ALTER TABLE mqtt_sessions ADD COLUMN expiry_secs BIGINT",
+    "ALTER TABLE mqtt_subscriptions ADD COLUMN options BIGINT NOT NULL DEFAULT 0",
 ];

@@ -113,6 +113,17 @@ impl Raw {
         }
     }
 
+    /// Connects speaking MQTT 5.0 with `connect` (see [`connect_v5`]); returns the CONNACK.
+    pub async fn mqtt5(addr: SocketAddr, connect: Connect) -> (Self, mqtt_codec::ConnAck) {
+        let mut raw = Self::connect(addr).await;
+        raw.version = ProtocolVersion::V5;
+        raw.send(&Packet::Connect(connect)).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => (raw, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
     /// Connects with a user name and password; returns the CONNACK.
     pub async fn login(addr: SocketAddr, client_id: &str, username: &str, password: &str) -> (Self, mqtt_codec::ConnAck) {
         let mut raw = Self::connect(addr).await;
@@ -194,6 +205,11 @@ pub fn connect(client_id: &str, clean: bool) -> Connect {
         password: None,
         properties: Properties::default(),
     }
+}
+
+/// A 5.0 CONNECT with these CONNECT properties.
+pub fn connect_v5(client_id: &str, clean_start: bool, properties: Vec<mqtt_codec::Property>) -> Connect {
+    Connect { protocol: ProtocolVersion::V5, properties: Properties(properties), ..connect(client_id, clean_start) }
 }
 
 pub fn pid(n: u16) -> mqtt_codec::PacketId {

@@ -305,7 +305,7 @@ where
             }
             if let Some(owner) = state.mailbox.owner() {
                 let client_id = Arc::clone(&owner.client_id);
-                self.broker.durable.record(StateChange::Subscribed { client_id, filter: filter.clone(), qos });
+                self.broker.durable.record(StateChange::Subscribed { client_id, filter: filter.clone(), subscription });
             }
             state.subscriptions.insert(filter, subscription);
             codes.push(SubscribeOutcome::Granted(qos));
