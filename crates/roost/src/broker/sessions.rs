@@ -4,7 +4,7 @@
 
 use super::config::BrokerConfig;
 use super::durability::{Durable, RestoredSession, StateChange};
-use super::mailbox::{Alarm, Delivery, Mailbox, Owner, PushOutcome};
+use super::mailbox::{Alarm, Delivery, DeliveryExtra, Mailbox, Owner, PushOutcome};
 use super::router::Router;
 use super::subscription::Subscription;
 use mqtt_codec::{PacketId, TopicFilter};
@@ -315,7 +315,16 @@ impl Sessions {
                 state.subscriptions.insert(filter, subscription);
             }
             for message in restored.messages {
-                let delivery = Delivery { message: message.message, qos: message.qos, retain: false, seq: Some(message.seq), extra: None };
+                // The identifiers of the subscriptions it matched are not stored with it: they
+                // are those of the session's (restored) subscriptions that match its topic.
+                let subscription_ids: Vec<u32> = state
+                    .subscriptions
+                    .iter()
+                    .filter(|(filter, s)| s.id.is_some() && filter.matches(&message.message.topic))
+                    .filter_map(|(_, s)| s.id.map(|id| id.get()))
+                    .collect();
+                let extra = (!subscription_ids.is_empty()).then(|| Box::new(DeliveryExtra { subscription_ids, shared: None }));
+                let delivery = Delivery { message: message.message, qos: message.qos, retain: false, seq: Some(message.seq), extra };
                 match message.packet_id {
                     Some(packet_id) => state.push_outbound(Outbound { packet_id, delivery, released: message.released }),
                     None => {

@@ -392,6 +392,85 @@ async fn an_expired_session_is_removed_with_its_queue(backend: Backend) {
     server.stop().await;
 }
 
+/// MQTT 5.0 state across SIGKILL: a retained message keeps its properties; a persistent
+/// session keeps its queued message (with its properties and what is left of its expiry), its
+/// subscription options and identifier [MQTT-3.3.4-3, MQTT-3.8.3-3, MQTT-3.3.1-12], and its own
+/// session expiry interval [MQTT-3.1.2-23].
+async fn mqtt5_state_survives_sigkill(backend: Backend) {
+    require_command("mosquitto_pub");
+    let db = TestDb::new(backend).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    mosquitto_pub(
+        addr,
+        &[
+            "-V",
+            "mqttv5",
+            "-t",
+            "home/porch/status",
+            "-m",
+            "online",
+            "-r",
+            "-q",
+            "1",
+            "-D",
+            "publish",
+            "user-property",
+            "by",
+            "door",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+        ],
+    )
+    .await;
+    let session = |id: &str, clean_start, seconds| support::connect_v5(id, clean_start, vec![Property::SessionExpiryInterval(seconds)]);
+    let (mut sub, _) = Raw::mqtt5(addr, session("keeper5", true, 300)).await;
+    let options = SubscriptionOptions { no_local: true, retain_as_published: true, ..SubscriptionOptions::qos(QoS::AtLeastOnce) };
+    let subscription_id = Properties(vec![Property::SubscriptionIdentifier(77)]);
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: support::pid(1),
+        filters: vec![("cmd5/#".into(), options)],
+        properties: subscription_id,
+    }))
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(a)) if a.codes == [1]));
+    sub.send(&Packet::Disconnect(Default::default())).await;
+    let (mut short, _) = Raw::mqtt5(addr, session("short5", true, 3)).await;
+    short.send(&Packet::Disconnect(Default::default())).await;
+    let (mut publisher, _) = Raw::mqtt5(addr, support::connect_v5("pub5", true, vec![])).await;
+    let queued = Publish {
+        properties: Properties(vec![Property::UserProperty("k".into(), "v".into()), Property::MessageExpiryInterval(600)]),
+        ..support::publish_message("cmd5/x", "go", QoS::AtLeastOnce, Some(1), false)
+    };
+    publisher.send(&Packet::Publish(queued)).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))), "queued and stored before the PUBACK");
+    sigkill(roost).await;
+
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let seen = mosquitto_sub(addr, 2, &["-V", "mqttv5", "-t", "home/#", "-F", "%r %t %p %P %C"]).await;
+    assert_eq!(seen, ["1 home/porch/status online by:door text/plain"]);
+    let (mut sub, ack) = Raw::mqtt5(addr, session("keeper5", false, 300)).await;
+    assert!(ack.session_present);
+    let Some(Packet::Publish(got)) = sub.recv().await else { panic!("the queued message") };
+    assert_eq!(got.payload.as_ref(), b"go");
+    assert!(got.properties.0.contains(&Property::UserProperty("k".into(), "v".into())));
+    assert!(got.properties.0.contains(&Property::SubscriptionIdentifier(77)));
+    assert!(got.properties.0.iter().any(|p| matches!(p, Property::MessageExpiryInterval(s) if *s <= 600 && *s > 500)));
+    sub.send(&Packet::PubAck(Ack::new(got.packet_id.unwrap()))).await;
+    // The options came back too: no local (its own publish is not sent back), retain as published.
+    sub.send(&Packet::Publish(support::publish_message("cmd5/own", "mine", QoS::AtMostOnce, None, true))).await;
+    let (mut other, _) = Raw::mqtt5(addr, support::connect_v5("other5", true, vec![])).await;
+    other.send(&Packet::Publish(support::publish_message("cmd5/theirs", "yours", QoS::AtMostOnce, None, true))).await;
+    let Some(Packet::Publish(got)) = sub.recv().await else { panic!("the other client's message") };
+    assert_eq!((got.payload.as_ref(), got.retain), (&b"yours"[..], true));
+    // The short session kept its own 3 s interval across the restart (the server's is 7 days).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_short, ack) = Raw::mqtt5(addr, session("short5", false, 3)).await;
+    assert!(!ack.session_present, "expired by its own interval");
+    sigkill(roost).await;
+}
+
 /// The admin view of persistent sessions: listed online and offline with their queues, dropped
 /// with their queue (an online one is disconnected first), and counted in `/metrics`.
 #[tokio::test]
@@ -627,4 +706,5 @@ crate::on_every_database!(
     an_online_persistent_session_loses_nothing_across_sigkill,
     a_will_is_published_after_the_server_died_with_its_connection,
     an_expired_session_is_removed_with_its_queue,
+    mqtt5_state_survives_sigkill,
 );
