@@ -105,7 +105,7 @@ try {
   await device.publishAsync("e2e/retained", "kept", { qos: 1, retain: true });
   await page.goto(base + "/#/console");
   const labels = await page.$$eval("#view-console label", (els) => els.map((e) => e.textContent.trim().split("\n")[0].trim()));
-  for (const label of ["Broker URL", "User name", "Password", "Topic filter", "Topic", "Payload", "QoS", "Retain"]) {
+  for (const label of ["Broker URL", "User name", "Password", "Topic filter", "Topic", "Payload", "QoS", "Retain", "User properties"]) {
     if (!labels.some((l) => l.startsWith(label))) failures.push(`console field without a label: ${label} (${JSON.stringify(labels)})`);
   }
   await page.click("#console-connect-button");
@@ -117,7 +117,17 @@ try {
   await page.waitForFunction(() => /subscribed to e2e\/#/.test(document.getElementById("console-log").textContent), null, { timeout: 5000 });
   await page.waitForSelector('#console-messages tr[data-topic="e2e/retained"]', { timeout: 5000 });
   const retained = await page.$$eval('#console-messages tr[data-topic="e2e/retained"] td', (tds) => tds.slice(1).map((td) => td.textContent));
-  if (JSON.stringify(retained) !== JSON.stringify(["e2e/retained", "kept", "1", "retained"])) failures.push(`retained message row: ${JSON.stringify(retained)}`);
+  if (JSON.stringify(retained) !== JSON.stringify(["e2e/retained", "kept", "1", "retained", ""])) failures.push(`retained message row: ${JSON.stringify(retained)}`);
+  if (!/\(MQTT 5\.0\)/.test(await page.textContent("#console-log"))) failures.push("the console did not connect with MQTT 5.0");
+  // MQTT 5.0 user properties: published from the console, shown on the message it gets back.
+  await page.fill("#console-topic", "e2e/props");
+  await page.fill("#console-payload", "21.5");
+  await page.fill("#console-user-properties", "unit=C, board=nodemcu, unit=F");
+  await page.click("#console-publish button");
+  await page.waitForSelector('#console-messages tr[data-topic="e2e/props"]', { timeout: 5000 });
+  const props = await page.$$eval('#console-messages tr[data-topic="e2e/props"] td', (tds) => tds.slice(1).map((td) => td.textContent));
+  if (props[4] !== "unit=C unit=F board=nodemcu" && props[4] !== "unit=C board=nodemcu unit=F") failures.push(`user properties shown: ${JSON.stringify(props)}`);
+  await page.fill("#console-user-properties", "");
   await page.fill("#console-filter", "iot/#");
   await page.click("#console-subscribe button");
   await page.waitForFunction(() => /subscribed to iot\/#/.test(document.getElementById("console-log").textContent), null, { timeout: 5000 });
@@ -128,7 +138,7 @@ try {
   await page.waitForFunction((p) => document.getElementById("console-messages").textContent.includes(p), evil, { timeout: 5000 });
   await page.fill("#console-show", "e2e/+");
   const shown = await page.$$eval("#console-messages tr:not([hidden])", (rows) => rows.map((r) => r.dataset.topic));
-  if (shown.join() !== "e2e/retained") failures.push(`topic filter of the message list shows ${shown}`);
+  if (shown.join() !== "e2e/props,e2e/retained") failures.push(`topic filter of the message list shows ${shown}`);
   await page.screenshot({ path: `${shots}/console.png` });
 
   step("rejects page lists the HTML payload as text");

@@ -597,11 +597,30 @@ function setupConsole() {
   };
   $("console-show").addEventListener("input", showMatching);
   $("console-clear").addEventListener("click", () => { $("console-messages").replaceChildren(); showMatching(); });
+  // MQTT 5.0 properties worth showing: user properties (in order, repeats kept) and the
+  // content type, as `key=value`.
+  const describeProperties = (properties = {}) => {
+    const user = Object.entries(properties.userProperties || {})
+      .flatMap(([key, values]) => (Array.isArray(values) ? values : [values]).map((value) => `${key}=${value}`));
+    if (properties.contentType) user.push(`content-type=${properties.contentType}`);
+    return user.join(" ");
+  };
+  // "unit=C, board=nodemcu" as MQTT.js user properties; a repeated key keeps every value.
+  const parseUserProperties = (text) => {
+    const properties = {};
+    for (const pair of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+      const [key, ...rest] = pair.split("=");
+      const value = rest.join("=").trim();
+      const name = key.trim();
+      properties[name] = name in properties ? [].concat(properties[name], value) : value;
+    }
+    return properties;
+  };
   const onMessage = (topic, payload, packet) => {
     const row = el("tr");
     row.dataset.topic = topic;
     row.append(el("td", null, new Date().toLocaleTimeString()), el("td", "mono", topic), el("td", "mono", payload.toString()),
-      el("td", null, String(packet.qos)), el("td", null, packet.retain ? "retained" : ""));
+      el("td", null, String(packet.qos)), el("td", null, packet.retain ? "retained" : ""), el("td", "mono", describeProperties(packet.properties)));
     $("console-messages").prepend(row);
     while ($("console-messages").children.length > MAX_MESSAGES) $("console-messages").lastChild.remove();
     showMatching();
@@ -614,7 +633,8 @@ function setupConsole() {
       return;
     }
     try { await loadMqtt(); } catch (err) { log(err.message); return; }
-    const options = { protocolVersion: 4, clientId: `roost-console-${Math.random().toString(16).slice(2, 10)}` };
+    // MQTT 5.0: reason codes on refusals, and message properties to show.
+    const options = { protocolVersion: 5, clientId: `roost-console-${Math.random().toString(16).slice(2, 10)}` };
     // Empty fields connect anonymously (a server run with --allow-anonymous).
     if ($("console-username").value) {
       options.username = $("console-username").value;
@@ -622,7 +642,7 @@ function setupConsole() {
     }
     client = mqtt.connect($("console-url").value, options);
     state("connecting…");
-    client.on("connect", () => { state("connected"); log(`connected to ${$("console-url").value}`); });
+    client.on("connect", () => { state("connected"); log(`connected to ${$("console-url").value} (MQTT 5.0)`); });
     client.on("reconnect", () => state("connecting…"));
     client.on("close", () => { if (client) state("connecting…"); });
     client.on("error", (err) => log(`error: ${err.message}`));
@@ -643,7 +663,9 @@ function setupConsole() {
     if (!client) return log("connect first");
     const topic = $("console-topic").value, payload = $("console-payload").value;
     const qos = +$("console-qos").value, retain = $("console-retain").checked;
-    client.publish(topic, payload, { qos, retain }, (err) => log(err ? `publish failed: ${err.message}` : `published to ${topic} (QoS ${qos}${retain ? ", retained" : ""})`));
+    const userProperties = parseUserProperties($("console-user-properties").value);
+    const properties = Object.keys(userProperties).length ? { userProperties } : {};
+    client.publish(topic, payload, { qos, retain, properties }, (err) => log(err ? `publish failed: ${err.message}` : `published to ${topic} (QoS ${qos}${retain ? ", retained" : ""})`));
   });
 }
 
