@@ -4,11 +4,12 @@
 
 use crate::ingest::TopicTemplate;
 use crate::model::{SensorKey, TimestampMs};
+use crate::mqtt_client::ClientEvent;
 use crate::mqtt_client::ClientSettings;
 use crate::progress::Counters;
 use crate::store::{DatabaseUrl, Store};
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
+use rumqttc::QoS;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -242,8 +243,7 @@ async fn run_client(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) -> anyhow::Result<(u64, Tracking)> {
-    let options = config.client.mqtt_options(&client_id, config.inflight)?;
-    let (client, mut eventloop) = AsyncClient::new(options, usize::from(config.inflight));
+    let (client, mut eventloop) = config.client.connect(&client_id, config.inflight)?;
     let tracking = Arc::new(Mutex::new(Tracking::default()));
     let qos = config.qos;
     let driver = {
@@ -255,16 +255,21 @@ async fn run_client(
                 let event = eventloop.poll().await;
                 let mut t = tracking.lock().unwrap_or_else(|e| e.into_inner());
                 match event {
-                    Ok(Event::Incoming(Incoming::ConnAck(_))) => Counters::add(&counters.connected, 1),
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Ok(ClientEvent::Connected) => Counters::add(&counters.connected, 1),
+                    Ok(ClientEvent::Sent(pkid)) => {
                         if let Some(seq) = t.queued.pop_front() {
                             t.in_flight.insert(pkid, (seq, Instant::now()));
                         }
                         Counters::add(&counters.sent, 1);
                     }
-                    Ok(Event::Incoming(Incoming::PubAck(ack))) if qos == QoS::AtLeastOnce => acknowledge(&mut t, ack.pkid, &counters),
-                    Ok(Event::Incoming(Incoming::PubComp(ack))) if qos == QoS::ExactlyOnce => acknowledge(&mut t, ack.pkid, &counters),
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                    Ok(ClientEvent::PubAck { packet_id, refused: true }) => {
+                        // A 5.0 server refused it: not stored, so not acknowledged here.
+                        Counters::add(&counters.errors, 1);
+                        t.failure.get_or_insert_with(|| format!("{client_id}: publish {packet_id} refused by the server"));
+                    }
+                    Ok(ClientEvent::PubAck { packet_id, .. }) if qos == QoS::AtLeastOnce => acknowledge(&mut t, packet_id, &counters),
+                    Ok(ClientEvent::PubComp(packet_id)) if qos == QoS::ExactlyOnce => acknowledge(&mut t, packet_id, &counters),
+                    Ok(ClientEvent::Disconnecting) => break,
                     Ok(_) => {}
                     Err(e) => {
                         // No reconnects: a bench that loses its connection reports it.

@@ -154,6 +154,9 @@ pub struct ClientArgs {
     /// system's trusted roots are used.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// MQTT version to speak: 3.1.1 (what PubSubClient boards speak) or 5.
+    #[arg(long, value_enum, default_value = "3.1.1", env = "ROOST_PROTOCOL")]
+    pub protocol: crate::mqtt_client::Protocol,
 }
 
 /// The same fields as `ClientSettings`, whose `Debug` redacts the password.
@@ -169,6 +172,7 @@ impl ClientArgs {
         settings.username = self.username.clone();
         settings.password = self.password.clone();
         settings.ca_file = self.ca_file.clone();
+        settings.protocol = self.protocol;
         settings
     }
 }

@@ -4,10 +4,10 @@
 use super::board::Board;
 use crate::ingest::TopicTemplate;
 use crate::model::{SensorKey, TimestampMs};
-use crate::mqtt_client::ClientSettings;
+use crate::mqtt_client::{ClientEvent, ClientSettings, EventLoop};
 use crate::progress::Counters;
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
+use rumqttc::QoS;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,8 +108,7 @@ async fn run_board(
     let mut board = Board::new(index, config.seed, config.glitches);
     // Unique per process: two simulators with the same owner must not take over each other's sessions.
     let client_id = format!("{}-{}-{}-{}", config.client_id_prefix, std::process::id(), config.owner, board.place);
-    let options = config.client.mqtt_options(&client_id, INFLIGHT)?;
-    let (client, eventloop) = AsyncClient::new(options, usize::from(INFLIGHT));
+    let (client, eventloop) = config.client.connect(&client_id, INFLIGHT)?;
     let acked = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let finished = CancellationToken::new();
@@ -219,22 +218,28 @@ async fn drive(
     loop {
         let event = eventloop.poll().await;
         match event {
-            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+            Ok(ClientEvent::Connected) => {
                 if backoff > BACKOFF_MIN {
                     info!(client_id, "reconnected");
                 }
                 backoff = BACKOFF_MIN;
                 set_connected(true, &mut connected);
             }
-            Ok(Event::Outgoing(Outgoing::Publish(_))) => {
+            Ok(ClientEvent::Sent(_)) => {
                 sent.fetch_add(1, Ordering::Relaxed);
                 Counters::add(&counters.sent, 1);
             }
-            Ok(Event::Incoming(Incoming::PubAck(_) | Incoming::PubComp(_))) => {
+            Ok(ClientEvent::PubAck { refused: true, .. }) => {
+                // A 5.0 server refused it (not authorized, not a reading): answered, so the
+                // board does not wait for it, but counted as an error, not as acknowledged.
+                acked.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&counters.errors, 1);
+            }
+            Ok(ClientEvent::PubAck { .. } | ClientEvent::PubComp(_)) => {
                 acked.fetch_add(1, Ordering::Relaxed);
                 Counters::add(&counters.acked, 1);
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(ClientEvent::Disconnecting) => break,
             Ok(_) => {}
             Err(e) => {
                 set_connected(false, &mut connected);

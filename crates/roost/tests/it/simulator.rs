@@ -196,6 +196,47 @@ async fn simulator_speaks_websocket_and_qos_2_and_publishes_glitches_as_a_naive_
     server.stop().await;
 }
 
+/// `--protocol 5`: the simulator and the bench speak MQTT 5.0. Publishes that are no reading
+/// (a DHT11 failure sent as "nan") are refused in their PUBACK (0x99), which 3.1.1 cannot say:
+/// the simulator counts them as errors, not as acknowledged.
+#[tokio::test]
+async fn simulate_and_bench_speak_mqtt_5() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start_on(db.url.clone(), |_| {}).await;
+    let out = run(
+        roost_command("warn").args(["simulate", "--broker", &server.mqtt.to_string(), "--protocol", "5", "--glitches", "0.3"]).args([
+            "--devices",
+            "1",
+            "--interval",
+            "0.02",
+            "--count",
+            "60",
+            "--seed",
+            "3",
+        ]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stored = server.store.count_readings().await.unwrap();
+    let rejects = server.store.recent_rejects(1000).await.unwrap().len();
+    assert!(rejects > 0 && stored as usize + rejects == 60, "{stored} readings, {rejects} rejects");
+    assert!(stderr.contains(&format!("simulate: sent 60 · acked {stored} · ")), "{stderr}");
+    assert!(stderr.contains(&format!("errors {rejects}")), "the refused publishes are errors: {stderr}");
+    let out = run(
+        roost_command("warn")
+            .args(["bench", "--broker", &server.mqtt.to_string(), "--database", db.url.expose_secret(), "--protocol", "5"])
+            .args(["--count", "600", "--clients", "2"]),
+        Duration::from_secs(120),
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("verified: all 600 acknowledged readings are stored"), "{stdout}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn demo_mode_shows_a_day_of_history_and_live_readings_at_once() {
     let server = TestServer::start_with(|a| a.demo = true).await;

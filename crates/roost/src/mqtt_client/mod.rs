@@ -1,6 +1,10 @@
 //! Where Roost's own clients (`roost simulate`, `roost bench`, `serve --demo`) connect: a broker
 //! URL such as `mqtt://host:1883` or `ws://host:9001/mqtt`, credentials and TLS trust, turned
-//! into `rumqttc` options.
+//! into `rumqttc` options; and one client over rumqttc's 3.1.1 and 5.0 clients ([`versioned`]).
+
+mod versioned;
+
+pub use versioned::{Client, ClientEvent, EventLoop, Protocol};
 
 use anyhow::Context;
 use std::fmt;
@@ -127,6 +131,8 @@ pub struct ClientSettings {
     /// system's roots are trusted.
     pub ca_file: Option<PathBuf>,
     pub keep_alive: Duration,
+    /// The MQTT version to speak (see [`ClientSettings::connect`]).
+    pub protocol: Protocol,
 }
 
 impl fmt::Debug for ClientSettings {
@@ -136,20 +142,19 @@ impl fmt::Debug for ClientSettings {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ca_file", &self.ca_file)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
 
 impl ClientSettings {
     pub fn new(url: BrokerUrl) -> Self {
-        Self { url, username: None, password: None, ca_file: None, keep_alive: Duration::from_secs(30) }
+        Self { url, username: None, password: None, ca_file: None, keep_alive: Duration::from_secs(30), protocol: Protocol::V311 }
     }
 
-    /// `rumqttc` options for a clean-session client called `client_id`, with `inflight`
-    /// unacknowledged QoS 1/2 publishes at most.
-    pub fn mqtt_options(&self, client_id: &str, inflight: u16) -> anyhow::Result<rumqttc::MqttOptions> {
+    /// The transport `self.url` names, with TLS trust from `ca_file` (or the system's roots).
+    fn transport(&self) -> anyhow::Result<rumqttc::Transport> {
         use rumqttc::{TlsConfiguration, Transport};
-        let url = &self.url;
         let tls = || -> anyhow::Result<TlsConfiguration> {
             Ok(match &self.ca_file {
                 Some(path) => TlsConfiguration::Simple {
@@ -163,23 +168,38 @@ impl ClientSettings {
                 },
             })
         };
-        let mut options = match url.scheme {
-            Scheme::Mqtt | Scheme::Mqtts => rumqttc::MqttOptions::new(client_id, url.host.clone(), url.port),
-            // rumqttc takes the whole URL as the "host" for WebSocket transports.
-            Scheme::Ws | Scheme::Wss => rumqttc::MqttOptions::new(client_id, url.to_string(), url.port),
-        };
-        match url.scheme {
-            Scheme::Mqtt => {}
-            Scheme::Mqtts => {
-                options.set_transport(Transport::Tls(tls()?));
-            }
-            Scheme::Ws => {
-                options.set_transport(Transport::Ws);
-            }
-            Scheme::Wss => {
-                options.set_transport(Transport::Wss(tls()?));
-            }
+        Ok(match self.url.scheme {
+            Scheme::Mqtt => Transport::Tcp,
+            Scheme::Mqtts => Transport::Tls(tls()?),
+            Scheme::Ws => Transport::Ws,
+            Scheme::Wss => Transport::Wss(tls()?),
+        })
+    }
+
+    /// The host rumqttc connects to: for WebSocket transports it takes the whole URL.
+    fn host(&self) -> String {
+        match self.url.scheme {
+            Scheme::Mqtt | Scheme::Mqtts => self.url.host.clone(),
+            Scheme::Ws | Scheme::Wss => self.url.to_string(),
         }
+    }
+
+    /// `rumqttc` 5.0 options, as [`ClientSettings::mqtt_options`] for 3.1.1.
+    pub fn mqtt5_options(&self, client_id: &str, inflight: u16) -> anyhow::Result<rumqttc::v5::MqttOptions> {
+        let mut options = rumqttc::v5::MqttOptions::new(client_id, self.host(), self.url.port);
+        options.set_transport(self.transport()?);
+        options.set_keep_alive(self.keep_alive).set_clean_start(true).set_outgoing_inflight_upper_limit(inflight.max(1));
+        if let Some(user) = &self.username {
+            options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
+        }
+        Ok(options)
+    }
+
+    /// `rumqttc` options for a clean-session client called `client_id`, with `inflight`
+    /// unacknowledged QoS 1/2 publishes at most.
+    pub fn mqtt_options(&self, client_id: &str, inflight: u16) -> anyhow::Result<rumqttc::MqttOptions> {
+        let mut options = rumqttc::MqttOptions::new(client_id, self.host(), self.url.port);
+        options.set_transport(self.transport()?);
         options.set_keep_alive(self.keep_alive).set_clean_session(true).set_inflight(inflight.max(1));
         if let Some(user) = &self.username {
             options.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
