@@ -1,4 +1,4 @@
-//! A minimal, fast MQTT 3.1.1 load client on the project's codec: pipelined publishes, a
+//! A minimal, fast MQTT 3.1.1 (or 5.0) load client on the project's codec: pipelined publishes, a
 //! counting subscriber. Built for measuring brokers, not for general use.
 
 use anyhow::{bail, Context};
@@ -14,18 +14,21 @@ use tokio::net::{TcpSocket, TcpStream};
 pub struct Client {
     pub stream: TcpStream,
     pub buf: BytesMut,
+    pub version: ProtocolVersion,
 }
 
-pub fn connect_packet(client_id: &str, clean: bool) -> Packet {
+/// A CONNECT in `version`; a 5.0 persistent session (`clean` false) never expires.
+pub fn connect_packet_as(client_id: &str, clean: bool, version: ProtocolVersion) -> Packet {
+    let persistent = version.is_v5() && !clean;
     Packet::Connect(Connect {
-        protocol: ProtocolVersion::V311,
+        protocol: version,
         clean_start: clean,
         keep_alive: Duration::ZERO,
         client_id: client_id.into(),
         will: None,
         username: None,
         password: None,
-        properties: Properties::default(),
+        properties: Properties(if persistent { vec![Property::SessionExpiryInterval(u32::MAX)] } else { Vec::new() }),
     })
 }
 
@@ -42,7 +45,11 @@ pub fn publish_packet(topic: &TopicName, payload: Bytes, qos: QoS, id: u16) -> P
 }
 
 pub fn put(packet: &Packet, out: &mut BytesMut) {
-    encode(packet, ProtocolVersion::V311, out).expect("benchmark packets encode");
+    put_as(packet, ProtocolVersion::V311, out);
+}
+
+pub fn put_as(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
+    encode(packet, version, out).expect("benchmark packets encode");
 }
 
 impl Client {
@@ -58,14 +65,25 @@ impl Client {
         client_id: &str,
         clean: bool,
     ) -> anyhow::Result<Self> {
+        Self::connect_as(broker, source, client_id, clean, ProtocolVersion::V311).await
+    }
+
+    /// Connects speaking `version`.
+    pub async fn connect_as(
+        broker: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        client_id: &str,
+        clean: bool,
+        version: ProtocolVersion,
+    ) -> anyhow::Result<Self> {
         let socket = TcpSocket::new_v4()?;
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         let stream = socket.connect(broker).await.with_context(|| format!("connecting to {broker}"))?;
         stream.set_nodelay(true)?;
-        let mut client = Self { stream, buf: BytesMut::with_capacity(64 * 1024) };
-        client.send(&connect_packet(client_id, clean)).await?;
+        let mut client = Self { stream, buf: BytesMut::with_capacity(64 * 1024), version };
+        client.send(&connect_packet_as(client_id, clean, version)).await?;
         match client.recv().await? {
             Packet::ConnAck(a) if a.code == 0 => Ok(client),
             other => bail!("unexpected answer to CONNECT: {other:?}"),
@@ -74,13 +92,13 @@ impl Client {
 
     pub async fn send(&mut self, packet: &Packet) -> anyhow::Result<()> {
         let mut out = BytesMut::new();
-        put(packet, &mut out);
+        put_as(packet, self.version, &mut out);
         self.stream.write_all(&out).await?;
         Ok(())
     }
 
     pub async fn recv(&mut self) -> anyhow::Result<Packet> {
-        read_packet(&mut self.stream, &mut self.buf).await
+        read_packet(&mut self.stream, &mut self.buf, self.version).await
     }
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
@@ -92,26 +110,29 @@ impl Client {
         .await?;
         match self.recv().await? {
             Packet::SubAck(a) if a.codes == [qos as u8] => Ok(()),
+            // A persistent session's retained messages, or messages queued before.
+            Packet::Publish(_) => bail!("a PUBLISH before the SUBACK"),
             other => bail!("unexpected answer to SUBSCRIBE: {other:?}"),
         }
     }
 
     pub fn split(self) -> (Reader, OwnedWriteHalf) {
         let (r, w) = self.stream.into_split();
-        (Reader { half: r, buf: self.buf }, w)
+        (Reader { half: r, buf: self.buf, version: self.version }, w)
     }
 }
 
 pub struct Reader {
     pub half: OwnedReadHalf,
     pub buf: BytesMut,
+    pub version: ProtocolVersion,
 }
 
 impl Reader {
     /// Reads and decodes whatever arrives next: at least one packet.
     pub async fn recv_batch(&mut self, out: &mut Vec<Packet>) -> anyhow::Result<()> {
         loop {
-            while let Some(p) = decode(&mut self.buf, ProtocolVersion::V311, usize::MAX)? {
+            while let Some(p) = decode(&mut self.buf, self.version, usize::MAX)? {
                 out.push(p);
             }
             if !out.is_empty() {
@@ -127,9 +148,9 @@ impl Reader {
     }
 }
 
-async fn read_packet<R: AsyncReadExt + Unpin>(r: &mut R, buf: &mut BytesMut) -> anyhow::Result<Packet> {
+async fn read_packet<R: AsyncReadExt + Unpin>(r: &mut R, buf: &mut BytesMut, version: ProtocolVersion) -> anyhow::Result<Packet> {
     loop {
-        if let Some(p) = decode(buf, ProtocolVersion::V311, usize::MAX)? {
+        if let Some(p) = decode(buf, version, usize::MAX)? {
             return Ok(p);
         }
         if r.read_buf(buf).await? == 0 {

@@ -12,8 +12,8 @@ mod ingest;
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
-use client::{publish_packet, put, Client, Reader};
-use mqtt_codec::{Ack, Packet, QoS, TopicName};
+use client::{publish_packet, put, put_as, Client, Reader};
+use mqtt_codec::{Ack, Packet, ProtocolVersion, QoS, TopicName};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,8 +33,10 @@ struct Args {
     /// Idle connection counts for the memory scenario.
     #[arg(long, value_delimiter = ',', default_values_t = [5_000usize, 15_000])]
     idle: Vec<usize>,
-    /// Which scenarios to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["fanin0".to_string(), "fanin1".into(), "fanout".into(), "latency".into(), "idle".into()])]
+    /// Which scenarios to run: fanin0, fanin1, persistent, fanout, latency, idle, v5 (fan-in,
+    /// fan-out and a shared subscription with both brokers speaking MQTT 5.0), ingest, fleet,
+    /// restore.
+    #[arg(long, value_delimiter = ',', default_values_t = ["fanin0".to_string(), "fanin1".into(), "fanout".into(), "latency".into(), "idle".into(), "v5".into()])]
     only: Vec<String>,
     /// Databases for the ingest scenario (`--only ingest`): `sqlite` (a fresh temporary file),
     /// or a postgres:// / mysql:// URL whose database is dropped and re-created for each run.
@@ -204,15 +206,22 @@ const PERSISTENT_QUEUE: usize = 200_000;
 
 /// N publishers → 1 subscriber at `qos`; returns messages delivered per second. `clean`:
 /// false for a persistent subscriber (clean session 0).
-async fn fan_in(addr: SocketAddr, publishers: usize, per_publisher: usize, qos: QoS, clean: bool) -> anyhow::Result<(f64, f64)> {
-    let mut sub = Client::connect_session(addr, None, "bench-sub", clean).await?;
+async fn fan_in(
+    addr: SocketAddr,
+    publishers: usize,
+    per_publisher: usize,
+    qos: QoS,
+    clean: bool,
+    version: ProtocolVersion,
+) -> anyhow::Result<(f64, f64)> {
+    let mut sub = Client::connect_as(addr, None, "bench-sub", clean, version).await?;
     sub.subscribe("bench/#", qos).await?;
     let expected = publishers * per_publisher;
     let started = Instant::now();
     let counter = tokio::spawn(count_deliveries(sub, expected));
     let mut tasks = Vec::new();
     for p in 0..publishers {
-        let client = Client::connect(addr, None, &format!("bench-pub-{p}")).await?;
+        let client = Client::connect_as(addr, None, &format!("bench-pub-{p}"), true, version).await?;
         let topic = TopicName::parse(&format!("bench/{p}")).unwrap();
         tasks.push(tokio::spawn(publish_flat_out(client, topic, per_publisher, qos)));
     }
@@ -253,17 +262,57 @@ async fn queue_for_offline(addr: SocketAddr, publishers: usize, per_publisher: u
     Ok((acked, received as f64 / (last - drain_started).as_secs_f64()))
 }
 
+/// N publishers → the members of one shared subscription (`$share/bench/bench/#`, QoS 1):
+/// each message goes to one member. Returns messages delivered per second (all members).
+async fn shared_fan_in(
+    addr: SocketAddr,
+    publishers: usize,
+    members: usize,
+    per_publisher: usize,
+    version: ProtocolVersion,
+) -> anyhow::Result<(f64, f64)> {
+    let expected = publishers * per_publisher;
+    let mut subs = Vec::new();
+    for m in 0..members {
+        let mut sub = Client::connect_as(addr, None, &format!("bench-member-{m}"), true, version).await?;
+        sub.subscribe("$share/bench/bench/#", QoS::AtLeastOnce).await?;
+        subs.push(sub);
+    }
+    let started = Instant::now();
+    // Each member counts until the whole expected total arrived among them, or a second of silence.
+    let counters: Vec<_> = subs.into_iter().map(|s| tokio::spawn(count_deliveries(s, expected))).collect();
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let client = Client::connect_as(addr, None, &format!("bench-pub-{p}"), true, version).await?;
+        let topic = TopicName::parse(&format!("bench/{p}")).unwrap();
+        tasks.push(tokio::spawn(publish_flat_out(client, topic, per_publisher, QoS::AtLeastOnce)));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let (mut total, mut last) = (0, started);
+    for c in counters {
+        let (n, t) = c.await??;
+        total += n;
+        if n > 0 {
+            last = last.max(t);
+        }
+    }
+    eprintln!("    shared fan-in: {total} of {expected} delivered");
+    Ok((total as f64 / (last - started).as_secs_f64(), 100.0 * total as f64 / expected as f64))
+}
+
 /// 1 publisher → N subscribers (QoS 0); returns deliveries per second (all subscribers).
-async fn fan_out(addr: SocketAddr, subscribers: usize, messages: usize) -> anyhow::Result<(f64, f64)> {
+async fn fan_out(addr: SocketAddr, subscribers: usize, messages: usize, version: ProtocolVersion) -> anyhow::Result<(f64, f64)> {
     let mut counters = Vec::new();
     for s in 0..subscribers {
-        let mut sub = Client::connect(addr, None, &format!("bench-sub-{s}")).await?;
+        let mut sub = Client::connect_as(addr, None, &format!("bench-sub-{s}"), true, version).await?;
         sub.subscribe("fan/out", QoS::AtMostOnce).await?;
         counters.push(sub);
     }
     let started = Instant::now();
     let counters: Vec<_> = counters.into_iter().map(|c| tokio::spawn(count_deliveries(c, messages))).collect();
-    let client = Client::connect(addr, None, "bench-pub").await?;
+    let client = Client::connect_as(addr, None, "bench-pub", true, version).await?;
     publish_flat_out(client, TopicName::parse("fan/out").unwrap(), messages, QoS::AtMostOnce).await?;
     let mut total = 0;
     let mut last = started;
@@ -281,6 +330,7 @@ async fn fan_out(addr: SocketAddr, subscribers: usize, messages: usize) -> anyho
 /// Acknowledges QoS 1. Returns the count and the time of the last delivery.
 async fn count_deliveries(client: Client, expected: usize) -> anyhow::Result<(usize, Instant)> {
     let (mut reader, mut writer) = client.split();
+    let version = reader.version;
     let mut received = 0;
     let mut last = Instant::now();
     let mut batch = Vec::new();
@@ -300,7 +350,7 @@ async fn count_deliveries(client: Client, expected: usize) -> anyhow::Result<(us
             if let Packet::Publish(p) = p {
                 received += 1;
                 if let Some(id) = p.packet_id {
-                    put(&Packet::PubAck(Ack::new(id)), &mut acks);
+                    put_as(&Packet::PubAck(Ack::new(id)), version, &mut acks);
                 }
             }
         }
@@ -322,6 +372,7 @@ async fn publish_flat_out(client: Client, topic: TopicName, count: usize, qos: Q
     const WINDOW: usize = 100;
     const BATCH: usize = 64;
     let (reader, mut writer) = client.split();
+    let version = reader.version;
     let window = Arc::new(Semaphore::new(WINDOW));
     let acker = (qos != QoS::AtMostOnce).then(|| tokio::spawn(read_acks(reader, Arc::clone(&window), count)));
     let body = payload(32);
@@ -335,7 +386,7 @@ async fn publish_flat_out(client: Client, topic: TopicName, count: usize, qos: Q
         }
         for _ in 0..n {
             next_id = next_id.checked_add(1).unwrap_or(1);
-            put(&publish_packet(&topic, body.clone(), qos, next_id), &mut out);
+            put_as(&publish_packet(&topic, body.clone(), qos, next_id), version, &mut out);
         }
         writer.write_all(&out).await?;
         out.clear();
@@ -512,6 +563,12 @@ async fn main() -> anyhow::Result<()> {
     let fanout_share = measure("fan-out QoS 0: share delivered".into(), "%", true);
     let p50 = measure("latency p50 at 10k msg/s".into(), "µs", false);
     let p99 = measure("latency p99 at 10k msg/s".into(), "µs", false);
+    let v5_fanin1 = measure("5.0: fan-in QoS 1, 4 → 1: delivered".into(), "msg/s", true);
+    let v5_fanin1_share = measure("5.0: fan-in QoS 1: share delivered".into(), "%", true);
+    let v5_fanout = measure("5.0: fan-out QoS 0, 1 → 8: delivered".into(), "msg/s", true);
+    let v5_fanout_share = measure("5.0: fan-out QoS 0: share delivered".into(), "%", true);
+    let v5_shared = measure("5.0: shared subscription QoS 1, 4 → 4 members: delivered".into(), "msg/s", true);
+    let v5_shared_share = measure("5.0: shared subscription: share delivered".into(), "%", true);
     let idle: Vec<usize> = args.idle.iter().map(|n| measure(format!("memory per idle connection ({n})"), "bytes", false)).collect();
     for run in 0..args.runs {
         for kind in [Kind::Roost, Kind::Mosquitto] {
@@ -522,19 +579,19 @@ async fn main() -> anyhow::Result<()> {
             };
             if want("fanin0") {
                 let b = Broker::start(kind, &args).await?;
-                let (rate, share) = fan_in(b.addr, 4, args.messages, QoS::AtMostOnce, true).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages, QoS::AtMostOnce, true, ProtocolVersion::V311).await?;
                 record(&mut rows, fanin0, rate);
                 record(&mut rows, fanin0_share, share);
             }
             if want("fanin1") {
                 let b = Broker::start(kind, &args).await?;
-                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce, true).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce, true, ProtocolVersion::V311).await?;
                 record(&mut rows, fanin1, rate);
                 record(&mut rows, fanin1_share, share);
             }
             if want("persistent") {
                 let b = Broker::start_with(kind, &args, None, true).await?;
-                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce, false).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce, false, ProtocolVersion::V311).await?;
                 record(&mut rows, persistent_online, rate);
                 record(&mut rows, persistent_online_share, share);
                 let b = Broker::start_with(kind, &args, None, true).await?;
@@ -545,9 +602,23 @@ async fn main() -> anyhow::Result<()> {
             }
             if want("fanout") {
                 let b = Broker::start(kind, &args).await?;
-                let (rate, share) = fan_out(b.addr, 8, args.messages / 2).await?;
+                let (rate, share) = fan_out(b.addr, 8, args.messages / 2, ProtocolVersion::V311).await?;
                 record(&mut rows, fanout, rate);
                 record(&mut rows, fanout_share, share);
+            }
+            if want("v5") {
+                let b = Broker::start(kind, &args).await?;
+                let (rate, share) = fan_in(b.addr, 4, args.messages / 2, QoS::AtLeastOnce, true, ProtocolVersion::V5).await?;
+                record(&mut rows, v5_fanin1, rate);
+                record(&mut rows, v5_fanin1_share, share);
+                let b = Broker::start(kind, &args).await?;
+                let (rate, share) = fan_out(b.addr, 8, args.messages / 2, ProtocolVersion::V5).await?;
+                record(&mut rows, v5_fanout, rate);
+                record(&mut rows, v5_fanout_share, share);
+                let b = Broker::start(kind, &args).await?;
+                let (rate, share) = shared_fan_in(b.addr, 4, 4, args.messages / 2, ProtocolVersion::V5).await?;
+                record(&mut rows, v5_shared, rate);
+                record(&mut rows, v5_shared_share, share);
             }
             if want("latency") {
                 let b = Broker::start(kind, &args).await?;
