@@ -30,6 +30,9 @@ pub enum StateChange {
     SessionOpened {
         client_id: Arc<str>,
         username: Option<Arc<str>>,
+        /// Its own expiry interval (MQTT 5.0; zero: it ends with this connection); `None`: the
+        /// server's.
+        expiry: Option<std::time::Duration>,
     },
     /// A persistent session's connection ended at `at_ms` (Unix milliseconds).
     SessionClosed {

@@ -22,6 +22,9 @@ pub struct Outbound {
     pub delivery: Delivery,
     /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
     pub released: bool,
+    /// Not yet sent again on the connection that resumed the session: it waits for room in
+    /// the client's receive maximum [MQTT-3.3.4-9].
+    pub unsent: bool,
 }
 
 #[derive(Debug)]
@@ -230,7 +233,8 @@ impl Sessions {
         config: &BrokerConfig,
         durable: &Durable,
     ) -> Claimed {
-        let NewSession { client_id, clean_start, persistent, username } = new;
+        let NewSession { client_id, clean_start, persistent, expiry_secs, username } = new;
+        let expiry = expiry_secs.map(|s| std::time::Duration::from_secs(u64::from(s)));
         let owner =
             |state_client_id: &str| persistent.then(|| Owner { client_id: state_client_id.into(), username: username.map(Arc::from) });
         let (mut state, session_present) = match slots.remove(client_id) {
@@ -245,8 +249,15 @@ impl Sessions {
             _ => (self.fresh(client_id, owner(client_id), config), false),
         };
         state.clean = !persistent;
-        if persistent {
-            durable.record(StateChange::SessionOpened { client_id: Arc::clone(&state.client_id), username: username.map(Arc::from) });
+        if persistent || state.mailbox.owner().is_some() {
+            // A stored session resumed by a connection that ends it (5.0 session expiry 0) is
+            // stored as expiring at once: a restart meanwhile does not bring it back.
+            let expiry = if persistent { expiry } else { Some(std::time::Duration::ZERO) };
+            durable.record(StateChange::SessionOpened {
+                client_id: Arc::clone(&state.client_id),
+                username: username.map(Arc::from),
+                expiry,
+            });
         }
         state.mailbox.set_online(true);
         let generation = self.new_id();
@@ -326,7 +337,7 @@ impl Sessions {
                 let extra = (!subscription_ids.is_empty()).then(|| Box::new(DeliveryExtra { subscription_ids, shared: None }));
                 let delivery = Delivery { message: message.message, qos: message.qos, retain: false, seq: Some(message.seq), extra };
                 match message.packet_id {
-                    Some(packet_id) => state.push_outbound(Outbound { packet_id, delivery, released: message.released }),
+                    Some(packet_id) => state.push_outbound(Outbound { packet_id, delivery, released: message.released, unsent: false }),
                     None => {
                         if state.mailbox.push(delivery) == PushOutcome::DroppedOffline {
                             // More than --max-queued were stored (the limit was lowered).
@@ -452,6 +463,8 @@ pub struct NewSession<'a> {
     /// Keep the session when the connection ends (3.1.1: clean session 0; 5.0: a session
     /// expiry interval over 0).
     pub persistent: bool,
+    /// Its own expiry interval in seconds (5.0); `None`: the server's (`--session-expiry`).
+    pub expiry_secs: Option<u32>,
     pub username: Option<&'a str>,
 }
 
@@ -524,7 +537,7 @@ mod packet_id_tests {
                     let expected = naive_next(state.last_packet_id, &in_flight);
                     let id = state.next_packet_id();
                     prop_assert_eq!(id.get(), expected);
-                    state.push_outbound(Outbound { packet_id: id, delivery: delivery(), released: false });
+                    state.push_outbound(Outbound { packet_id: id, delivery: delivery(), released: false, unsent: false });
                 } else {
                     let index = usize::from(pick) % state.outbound.len();
                     state.remove_outbound_at(index);
@@ -546,12 +559,12 @@ mod packet_id_tests {
         let sessions = Sessions::default();
         let mut state = sessions.fresh("c", None, &BrokerConfig::default());
         let stuck = state.next_packet_id();
-        state.push_outbound(Outbound { packet_id: stuck, delivery: delivery(), released: false });
+        state.push_outbound(Outbound { packet_id: stuck, delivery: delivery(), released: false, unsent: false });
         // Keep 40 more in flight (past SCAN_LIMIT) while the counter goes round twice.
         for _ in 0..2 * 65_536 {
             let id = state.next_packet_id();
             assert_ne!(id, stuck);
-            state.push_outbound(Outbound { packet_id: id, delivery: delivery(), released: false });
+            state.push_outbound(Outbound { packet_id: id, delivery: delivery(), released: false, unsent: false });
             if state.outbound.len() > 41 {
                 state.remove_outbound_at(1);
             }
@@ -570,11 +583,11 @@ mod lifecycle_tests {
     }
 
     fn clean(client_id: &str) -> NewSession<'_> {
-        NewSession { client_id, clean_start: true, persistent: false, username: None }
+        NewSession { client_id, clean_start: true, persistent: false, expiry_secs: None, username: None }
     }
 
     fn persistent(client_id: &str) -> NewSession<'_> {
-        NewSession { client_id, clean_start: false, persistent: true, username: None }
+        NewSession { client_id, clean_start: false, persistent: true, expiry_secs: None, username: None }
     }
 
     fn alarm_of(mailbox: &Mailbox) -> Option<Alarm> {

@@ -1,45 +1,64 @@
-//! Wills published after a delay (MQTT 5.0 will delay interval, §3.1.3.2.2): a will waits
-//! until the delay passes or the session ends, whichever comes first, and is not published at
-//! all if the client connects again before [MQTT-3.1.3-9].
+//! Wills: published when a connection ends without a normal DISCONNECT, at once or (MQTT 5.0)
+//! after a will delay interval (§3.1.3.2.2). A delayed will waits until the delay passes or the
+//! session ends, whichever comes first; if the client connects again before, it is not
+//! published at all [MQTT-3.1.3-9], unless that connection starts a clean session, which ends
+//! the old one and publishes its will now.
 
 use super::durability::StateChange;
+use super::sessions::unix_ms;
 use super::{Broker, Message};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The wills waiting, by client id, each with the token of its timer.
+/// A will waiting for its delay, with who sent it.
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    token: u64,
+    pub will: Arc<Message>,
+    pub username: Option<String>,
+}
+
+/// The wills waiting, by client id.
 #[derive(Debug, Default)]
 pub struct DelayedWills {
-    pending: Mutex<HashMap<Arc<str>, u64>>,
+    pending: Mutex<HashMap<Arc<str>, PendingWill>>,
     next_token: AtomicU64,
 }
 
 impl DelayedWills {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, PendingWill>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn schedule(&self, client_id: &Arc<str>) -> u64 {
+    fn schedule(&self, client_id: &Arc<str>, will: Arc<Message>, username: Option<String>) -> u64 {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(Arc::clone(client_id), token);
+        self.lock().insert(Arc::clone(client_id), PendingWill { token, will, username });
         token
     }
 
-    /// Whether the will with `token` is still due (and no longer pending).
-    fn take(&self, client_id: &str, token: u64) -> bool {
+    /// The will with `token` if it is still due (it is no longer pending then). `on_taken` runs
+    /// under the lock: the will's removal from the store is recorded before a new connection
+    /// of that client can record its own will.
+    fn take(&self, client_id: &str, token: u64, on_taken: impl FnOnce()) -> Option<PendingWill> {
         let mut pending = self.lock();
-        let due = pending.get(client_id) == Some(&token);
-        if due {
-            pending.remove(client_id);
+        if pending.get(client_id).is_some_and(|p| p.token == token) {
+            on_taken();
+            return pending.remove(client_id);
         }
-        due
+        None
     }
 
-    /// Cancels the waiting will of `client_id`: it connected again. True if there was one.
-    pub fn cancel(&self, client_id: &str) -> bool {
-        self.lock().remove(client_id).is_some()
+    /// Takes the waiting will of `client_id`, which connected again; `on_taken` runs under the
+    /// lock as in `take`.
+    pub fn cancel(&self, client_id: &str, on_taken: impl FnOnce()) -> Option<PendingWill> {
+        let mut pending = self.lock();
+        let taken = pending.remove(client_id);
+        if taken.is_some() {
+            on_taken();
+        }
+        taken
     }
 }
 
@@ -47,40 +66,59 @@ impl Broker {
     /// Publishes `will` after `delay` unless its client connects again first. The will stays
     /// stored until then: if the server stops before, it is published when it starts again.
     pub(super) fn publish_will_later(self: &Arc<Self>, client_id: Arc<str>, username: Option<String>, will: Arc<Message>, delay: Duration) {
-        let token = self.delayed_wills.schedule(&client_id);
+        let token = self.delayed_wills.schedule(&client_id, will, username);
         let broker = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if broker.delayed_wills.take(&client_id, token) {
-                broker.publish_will(&will, username.as_deref());
-                broker.durable.record(StateChange::WillCleared { client_id });
+            let cleared = || broker.durable.record(StateChange::WillCleared { client_id: Arc::clone(&client_id) });
+            if let Some(due) = broker.delayed_wills.take(&client_id, token, cleared) {
+                broker.publish_will(&due.will, due.username.as_deref());
             }
         });
     }
 
-    /// Publishes a will if its client may publish on its topic.
+    /// Publishes a will if its client may publish on its topic. Its message expiry interval
+    /// starts now (§3.1.3.2.4): until published, a will's `expires_at_ms` holds the interval.
     pub(super) fn publish_will(&self, will: &Arc<Message>, username: Option<&str>) {
-        if self.auth.may_publish(username, &will.topic) {
-            self.router.route(Arc::clone(will), None, &self.stats, &self.durable);
+        if !self.auth.may_publish(username, &will.topic) {
+            return;
         }
+        let will = match will.properties.as_deref().and_then(|p| p.expires_at_ms) {
+            Some(interval_ms) => {
+                let mut message = Message::clone(will);
+                if let Some(properties) = message.properties.as_deref_mut() {
+                    properties.expires_at_ms = Some(unix_ms() + interval_ms);
+                }
+                Arc::new(message)
+            }
+            None => Arc::clone(will),
+        };
+        self.router.route(will, None, &self.stats, &self.durable);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mqtt_codec::{QoS, TopicName};
+
+    fn will() -> Arc<Message> {
+        Arc::new(Message::new(TopicName::parse("w").unwrap(), Default::default(), QoS::AtMostOnce, false))
+    }
 
     #[test]
     fn a_cancelled_or_replaced_will_is_not_due() {
         let wills = DelayedWills::default();
         let client: Arc<str> = "c".into();
-        let first = wills.schedule(&client);
-        let second = wills.schedule(&client);
-        assert!(!wills.take("c", first), "replaced by a later will of the same client");
-        assert!(wills.cancel("c"));
-        assert!(!wills.take("c", second), "cancelled: the client connected again");
-        let third = wills.schedule(&client);
-        assert!(wills.take("c", third));
-        assert!(!wills.take("c", third), "published once");
+        let first = wills.schedule(&client, will(), None);
+        let second = wills.schedule(&client, will(), None);
+        assert!(wills.take("c", first, || {}).is_none(), "replaced by a later will of the same client");
+        let mut recorded = 0;
+        assert!(wills.cancel("c", || recorded += 1).is_some());
+        assert!(wills.take("c", second, || recorded += 1).is_none(), "cancelled: the client connected again");
+        let third = wills.schedule(&client, will(), None);
+        assert!(wills.take("c", third, || recorded += 1).is_some());
+        assert!(wills.take("c", third, || recorded += 1).is_none(), "published once");
+        assert_eq!(recorded, 2, "each will's removal recorded once");
     }
 }

@@ -63,12 +63,12 @@ impl NetChanges {
                 let value = (!message.payload.is_empty()).then(|| stored(&message));
                 self.retained.insert(message.topic.as_str().to_owned(), value);
             }
-            StateChange::SessionOpened { client_id, username } => {
+            StateChange::SessionOpened { client_id, username, expiry } => {
                 let row = SessionRow {
                     client_id: client_id.to_string(),
                     username: username.map(|u| u.to_string()),
                     offline_since: None,
-                    expiry_secs: None,
+                    expiry_secs: expiry_secs(expiry),
                 };
                 self.sessions.insert(client_id.to_string(), SessionEntry::Opened(row));
             }
@@ -262,12 +262,12 @@ mod tests {
     fn a_drop_discards_what_came_before_it_and_keeps_what_came_after() {
         let filter = TopicFilter::parse("t/#").unwrap();
         let batch = net([
-            StateChange::SessionOpened { client_id: "c".into(), username: None },
+            StateChange::SessionOpened { client_id: "c".into(), username: None, expiry: None },
             StateChange::Subscribed { client_id: "c".into(), filter: filter.clone(), subscription: Subscription::qos(QoS::AtLeastOnce) },
             queued("c", 1),
             queued("other", 2),
             StateChange::SessionDropped { client_id: "c".into() },
-            StateChange::SessionOpened { client_id: "c".into(), username: Some("u".into()) },
+            StateChange::SessionOpened { client_id: "c".into(), username: Some("u".into()), expiry: None },
             queued("c", 3),
         ]);
         assert_eq!(batch.dropped_sessions, ["c"]);
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn a_session_opened_and_closed_in_one_batch_is_written_once_offline() {
         let batch = net([
-            StateChange::SessionOpened { client_id: "c".into(), username: None },
+            StateChange::SessionOpened { client_id: "c".into(), username: None, expiry: None },
             StateChange::SessionClosed { client_id: "c".into(), at_ms: 5, expiry: None },
             StateChange::SessionClosed { client_id: "d".into(), at_ms: 6, expiry: Some(std::time::Duration::from_secs(30)) },
         ]);

@@ -296,6 +296,38 @@ async fn the_client_receive_maximum_limits_messages_in_flight() {
 }
 
 #[tokio::test]
+async fn a_resumed_session_resends_within_the_new_receive_maximum() {
+    // [MQTT-4.4.0-1] unacknowledged messages are sent again on resumption, and
+    // [MQTT-3.3.4-9] no more of them at once than the Receive Maximum of the new connection.
+    let server = TestServer::start().await;
+    let session = |receive_maximum, clean_start| {
+        connect_v5("resumer", clean_start, vec![Property::SessionExpiryInterval(60), Property::ReceiveMaximum(receive_maximum)])
+    };
+    let (mut sub, _) = Raw::mqtt5(server.mqtt, session(10, true)).await;
+    subscribe5(&mut sub, 1, &[("resend/#", qos(QoS::AtLeastOnce))], None).await;
+    let (mut publisher, _) = v5(&server, "resend-pub", vec![]).await;
+    for i in 1..=3u16 {
+        publisher.send(&publish5("resend/t", &i.to_string(), QoS::AtLeastOnce, Some(i), vec![])).await;
+    }
+    for _ in 0..3 {
+        next_publish(&mut sub).await; // not acknowledged
+    }
+    drop(sub);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut sub, ack) = Raw::mqtt5(server.mqtt, session(1, false)).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let p = next_publish(&mut sub).await;
+        assert!(p.dup, "a resend has DUP set");
+        sub.expect_silence(Duration::from_millis(300)).await;
+        got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        sub.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap()))).await;
+    }
+    assert_eq!(got, ["1", "2", "3"]);
+}
+
+#[tokio::test]
 async fn a_client_over_the_server_receive_maximum_is_disconnected() {
     // [MQTT-3.3.4-7] a client must not exceed the server's Receive Maximum; §3.3.4: the server
     // disconnects it with 0x93. QoS 2 publishes count until their PUBREL.
@@ -551,27 +583,28 @@ async fn the_server_says_why_it_disconnects() {
 #[tokio::test]
 async fn a_will_waits_for_its_delay_and_is_dropped_if_the_client_returns() {
     // §3.1.3.2.2: the will is published after the will delay interval; [MQTT-3.1.3-9] not at
-    // all if the client connects again first. Will properties travel with it.
+    // all if the client connects again first, unless with Clean Start 1, which ends the old
+    // session and publishes it at once. Will properties travel with it.
     let server = TestServer::start().await;
     let (mut watcher, _) = v5(&server, "watcher5", vec![]).await;
     subscribe5(&mut watcher, 1, &[("wills5/#", qos(QoS::AtLeastOnce))], None).await;
-    let will = |payload: &'static str| LastWill {
-        topic: TopicName::parse("wills5/board").unwrap(),
-        payload: Bytes::from_static(payload.as_bytes()),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: Properties(vec![Property::WillDelayInterval(1), Property::UserProperty("why".into(), "gone".into())]),
-    };
-    let with_will = |payload| {
-        let mut c = connect_v5("board5", true, vec![Property::SessionExpiryInterval(30)]);
-        c.will = Some(will(payload));
+    let with_will = |payload: &'static str, clean_start| {
+        let mut c = connect_v5("board5", clean_start, vec![Property::SessionExpiryInterval(30)]);
+        c.will = Some(LastWill {
+            topic: TopicName::parse("wills5/board").unwrap(),
+            payload: Bytes::from_static(payload.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties(vec![Property::WillDelayInterval(1), Property::UserProperty("why".into(), "gone".into())]),
+        });
         c
     };
     // Back within the delay: no will.
-    let (board, _) = Raw::mqtt5(server.mqtt, with_will("first")).await;
+    let (board, _) = Raw::mqtt5(server.mqtt, with_will("first", true)).await;
     drop(board);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (board, _) = Raw::mqtt5(server.mqtt, with_will("second")).await;
+    let (board, ack) = Raw::mqtt5(server.mqtt, with_will("second", false)).await;
+    assert!(ack.session_present);
     watcher.expect_silence(Duration::from_millis(1500)).await;
     // Gone for good: the will comes after the delay, with its user property.
     drop(board);
@@ -580,13 +613,50 @@ async fn a_will_waits_for_its_delay_and_is_dropped_if_the_client_returns() {
     assert!(started.elapsed() >= Duration::from_millis(800), "published only after the delay: {:?}", started.elapsed());
     assert_eq!(got.payload.as_ref(), b"second");
     assert!(got.properties.0.contains(&Property::UserProperty("why".into(), "gone".into())));
-    // DISCONNECT with reason 0x04 publishes the will at once (session expiry 0 ends the
-    // session, and with it the delay).
-    let mut c = connect_v5("board5b", true, vec![]);
-    c.will = Some(will("asked"));
-    let (mut board, _) = Raw::mqtt5(server.mqtt, c).await;
-    board.send(&Packet::Disconnect(Disconnect { reason: 0x04, properties: Default::default() })).await;
-    assert_eq!(next_publish(&mut watcher).await.payload.as_ref(), b"asked");
+    // Back within the delay with Clean Start 1: the old session ends, its will is published now.
+    let (board, _) = Raw::mqtt5(server.mqtt, with_will("third", false)).await;
+    drop(board);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let (_board, _) = Raw::mqtt5(server.mqtt, connect_v5("board5", true, vec![])).await;
+    assert_eq!(next_publish(&mut watcher).await.payload.as_ref(), b"third");
+    assert!(started.elapsed() < Duration::from_millis(700), "at once, not after the delay: {:?}", started.elapsed());
+    // DISCONNECT with 0x04 (with will) or an error code publishes the will at once (session
+    // expiry 0 ends the session, and with it the delay); only 0x00 discards it [MQTT-3.14.4-3].
+    for (reason, payload) in [(0x04, "asked"), (0x80, "failed"), (0x00, "")] {
+        let mut c = connect_v5("board5b", true, vec![]);
+        c.will = with_will(payload, true).will;
+        let (mut board, _) = Raw::mqtt5(server.mqtt, c).await;
+        board.send(&Packet::Disconnect(Disconnect { reason, properties: Default::default() })).await;
+        if reason == 0 {
+            watcher.expect_silence(Duration::from_millis(500)).await;
+        } else {
+            assert_eq!(next_publish(&mut watcher).await.payload.as_ref(), payload.as_bytes());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_will_s_message_expiry_counts_from_its_publication() {
+    // §3.1.3.2.4: the will's message expiry interval applies from when it is published, not
+    // from the CONNECT.
+    let server = TestServer::start().await;
+    let (mut watcher, _) = v5(&server, "expiry-watcher", vec![]).await;
+    subscribe5(&mut watcher, 1, &[("wills6/#", qos(QoS::AtLeastOnce))], None).await;
+    let mut c = connect_v5("board6", true, vec![]);
+    c.will = Some(LastWill {
+        topic: TopicName::parse("wills6/board").unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties(vec![Property::MessageExpiryInterval(1)]),
+    });
+    let (board, _) = Raw::mqtt5(server.mqtt, c).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(board);
+    let got = next_publish(&mut watcher).await;
+    assert_eq!(got.payload.as_ref(), b"gone");
+    assert!(got.properties.0.contains(&Property::MessageExpiryInterval(1)), "{:?}", got.properties);
 }
 
 #[tokio::test]

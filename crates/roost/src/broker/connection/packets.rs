@@ -35,9 +35,7 @@ where
             Packet::PubRec(ack) if ack.reason >= 0x80 => {
                 // 5.0: a PUBREC with an error code ends the exchange; no PUBREL (§4.3.3).
                 if let Some(pos) = state.outbound.iter().position(|o| o.packet_id == ack.packet_id && !o.released) {
-                    if let Some(seq) = state.remove_outbound_at(pos).and_then(|o| o.delivery.seq) {
-                        self.broker.durable.record(StateChange::Delivered { seq });
-                    }
+                    self.forget_outbound_at(state, pos);
                 }
             }
             Packet::PubRec(ack) => {
@@ -65,6 +63,9 @@ where
                 // [MQTT-4.3.3-2] the id may be reused once released; answer PUBCOMP even for an
                 // unknown id, since our PUBCOMP may have been lost (5.0 says so: 0x92).
                 let known = state.inbound_qos2.remove(&ack.packet_id);
+                if let Some(v5) = self.v5.as_deref_mut() {
+                    v5.unreleased_qos2.remove(&ack.packet_id);
+                }
                 if known && !state.clean {
                     let client_id = Arc::clone(&state.client_id);
                     self.broker.durable.record(StateChange::InboundReleased { client_id, packet_id: ack.packet_id });
@@ -81,8 +82,9 @@ where
                     v5.update_session_expiry(&disconnect.properties, &self.broker.config).map_err(End::protocol)?;
                     state.clean = v5.session_expiry == 0;
                 }
-                // [MQTT-3.14.4-3] the will is discarded, unless a 5.0 client asks for it.
-                return Err(End::Disconnect { will: disconnect.reason == reason::DISCONNECT_WITH_WILL });
+                // [MQTT-3.14.4-3] the will is discarded after a normal disconnection (0x00) only;
+                // a 5.0 client's 0x04 (disconnect with will) or error code keeps it [MQTT-3.1.2-8].
+                return Err(End::Disconnect { will: disconnect.reason != 0 });
             }
             // [MQTT-3.1.0-2]
             Packet::Connect(_) => return Err(End::protocol("[MQTT-3.1.0-2] second CONNECT on a connection")),
@@ -120,6 +122,9 @@ where
 
     async fn handle_publish(&mut self, publish: Publish, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
         BrokerStats::incr(&self.broker.stats.messages_received);
+        if self.v5.is_some() && publish.properties.0.iter().any(|p| matches!(p, Property::SubscriptionIdentifier(_))) {
+            return Err(End::protocol("[MQTT-3.3.4-6] a PUBLISH from a client with a subscription identifier"));
+        }
         let topic = self.publish_topic(publish.topic, &publish.properties)?;
         let properties = match self.v5 {
             Some(_) => MessageProperties::from_publish(&publish.properties, unix_ms()),
@@ -150,10 +155,10 @@ where
                 return Ok(());
             }
         }
-        if publish.qos != QoS::AtMostOnce && self.v5.is_some() {
+        if let (true, Some(v5)) = (publish.qos != QoS::AtMostOnce, &self.v5) {
             // [MQTT-3.3.4-7] a client must not send more unacknowledged QoS 1/2 publishes than
             // the server's receive maximum; one that does is disconnected with 0x93 (§3.3.4).
-            let unacknowledged = self.pending_acks.pubacks() + state.inbound_qos2.len();
+            let unacknowledged = self.pending_acks.pubacks() + v5.unreleased_qos2.len();
             if unacknowledged >= usize::from(server_receive_maximum(&self.broker.config)) {
                 return Err(End::violation(
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
@@ -188,6 +193,9 @@ where
             (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(Ack::new(id))),
             (QoS::ExactlyOnce, Some(id)) => {
                 state.inbound_qos2.insert(id);
+                if let Some(v5) = self.v5.as_deref_mut() {
+                    v5.unreleased_qos2.insert(id);
+                }
                 if !state.clean {
                     // Kept across a restart too: the PUBREC below waits for it to be stored.
                     let client_id = Arc::clone(&state.client_id);
@@ -204,9 +212,16 @@ where
             } else {
                 None
             };
-            let routed = self.broker.router.route(Arc::new(message), Some(state.id), &self.broker.stats, &self.broker.durable);
-            self.congestion = self.congestion.max(routed.congestion);
-            (offered, routed.durable)
+            // A 5.0 client is told a publish that is no reading was refused (0x99 below): it is
+            // then not delivered either (still recorded in `rejects`).
+            let refused = self.v5.is_some() && offered.as_ref().is_some_and(|o| o.quarantined.is_some());
+            if refused {
+                (offered, false)
+            } else {
+                let routed = self.broker.router.route(Arc::new(message), Some(state.id), &self.broker.stats, &self.broker.durable);
+                self.congestion = self.congestion.max(routed.congestion);
+                (offered, routed.durable)
+            }
         } else {
             // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and
             // dropped (and counted), so the client does not resend it forever.
@@ -225,6 +240,9 @@ where
                     _ => {
                         // A PUBREC with an error code ends the QoS 2 exchange (no PUBREL).
                         state.inbound_qos2.remove(&id);
+                        if let Some(v5) = self.v5.as_deref_mut() {
+                            v5.unreleased_qos2.remove(&id);
+                        }
                         if !state.clean {
                             let client_id = Arc::clone(&state.client_id);
                             self.broker.durable.record(StateChange::InboundReleased { client_id, packet_id: id });
@@ -245,12 +263,19 @@ where
 
     fn handle_subscribe(&mut self, subscribe: Subscribe, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
         let id = subscription_identifier(&subscribe.properties)?;
+        // Protocol errors end the connection before any filter of the packet is subscribed.
+        for (raw, options) in &subscribe.filters {
+            if options.retain_handling > 2 {
+                return Err(End::protocol("retain handling 3 (§3.8.3.1)"));
+            }
+            let shared = raw.starts_with("$share/");
+            if shared && options.no_local {
+                return Err(End::protocol("[MQTT-3.8.3-4] no local set on a shared subscription"));
+            }
+        }
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         for (raw, options) in &subscribe.filters {
-            if options.retain_handling > 2 {
-                return Err(End::violation(reason::MALFORMED_PACKET, "retain handling 3 (§3.8.3.1)"));
-            }
             let filter = match TopicFilter::parse(raw) {
                 Ok(_) if raw.chars().count() > MAX_STORED_FILTER => {
                     info!(client_id = %state.client_id, limit = MAX_STORED_FILTER, "topic filter longer than the limit (characters); refused");
@@ -271,11 +296,6 @@ where
             };
             let shared = match SharedFilter::parse(&filter) {
                 None => None,
-                Some(Ok(shared)) if options.no_local => {
-                    let _ = shared;
-                    // [MQTT-3.8.3-4] no local on a shared subscription is a protocol error.
-                    return Err(End::protocol("[MQTT-3.8.3-4] no local set on a shared subscription"));
-                }
                 Some(Ok(shared)) => Some(shared),
                 Some(Err(why)) => {
                     debug!(client_id = %state.client_id, filter = %raw, why, "invalid shared subscription");
@@ -378,8 +398,45 @@ where
         self.v5.as_ref().map_or(window, |v5| window.min(usize::from(v5.client_receive_maximum)))
     }
 
+    /// Sends again what a resumed session had in flight, while the client's receive maximum
+    /// leaves room (the messages not sent again yet count as in flight).
+    pub(super) fn resend_within_window(&mut self, state: &mut SessionState) {
+        let limit = self.inflight_limit();
+        let mut index = 0;
+        while self.pending_resends > 0 && index < state.outbound.len() && state.outbound.len() - self.pending_resends < limit {
+            if !state.outbound[index].unsent {
+                index += 1;
+                continue;
+            }
+            state.outbound[index].unsent = false;
+            self.pending_resends -= 1;
+            let outbound = &state.outbound[index];
+            let packet = if outbound.released {
+                Some(Packet::PubRel(Ack::new(outbound.packet_id)))
+            } else {
+                self.publish_for(&outbound.delivery, Some(outbound.packet_id), true, false)
+            };
+            match packet {
+                Some(packet) => {
+                    self.queue(packet);
+                    index += 1;
+                }
+                None => {
+                    // [MQTT-3.1.2-25] too large for the client: dropped as if delivered.
+                    BrokerStats::incr(&self.broker.stats.dropped_too_large);
+                    if let Some(seq) = state.remove_outbound_at(index).and_then(|o| o.delivery.seq) {
+                        self.broker.durable.record(StateChange::Delivered { seq });
+                    }
+                }
+            }
+        }
+    }
+
     /// Moves what the session may send now (within its in-flight window) into the write buffer.
     pub(super) fn drain_mailbox(&mut self, state: &mut SessionState) -> Result<(), End> {
+        if self.pending_resends > 0 {
+            self.resend_within_window(state);
+        }
         let window = self.inflight_limit().saturating_sub(state.outbound.len());
         let mut batch = std::mem::take(&mut self.scratch);
         let overflowed = state.mailbox.drain_into(&mut batch, window);
@@ -415,7 +472,7 @@ where
                 _ => self.queue(publish),
             }
             if let Some(packet_id) = packet_id {
-                state.push_outbound(Outbound { packet_id, delivery, released: false });
+                state.push_outbound(Outbound { packet_id, delivery, released: false, unsent: false });
             }
             BrokerStats::incr(&self.broker.stats.messages_sent);
         }
@@ -452,15 +509,18 @@ where
             properties.extend(extra.subscription_ids.iter().map(|&id| Property::SubscriptionIdentifier(id)));
         }
         let mut packet = Packet::Publish(publish);
-        if encoded_len(&packet, self.version) > v5.client_maximum_packet_size {
+        let size = encoded_len(&packet, self.version);
+        if size > v5.client_maximum_packet_size {
             return None;
         }
         if use_alias {
+            // Setting an alias adds 3 bytes (the topic is still sent); using one only removes.
+            let room_for_new = size + 3 <= v5.client_maximum_packet_size;
             if let Packet::Publish(publish) = &mut packet {
-                if let Some((alias, new)) = v5.outbound_alias(&delivery.message.topic) {
+                if let Some((alias, new)) = v5.outbound_alias(&delivery.message.topic, room_for_new) {
                     publish.properties.0.push(Property::TopicAlias(alias));
                     if !new {
-                        // [MQTT-3.3.2-?] an alias the client knows stands for the topic.
+                        // §3.3.2.3.4: an alias the client knows stands for the topic.
                         publish.topic = None;
                     }
                 }
@@ -469,55 +529,86 @@ where
         Some(packet)
     }
 
-    /// At the end of a connection: the shared-subscription messages this session was sent and
-    /// did not acknowledge, or has queued, go to another member of their shared subscription
-    /// (§4.8.2). A QoS 2 message already released (PUBREC received) stays: it was delivered.
+    /// At the end of a connection: the shared-subscription messages this session has queued,
+    /// or was sent at QoS 1 and did not acknowledge, go to another member of their shared
+    /// subscription (§4.8.2), each recorded as done here only once another member took it; what
+    /// no other member takes stays with the session. A QoS 2 message whose delivery started
+    /// stays too: it is completed with this client [MQTT-4.8.2-4, -5].
     pub(super) fn hand_over_shared(&self, state: &mut SessionState) {
-        let mut handed = Vec::new();
+        if state.clean {
+            // Leaving for good: out of its shared subscriptions first, so that nothing new is
+            // chosen for it while it leaves.
+            for filter in state.subscriptions.keys().filter(|f| SharedFilter::parse(f).is_some()) {
+                self.broker.router.unsubscribe(filter, state.id);
+            }
+        }
+        let router = &self.broker.router;
+        let durable = &self.broker.durable;
+        let session = state.id;
+        let hand_over =
+            |delivery: &Delivery| delivery.shared().is_some_and(|key| router.redeliver_shared(key, &delivery.message, session, durable));
         let mut index = 0;
         while index < state.outbound.len() {
             let outbound = &state.outbound[index];
-            if outbound.delivery.shared().is_some() && !outbound.released {
-                handed.extend(state.remove_outbound_at(index).map(|o| o.delivery));
+            if outbound.delivery.qos == QoS::AtLeastOnce && hand_over(&outbound.delivery) {
+                if let Some(seq) = state.remove_outbound_at(index).and_then(|o| o.delivery.seq) {
+                    durable.record(StateChange::Delivered { seq });
+                }
+                // (The connection is over: `pending_resends` no longer matters.)
             } else {
                 index += 1;
             }
         }
-        handed.extend(state.mailbox.take_shared());
-        for delivery in handed {
-            if let Some(seq) = delivery.seq {
-                self.broker.durable.record(StateChange::Delivered { seq });
-            }
-            let Some(key) = delivery.shared() else { continue };
-            if !self.broker.router.redeliver_shared(key, &delivery.message, state.id, &self.broker.durable) {
-                debug!(client_id = %state.client_id, shared = %key, "no other member to hand a shared message to; dropped");
+        for delivery in state.mailbox.take_shared() {
+            if hand_over(&delivery) {
+                if let Some(seq) = delivery.seq {
+                    durable.record(StateChange::Delivered { seq });
+                }
+            } else {
+                debug!(client_id = %state.client_id, "no other member took a shared message; it stays queued here");
+                // Back in the queue (its stored copy, if any, was never removed).
+                let _ = state.mailbox.push(delivery);
             }
         }
     }
 
     /// Forgets an outgoing message the client acknowledged (PUBACK for QoS 1, PUBCOMP for
     /// QoS 2); a persistent session's copy is deleted too.
-    fn remove_outbound(&self, state: &mut SessionState, packet_id: PacketId, released: bool) {
+    fn remove_outbound(&mut self, state: &mut SessionState, packet_id: PacketId, released: bool) {
         if let Some(pos) = state.outbound.iter().position(|o| o.packet_id == packet_id) {
             let expected_qos = if released { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
             let outbound = &state.outbound[pos];
             if outbound.delivery.qos == expected_qos && outbound.released == released {
-                if let Some(seq) = state.remove_outbound_at(pos).and_then(|o| o.delivery.seq) {
-                    self.broker.durable.record(StateChange::Delivered { seq });
-                }
+                self.forget_outbound_at(state, pos);
             }
+        }
+    }
+
+    /// Removes the in-flight message at `pos` (done with), and its stored copy.
+    fn forget_outbound_at(&mut self, state: &mut SessionState, pos: usize) {
+        let Some(outbound) = state.remove_outbound_at(pos) else { return };
+        if outbound.unsent {
+            // Acknowledged before it was sent again (the client had it from before).
+            self.pending_resends -= 1;
+        }
+        if let Some(seq) = outbound.delivery.seq {
+            self.broker.durable.record(StateChange::Delivered { seq });
         }
     }
 }
 
-/// The subscription identifier of a SUBSCRIBE; 0 is a protocol error (§3.8.2.1.2).
+/// The subscription identifier of a SUBSCRIBE; 0, or more than one, is a protocol error
+/// (§3.8.2.1.2).
 fn subscription_identifier(properties: &Properties) -> Result<Option<NonZeroU32>, End> {
-    for property in &properties.0 {
-        if let Property::SubscriptionIdentifier(id) = *property {
-            return NonZeroU32::new(id).map(Some).ok_or_else(|| End::protocol("subscription identifier 0 (§3.8.2.1.2)"));
-        }
+    let mut ids = properties.0.iter().filter_map(|p| match p {
+        Property::SubscriptionIdentifier(id) => Some(*id),
+        _ => None,
+    });
+    let (first, second) = (ids.next(), ids.next());
+    if second.is_some() {
+        return Err(End::protocol("more than one subscription identifier (§3.8.2.1.2)"));
     }
-    Ok(None)
+    first.map(|id| NonZeroU32::new(id).ok_or_else(|| End::protocol("subscription identifier 0 (§3.8.2.1.2)"))).transpose()
 }
 
 /// Whether the publisher said the payload is UTF-8 text (payload format indicator 1).

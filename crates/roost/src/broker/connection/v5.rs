@@ -10,7 +10,6 @@ use std::time::Duration;
 /// 5.0 reason codes the broker sends (MQTT 5.0 §2.4).
 pub mod reason {
     pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
-    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
     pub const MALFORMED_PACKET: u8 = 0x81;
     pub const PROTOCOL_ERROR: u8 = 0x82;
     pub const IMPLEMENTATION_SPECIFIC_ERROR: u8 = 0x83;
@@ -49,6 +48,11 @@ pub struct V5 {
     pub problem_information: bool,
     /// The session expiry interval agreed (seconds; 0: the session ends with the connection).
     pub session_expiry: u32,
+    /// The one the CONNECT asked for: a DISCONNECT may not set one if it was 0 (§3.14.2.2.2).
+    requested_session_expiry: u32,
+    /// QoS 2 packet ids received on this connection and not yet released: with the PUBACKs
+    /// waiting, what counts against the server's receive maximum (§4.9: per connection).
+    pub unreleased_qos2: std::collections::BTreeSet<mqtt_codec::PacketId>,
     /// Will delay interval (seconds) [MQTT-3.1.3-9].
     pub will_delay: u32,
     /// Topic aliases the client set (index = alias - 1) [MQTT-3.3.2-7 .. -12].
@@ -71,6 +75,8 @@ impl V5 {
             client_maximum_packet_size: usize::MAX,
             problem_information: true,
             session_expiry: 0,
+            requested_session_expiry: 0,
+            unreleased_qos2: Default::default(),
             will_delay: 0,
             inbound_aliases: vec![None; usize::from(config.topic_alias_maximum)],
             outbound_aliases: HashMap::new(),
@@ -95,6 +101,7 @@ impl V5 {
             }
         }
         let cap = u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX);
+        v5.requested_session_expiry = v5.session_expiry;
         v5.session_expiry = v5.session_expiry.min(cap);
         if let Some(will) = &connect.will {
             for property in &will.properties.0 {
@@ -167,13 +174,14 @@ impl V5 {
     }
 
     /// The alias to send `topic` with, and whether the topic itself must be sent too (it is
-    /// new). `None`: no alias (the client takes none, or all are used).
-    pub fn outbound_alias(&mut self, topic: &TopicName) -> Option<(u16, bool)> {
+    /// new). `None`: no alias (the client takes none, all are used, or `room_for_new` says a
+    /// packet setting one would be too large for the client).
+    pub fn outbound_alias(&mut self, topic: &TopicName, room_for_new: bool) -> Option<(u16, bool)> {
         if let Some(&alias) = self.outbound_aliases.get(topic) {
             return Some((alias, false));
         }
         let next = u16::try_from(self.outbound_aliases.len() + 1).ok()?;
-        if next > self.client_topic_alias_maximum {
+        if next > self.client_topic_alias_maximum || !room_for_new {
             return None;
         }
         self.outbound_aliases.insert(topic.clone(), next);
@@ -185,7 +193,7 @@ impl V5 {
     pub fn update_session_expiry(&mut self, properties: &Properties, config: &BrokerConfig) -> Result<(), &'static str> {
         for property in &properties.0 {
             if let Property::SessionExpiryInterval(seconds) = *property {
-                if self.session_expiry == 0 && seconds != 0 {
+                if self.requested_session_expiry == 0 && seconds != 0 {
                     return Err("a session expiry interval set at DISCONNECT when the CONNECT had 0 (§3.14.2.2.2)");
                 }
                 let cap = u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX);
@@ -248,11 +256,12 @@ mod tests {
     #[test]
     fn outbound_aliases_stay_within_the_client_maximum() {
         let mut v5 = V5::negotiate(&connect(vec![Property::TopicAliasMaximum(1)]), &BrokerConfig::default()).unwrap();
-        assert_eq!(v5.outbound_alias(&topic("a")), Some((1, true)));
-        assert_eq!(v5.outbound_alias(&topic("a")), Some((1, false)));
-        assert_eq!(v5.outbound_alias(&topic("b")), None);
+        assert_eq!(v5.outbound_alias(&topic("a"), false), None, "no room in the packet: no new alias");
+        assert_eq!(v5.outbound_alias(&topic("a"), true), Some((1, true)));
+        assert_eq!(v5.outbound_alias(&topic("a"), false), Some((1, false)));
+        assert_eq!(v5.outbound_alias(&topic("b"), true), None);
         let mut none = V5::negotiate(&connect(vec![]), &BrokerConfig::default()).unwrap();
-        assert_eq!(none.outbound_alias(&topic("a")), None, "no aliases unless the client allows them");
+        assert_eq!(none.outbound_alias(&topic("a"), true), None, "no aliases unless the client allows them");
     }
 
     #[test]
@@ -285,5 +294,10 @@ mod tests {
         let mut v5 = V5::negotiate(&connect(vec![Property::SessionExpiryInterval(1)]), &config).unwrap();
         v5.update_session_expiry(&Properties(vec![Property::SessionExpiryInterval(0)]), &config).unwrap();
         assert_eq!(v5.session_expiry, 0);
+        // Asked for 10 s, capped to 0 by the server: a DISCONNECT may still set one.
+        let no_keeping = BrokerConfig { session_expiry: Duration::ZERO, ..config };
+        let mut v5 = V5::negotiate(&connect(vec![Property::SessionExpiryInterval(10)]), &no_keeping).unwrap();
+        assert_eq!(v5.session_expiry, 0);
+        assert!(v5.update_session_expiry(&Properties(vec![Property::SessionExpiryInterval(5)]), &no_keeping).is_ok());
     }
 }
