@@ -196,7 +196,7 @@ impl Announcer {
     fn publish(&self, topic: &str, payload: Bytes, retain: bool) {
         if let Ok(topic) = TopicName::parse(topic) {
             let qos = if retain { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-            self.broker.publish(Message { topic, payload, qos, retain, properties: None });
+            self.broker.publish(Message::new(topic, payload, qos, retain));
         }
     }
 
@@ -254,7 +254,7 @@ impl Announcer {
     /// config topic is not a topic.
     fn publish_config(&self, sensor: &SensorKey, payload: Bytes) -> bool {
         let Some(topic) = self.config.config_topic(sensor) else { return false };
-        self.broker.publish(Message { topic, payload, qos: QoS::AtLeastOnce, retain: true, properties: None });
+        self.broker.publish(Message::new(topic, payload, QoS::AtLeastOnce, true));
         true
     }
 

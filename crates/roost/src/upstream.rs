@@ -272,7 +272,7 @@ async fn consume(
                         continue;
                     };
                     let qos = if publish.qos == QoS::AtMostOnce { CodecQoS::AtMostOnce } else { CodecQoS::AtLeastOnce };
-                    let message = Message { topic, payload: publish.payload.clone(), qos, retain: publish.retain, properties: None };
+                    let message = Message::new(topic, publish.payload.clone(), qos, publish.retain);
                     let delivery = (qos != CodecQoS::AtMostOnce).then(|| {
                         next_seq += 1;
                         UpstreamDelivery { node: Arc::clone(&node), packet_id: publish.pkid, hash, seq: next_seq - 1 }

@@ -620,7 +620,7 @@ impl Engine {
 
     fn publish_retained(&self, topic: Option<TopicName>, payload: Bytes) {
         if let Some(topic) = topic {
-            self.broker.publish(Message { topic, payload, qos: QoS::AtLeastOnce, retain: true, properties: None });
+            self.broker.publish(Message::new(topic, payload, QoS::AtLeastOnce, true));
         }
     }
 

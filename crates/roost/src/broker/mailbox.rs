@@ -334,7 +334,7 @@ mod tests {
     use mqtt_codec::TopicName;
 
     fn delivery(qos: QoS) -> Delivery {
-        let message = Message { topic: TopicName::parse("t").unwrap(), payload: Default::default(), qos, retain: false, properties: None };
+        let message = Message::new(TopicName::parse("t").unwrap(), Default::default(), qos, false);
         Delivery { message: Arc::new(message), qos, retain: false, seq: None, extra: None }
     }
 

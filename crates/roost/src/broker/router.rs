@@ -266,13 +266,7 @@ mod retained_tests {
     use mqtt_codec::TopicName;
 
     fn retained(topic: &str, payload: &'static str) -> Arc<Message> {
-        Arc::new(Message {
-            topic: TopicName::parse(topic).unwrap(),
-            payload: payload.into(),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: None,
-        })
+        Arc::new(Message::new(TopicName::parse(topic).unwrap(), payload.into(), QoS::AtLeastOnce, true))
     }
 
     #[test]

@@ -501,13 +501,7 @@ mod packet_id_tests {
     use proptest::prelude::*;
 
     fn delivery() -> Delivery {
-        let message = Message {
-            topic: mqtt_codec::TopicName::parse("t").unwrap(),
-            payload: Default::default(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: None,
-        };
+        let message = Message::new(mqtt_codec::TopicName::parse("t").unwrap(), Default::default(), QoS::AtLeastOnce, false);
         Delivery { message: Arc::new(message), qos: QoS::AtLeastOnce, retain: false, seq: None, extra: None }
     }
 

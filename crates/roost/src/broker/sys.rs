@@ -41,6 +41,6 @@ fn publish_once(broker: &Broker) {
     ];
     for (topic, value) in entries {
         let topic = TopicName::parse(topic).expect("static $SYS topics are valid");
-        broker.publish(Message { topic, payload: Bytes::from(value), qos: QoS::AtMostOnce, retain: true, properties: None });
+        broker.publish(Message::new(topic, Bytes::from(value), QoS::AtMostOnce, true));
     }
 }

@@ -204,13 +204,7 @@ mod tests {
     use std::sync::Arc;
 
     fn message(topic: &str, payload: &'static str) -> Arc<Message> {
-        Arc::new(Message {
-            topic: TopicName::parse(topic).unwrap(),
-            payload: payload.into(),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: None,
-        })
+        Arc::new(Message::new(TopicName::parse(topic).unwrap(), payload.into(), QoS::AtLeastOnce, true))
     }
 
     fn number(n: u64) -> MessageSeq {
