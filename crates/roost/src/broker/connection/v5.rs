@@ -55,8 +55,10 @@ pub struct V5 {
     pub unreleased_qos2: std::collections::BTreeSet<mqtt_codec::PacketId>,
     /// Will delay interval (seconds) [MQTT-3.1.3-9].
     pub will_delay: u32,
-    /// Topic aliases the client set (index = alias - 1) [MQTT-3.3.2-7 .. -12].
+    /// Topic aliases the client set (index = alias - 1) [MQTT-3.3.2-7 .. -12]; grown as
+    /// aliases are set (most clients set none), up to the server's topic alias maximum.
     inbound_aliases: Vec<Option<TopicName>>,
+    inbound_alias_maximum: u16,
     /// Topic aliases the server set for the client, up to its topic alias maximum.
     outbound_aliases: HashMap<TopicName, u16>,
     client_topic_alias_maximum: u16,
@@ -78,7 +80,8 @@ impl V5 {
             requested_session_expiry: 0,
             unreleased_qos2: Default::default(),
             will_delay: 0,
-            inbound_aliases: vec![None; usize::from(config.topic_alias_maximum)],
+            inbound_aliases: Vec::new(),
+            inbound_alias_maximum: config.topic_alias_maximum,
             outbound_aliases: HashMap::new(),
             client_topic_alias_maximum: 0,
         };
@@ -160,10 +163,17 @@ impl V5 {
         let Some(alias) = alias else {
             return topic.ok_or((reason::PROTOCOL_ERROR, "PUBLISH without a topic or a topic alias"));
         };
-        if alias == 0 || usize::from(alias) > self.inbound_aliases.len() {
+        if alias == 0 || alias > self.inbound_alias_maximum {
             return Err((reason::TOPIC_ALIAS_INVALID, "topic alias 0 or over the topic alias maximum"));
         }
-        let slot = &mut self.inbound_aliases[usize::from(alias) - 1];
+        let index = usize::from(alias) - 1;
+        if index >= self.inbound_aliases.len() {
+            if topic.is_none() {
+                return Err((reason::PROTOCOL_ERROR, "topic alias not set on this connection"));
+            }
+            self.inbound_aliases.resize(index + 1, None);
+        }
+        let slot = &mut self.inbound_aliases[index];
         match topic {
             Some(topic) => {
                 *slot = Some(topic.clone());
