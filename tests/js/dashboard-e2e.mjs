@@ -135,10 +135,16 @@ try {
   await page.fill("#console-topic", "iot/yanjo/sensor/kitchen/temperature");
   await page.fill("#console-payload", evil);
   await page.click("#console-publish button");
+  // MQTT 5.0: a payload that is no reading is refused in its PUBACK (0x99, kept in rejects, not
+  // delivered), and the console says so.
+  await page.waitForFunction(() => /publish failed: .*Payload format invalid/i.test(document.getElementById("console-log").textContent), null, { timeout: 5000 });
+  // The same HTML delivered on another topic is shown as text.
+  await page.fill("#console-topic", "e2e/evil");
+  await page.click("#console-publish button");
   await page.waitForFunction((p) => document.getElementById("console-messages").textContent.includes(p), evil, { timeout: 5000 });
   await page.fill("#console-show", "e2e/+");
   const shown = await page.$$eval("#console-messages tr:not([hidden])", (rows) => rows.map((r) => r.dataset.topic));
-  if (shown.join() !== "e2e/props,e2e/retained") failures.push(`topic filter of the message list shows ${shown}`);
+  if (shown.join() !== "e2e/evil,e2e/props,e2e/retained") failures.push(`topic filter of the message list shows ${shown}`);
   await page.screenshot({ path: `${shots}/console.png` });
 
   step("rejects page lists the HTML payload as text");
@@ -157,4 +163,6 @@ try {
   console.log(JSON.stringify({ ok: false, failures: [...failures, String(e)] }));
 } finally {
   await browser.close();
+  // An MQTT client left open by a failed step would keep Node running.
+  process.exit(0);
 }
