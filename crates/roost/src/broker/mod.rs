@@ -174,7 +174,7 @@ impl Broker {
 
     /// The retained messages whose topic matches `filter`.
     pub fn retained_matching(&self, filter: &mqtt_codec::TopicFilter) -> Vec<Arc<Message>> {
-        self.router.retained_matching(filter)
+        self.router.retained_matching(filter, &self.durable)
     }
 
     /// The retained message of `topic`, if there is one.

@@ -3,10 +3,12 @@
 
 use super::durability::{is_stored_topic, Durable, StateChange, MAX_RETAINED_TOPIC};
 use super::mailbox::{Congestion, Delivery, DeliveryExtra, Mailbox, PushOutcome};
+use super::sessions::unix_ms;
 use super::stats::BrokerStats;
 use super::subscription::{SharedFilter, SharedSubscription, Subscriber, Subscription};
 use super::trie::SubscriptionTrie;
 use super::Message;
+use bytes::Bytes;
 use mqtt_codec::{QoS, TopicFilter, TopicName};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -212,8 +214,26 @@ impl Router {
     }
 
     /// Retained messages whose topic matches `filter`, for a new subscription [MQTT-3.3.1-6].
-    pub fn retained_matching(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
-        read(&self.retained).messages.values().filter(|m| filter.matches(&m.topic)).cloned().collect()
+    /// Expired ones (5.0 message expiry) are not returned: they are discarded, from memory and
+    /// from the store (§3.3.2.3.3).
+    pub fn retained_matching(&self, filter: &TopicFilter, durable: &Durable) -> Vec<Arc<Message>> {
+        let now = unix_ms();
+        let (live, expired): (Vec<_>, Vec<_>) =
+            read(&self.retained).messages.values().filter(|m| filter.matches(&m.topic)).cloned().partition(|m| !m.expired(now));
+        if !expired.is_empty() {
+            let mut retained = write(&self.retained);
+            for message in expired {
+                // Unless it was replaced meanwhile.
+                if retained.messages.get(&message.topic).is_some_and(|kept| Arc::ptr_eq(kept, &message)) {
+                    let clear = Arc::new(Message::new(message.topic.clone(), Bytes::new(), message.qos, true));
+                    retained.apply(&clear, self.limits);
+                    if is_stored_topic(clear.topic.as_str()) {
+                        durable.record(StateChange::Retain(clear));
+                    }
+                }
+            }
+        }
+        live
     }
 }
 

@@ -221,6 +221,34 @@ async fn expired_messages_are_not_delivered_and_the_rest_carry_what_is_left() {
 }
 
 #[tokio::test]
+async fn an_expired_retained_message_is_discarded() {
+    // §3.3.2.3.3: a retained message past its expiry interval is not sent to new subscribers,
+    // and is gone: from the broker and from the store.
+    let server = TestServer::start().await;
+    let (mut publisher, _) = v5(&server, "retain-exp", vec![]).await;
+    let mut short = publish_message("rexp/short", "1", QoS::AtLeastOnce, Some(1), true);
+    short.properties = Properties(vec![Property::MessageExpiryInterval(1)]);
+    let mut long = publish_message("rexp/long", "2", QoS::AtLeastOnce, Some(2), true);
+    long.properties = Properties(vec![Property::MessageExpiryInterval(60)]);
+    for p in [short, long] {
+        publisher.send(&Packet::Publish(p)).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut sub, _) = v5(&server, "retain-exp-sub", vec![]).await;
+    subscribe5(&mut sub, 1, &[("rexp/#", qos(QoS::AtLeastOnce))], None).await;
+    let got = next_publish(&mut sub).await;
+    assert_eq!((got.topic.unwrap().as_str(), got.retain), ("rexp/long", true));
+    sub.expect_silence(Duration::from_millis(300)).await;
+    assert!(server.broker.retained(&TopicName::parse("rexp/short").unwrap()).is_none(), "gone from the broker");
+    assert!(server.broker.retained(&TopicName::parse("rexp/long").unwrap()).is_some());
+    crate::support::eventually_async("the expired retained message leaves the store", || async {
+        server.store.load_broker_state().await.unwrap().retained.iter().all(|m| m.topic != "rexp/short")
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn client_topic_aliases_are_set_used_and_checked() {
     // [MQTT-3.3.2-8]..[MQTT-3.3.2-12]: an alias is set by a PUBLISH with topic and alias, then
     // stands for that topic; 0 or over the maximum is a Topic Alias invalid (0x94).

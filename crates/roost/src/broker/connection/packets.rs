@@ -319,9 +319,8 @@ where
             // shared subscription.
             let send_retained = shared.is_none() && (options.retain_handling == 0 || (options.retain_handling == 1 && !existed));
             if send_retained {
-                let now = unix_ms();
-                let matching = self.broker.router.retained_matching(&filter).into_iter().filter(|m| !m.expired(now));
-                retained.extend(matching.map(|m| (m, subscription)));
+                let matching = self.broker.router.retained_matching(&filter, &self.broker.durable);
+                retained.extend(matching.into_iter().map(|m| (m, subscription)));
             }
             if let Some(owner) = state.mailbox.owner() {
                 let client_id = Arc::clone(&owner.client_id);
