@@ -311,6 +311,22 @@ impl Mailbox {
         shared
     }
 
+    /// Puts `deliveries` (taken by `take_shared` and not handed over) back at the head of the
+    /// queue, in their order, whatever the limits: they were queued before what came since.
+    pub fn put_back(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        for delivery in deliveries.into_iter().rev() {
+            match delivery.qos {
+                QoS::AtMostOnce => inner.queued_qos0 += 1,
+                _ => inner.queued_qos12 += 1,
+            }
+            inner.queue.push_front(delivery);
+        }
+    }
+
     /// Whether a connection uses this session now.
     pub fn is_online(&self) -> bool {
         self.lock().online
@@ -369,6 +385,39 @@ mod tests {
         mailbox.push(delivery(QoS::ExactlyOnce));
         assert_eq!(mailbox.push(delivery(QoS::ExactlyOnce)), PushOutcome::DroppedOffline);
         assert!(!mailbox.drain_into(&mut Vec::new(), 10));
+    }
+
+    #[test]
+    fn shared_deliveries_taken_and_put_back_keep_their_order_and_counts() {
+        let mailbox = Mailbox::new(10, 2);
+        let shared = |qos| Delivery {
+            extra: Some(Box::new(DeliveryExtra { subscription_ids: Vec::new(), shared: Some("$share/g/t".into()) })),
+            ..delivery(qos)
+        };
+        mailbox.push(shared(QoS::AtLeastOnce));
+        mailbox.push(delivery(QoS::AtMostOnce));
+        mailbox.push(shared(QoS::AtMostOnce));
+        let taken = mailbox.take_shared();
+        assert_eq!((taken.len(), mailbox.len()), (2, 1));
+        mailbox.push(delivery(QoS::AtLeastOnce));
+        mailbox.push(delivery(QoS::AtLeastOnce));
+        // Full (2 QoS 1/2), yet the taken ones go back, first in the queue.
+        mailbox.put_back(taken);
+        let mut out = Vec::new();
+        mailbox.drain_into(&mut out, 10);
+        let order: Vec<(QoS, bool)> = out.iter().map(|d| (d.qos, d.shared().is_some())).collect();
+        assert_eq!(
+            order,
+            [
+                (QoS::AtLeastOnce, true),
+                (QoS::AtMostOnce, true),
+                (QoS::AtMostOnce, false),
+                (QoS::AtLeastOnce, false),
+                (QoS::AtLeastOnce, false)
+            ]
+        );
+        assert_eq!(mailbox.len(), 0);
+        assert_eq!(mailbox.push(delivery(QoS::AtMostOnce)), PushOutcome::Queued(Congestion::None), "counts are back to zero");
     }
 
     #[test]

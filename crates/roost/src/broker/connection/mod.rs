@@ -318,10 +318,10 @@ where
         if let (Some(code), Some(_)) = (end.disconnect_reason(), &self.v5) {
             Box::pin(self.send_disconnect(code, &end)).await;
         }
-        self.hand_over_shared(&mut state);
         if matches!(end, End::Dropped) {
-            state.clean = true; // discarded on release
+            state.clean = true; // discarded on release (and out of its shared subscriptions now)
         }
+        self.hand_over_shared(&mut state);
         if let Some(will) = will {
             self.settle_will(will, &end, &state, username);
         }

@@ -212,8 +212,9 @@ where
             } else {
                 None
             };
-            // A 5.0 client is told a publish that is no reading was refused (0x99 below): it is
-            // then not delivered either (still recorded in `rejects`).
+            // A 5.0 publish that is no reading is refused (QoS 1/2: 0x99 below; QoS 0 has no
+            // acknowledgement to say so): it is not delivered either (still recorded in
+            // `rejects`).
             let refused = self.v5.is_some() && offered.as_ref().is_some_and(|o| o.quarantined.is_some());
             if refused {
                 (offered, false)
@@ -507,25 +508,27 @@ where
         if let Some(extra) = delivery.extra.as_deref() {
             properties.extend(extra.subscription_ids.iter().map(|&id| Property::SubscriptionIdentifier(id)));
         }
-        let mut packet = Packet::Publish(publish);
-        let size = encoded_len(&packet, self.version);
-        if size > v5.client_maximum_packet_size {
+        if encoded_len(&Packet::Publish(publish.clone()), self.version) > v5.client_maximum_packet_size {
             return None;
         }
-        if use_alias {
-            // Setting an alias adds 3 bytes (the topic is still sent); using one only removes.
-            let room_for_new = size + 3 <= v5.client_maximum_packet_size;
-            if let Packet::Publish(publish) = &mut packet {
-                if let Some((alias, new)) = v5.outbound_alias(&delivery.message.topic, room_for_new) {
-                    publish.properties.0.push(Property::TopicAlias(alias));
-                    if !new {
-                        // §3.3.2.3.4: an alias the client knows stands for the topic.
-                        publish.topic = None;
-                    }
+        if let Some((alias, new)) = v5.outbound_alias(&delivery.message.topic).filter(|_| use_alias) {
+            let mut aliased = publish.clone();
+            aliased.properties.0.push(Property::TopicAlias(alias));
+            if !new {
+                // §3.3.2.3.4: an alias the client knows stands for the topic.
+                aliased.topic = None;
+            }
+            // An alias can make a packet larger (a new one; a known one for a very short topic):
+            // it is used only if the packet still fits.
+            let aliased = Packet::Publish(aliased);
+            if encoded_len(&aliased, self.version) <= v5.client_maximum_packet_size {
+                if new {
+                    v5.remember_alias(&delivery.message.topic, alias);
                 }
+                return Some(aliased);
             }
         }
-        Some(packet)
+        Some(Packet::Publish(publish))
     }
 
     /// At the end of a connection: the shared-subscription messages this session has queued,
@@ -558,6 +561,7 @@ where
                 index += 1;
             }
         }
+        let mut kept = Vec::new();
         for delivery in state.mailbox.take_shared() {
             if hand_over(&delivery) {
                 if let Some(seq) = delivery.seq {
@@ -565,10 +569,12 @@ where
                 }
             } else {
                 debug!(client_id = %state.client_id, "no other member took a shared message; it stays queued here");
-                // Back in the queue (its stored copy, if any, was never removed).
-                let _ = state.mailbox.push(delivery);
+                kept.push(delivery);
             }
         }
+        // Back at the head of the queue, whatever its limit (its stored copy, if any, was never
+        // removed).
+        state.mailbox.put_back(kept);
     }
 
     /// Forgets an outgoing message the client acknowledged (PUBACK for QoS 1, PUBCOMP for

@@ -183,19 +183,20 @@ impl V5 {
         }
     }
 
-    /// The alias to send `topic` with, and whether the topic itself must be sent too (it is
-    /// new). `None`: no alias (the client takes none, all are used, or `room_for_new` says a
-    /// packet setting one would be too large for the client).
-    pub fn outbound_alias(&mut self, topic: &TopicName, room_for_new: bool) -> Option<(u16, bool)> {
+    /// The alias to send `topic` with, and whether it is new (the PUBLISH sets it: the topic
+    /// is sent too, and the alias is kept with [`V5::remember_alias`] once the packet is sure
+    /// to be sent). `None`: no alias (the client takes none, or all are used).
+    pub fn outbound_alias(&self, topic: &TopicName) -> Option<(u16, bool)> {
         if let Some(&alias) = self.outbound_aliases.get(topic) {
             return Some((alias, false));
         }
         let next = u16::try_from(self.outbound_aliases.len() + 1).ok()?;
-        if next > self.client_topic_alias_maximum || !room_for_new {
-            return None;
-        }
-        self.outbound_aliases.insert(topic.clone(), next);
-        Some((next, true))
+        (next <= self.client_topic_alias_maximum).then_some((next, true))
+    }
+
+    /// Keeps the new alias `alias` for `topic` (a PUBLISH setting it is being sent).
+    pub fn remember_alias(&mut self, topic: &TopicName, alias: u16) {
+        self.outbound_aliases.insert(topic.clone(), alias);
     }
 
     /// Keeps what the client sent in its DISCONNECT: a new session expiry interval. Setting
@@ -266,12 +267,13 @@ mod tests {
     #[test]
     fn outbound_aliases_stay_within_the_client_maximum() {
         let mut v5 = V5::negotiate(&connect(vec![Property::TopicAliasMaximum(1)]), &BrokerConfig::default()).unwrap();
-        assert_eq!(v5.outbound_alias(&topic("a"), false), None, "no room in the packet: no new alias");
-        assert_eq!(v5.outbound_alias(&topic("a"), true), Some((1, true)));
-        assert_eq!(v5.outbound_alias(&topic("a"), false), Some((1, false)));
-        assert_eq!(v5.outbound_alias(&topic("b"), true), None);
-        let mut none = V5::negotiate(&connect(vec![]), &BrokerConfig::default()).unwrap();
-        assert_eq!(none.outbound_alias(&topic("a"), true), None, "no aliases unless the client allows them");
+        assert_eq!(v5.outbound_alias(&topic("a")), Some((1, true)));
+        assert_eq!(v5.outbound_alias(&topic("a")), Some((1, true)), "not kept until remembered");
+        v5.remember_alias(&topic("a"), 1);
+        assert_eq!(v5.outbound_alias(&topic("a")), Some((1, false)));
+        assert_eq!(v5.outbound_alias(&topic("b")), None);
+        let none = V5::negotiate(&connect(vec![]), &BrokerConfig::default()).unwrap();
+        assert_eq!(none.outbound_alias(&topic("a")), None, "no aliases unless the client allows them");
     }
 
     #[test]
