@@ -181,8 +181,18 @@ async fn nothing_acknowledged_upstream_is_lost(backend: Backend) {
     // A restarted node drains its queued share on a debug build beside other tests: give it
     // longer than `support::WAIT`.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while stored_numbers(&store).await.len() < COUNT {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for every reading Mosquitto acknowledged to be stored");
+    loop {
+        let stored = stored_numbers(&store).await;
+        if stored.len() >= COUNT {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // What is missing says where it stalled (a range: one window never acknowledged
+            // upstream; scattered: lost ones).
+            let missing: Vec<u64> = (0..COUNT as u64).filter(|n| !stored.contains_key(n)).collect();
+            let sample = &missing[..missing.len().min(20)];
+            panic!("timed out waiting for every reading Mosquitto acknowledged to be stored: {} of {COUNT} stored, missing {} (first: {sample:?})", stored.len(), missing.len());
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stored = stored_numbers(&store).await;
