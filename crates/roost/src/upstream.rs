@@ -212,6 +212,8 @@ async fn consume(
     let subscriptions = config.subscriptions();
     let mut delay = RECONNECT_DELAYS.0;
     let mut failing = false;
+    // SUBACKs received on this connection, one per subscription.
+    let mut subscribed = 0;
     info!(upstream = %config.client.url, client_id, ?subscriptions, "upstream ingest: connecting");
     loop {
         let event = tokio::select! {
@@ -233,6 +235,7 @@ async fn consume(
                 }
                 failing = false;
                 delay = RECONNECT_DELAYS.0;
+                subscribed = 0;
                 // Subscribing again in a session that has the subscriptions changes nothing.
                 for filter in &subscriptions {
                     client.subscribe(filter.clone(), QoS::AtLeastOnce).await.context("subscribing upstream")?;
@@ -242,6 +245,11 @@ async fn consume(
                 if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
                     error!(upstream = %config.client.url, ?subscriptions,
                         "the upstream broker refused a shared subscription (does it support $share/, and may this user subscribe?)");
+                } else {
+                    subscribed += 1;
+                    if subscribed == subscriptions.len() {
+                        info!(upstream = %config.client.url, ?subscriptions, "upstream ingest: subscribed");
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {

@@ -4,7 +4,7 @@
 //! and notify a webhook that fails its first attempts. Rules over the API keep to the sensors
 //! their owner may see.
 
-use crate::crash::spawn_roost_with;
+use crate::crash::spawn_roost_ready;
 use crate::databases::{Backend, TestDb};
 use crate::support::{add_user, api_call, dashboard_login, require_command, TestServer, WAIT};
 use roost::store::Store;
@@ -155,7 +155,8 @@ stale = "2s"
     )
     .unwrap();
     let flags = ["--config", config.to_str().unwrap()];
-    let (mut roost, addr) = spawn_roost_with(&db.url, &flags).await;
+    // Readings committed before the engine runs count only by the last one per sensor: wait.
+    let (mut roost, addr) = spawn_roost_ready(&db.url, &flags, "alerts: evaluating").await;
     let (_watcher, seen) = watch(addr, "roost/alerts/#").await;
 
     // The shed's board reports once and falls silent: stale 2 s after its reading.
@@ -217,7 +218,8 @@ stale = "2s"
     roost.start_kill().unwrap();
     roost.wait().await.unwrap();
 
-    let (mut roost, addr) = spawn_roost_with(&db.url, &flags).await;
+    // Readings committed before the engine runs count only by the last one per sensor: wait.
+    let (mut roost, addr) = spawn_roost_ready(&db.url, &flags, "alerts: evaluating").await;
     let restarted = Instant::now();
     let (_watcher, seen) = watch(addr, "roost/alerts/#").await;
     // The hold time ran from the reading, across the crash.

@@ -28,6 +28,12 @@ pub async fn spawn_roost(database: &DatabaseUrl) -> (Child, SocketAddr) {
 
 /// [`spawn_roost`] with more `serve` flags.
 pub async fn spawn_roost_with(database: &DatabaseUrl, flags: &[&str]) -> (Child, SocketAddr) {
+    spawn_roost_ready(database, flags, "MQTT listening").await
+}
+
+/// [`spawn_roost_with`], returning once the server also logged `ready` (e.g. that a task it
+/// starts is running).
+pub async fn spawn_roost_ready(database: &DatabaseUrl, flags: &[&str], ready: &str) -> (Child, SocketAddr) {
     let mut child = crate::support::roost_command("info")
         .args(["serve", "--allow-anonymous"])
         .args(crate::support::ANY_PORTS)
@@ -38,8 +44,10 @@ pub async fn spawn_roost_with(database: &DatabaseUrl, flags: &[&str]) -> (Child,
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let ready = ready.to_owned();
     tokio::spawn(async move {
-        let mut tx = Some(tx);
+        let (mut tx, mut ready_tx) = (Some(tx), Some(ready_tx));
         // Keep draining so the child never blocks on a full pipe.
         while let Ok(Some(line)) = lines.next_line().await {
             // Shown when a test fails (the harness keeps a passing test's output to itself).
@@ -50,9 +58,15 @@ pub async fn spawn_roost_with(database: &DatabaseUrl, flags: &[&str]) -> (Child,
                     let _ = tx.send(addr);
                 }
             }
+            if line.contains(&ready) {
+                if let Some(ready_tx) = ready_tx.take() {
+                    let _ = ready_tx.send(());
+                }
+            }
         }
     });
     let addr = tokio::time::timeout(Duration::from_secs(20), rx).await.expect("roost started").expect("address logged");
+    tokio::time::timeout(Duration::from_secs(20), ready_rx).await.expect("roost ready").expect("ready logged");
     (child, addr)
 }
 

@@ -90,7 +90,9 @@ impl Node {
         let http = tokio::time::timeout(Duration::from_secs(30), rx).await.expect("roost started").expect("address logged");
         let node = Self { child, http, log };
         if upstream.is_some() {
-            node.wait_for_log("upstream ingest: connected").await;
+            // Subscribed, not only connected: a reading published before the subscription
+            // exists is acknowledged by the upstream broker and goes to nobody.
+            node.wait_for_log("upstream ingest: subscribed").await;
         }
         node
     }
