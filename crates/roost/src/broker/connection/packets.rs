@@ -508,27 +508,31 @@ where
         if let Some(extra) = delivery.extra.as_deref() {
             properties.extend(extra.subscription_ids.iter().map(|&id| Property::SubscriptionIdentifier(id)));
         }
-        if encoded_len(&Packet::Publish(publish.clone()), self.version) > v5.client_maximum_packet_size {
+        let max = v5.client_maximum_packet_size;
+        let mut packet = Packet::Publish(publish);
+        if encoded_len(&packet, self.version) > max {
             return None;
         }
-        if let Some((alias, new)) = v5.outbound_alias(&delivery.message.topic).filter(|_| use_alias) {
-            let mut aliased = publish.clone();
-            aliased.properties.0.push(Property::TopicAlias(alias));
-            if !new {
-                // §3.3.2.3.4: an alias the client knows stands for the topic.
-                aliased.topic = None;
-            }
+        if let (Some((alias, new)), Packet::Publish(publish)) =
+            (v5.outbound_alias(&delivery.message.topic).filter(|_| use_alias), &mut packet)
+        {
+            publish.properties.0.push(Property::TopicAlias(alias));
+            // §3.3.2.3.4: an alias the client knows stands for the topic.
+            let topic = if new { None } else { publish.topic.take() };
             // An alias can make a packet larger (a new one; a known one for a very short topic):
             // it is used only if the packet still fits.
-            let aliased = Packet::Publish(aliased);
-            if encoded_len(&aliased, self.version) <= v5.client_maximum_packet_size {
+            if encoded_len(&packet, self.version) <= max {
                 if new {
                     v5.remember_alias(&delivery.message.topic, alias);
                 }
-                return Some(aliased);
+            } else if let Packet::Publish(publish) = &mut packet {
+                publish.properties.0.pop();
+                if topic.is_some() {
+                    publish.topic = topic;
+                }
             }
         }
-        Some(Packet::Publish(publish))
+        Some(packet)
     }
 
     /// At the end of a connection: the shared-subscription messages this session has queued,
