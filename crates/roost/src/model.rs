@@ -77,8 +77,10 @@ impl SensorKey {
 
 /// The newest value of each key, by reading time; of two at the same time, the later in
 /// `readings` wins. A sensor's stored latest value and the live feed both follow this rule.
-pub fn newest_per_key<K: Eq + Hash, V>(readings: impl IntoIterator<Item = (K, TimestampMs, V)>) -> HashMap<K, (TimestampMs, V)> {
-    let mut newest = HashMap::new();
+pub fn newest_per_key<K: Eq + Hash, V>(
+    readings: impl IntoIterator<Item = (K, TimestampMs, V)>,
+) -> HashMap<K, (TimestampMs, V), ahash::RandomState> {
+    let mut newest = HashMap::default();
     for (key, ts, value) in readings {
         match newest.entry(key) {
             std::collections::hash_map::Entry::Vacant(slot) => {

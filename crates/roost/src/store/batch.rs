@@ -22,33 +22,50 @@ const TOKEN_RETENTION_MS: i64 = 3_600_000;
 
 /// The rollup of one sensor's readings in a batch over one period (a minute, an hour).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Rollup {
-    min: f64,
-    max: f64,
-    sum: f64,
-    count: i64,
+pub(super) struct Rollup {
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub count: i64,
+}
+
+/// A reading with its sensor's id: (sensor id, time in ms, value).
+pub(super) type IdReading = (i64, i64, f64);
+
+// The column lists of the batch's inserts, for the multi-row statements here and the
+// single-row ones of `sqlite_writer`.
+pub(super) const INSERT_SENSORS: &str = "INSERT INTO sensors (owner, place, category) ";
+pub(super) const INSERT_READINGS: &str = "INSERT INTO readings (sensor_id, ts, value) ";
+pub(super) const INSERT_REJECTS: &str = "INSERT INTO rejects (received_at, client_id, topic, payload, reason) ";
+pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO upstream_deliveries (node, packet_id, hash, seq) ";
+
+/// The start of a rollup upsert: `INSERT INTO readings_1m (sensor_id, minute, min, max, sum, count) `.
+pub(super) fn insert_rollups(series: Series) -> String {
+    format!("INSERT INTO {} (sensor_id, {}, min, max, sum, count) ", series.table(), series.period_column())
 }
 
 /// A batch's work, worked out in memory before the transaction.
-struct Plan<'a> {
+pub(super) struct Plan<'a> {
     /// Sensors the id cache does not know, each once, in key order.
-    unknown: Vec<&'a SensorKey>,
+    pub unknown: Vec<&'a SensorKey>,
     /// Each reading's sensor: its id, or its index in `unknown`.
-    sensors: Vec<Result<i64, usize>>,
+    pub sensors: Vec<Result<i64, usize>>,
 }
 
 impl<'a> Plan<'a> {
-    fn new(readings: &'a [Reading], cache: &HashMap<SensorKey, i64>) -> Self {
-        let mut unknown: Vec<&SensorKey> = readings.iter().map(|r| &r.sensor).filter(|key| !cache.contains_key(*key)).collect();
-        unknown.sort_unstable();
-        unknown.dedup();
-        let sensors = readings
-            .iter()
-            .map(|r| match cache.get(&r.sensor) {
-                Some(id) => Ok(*id),
-                None => Err(unknown.binary_search(&&r.sensor).expect("every unknown sensor is listed")),
-            })
-            .collect();
+    fn new(readings: &'a [Reading], cache: &super::SensorIds) -> Self {
+        // Each reading's key is hashed once: known ids now, unknown keys numbered below.
+        let mut sensors: Vec<Result<i64, usize>> = readings.iter().map(|r| cache.get(&r.sensor).copied().ok_or(0)).collect();
+        let mut unknown: Vec<&SensorKey> = readings.iter().zip(&sensors).filter(|(_, id)| id.is_err()).map(|(r, _)| &r.sensor).collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            unknown.dedup();
+            for (slot, r) in sensors.iter_mut().zip(readings) {
+                if slot.is_err() {
+                    *slot = Err(unknown.binary_search(&&r.sensor).expect("every unknown sensor is listed"));
+                }
+            }
+        }
         Self { unknown, sensors }
     }
 
@@ -58,25 +75,31 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// Each reading with its sensor's id.
+fn with_ids(ids: &[i64], readings: &[Reading]) -> Vec<IdReading> {
+    ids.iter().zip(readings).map(|(&id, r)| (id, r.ts.0, r.value)).collect()
+}
+
 /// The newest reading of each sensor, by reading time (the later one in the batch on a tie),
 /// ordered by sensor id.
-fn newest_per_sensor(ids: &[i64], readings: &[Reading]) -> Vec<(i64, TimestampMs, f64)> {
-    let newest = newest_per_key(ids.iter().copied().zip(readings).map(|(id, r)| (id, r.ts, r.value)));
-    let mut newest: Vec<_> = newest.into_iter().map(|(id, (ts, value))| (id, ts, value)).collect();
+pub(super) fn newest_per_sensor(readings: &[IdReading]) -> Vec<IdReading> {
+    let newest = newest_per_key(readings.iter().map(|&(id, ts, value)| (id, TimestampMs(ts), value)));
+    let mut newest: Vec<_> = newest.into_iter().map(|(id, (ts, value))| (id, ts.0, value)).collect();
     newest.sort_unstable_by_key(|&(id, ..)| id);
     newest
 }
 
 /// The rollups of a batch over periods of `period_ms`, keyed by (sensor id, start of the period
 /// in ms), in key order.
-fn rollups(ids: &[i64], readings: &[Reading], period_ms: i64) -> Vec<((i64, i64), Rollup)> {
-    let mut minutes: HashMap<(i64, i64), Rollup> = HashMap::with_capacity(ids.len());
-    for (&id, r) in ids.iter().zip(readings) {
-        let minute = r.ts.0 - r.ts.0.rem_euclid(period_ms);
-        let m = minutes.entry((id, minute)).or_insert(Rollup { min: r.value, max: r.value, sum: 0.0, count: 0 });
-        m.min = m.min.min(r.value);
-        m.max = m.max.max(r.value);
-        m.sum += r.value;
+pub(super) fn rollups(readings: &[IdReading], period_ms: i64) -> Vec<((i64, i64), Rollup)> {
+    let mut minutes: HashMap<(i64, i64), Rollup, ahash::RandomState> =
+        HashMap::with_capacity_and_hasher(readings.len(), Default::default());
+    for &(id, ts, value) in readings {
+        let minute = ts - ts.rem_euclid(period_ms);
+        let m = minutes.entry((id, minute)).or_insert(Rollup { min: value, max: value, sum: 0.0, count: 0 });
+        m.min = m.min.min(value);
+        m.max = m.max.max(value);
+        m.sum += value;
         m.count += 1;
     }
     let mut minutes: Vec<_> = minutes.into_iter().collect();
@@ -87,7 +110,7 @@ fn rollups(ids: &[i64], readings: &[Reading], period_ms: i64) -> Vec<((i64, i64)
 /// Inserts sensors that may exist already, leaving those untouched. Not MySQL's INSERT IGNORE:
 /// it turns every error into a warning, and a key too long for its column was stored cut
 /// short, then never found.
-fn insert_sensors_suffix(dialect: Dialect) -> &'static str {
+pub(super) fn insert_sensors_suffix(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::MySql => " ON DUPLICATE KEY UPDATE id = id",
         _ => " ON CONFLICT (owner, place, category) DO NOTHING",
@@ -95,7 +118,7 @@ fn insert_sensors_suffix(dialect: Dialect) -> &'static str {
 }
 
 /// Merges a batch's rollups into a rollup table.
-fn upsert_rollups_suffix(dialect: Dialect, rollup: Series) -> String {
+pub(super) fn upsert_rollups_suffix(dialect: Dialect, rollup: Series) -> String {
     let (table, period) = (rollup.table(), rollup.period_column());
     match dialect {
         Dialect::Sqlite => format!(
@@ -112,6 +135,19 @@ fn upsert_rollups_suffix(dialect: Dialect, rollup: Series) -> String {
             .to_owned(),
     }
 }
+
+/// Records the latest delivery of each (node, packet id).
+pub(super) fn upsert_deliveries_suffix(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::MySql => " ON DUPLICATE KEY UPDATE hash = VALUES(hash), seq = VALUES(seq)",
+        _ => " ON CONFLICT (node, packet_id) DO UPDATE SET hash = excluded.hash, seq = excluded.seq",
+    }
+}
+
+/// Sets a sensor's latest value unless it has a newer one. On SQLite one sensor per statement
+/// (`sqlite_writer`'s cached statement), binding (id, ts, value) as ?1, ?2, ?3.
+pub(super) const UPDATE_LATEST_SQLITE: &str =
+    "UPDATE sensors SET last_value = ?3, last_seen = ?2 WHERE id = ?1 AND (last_seen IS NULL OR last_seen <= ?2)";
 
 /// Sets each listed sensor's latest value unless it has a newer one: the statement before and
 /// after the table of `(id, ts, value)` rows.
@@ -168,6 +204,20 @@ impl Store {
         // Old tokens are deleted now and then.
         let prune_before = self.writes.fetch_add(1, Relaxed).is_multiple_of(1000).then(|| TimestampMs::now().0 - TOKEN_RETENTION_MS);
         let plan = Plan::new(&batch.readings, &self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(writer) = &self.sqlite_writer {
+            let rows = super::sqlite_writer::Rows {
+                token: token.map(|token| (token, TimestampMs::now().0)),
+                prune_before,
+                unknown: plan.unknown.iter().map(|key| (*key).clone()).collect(),
+                readings: plan.sensors.iter().zip(&batch.readings).map(|(&sensor, r)| (sensor, r.ts.0, r.value)).collect(),
+                rejects: batch.rejects.clone(),
+                deliveries: batch.deliveries.clone(),
+            };
+            return match writer.write(rows).await? {
+                Some(unknown_ids) => Ok(self.committed(&plan, unknown_ids)),
+                None => Ok(Commit::AlreadyCommitted),
+            };
+        }
         let dialect = self.dialect();
         // The transaction runs on the writer's connection. If anything fails, that connection is
         // closed rather than returned to its pool: a failed COMMIT (disk full) can leave its
@@ -208,7 +258,7 @@ impl Store {
                 // then their ids looked up.
                 let mut unknown_ids = vec![None; plan.unknown.len()];
                 for (chunk_index, chunk) in plan.unknown.chunks(CHUNK).enumerate() {
-                    let mut insert = QueryBuilder::new("INSERT INTO sensors (owner, place, category) ");
+                    let mut insert = QueryBuilder::new(INSERT_SENSORS);
                     insert.push_values(chunk, |mut row, key| {
                         row.push_bind(key.owner.as_str()).push_bind(key.place.as_str()).push_bind(key.category.as_str());
                     });
@@ -265,12 +315,12 @@ impl Store {
                     }
                 }
                 let unknown_ids: Vec<i64> = unknown_ids.into_iter().map(|id| id.expect("every new sensor was looked up")).collect();
-                let ids = plan.ids(&unknown_ids);
+                let readings = with_ids(&plan.ids(&unknown_ids), &batch.readings);
 
-                for (ids, readings) in ids.chunks(CHUNK).zip(batch.readings.chunks(CHUNK)) {
-                    QueryBuilder::new("INSERT INTO readings (sensor_id, ts, value) ")
-                        .push_values(ids.iter().zip(readings), |mut row, (id, r)| {
-                            row.push_bind(*id).push_bind(r.ts.0).push_bind(r.value);
+                for chunk in readings.chunks(CHUNK) {
+                    QueryBuilder::new(INSERT_READINGS)
+                        .push_values(chunk, |mut row, (id, ts, value)| {
+                            row.push_bind(*id).push_bind(*ts).push_bind(*value);
                         })
                         .build()
                         .execute(&mut *tx)
@@ -279,9 +329,8 @@ impl Store {
                 }
 
                 for rollup in [Series::Minutes, Series::Hours] {
-                    for chunk in rollups(&ids, &batch.readings, rollup.period_ms()).chunks(CHUNK) {
-                        let (table, period) = (rollup.table(), rollup.period_column());
-                        let mut upsert = QueryBuilder::new(format!("INSERT INTO {table} (sensor_id, {period}, min, max, sum, count) "));
+                    for chunk in rollups(&readings, rollup.period_ms()).chunks(CHUNK) {
+                        let mut upsert = QueryBuilder::new(insert_rollups(rollup));
                         upsert.push_values(chunk, |mut row, ((id, start), m)| {
                             row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
                         });
@@ -291,7 +340,7 @@ impl Store {
                 }
 
                 let (head, tail) = update_latest_sql(dialect);
-                for chunk in newest_per_sensor(&ids, &batch.readings).chunks(CHUNK) {
+                for chunk in newest_per_sensor(&readings).chunks(CHUNK) {
                     let mut update = QueryBuilder::new(head);
                     // MariaDB and MySQL spell a table of values differently: a UNION ALL of
                     // SELECTs works in both.
@@ -299,14 +348,14 @@ impl Store {
                         update.push("VALUES ");
                         let mut rows = update.separated(", ");
                         for (id, ts, value) in chunk {
-                            rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(ts.0)
+                            rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts)
                                 .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
                         }
                     } else {
                         let mut rows = update.separated(" UNION ALL ");
                         for (i, (id, ts, value)) in chunk.iter().enumerate() {
                             let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
-                            rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(ts.0)
+                            rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts)
                                 .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
                         }
                     }
@@ -315,7 +364,7 @@ impl Store {
                 }
 
                 for chunk in batch.rejects.chunks(CHUNK) {
-                    QueryBuilder::new("INSERT INTO rejects (received_at, client_id, topic, payload, reason) ")
+                    QueryBuilder::new(INSERT_REJECTS)
                         .push_values(chunk, |mut row, r| {
                             row.push_bind(r.received_at.0)
                                 .push_bind(r.client_id.as_str())
@@ -330,14 +379,11 @@ impl Store {
                 }
 
                 for chunk in latest_deliveries(&batch.deliveries).chunks(CHUNK) {
-                    let mut upsert = QueryBuilder::new("INSERT INTO upstream_deliveries (node, packet_id, hash, seq) ");
+                    let mut upsert = QueryBuilder::new(INSERT_DELIVERIES);
                     upsert.push_values(chunk, |mut row, d| {
                         row.push_bind(&*d.node).push_bind(i32::from(d.packet_id)).push_bind(d.hash).push_bind(d.seq);
                     });
-                    upsert.push(match dialect {
-                        Dialect::MySql => " ON DUPLICATE KEY UPDATE hash = VALUES(hash), seq = VALUES(seq)",
-                        _ => " ON CONFLICT (node, packet_id) DO UPDATE SET hash = excluded.hash, seq = excluded.seq",
-                    });
+                    upsert.push(upsert_deliveries_suffix(dialect));
                     upsert.build().execute(&mut *tx).await.map_err(query_err("recording upstream deliveries"))?;
                 }
 
@@ -354,15 +400,19 @@ impl Store {
                 }
             }
         });
-        // Only committed sensor ids enter the cache.
+        Ok(self.committed(&plan, unknown_ids))
+    }
+
+    /// After a commit: the new sensors' ids enter the cache (only committed ones do).
+    fn committed(&self, plan: &Plan, unknown_ids: Vec<i64>) -> Commit {
         let mut cache = self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner());
         cache.extend(plan.unknown.iter().map(|key| (*key).clone()).zip(unknown_ids));
-        Ok(Commit::Committed)
+        Commit::Committed
     }
 }
 
 /// The latest delivery of each (node, packet id) in a batch: an upsert may touch a row once.
-fn latest_deliveries(deliveries: &[UpstreamDelivery]) -> Vec<&UpstreamDelivery> {
+pub(super) fn latest_deliveries(deliveries: &[UpstreamDelivery]) -> Vec<&UpstreamDelivery> {
     let mut latest: HashMap<(&str, u16), &UpstreamDelivery> = HashMap::with_capacity(deliveries.len());
     for d in deliveries {
         let slot = latest.entry((&*d.node, d.packet_id)).or_insert(d);
@@ -387,7 +437,7 @@ mod tests {
     #[test]
     fn a_plan_lists_each_unknown_sensor_once_in_key_order() {
         let readings = [reading("b", 1, 1.0), reading("a", 2, 2.0), reading("c", 3, 3.0), reading("b", 4, 4.0)];
-        let cache = HashMap::from([(SensorKey::new("c", "room", "t").unwrap(), 7)]);
+        let cache = super::super::SensorIds::from_iter([(SensorKey::new("c", "room", "t").unwrap(), 7)]);
         let plan = Plan::new(&readings, &cache);
         assert_eq!(plan.unknown.iter().map(|k| k.owner.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(plan.ids(&[10, 11]), [11, 10, 7, 11]);
@@ -397,7 +447,7 @@ mod tests {
     fn the_newest_reading_wins_by_time_then_by_arrival() {
         let readings = [reading("a", 5, 1.0), reading("a", 3, 2.0), reading("b", 1, 3.0), reading("a", 5, 4.0)];
         let ids = [2, 2, 1, 2];
-        assert_eq!(newest_per_sensor(&ids, &readings), [(1, TimestampMs(1), 3.0), (2, TimestampMs(5), 4.0)]);
+        assert_eq!(newest_per_sensor(&with_ids(&ids, &readings)), [(1, 1, 3.0), (2, 5, 4.0)]);
     }
 
     #[test]
@@ -405,7 +455,7 @@ mod tests {
         let readings = [reading("a", 59_999, 1.0), reading("a", 0, 3.0), reading("a", 60_000, 5.0), reading("b", 10, 2.0)];
         let ids = [1, 1, 1, 2];
         assert_eq!(
-            rollups(&ids, &readings, 60_000),
+            rollups(&with_ids(&ids, &readings), 60_000),
             [
                 ((1, 0), Rollup { min: 1.0, max: 3.0, sum: 4.0, count: 2 }),
                 ((1, 60_000), Rollup { min: 5.0, max: 5.0, sum: 5.0, count: 1 }),

@@ -60,13 +60,25 @@ impl fmt::Display for Failure {
 impl StoreError {
     /// A row referred to a sensor that is gone (deleted while a batch naming it was planned).
     pub(super) fn is_foreign_key_violation(&self) -> bool {
-        matches!(self, Self::Query { cause: sqlx::Error::Database(e), .. } if e.is_foreign_key_violation())
+        match self {
+            Self::Query { cause: sqlx::Error::Database(e), .. } => e.is_foreign_key_violation(),
+            Self::Sqlite { cause: rusqlite::Error::SqliteFailure(e, _), .. } => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+            }
+            _ => false,
+        }
     }
 
     /// What this error means for the records that were being written.
     pub fn failure(&self) -> Failure {
         match self {
             Self::Query { cause, .. } | Self::Connect { cause, .. } | Self::Migrate { cause, .. } => classify(cause),
+            Self::Sqlite { cause: rusqlite::Error::SqliteFailure(e, _), .. } => sqlite_failure(e.extended_code),
+            // A value rusqlite could not bind or read.
+            Self::Sqlite { cause: rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::IntegralValueOutOfRange(..), .. } => {
+                Failure::Refused
+            }
+            Self::Sqlite { .. } => Failure::Other,
             Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } | Self::NoDatabase(_) => Failure::Other,
         }
     }

@@ -6,6 +6,7 @@
 
 mod failure;
 mod schema;
+mod sqlite_writer;
 mod url;
 
 pub use failure::Failure;
@@ -38,6 +39,9 @@ pub enum StoreError {
     Migrate { version: usize, cause: sqlx::Error },
     #[error("database error while {doing}: {cause}")]
     Query { doing: &'static str, cause: sqlx::Error },
+    /// From the SQLite ingest writer's own connection (`sqlite_writer`).
+    #[error("database error while {doing}: {cause}")]
+    Sqlite { doing: &'static str, cause: rusqlite::Error },
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -92,6 +96,10 @@ enum Pool {
     MySql(MySqlPool),
 }
 
+/// The sensor-id cache: looked up for every reading of every batch, so hashed with ahash
+/// (keyed per process) rather than SipHash.
+type SensorIds = HashMap<SensorKey, i64, ahash::RandomState>;
+
 /// Connection pools plus the cache of sensor ids (`delete_sensor` removes a deleted one).
 pub struct Store {
     pool: Pool,
@@ -99,13 +107,16 @@ pub struct Store {
     /// page cache per connection and drops it when another connection has written.
     writer: Pool,
     url: DatabaseUrl,
-    sensor_ids: Mutex<HashMap<SensorKey, i64>>,
+    sensor_ids: Mutex<SensorIds>,
     /// Batches written, to prune `ingest_commits` now and then.
     writes: std::sync::atomic::AtomicU64,
     /// SQLite has one writer at a time. The ingest writer and the lifecycle's deletes take
     /// turns here, in order, rather than in SQLite's busy handler, which sleeps up to 100 ms
     /// between tries (measured: a purge beside ingest took p99 from 14 to 206 ms that way).
     sqlite_write_turn: tokio::sync::Mutex<()>,
+    /// SQLite's ingest batches are written by a thread of their own (a database file; an
+    /// in-memory one is written through `writer`).
+    sqlite_writer: Option<sqlite_writer::SqliteWriter>,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's typed pool: the code is written once and
@@ -192,6 +203,7 @@ impl Store {
         let driver_url = url.for_driver();
         let invalid = |cause| StoreError::InvalidUrl { url: url.clone(), cause };
         let connect = |cause| StoreError::Connect { url: url.clone(), cause };
+        let mut sqlite_writer = None;
         let (pool, writer) = match url.dialect() {
             Some(Dialect::Sqlite) => {
                 // WAL with synchronous=FULL: a commit is on disk when it returns.
@@ -217,6 +229,7 @@ impl Store {
                     .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
                     .page_size(1024);
                 let (pool, writer) = pools(options, Dialect::Sqlite).await.map_err(connect)?;
+                sqlite_writer = url.sqlite_file().map(|file| sqlite_writer::SqliteWriter::start(&file)).transpose()?;
                 (Pool::Sqlite(pool), Pool::Sqlite(writer))
             }
             Some(Dialect::Postgres) => {
@@ -238,6 +251,7 @@ impl Store {
             sensor_ids: Mutex::default(),
             writes: Default::default(),
             sqlite_write_turn: tokio::sync::Mutex::new(()),
+            sqlite_writer,
         })
     }
 
@@ -328,6 +342,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
+        }
         on_pool!(writer self, pool => pool.close().await);
         on_pool!(self, pool => pool.close().await)
     }
