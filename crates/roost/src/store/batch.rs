@@ -136,6 +136,27 @@ pub(super) fn upsert_rollups_suffix(dialect: Dialect, rollup: Series) -> String 
     }
 }
 
+/// A PostgreSQL array literal, `{1,2.5,3}`, bound as text and cast (`BIGINT_ARRAY`,
+/// `FLOAT_ARRAY`) for `UNNEST`: the statement's text does not depend on how many rows it
+/// writes, so each connection prepares and plans it once. (A multi-row VALUES list was a new
+/// statement for every batch size: parsed, described and planned again, 3,000 parameters at a
+/// time.) `Debug` of a float is its shortest round-trip form, so values arrive exact.
+fn pg_array<T: std::fmt::Debug>(values: impl Iterator<Item = T>) -> String {
+    use std::fmt::Write;
+    let mut text = String::from("{");
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let _ = write!(text, "{value:?}");
+    }
+    text.push('}');
+    text
+}
+
+const BIGINT_ARRAY: &str = "::TEXT::BIGINT[]";
+const FLOAT_ARRAY: &str = "::TEXT::DOUBLE PRECISION[]";
+
 /// Records the latest delivery of each (node, packet id).
 pub(super) fn upsert_deliveries_suffix(dialect: Dialect) -> &'static str {
     match dialect {
@@ -158,8 +179,9 @@ fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str) {
             "UPDATE sensors SET last_value = v.column3, last_seen = v.column2 FROM (",
             ") AS v WHERE sensors.id = v.column1 AND (sensors.last_seen IS NULL OR sensors.last_seen <= v.column2)",
         ),
+        // Columns of arrays (`pg_array`).
         Dialect::Postgres => (
-            "UPDATE sensors SET last_value = v.value, last_seen = v.ts FROM (",
+            "UPDATE sensors SET last_value = v.value, last_seen = v.ts FROM UNNEST(",
             ") AS v (id, ts, value) WHERE sensors.id = v.id AND (sensors.last_seen IS NULL OR sensors.last_seen <= v.ts)",
         ),
         Dialect::MySql => (
@@ -317,7 +339,40 @@ impl Store {
                 let unknown_ids: Vec<i64> = unknown_ids.into_iter().map(|id| id.expect("every new sensor was looked up")).collect();
                 let readings = with_ids(&plan.ids(&unknown_ids), &batch.readings);
 
-                for chunk in readings.chunks(CHUNK) {
+                // PostgreSQL: the readings, rollups and latest values as columns of arrays
+                // (`pg_array`), one statement text whatever the row count.
+                if dialect == Dialect::Postgres && !readings.is_empty() {
+                    let mut insert = QueryBuilder::new(INSERT_READINGS);
+                    insert.push("SELECT * FROM UNNEST(")
+                        .push_bind(pg_array(readings.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
+                        .push_bind(pg_array(readings.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
+                        .push_bind(pg_array(readings.iter().map(|r| r.2))).push(FLOAT_ARRAY).push(")");
+                    insert.build().execute(&mut *tx).await.map_err(query_err("inserting readings"))?;
+                    for rollup in [Series::Minutes, Series::Hours] {
+                        let rollups = rollups(&readings, rollup.period_ms());
+                        let mut upsert = QueryBuilder::new(insert_rollups(rollup));
+                        upsert.push("SELECT * FROM UNNEST(")
+                            .push_bind(pg_array(rollups.iter().map(|((id, _), _)| id))).push(BIGINT_ARRAY).push(", ")
+                            .push_bind(pg_array(rollups.iter().map(|((_, start), _)| start))).push(BIGINT_ARRAY).push(", ")
+                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.min))).push(FLOAT_ARRAY).push(", ")
+                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.max))).push(FLOAT_ARRAY).push(", ")
+                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.sum))).push(FLOAT_ARRAY).push(", ")
+                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.count))).push(BIGINT_ARRAY).push(")");
+                        upsert.push(upsert_rollups_suffix(dialect, rollup));
+                        upsert.build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
+                    }
+                    let newest = newest_per_sensor(&readings);
+                    let (head, tail) = update_latest_sql(dialect);
+                    let mut update = QueryBuilder::new(head);
+                    update.push_bind(pg_array(newest.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
+                        .push_bind(pg_array(newest.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
+                        .push_bind(pg_array(newest.iter().map(|r| r.2))).push(FLOAT_ARRAY)
+                        .push(tail);
+                    update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?;
+                }
+
+                // The others: multi-row VALUES lists (PostgreSQL wrote these above).
+                for chunk in readings.chunks(CHUNK).filter(|_| dialect != Dialect::Postgres) {
                     QueryBuilder::new(INSERT_READINGS)
                         .push_values(chunk, |mut row, (id, ts, value)| {
                             row.push_bind(*id).push_bind(*ts).push_bind(*value);
@@ -329,7 +384,7 @@ impl Store {
                 }
 
                 for rollup in [Series::Minutes, Series::Hours] {
-                    for chunk in rollups(&readings, rollup.period_ms()).chunks(CHUNK) {
+                    for chunk in rollups(&readings, rollup.period_ms()).chunks(CHUNK).filter(|_| dialect != Dialect::Postgres) {
                         let mut upsert = QueryBuilder::new(insert_rollups(rollup));
                         upsert.push_values(chunk, |mut row, ((id, start), m)| {
                             row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
@@ -340,7 +395,7 @@ impl Store {
                 }
 
                 let (head, tail) = update_latest_sql(dialect);
-                for chunk in newest_per_sensor(&readings).chunks(CHUNK) {
+                for chunk in newest_per_sensor(&readings).chunks(CHUNK).filter(|_| dialect != Dialect::Postgres) {
                     let mut update = QueryBuilder::new(head);
                     // MariaDB and MySQL spell a table of values differently: a UNION ALL of
                     // SELECTs works in both.
@@ -441,6 +496,13 @@ mod tests {
         let plan = Plan::new(&readings, &cache);
         assert_eq!(plan.unknown.iter().map(|k| k.owner.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(plan.ids(&[10, 11]), [11, 10, 7, 11]);
+    }
+
+    #[test]
+    fn postgres_arrays_are_exact_literals() {
+        assert_eq!(pg_array([1i64, -2, i64::MAX].into_iter()), "{1,-2,9223372036854775807}");
+        assert_eq!(pg_array([23.5f64, 0.1, 1e300, -1e-7].into_iter()), "{23.5,0.1,1e300,-1e-7}");
+        assert_eq!(pg_array(std::iter::empty::<i64>()), "{}");
     }
 
     #[test]
