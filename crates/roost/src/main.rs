@@ -9,12 +9,6 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of the system allocator: a publish allocates a few small buffers on one
-/// thread and frees them on another, which glibc's malloc paid about a tenth of the fleet
-/// shape's CPU for (BENCHMARKS.md, fleet-shaped ingest).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Errors reach people as `error: what: why` on standard error, whatever `RUST_BACKTRACE`
 /// says (backtraces are for panics, which are bugs). Exit status 2 for invalid settings, as
 /// for a bad flag; 1 for everything else.
