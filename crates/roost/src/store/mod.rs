@@ -228,8 +228,13 @@ impl Store {
                     // (`Store::vacuum_step`); on an existing file this changes nothing.
                     .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
                     .page_size(1024);
+                // The writer thread opens the file sqlx resolved (percent-decoded); a URL asking for
+                // another mode (in memory, read-only) stays on sqlx's connections.
+                let file = options.get_filename().to_owned();
+                let query = driver_url.split_once('?').map(|(_, query)| query).unwrap_or_default();
+                let own_thread = url.sqlite_file().is_some() && !query.contains("mode=memory") && !query.contains("mode=ro");
                 let (pool, writer) = pools(options, Dialect::Sqlite).await.map_err(connect)?;
-                sqlite_writer = url.sqlite_file().map(|file| sqlite_writer::SqliteWriter::start(&file)).transpose()?;
+                sqlite_writer = own_thread.then(|| sqlite_writer::SqliteWriter::start(&file)).transpose()?;
                 (Pool::Sqlite(pool), Pool::Sqlite(writer))
             }
             Some(Dialect::Postgres) => {

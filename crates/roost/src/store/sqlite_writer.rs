@@ -64,7 +64,9 @@ impl SqliteWriter {
         Ok(Self { requests })
     }
 
-    /// Writes `rows` in one transaction on the writer's thread.
+    /// Writes `rows` in one transaction on the writer's thread. Dropping the future does not
+    /// stop the thread's transaction: it may still commit (the ingest writer never drops it;
+    /// a batch with a token is found by its retry either way).
     pub async fn write(&self, rows: Rows) -> Written {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Query { doing: "handing a batch to the SQLite writer", cause: sqlx::Error::WorkerCrashed };
@@ -97,12 +99,29 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
 
 fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
     let mut conn = Some(conn);
+    let mut closed = false;
     while let Ok(request) = requests.recv() {
         match request {
             Request::Write(rows, reply) => {
-                let written = match conn.as_mut() {
-                    Some(c) => {
-                        let written = write(c, &rows);
+                if closed {
+                    let _ = reply
+                        .send(Err(StoreError::Query { doing: "writing a batch after the store closed", cause: sqlx::Error::PoolClosed }));
+                    continue;
+                }
+                // The connection is opened again if an earlier failure (below) left none.
+                if conn.is_none() {
+                    conn = reopen(None, file);
+                }
+                let Some(c) = conn.as_mut() else {
+                    let _ = reply
+                        .send(Err(StoreError::Query { doing: "opening the SQLite writer's connection", cause: sqlx::Error::PoolClosed }));
+                    continue;
+                };
+                // A panic (a bug) fails this batch, not every later one: the transaction is
+                // rolled back as it unwinds, and the connection is opened anew.
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(c, &rows)));
+                let written = match written {
+                    Ok(written) => {
                         if !c.is_autocommit() {
                             // A failed COMMIT (disk full) can leave the transaction open, and
                             // its rollback fail too: the next batch would nest inside it.
@@ -110,11 +129,15 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
                         }
                         written
                     }
-                    None => Err(StoreError::Query { doing: "writing a batch without a connection", cause: sqlx::Error::PoolClosed }),
+                    Err(_) => {
+                        conn = reopen(conn.take(), file);
+                        Err(StoreError::Query { doing: "writing a batch (the SQLite writer panicked)", cause: sqlx::Error::WorkerCrashed })
+                    }
                 };
                 let _ = reply.send(written);
             }
             Request::Close(reply) => {
+                closed = true;
                 if let Some(conn) = conn.take() {
                     if let Err((_, e)) = conn.close() {
                         tracing::warn!(error = %e, "closing the SQLite writer's connection");
@@ -126,14 +149,14 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
     }
 }
 
-/// A fresh connection for one left inside a transaction (`None` while the file cannot be
-/// opened: each later batch fails, and is retried, until it can).
+/// A fresh connection in place of `stuck` (`None` while the file cannot be opened: the batch
+/// fails and is retried, and the next attempt opens it again).
 fn reopen(stuck: Option<Connection>, file: &Path) -> Option<Connection> {
     drop(stuck);
     match open(file) {
         Ok(conn) => Some(conn),
         Err(e) => {
-            tracing::warn!(error = %e, "reopening the SQLite writer's connection");
+            tracing::warn!(error = %e, "opening the SQLite writer's connection");
             None
         }
     }

@@ -296,3 +296,22 @@ async fn rollups_give_the_same_buckets_as_the_readings(backend: Backend) {
     assert_eq!(narrow.len(), 10);
     assert_eq!((narrow[0].count, narrow[0].min, narrow[0].max), (60, 0.0, 59.0));
 }
+
+/// SQLite's ingest writer has a connection of its own: it writes to the file the URL names as
+/// sqlx reads it (a percent-escaped space in the name), and an in-memory URL keeps the
+/// readings where its reads find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_batches_are_written_where_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let escaped = roost::store::DatabaseUrl::new(format!("sqlite://{}/my%20roost.db", dir.path().display()));
+    let memory = roost::store::DatabaseUrl::new("sqlite::memory:".to_owned());
+    for url in [escaped, memory] {
+        let store = Store::open(&url).await.unwrap();
+        let k = key("a", "b", "c");
+        store.write_batch(&Batch { readings: vec![reading(&k, 1_000, 1.5)], ..Batch::default() }).await.unwrap();
+        assert_eq!(store.all_values().await.unwrap(), [(k, 1.5)], "{url}");
+        store.close().await;
+    }
+    assert!(dir.path().join("my roost.db").exists());
+    assert!(!dir.path().join("my%20roost.db").exists());
+}
