@@ -1,7 +1,11 @@
 //! Writing an ingest batch: one transaction whose statements do not grow with the number of
 //! sensors. Each kind of work is one multi-row statement per chunk of rows (creating new
 //! sensors, looking them up, readings, per-minute rollups, the sensors' latest values,
-//! rejects), so a batch from a thousand devices costs about what a batch from one does.
+//! rejects), so a batch from a thousand devices costs about what a batch from one does. On
+//! PostgreSQL the readings, rollups and latest values are one statement each over arrays
+//! (`pg_array`), whatever the row count. A SQLite file's batches go to `sqlite_writer`, which
+//! writes the same rows with one-row statements on a thread of its own; the column lists and
+//! conflict clauses it uses are here.
 //!
 //! What can be worked out without the database (which sensors are new, the newest reading of
 //! each sensor, the rollups) is, in [`Plan`], before the transaction starts. Rows are written

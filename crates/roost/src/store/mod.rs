@@ -234,7 +234,9 @@ impl Store {
                 let query = driver_url.split_once('?').map(|(_, query)| query).unwrap_or_default();
                 let own_thread = url.sqlite_file().is_some() && !query.contains("mode=memory") && !query.contains("mode=ro");
                 let (pool, writer) = pools(options, Dialect::Sqlite).await.map_err(connect)?;
-                sqlite_writer = own_thread.then(|| sqlite_writer::SqliteWriter::start(&file)).transpose()?;
+                if own_thread {
+                    sqlite_writer = Some(sqlite_writer::SqliteWriter::start(&file).await?);
+                }
                 (Pool::Sqlite(pool), Pool::Sqlite(writer))
             }
             Some(Dialect::Postgres) => {

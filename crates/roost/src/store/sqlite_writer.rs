@@ -51,16 +51,26 @@ pub(super) struct SqliteWriter {
 }
 
 impl SqliteWriter {
-    /// Opens the writer's connection to `file` (which exists: the pool created it) and starts
-    /// its thread.
-    pub fn start(file: &Path) -> Result<Self, StoreError> {
-        let conn = open(file).map_err(sqlite_err("opening the ingest writer's connection"))?;
+    /// Starts the thread, which opens the writer's connection to `file` (which exists: the
+    /// pool created it); returns once it is open.
+    pub async fn start(file: &Path) -> Result<Self, StoreError> {
         let (requests, incoming) = mpsc::channel();
+        let (opened, open_result) = oneshot::channel();
         let file = file.to_owned();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || serve(conn, &file, incoming))
+            .spawn(move || match open(&file) {
+                Ok(conn) => {
+                    let _ = opened.send(Ok(()));
+                    serve(conn, &file, incoming)
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            })
             .map_err(|e| StoreError::Query { doing: "starting the SQLite writer thread", cause: sqlx::Error::Io(e) })?;
+        let gone = || StoreError::Query { doing: "starting the SQLite writer thread", cause: sqlx::Error::WorkerCrashed };
+        open_result.await.map_err(|_| gone())?.map_err(sqlite_err("opening the ingest writer's connection"))?;
         Ok(Self { requests })
     }
 
