@@ -346,33 +346,32 @@ impl Store {
                 // PostgreSQL: the readings, rollups and latest values as columns of arrays
                 // (`pg_array`), one statement text whatever the row count.
                 if dialect == Dialect::Postgres && !readings.is_empty() {
-                    let mut insert = QueryBuilder::new(INSERT_READINGS);
-                    insert.push("SELECT * FROM UNNEST(")
+                    // One statement, one round trip: the readings and the rollups are inserted
+                    // by data-modifying WITH clauses of the latest-value UPDATE.
+                    let mut write = QueryBuilder::new("WITH new_readings AS (");
+                    write.push(INSERT_READINGS).push("SELECT * FROM UNNEST(")
                         .push_bind(pg_array(readings.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
                         .push_bind(pg_array(readings.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
-                        .push_bind(pg_array(readings.iter().map(|r| r.2))).push(FLOAT_ARRAY).push(")");
-                    insert.build().execute(&mut *tx).await.map_err(query_err("inserting readings"))?;
+                        .push_bind(pg_array(readings.iter().map(|r| r.2))).push(FLOAT_ARRAY).push("))");
                     for rollup in [Series::Minutes, Series::Hours] {
                         let rollups = rollups(&readings, rollup.period_ms());
-                        let mut upsert = QueryBuilder::new(insert_rollups(rollup));
-                        upsert.push("SELECT * FROM UNNEST(")
+                        write.push(format!(", new_{} AS (", rollup.table())).push(insert_rollups(rollup)).push("SELECT * FROM UNNEST(")
                             .push_bind(pg_array(rollups.iter().map(|((id, _), _)| id))).push(BIGINT_ARRAY).push(", ")
                             .push_bind(pg_array(rollups.iter().map(|((_, start), _)| start))).push(BIGINT_ARRAY).push(", ")
                             .push_bind(pg_array(rollups.iter().map(|(_, m)| m.min))).push(FLOAT_ARRAY).push(", ")
                             .push_bind(pg_array(rollups.iter().map(|(_, m)| m.max))).push(FLOAT_ARRAY).push(", ")
                             .push_bind(pg_array(rollups.iter().map(|(_, m)| m.sum))).push(FLOAT_ARRAY).push(", ")
-                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.count))).push(BIGINT_ARRAY).push(")");
-                        upsert.push(upsert_rollups_suffix(dialect, rollup));
-                        upsert.build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
+                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.count))).push(BIGINT_ARRAY).push(")")
+                            .push(upsert_rollups_suffix(dialect, rollup)).push(")");
                     }
                     let newest = newest_per_sensor(&readings);
                     let (head, tail) = update_latest_sql(dialect);
-                    let mut update = QueryBuilder::new(head);
-                    update.push_bind(pg_array(newest.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
+                    write.push(" ").push(head)
+                        .push_bind(pg_array(newest.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
                         .push_bind(pg_array(newest.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
                         .push_bind(pg_array(newest.iter().map(|r| r.2))).push(FLOAT_ARRAY)
                         .push(tail);
-                    update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?;
+                    write.build().execute(&mut *tx).await.map_err(query_err("writing readings, rollups and latest values"))?;
                 }
 
                 // The others: multi-row VALUES lists (PostgreSQL wrote these above).
