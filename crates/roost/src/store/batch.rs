@@ -345,80 +345,82 @@ impl Store {
 
                 // PostgreSQL: the readings, rollups and latest values as columns of arrays
                 // (`pg_array`), one statement text whatever the row count.
-                if dialect == Dialect::Postgres && !readings.is_empty() {
-                    // One statement, one round trip: the readings and the rollups are inserted
-                    // by data-modifying WITH clauses of the latest-value UPDATE.
-                    let mut write = QueryBuilder::new("WITH new_readings AS (");
-                    write.push(INSERT_READINGS).push("SELECT * FROM UNNEST(")
-                        .push_bind(pg_array(readings.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
-                        .push_bind(pg_array(readings.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
-                        .push_bind(pg_array(readings.iter().map(|r| r.2))).push(FLOAT_ARRAY).push("))");
+                if dialect == Dialect::Postgres {
+                    if !readings.is_empty() {
+                        // One statement, one round trip: the readings and the rollups are inserted
+                        // by data-modifying WITH clauses of the latest-value UPDATE.
+                        let mut write = QueryBuilder::new("WITH new_readings AS (");
+                        write.push(INSERT_READINGS).push("SELECT * FROM UNNEST(")
+                            .push_bind(pg_array(readings.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
+                            .push_bind(pg_array(readings.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
+                            .push_bind(pg_array(readings.iter().map(|r| r.2))).push(FLOAT_ARRAY).push("))");
+                        for rollup in [Series::Minutes, Series::Hours] {
+                            let rollups = rollups(&readings, rollup.period_ms());
+                            write.push(format!(", new_{} AS (", rollup.table())).push(insert_rollups(rollup)).push("SELECT * FROM UNNEST(")
+                                .push_bind(pg_array(rollups.iter().map(|((id, _), _)| id))).push(BIGINT_ARRAY).push(", ")
+                                .push_bind(pg_array(rollups.iter().map(|((_, start), _)| start))).push(BIGINT_ARRAY).push(", ")
+                                .push_bind(pg_array(rollups.iter().map(|(_, m)| m.min))).push(FLOAT_ARRAY).push(", ")
+                                .push_bind(pg_array(rollups.iter().map(|(_, m)| m.max))).push(FLOAT_ARRAY).push(", ")
+                                .push_bind(pg_array(rollups.iter().map(|(_, m)| m.sum))).push(FLOAT_ARRAY).push(", ")
+                                .push_bind(pg_array(rollups.iter().map(|(_, m)| m.count))).push(BIGINT_ARRAY).push(")")
+                                .push(upsert_rollups_suffix(dialect, rollup)).push(")");
+                        }
+                        let newest = newest_per_sensor(&readings);
+                        let (head, tail) = update_latest_sql(dialect);
+                        write.push(" ").push(head)
+                            .push_bind(pg_array(newest.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
+                            .push_bind(pg_array(newest.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
+                            .push_bind(pg_array(newest.iter().map(|r| r.2))).push(FLOAT_ARRAY)
+                            .push(tail);
+                        write.build().execute(&mut *tx).await.map_err(query_err("writing readings, rollups and latest values"))?;
+                    }
+                } else {
+                    // Multi-row VALUES lists.
+                    for chunk in readings.chunks(CHUNK) {
+                        QueryBuilder::new(INSERT_READINGS)
+                            .push_values(chunk, |mut row, (id, ts, value)| {
+                                row.push_bind(*id).push_bind(*ts).push_bind(*value);
+                            })
+                            .build()
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("inserting readings"))?;
+                    }
+
                     for rollup in [Series::Minutes, Series::Hours] {
-                        let rollups = rollups(&readings, rollup.period_ms());
-                        write.push(format!(", new_{} AS (", rollup.table())).push(insert_rollups(rollup)).push("SELECT * FROM UNNEST(")
-                            .push_bind(pg_array(rollups.iter().map(|((id, _), _)| id))).push(BIGINT_ARRAY).push(", ")
-                            .push_bind(pg_array(rollups.iter().map(|((_, start), _)| start))).push(BIGINT_ARRAY).push(", ")
-                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.min))).push(FLOAT_ARRAY).push(", ")
-                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.max))).push(FLOAT_ARRAY).push(", ")
-                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.sum))).push(FLOAT_ARRAY).push(", ")
-                            .push_bind(pg_array(rollups.iter().map(|(_, m)| m.count))).push(BIGINT_ARRAY).push(")")
-                            .push(upsert_rollups_suffix(dialect, rollup)).push(")");
+                        for chunk in rollups(&readings, rollup.period_ms()).chunks(CHUNK) {
+                            let mut upsert = QueryBuilder::new(insert_rollups(rollup));
+                            upsert.push_values(chunk, |mut row, ((id, start), m)| {
+                                row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
+                            });
+                            upsert.push(upsert_rollups_suffix(dialect, rollup));
+                            upsert.build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
+                        }
                     }
-                    let newest = newest_per_sensor(&readings);
+
                     let (head, tail) = update_latest_sql(dialect);
-                    write.push(" ").push(head)
-                        .push_bind(pg_array(newest.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
-                        .push_bind(pg_array(newest.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
-                        .push_bind(pg_array(newest.iter().map(|r| r.2))).push(FLOAT_ARRAY)
-                        .push(tail);
-                    write.build().execute(&mut *tx).await.map_err(query_err("writing readings, rollups and latest values"))?;
-                }
-
-                // The others: multi-row VALUES lists (PostgreSQL wrote these above).
-                for chunk in readings.chunks(CHUNK).filter(|_| dialect != Dialect::Postgres) {
-                    QueryBuilder::new(INSERT_READINGS)
-                        .push_values(chunk, |mut row, (id, ts, value)| {
-                            row.push_bind(*id).push_bind(*ts).push_bind(*value);
-                        })
-                        .build()
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("inserting readings"))?;
-                }
-
-                for rollup in [Series::Minutes, Series::Hours] {
-                    for chunk in rollups(&readings, rollup.period_ms()).chunks(CHUNK).filter(|_| dialect != Dialect::Postgres) {
-                        let mut upsert = QueryBuilder::new(insert_rollups(rollup));
-                        upsert.push_values(chunk, |mut row, ((id, start), m)| {
-                            row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
-                        });
-                        upsert.push(upsert_rollups_suffix(dialect, rollup));
-                        upsert.build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
-                    }
-                }
-
-                let (head, tail) = update_latest_sql(dialect);
-                for chunk in newest_per_sensor(&readings).chunks(CHUNK).filter(|_| dialect != Dialect::Postgres) {
-                    let mut update = QueryBuilder::new(head);
-                    // MariaDB and MySQL spell a table of values differently: a UNION ALL of
-                    // SELECTs works in both.
-                    if dialect != Dialect::MySql {
-                        update.push("VALUES ");
-                        let mut rows = update.separated(", ");
-                        for (id, ts, value) in chunk {
-                            rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts)
-                                .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
+                    for chunk in newest_per_sensor(&readings).chunks(CHUNK) {
+                        let mut update = QueryBuilder::new(head);
+                        // MariaDB and MySQL spell a table of values differently: a UNION ALL of
+                        // SELECTs works in both.
+                        if dialect != Dialect::MySql {
+                            update.push("VALUES ");
+                            let mut rows = update.separated(", ");
+                            for (id, ts, value) in chunk {
+                                rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts)
+                                    .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
+                            }
+                        } else {
+                            let mut rows = update.separated(" UNION ALL ");
+                            for (i, (id, ts, value)) in chunk.iter().enumerate() {
+                                let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
+                                rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts)
+                                    .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
+                            }
                         }
-                    } else {
-                        let mut rows = update.separated(" UNION ALL ");
-                        for (i, (id, ts, value)) in chunk.iter().enumerate() {
-                            let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
-                            rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts)
-                                .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
-                        }
+                        update.push(tail);
+                        update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?;
                     }
-                    update.push(tail);
-                    update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?;
                 }
 
                 for chunk in batch.rejects.chunks(CHUNK) {

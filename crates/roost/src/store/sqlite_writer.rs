@@ -13,7 +13,7 @@
 //! databases; the conflict clauses of the upserts are taken from there.
 
 use super::batch::{self, IdReading};
-use super::{Dialect, Series, StoreError};
+use super::{query_err, Dialect, Series, StoreError};
 use crate::model::{Reject, SensorKey, UpstreamDelivery};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
@@ -68,8 +68,8 @@ impl SqliteWriter {
                     let _ = opened.send(Err(e));
                 }
             })
-            .map_err(|e| StoreError::Query { doing: "starting the SQLite writer thread", cause: sqlx::Error::Io(e) })?;
-        let gone = || StoreError::Query { doing: "starting the SQLite writer thread", cause: sqlx::Error::WorkerCrashed };
+            .map_err(|e| query_err("starting the SQLite writer thread")(sqlx::Error::Io(e)))?;
+        let gone = || query_err("starting the SQLite writer thread")(sqlx::Error::WorkerCrashed);
         open_result.await.map_err(|_| gone())?.map_err(sqlite_err("opening the ingest writer's connection"))?;
         Ok(Self { requests })
     }
@@ -79,7 +79,7 @@ impl SqliteWriter {
     /// a batch with a token is found by its retry either way).
     pub async fn write(&self, rows: Rows) -> Written {
         let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Query { doing: "handing a batch to the SQLite writer", cause: sqlx::Error::WorkerCrashed };
+        let gone = || query_err("handing a batch to the SQLite writer")(sqlx::Error::WorkerCrashed);
         self.requests.send(Request::Write(rows, reply)).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
@@ -114,8 +114,7 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
         match request {
             Request::Write(rows, reply) => {
                 if closed {
-                    let _ = reply
-                        .send(Err(StoreError::Query { doing: "writing a batch after the store closed", cause: sqlx::Error::PoolClosed }));
+                    let _ = reply.send(Err(query_err("writing a batch after the store closed")(sqlx::Error::PoolClosed)));
                     continue;
                 }
                 // The connection is opened again if an earlier failure (below) left none.
@@ -123,8 +122,7 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
                     conn = reopen(None, file);
                 }
                 let Some(c) = conn.as_mut() else {
-                    let _ = reply
-                        .send(Err(StoreError::Query { doing: "opening the SQLite writer's connection", cause: sqlx::Error::PoolClosed }));
+                    let _ = reply.send(Err(query_err("opening the SQLite writer's connection")(sqlx::Error::PoolClosed)));
                     continue;
                 };
                 // A panic (a bug) fails this batch, not every later one: the transaction is
@@ -141,7 +139,7 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
                     }
                     Err(_) => {
                         conn = reopen(conn.take(), file);
-                        Err(StoreError::Query { doing: "writing a batch (the SQLite writer panicked)", cause: sqlx::Error::WorkerCrashed })
+                        Err(query_err("writing a batch (the SQLite writer panicked)")(sqlx::Error::WorkerCrashed))
                     }
                 };
                 let _ = reply.send(written);
