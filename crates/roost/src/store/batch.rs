@@ -39,9 +39,15 @@ pub(super) type IdReading = (i64, i64, f64);
 // The column lists of the batch's inserts, for the multi-row statements here and the
 // single-row ones of `sqlite_writer`.
 pub(super) const INSERT_SENSORS: &str = "INSERT INTO sensors (owner, place, category) ";
-pub(super) const INSERT_READINGS: &str = "INSERT INTO readings (sensor_id, ts, value) ";
 pub(super) const INSERT_REJECTS: &str = "INSERT INTO rejects (received_at, client_id, topic, payload, reason) ";
 pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO upstream_deliveries (node, packet_id, hash, seq) ";
+
+/// The start of an insert of readings into `table`: `readings` on the server databases; on
+/// SQLite, where `readings` is a view, `readings_staged` from the writer thread and
+/// `readings_indexed` from here (an in-memory database, which has no writer thread).
+pub(super) fn insert_readings(table: &str) -> String {
+    format!("INSERT INTO {table} (sensor_id, ts, value) ")
+}
 
 /// The start of a rollup upsert: `INSERT INTO readings_1m (sensor_id, minute, min, max, sum, count) `.
 pub(super) fn insert_rollups(series: Series) -> String {
@@ -350,7 +356,7 @@ impl Store {
                         // One statement, one round trip: the readings and the rollups are inserted
                         // by data-modifying WITH clauses of the latest-value UPDATE.
                         let mut write = QueryBuilder::new("WITH new_readings AS (");
-                        write.push(INSERT_READINGS).push("SELECT * FROM UNNEST(")
+                        write.push(insert_readings("readings")).push("SELECT * FROM UNNEST(")
                             .push_bind(pg_array(readings.iter().map(|r| r.0))).push(BIGINT_ARRAY).push(", ")
                             .push_bind(pg_array(readings.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
                             .push_bind(pg_array(readings.iter().map(|r| r.2))).push(FLOAT_ARRAY).push("))");
@@ -376,8 +382,9 @@ impl Store {
                     }
                 } else {
                     // Multi-row VALUES lists.
+                    let insert = insert_readings(if dialect == Dialect::Sqlite { super::schema::SQLITE_INDEXED_READINGS } else { "readings" });
                     for chunk in readings.chunks(CHUNK) {
-                        QueryBuilder::new(INSERT_READINGS)
+                        QueryBuilder::new(&insert)
                             .push_values(chunk, |mut row, (id, ts, value)| {
                                 row.push_bind(*id).push_bind(*ts).push_bind(*value);
                             })

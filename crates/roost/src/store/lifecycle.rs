@@ -2,7 +2,7 @@
 //! sensor with its data, purging old rows in small chunks, the oldest row kept, the database's
 //! size, and SQLite's incremental vacuum.
 
-use super::{query_err, Dialect, Pool, Store, StoreError};
+use super::{query_err, schema, Dialect, Pool, Store, StoreError};
 use crate::model::{Keep, SensorKey, TimestampMs};
 use sqlx::{QueryBuilder, Row};
 use std::time::Duration;
@@ -28,6 +28,17 @@ impl Series {
             Self::Raw => "readings",
             Self::Minutes => "readings_1m",
             Self::Hours => "readings_1h",
+        }
+    }
+
+    /// The tables that hold the series' rows, for deleting them: on SQLite, raw readings are
+    /// in two tables behind the `readings` view (schema migration 12).
+    pub(super) fn tables(self, dialect: Dialect) -> &'static [&'static str] {
+        match (self, dialect) {
+            (Self::Raw, Dialect::Sqlite) => &[schema::SQLITE_STAGED_READINGS, schema::SQLITE_INDEXED_READINGS],
+            (Self::Raw, _) => &["readings"],
+            (Self::Minutes, _) => &["readings_1m"],
+            (Self::Hours, _) => &["readings_1h"],
         }
     }
 
@@ -164,8 +175,8 @@ impl Store {
                     .await
                     .map_err(query_err("locking a sensor"))?;
             }
-            for series in Series::ALL {
-                let done = QueryBuilder::new(format!("DELETE FROM {} WHERE sensor_id = ", series.table()))
+            for table in Series::ALL.iter().flat_map(|series| series.tables(self.dialect())) {
+                let done = QueryBuilder::new(format!("DELETE FROM {table} WHERE sensor_id = "))
                     .push_bind(sensor_id)
                     .build()
                     .execute(&mut *tx)
@@ -201,16 +212,24 @@ impl Store {
     /// rollup row only once its whole period is older); returns how many. Small chunks keep
     /// each transaction short, so ingest never waits long for the write lock.
     pub async fn purge_chunk(&self, series: Series, sensor_id: i64, before: TimestampMs, limit: i64) -> Result<u64, StoreError> {
-        let (table, column) = (series.table(), series.period_column());
+        let column = series.period_column();
         // A row starting at `start` covers [start, start + period).
         let bound = before.0.saturating_sub(series.period_ms() - 1);
         let _turn = self.sqlite_write_turn().await;
-        on_pool!(self, pool => {
-            let mut delete = delete_chunk_head(self.dialect(), table);
-            delete.push("sensor_id = ").push_bind(sensor_id).push(format!(" AND {column} < ")).push_bind(bound);
-            delete_chunk_tail(self.dialect(), &mut delete, limit);
-            delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old readings"))
-        })
+        let mut deleted = 0;
+        for table in series.tables(self.dialect()) {
+            let left = limit - deleted as i64;
+            if left <= 0 {
+                break;
+            }
+            deleted += on_pool!(self, pool => {
+                let mut delete = delete_chunk_head(self.dialect(), table);
+                delete.push("sensor_id = ").push_bind(sensor_id).push(format!(" AND {column} < ")).push_bind(bound);
+                delete_chunk_tail(self.dialect(), &mut delete, left);
+                delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old readings"))?
+            });
+        }
+        Ok(deleted)
     }
 
     /// Deletes at most `limit` rejects received before `before`; returns how many.
@@ -284,10 +303,20 @@ impl Store {
             Some(file) => tokio::fs::metadata(format!("{}-wal", file.display())).await.map_or(0, |m| m.len()),
             None => 0,
         };
-        // Per sensor, through the (sensor_id, ts) index: there is no index on `ts` alone.
-        let oldest = on_pool!(self, pool => QueryBuilder::new(
-                "SELECT MIN(oldest) FROM (SELECT (SELECT MIN(ts) FROM readings r WHERE r.sensor_id = s.id) AS oldest FROM sensors s) AS t",
-            )
+        // Per sensor, through the (sensor_id, ts) index: there is no index on `ts` alone. On
+        // SQLite the indexed table's, and the few staged readings' (through the `readings`
+        // view, SQLite would scan every reading for each sensor).
+        let oldest = match self.dialect() {
+            Dialect::Sqlite => format!(
+                "SELECT MIN(oldest) FROM (SELECT (SELECT MIN(ts) FROM {indexed} r WHERE r.sensor_id = s.id) AS oldest FROM sensors s \
+                 UNION ALL SELECT MIN(ts) FROM {staged}) AS t",
+                indexed = schema::SQLITE_INDEXED_READINGS,
+                staged = schema::SQLITE_STAGED_READINGS
+            ),
+            _ => "SELECT MIN(oldest) FROM (SELECT (SELECT MIN(ts) FROM readings r WHERE r.sensor_id = s.id) AS oldest FROM sensors s) AS t"
+                .to_owned(),
+        };
+        let oldest = on_pool!(self, pool => QueryBuilder::new(&oldest)
             .build()
             .fetch_one(pool)
             .await

@@ -32,6 +32,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             ALERTS_SQLITE,
             CLUSTER_SQLITE,
             MQTT5_SQLITE,
+            STAGED_READINGS_SQLITE,
         ],
         Dialect::Postgres => &[
             &[
@@ -59,6 +60,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             ALERTS_POSTGRES,
             CLUSTER_POSTGRES,
             MQTT5_POSTGRES,
+            &[],
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -87,6 +89,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             ALERTS_MYSQL,
             CLUSTER_MYSQL,
             MQTT5_MYSQL,
+            &[],
         ],
     }
 }
@@ -351,4 +354,24 @@ const MQTT5_MYSQL: &[&str] = &[
     "ALTER TABLE mqtt_wills ADD COLUMN properties LONGBLOB",
     "ALTER TABLE mqtt_sessions ADD COLUMN expiry_secs BIGINT",
     "ALTER TABLE mqtt_subscriptions ADD COLUMN options BIGINT NOT NULL DEFAULT 0",
+];
+
+// Migration 12 (SQLite only; a version without statements elsewhere): the readings of a SQLite
+// file are kept in two tables, and `readings` becomes the view of both, so what reads it (the
+// API, exports, people's own SQL) sees every reading as before. The ingest writer appends to
+// `readings_staged`, which has no index, and about once a second moves what it holds into
+// `readings_indexed` in (sensor, time) order (`sqlite_writer`). Written straight into the
+// indexed table, each reading of a thousand sensors dirtied a page of the (sensor_id, ts) index
+// of its own, and every commit wrote about a page per reading to the log; merged in order, a
+// page takes a second's readings at once. Whatever deletes readings deletes from both tables
+// (`Series::tables`).
+pub(super) const SQLITE_STAGED_READINGS: &str = "readings_staged";
+pub(super) const SQLITE_INDEXED_READINGS: &str = "readings_indexed";
+const STAGED_READINGS_SQLITE: &[&str] = &[
+    "ALTER TABLE readings RENAME TO readings_indexed",
+    "CREATE TABLE IF NOT EXISTS readings_staged (
+        sensor_id INTEGER NOT NULL REFERENCES sensors (id),
+        ts INTEGER NOT NULL, value REAL NOT NULL)",
+    "CREATE VIEW IF NOT EXISTS readings AS
+        SELECT sensor_id, ts, value FROM readings_indexed UNION ALL SELECT sensor_id, ts, value FROM readings_staged",
 ];

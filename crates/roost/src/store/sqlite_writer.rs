@@ -10,15 +10,19 @@
 //! statements prepared once per connection, and the answer comes back once.
 //!
 //! What is written, and in which order, is the same as `batch.rs` writes on the server
-//! databases; the conflict clauses of the upserts are taken from there.
+//! databases; the conflict clauses of the upserts are taken from there. One difference: the
+//! readings are appended to `readings_staged`, and moved into `readings_indexed` in (sensor,
+//! time) order about once a second, in a transaction of their own between two batches (schema
+//! migration 12 says why).
 
 use super::batch::{self, IdReading};
+use super::schema::{SQLITE_INDEXED_READINGS, SQLITE_STAGED_READINGS};
 use super::{query_err, Dialect, Series, StoreError};
 use crate::model::{Reject, SensorKey, UpstreamDelivery};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// What a batch writes, worked out before it reaches the thread (sensor ids from the cache,
@@ -93,6 +97,66 @@ impl SqliteWriter {
     }
 }
 
+/// Staged readings are moved into the indexed table after the first batch once the last move
+/// is this old...
+const MERGE_EVERY: Duration = Duration::from_secs(1);
+/// ...or once this many are staged (readers scan the staged table: it has no index).
+const MERGE_ROWS: usize = 50_000;
+
+/// When the staged readings are next moved.
+struct Staging {
+    /// Readings staged since the last move (an estimate: deletions do not count).
+    rows: usize,
+    /// The next move: the first comes after the first batch (an earlier run may have left
+    /// readings staged).
+    next: Instant,
+    /// Whether the last move failed (said once in the log, not every second).
+    failing: bool,
+}
+
+impl Staging {
+    fn merge_due(&self) -> bool {
+        self.rows >= MERGE_ROWS || Instant::now() >= self.next
+    }
+
+    /// After a move, whether or not it succeeded: a failed one (disk full) is tried again a
+    /// period later, not after every batch.
+    fn tried(&mut self, moved: &Result<usize, StoreError>) {
+        (self.rows, self.next) = (0, Instant::now() + MERGE_EVERY);
+        match moved {
+            Ok(_) if self.failing => {
+                self.failing = false;
+                tracing::info!("staged readings are moved into the indexed table again");
+            }
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(error = %e, "moving staged readings into the indexed table failed; trying again every second");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Moves every staged reading into the indexed table, in index order, so that each page of the
+/// (sensor_id, ts) index is written once for all of its sensor's staged readings. Its own
+/// transaction, after a batch's: a batch that fits on a nearly full disk does not fail because
+/// the move does not. Returns how many readings moved.
+fn merge_staged(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_err("starting a transaction"))?;
+    let moved = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {SQLITE_INDEXED_READINGS} (sensor_id, ts, value) \
+             SELECT sensor_id, ts, value FROM {SQLITE_STAGED_READINGS} ORDER BY sensor_id, ts"
+        ))
+        .and_then(|mut insert| insert.execute([]))
+        .map_err(sqlite_err("moving staged readings into the indexed table"))?;
+    tx.prepare_cached(&format!("DELETE FROM {SQLITE_STAGED_READINGS}"))
+        .and_then(|mut delete| delete.execute([]))
+        .map_err(sqlite_err("deleting moved readings from the staged table"))?;
+    tx.commit().map_err(sqlite_err("committing the move of staged readings"))?;
+    Ok(moved)
+}
+
 /// The same settings as the pool's connections (`Store::connect`); `synchronous`, the cache
 /// and the checkpoint interval are per connection.
 fn open(file: &Path) -> rusqlite::Result<Connection> {
@@ -110,6 +174,7 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
 fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
     let mut conn = Some(conn);
     let mut closed = false;
+    let mut staging = Staging { rows: 0, next: Instant::now(), failing: false };
     while let Ok(request) = requests.recv() {
         match request {
             Request::Write(rows, reply) => {
@@ -117,35 +182,21 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
                     let _ = reply.send(Err(query_err("writing a batch after the store closed")(sqlx::Error::PoolClosed)));
                     continue;
                 }
-                // The connection is opened again if an earlier failure (below) left none.
-                if conn.is_none() {
-                    conn = reopen(None, file);
+                let written = guarded(&mut conn, file, "writing a batch (the SQLite writer panicked)", |c| write(c, &rows));
+                if let Ok(Some(_)) = written {
+                    staging.rows += rows.readings.len();
                 }
-                let Some(c) = conn.as_mut() else {
-                    let _ = reply.send(Err(query_err("opening the SQLite writer's connection")(sqlx::Error::PoolClosed)));
-                    continue;
-                };
-                // A panic (a bug) fails this batch, not every later one: the transaction is
-                // rolled back as it unwinds, and the connection is opened anew.
-                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(c, &rows)));
-                let written = match written {
-                    Ok(written) => {
-                        if !c.is_autocommit() {
-                            // A failed COMMIT (disk full) can leave the transaction open, and
-                            // its rollback fail too: the next batch would nest inside it.
-                            conn = reopen(conn.take(), file);
-                        }
-                        written
-                    }
-                    Err(_) => {
-                        conn = reopen(conn.take(), file);
-                        Err(query_err("writing a batch (the SQLite writer panicked)")(sqlx::Error::WorkerCrashed))
-                    }
-                };
                 let _ = reply.send(written);
+                // The batch's acknowledgements leave while the next batch gathers.
+                if staging.merge_due() {
+                    let moved = guarded(&mut conn, file, "moving staged readings (the SQLite writer panicked)", merge_staged);
+                    staging.tried(&moved);
+                }
             }
             Request::Close(reply) => {
                 closed = true;
+                // What is staged stays there (the view shows it) until the next run's first
+                // batch moves it: a shutdown on a nearly full disk writes nothing more.
                 if let Some(conn) = conn.take() {
                     if let Err((_, e)) = conn.close() {
                         tracing::warn!(error = %e, "closing the SQLite writer's connection");
@@ -153,6 +204,37 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
                 }
                 let _ = reply.send(());
             }
+        }
+    }
+}
+
+/// Runs `work` on the writer's connection, opening it again if an earlier failure left none. A
+/// panic (a bug) fails this work, not every later one: its transaction is rolled back as it
+/// unwinds, and the connection is opened anew. So is it when the work failed with its
+/// transaction still open: a failed COMMIT (disk full) can leave it so, and its rollback fail
+/// too, and the next batch would nest inside it.
+fn guarded<T>(
+    conn: &mut Option<Connection>,
+    file: &Path,
+    panicked: &'static str,
+    work: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if conn.is_none() {
+        *conn = reopen(None, file);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(query_err("opening the SQLite writer's connection")(sqlx::Error::PoolClosed));
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(c))) {
+        Ok(done) => {
+            if !c.is_autocommit() {
+                *conn = reopen(conn.take(), file);
+            }
+            done
+        }
+        Err(_) => {
+            *conn = reopen(conn.take(), file);
+            Err(query_err(panicked)(sqlx::Error::WorkerCrashed))
         }
     }
 }
@@ -174,7 +256,7 @@ fn sqlite_err(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError
     move |cause| StoreError::Sqlite { doing, cause }
 }
 
-/// One transaction: the token, new sensors, readings, rollups, latest values, rejects,
+/// One transaction: the token, new sensors, readings (staged), rollups, latest values, rejects,
 /// upstream deliveries. A failure rolls all of it back (the transaction is dropped).
 fn write(conn: &mut Connection, rows: &Rows) -> Written {
     // IMMEDIATE: take the write lock at BEGIN, so a lock held by another connection is waited
@@ -216,8 +298,9 @@ fn write(conn: &mut Connection, rows: &Rows) -> Written {
         rows.readings.iter().map(|&(sensor, ts, value)| (sensor.unwrap_or_else(|i| unknown_ids[i]), ts, value)).collect();
 
     {
-        let mut insert =
-            tx.prepare_cached(&format!("{}VALUES (?1, ?2, ?3)", batch::INSERT_READINGS)).map_err(sqlite_err("inserting readings"))?;
+        let mut insert = tx
+            .prepare_cached(&format!("{}VALUES (?1, ?2, ?3)", batch::insert_readings(SQLITE_STAGED_READINGS)))
+            .map_err(sqlite_err("inserting readings"))?;
         for (id, ts, value) in &readings {
             insert.execute(params![id, ts, value]).map_err(sqlite_err("inserting readings"))?;
         }

@@ -95,14 +95,20 @@ async fn bench_verifies_every_acknowledged_reading_and_cleans_up(backend: Backen
 async fn delete_one_bench_reading(db: &TestDb, backend: Backend) -> bool {
     use sqlx::{Connection, Row};
     let find = "SELECT r.sensor_id, r.ts FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = 'roost-bench' LIMIT 1";
-    let delete = |(id, ts): (i64, i64)| format!("DELETE FROM readings WHERE sensor_id = {id} AND ts = {ts}");
+    // `readings` is a view on SQLite, over two tables (schema migration 12).
+    let tables: &[&str] = if backend == Backend::Sqlite { &["readings_staged", "readings_indexed"] } else { &["readings"] };
+    let delete = |(id, ts): (i64, i64), table: &str| format!("DELETE FROM {table} WHERE sensor_id = {id} AND ts = {ts}");
     let url = db.url.expose_secret().replacen("mariadb:", "mysql:", 1);
     macro_rules! with {
         ($conn:ty) => {{
             let mut conn = <$conn>::connect(&url).await.unwrap();
             let Some(row) = sqlx::query(find).fetch_optional(&mut conn).await.unwrap() else { return false };
             let key = (row.get::<i64, _>(0), row.get::<i64, _>(1));
-            sqlx::query(&delete(key)).execute(&mut conn).await.unwrap().rows_affected() > 0
+            let mut deleted = 0;
+            for table in tables {
+                deleted += sqlx::query(&delete(key, table)).execute(&mut conn).await.unwrap().rows_affected();
+            }
+            deleted > 0
         }};
     }
     match backend {

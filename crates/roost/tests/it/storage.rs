@@ -315,3 +315,113 @@ async fn sqlite_batches_are_written_where_they_are_read() {
     assert!(dir.path().join("my roost.db").exists());
     assert!(!dir.path().join("my%20roost.db").exists());
 }
+
+/// Rows in `table` of a SQLite file, read behind the store's back.
+async fn sqlite_rows(file: &std::path::Path, table: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display())).await.unwrap();
+    let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    count
+}
+
+/// A SQLite file keeps the newest readings in `readings_staged` and moves them into
+/// `readings_indexed` about once a second (schema migration 12): readers see each reading once
+/// wherever it is, deletions reach both tables, and what a shutdown leaves staged is moved by
+/// the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_readings_are_read_and_deleted_in_both_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("roost.db");
+    let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", file.display()));
+    let store = Store::open(&url).await.unwrap();
+    let k = key("a", "b", "c");
+    let write = |ts: i64| {
+        let store = &store;
+        let k = &k;
+        async move { store.write_batch(&Batch { readings: vec![reading(k, ts, ts as f64)], ..Batch::default() }).await.unwrap() }
+    };
+    let both = || async { (sqlite_rows(&file, "readings_indexed").await, sqlite_rows(&file, "readings_staged").await) };
+
+    // Moves come after a batch is acknowledged: the first batch's reading is moved after it,
+    // the next one's, within the second, stays.
+    write(2_000).await;
+    write(1_000).await;
+    assert_eq!(both().await, (1, 1), "one reading in each table");
+    let id = store.sensor(&k).await.unwrap().unwrap().id;
+    let all = (TimestampMs(0), TimestampMs(10_000));
+    assert_eq!(store.readings(&k, all.0, all.1).await.unwrap(), [(TimestampMs(1_000), 1_000.0), (TimestampMs(2_000), 2_000.0)]);
+    assert_eq!(store.readings_by_id(id, all.0, all.1, 10).await.unwrap(), [(1_000, 1_000.0), (2_000, 2_000.0)]);
+    assert_eq!(store.count_readings().await.unwrap(), 2);
+    assert_eq!(store.oldest(Series::Raw, id).await.unwrap(), Some(TimestampMs(1_000)));
+    assert_eq!(store.size().await.unwrap().oldest_reading_ms, Some(1_000), "the oldest reading is the staged one");
+    let buckets = store.buckets(Series::Raw, id, all.0, all.1, 10_000).await.unwrap();
+    assert_eq!((buckets.len(), buckets[0].count, buckets[0].min, buckets[0].max), (1, 2, 1_000.0, 2_000.0));
+
+    // After a batch more than a second later, both move, and each is still read once.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    write(3_000).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while both().await != (3, 0) {
+        assert!(std::time::Instant::now() < deadline, "the staged readings were not moved: {:?}", both().await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.readings_by_id(id, all.0, all.1, 10).await.unwrap(), [(1_000, 1_000.0), (2_000, 2_000.0), (3_000, 3_000.0)]);
+
+    // Purging reaches the staged readings as well as the indexed ones, within its limit.
+    write(500).await;
+    assert_eq!(both().await, (3, 1));
+    assert_eq!(store.purge_chunk(Series::Raw, id, TimestampMs(2_500), 2).await.unwrap(), 2, "the limit holds across both tables");
+    assert_eq!(store.purge_chunk(Series::Raw, id, TimestampMs(2_500), 2).await.unwrap(), 1);
+    assert_eq!(store.readings_by_id(id, all.0, all.1, 10).await.unwrap(), [(3_000, 3_000.0)]);
+
+    // Deleting the sensor deletes its staged readings too (their foreign key would refuse it).
+    write(4_000).await;
+    assert_eq!(both().await, (1, 1));
+    store.delete_sensor(&k, id).await.unwrap();
+    assert_eq!(both().await, (0, 0));
+
+    // What is staged when the store closes is read after it opens again, and moved by the
+    // first batch.
+    write(5_000).await;
+    write(6_000).await;
+    assert!(both().await.1 > 0, "readings are staged");
+    store.close().await;
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 2);
+    store.write_batch(&Batch { readings: vec![reading(&k, 7_000, 7.0)], ..Batch::default() }).await.unwrap();
+    store.close().await;
+    assert_eq!(both().await, (3, 0), "moved after the first batch (which the store's close waits for)");
+}
+
+/// A SQLite file from before migration 12 (its readings in the `readings` table) keeps them:
+/// the table becomes `readings_indexed` behind the `readings` view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_readings_survive_the_staging_migration() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("roost.db");
+    let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", file.display()));
+    let store = Store::open(&url).await.unwrap();
+    let k = key("a", "b", "c");
+    store.write_batch(&Batch { readings: vec![reading(&k, 1_000, 1.0), reading(&k, 2_000, 2.0)], ..Batch::default() }).await.unwrap();
+    store.close().await;
+    // Back to the schema of version 11.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display())).await.unwrap();
+    for undo in [
+        "DROP VIEW readings",
+        "DROP TABLE readings_staged",
+        "ALTER TABLE readings_indexed RENAME TO readings",
+        "DELETE FROM schema_version WHERE version = 12",
+    ] {
+        sqlx::query(undo).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.all_values().await.unwrap(), [(k.clone(), 1.0), (k.clone(), 2.0)]);
+    store.write_batch(&Batch { readings: vec![reading(&k, 3_000, 3.0)], ..Batch::default() }).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 3);
+    store.close().await;
+    assert_eq!(sqlite_rows(&file, "readings_indexed").await, 3);
+}
