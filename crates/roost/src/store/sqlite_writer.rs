@@ -129,7 +129,10 @@ const MERGE_CHUNK: usize = 20_000;
 /// readings of 10,000 sensors writes as many pages as the batches would have, in one stall:
 /// 8 publishers on 10,000 sensors had p99 53 → 171–208 ms): batches are then written to the
 /// indexed table for a while, and staged again after it.
-const JUDGE_FROM_READINGS: usize = 1_000;
+/// (Not less: the move after the first batch of a starting fleet holds a reading per sensor,
+/// and would turn staging off for a fleet it pays for.)
+const JUDGE_FROM_READINGS: usize = 10_000;
+/// How long batches are written to the indexed table after such a move.
 const WRITE_DIRECT_FOR: Duration = Duration::from_secs(10);
 
 /// When the staged readings are next moved.
