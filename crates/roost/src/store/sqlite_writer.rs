@@ -250,7 +250,8 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
 fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
     let mut closed = false;
     let staged = conn.query_row(&format!("SELECT COUNT(*) FROM {SQLITE_STAGED_READINGS}"), [], |row| row.get::<_, i64>(0));
-    // Unknown: try a move after the first batch, which finds out.
+    // Unknown (a new file's table is created by the migrations, which run after the thread
+    // starts): a move after the first batch finds out.
     let mut staging = Staging::new(staged.map_or(1, |n| n as usize));
     let mut conn = Some(conn);
     while let Ok(request) = requests.recv() {

@@ -396,18 +396,19 @@ async fn sqlite_readings_are_read_and_deleted_in_both_tables() {
 
 /// Which table a batch's readings go to, and moves in chunks: a batch of many readings per
 /// sensor goes straight to `readings_indexed`; a fleet's batch (a reading per sensor) is staged
-/// and moved at most 20,000 readings at a time, the rest after the next batch, none lost or
-/// moved twice.
+/// and moved at most 20,000 readings at a time, after a batch, the rest after the next batch,
+/// none lost or moved twice; a move that found a reading per sensor turns staging off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_batches_of_few_sensors_skip_staging_and_moves_come_in_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("roost.db");
+    let path = dir.path().join("roost.db");
+    let file = path.as_path();
     let store = Store::open(&roost::store::DatabaseUrl::new(format!("sqlite://{}", file.display()))).await.unwrap();
-    let both = || async { (sqlite_rows(&file, "readings_indexed").await, sqlite_rows(&file, "readings_staged").await) };
+    let both = || async { (sqlite_rows(file, "readings_indexed").await, sqlite_rows(file, "readings_staged").await) };
     let wait_for = |expected: (i64, i64)| async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let now = (sqlite_rows(&file, "readings_indexed").await, sqlite_rows(&file, "readings_staged").await);
+            let now = (sqlite_rows(file, "readings_indexed").await, sqlite_rows(file, "readings_staged").await);
             if now == expected {
                 break;
             }
@@ -415,18 +416,30 @@ async fn sqlite_batches_of_few_sensors_skip_staging_and_moves_come_in_chunks() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
-
     let few = key("few", "room", "t");
+    let one_more = |ts: i64| {
+        let (store, few) = (&store, &few);
+        async move { store.write_batch(&Batch { readings: vec![reading(few, ts, 1.0)], ..Batch::default() }).await.unwrap() }
+    };
+
     let many_each: Vec<_> = (0..100).map(|i| reading(&few, 1_000 + i, i as f64)).collect();
     store.write_batch(&Batch { readings: many_each, ..Batch::default() }).await.unwrap();
     assert_eq!(both().await, (100, 0), "a hundred readings of one sensor are written to the indexed table");
 
     let fleet: Vec<_> = (0..25_000).map(|d| reading(&key(&format!("d{d}"), "room", "t"), 5_000, d as f64)).collect();
     store.write_batch(&Batch { readings: fleet, ..Batch::default() }).await.unwrap();
-    wait_for((20_100, 5_000)).await;
-    store.write_batch(&Batch { readings: vec![reading(&few, 9_000, 9.0)], ..Batch::default() }).await.unwrap();
-    wait_for((25_101, 0)).await;
-    assert_eq!(store.count_readings().await.unwrap(), 25_101);
+    // Moves come after batches, about once a second: this batch (staged, one reading of one
+    // sensor) is followed by a move of the oldest 20,000.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    one_more(9_000).await;
+    wait_for((20_100, 5_001)).await;
+    // That move found a reading per sensor: this batch is written to the indexed table, and
+    // the rest moved after it.
+    one_more(9_001).await;
+    wait_for((25_102, 0)).await;
+    one_more(9_002).await;
+    assert_eq!(both().await, (25_103, 0), "staging is off after a move of a reading per sensor");
+    assert_eq!(store.count_readings().await.unwrap(), 25_103);
     let d7 = store.sensor(&key("d7", "room", "t")).await.unwrap().unwrap().id;
     assert_eq!(store.readings_by_id(d7, TimestampMs(0), TimestampMs(10_000), 10).await.unwrap(), [(5_000, 7.0)]);
     store.close().await;
