@@ -176,7 +176,8 @@ impl Staging {
     fn tried(&mut self, moved: &Result<Moved, StoreError>) {
         let later = Instant::now() + MERGE_EVERY;
         (self.rows, self.next) = match moved {
-            // Perhaps more left (the count is an estimate): the next chunk after the next batch.
+            // Perhaps more left: the next chunk after the next batch (a chunk short of a full
+            // one took everything).
             Ok(m) if m.readings >= MERGE_CHUNK => (self.rows.saturating_sub(m.readings).max(1), Instant::now()),
             Ok(_) => (0, later),
             Err(_) => (self.rows, later),
@@ -209,7 +210,11 @@ impl Staging {
 fn merge_staged(conn: &mut Connection) -> Result<Moved, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_err("starting a transaction"))?;
     let last: Option<i64> = tx
-        .prepare_cached(&format!("SELECT MIN(rowid) + ?1 - 1 FROM {SQLITE_STAGED_READINGS}"))
+        // The chunk's last rowid (deletions leave gaps), or the last of all when fewer are left.
+        .prepare_cached(&format!(
+            "SELECT COALESCE((SELECT rowid FROM {SQLITE_STAGED_READINGS} ORDER BY rowid LIMIT 1 OFFSET ?1 - 1), \
+             (SELECT MAX(rowid) FROM {SQLITE_STAGED_READINGS}))"
+        ))
         .and_then(|mut last| last.query_row([MERGE_CHUNK as i64], |row| row.get(0)))
         .map_err(sqlite_err("finding the staged readings to move"))?;
     let Some(last) = last else {
