@@ -361,10 +361,9 @@ const MQTT5_MYSQL: &[&str] = &[
 // API, exports, people's own SQL) sees every reading as before. The ingest writer appends a
 // fleet's batches (a reading or two per sensor) to `readings_staged`, which has no index, and
 // about once a second moves what it holds into `readings_indexed` in (sensor, time) order
-// (`sqlite_writer`). Written straight into the
-// indexed table, each reading of a thousand sensors dirtied a page of the (sensor_id, ts) index
-// of its own, and every commit wrote about a page per reading to the log; merged in order, a
-// page takes a second's readings at once. Whatever deletes readings deletes from both tables
+// (`sqlite_writer`). Written straight into the indexed table, each reading of a thousand
+// sensors dirtied a page of the (sensor_id, ts) index of its own, and every commit wrote about
+// a page per reading to the log; merged in order, a page takes a second's readings at once. Whatever deletes readings deletes from both tables
 // (`Series::tables`).
 pub(super) const SQLITE_STAGED_READINGS: &str = "readings_staged";
 pub(super) const SQLITE_INDEXED_READINGS: &str = "readings_indexed";

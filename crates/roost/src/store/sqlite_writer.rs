@@ -155,10 +155,10 @@ struct Moved {
 }
 
 impl Staging {
-    /// `staged`: what the table holds at start (an earlier run may have left readings there);
-    /// they are moved after the first batch.
-    fn new(staged: usize) -> Self {
-        Self { rows: staged, next: Instant::now(), failing: false, direct_until: None }
+    /// At start what is staged is unknown (an earlier run may have left readings there): the
+    /// move after the first batch finds out, and moves them.
+    fn new() -> Self {
+        Self { rows: 1, next: Instant::now(), failing: false, direct_until: None }
     }
 
     /// Whether batches of a reading or two per sensor are staged now.
@@ -254,10 +254,7 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
 
 fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
     let mut closed = false;
-    let staged = conn.query_row(&format!("SELECT COUNT(*) FROM {SQLITE_STAGED_READINGS}"), [], |row| row.get::<_, i64>(0));
-    // Unknown (a new file's table is created by the migrations, which run after the thread
-    // starts): a move after the first batch finds out.
-    let mut staging = Staging::new(staged.map_or(1, |n| n as usize));
+    let mut staging = Staging::new();
     let mut conn = Some(conn);
     while let Ok(request) = requests.recv() {
         match request {

@@ -325,6 +325,28 @@ async fn sqlite_rows(file: &std::path::Path, table: &str) -> i64 {
     count
 }
 
+/// The rows of a SQLite file's two reading tables: (`readings_indexed`, `readings_staged`).
+async fn indexed_and_staged(file: &std::path::Path) -> (i64, i64) {
+    (sqlite_rows(file, "readings_indexed").await, sqlite_rows(file, "readings_staged").await)
+}
+
+/// Waits (10 s at most) until the file's two reading tables hold `expected` rows (moves come
+/// after batches, on the writer's thread).
+async fn wait_for_indexed_and_staged(file: &std::path::Path, expected: (i64, i64)) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = indexed_and_staged(file).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {expected:?} (indexed, staged), have {now:?}: the staged readings were not moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A SQLite file keeps the newest readings in `readings_staged` and moves them into
 /// `readings_indexed` about once a second (schema migration 12): readers see each reading once
 /// wherever it is, deletions reach both tables, and what a shutdown leaves staged is moved by
@@ -341,7 +363,7 @@ async fn sqlite_readings_are_read_and_deleted_in_both_tables() {
         let k = &k;
         async move { store.write_batch(&Batch { readings: vec![reading(k, ts, ts as f64)], ..Batch::default() }).await.unwrap() }
     };
-    let both = || async { (sqlite_rows(&file, "readings_indexed").await, sqlite_rows(&file, "readings_staged").await) };
+    let both = || indexed_and_staged(&file);
 
     // Moves come after a batch is acknowledged: the first batch's reading is moved after it,
     // the next one's, within the second, stays.
@@ -361,11 +383,7 @@ async fn sqlite_readings_are_read_and_deleted_in_both_tables() {
     // After a batch more than a second later, both move, and each is still read once.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     write(3_000).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while both().await != (3, 0) {
-        assert!(std::time::Instant::now() < deadline, "the staged readings were not moved: {:?}", both().await);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_indexed_and_staged(&file, (3, 0)).await;
     assert_eq!(store.readings_by_id(id, all.0, all.1, 10).await.unwrap(), [(1_000, 1_000.0), (2_000, 2_000.0), (3_000, 3_000.0)]);
 
     // Purging reaches the staged readings as well as the indexed ones, within its limit.
@@ -404,18 +422,8 @@ async fn sqlite_batches_of_few_sensors_skip_staging_and_moves_come_in_chunks() {
     let path = dir.path().join("roost.db");
     let file = path.as_path();
     let store = Store::open(&roost::store::DatabaseUrl::new(format!("sqlite://{}", file.display()))).await.unwrap();
-    let both = || async { (sqlite_rows(file, "readings_indexed").await, sqlite_rows(file, "readings_staged").await) };
-    let wait_for = |expected: (i64, i64)| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let now = (sqlite_rows(file, "readings_indexed").await, sqlite_rows(file, "readings_staged").await);
-            if now == expected {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "expected {expected:?} (indexed, staged), have {now:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
+    let both = || indexed_and_staged(file);
+    let wait_for = |expected| wait_for_indexed_and_staged(file, expected);
     let few = key("few", "room", "t");
     let one_more = |ts: i64| {
         let (store, few) = (&store, &few);
