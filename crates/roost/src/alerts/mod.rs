@@ -133,9 +133,10 @@ struct Engine {
     anonymous: bool,
     rules: Vec<ScopedRule>,
     states: HashMap<(i64, SensorKey), AlertState>,
-    last_seen: HashMap<SensorKey, TimestampMs>,
+    /// Hashed with ahash: every committed reading is looked up here.
+    last_seen: HashMap<SensorKey, TimestampMs, ahash::RandomState>,
     /// Per sensor, the indexes in `rules` of the rules over it (cleared when rules change).
-    matching: HashMap<SensorKey, Vec<usize>>,
+    matching: HashMap<SensorKey, Vec<usize>, ahash::RandomState>,
 }
 
 struct ScopedRule {
@@ -165,8 +166,8 @@ pub async fn run(
         anonymous: config.anonymous,
         rules: Vec::new(),
         states: HashMap::new(),
-        last_seen: HashMap::new(),
-        matching: HashMap::new(),
+        last_seen: HashMap::default(),
+        matching: HashMap::default(),
     };
     // The database may be starting too: try until it answers.
     let mut delay = Duration::from_millis(200);
@@ -326,10 +327,13 @@ impl Engine {
         for reading in &batch.readings {
             // An older reading than the newest one seen (a backfill, a batch replayed after a
             // catch-up) is not the sensor's current value.
-            if self.last_seen.get(&reading.sensor).is_some_and(|seen| reading.ts < *seen) {
-                continue;
+            match self.last_seen.get_mut(&reading.sensor) {
+                Some(seen) if reading.ts < *seen => continue,
+                Some(seen) => *seen = reading.ts,
+                None => {
+                    self.last_seen.insert(reading.sensor.clone(), reading.ts);
+                }
             }
-            self.last_seen.insert(reading.sensor.clone(), reading.ts);
             self.evaluate(&reading.sensor, reading.value, reading.ts, now, None, &mut changes);
         }
         changes
@@ -424,6 +428,10 @@ impl Engine {
     /// The indexes of the rules whose filter matches one of `sensor`'s topics and whose owner
     /// may see it.
     fn rules_over(&mut self, sensor: &SensorKey) -> Vec<usize> {
+        if self.rules.is_empty() {
+            // No rules (the usual case): nothing to work out, or to remember per sensor.
+            return Vec::new();
+        }
         if let Some(found) = self.matching.get(sensor) {
             return found.clone();
         }

@@ -19,6 +19,7 @@ mod limits;
 mod listener;
 mod mailbox;
 mod message;
+mod resends;
 mod router;
 mod sessions;
 mod stats;

@@ -5,12 +5,13 @@
 use super::config::BrokerConfig;
 use super::durability::{Durable, RestoredSession, StateChange};
 use super::mailbox::{Alarm, Delivery, DeliveryExtra, Mailbox, Owner, PushOutcome};
+use super::resends::CommittedQos1;
 use super::router::Router;
 use super::subscription::Subscription;
 use mqtt_codec::{PacketId, TopicFilter};
 // B-trees for the packet-id sets: half the size of a `HashMap` with its hasher state, inline
 // in every connection (see the idle-connection figures in BENCHMARKS.md).
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -45,9 +46,9 @@ pub struct SessionState {
     /// Incoming QoS 2 packet ids received and not yet released by PUBREL: a publish that arrives
     /// again with one of these is not routed twice (exactly once, [MQTT-4.3.3-2]).
     pub inbound_qos2: BTreeSet<PacketId>,
-    /// Incoming QoS 1 packet ids whose publish was committed by ingest, with a hash of its
-    /// topic and payload: a DUP resend matching one is acknowledged, not stored again.
-    pub stored_qos1: BTreeMap<PacketId, u64>,
+    /// The QoS 1 publishes committed by ingest most recently: a DUP resend matching one is
+    /// acknowledged, not stored again.
+    pub stored_qos1: CommittedQos1,
     last_packet_id: u16,
 }
 
@@ -281,7 +282,7 @@ impl Sessions {
             outbound: VecDeque::new(),
             outbound_ids: None,
             inbound_qos2: BTreeSet::new(),
-            stored_qos1: BTreeMap::new(),
+            stored_qos1: CommittedQos1::default(),
             last_packet_id: 0,
         }
     }

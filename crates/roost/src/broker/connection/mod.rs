@@ -533,9 +533,10 @@ where
     /// Queues the acknowledgements whose publishes are handled, in arrival order.
     fn release_ready_acks(&mut self, state: &mut SessionState) -> Result<(), End> {
         let mut ready = std::mem::take(&mut self.pending_acks);
+        let (unacknowledged, limit) = (ready.pubacks(), self.broker.config.max_pending_acks);
         let result = ready.release_ready(|pending| {
             if let Some((id, hash)) = pending.stored {
-                state.stored_qos1.insert(id, hash);
+                state.stored_qos1.remember(id, hash, unacknowledged, limit);
             }
             self.queue(pending.reply);
             self.push_retained(state, pending.then_retained);

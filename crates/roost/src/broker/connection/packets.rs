@@ -139,7 +139,7 @@ where
         let mut stored = None;
         if let (QoS::AtLeastOnce, Some(id)) = (publish.qos, packet_id) {
             let hash = content_hash(&message);
-            if publish.dup && state.stored_qos1.get(&id) == Some(&hash) {
+            if publish.dup && state.stored_qos1.holds(id, hash) {
                 // A resend of a publish already committed (its PUBACK was lost): acknowledge
                 // again, store and deliver nothing new.
                 self.pending_acks.push(PendingAck::now(Packet::PubAck(Ack::new(id))));

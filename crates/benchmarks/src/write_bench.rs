@@ -1,0 +1,99 @@
+//! write-bench: what the store itself spends per reading when batches are fleet-shaped (every
+//! sensor with one reading per batch, as when a thousand boards each have one publish in
+//! flight), with no broker and no network in the way. The fleet scenario of broker-bench
+//! measures the whole path, but its figures move with everything else on the machine; this one
+//! writes the same stream of batches every run, so two builds compare on the store alone.
+//!
+//! `cargo run --release -p roost-benchmarks --bin write-bench -- --databases sqlite --runs 3`
+
+mod databases;
+
+use clap::Parser;
+use roost::model::{Reading, SensorKey, TimestampMs};
+use roost::store::{Batch, DatabaseUrl, Store};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// `sqlite` (a temporary file) or postgres:// / mysql:// URLs whose database is re-created.
+    #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_string()])]
+    databases: Vec<String>,
+    /// Sensors, each with one reading in every batch.
+    #[arg(long, default_value_t = 1_000)]
+    sensors: usize,
+    /// Batches written (one second of readings apart).
+    #[arg(long, default_value_t = 300)]
+    batches: usize,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!("| database | sensors × batches | readings/s: median | min | max | CPU per reading: median |");
+    println!("|---|---|---|---|---|---|");
+    for db in &args.databases {
+        let mut rates = Vec::new();
+        let mut cpu = Vec::new();
+        for run in 1..=args.runs {
+            let dir = tempfile::tempdir()?;
+            let url = if db == "sqlite" {
+                format!("sqlite://{}", dir.path().join("write.db").display())
+            } else {
+                databases::recreate(db)?;
+                db.clone()
+            };
+            let store = Store::open(&DatabaseUrl::new(url)).await?;
+            let keys: Vec<SensorKey> =
+                (0..args.sensors).map(|i| SensorKey { owner: format!("d{i}"), place: "room".into(), category: "c0".into() }).collect();
+            let start = 1_700_000_000_000i64;
+            let batch_at = |second: usize| Batch {
+                readings: keys
+                    .iter()
+                    .map(|key| Reading { sensor: key.clone(), ts: TimestampMs(start + second as i64 * 1000), value: (second % 600) as f64 })
+                    .collect(),
+                ..Batch::default()
+            };
+            // The sensors exist before the clock starts, as in a fleet that has been running.
+            store.write_batch(&batch_at(0)).await?;
+            let batches: Vec<Batch> = (1..=args.batches).map(batch_at).collect();
+            let (started, cpu_before) = (Instant::now(), process_cpu());
+            for batch in &batches {
+                store.write_batch(batch).await?;
+            }
+            let (elapsed, spent) = (started.elapsed(), process_cpu() - cpu_before);
+            let written = (args.batches * args.sensors) as f64;
+            rates.push(written / elapsed.as_secs_f64());
+            cpu.push(spent.as_secs_f64() * 1e6 / written);
+            eprintln!("{db} run {run}: {:.0} readings/s, {:.1} µs CPU each", rates[rates.len() - 1], cpu[cpu.len() - 1]);
+            store.close().await;
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let name = db.split("://").next().unwrap_or(db);
+        let (min, max) = (rates.iter().copied().fold(f64::MAX, f64::min), rates.iter().copied().fold(0.0, f64::max));
+        println!(
+            "| {name} | {} × {} | {:.0} | {min:.0} | {max:.0} | {:.1} µs |",
+            args.sensors,
+            args.batches,
+            median(&mut rates),
+            median(&mut cpu)
+        );
+    }
+    Ok(())
+}
+
+/// CPU time of this whole process (the store's threads included), user and system.
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
