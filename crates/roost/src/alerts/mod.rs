@@ -133,7 +133,9 @@ struct Engine {
     anonymous: bool,
     rules: Vec<ScopedRule>,
     states: HashMap<(i64, SensorKey), AlertState>,
-    /// Hashed with ahash: every committed reading is looked up here.
+    /// Each sensor's newest reading time, kept while there are rules (a rule that comes makes
+    /// the engine read them all from the database: `catch_up`). Hashed with ahash: every
+    /// committed reading is looked up here.
     last_seen: HashMap<SensorKey, TimestampMs, ahash::RandomState>,
     /// Per sensor, the indexes in `rules` of the rules over it (cleared when rules change).
     matching: HashMap<SensorKey, Vec<usize>, ahash::RandomState>,
@@ -302,6 +304,11 @@ impl Engine {
     /// Every sensor's last reading, evaluated as if it arrived when it was taken (a reading
     /// committed just before a crash, or missed while lagging, moves its alerts now).
     async fn catch_up(&mut self, only: Option<&HashSet<i64>>) -> Vec<Pending> {
+        if self.rules.is_empty() {
+            // No rules, no sensor times kept (see `last_seen`).
+            self.last_seen.clear();
+            return Vec::new();
+        }
         let sensors = match self.store.sensors().await {
             Ok(sensors) => sensors,
             Err(e) => {
@@ -322,6 +329,10 @@ impl Engine {
     }
 
     fn on_committed(&mut self, batch: &Committed) -> Vec<Pending> {
+        if self.rules.is_empty() {
+            // Nothing to evaluate, and no sensor's time to keep: the first rule catches up.
+            return Vec::new();
+        }
         let now = TimestampMs::now();
         let mut changes = Vec::new();
         for reading in &batch.readings {

@@ -397,4 +397,36 @@ async fn rules_over_the_api_keep_to_their_owners_sensors(backend: Backend) {
     server.stop().await;
 }
 
-crate::on_every_database!(rules_fire_hold_resolve_go_stale_and_survive_sigkill, rules_over_the_api_keep_to_their_owners_sensors);
+/// A rule made while sensors report, on a server that had none (the engine then keeps no
+/// sensor's time): it catches up from the database, so the reading from before it fires it, and
+/// the readings after it are evaluated as they are committed.
+async fn a_rule_made_later_sees_the_readings_from_before_it(backend: Backend) {
+    require_command("mosquitto_pub");
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_on(db.url.clone(), |_| {}).await;
+    let topic = "iot/yanjo/sensor/attic/temperature";
+    publish(server.mqtt, topic, "45").await;
+    let attic = roost::model::SensorKey::new("yanjo", "attic", "temperature").unwrap();
+    crate::support::eventually_async("the reading is committed", || async {
+        server.store.sensor(&attic).await.unwrap().is_some_and(|s| s.last_value == Some(45.0))
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let rule = json!({ "name": "attic-hot", "topic": topic, "above": 40.0 });
+    let (status, body) = api_call(&http, &server, reqwest::Method::POST, "/api/alerts/rules", "", Some(rule)).await;
+    assert_eq!(status, 201, "{body}");
+    let states = || async {
+        let events = server.store.alert_events(None, 100).await.unwrap();
+        events.iter().rev().filter(|e| e.rule_name == "attic-hot").map(|e| e.state.clone()).collect::<Vec<_>>()
+    };
+    crate::support::eventually_async("the reading from before the rule fires it", || async { states().await == ["firing"] }).await;
+    publish(server.mqtt, topic, "20").await;
+    crate::support::eventually_async("a reading after it resolves it", || async { states().await == ["firing", "resolved"] }).await;
+    server.stop().await;
+}
+
+crate::on_every_database!(
+    rules_fire_hold_resolve_go_stale_and_survive_sigkill,
+    rules_over_the_api_keep_to_their_owners_sensors,
+    a_rule_made_later_sees_the_readings_from_before_it
+);
