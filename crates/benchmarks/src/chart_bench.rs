@@ -32,12 +32,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| database | fill (rows/s) | 7-day chart, 1,000 buckets: median | min | max |");
     println!("|---|---|---|---|---|");
     for db in &args.databases {
-        let url = if db == "sqlite" {
-            format!("sqlite://{}", dir.path().join("chart.db").display())
-        } else {
-            databases::recreate(db)?;
-            db.clone()
-        };
+        let url = databases::fresh_url(db, dir.path(), "chart.db")?;
         let store = Store::open(&DatabaseUrl::new(url)).await?;
         let start = 1_700_000_000_000i64;
         let filled = Instant::now();

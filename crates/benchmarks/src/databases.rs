@@ -2,6 +2,16 @@
 
 use anyhow::Context;
 
+/// An empty database for `db`: `sqlite` is a new file `name` in `dir`; a postgres:// or
+/// mysql:// URL is re-created ([`recreate`]). Returns the URL to open.
+pub fn fresh_url(db: &str, dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    if db == "sqlite" {
+        return Ok(format!("sqlite://{}", dir.join(name).display()));
+    }
+    recreate(db)?;
+    Ok(db.to_owned())
+}
+
 /// Drops and re-creates the database named at the end of a postgres:// or mysql:// URL, with
 /// the server's own command-line client.
 pub fn recreate(url: &str) -> anyhow::Result<()> {

@@ -688,12 +688,7 @@ struct BenchDatabase {
 impl BenchDatabase {
     async fn fresh(db: &str, preload: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let url = if db == "sqlite" {
-            format!("sqlite://{}", dir.path().join("roost.db").display())
-        } else {
-            databases::recreate(db)?;
-            db.to_owned()
-        };
+        let url = databases::fresh_url(db, dir.path(), "roost.db")?;
         if preload > 0 {
             preload_sensors(&url, preload).await?;
         }

@@ -38,12 +38,7 @@ async fn main() -> anyhow::Result<()> {
         let mut cpu = Vec::new();
         for run in 1..=args.runs {
             let dir = tempfile::tempdir()?;
-            let url = if db == "sqlite" {
-                format!("sqlite://{}", dir.path().join("write.db").display())
-            } else {
-                databases::recreate(db)?;
-                db.clone()
-            };
+            let url = databases::fresh_url(db, dir.path(), "write.db")?;
             let store = Store::open(&DatabaseUrl::new(url)).await?;
             let keys: Vec<SensorKey> =
                 (0..args.sensors).map(|i| SensorKey { owner: format!("d{i}"), place: "room".into(), category: "c0".into() }).collect();
