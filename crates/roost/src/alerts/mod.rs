@@ -439,10 +439,6 @@ impl Engine {
     /// The indexes of the rules whose filter matches one of `sensor`'s topics and whose owner
     /// may see it.
     fn rules_over(&mut self, sensor: &SensorKey) -> Vec<usize> {
-        if self.rules.is_empty() {
-            // No rules (the usual case): nothing to work out, or to remember per sensor.
-            return Vec::new();
-        }
         if let Some(found) = self.matching.get(sensor) {
             return found.clone();
         }

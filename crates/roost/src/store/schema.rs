@@ -363,8 +363,8 @@ const MQTT5_MYSQL: &[&str] = &[
 // about once a second moves what it holds into `readings_indexed` in (sensor, time) order
 // (`sqlite_writer`). Written straight into the indexed table, each reading of a thousand
 // sensors dirtied a page of the (sensor_id, ts) index of its own, and every commit wrote about
-// a page per reading to the log; merged in order, a page takes a second's readings at once. Whatever deletes readings deletes from both tables
-// (`Series::tables`).
+// a page per reading to the log; merged in order, a page takes a second's readings at once.
+// Whatever deletes readings deletes from both tables (`Series::tables`).
 pub(super) const SQLITE_STAGED_READINGS: &str = "readings_staged";
 pub(super) const SQLITE_INDEXED_READINGS: &str = "readings_indexed";
 const STAGED_READINGS_SQLITE: &[&str] = &[
