@@ -207,8 +207,19 @@ async fn disk_full_holds_acks_and_recovers_without_restart(disk: &SmallDisk, url
     let publishers: Vec<_> =
         (0..4u64).map(|c| tokio::spawn(publish_numbered(server.mqtt, format!("board{c}"), c * 10_000_000, stop.clone()))).collect();
 
-    // Fill the disk: the writer's commits fail, and health says so, in words.
-    let (_, degraded) = wait_for_health(&server, 503, Duration::from_secs(120), "the disk never filled").await;
+    // Fill the disk: the writer's commits fail, and health says so, in words. The publishers
+    // go on until the writer's own failure shows: another check can fail first on a full disk
+    // (the database's ping, the broker state's commit), and stopping then could leave the
+    // writer with nothing more to fail on.
+    let started = Instant::now();
+    let degraded = loop {
+        let (status, body) = healthz(&server).await;
+        if status == 503 && body["ingest"].is_string() {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the disk never filled for the writer: health {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     stop.cancel();
     assert_eq!(degraded["status"], "degraded");
     let problem = degraded["ingest"].as_str().unwrap();
