@@ -189,10 +189,13 @@ fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str) {
             "UPDATE sensors SET last_value = v.column3, last_seen = v.column2 FROM (",
             ") AS v WHERE sensors.id = v.column1 AND (sensors.last_seen IS NULL OR sensors.last_seen <= v.column2)",
         ),
-        // Columns of arrays (`pg_array`).
+        // Columns of arrays (`pg_array`). Every listed sensor's row is updated (locked until the
+        // commit), newer values or not: a sensor whose row is not there was deleted, and its
+        // readings have no foreign key to fail on there (schema migration 13).
         Dialect::Postgres => (
-            "UPDATE sensors SET last_value = v.value, last_seen = v.ts FROM UNNEST(",
-            ") AS v (id, ts, value) WHERE sensors.id = v.id AND (sensors.last_seen IS NULL OR sensors.last_seen <= v.ts)",
+            "UPDATE sensors SET last_value = CASE WHEN sensors.last_seen IS NULL OR sensors.last_seen <= v.ts \
+             THEN v.value ELSE sensors.last_value END, last_seen = GREATEST(sensors.last_seen, v.ts) FROM UNNEST(",
+            ") AS v (id, ts, value) WHERE sensors.id = v.id",
         ),
         Dialect::MySql => (
             "UPDATE sensors JOIN (",
@@ -222,7 +225,7 @@ impl Store {
             // A sensor in the id cache was deleted (`delete_sensor`) after this batch was
             // planned: forget every cached id and plan again, creating it anew. The failed
             // attempt rolled back, token and all.
-            Err(e) if e.is_foreign_key_violation() => {
+            Err(e) if e.names_a_deleted_sensor() => {
                 tracing::debug!("a cached sensor was deleted; looking the sensors up again");
                 self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 self.write_attempt(batch, token).await
@@ -378,7 +381,12 @@ impl Store {
                             .push_bind(pg_array(newest.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
                             .push_bind(pg_array(newest.iter().map(|r| r.2))).push(FLOAT_ARRAY)
                             .push(tail);
-                        write.build().execute(&mut *tx).await.map_err(query_err("writing readings, rollups and latest values"))?;
+                        let updated = write.build().execute(&mut *tx).await.map_err(query_err("writing readings, rollups and latest values"))?;
+                        // The row of a sensor deleted since the batch was planned is gone (the
+                        // update waits for a deletion in progress, which locks the row first).
+                        if updated.rows_affected() != newest.len() as u64 {
+                            return Err(StoreError::SensorDeleted);
+                        }
                     }
                 } else {
                     // Multi-row VALUES lists.

@@ -58,9 +58,11 @@ impl fmt::Display for Failure {
 }
 
 impl StoreError {
-    /// A row referred to a sensor that is gone (deleted while a batch naming it was planned).
-    pub(super) fn is_foreign_key_violation(&self) -> bool {
+    /// A batch named a sensor that is gone (deleted while the batch was planned): a row's
+    /// foreign key failed, or (PostgreSQL's readings) the sensor's row was missing.
+    pub(super) fn names_a_deleted_sensor(&self) -> bool {
         match self {
+            Self::SensorDeleted => true,
             Self::Query { cause: sqlx::Error::Database(e), .. } => e.is_foreign_key_violation(),
             Self::Sqlite { cause: rusqlite::Error::SqliteFailure(e, _), .. } => {
                 e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
@@ -79,7 +81,7 @@ impl StoreError {
                 Failure::Refused
             }
             Self::Sqlite { .. } => Failure::Other,
-            Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } | Self::NoDatabase(_) => Failure::Other,
+            Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } | Self::NoDatabase(_) | Self::SensorDeleted => Failure::Other,
         }
     }
 }

@@ -163,9 +163,11 @@ impl Store {
         let turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
-            // The sensor's row locked first: a reading inserted for it meanwhile waits on its
-            // foreign key check, then fails it, and the ingest writer plans its batch again
-            // (SQLite: the write turn orders the two).
+            // The sensor's row locked first: a batch naming it meanwhile waits for the lock (its
+            // rows' foreign key checks; on PostgreSQL its update of the sensor's latest value),
+            // then finds the sensor gone, and the ingest writer plans it again. A batch that
+            // locked the row first commits first, and its readings are deleted here with the
+            // rest (SQLite: the write turn orders the two).
             if self.dialect() != Dialect::Sqlite {
                 QueryBuilder::new("SELECT id FROM sensors WHERE id = ")
                     .push_bind(sensor_id)

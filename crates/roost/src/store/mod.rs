@@ -42,6 +42,10 @@ pub enum StoreError {
     /// From the SQLite ingest writer's own connection (`sqlite_writer`).
     #[error("database error while {doing}: {cause}")]
     Sqlite { doing: &'static str, cause: rusqlite::Error },
+    /// A sensor a batch names was deleted after the batch was planned (PostgreSQL: its
+    /// readings have no foreign key to say so). The batch is planned again at once.
+    #[error("a sensor was deleted while a batch of its readings was written")]
+    SensorDeleted,
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

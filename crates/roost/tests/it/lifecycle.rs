@@ -236,6 +236,53 @@ async fn a_batch_for_a_sensor_deleted_elsewhere_creates_it_again(backend: Backen
     assert_eq!((count(&writer, &sensor).await, again.last_value), (3, Some(2.0)));
 }
 
+/// PostgreSQL's readings have no foreign key (schema migration 13): a batch naming a sensor
+/// whose deletion is under way waits for it on the sensor's row, then is planned again and
+/// creates the sensor anew; no reading is left behind under the deleted id. The batch's reading
+/// is older than the sensor's latest, which the latest-value update leaves as it is: it must
+/// lock the row all the same. The deletion is the one `Store::delete_sensor` makes, held open
+/// between its steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_during_a_sensors_deletion_waits_and_creates_it_again() {
+    use sqlx::{Connection, Row};
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
+    let sensor = key("yanjo", "attic", "humidity");
+    store.write_batch(&Batch { readings: series(&sensor, 60_000, 70_000, 1000), ..Batch::default() }).await.unwrap();
+    let id = store.sensor_id(&sensor).await.unwrap().unwrap();
+
+    let mut deleter = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
+    let mut deletion = deleter.begin().await.unwrap();
+    sqlx::query("SELECT id FROM sensors WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *deletion).await.unwrap();
+    sqlx::query("DELETE FROM readings WHERE sensor_id = $1").bind(id).execute(&mut *deletion).await.unwrap();
+    let batch = tokio::spawn({
+        let store = store.clone();
+        let older = vec![Reading { sensor: sensor.clone(), ts: TimestampMs(61_500), value: 7.0 }];
+        async move { store.write_batch(&Batch { readings: older, ..Batch::default() }).await }
+    });
+    // Until the batch waits on a lock (or, wrongly, has committed).
+    let mut watcher = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    for _ in 0..200 {
+        if batch.is_finished() || sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for table in ["readings_1m", "readings_1h", "sensors"] {
+        let column = if table == "sensors" { "id" } else { "sensor_id" };
+        sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1")).bind(id).execute(&mut *deletion).await.unwrap();
+    }
+    deletion.commit().await.unwrap();
+
+    batch.await.unwrap().expect("the batch is planned again and commits");
+    let orphans = "SELECT COUNT(*) FROM readings WHERE sensor_id NOT IN (SELECT id FROM sensors)";
+    assert_eq!(sqlx::query(orphans).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0), 0, "no reading without its sensor");
+    let again = store.sensor(&sensor).await.unwrap().expect("created again");
+    assert_ne!(again.id, id);
+    assert_eq!((count(&store, &sensor).await, again.last_value), (1, Some(7.0)));
+}
+
 /// `export` from each database, `import` into each of the three: the same readings, rollups and
 /// latest values; a second import adds nothing.
 async fn export_then_import_into_every_database(backend: Backend) {

@@ -471,7 +471,7 @@ async fn sqlite_readings_survive_the_staging_migration() {
         "DROP VIEW readings",
         "DROP TABLE readings_staged",
         "ALTER TABLE readings_indexed RENAME TO readings",
-        "DELETE FROM schema_version WHERE version = 12",
+        "DELETE FROM schema_version WHERE version >= 12",
     ] {
         sqlx::query(undo).execute(&mut conn).await.unwrap();
     }
