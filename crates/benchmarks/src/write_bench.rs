@@ -26,6 +26,11 @@ struct Args {
     batches: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Batches of different sizes, from half the sensors to all of them, as a fleet's batches
+    /// are (each is whatever arrived while the last one was committed). Without it every batch
+    /// has a reading of every sensor.
+    #[arg(long)]
+    varied: bool,
 }
 
 #[tokio::main]
@@ -44,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
                 (0..args.sensors).map(|i| SensorKey { owner: format!("d{i}"), place: "room".into(), category: "c0".into() }).collect();
             let start = 1_700_000_000_000i64;
             let batch_at = |second: usize| Batch {
-                readings: keys
+                readings: keys[..sensors_in_batch(args.sensors, second, args.varied)]
                     .iter()
                     .map(|key| Reading { sensor: key.clone(), ts: TimestampMs(start + second as i64 * 1000), value: (second % 600) as f64 })
                     .collect(),
@@ -58,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
                 store.write_batch(batch).await?;
             }
             let (elapsed, spent) = (started.elapsed(), process_cpu() - cpu_before);
-            let written = (args.batches * args.sensors) as f64;
+            let written = batches.iter().map(|b| b.readings.len()).sum::<usize>() as f64;
             rates.push(written / elapsed.as_secs_f64());
             cpu.push(spent.as_secs_f64() * 1e6 / written);
             eprintln!("{db} run {run}: {:.0} readings/s, {:.1} µs CPU each", rates[rates.len() - 1], cpu[cpu.len() - 1]);
@@ -71,14 +76,25 @@ async fn main() -> anyhow::Result<()> {
         let name = db.split("://").next().unwrap_or(db);
         let (min, max) = (rates.iter().copied().fold(f64::MAX, f64::min), rates.iter().copied().fold(0.0, f64::max));
         println!(
-            "| {name} | {} × {} | {:.0} | {min:.0} | {max:.0} | {:.1} µs |",
+            "| {name} | {}{} × {} | {:.0} | {min:.0} | {max:.0} | {:.1} µs |",
             args.sensors,
+            if args.varied { " (varied)" } else { "" },
             args.batches,
             median(&mut rates),
             median(&mut cpu)
         );
     }
     Ok(())
+}
+
+/// How many sensors (the first ones) have a reading in the batch of `second`: all of them, or
+/// with `varied`, from half to all, a different count from one batch to the next.
+fn sensors_in_batch(sensors: usize, second: usize, varied: bool) -> usize {
+    if varied {
+        sensors - (second * 37) % (sensors / 2).max(1)
+    } else {
+        sensors
+    }
 }
 
 /// CPU time of this whole process (the store's threads included), user and system.
