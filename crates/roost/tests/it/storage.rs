@@ -181,6 +181,29 @@ async fn rollups_are_exact_for_many_sensors(backend: Backend) {
     }
 }
 
+/// Values come back as the same floats, whether the batch's statements bind them or (MariaDB,
+/// a batch of less than a chunk) write them into their text: the readings, the latest value and
+/// the rollups. Tiny, huge and many-digit values, in a batch of 9 sensors and one of 1,000.
+async fn values_are_stored_exactly(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let values = [0.1, -1e-7, 1e300, 5e-324, f64::MAX, f64::MIN, 0.30000000000000004, 23.4, 123_456_789.123_456_79];
+    for sensors in [values.len(), 1_000] {
+        let keys: Vec<_> = (0..sensors).map(|i| key("exact", &format!("n{sensors}"), &format!("s{i}"))).collect();
+        let value = |i: usize| values[i % values.len()] / if i < values.len() { 1.0 } else { 3.0 };
+        let readings = keys.iter().enumerate().map(|(i, k)| reading(k, 60_000 + i as i64, value(i))).collect();
+        store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+        for (i, k) in keys.iter().enumerate().filter(|(i, _)| *i < values.len() || i % 97 == 0) {
+            let sensor = store.sensor(k).await.unwrap().unwrap();
+            assert_eq!(sensor.last_value, Some(value(i)), "latest value of {k:?}");
+            let stored = store.readings_by_id(sensor.id, TimestampMs(0), TimestampMs::MAX, 10).await.unwrap();
+            assert_eq!(stored, [(60_000 + i as i64, value(i))], "reading of {k:?}");
+            let minute = store.buckets(Series::Minutes, sensor.id, TimestampMs(60_000), TimestampMs(120_000), 60_000).await.unwrap();
+            assert_eq!((minute[0].min, minute[0].max, minute[0].avg), (value(i), value(i), value(i)), "rollup of {k:?}");
+        }
+    }
+}
+
 /// Two keys the database may consider equal (MariaDB's default collation ignores case) in one
 /// batch: the batch commits. SQLite and PostgreSQL keep two sensors; MariaDB stores both
 /// readings under one.
@@ -199,6 +222,7 @@ crate::on_every_database!(
     the_latest_value_is_the_newest_by_reading_time,
     new_sensors_are_created_once_under_concurrency,
     rollups_are_exact_for_many_sensors,
+    values_are_stored_exactly,
     keys_that_differ_only_in_case_commit,
     a_batch_retried_with_its_token_is_stored_once,
     migrations_are_idempotent,
