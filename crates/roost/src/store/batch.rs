@@ -164,36 +164,6 @@ fn pg_array<T: std::fmt::Debug>(values: impl Iterator<Item = T>) -> String {
     text
 }
 
-/// A number written into a statement's text (MariaDB/MySQL's multi-row statements): integers
-/// as they are, floats in exponent form, which MariaDB and MySQL read as DOUBLE (not DECIMAL),
-/// with the shortest digits that read back as the same float, so values arrive exact. Only for
-/// finite floats. A statement with bound values is prepared first, and MariaDB prepares every
-/// statement text anew: a fleet's batches differ in size, so nearly every batch prepared its
-/// statements again, with thousands of parameters each (`write-bench`, batches of 500 to 1,000
-/// sensors: about 29k readings/s where batches of one size made 47k). Sent as text, a statement
-/// is parsed once, and nothing is kept on the server.
-struct Literal<T>(T);
-
-/// Whether a multi-row statement of `rows` rows writes its numbers into its text (`Literal`): on
-/// MariaDB/MySQL, unless it is a full `CHUNK` (one text, prepared once per connection, and
-/// quicker to run bound: 46.8k vs 42.5k readings/s in `write-bench`), and only when its floats
-/// are finite (a rollup's sum can overflow; such a statement binds its values).
-fn numbers_in_text(dialect: Dialect, rows: usize, floats: impl IntoIterator<Item = f64>) -> bool {
-    dialect == Dialect::MySql && rows < CHUNK && floats.into_iter().all(f64::is_finite)
-}
-
-impl std::fmt::Display for Literal<i64> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl std::fmt::Display for Literal<f64> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:e}", self.0)
-    }
-}
-
 const BIGINT_ARRAY: &str = "::TEXT::BIGINT[]";
 const FLOAT_ARRAY: &str = "::TEXT::DOUBLE PRECISION[]";
 
@@ -419,84 +389,52 @@ impl Store {
                         }
                     }
                 } else {
-                    // Multi-row VALUES lists; on MariaDB/MySQL with the numbers in the text
-                    // (`Literal`), sent unprepared, when they are all finite.
-                    macro_rules! number {
-                        ($row:ident, $in_text:expr, $value:expr) => {
-                            if $in_text { $row.push(Literal($value)) } else { $row.push_bind($value) }
-                        };
-                        (unseparated $row:ident, $in_text:expr, $value:expr) => {
-                            if $in_text { $row.push_unseparated(Literal($value)) } else { $row.push_bind_unseparated($value) }
-                        };
-                    }
-                    macro_rules! execute {
-                        ($builder:ident, $in_text:expr, $doing:expr) => {
-                            if $in_text { sqlx::Executor::execute(&mut *tx, sqlx::raw_sql($builder.sql())).await } else { $builder.build().execute(&mut *tx).await }
-                                .map_err(query_err($doing))?
-                        };
-                    }
+                    // Multi-row VALUES lists.
                     let insert = insert_readings(if dialect == Dialect::Sqlite { super::schema::SQLITE_INDEXED_READINGS } else { "readings" });
                     for chunk in readings.chunks(CHUNK) {
-                        let in_text = numbers_in_text(dialect, chunk.len(), chunk.iter().map(|r| r.2));
-                        let mut insert = QueryBuilder::new(&insert);
-                        insert.push_values(chunk, |mut row, &(id, ts, value)| {
-                            number!(row, in_text, id);
-                            number!(row, in_text, ts);
-                            number!(row, in_text, value);
-                        });
-                        execute!(insert, in_text, "inserting readings");
+                        QueryBuilder::new(&insert)
+                            .push_values(chunk, |mut row, (id, ts, value)| {
+                                row.push_bind(*id).push_bind(*ts).push_bind(*value);
+                            })
+                            .build()
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("inserting readings"))?;
                     }
 
                     for rollup in [Series::Minutes, Series::Hours] {
                         for chunk in rollups(&readings, rollup.period_ms()).chunks(CHUNK) {
-                            let in_text = numbers_in_text(dialect, chunk.len(), chunk.iter().flat_map(|(_, m)| [m.min, m.max, m.sum]));
                             let mut upsert = QueryBuilder::new(insert_rollups(rollup));
-                            upsert.push_values(chunk, |mut row, &((id, start), m)| {
-                                number!(row, in_text, id);
-                                number!(row, in_text, start);
-                                number!(row, in_text, m.min);
-                                number!(row, in_text, m.max);
-                                number!(row, in_text, m.sum);
-                                number!(row, in_text, m.count);
+                            upsert.push_values(chunk, |mut row, ((id, start), m)| {
+                                row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
                             });
                             upsert.push(upsert_rollups_suffix(dialect, rollup));
-                            execute!(upsert, in_text, "updating rollups");
+                            upsert.build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
                         }
                     }
 
                     let (head, tail) = update_latest_sql(dialect);
                     for chunk in newest_per_sensor(&readings).chunks(CHUNK) {
-                        let in_text = numbers_in_text(dialect, chunk.len(), chunk.iter().map(|r| r.2));
                         let mut update = QueryBuilder::new(head);
                         // MariaDB and MySQL spell a table of values differently: a UNION ALL of
                         // SELECTs works in both.
                         if dialect != Dialect::MySql {
                             update.push("VALUES ");
                             let mut rows = update.separated(", ");
-                            for &(id, ts, value) in chunk {
-                                rows.push("(");
-                                number!(unseparated rows, in_text, id);
-                                rows.push_unseparated(", ");
-                                number!(unseparated rows, in_text, ts);
-                                rows.push_unseparated(", ");
-                                number!(unseparated rows, in_text, value);
-                                rows.push_unseparated(")");
+                            for (id, ts, value) in chunk {
+                                rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts)
+                                    .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
                             }
                         } else {
                             let mut rows = update.separated(" UNION ALL ");
-                            for (i, &(id, ts, value)) in chunk.iter().enumerate() {
+                            for (i, (id, ts, value)) in chunk.iter().enumerate() {
                                 let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
-                                rows.push("SELECT ");
-                                number!(unseparated rows, in_text, id);
-                                rows.push_unseparated(names[0]);
-                                number!(unseparated rows, in_text, ts);
-                                rows.push_unseparated(names[1]);
-                                number!(unseparated rows, in_text, value);
-                                rows.push_unseparated(names[2]);
+                                rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts)
+                                    .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
                             }
                         }
                         update.push(tail);
-                        execute!(update, in_text, "updating the sensors' latest values");
+                        update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?;
                     }
                 }
 

@@ -181,9 +181,9 @@ async fn rollups_are_exact_for_many_sensors(backend: Backend) {
     }
 }
 
-/// Values come back as the same floats, whether the batch's statements bind them or (MariaDB,
-/// a batch of less than a chunk) write them into their text: the readings, the latest value and
-/// the rollups. Tiny, huge and many-digit values, in a batch of 9 sensors and one of 1,000.
+/// Values come back as the same floats: the readings, the latest value and the rollups. Tiny,
+/// huge and many-digit values, in a batch of 9 sensors and in one of 1,000 (a full chunk of
+/// the multi-row statements).
 async fn values_are_stored_exactly(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
