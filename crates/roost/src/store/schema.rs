@@ -385,12 +385,12 @@ const STAGED_READINGS_SQLITE: &[&str] = &[
 // Migration 13 (PostgreSQL only): `readings` loses its foreign key to `sensors`. PostgreSQL
 // checked it with a query of its own for every reading inserted, under a lock on the sensor's
 // row: a quarter of what the server spent on a fleet's batch (1,000 sensors with a reading
-// each: 16.7 → 12.3 ms per batch in psql; `write-bench` 45.8k → 57.4k readings/s). The batch's update of the sensors' latest values now
-// updates the row of every sensor it names, and fails the batch when one is missing
-// (`store::batch`): the same guarantee, a sensor deleted meanwhile is created anew by the
-// batch's second attempt and no reading is left without its sensor, checked once per sensor
-// instead of once per reading. The rollups keep their foreign keys (checked only when a
-// sensor's minute or hour begins).
+// each: 16.7 → 12.3 ms per batch in psql; `write-bench` 45.8k → 57.4k readings/s). The
+// batch's update of the sensors' latest values now updates the row of every sensor it names,
+// and fails the batch when one is missing (`store::batch`): the same guarantee, a sensor
+// deleted meanwhile is created anew by the batch's second attempt and no reading is left
+// without its sensor, checked once per sensor instead of once per reading. The rollups keep
+// their foreign keys (checked only when a sensor's minute or hour begins).
 const READINGS_WITHOUT_FOREIGN_KEY_POSTGRES: &[&str] = &["ALTER TABLE readings DROP CONSTRAINT IF EXISTS readings_sensor_id_fkey"];
 
 // Migration 14 (PostgreSQL only): pages of the rollups and of `sensors` are filled to 70 %, so
