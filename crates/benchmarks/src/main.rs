@@ -5,6 +5,7 @@
 //! `cargo build --release --workspace && target/release/broker-bench --runs 5`
 
 mod client;
+mod cpu;
 mod databases;
 mod fleet;
 mod ingest;
@@ -754,7 +755,7 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
                 // The CPU time is unknown for an attached broker (`--attach`).
                 let pid = broker.child.as_ref().and_then(Child::id);
                 let mut cpu = Vec::new();
-                let result = fleet::run(broker.addr, shape(devices), || cpu.extend(pid.and_then(|pid| fleet::cpu_time(pid).ok()))).await?;
+                let result = fleet::run(broker.addr, shape(devices), || cpu.extend(pid.and_then(|pid| cpu::cpu_time(pid).ok()))).await?;
                 let cpu_per_publish = match cpu[..] {
                     [start, end] => (end - start).as_secs_f64() * 1e6 / (result.acked_per_sec * args.fleet_seconds as f64),
                     _ => f64::NAN,

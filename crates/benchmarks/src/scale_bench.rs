@@ -10,6 +10,8 @@
 #[path = "client.rs"]
 #[allow(dead_code)]
 mod client;
+#[path = "cpu.rs"]
+mod cpu;
 #[path = "databases.rs"]
 #[allow(dead_code)] // `fresh_url`: scale-out runs on PostgreSQL only, re-created as given
 mod databases;
@@ -152,14 +154,9 @@ impl Node {
     }
 }
 
-/// CPU time (user + system) of a process so far.
+/// CPU time (user + system) of a process so far; zero once it is gone.
 fn cpu_time(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / per_second)
+    cpu::cpu_time(pid).unwrap_or_default()
 }
 
 /// CPU time of every process whose command is `name` (PostgreSQL's server and backends).

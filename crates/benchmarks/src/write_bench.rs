@@ -6,12 +6,13 @@
 //!
 //! `cargo run --release -p roost-benchmarks --bin write-bench -- --databases sqlite --runs 3`
 
+mod cpu;
 mod databases;
 
 use clap::Parser;
 use roost::model::{Reading, SensorKey, TimestampMs};
 use roost::store::{Batch, DatabaseUrl, Store};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -58,11 +59,11 @@ async fn main() -> anyhow::Result<()> {
             // The sensors exist before the clock starts, as in a fleet that has been running.
             store.write_batch(&batch_at(0)).await?;
             let batches: Vec<Batch> = (1..=args.batches).map(batch_at).collect();
-            let (started, cpu_before) = (Instant::now(), process_cpu());
+            let (started, cpu_before) = (Instant::now(), cpu::cpu_time(std::process::id())?);
             for batch in &batches {
                 store.write_batch(batch).await?;
             }
-            let (elapsed, spent) = (started.elapsed(), process_cpu() - cpu_before);
+            let (elapsed, spent) = (started.elapsed(), cpu::cpu_time(std::process::id())? - cpu_before);
             let written = batches.iter().map(|b| b.readings.len()).sum::<usize>() as f64;
             rates.push(written / elapsed.as_secs_f64());
             cpu.push(spent.as_secs_f64() * 1e6 / written);
@@ -95,16 +96,4 @@ fn sensors_in_batch(sensors: usize, second: usize, varied: bool) -> usize {
     } else {
         sensors
     }
-}
-
-/// CPU time of this whole process (the store's threads included), user and system.
-fn process_cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
