@@ -48,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::open(&DatabaseUrl::new(url)).await?;
             let keys: Vec<SensorKey> =
                 (0..args.sensors).map(|i| SensorKey { owner: format!("d{i}"), place: "room".into(), category: "c0".into() }).collect();
-            let start = 1_700_000_000_000i64;
+            // Readings of the present, as a fleet's are (after the minute the schema's fold of
+            // minutes into hours starts from): their hours are folded once a simulated minute,
+            // and the folds count in the time.
+            let now = TimestampMs::now().0;
+            let start = now - now.rem_euclid(60_000) + 120_000;
             let batch_at = |second: usize| Batch {
                 readings: keys[..sensors_in_batch(args.sensors, second, args.varied)]
                     .iter()
@@ -60,8 +64,11 @@ async fn main() -> anyhow::Result<()> {
             store.write_batch(&batch_at(0)).await?;
             let batches: Vec<Batch> = (1..=args.batches).map(batch_at).collect();
             let (started, cpu_before) = (Instant::now(), cpu::cpu_time(std::process::id())?);
-            for batch in &batches {
+            for (second, batch) in (1..).zip(&batches) {
                 store.write_batch(batch).await?;
+                if second % 60 == 0 {
+                    store.fold_hours(TimestampMs(start + second * 1000)).await?;
+                }
             }
             let (elapsed, spent) = (started.elapsed(), cpu::cpu_time(std::process::id())? - cpu_before);
             let written = batches.iter().map(|b| b.readings.len()).sum::<usize>() as f64;

@@ -441,6 +441,7 @@ impl App {
         if let Some(mqtt_ws) = self.mqtt_ws {
             tracker.spawn(broker::serve_websocket(mqtt_ws, Arc::clone(&self.broker), ws_tls, shutdown.clone(), tracker.clone()));
         }
+        tracker.spawn(crate::lifecycle::run_folds(Arc::clone(&self.store), shutdown.clone()));
         tracker.spawn(crate::lifecycle::run(
             Arc::clone(&self.store),
             self.lifecycle.clone(),

@@ -1,12 +1,15 @@
-//! The data lifecycle of a running server: the purge of data past its retention (at start,
-//! then every hour), SQLite's incremental vacuum after it, the database's size and the free
+//! The data lifecycle of a running server: the hourly rollups folded from the minutes once a
+//! minute (`fold`), the purge of data past its retention (at start, then every hour), SQLite's
+//! incremental vacuum after it, the database's size and the free
 //! space on its disk, for `/metrics`, `/api/stats` and the dashboard.
 
 mod disk;
+mod fold;
 mod purge;
 mod retention;
 
 pub use disk::{space_at, DiskSpace};
+pub use fold::run_folds;
 pub use purge::{purge_once, PurgeReport};
 pub use retention::{KeepSource, RetentionPolicy, RetentionRule};
 

@@ -289,6 +289,14 @@ impl Store {
                     }
                 }
 
+                // Which minutes are folded into hours already (`store::fold`): locked in share
+                // mode until the commit on the server databases, so a fold waits for this batch.
+                let folded_before: i64 = sqlx::query(super::fold::select_folded_before(dialect))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(query_err("reading which minutes are folded"))?;
+
                 // New sensors: created if absent (another writer may have just created one),
                 // then their ids looked up.
                 let mut unknown_ids = vec![None; plan.unknown.len()];
@@ -351,6 +359,9 @@ impl Store {
                 }
                 let unknown_ids: Vec<i64> = unknown_ids.into_iter().map(|id| id.expect("every new sensor was looked up")).collect();
                 let readings = with_ids(&plan.ids(&unknown_ids), &batch.readings);
+                // The hours of the minutes not folded yet are the fold's to write.
+                let late = super::fold::late_readings(&readings, folded_before);
+                let rollup_source = |rollup: Series| if rollup == Series::Hours { &late } else { &readings };
 
                 // PostgreSQL: the readings, rollups and latest values as columns of arrays
                 // (`pg_array`), one statement text whatever the row count.
@@ -364,7 +375,7 @@ impl Store {
                             .push_bind(pg_array(readings.iter().map(|r| r.1))).push(BIGINT_ARRAY).push(", ")
                             .push_bind(pg_array(readings.iter().map(|r| r.2))).push(FLOAT_ARRAY).push("))");
                         for rollup in [Series::Minutes, Series::Hours] {
-                            let rollups = rollups(&readings, rollup.period_ms());
+                            let rollups = rollups(rollup_source(rollup), rollup.period_ms());
                             write.push(format!(", new_{} AS (", rollup.table())).push(insert_rollups(rollup)).push("SELECT * FROM UNNEST(")
                                 .push_bind(pg_array(rollups.iter().map(|((id, _), _)| id))).push(BIGINT_ARRAY).push(", ")
                                 .push_bind(pg_array(rollups.iter().map(|((_, start), _)| start))).push(BIGINT_ARRAY).push(", ")
@@ -403,7 +414,7 @@ impl Store {
                     }
 
                     for rollup in [Series::Minutes, Series::Hours] {
-                        for chunk in rollups(&readings, rollup.period_ms()).chunks(CHUNK) {
+                        for chunk in rollups(rollup_source(rollup), rollup.period_ms()).chunks(CHUNK) {
                             let mut upsert = QueryBuilder::new(insert_rollups(rollup));
                             upsert.push_values(chunk, |mut row, ((id, start), m)| {
                                 row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);

@@ -227,6 +227,10 @@ impl Store {
             deleted += on_pool!(self, pool => {
                 let mut delete = delete_chunk_head(self.dialect(), table);
                 delete.push("sensor_id = ").push_bind(sensor_id).push(format!(" AND {column} < ")).push_bind(bound);
+                if series == Series::Minutes {
+                    // Minutes not folded into hours yet are kept for the fold (`store::fold`).
+                    delete.push(super::fold::FOLDED_MINUTES_ONLY);
+                }
                 delete_chunk_tail(self.dialect(), &mut delete, left);
                 delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old readings"))?
             });
@@ -264,14 +268,22 @@ impl Store {
     /// The start of the oldest row of a sensor's `series`.
     pub async fn oldest(&self, series: Series, sensor_id: i64) -> Result<Option<TimestampMs>, StoreError> {
         let (table, column) = (series.table(), series.period_column());
-        on_pool!(self, pool => QueryBuilder::new(format!("SELECT MIN({column}) FROM {table} WHERE sensor_id = "))
-            .push_bind(sensor_id)
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("");
+            if series == Series::Hours {
+                // Minutes not folded into hours yet count (`store::fold`).
+                super::fold::push_oldest_hour(&mut query, sensor_id);
+            } else {
+                query.push(format!("SELECT MIN({column}) FROM {table} WHERE sensor_id = ")).push_bind(sensor_id);
+            }
+            query
             .build()
             .fetch_one(pool)
             .await
             .and_then(|row| row.try_get::<Option<i64>, _>(0))
             .map(|ts| ts.map(TimestampMs))
-            .map_err(query_err("finding the oldest reading")))
+            .map_err(query_err("finding the oldest reading"))
+        })
     }
 
     /// The database's size, rows per table and the oldest reading. Counts every row: seconds

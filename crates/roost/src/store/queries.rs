@@ -249,14 +249,17 @@ impl Store {
         // truncates toward zero, and the width is at least a period).
         let lower = from.0 - from.0.rem_euclid(series.period_ms());
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(format!("SELECT ({time} - "))
-                .push_bind(from.0)
-                .push(")").push(div).push_bind(width_ms)
-                .push(&aggregates)
-                .push(format!(" FROM {table} WHERE sensor_id = "))
-                .push_bind(sensor_id)
-                .push(format!(" AND {time} >= ")).push_bind(lower)
-                .push(format!(" AND {time} < ")).push_bind(to.0)
+            let mut query = QueryBuilder::new(format!("SELECT ({time} - "));
+            query.push_bind(from.0).push(")").push(div).push_bind(width_ms).push(&aggregates).push(" FROM ");
+            if series == Series::Hours {
+                // With the minutes not folded into hours yet (`store::fold`).
+                super::fold::push_hours_of_sensor(&mut query, sensor_id, lower, to.0);
+            } else {
+                query.push(format!("{table} WHERE sensor_id = ")).push_bind(sensor_id)
+                    .push(format!(" AND {time} >= ")).push_bind(lower)
+                    .push(format!(" AND {time} < ")).push_bind(to.0);
+            }
+            let rows = query
                 .push(" GROUP BY bucket ORDER BY bucket")
                 .build()
                 .fetch_all(pool)

@@ -19,6 +19,7 @@
 //! writes them into `readings_indexed` straight away, where they dirty few index pages anyway.
 
 use super::batch::{self, IdReading};
+use super::fold;
 use super::schema::{SQLITE_INDEXED_READINGS, SQLITE_STAGED_READINGS};
 use super::{query_err, Dialect, Series, StoreError};
 use crate::model::{Reject, SensorKey, UpstreamDelivery};
@@ -368,6 +369,11 @@ fn write(conn: &mut Connection, rows: &Rows, may_stage: bool) -> Result<Option<C
         }
     }
 
+    let folded_before: i64 = tx
+        .prepare_cached(fold::select_folded_before(Dialect::Sqlite))
+        .and_then(|mut select| select.query_row([], |row| row.get(0)))
+        .map_err(sqlite_err("reading which minutes are folded"))?;
+
     let mut unknown_ids = Vec::with_capacity(rows.unknown.len());
     if !rows.unknown.is_empty() {
         let insert_sql = format!("{}VALUES (?1, ?2, ?3){}", batch::INSERT_SENSORS, batch::insert_sensors_suffix(Dialect::Sqlite));
@@ -396,14 +402,16 @@ fn write(conn: &mut Connection, rows: &Rows, may_stage: bool) -> Result<Option<C
         }
     }
 
-    for series in [Series::Minutes, Series::Hours] {
+    // The hours of the minutes not folded yet are the fold's to write.
+    let late = fold::late_readings(&readings, folded_before);
+    for (series, readings) in [(Series::Minutes, &readings), (Series::Hours, &late)] {
         let sql = format!(
             "{}VALUES (?1, ?2, ?3, ?4, ?5, ?6){}",
             batch::insert_rollups(series),
             batch::upsert_rollups_suffix(Dialect::Sqlite, series)
         );
         let mut upsert = tx.prepare_cached(&sql).map_err(sqlite_err("updating rollups"))?;
-        for ((id, start), m) in batch::rollups(&readings, series.period_ms()) {
+        for ((id, start), m) in batch::rollups(readings, series.period_ms()) {
             upsert.execute(params![id, start, m.min, m.max, m.sum, m.count]).map_err(sqlite_err("updating rollups"))?;
         }
     }

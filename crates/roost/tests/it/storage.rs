@@ -218,7 +218,122 @@ async fn keys_that_differ_only_in_case_commit(backend: Backend) {
     assert_eq!(store.count_readings().await.unwrap(), 2);
 }
 
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+/// A sensor's hourly buckets from `from` for three hours, as (start, count, min, max, sum).
+async fn hours(store: &Store, id: i64, from: i64) -> Vec<(i64, i64, f64, f64, f64)> {
+    let buckets = store.buckets(Series::Hours, id, TimestampMs(from), TimestampMs(from + 3 * HOUR), HOUR).await.unwrap();
+    buckets.iter().map(|b| (b.start, b.count, b.min, b.max, (b.avg * b.count as f64).round())).collect()
+}
+
+/// Folds every complete minute before `now`, ten minutes at a time.
+async fn fold_all(store: &Store, now: i64) {
+    for _ in 0..1_000 {
+        if !store.fold_hours(TimestampMs(now)).await.unwrap().more {
+            return;
+        }
+    }
+    panic!("the fold never caught up");
+}
+
+/// Hourly rollups are folded from the minutes (schema migration 15): before the fold, charts
+/// of hours read the minutes; after it, the same figures come from `readings_1h` (the folded
+/// minutes can be purged and nothing changes); a reading of a minute folded already updates its
+/// hour itself; minutes not folded yet are never purged; nothing is counted twice.
+async fn hours_are_folded_from_the_minutes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    // Hours from tomorrow on: after the minute the migration started folding from.
+    let now = TimestampMs::now().0;
+    let t0 = now - now.rem_euclid(HOUR) + 24 * HOUR;
+    let k = key("fold", "room", "t");
+    // 90 minutes, a reading each (value = its minute), in three batches.
+    for part in 0..3 {
+        let readings = (part * 30..part * 30 + 30).map(|m| reading(&k, t0 + m * MINUTE + 7_000, m as f64)).collect();
+        store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+    }
+    let id = store.sensor_id(&k).await.unwrap().unwrap();
+    let expected = vec![(t0, 60, 0.0, 59.0, 1_770.0), (t0 + HOUR, 30, 60.0, 89.0, 2_235.0)];
+    assert_eq!(hours(&store, id, t0).await, expected, "from the minutes, before any fold");
+    assert_eq!(store.oldest(Series::Hours, id).await.unwrap(), Some(TimestampMs(t0)));
+
+    // 45 complete minutes: folded ten at a time.
+    let first = store.fold_hours(TimestampMs(t0 + 45 * MINUTE + 30_000)).await.unwrap();
+    assert_eq!((first.until, first.more), (Some(TimestampMs(t0 + 10 * MINUTE)), true));
+    fold_all(&store, t0 + 45 * MINUTE + 30_000).await;
+    assert_eq!(hours(&store, id, t0).await, expected, "folded in part: nothing counted twice");
+    let purged = store.purge_chunk(Series::Minutes, id, TimestampMs(t0 + 3 * HOUR), 1_000).await.unwrap();
+    assert_eq!(purged, 45, "only folded minutes are purged");
+    assert_eq!(hours(&store, id, t0).await, expected, "the folded minutes are in the hours");
+
+    // A reading of a folded minute updates its hour itself; one of a minute not folded, its minute.
+    let late = vec![reading(&k, t0 + 5 * MINUTE, 1_000.0), reading(&k, t0 + 50 * MINUTE, -1.0)];
+    store.write_batch(&Batch { readings: late, ..Batch::default() }).await.unwrap();
+    let expected = vec![(t0, 62, -1.0, 1_000.0, 2_769.0), (t0 + HOUR, 30, 60.0, 89.0, 2_235.0)];
+    assert_eq!(hours(&store, id, t0).await, expected, "late readings");
+
+    fold_all(&store, t0 + 3 * HOUR).await;
+    assert_eq!(store.fold_hours(TimestampMs(t0 + 3 * HOUR)).await.unwrap(), roost::store::Folded { until: None, more: false });
+    let purged = store.purge_chunk(Series::Minutes, id, TimestampMs(t0 + 3 * HOUR), 1_000).await.unwrap();
+    assert_eq!(purged, 46, "every minute is folded now (the late one's minute was written again)");
+    assert_eq!(hours(&store, id, t0).await, expected, "all from readings_1h");
+    assert_eq!(store.oldest(Series::Hours, id).await.unwrap(), Some(TimestampMs(t0)));
+}
+
+/// Folds while batches are written into the minutes being folded: every reading counts once in
+/// its hour, whether the fold took its minute or its batch came after the fold and updated the
+/// hour itself (PostgreSQL and MariaDB: two batches at once, the fold waiting for them).
+async fn folds_and_batches_at_once_count_every_reading_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
+    let now = TimestampMs::now().0;
+    let t0 = now - now.rem_euclid(HOUR) + 24 * HOUR;
+    let keys: Vec<_> = (0..5).map(|i| key("race", &format!("s{i}"), "t")).collect();
+    // 150 minutes, a reading of each sensor every 10 s (values 1, 2, 4 in turn), a batch each,
+    // written by two tasks, while a third folds up to a minute ahead of the writers.
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(t0));
+    let mut writers = Vec::new();
+    for half in 0..2 {
+        let (store, keys, written) = (store.clone(), keys.clone(), written.clone());
+        writers.push(tokio::spawn(async move {
+            for step in (half..150 * 6).step_by(2) {
+                let ts = t0 + step * 10_000;
+                let readings = keys.iter().map(|k| reading(k, ts + 3_000, [1.0, 2.0, 4.0][(step % 3) as usize])).collect();
+                store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+                written.fetch_max(ts, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    let folder = {
+        let (store, written) = (store.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut folds = 0;
+            while written.load(std::sync::atomic::Ordering::Relaxed) < t0 + 150 * MINUTE - 10_000 {
+                let ahead = written.load(std::sync::atomic::Ordering::Relaxed) + MINUTE;
+                folds += usize::from(store.fold_hours(TimestampMs(ahead)).await.unwrap().until.is_some());
+                tokio::task::yield_now().await;
+            }
+            folds
+        })
+    };
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(folder.await.unwrap() > 10, "the fold ran while the batches were written");
+    fold_all(&store, t0 + 4 * HOUR).await;
+    for k in &keys {
+        let id = store.sensor_id(k).await.unwrap().unwrap();
+        store.purge_chunk(Series::Minutes, id, TimestampMs(t0 + 4 * HOUR), 10_000).await.unwrap();
+        // 360 readings an hour, summing to 840; half an hour at the end.
+        let expected = vec![(t0, 360, 1.0, 4.0, 840.0), (t0 + HOUR, 360, 1.0, 4.0, 840.0), (t0 + 2 * HOUR, 180, 1.0, 4.0, 420.0)];
+        assert_eq!(hours(&store, id, t0).await, expected, "{k:?}");
+    }
+}
+
 crate::on_every_database!(
+    hours_are_folded_from_the_minutes,
+    folds_and_batches_at_once_count_every_reading_once,
     the_latest_value_is_the_newest_by_reading_time,
     new_sensors_are_created_once_under_concurrency,
     rollups_are_exact_for_many_sensors,
@@ -495,6 +610,8 @@ async fn sqlite_readings_survive_the_staging_migration() {
         "DROP VIEW readings",
         "DROP TABLE readings_staged",
         "ALTER TABLE readings_indexed RENAME TO readings",
+        "DROP TABLE rollup_fold",
+        "DROP INDEX readings_1m_minute",
         "DELETE FROM schema_version WHERE version >= 12",
     ] {
         sqlx::query(undo).execute(&mut conn).await.unwrap();
@@ -507,4 +624,35 @@ async fn sqlite_readings_survive_the_staging_migration() {
     assert_eq!(store.count_readings().await.unwrap(), 3);
     store.close().await;
     assert_eq!(sqlite_rows(&file, "readings_indexed").await, 3);
+}
+
+/// A database from before migration 15 has hours that every batch upserted: the migration
+/// starts folding after its last minute, so none is folded into its hour a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hours_from_before_the_fold_migration_are_not_counted_twice() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("roost.db");
+    let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", file.display()));
+    let store = Store::open(&url).await.unwrap();
+    let k = key("a", "b", "c");
+    let now = TimestampMs::now().0;
+    let t0 = now - now.rem_euclid(HOUR) + 24 * HOUR;
+    let readings = vec![reading(&k, t0 + MINUTE, 1.0), reading(&k, t0 + 2 * MINUTE, 2.0)];
+    store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+    fold_all(&store, t0 + 3 * HOUR).await;
+    store.close().await;
+    // Back to version 14: the same minutes and hours, no record of a fold.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display())).await.unwrap();
+    for undo in ["DROP TABLE rollup_fold", "DROP INDEX readings_1m_minute", "DELETE FROM schema_version WHERE version >= 15"] {
+        sqlx::query(undo).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = Store::open(&url).await.unwrap();
+    let id = store.sensor_id(&k).await.unwrap().unwrap();
+    assert_eq!(hours(&store, id, t0).await, [(t0, 2, 1.0, 2.0, 3.0)]);
+    assert_eq!(store.fold_hours(TimestampMs(t0 + 3 * HOUR)).await.unwrap().until, None, "nothing left to fold");
+    assert_eq!(hours(&store, id, t0).await, [(t0, 2, 1.0, 2.0, 3.0)]);
+    store.close().await;
 }
