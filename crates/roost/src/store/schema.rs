@@ -413,24 +413,25 @@ const ROOM_FOR_UPDATES_POSTGRES: &[&str] = &[
 // writes (the reading, its minute, its hour, its sensor's latest value), now three. One row,
 // `folded_before`, says up to which minute (exclusive) `readings_1h` holds the minutes; a
 // batch upserts the hours of its readings older than that (late ones) itself, and reads of
-// hourly rollups add the minutes from it on. It starts after every minute already stored and
-// after the current one, so what was upserted before is never folded again. The index on
+// hourly rollups add the minutes from it on. It starts after every minute already stored (their
+// hours were upserted by their batches, and are never folded again), and at the current minute
+// at the earliest, so that an import of old readings into a new database writes their hours. The index on
 // `minute` finds the minutes to fold without reading the whole table.
 const HOURS_FOLDED_SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS rollup_fold (id INTEGER NOT NULL PRIMARY KEY, folded_before INTEGER NOT NULL)",
     "INSERT INTO rollup_fold (id, folded_before) SELECT 1,
-        MAX(COALESCE((SELECT MAX(minute) FROM readings_1m), 0), CAST(strftime('%s', 'now') AS INTEGER) * 1000) / 60000 * 60000 + 60000",
+        MAX(COALESCE((SELECT MAX(minute) FROM readings_1m) + 60000, 0), CAST(strftime('%s', 'now') AS INTEGER) * 1000 / 60000 * 60000)",
     "CREATE INDEX IF NOT EXISTS readings_1m_minute ON readings_1m (minute)",
 ];
 const HOURS_FOLDED_POSTGRES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS rollup_fold (id INTEGER NOT NULL PRIMARY KEY, folded_before BIGINT NOT NULL)",
     "INSERT INTO rollup_fold (id, folded_before) SELECT 1,
-        GREATEST((SELECT MAX(minute) FROM readings_1m), CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)) / 60000 * 60000 + 60000",
+        GREATEST((SELECT MAX(minute) FROM readings_1m) + 60000, CAST(FLOOR(EXTRACT(EPOCH FROM now())) AS BIGINT) * 1000 / 60000 * 60000)",
     "CREATE INDEX IF NOT EXISTS readings_1m_minute ON readings_1m (minute)",
 ];
 const HOURS_FOLDED_MYSQL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS rollup_fold (id INTEGER NOT NULL PRIMARY KEY, folded_before BIGINT NOT NULL) ENGINE=InnoDB",
     "INSERT INTO rollup_fold (id, folded_before) SELECT 1,
-        GREATEST(COALESCE((SELECT MAX(minute) FROM readings_1m), 0), UNIX_TIMESTAMP() * 1000) DIV 60000 * 60000 + 60000",
+        GREATEST(COALESCE((SELECT MAX(minute) FROM readings_1m) + 60000, 0), UNIX_TIMESTAMP() * 1000 DIV 60000 * 60000)",
     "CREATE INDEX readings_1m_minute ON readings_1m (minute)",
 ];
