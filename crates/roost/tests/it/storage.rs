@@ -227,6 +227,13 @@ async fn hours(store: &Store, id: i64, from: i64) -> Vec<(i64, i64, f64, f64, f6
     buckets.iter().map(|b| (b.start, b.count, b.min, b.max, (b.avg * b.count as f64).round())).collect()
 }
 
+/// The start of an hour tomorrow: after the minute the schema's fold started from, so readings
+/// then are folded, not late.
+fn an_hour_tomorrow() -> i64 {
+    let now = TimestampMs::now().0;
+    now - now.rem_euclid(HOUR) + 24 * HOUR
+}
+
 /// Folds every complete minute before `now`, ten minutes at a time.
 async fn fold_all(store: &Store, now: i64) {
     for _ in 0..1_000 {
@@ -244,9 +251,7 @@ async fn fold_all(store: &Store, now: i64) {
 async fn hours_are_folded_from_the_minutes(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
-    // Hours from tomorrow on: after the minute the migration started folding from.
-    let now = TimestampMs::now().0;
-    let t0 = now - now.rem_euclid(HOUR) + 24 * HOUR;
+    let t0 = an_hour_tomorrow();
     let k = key("fold", "room", "t");
     // 90 minutes, a reading each (value = its minute), in three batches.
     for part in 0..3 {
@@ -287,8 +292,7 @@ async fn hours_are_folded_from_the_minutes(backend: Backend) {
 async fn folds_and_batches_at_once_count_every_reading_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
-    let now = TimestampMs::now().0;
-    let t0 = now - now.rem_euclid(HOUR) + 24 * HOUR;
+    let t0 = an_hour_tomorrow();
     let keys: Vec<_> = (0..5).map(|i| key("race", &format!("s{i}"), "t")).collect();
     // 150 minutes, a reading of each sensor every 10 s (values 1, 2, 4 in turn), a batch each,
     // written by two tasks, while a third folds up to a minute ahead of the writers.
@@ -636,8 +640,7 @@ async fn sqlite_hours_from_before_the_fold_migration_are_not_counted_twice() {
     let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", file.display()));
     let store = Store::open(&url).await.unwrap();
     let k = key("a", "b", "c");
-    let now = TimestampMs::now().0;
-    let t0 = now - now.rem_euclid(HOUR) + 24 * HOUR;
+    let t0 = an_hour_tomorrow();
     let readings = vec![reading(&k, t0 + MINUTE, 1.0), reading(&k, t0 + 2 * MINUTE, 2.0)];
     store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
     fold_all(&store, t0 + 3 * HOUR).await;
