@@ -102,8 +102,11 @@ impl App {
         }
         let everywhere_local = listening.iter().all(|a| a.ip().is_loopback());
         if args.allow_anonymous && !everywhere_local {
+            // Every address it listens on, so the one that is not loopback (often the MQTT over
+            // WebSocket listener's default) shows.
             warn!(
                 mqtt = %args.mqtt_listen,
+                mqtt_ws = %args.mqtt_ws_listen,
                 http = %args.http_listen,
                 "--allow-anonymous on a non-loopback address: anyone who can reach it may publish, subscribe and read every reading"
             );
