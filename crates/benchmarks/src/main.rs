@@ -496,6 +496,11 @@ async fn idle_memory(broker: &Broker, n: usize) -> anyhow::Result<f64> {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    // Unknown figures (NaN: the CPU time of a broker run with `--attach`) are left out.
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let m = v.len() / 2;
     if v.len().is_multiple_of(2) {
@@ -657,23 +662,37 @@ async fn main() -> anyhow::Result<()> {
 
 async fn ingest_table(args: &Args) -> anyhow::Result<()> {
     const PER_PUBLISHER: usize = 50_000;
-    println!("| database | sensors | committed readings/s | publish→PUBACK p50 | p99 |");
-    println!("|---|---|---|---|---|");
+    println!("| database | sensors | committed readings/s | publish→PUBACK p50 | p99 | Roost's CPU per reading |");
+    println!("|---|---|---|---|---|---|");
     for db in &args.databases {
         for &sensors in &args.ingest_sensors {
-            let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut rates, mut p50, mut p99, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for run in 0..args.runs {
                 eprintln!("ingest run {} of {} on {db}, {sensors} sensors", run + 1, args.runs);
                 let database = BenchDatabase::fresh(db, 0).await?;
                 let broker = Broker::start_on(Kind::Roost, args, Some(&database.url)).await?;
+                // As in the fleet: the broker's CPU time over the run (unknown when attached).
+                let cpu_time = || broker.child.as_ref().and_then(Child::id).and_then(|pid| cpu::cpu_time(pid).ok());
+                let before = cpu_time();
                 let r = ingest::run(broker.addr, args.ingest_publishers, sensors, PER_PUBLISHER, 100).await?;
+                let readings = (args.ingest_publishers * PER_PUBLISHER) as f64;
+                cpu.push(match (before, cpu_time()) {
+                    (Some(before), Some(after)) => (after - before).as_secs_f64() * 1e6 / readings,
+                    _ => f64::NAN,
+                });
                 rates.push(r.rows_per_sec);
                 p50.push(r.p50_ms);
                 p99.push(r.p99_ms);
             }
-            eprintln!("  {db}, {sensors} sensors: rates {rates:?} p99 {p99:?}");
+            eprintln!("  {db}, {sensors} sensors: rates {rates:?} p99 {p99:?} cpu {cpu:?}");
             let name = db.split("://").next().unwrap_or(db);
-            println!("| {name} | {sensors} | {:.0} | {:.1} ms | {:.1} ms |", median(rates), median(p50), median(p99));
+            println!(
+                "| {name} | {sensors} | {:.0} | {:.1} ms | {:.1} ms | {:.1} µs |",
+                median(rates),
+                median(p50),
+                median(p99),
+                median(cpu)
+            );
         }
     }
     Ok(())

@@ -13,9 +13,13 @@ use tokio_util::sync::CancellationToken;
 const AFTER_THE_MINUTE: Duration = Duration::from_secs(1);
 /// The shortest pause between two folds while catching up.
 const CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
+/// The pause after a failed fold (the database away, or a sensor deleted while it was folded:
+/// its hour's insert then fails its foreign key, and the next fold finds the minutes gone).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// Runs until `stop`. A failed fold is logged once and tried again the next minute; until it
-/// succeeds, hourly charts read the minutes instead (nothing is lost or counted twice).
+/// Runs until `stop`. A failed fold is logged once and tried again every [`RETRY_AFTER`];
+/// until one succeeds, hourly charts read the minutes instead (nothing is lost or counted
+/// twice).
 pub async fn run_folds(store: Arc<Store>, stop: CancellationToken) {
     let mut failing = false;
     loop {
@@ -23,7 +27,8 @@ pub async fn run_folds(store: Arc<Store>, stop: CancellationToken) {
         let folded = store.fold_hours(TimestampMs::now()).await;
         let pause = match &folded {
             Ok(folded) if folded.more => started.elapsed().max(CATCH_UP_PAUSE),
-            _ => until_next_minute(TimestampMs::now()) + AFTER_THE_MINUTE,
+            Ok(_) => until_next_minute(TimestampMs::now()) + AFTER_THE_MINUTE,
+            Err(_) => RETRY_AFTER,
         };
         match folded {
             Ok(folded) => {
@@ -35,7 +40,7 @@ pub async fn run_folds(store: Arc<Store>, stop: CancellationToken) {
             }
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, "folding minutes into hourly rollups failed; trying again every minute");
+                tracing::warn!(error = %e, "folding minutes into hourly rollups failed; trying again every 10 s");
             }
             Err(_) => {}
         }
