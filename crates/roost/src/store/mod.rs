@@ -226,9 +226,10 @@ impl Store {
                     // A batch from many sensors touches a page of the readings index and one of
                     // the rollups per sensor: keep those in memory (32 MiB, about 8,000 pages).
                     .pragma("cache_size", "-32768")
-                    // Checkpoint every 10,000 WAL pages (40 MiB), not 1,000: a page rewritten by
-                    // every batch is copied back once per checkpoint, so fewer checkpoints copy
-                    // less.
+                    // Checkpoint every 10,000 WAL pages, not 1,000: a page rewritten by every
+                    // batch is copied back once per checkpoint, so fewer checkpoints copy less
+                    // (the ingest writer's own connection lets the log grow further:
+                    // `sqlite_writer::CHECKPOINT_AFTER_WAL_BYTES`).
                     .pragma("wal_autocheckpoint", "10000")
                     // New databases give pages freed by purges back to the file system
                     // (`Store::vacuum_step`); on an existing file this changes nothing.
