@@ -181,6 +181,11 @@ impl Broker {
         self.memory("VmRSS:")
     }
 
+    /// The CPU time the broker has used so far; `None` for one we did not start (`--attach`).
+    fn cpu_time(&self) -> Option<Duration> {
+        self.child.as_ref().and_then(Child::id).and_then(|pid| cpu::cpu_time(pid).ok())
+    }
+
     /// The most memory the broker has held at once (`VmHWM`).
     fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
         self.memory("VmHWM:")
@@ -671,12 +676,10 @@ async fn ingest_table(args: &Args) -> anyhow::Result<()> {
                 eprintln!("ingest run {} of {} on {db}, {sensors} sensors", run + 1, args.runs);
                 let database = BenchDatabase::fresh(db, 0).await?;
                 let broker = Broker::start_on(Kind::Roost, args, Some(&database.url)).await?;
-                // As in the fleet: the broker's CPU time over the run (unknown when attached).
-                let cpu_time = || broker.child.as_ref().and_then(Child::id).and_then(|pid| cpu::cpu_time(pid).ok());
-                let before = cpu_time();
+                let before = broker.cpu_time();
                 let r = ingest::run(broker.addr, args.ingest_publishers, sensors, PER_PUBLISHER, 100).await?;
                 let readings = (args.ingest_publishers * PER_PUBLISHER) as f64;
-                cpu.push(match (before, cpu_time()) {
+                cpu.push(match (before, broker.cpu_time()) {
                     (Some(before), Some(after)) => (after - before).as_secs_f64() * 1e6 / readings,
                     _ => f64::NAN,
                 });
@@ -771,10 +774,8 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
                 };
                 let kind = if target.is_some() { Kind::Roost } else { Kind::Mosquitto };
                 let broker = Broker::start_on(kind, args, database.as_ref().map(|d| d.url.as_str())).await?;
-                // The CPU time is unknown for an attached broker (`--attach`).
-                let pid = broker.child.as_ref().and_then(Child::id);
                 let mut cpu = Vec::new();
-                let result = fleet::run(broker.addr, shape(devices), || cpu.extend(pid.and_then(|pid| cpu::cpu_time(pid).ok()))).await?;
+                let result = fleet::run(broker.addr, shape(devices), || cpu.extend(broker.cpu_time())).await?;
                 let cpu_per_publish = match cpu[..] {
                     [start, end] => (end - start).as_secs_f64() * 1e6 / (result.acked_per_sec * args.fleet_seconds as f64),
                     _ => f64::NAN,
