@@ -9,12 +9,14 @@ mod cpu;
 mod databases;
 mod fleet;
 mod ingest;
+mod stats;
 
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
 use client::{publish_packet, put, put_as, Client, Reader};
 use mqtt_codec::{Ack, Packet, ProtocolVersion, QoS, TopicName};
+use stats::median;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -498,21 +500,6 @@ async fn idle_memory(broker: &Broker, n: usize) -> anyhow::Result<f64> {
     let after = broker.rss_bytes()?;
     drop(clients);
     Ok((after.saturating_sub(before)) as f64 / n as f64)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    // Unknown figures (NaN: the CPU time of a broker run with `--attach`) are left out.
-    v.retain(|x| !x.is_nan());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let m = v.len() / 2;
-    if v.len().is_multiple_of(2) {
-        (v[m - 1] + v[m]) / 2.0
-    } else {
-        v[m]
-    }
 }
 
 fn raise_fd_limit() {

@@ -15,12 +15,15 @@ mod cpu;
 #[path = "databases.rs"]
 #[allow(dead_code)] // `fresh_url`: scale-out runs on PostgreSQL only, re-created as given
 mod databases;
+#[path = "stats.rs"]
+mod stats;
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use client::{publish_packet, put, Client};
 use mqtt_codec::{Packet, QoS, TopicName};
+use stats::median;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -292,14 +295,6 @@ async fn run_once(args: &Args, n: usize, kill: bool) -> anyhow::Result<(Measured
         let _ = node.child.wait().await;
     }
     Ok((measured, missing, twice))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -8,10 +8,12 @@
 
 mod cpu;
 mod databases;
+mod stats;
 
 use clap::Parser;
 use roost::model::{Reading, SensorKey, TimestampMs};
 use roost::store::{Batch, DatabaseUrl, Store};
+use stats::median;
 use std::time::Instant;
 
 #[derive(Debug, Parser)]
@@ -77,10 +79,6 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("{db} run {run}: {:.0} readings/s, {:.1} µs CPU each", rates[rates.len() - 1], cpu[cpu.len() - 1]);
             store.close().await;
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let name = db.split("://").next().unwrap_or(db);
         let (min, max) = (rates.iter().copied().fold(f64::MAX, f64::min), rates.iter().copied().fold(0.0, f64::max));
         println!(
@@ -88,8 +86,8 @@ async fn main() -> anyhow::Result<()> {
             args.sensors,
             if args.varied { " (varied)" } else { "" },
             args.batches,
-            median(&mut rates),
-            median(&mut cpu)
+            median(rates),
+            median(cpu)
         );
     }
     Ok(())
