@@ -391,9 +391,9 @@ fn write(conn: &mut Connection, rows: &Rows, may_stage: bool) -> Result<Option<C
     if !rows.unknown.is_empty() {
         let insert_sql = format!("{}VALUES (?1, ?2, ?3){}", batch::INSERT_SENSORS, batch::insert_sensors_suffix(Dialect::Sqlite));
         let mut insert = tx.prepare_cached(&insert_sql).map_err(sqlite_err("creating sensors"))?;
-        let mut select = tx
-            .prepare_cached("SELECT id FROM sensors WHERE owner = ?1 AND place = ?2 AND category = ?3")
-            .map_err(sqlite_err("looking up new sensors"))?;
+        // The store's lookup of one sensor, its binds `?` in the order of `key` below.
+        let select_sql = super::queries::select_sensor_id::<sqlx::Sqlite>(&rows.unknown[0]).into_sql();
+        let mut select = tx.prepare_cached(&select_sql).map_err(sqlite_err("looking up new sensors"))?;
         for key in &rows.unknown {
             let key = params![key.owner, key.place, key.category];
             insert.execute(key).map_err(sqlite_err("creating sensors"))?;
