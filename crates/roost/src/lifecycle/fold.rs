@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 const AFTER_THE_MINUTE: Duration = Duration::from_secs(1);
 /// The shortest pause between two folds while catching up.
 const CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
-/// The pause after a failed fold (the database away, or a sensor deleted while it was folded:
-/// its hour's insert then fails its foreign key, and the next fold finds the minutes gone).
+/// The pause after a failed fold (the database away).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Runs until `stop`. A failed fold is logged once and tried again every [`RETRY_AFTER`];

@@ -58,8 +58,9 @@ impl fmt::Display for Failure {
 }
 
 impl StoreError {
-    /// A batch named a sensor that is gone (deleted while the batch was planned): a row's
-    /// foreign key failed, or (PostgreSQL's readings) the sensor's row was missing.
+    /// A batch named a sensor that is gone (deleted while the batch was planned), or a fold
+    /// read minutes of a sensor deleted meanwhile: a row's foreign key failed, or (PostgreSQL's
+    /// readings) the sensor's row was missing.
     pub(super) fn names_a_deleted_sensor(&self) -> bool {
         match self {
             Self::SensorDeleted => true,

@@ -78,6 +78,19 @@ impl Store {
     /// Folds the complete minutes (those before `now`'s) not folded yet into `readings_1h`, at
     /// most ten minutes' worth, in one transaction. Safe to run on several nodes at once.
     pub async fn fold_hours(&self, now: TimestampMs) -> Result<Folded, StoreError> {
+        match self.fold_hours_once(now).await {
+            // A sensor was deleted while its minutes were folded: on PostgreSQL the fold read
+            // them before the deletion committed, and its hour's insert then failed its foreign
+            // key. The fold rolled back; again, it finds the minutes gone.
+            Err(e) if e.names_a_deleted_sensor() => {
+                tracing::debug!("a sensor was deleted during a fold; folding again");
+                self.fold_hours_once(now).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fold_hours_once(&self, now: TimestampMs) -> Result<Folded, StoreError> {
         let complete = now.0 - now.0.rem_euclid(60_000);
         let dialect = self.dialect();
         let _turn = self.sqlite_write_turn().await;

@@ -659,3 +659,52 @@ async fn sqlite_hours_from_before_the_fold_migration_are_not_counted_twice() {
     assert_eq!(hours(&store, id, t0).await, [(t0, 2, 1.0, 2.0, 3.0)]);
     store.close().await;
 }
+
+/// A sensor deleted while its minutes are folded: on PostgreSQL the fold reads them before the
+/// deletion commits, and its hour's insert then waits on the sensor's row and fails its foreign
+/// key once the deletion commits. The fold folds again and succeeds, with the other sensor's
+/// hour and none of the deleted one's. The deletion is the one `Store::delete_sensor` makes,
+/// held open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_fold_during_a_sensors_deletion_folds_again() {
+    use sqlx::{Connection, Row};
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
+    let t0 = an_hour_tomorrow();
+    let (deleted, kept) = (key("fold", "deleted", "t"), key("fold", "kept", "t"));
+    let readings = vec![reading(&deleted, t0 + MINUTE, 1.0), reading(&kept, t0 + MINUTE, 2.0)];
+    store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+    let (deleted_id, kept_id) = (store.sensor_id(&deleted).await.unwrap().unwrap(), store.sensor_id(&kept).await.unwrap().unwrap());
+
+    let mut deleter = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
+    let mut deletion = deleter.begin().await.unwrap();
+    sqlx::query("SELECT id FROM sensors WHERE id = $1 FOR UPDATE").bind(deleted_id).execute(&mut *deletion).await.unwrap();
+    for table in ["readings", "readings_1m", "readings_1h"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE sensor_id = $1")).bind(deleted_id).execute(&mut *deletion).await.unwrap();
+    }
+    sqlx::query("DELETE FROM sensors WHERE id = $1").bind(deleted_id).execute(&mut *deletion).await.unwrap();
+    let fold = tokio::spawn({
+        let store = store.clone();
+        async move { store.fold_hours(TimestampMs(t0 + HOUR)).await }
+    });
+    // Until the fold waits on the sensor's row (or has finished, wrongly, without waiting).
+    let mut watcher = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut waited = false;
+    for _ in 0..200 {
+        waited = sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0;
+        if waited || fold.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(waited, "the fold waits for the deletion");
+    deletion.commit().await.unwrap();
+
+    let folded = fold.await.unwrap().expect("the fold folds again");
+    assert_eq!(folded.until, Some(TimestampMs(t0 + 11 * MINUTE)), "ten minutes' worth from the first");
+    let hours_of = |id: i64| sqlx::query("SELECT COUNT(*) FROM readings_1h WHERE sensor_id = $1").bind(id);
+    assert_eq!(hours_of(kept_id).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0), 1, "the kept sensor's hour");
+    assert_eq!(hours_of(deleted_id).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0), 0, "none of the deleted one");
+    assert_eq!(hours(&store, kept_id, t0).await, [(t0, 1, 2.0, 2.0, 2.0)]);
+}
