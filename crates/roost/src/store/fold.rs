@@ -30,12 +30,19 @@ pub struct Folded {
     pub more: bool,
 }
 
+/// The first minute not folded yet, as a statement or (in parentheses) a subquery.
+macro_rules! select_folded_before {
+    () => {
+        "SELECT folded_before FROM rollup_fold"
+    };
+}
+
 /// A batch's first read in its transaction: which minutes are folded already (see the module).
 pub(super) fn select_folded_before(dialect: Dialect) -> &'static str {
     match dialect {
-        Dialect::Postgres => "SELECT folded_before FROM rollup_fold FOR SHARE",
-        Dialect::MySql => "SELECT folded_before FROM rollup_fold LOCK IN SHARE MODE",
-        Dialect::Sqlite => "SELECT folded_before FROM rollup_fold",
+        Dialect::Postgres => concat!(select_folded_before!(), " FOR SHARE"),
+        Dialect::MySql => concat!(select_folded_before!(), " LOCK IN SHARE MODE"),
+        Dialect::Sqlite => select_folded_before!(),
     }
 }
 
@@ -45,8 +52,11 @@ pub(super) fn late_readings(readings: &[IdReading], folded_before: i64) -> Vec<I
 }
 
 /// The minutes not folded yet, as rows of hours: `(hour, min, max, sum, count)`.
-const UNFOLDED_MINUTES_AS_HOURS: &str = "SELECT minute - minute % 3600000, min, max, sum, count FROM readings_1m \
-     WHERE minute >= (SELECT folded_before FROM rollup_fold) AND sensor_id = ";
+const UNFOLDED_MINUTES_AS_HOURS: &str = concat!(
+    "SELECT minute - minute % 3600000, min, max, sum, count FROM readings_1m WHERE minute >= (",
+    select_folded_before!(),
+    ") AND sensor_id = "
+);
 
 /// `(SELECT hour, min, max, sum, count FROM ...) AS hours`: a sensor's hourly rollups from
 /// `lower` (the start of an hour) to before `to`, with the minutes not folded yet.
@@ -67,12 +77,16 @@ where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     query.push("SELECT MIN(hour) FROM (SELECT MIN(hour) AS hour FROM readings_1h WHERE sensor_id = ").push_bind(sensor_id);
-    query.push(" UNION ALL SELECT MIN(minute) - MIN(minute) % 3600000 FROM readings_1m WHERE minute >= (SELECT folded_before FROM rollup_fold) AND sensor_id = ");
+    query.push(concat!(
+        " UNION ALL SELECT MIN(minute) - MIN(minute) % 3600000 FROM readings_1m WHERE minute >= (",
+        select_folded_before!(),
+        ") AND sensor_id = "
+    ));
     query.push_bind(sensor_id).push(") AS oldest");
 }
 
 /// The condition a purge of minutes adds: minutes not folded yet are kept.
-pub(super) const FOLDED_MINUTES_ONLY: &str = " AND minute < (SELECT folded_before FROM rollup_fold)";
+pub(super) const FOLDED_MINUTES_ONLY: &str = concat!(" AND minute < (", select_folded_before!(), ")");
 
 impl Store {
     /// Folds the complete minutes (those before `now`'s) not folded yet into `readings_1h`, at
@@ -102,7 +116,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_err("locking the fold of minutes into hours"))?;
-            let folded_before: i64 = sqlx::query("SELECT folded_before FROM rollup_fold")
+            let folded_before: i64 = sqlx::query(select_folded_before!())
                 .fetch_one(&mut *tx)
                 .await
                 .and_then(|row| row.try_get(0))
