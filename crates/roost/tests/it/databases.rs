@@ -67,6 +67,25 @@ impl TestDb {
         }
     }
 
+    /// On PostgreSQL: polls (for up to 5 s) until a session on this database waits on a lock,
+    /// or `finished` says the task expected to wait is done (wrongly, without waiting). Whether
+    /// a wait was seen.
+    pub async fn until_a_session_waits_on_a_lock(&self, finished: impl Fn() -> bool) -> bool {
+        use sqlx::Row;
+        let mut watcher = sqlx::PgConnection::connect(self.url.expose_secret()).await.unwrap();
+        let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        for _ in 0..200 {
+            if sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0 {
+                return true;
+            }
+            if finished() {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        false
+    }
+
     /// The same database reached through `proxy_addr` instead of the server's own address.
     pub fn via(&self, proxy_addr: std::net::SocketAddr) -> DatabaseUrl {
         let (prefix, host) = self.server.as_ref().expect("only server databases can be proxied");

@@ -261,14 +261,7 @@ async fn postgres_a_batch_during_a_sensors_deletion_waits_and_creates_it_again()
         async move { store.write_batch(&Batch { readings: older, ..Batch::default() }).await }
     });
     // Until the batch waits on a lock (or, wrongly, has committed).
-    let mut watcher = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
-    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    for _ in 0..200 {
-        if batch.is_finished() || sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    db.until_a_session_waits_on_a_lock(|| batch.is_finished()).await;
     for table in ["readings_1m", "readings_1h", "sensors"] {
         let column = if table == "sensors" { "id" } else { "sensor_id" };
         sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1")).bind(id).execute(&mut *deletion).await.unwrap();
@@ -276,6 +269,7 @@ async fn postgres_a_batch_during_a_sensors_deletion_waits_and_creates_it_again()
     deletion.commit().await.unwrap();
 
     batch.await.unwrap().expect("the batch is planned again and commits");
+    let mut watcher = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
     let orphans = "SELECT COUNT(*) FROM readings WHERE sensor_id NOT IN (SELECT id FROM sensors)";
     assert_eq!(sqlx::query(orphans).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0), 0, "no reading without its sensor");
     let again = store.sensor(&sensor).await.unwrap().expect("created again");

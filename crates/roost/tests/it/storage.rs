@@ -688,18 +688,10 @@ async fn postgres_a_fold_during_a_sensors_deletion_folds_again() {
         async move { store.fold_hours(TimestampMs(t0 + HOUR)).await }
     });
     // Until the fold waits on the sensor's row (or has finished, wrongly, without waiting).
-    let mut watcher = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
-    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-    let mut waited = false;
-    for _ in 0..200 {
-        waited = sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0;
-        if waited || fold.is_finished() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(waited, "the fold waits for the deletion");
+    assert!(db.until_a_session_waits_on_a_lock(|| fold.is_finished()).await, "the fold waits for the deletion");
     deletion.commit().await.unwrap();
+
+    let mut watcher = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
 
     let folded = fold.await.unwrap().expect("the fold folds again");
     assert_eq!(folded.until, Some(TimestampMs(t0 + 11 * MINUTE)), "ten minutes' worth from the first");
