@@ -445,6 +445,7 @@ impl App {
             tracker.spawn(broker::serve_websocket(mqtt_ws, Arc::clone(&self.broker), ws_tls, shutdown.clone(), tracker.clone()));
         }
         tracker.spawn(crate::lifecycle::run_folds(Arc::clone(&self.store), shutdown.clone()));
+        tracker.spawn(crate::lifecycle::run_minute_folds(Arc::clone(&self.store), shutdown.clone()));
         tracker.spawn(crate::lifecycle::run(
             Arc::clone(&self.store),
             self.lifecycle.clone(),

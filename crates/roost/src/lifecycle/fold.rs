@@ -2,9 +2,11 @@
 //! minute begins, the minutes before it; after a backfill, ten minutes' worth at a time with a
 //! pause as long as each fold took, so batches go on between folds. Several nodes on one
 //! database may all fold: they take turns on the same row, and a fold finds what another left.
+//! On MariaDB/MySQL the readings are folded into the per-minute rollups too, every two seconds
+//! (`Store::fold_minutes`).
 
 use crate::model::TimestampMs;
-use crate::store::Store;
+use crate::store::{Folded, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -13,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 const AFTER_THE_MINUTE: Duration = Duration::from_secs(1);
 /// The shortest pause between two folds while catching up.
 const CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
+/// How often the readings are folded into minutes, where they are.
+const MINUTES_EVERY: Duration = Duration::from_secs(2);
 /// The pause after a failed fold (the database away).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -20,26 +24,50 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// until one succeeds, hourly charts read the minutes instead (nothing is lost or counted
 /// twice).
 pub async fn run_folds(store: Arc<Store>, stop: CancellationToken) {
+    let fold = |store: Arc<Store>| async move { store.fold_hours(TimestampMs::now()).await };
+    let next = || until_next_minute(TimestampMs::now()) + AFTER_THE_MINUTE;
+    run(store, stop, "minutes into hourly rollups", fold, next).await
+}
+
+/// Runs until `stop` where the per-minute rollups are folded from the readings (MariaDB/MySQL,
+/// `Store::fold_minutes`), every [`MINUTES_EVERY`]; returns at once elsewhere. Until a fold
+/// succeeds, charts read the readings not folded yet.
+pub async fn run_minute_folds(store: Arc<Store>, stop: CancellationToken) {
+    if !store.folds_minutes() {
+        return;
+    }
+    let fold = |store: Arc<Store>| async move { store.fold_minutes(TimestampMs::now()).await };
+    run(store, stop, "readings into per-minute rollups", fold, || MINUTES_EVERY).await
+}
+
+/// Folds with `fold` until `stop`: again after `next()` once it has caught up, after a pause as
+/// long as the fold took while catching up, and every [`RETRY_AFTER`] while it fails (logged
+/// once).
+async fn run<F, Fut>(store: Arc<Store>, stop: CancellationToken, what: &str, fold: F, next: impl Fn() -> Duration)
+where
+    F: Fn(Arc<Store>) -> Fut,
+    Fut: std::future::Future<Output = Result<Folded, StoreError>>,
+{
     let mut failing = false;
     loop {
         let started = Instant::now();
-        let folded = store.fold_hours(TimestampMs::now()).await;
+        let folded = fold(Arc::clone(&store)).await;
         let pause = match &folded {
             Ok(folded) if folded.more => started.elapsed().max(CATCH_UP_PAUSE),
-            Ok(_) => until_next_minute(TimestampMs::now()) + AFTER_THE_MINUTE,
+            Ok(_) => next(),
             Err(_) => RETRY_AFTER,
         };
         match folded {
             Ok(folded) => {
                 if failing {
                     failing = false;
-                    tracing::info!("folding minutes into hourly rollups works again");
+                    tracing::info!("folding {what} works again");
                 }
-                tracing::trace!(?folded, "folded minutes into hours");
+                tracing::trace!(?folded, "folded {what}");
             }
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, "folding minutes into hourly rollups failed; trying again every 10 s");
+                tracing::warn!(error = %e, "folding {what} failed; trying again every 10 s");
             }
             Err(_) => {}
         }

@@ -9,7 +9,7 @@ mod purge;
 mod retention;
 
 pub use disk::{space_at, DiskSpace};
-pub use fold::run_folds;
+pub use fold::{run_folds, run_minute_folds};
 pub use purge::{purge_once, PurgeReport};
 pub use retention::{KeepSource, RetentionPolicy, RetentionRule};
 

@@ -289,13 +289,16 @@ impl Store {
                     }
                 }
 
-                // Which minutes are folded into hours already (`store::fold`): locked in share
-                // mode until the commit on the server databases, so a fold waits for this batch.
-                let folded_before: i64 = sqlx::query(super::fold::select_folded_before(dialect))
+                // Which rollups are folded already (`store::fold`): locked in share mode until the
+                // commit on the server databases, so a fold waits for this batch.
+                let watermarks = sqlx::query(super::fold::select_watermarks(dialect))
                     .fetch_one(&mut *tx)
                     .await
-                    .and_then(|row| row.try_get(0))
-                    .map_err(query_err("reading which minutes are folded"))?;
+                    .and_then(|row| {
+                        let minutes_before = if super::fold::folds_minutes(dialect) { row.try_get(1)? } else { i64::MAX };
+                        Ok(super::fold::Watermarks { hours_before: row.try_get(0)?, minutes_before })
+                    })
+                    .map_err(query_err("reading which rollups are folded"))?;
 
                 // New sensors: created if absent (another writer may have just created one),
                 // then their ids looked up.
@@ -359,9 +362,15 @@ impl Store {
                 }
                 let unknown_ids: Vec<i64> = unknown_ids.into_iter().map(|id| id.expect("every new sensor was looked up")).collect();
                 let readings = with_ids(&plan.ids(&unknown_ids), &batch.readings);
-                // The hours of the minutes not folded yet are the fold's to write.
-                let late = super::fold::late_readings(&readings, folded_before);
-                let rollup_source = |rollup: Series| if rollup == Series::Hours { &late } else { &readings };
+                // The hours of the minutes not folded yet are the fold's to write, and so are the
+                // minutes of the readings from `minutes_before` on where minutes are folded.
+                let late_for_hours = super::fold::late_readings(&readings, watermarks.hours_before);
+                let late_for_minutes =
+                    (watermarks.minutes_before != i64::MAX).then(|| super::fold::late_readings(&readings, watermarks.minutes_before));
+                let rollup_source = |rollup: Series| match rollup {
+                    Series::Hours => &late_for_hours[..],
+                    _ => late_for_minutes.as_deref().unwrap_or(&readings),
+                };
 
                 // PostgreSQL: the readings, rollups and latest values as columns of arrays
                 // (`pg_array`), one statement text whatever the row count.

@@ -11,6 +11,15 @@
 //! after it wait for the fold and read the new value; several nodes on one database fold in
 //! turn. On SQLite the write lock orders them. Reads of hourly rollups add the minutes not
 //! folded yet, each in its hour, so a chart does not wait for the fold.
+//!
+//! On MariaDB/MySQL the per-minute rollups are folded too (schema migration 16), from the
+//! readings, every two seconds (`fold_minutes`): a batch leaves the minutes of its readings
+//! from `rollup_fold.minutes_before` on to the fold, and upserts those of older (late) ones
+//! itself. The fold takes the readings inserted since the last one, a range of the table's key
+//! (`id > minutes_through`; no batch is in progress while a fold holds the row, so every id up to
+//! the largest is committed), rolls up those from `minutes_before` on, and moves both marks.
+//! Reads of minutes and hours add the readings not folded yet (`id > minutes_through AND ts >=
+//! minutes_before`); a purge of raw readings keeps them.
 
 use super::batch::{insert_rollups, upsert_rollups_suffix, IdReading};
 use super::{query_err, Dialect, Pool, Series, Store, StoreError};
@@ -21,12 +30,23 @@ use sqlx::{QueryBuilder, Row};
 /// transactions between batches rather than one long one.
 const FOLD_SPAN_MS: i64 = 10 * 60_000;
 
+/// The most readings one fold of minutes takes, so that catching up after the database was
+/// away is many short transactions between batches rather than one long one.
+const FOLD_READINGS: i64 = 200_000;
+
+/// How far before a fold of minutes `minutes_before` is set: a batch upserts the minutes of
+/// its readings older than that itself (readings wait in the ingest queue for milliseconds).
+const MINUTES_LAG_MS: i64 = 1_000;
+
 /// What one fold did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Folded {
     /// Minutes it folded, up to this one (exclusive); `None`: no complete minute was waiting.
+    /// (A fold of readings into minutes: the new `minutes_before`; `None`: minutes are not
+    /// folded on this database.)
     pub until: Option<TimestampMs>,
-    /// Complete minutes may be left (a fold takes at most ten minutes' worth).
+    /// Complete minutes may be left (a fold takes at most ten minutes' worth; of readings, at
+    /// most [`FOLD_READINGS`]).
     pub more: bool,
 }
 
@@ -46,10 +66,81 @@ pub(super) fn select_folded_before(dialect: Dialect) -> &'static str {
     }
 }
 
-/// The readings whose hours a batch upserts itself: those of minutes folded already.
-pub(super) fn late_readings(readings: &[IdReading], folded_before: i64) -> Vec<IdReading> {
-    readings.iter().filter(|&&(_, ts, _)| ts < folded_before).copied().collect()
+/// Whether the per-minute rollups are folded from the readings (MariaDB/MySQL, schema migration
+/// 16). PostgreSQL's batch writes its minutes in the same one statement as its readings, and
+/// SQLite's writer thread with cached statements: there a fold would save less than it costs.
+pub(super) fn folds_minutes(dialect: Dialect) -> bool {
+    dialect == Dialect::MySql
 }
+
+/// Which rollups a batch writes itself, read first in its transaction (see the module).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Watermarks {
+    /// The hours of readings before this time; those from it on are the hour fold's.
+    pub hours_before: i64,
+    /// The minutes of readings before this time (every reading where minutes are not folded).
+    pub minutes_before: i64,
+}
+
+/// A batch's first read in its transaction: the columns of [`Watermarks`] (only the first where
+/// minutes are not folded), in share mode on the server databases.
+pub(super) fn select_watermarks(dialect: Dialect) -> &'static str {
+    if folds_minutes(dialect) {
+        "SELECT folded_before, minutes_before FROM rollup_fold LOCK IN SHARE MODE"
+    } else {
+        select_folded_before(dialect)
+    }
+}
+
+/// The readings whose rollups a batch upserts itself: those before a fold's watermark.
+pub(super) fn late_readings(readings: &[IdReading], before: i64) -> Vec<IdReading> {
+    readings.iter().filter(|&&(_, ts, _)| ts < before).copied().collect()
+}
+
+/// Where the readings not folded into minutes yet begin (`None` where minutes are not folded):
+/// `(minutes_through, minutes_before)` as a read's index range. Folds only move them forward, so
+/// the read still checks both marks in its own statement (`push_unfolded_readings`).
+pub(super) async fn unfolded_readings_from(store: &Store) -> Result<Option<(i64, i64)>, StoreError> {
+    let Pool::MySql(pool) = &store.pool else { return Ok(None) };
+    let row = sqlx::query("SELECT minutes_through, minutes_before FROM rollup_fold")
+        .fetch_one(pool)
+        .await
+        .map_err(query_err("reading which readings are folded"))?;
+    (|| Ok(Some((row.try_get(0)?, row.try_get(1)?))))().map_err(query_err("decoding which readings are folded"))
+}
+
+/// The condition that picks the readings not folded into minutes yet, after the index range.
+pub(super) const UNFOLDED_READINGS: &str =
+    " AND id > (SELECT minutes_through FROM rollup_fold) AND ts >= (SELECT minutes_before FROM rollup_fold)";
+
+/// ` UNION ALL SELECT` of a sensor's readings not folded into minutes yet, from `from` (the
+/// start of a period) to before `to`, each as a rollup row of `series` (minutes or hours):
+/// `(start of its period, min, max, sum, count)`. `since` is `minutes_before` as read before
+/// ([`unfolded_readings_from`]). For hours, only readings from `folded_before` on: a batch
+/// upserted the hours of those before it.
+pub(super) fn push_unfolded_readings<'a, DB: sqlx::Database>(
+    query: &mut QueryBuilder<'a, DB>,
+    series: Series,
+    sensor_id: i64,
+    since: i64,
+    (from, to): (i64, i64),
+) where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let period = series.period_ms();
+    query.push(format!(" UNION ALL SELECT ts - ts % {period}, value, value, value, 1 FROM readings WHERE sensor_id = "));
+    query.push_bind(sensor_id).push(" AND ts >= ").push_bind(from.max(since));
+    query.push(format!(" AND ts - ts % {period} < ")).push_bind(to).push(UNFOLDED_READINGS);
+    if series == Series::Hours {
+        query.push(concat!(" AND ts >= (", select_folded_before!(), ")"));
+    }
+}
+
+/// The condition a purge of raw readings adds where minutes are folded: readings not folded
+/// into minutes yet are kept. Every reading before `minutes_before` is in the minutes: its batch
+/// upserted its minute, or the fold that moved the mark past it (only one that has caught up
+/// does) folded it.
+pub(super) const FOLDED_READINGS_ONLY: &str = " AND ts < (SELECT minutes_before FROM rollup_fold)";
 
 /// The minutes not folded yet, as rows of hours: `(hour, min, max, sum, count)`.
 const UNFOLDED_MINUTES_AS_HOURS: &str = concat!(
@@ -60,19 +151,39 @@ const UNFOLDED_MINUTES_AS_HOURS: &str = concat!(
 
 /// `(SELECT hour, min, max, sum, count FROM ...) AS hours`: a sensor's hourly rollups from
 /// `lower` (the start of an hour) to before `to`, with the minutes not folded yet.
-pub(super) fn push_hours_of_sensor<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, sensor_id: i64, lower: i64, to: i64)
-where
+/// `unfolded` is where the readings not folded into minutes begin (`unfolded_readings_from`).
+pub(super) fn push_hours_of_sensor<'a, DB: sqlx::Database>(
+    query: &mut QueryBuilder<'a, DB>,
+    sensor_id: i64,
+    (lower, to): (i64, i64),
+    unfolded: Option<(i64, i64)>,
+) where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     query.push("(SELECT hour, min, max, sum, count FROM readings_1h WHERE sensor_id = ").push_bind(sensor_id);
     query.push(" AND hour >= ").push_bind(lower).push(" AND hour < ").push_bind(to);
     query.push(" UNION ALL ").push(UNFOLDED_MINUTES_AS_HOURS).push_bind(sensor_id);
     query.push(" AND minute >= ").push_bind(lower).push(" AND minute - minute % 3600000 < ").push_bind(to);
+    if let Some((_, since)) = unfolded {
+        push_unfolded_readings(query, Series::Hours, sensor_id, since, (lower, to));
+    }
     query.push(") AS hours");
 }
 
-/// `SELECT` of the start of a sensor's oldest hour, folded or not.
-pub(super) fn push_oldest_hour<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, sensor_id: i64)
+/// ` UNION ALL SELECT` of the start of the `series` period (minute, hour) of a sensor's oldest
+/// reading not folded into minutes yet, for `SELECT MIN(...)` of the oldest row.
+pub(super) fn push_oldest_unfolded<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, series: Series, sensor_id: i64, since: i64)
+where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let period = series.period_ms();
+    query.push(format!(" UNION ALL SELECT MIN(ts) - MIN(ts) % {period} FROM readings WHERE sensor_id = "));
+    query.push_bind(sensor_id).push(" AND ts >= ").push_bind(since).push(UNFOLDED_READINGS);
+}
+
+/// `SELECT` of the start of a sensor's oldest hour, folded or not (with the readings not folded
+/// into minutes yet, from `unfolded`: [`unfolded_readings_from`]).
+pub(super) fn push_oldest_hour<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, sensor_id: i64, unfolded: Option<(i64, i64)>)
 where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
@@ -82,7 +193,11 @@ where
         select_folded_before!(),
         ") AND sensor_id = "
     ));
-    query.push_bind(sensor_id).push(") AS oldest");
+    query.push_bind(sensor_id);
+    if let Some((_, since)) = unfolded {
+        push_oldest_unfolded(query, Series::Hours, sensor_id, since);
+    }
+    query.push(") AS oldest");
 }
 
 /// The condition a purge of minutes adds: minutes not folded yet are kept.
@@ -130,6 +245,18 @@ impl Store {
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(query_err("finding the minutes to fold"))?;
+            // Where minutes are folded from the readings, those from `minutes_before`'s on are
+            // not complete in `readings_1m` yet.
+            let complete = if folds_minutes(dialect) {
+                let minutes_before: i64 = sqlx::query("SELECT minutes_before FROM rollup_fold")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(query_err("reading which readings are folded"))?;
+                complete.min(minutes_before - minutes_before.rem_euclid(60_000))
+            } else {
+                complete
+            };
             let Some(first) = first.filter(|&first| first < complete) else {
                 tx.rollback().await.map_err(query_err("ending a fold with nothing to fold"))?;
                 return Ok(Folded { until: None, more: false });
@@ -159,5 +286,68 @@ impl Store {
             tx.commit().await.map_err(query_err("committing a fold of minutes into hours"))?;
             Ok(Folded { until: Some(TimestampMs(until)), more: until < complete })
         })
+    }
+}
+
+impl Store {
+    /// Whether this database's per-minute rollups are folded from the readings
+    /// ([`Store::fold_minutes`]).
+    pub fn folds_minutes(&self) -> bool {
+        folds_minutes(self.dialect())
+    }
+
+    /// Folds the readings stored since the last fold into `readings_1m`, at most
+    /// [`FOLD_READINGS`] of them, in one transaction, where minutes are folded (MariaDB/MySQL;
+    /// elsewhere it does nothing). Once it has caught up it moves `minutes_before` to a second
+    /// before `now`. Safe to run on several nodes at once.
+    pub async fn fold_minutes(&self, now: TimestampMs) -> Result<Folded, StoreError> {
+        let Pool::MySql(pool) = &self.pool else { return Ok(Folded { until: None, more: false }) };
+        let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
+        // An update first: it waits for the batches that read the row in share mode (so every
+        // reading id up to the largest is committed), and the batches after it wait for this.
+        sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("locking the fold of readings into minutes"))?;
+        let (through, before, newest): (i64, i64, Option<i64>) =
+            sqlx::query("SELECT minutes_through, minutes_before, (SELECT MAX(id) FROM readings) FROM rollup_fold")
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+                .map_err(query_err("finding the readings to fold"))?;
+        let newest = newest.unwrap_or(through).max(through);
+        let until = newest.min(through.saturating_add(FOLD_READINGS));
+        if until > through {
+            // Every reading after `through` was written by a batch that read this `before`:
+            // those before it have their minutes upserted already.
+            let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+            fold.push(
+                "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
+                 MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
+                 FROM readings WHERE id > ",
+            )
+            .push_bind(through)
+            .push(" AND id <= ")
+            .push_bind(until)
+            .push(" AND ts >= ")
+            .push_bind(before)
+            .push(" GROUP BY folded_sensor, folded_minute) AS folded")
+            .push(upsert_rollups_suffix(Dialect::MySql, Series::Minutes));
+            fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+        }
+        // `minutes_before` moves only once every reading is folded: those left would count
+        // neither in the minutes nor as readings not folded.
+        let caught_up = until == newest;
+        let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
+        QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
+            .push_bind(until)
+            .push(", minutes_before = ")
+            .push_bind(moved_before)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("recording which readings are folded"))?;
+        tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
+        Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
     }
 }

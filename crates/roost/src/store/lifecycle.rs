@@ -231,6 +231,10 @@ impl Store {
                     // Minutes not folded into hours yet are kept for the fold (`store::fold`).
                     delete.push(super::fold::FOLDED_MINUTES_ONLY);
                 }
+                if series == Series::Raw && super::fold::folds_minutes(self.dialect()) {
+                    // Readings not folded into minutes yet are kept for the fold.
+                    delete.push(super::fold::FOLDED_READINGS_ONLY);
+                }
                 delete_chunk_tail(self.dialect(), &mut delete, left);
                 delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old readings"))?
             });
@@ -268,11 +272,17 @@ impl Store {
     /// The start of the oldest row of a sensor's `series`.
     pub async fn oldest(&self, series: Series, sensor_id: i64) -> Result<Option<TimestampMs>, StoreError> {
         let (table, column) = (series.table(), series.period_column());
+        let unfolded = if series == Series::Raw { None } else { super::fold::unfolded_readings_from(self).await? };
         on_pool!(self, pool => {
             let mut query = QueryBuilder::new("");
             if series == Series::Hours {
-                // Minutes not folded into hours yet count (`store::fold`).
-                super::fold::push_oldest_hour(&mut query, sensor_id);
+                // Minutes not folded into hours yet count (`store::fold`), and so do readings
+                // not folded into minutes.
+                super::fold::push_oldest_hour(&mut query, sensor_id, unfolded);
+            } else if let Some((_, since)) = unfolded {
+                query.push("SELECT MIN(minute) FROM (SELECT MIN(minute) AS minute FROM readings_1m WHERE sensor_id = ").push_bind(sensor_id);
+                super::fold::push_oldest_unfolded(&mut query, Series::Minutes, sensor_id, since);
+                query.push(") AS oldest");
             } else {
                 query.push(format!("SELECT MIN({column}) FROM {table} WHERE sensor_id = ")).push_bind(sensor_id);
             }

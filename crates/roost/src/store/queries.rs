@@ -76,20 +76,33 @@ impl Store {
         })
     }
 
-    /// Every sensor's per-minute averages since `from` (the rollups), by sensor id then minute:
-    /// the dashboard's trend lines, in one query however many tiles there are.
+    /// Every sensor's per-minute averages since `from` (the rollups, with the readings not
+    /// folded into them yet), by sensor id then minute: the dashboard's trend lines, in one
+    /// query however many tiles there are.
     pub async fn minute_averages(&self, from: TimestampMs) -> Result<Vec<(i64, f64)>, StoreError> {
         let minute = from.0 - from.0.rem_euclid(60_000);
-        on_pool!(self, pool => {
-            let rows = QueryBuilder::new("SELECT sensor_id, sum / count FROM readings_1m WHERE minute >= ")
-                .push_bind(minute)
-                .push(" ORDER BY sensor_id, minute")
+        let unfolded = super::fold::unfolded_readings_from(self).await?;
+        let sums: Vec<(i64, i64, f64, i64)> = on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("SELECT sensor_id, minute, sum, count FROM readings_1m WHERE minute >= ");
+            query.push_bind(minute);
+            if let Some((through, since)) = unfolded {
+                // The readings not folded yet: a range of the table's key from `through` on.
+                query.push(" UNION ALL SELECT sensor_id, ts - ts % 60000, SUM(value), COUNT(*) FROM readings WHERE id > ")
+                    .push_bind(through)
+                    .push(" AND ts >= ")
+                    .push_bind(minute.max(since))
+                    .push(super::fold::UNFOLDED_READINGS)
+                    .push(" GROUP BY sensor_id, ts - ts % 60000");
+            }
+            let rows = query
+                .push(" ORDER BY 1, 2")
                 .build()
                 .fetch_all(pool)
                 .await
                 .map_err(query_err("reading trends"))?;
-            decode_rows(&rows, "reading trends", |row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        })
+            decode_rows(&rows, "reading trends", |row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))?
+        });
+        Ok(averages_per_minute(sums))
     }
 
     /// Readings of one sensor with `from <= ts < to`, oldest first.
@@ -157,6 +170,22 @@ impl Store {
                 })
         })
     }
+}
+
+/// `(sensor id, minute, average)` from rows of `(sensor id, minute, sum, count)` in that
+/// order, merging the rows of one minute (its rollup and its readings not folded yet).
+fn averages_per_minute(sums: Vec<(i64, i64, f64, i64)>) -> Vec<(i64, f64)> {
+    let mut merged: Vec<(i64, i64, f64, i64)> = Vec::with_capacity(sums.len());
+    for (sensor, minute, sum, count) in sums {
+        match merged.last_mut() {
+            Some(last) if (last.0, last.1) == (sensor, minute) => {
+                last.2 += sum;
+                last.3 += count;
+            }
+            _ => merged.push((sensor, minute, sum, count)),
+        }
+    }
+    merged.into_iter().map(|(sensor, _, sum, count)| (sensor, sum / count as f64)).collect()
 }
 
 /// One bucket of a downsampled series: readings with `start <= ts < start + width`.
@@ -248,12 +277,20 @@ impl Store {
         // The first period may start before `from`: it counts in the first bucket (the division
         // truncates toward zero, and the width is at least a period).
         let lower = from.0 - from.0.rem_euclid(series.period_ms());
+        let unfolded = if series == Series::Raw { None } else { super::fold::unfolded_readings_from(self).await? };
         on_pool!(self, pool => {
             let mut query = QueryBuilder::new(format!("SELECT ({time} - "));
             query.push_bind(from.0).push(")").push(div).push_bind(width_ms).push(&aggregates).push(" FROM ");
             if series == Series::Hours {
                 // With the minutes not folded into hours yet (`store::fold`).
-                super::fold::push_hours_of_sensor(&mut query, sensor_id, lower, to.0);
+                super::fold::push_hours_of_sensor(&mut query, sensor_id, (lower, to.0), unfolded);
+            } else if let Some((_, since)) = unfolded {
+                // With the readings not folded into minutes yet (`store::fold`).
+                query.push(format!("(SELECT {time}, min, max, sum, count FROM {table} WHERE sensor_id = ")).push_bind(sensor_id)
+                    .push(format!(" AND {time} >= ")).push_bind(lower)
+                    .push(format!(" AND {time} < ")).push_bind(to.0);
+                super::fold::push_unfolded_readings(&mut query, series, sensor_id, since, (lower, to.0));
+                query.push(") AS minutes");
             } else {
                 query.push(format!("{table} WHERE sensor_id = ")).push_bind(sensor_id)
                     .push(format!(" AND {time} >= ")).push_bind(lower)

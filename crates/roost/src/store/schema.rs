@@ -36,6 +36,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             &[],
             &[],
             HOURS_FOLDED_SQLITE,
+            &[],
         ],
         Dialect::Postgres => &[
             &[
@@ -67,6 +68,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             READINGS_WITHOUT_FOREIGN_KEY_POSTGRES,
             ROOM_FOR_UPDATES_POSTGRES,
             HOURS_FOLDED_POSTGRES,
+            &[],
         ],
         // Unique keys need bounded lengths in MySQL/MariaDB; indexes are declared inline.
         Dialect::MySql => &[
@@ -99,6 +101,7 @@ pub fn migrations(dialect: Dialect) -> &'static [&'static [&'static str]] {
             &[],
             &[],
             HOURS_FOLDED_MYSQL,
+            MINUTES_FOLDED_MYSQL,
         ],
     }
 }
@@ -434,4 +437,20 @@ const HOURS_FOLDED_MYSQL: &[&str] = &[
     "INSERT INTO rollup_fold (id, folded_before) SELECT 1,
         GREATEST(COALESCE((SELECT MAX(minute) FROM readings_1m) + 60000, 0), UNIX_TIMESTAMP() * 1000 DIV 60000 * 60000)",
     "CREATE INDEX readings_1m_minute ON readings_1m (minute)",
+];
+
+// Migration 16 (MariaDB/MySQL only): the per-minute rollups of the readings a batch writes are
+// folded from `readings` every two seconds (`store::fold`), instead of being upserted by every
+// batch: a fleet's batch of 1,000 sensors spent about a third of its time on its minutes. The
+// readings get an id in insertion order (InnoDB kept a hidden one as the table's key anyway), so
+// that the fold finds what is new as one range of the table's key, however large the table.
+// `minutes_through` is the last reading id folded; `minutes_before` the time from which a
+// batch leaves its readings' minutes to the fold (it upserts those of older, late readings
+// itself). Every reading stored so far counts as folded (their batches upserted their minutes),
+// and `minutes_before` starts at the present, so that an import of old readings before the
+// first fold writes their minutes as before.
+const MINUTES_FOLDED_MYSQL: &[&str] = &[
+    "ALTER TABLE readings ADD COLUMN id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+    "ALTER TABLE rollup_fold ADD COLUMN minutes_through BIGINT NOT NULL DEFAULT 0, ADD COLUMN minutes_before BIGINT NOT NULL DEFAULT 0",
+    "UPDATE rollup_fold SET minutes_through = (SELECT COALESCE(MAX(id), 0) FROM readings), minutes_before = UNIX_TIMESTAMP() * 1000",
 ];

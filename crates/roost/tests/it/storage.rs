@@ -223,7 +223,12 @@ const HOUR: i64 = 3_600_000;
 
 /// A sensor's hourly buckets from `from` for three hours, as (start, count, min, max, sum).
 async fn hours(store: &Store, id: i64, from: i64) -> Vec<(i64, i64, f64, f64, f64)> {
-    let buckets = store.buckets(Series::Hours, id, TimestampMs(from), TimestampMs(from + 3 * HOUR), HOUR).await.unwrap();
+    hours_from(store, Series::Hours, id, from).await
+}
+
+/// The same, drawn from `series`.
+async fn hours_from(store: &Store, series: Series, id: i64, from: i64) -> Vec<(i64, i64, f64, f64, f64)> {
+    let buckets = store.buckets(series, id, TimestampMs(from), TimestampMs(from + 3 * HOUR), HOUR).await.unwrap();
     buckets.iter().map(|b| (b.start, b.count, b.min, b.max, (b.avg * b.count as f64).round())).collect()
 }
 
@@ -234,8 +239,10 @@ fn an_hour_tomorrow() -> i64 {
     now - now.rem_euclid(HOUR) + 24 * HOUR
 }
 
-/// Folds every complete minute before `now`, ten minutes at a time.
+/// Folds every reading into its minute (where minutes are folded), then every complete minute
+/// before `now` into its hour, ten minutes at a time.
 async fn fold_all(store: &Store, now: i64) {
+    assert!(!store.fold_minutes(TimestampMs(now)).await.unwrap().more, "one fold takes every reading of a test");
     for _ in 0..1_000 {
         if !store.fold_hours(TimestampMs(now)).await.unwrap().more {
             return;
@@ -263,7 +270,8 @@ async fn hours_are_folded_from_the_minutes(backend: Backend) {
     assert_eq!(hours(&store, id, t0).await, expected, "from the minutes, before any fold");
     assert_eq!(store.oldest(Series::Hours, id).await.unwrap(), Some(TimestampMs(t0)));
 
-    // 45 complete minutes: folded ten at a time.
+    // 45 complete minutes: folded ten at a time (once the readings are in their minutes).
+    store.fold_minutes(TimestampMs(t0 + 45 * MINUTE + 30_000)).await.unwrap();
     let first = store.fold_hours(TimestampMs(t0 + 45 * MINUTE + 30_000)).await.unwrap();
     assert_eq!((first.until, first.more), (Some(TimestampMs(t0 + 10 * MINUTE)), true));
     fold_all(&store, t0 + 45 * MINUTE + 30_000).await;
@@ -284,6 +292,62 @@ async fn hours_are_folded_from_the_minutes(backend: Backend) {
     assert_eq!(purged, 46, "every minute is folded now (the late one's minute was written again)");
     assert_eq!(hours(&store, id, t0).await, expected, "all from readings_1h");
     assert_eq!(store.oldest(Series::Hours, id).await.unwrap(), Some(TimestampMs(t0)));
+}
+
+/// A sensor's minutes from `from` for three minutes, as (start, count, min, max, sum).
+async fn minutes(store: &Store, id: i64, from: i64) -> Vec<(i64, i64, f64, f64, f64)> {
+    let buckets = store.buckets(Series::Minutes, id, TimestampMs(from), TimestampMs(from + 3 * MINUTE), MINUTE).await.unwrap();
+    buckets.iter().map(|b| (b.start, b.count, b.min, b.max, b.avg * b.count as f64)).collect()
+}
+
+/// Per-minute rollups folded from the readings (MariaDB/MySQL, schema migration 16; elsewhere
+/// every batch upserts its minutes and the fold does nothing): before a fold, charts of minutes
+/// and hours and the trend lines read the readings; a reading older than the fold's mark
+/// updates its minute itself and one newer is left to the next fold, so a minute can be half
+/// folded; a purge of raw readings keeps those not folded; nothing is counted twice.
+async fn minutes_are_folded_from_the_readings(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let folds = backend == Backend::MariaDb;
+    assert_eq!(store.folds_minutes(), folds);
+    let t0 = an_hour_tomorrow();
+    let k = key("minutes", "room", "t");
+    let readings = vec![reading(&k, t0 + 10_000, 1.0), reading(&k, t0 + 70_000, 2.0)];
+    store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+    let id = store.sensor_id(&k).await.unwrap().unwrap();
+    let expected = vec![(t0, 1, 1.0, 1.0, 1.0), (t0 + MINUTE, 1, 2.0, 2.0, 2.0)];
+    assert_eq!(minutes(&store, id, t0).await, expected, "before a fold");
+    assert_eq!(hours(&store, id, t0).await, [(t0, 2, 1.0, 2.0, 3.0)], "hours before a fold");
+    assert_eq!(store.oldest(Series::Minutes, id).await.unwrap(), Some(TimestampMs(t0)), "the oldest minute before a fold");
+    assert_eq!(store.oldest(Series::Hours, id).await.unwrap(), Some(TimestampMs(t0)), "the oldest hour before a fold");
+
+    let folded = store.fold_minutes(TimestampMs(t0 + 65_000)).await.unwrap();
+    assert_eq!(folded.until, folds.then_some(TimestampMs(t0 + 64_000)), "the mark: a second before the fold");
+    assert!(!folded.more);
+    assert_eq!(minutes(&store, id, t0).await, expected, "folded");
+
+    // One reading before the mark (its batch upserts its minute), one after it, in the minute
+    // the fold has already written to.
+    let readings = vec![reading(&k, t0 + 20_000, 4.0), reading(&k, t0 + 90_000, 8.0)];
+    store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+    let expected = vec![(t0, 2, 1.0, 4.0, 5.0), (t0 + MINUTE, 2, 2.0, 8.0, 10.0)];
+    assert_eq!(minutes(&store, id, t0).await, expected, "a minute half folded");
+    assert_eq!(hours(&store, id, t0).await, [(t0, 4, 1.0, 8.0, 15.0)], "hours with a minute half folded");
+    let trends: Vec<f64> =
+        store.minute_averages(TimestampMs(t0)).await.unwrap().into_iter().filter(|&(s, _)| s == id).map(|(_, avg)| avg).collect();
+    assert_eq!(trends, [2.5, 5.0], "trend lines: one average per minute");
+
+    // Where minutes are folded, readings from the mark on are kept (one of them is folded).
+    let purged = store.purge_chunk(Series::Raw, id, TimestampMs(t0 + HOUR), 1_000).await.unwrap();
+    assert_eq!(purged, if folds { 2 } else { 4 }, "the reading not folded yet is kept");
+    assert_eq!(minutes(&store, id, t0).await, expected, "the purged readings are in their minutes");
+    store.fold_minutes(TimestampMs(t0 + 2 * MINUTE)).await.unwrap();
+    assert_eq!(minutes(&store, id, t0).await, expected, "all folded");
+    let purged = store.purge_chunk(Series::Raw, id, TimestampMs(t0 + HOUR), 1_000).await.unwrap();
+    assert_eq!(purged, if folds { 2 } else { 0 }, "folded, the last readings can go");
+    assert_eq!(minutes(&store, id, t0).await, expected, "every figure from readings_1m");
+    fold_all(&store, t0 + HOUR).await;
+    assert_eq!(hours(&store, id, t0).await, [(t0, 4, 1.0, 8.0, 15.0)], "hours folded from the minutes");
 }
 
 /// Folds while batches are written into the minutes being folded: every reading counts once in
@@ -315,6 +379,7 @@ async fn folds_and_batches_at_once_count_every_reading_once(backend: Backend) {
             let mut folds = 0;
             while written.load(std::sync::atomic::Ordering::Relaxed) < t0 + 150 * MINUTE - 10_000 {
                 let ahead = written.load(std::sync::atomic::Ordering::Relaxed) + MINUTE;
+                store.fold_minutes(TimestampMs(ahead)).await.unwrap();
                 folds += usize::from(store.fold_hours(TimestampMs(ahead)).await.unwrap().until.is_some());
                 tokio::task::yield_now().await;
             }
@@ -325,17 +390,23 @@ async fn folds_and_batches_at_once_count_every_reading_once(backend: Backend) {
         writer.await.unwrap();
     }
     assert!(folder.await.unwrap() > 10, "the fold ran while the batches were written");
+    // 360 readings an hour, summing to 840; half an hour at the end.
+    let expected = vec![(t0, 360, 1.0, 4.0, 840.0), (t0 + HOUR, 360, 1.0, 4.0, 840.0), (t0 + 2 * HOUR, 180, 1.0, 4.0, 420.0)];
+    for k in &keys {
+        let id = store.sensor_id(k).await.unwrap().unwrap();
+        assert_eq!(hours_from(&store, Series::Minutes, id, t0).await, expected, "{k:?}'s minutes, as the folds left them");
+    }
     fold_all(&store, t0 + 4 * HOUR).await;
     for k in &keys {
         let id = store.sensor_id(k).await.unwrap().unwrap();
+        assert_eq!(hours_from(&store, Series::Minutes, id, t0).await, expected, "{k:?}'s minutes, all folded");
         store.purge_chunk(Series::Minutes, id, TimestampMs(t0 + 4 * HOUR), 10_000).await.unwrap();
-        // 360 readings an hour, summing to 840; half an hour at the end.
-        let expected = vec![(t0, 360, 1.0, 4.0, 840.0), (t0 + HOUR, 360, 1.0, 4.0, 840.0), (t0 + 2 * HOUR, 180, 1.0, 4.0, 420.0)];
         assert_eq!(hours(&store, id, t0).await, expected, "{k:?}");
     }
 }
 
 crate::on_every_database!(
+    minutes_are_folded_from_the_readings,
     hours_are_folded_from_the_minutes,
     folds_and_batches_at_once_count_every_reading_once,
     the_latest_value_is_the_newest_by_reading_time,
@@ -657,6 +728,46 @@ async fn sqlite_hours_from_before_the_fold_migration_are_not_counted_twice() {
     assert_eq!(hours(&store, id, t0).await, [(t0, 2, 1.0, 2.0, 3.0)]);
     assert_eq!(store.fold_hours(TimestampMs(t0 + 3 * HOUR)).await.unwrap().until, None, "nothing left to fold");
     assert_eq!(hours(&store, id, t0).await, [(t0, 2, 1.0, 2.0, 3.0)]);
+    store.close().await;
+}
+
+/// A MariaDB database from before migration 16, whose batches upserted every reading's minute:
+/// the migration counts every reading stored as folded, so none is folded a second time, and
+/// the readings after it get ids above the old ones' and are folded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_minutes_from_before_the_minute_fold_migration_are_not_counted_twice() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::MariaDb).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let k = key("a", "b", "c");
+    let t0 = an_hour_tomorrow();
+    let readings = vec![reading(&k, t0 + MINUTE, 1.0), reading(&k, t0 + 2 * MINUTE, 2.0)];
+    store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+    // The readings in their minutes, as a batch of version 15 left them.
+    fold_all(&store, t0 + 3 * MINUTE).await;
+    store.close().await;
+    // Back to version 15: the same readings and minutes, without ids and marks.
+    let mut conn = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
+    for undo in [
+        "ALTER TABLE readings DROP COLUMN id",
+        "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before",
+        "DELETE FROM schema_version WHERE version >= 16",
+    ] {
+        sqlx::query(undo).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = Store::open(&db.url).await.unwrap();
+    let id = store.sensor_id(&k).await.unwrap().unwrap();
+    let expected = vec![(t0 + MINUTE, 1, 1.0, 1.0, 1.0), (t0 + 2 * MINUTE, 1, 2.0, 2.0, 2.0)];
+    assert_eq!(minutes(&store, id, t0).await, expected, "after the migration");
+    store.fold_minutes(TimestampMs(t0)).await.unwrap();
+    assert_eq!(minutes(&store, id, t0).await, expected, "nothing folded twice");
+    store.write_batch(&Batch { readings: vec![reading(&k, t0 + 2 * MINUTE + 30_000, 4.0)], ..Batch::default() }).await.unwrap();
+    let expected = vec![(t0 + MINUTE, 1, 1.0, 1.0, 1.0), (t0 + 2 * MINUTE, 2, 2.0, 4.0, 6.0)];
+    assert_eq!(minutes(&store, id, t0).await, expected, "a new reading, not folded yet");
+    store.fold_minutes(TimestampMs(t0 + 3 * MINUTE)).await.unwrap();
+    assert_eq!(minutes(&store, id, t0).await, expected, "the new reading folded");
     store.close().await;
 }
 
