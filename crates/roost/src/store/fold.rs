@@ -19,7 +19,10 @@
 //! (`id > minutes_through`; no batch is in progress while a fold holds the row, so every id up to
 //! the largest is committed), rolls up those from `minutes_before` on, and moves both marks.
 //! Reads of minutes and hours add the readings not folded yet (`id > minutes_through AND ts >=
-//! minutes_before`); a purge of raw readings keeps them.
+//! minutes_before`); a purge of raw readings keeps them. This needs ids that never go back:
+//! MariaDB 10.2.4 and MySQL 8.0 on keep the table's counter across a server restart; older
+//! servers restart it after the largest id left, which repeats ids already folded past once the
+//! newest readings were deleted (a sensor's deletion), and those readings' minutes go missing.
 
 use super::batch::{insert_rollups, upsert_rollups_suffix, IdReading};
 use super::{query_err, Dialect, Pool, Series, Store, StoreError};
