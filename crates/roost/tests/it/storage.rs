@@ -771,6 +771,46 @@ async fn mariadb_minutes_from_before_the_minute_fold_migration_are_not_counted_t
     store.close().await;
 }
 
+/// The count and sum of a sensor's hour from `t0`, drawn from its minutes.
+async fn hour_total(store: &Store, id: i64, t0: i64) -> Vec<(i64, f64)> {
+    let buckets = store.buckets(Series::Minutes, id, TimestampMs(t0), TimestampMs(t0 + HOUR), HOUR).await.unwrap();
+    buckets.iter().map(|b| (b.count, (b.avg * b.count as f64).round())).collect()
+}
+
+/// A fold of readings into minutes that has fallen behind (the database was away, or an import
+/// came between two folds) takes 200,000 readings at a time and leaves `minutes_before` where it
+/// was until it has caught up: charts are exact between the steps, and a reading written between
+/// them is folded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_minute_fold_behind_catches_up_in_steps() {
+    let db = TestDb::new(Backend::MariaDb).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let k = key("behind", "room", "t");
+    let t0 = an_hour_tomorrow();
+    // 210,000 readings 10 ms apart (35 minutes), each worth 1.
+    for part in 0..21 {
+        let readings = (part * 10_000..(part + 1) * 10_000).map(|i| reading(&k, t0 + i * 10, 1.0)).collect();
+        store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
+    }
+    let id = store.sensor_id(&k).await.unwrap().unwrap();
+    assert_eq!(hour_total(&store, id, t0).await, [(210_000, 210_000.0)], "before a fold");
+
+    let first = store.fold_minutes(TimestampMs(t0 + HOUR)).await.unwrap();
+    assert!(first.more, "200,000 readings in one fold, 10,000 left");
+    assert!(first.until.unwrap() < TimestampMs(t0), "the mark stays until the fold has caught up");
+    assert_eq!(hour_total(&store, id, t0).await, [(210_000, 210_000.0)], "between the steps");
+    store.write_batch(&Batch { readings: vec![reading(&k, t0 + 50 * MINUTE, 1.0)], ..Batch::default() }).await.unwrap();
+    assert_eq!(hour_total(&store, id, t0).await, [(210_001, 210_001.0)], "a reading between the steps");
+
+    let second = store.fold_minutes(TimestampMs(t0 + HOUR)).await.unwrap();
+    assert_eq!((second.until, second.more), (Some(TimestampMs(t0 + HOUR - 1_000)), false), "caught up: the mark moves");
+    assert_eq!(hour_total(&store, id, t0).await, [(210_001, 210_001.0)], "all folded");
+    let purged = store.purge_chunk(Series::Raw, id, TimestampMs(t0 + HOUR), 300_000).await.unwrap();
+    assert_eq!(purged, 210_001, "every reading is in its minute");
+    assert_eq!(hour_total(&store, id, t0).await, [(210_001, 210_001.0)], "from readings_1m alone");
+    store.close().await;
+}
+
 /// A sensor deleted while its minutes are folded: on PostgreSQL the fold reads them before the
 /// deletion commits, and its hour's insert then waits on the sensor's row and fails its foreign
 /// key once the deletion commits. The fold folds again and succeeds, with the other sensor's
