@@ -1,5 +1,5 @@
-//! Folding the per-minute rollups into hourly ones (`Store::fold_hours`): a second after each
-//! minute begins, the minutes before it; after a backfill, ten minutes' worth at a time with a
+//! Folding the per-minute rollups into hourly ones (`Store::fold_hours`): a few seconds after
+//! each minute begins, the minutes before it; after a backfill, ten minutes' worth at a time with a
 //! pause as long as each fold took, so batches go on between folds. Several nodes on one
 //! database may all fold: they take turns on the same row, and a fold finds what another left.
 //! On MariaDB/MySQL the readings are folded into the per-minute rollups too, every two seconds
@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// How long after a minute begins its predecessor is folded.
-const AFTER_THE_MINUTE: Duration = Duration::from_secs(1);
+/// How long after a minute begins its predecessor is folded: on MariaDB/MySQL after a fold of
+/// the readings into minutes (every [`MINUTES_EVERY`], up to a second before it ran) has
+/// completed that minute.
+const AFTER_THE_MINUTE: Duration = Duration::from_secs(4);
 /// The shortest pause between two folds while catching up.
 const CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
 /// How often the readings are folded into minutes, where they are.

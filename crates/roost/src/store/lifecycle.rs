@@ -169,6 +169,15 @@ impl Store {
             // locked the row first commits first, and its readings are deleted here with the
             // rest (SQLite: the write turn orders the two).
             if self.dialect() != Dialect::Sqlite {
+                // The folds' row in share mode before that, as a batch reads it: a fold (which
+                // updates the row first) and this deletion take turns. Otherwise a fold could
+                // read the sensor's readings with shared locks (MariaDB's INSERT … SELECT) and
+                // then wait for the sensor's row for its rollup's foreign key, while this waits
+                // for those readings: a deadlock.
+                sqlx::query(super::fold::select_folded_before(self.dialect()))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_err("waiting for a fold of rollups"))?;
                 QueryBuilder::new("SELECT id FROM sensors WHERE id = ")
                     .push_bind(sensor_id)
                     .push(" FOR UPDATE")
