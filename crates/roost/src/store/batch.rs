@@ -295,7 +295,7 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await
                     .and_then(|row| {
-                        let minutes_before = if super::fold::folds_minutes(dialect) { row.try_get(1)? } else { i64::MAX };
+                        let minutes_before = if super::fold::folds_minutes(dialect) { Some(row.try_get(1)?) } else { None };
                         Ok(super::fold::Watermarks { hours_before: row.try_get(0)?, minutes_before })
                     })
                     .map_err(query_err("reading which rollups are folded"))?;
@@ -365,8 +365,7 @@ impl Store {
                 // The hours of the minutes not folded yet are the fold's to write, and so are the
                 // minutes of the readings from `minutes_before` on where minutes are folded.
                 let late_for_hours = super::fold::late_readings(&readings, watermarks.hours_before);
-                let late_for_minutes =
-                    (watermarks.minutes_before != i64::MAX).then(|| super::fold::late_readings(&readings, watermarks.minutes_before));
+                let late_for_minutes = watermarks.minutes_before.map(|before| super::fold::late_readings(&readings, before));
                 let rollup_source = |rollup: Series| match rollup {
                     Series::Hours => &late_for_hours[..],
                     _ => late_for_minutes.as_deref().unwrap_or(&readings),

@@ -60,6 +60,19 @@ macro_rules! select_folded_before {
     };
 }
 
+/// The last reading id folded into minutes, and the time from which readings are left to that
+/// fold (where minutes are folded), as statements or (in parentheses) subqueries.
+macro_rules! select_minutes_through {
+    () => {
+        "SELECT minutes_through FROM rollup_fold"
+    };
+}
+macro_rules! select_minutes_before {
+    () => {
+        "SELECT minutes_before FROM rollup_fold"
+    };
+}
+
 /// A batch's first read in its transaction: which minutes are folded already (see the module).
 pub(super) fn select_folded_before(dialect: Dialect) -> &'static str {
     match dialect {
@@ -81,8 +94,9 @@ pub(super) fn folds_minutes(dialect: Dialect) -> bool {
 pub(super) struct Watermarks {
     /// The hours of readings before this time; those from it on are the hour fold's.
     pub hours_before: i64,
-    /// The minutes of readings before this time (every reading where minutes are not folded).
-    pub minutes_before: i64,
+    /// The minutes of readings before this time; those from it on are the minute fold's.
+    /// `None` where minutes are not folded: a batch upserts the minutes of all its readings.
+    pub minutes_before: Option<i64>,
 }
 
 /// A batch's first read in its transaction: the columns of [`Watermarks`] (only the first where
@@ -104,17 +118,19 @@ pub(super) fn late_readings(readings: &[IdReading], before: i64) -> Vec<IdReadin
 /// `(minutes_through, minutes_before)` as a read's index range. Folds only move them forward, so
 /// the read still checks both marks in its own statement (`push_unfolded_readings`).
 pub(super) async fn unfolded_readings_from(store: &Store) -> Result<Option<(i64, i64)>, StoreError> {
-    let Pool::MySql(pool) = &store.pool else { return Ok(None) };
-    let row = sqlx::query("SELECT minutes_through, minutes_before FROM rollup_fold")
+    if !store.folds_minutes() {
+        return Ok(None);
+    }
+    on_pool!(store, pool => sqlx::query("SELECT minutes_through, minutes_before FROM rollup_fold")
         .fetch_one(pool)
         .await
-        .map_err(query_err("reading which readings are folded"))?;
-    (|| Ok(Some((row.try_get(0)?, row.try_get(1)?))))().map_err(query_err("decoding which readings are folded"))
+        .and_then(|row| Ok(Some((row.try_get(0)?, row.try_get(1)?))))
+        .map_err(query_err("reading which readings are folded")))
 }
 
 /// The condition that picks the readings not folded into minutes yet, after the index range.
 pub(super) const UNFOLDED_READINGS: &str =
-    " AND id > (SELECT minutes_through FROM rollup_fold) AND ts >= (SELECT minutes_before FROM rollup_fold)";
+    concat!(" AND id > (", select_minutes_through!(), ") AND ts >= (", select_minutes_before!(), ")");
 
 /// ` UNION ALL SELECT` of a sensor's readings not folded into minutes yet, from `from` (the
 /// start of a period) to before `to`, each as a rollup row of `series` (minutes or hours):
@@ -143,7 +159,7 @@ pub(super) fn push_unfolded_readings<'a, DB: sqlx::Database>(
 /// into minutes yet are kept. Every reading before `minutes_before` is in the minutes: its batch
 /// upserted its minute, or the fold that moved the mark past it (only one that has caught up
 /// does) folded it.
-pub(super) const FOLDED_READINGS_ONLY: &str = " AND ts < (SELECT minutes_before FROM rollup_fold)";
+pub(super) const FOLDED_READINGS_ONLY: &str = concat!(" AND ts < (", select_minutes_before!(), ")");
 
 /// The minutes not folded yet, as rows of hours: `(hour, min, max, sum, count)`.
 const UNFOLDED_MINUTES_AS_HOURS: &str = concat!(
@@ -251,7 +267,7 @@ impl Store {
             // Where minutes are folded from the readings, those from `minutes_before`'s on are
             // not complete in `readings_1m` yet.
             let complete = if folds_minutes(dialect) {
-                let minutes_before: i64 = sqlx::query("SELECT minutes_before FROM rollup_fold")
+                let minutes_before: i64 = sqlx::query(select_minutes_before!())
                     .fetch_one(&mut *tx)
                     .await
                     .and_then(|row| row.try_get(0))
@@ -304,53 +320,58 @@ impl Store {
     /// elsewhere it does nothing). Once it has caught up it moves `minutes_before` to a second
     /// before `now`. Safe to run on several nodes at once.
     pub async fn fold_minutes(&self, now: TimestampMs) -> Result<Folded, StoreError> {
-        let Pool::MySql(pool) = &self.pool else { return Ok(Folded { until: None, more: false }) };
-        let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
-        // An update first: it waits for the batches that read the row in share mode (so every
-        // reading id up to the largest is committed), and the batches after it wait for this.
-        sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("locking the fold of readings into minutes"))?;
-        let (through, before, newest): (i64, i64, Option<i64>) =
-            sqlx::query("SELECT minutes_through, minutes_before, (SELECT MAX(id) FROM readings) FROM rollup_fold")
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-                .map_err(query_err("finding the readings to fold"))?;
-        let newest = newest.unwrap_or(through).max(through);
-        let until = newest.min(through.saturating_add(FOLD_READINGS));
-        if until > through {
-            // Every reading after `through` was written by a batch that read this `before`:
-            // those before it have their minutes upserted already.
-            let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-            fold.push(
-                "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
-                 MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
-                 FROM readings WHERE id > ",
-            )
-            .push_bind(through)
-            .push(" AND id <= ")
-            .push_bind(until)
-            .push(" AND ts >= ")
-            .push_bind(before)
-            .push(" GROUP BY folded_sensor, folded_minute) AS folded")
-            .push(upsert_rollups_suffix(Dialect::MySql, Series::Minutes));
-            fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+        if !self.folds_minutes() {
+            return Ok(Folded { until: None, more: false });
         }
-        // `minutes_before` moves only once every reading is folded: those left would count
-        // neither in the minutes nor as readings not folded.
-        let caught_up = until == newest;
-        let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
-        QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
-            .push_bind(until)
-            .push(", minutes_before = ")
-            .push_bind(moved_before)
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("recording which readings are folded"))?;
-        tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
-        Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
+        let dialect = self.dialect();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
+            // An update first: it waits for the batches that read the row in share mode (so every
+            // reading id up to the largest is committed), and the batches after it wait for this.
+            sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("locking the fold of readings into minutes"))?;
+            let (through, before, newest): (i64, i64, Option<i64>) =
+                sqlx::query("SELECT minutes_through, minutes_before, (SELECT MAX(id) FROM readings) FROM rollup_fold")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+                    .map_err(query_err("finding the readings to fold"))?;
+            let newest = newest.unwrap_or(through).max(through);
+            let until = newest.min(through.saturating_add(FOLD_READINGS));
+            if until > through {
+                // Every reading after `through` was written by a batch that read this `before`:
+                // those before it have their minutes upserted already.
+                let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+                fold.push(
+                    "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
+                     MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
+                     FROM readings WHERE id > ",
+                )
+                .push_bind(through)
+                .push(" AND id <= ")
+                .push_bind(until)
+                .push(" AND ts >= ")
+                .push_bind(before)
+                .push(" GROUP BY folded_sensor, folded_minute) AS folded")
+                .push(upsert_rollups_suffix(dialect, Series::Minutes));
+                fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+            }
+            // `minutes_before` moves only once every reading is folded: those left would count
+            // neither in the minutes nor as readings not folded.
+            let caught_up = until == newest;
+            let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
+            QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
+                .push_bind(until)
+                .push(", minutes_before = ")
+                .push_bind(moved_before)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("recording which readings are folded"))?;
+            tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
+            Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
+        })
     }
 }

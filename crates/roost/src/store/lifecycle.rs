@@ -288,12 +288,16 @@ impl Store {
                 // Minutes not folded into hours yet count (`store::fold`), and so do readings
                 // not folded into minutes.
                 super::fold::push_oldest_hour(&mut query, sensor_id, unfolded);
-            } else if let Some((_, since)) = unfolded {
-                query.push("SELECT MIN(minute) FROM (SELECT MIN(minute) AS minute FROM readings_1m WHERE sensor_id = ").push_bind(sensor_id);
-                super::fold::push_oldest_unfolded(&mut query, Series::Minutes, sensor_id, since);
-                query.push(") AS oldest");
             } else {
-                query.push(format!("SELECT MIN({column}) FROM {table} WHERE sensor_id = ")).push_bind(sensor_id);
+                // Minutes: with the readings not folded into them yet.
+                if unfolded.is_some() {
+                    query.push(format!("SELECT MIN({column}) FROM ("));
+                }
+                query.push(format!("SELECT MIN({column}) AS {column} FROM {table} WHERE sensor_id = ")).push_bind(sensor_id);
+                if let Some((_, since)) = unfolded {
+                    super::fold::push_oldest_unfolded(&mut query, series, sensor_id, since);
+                    query.push(") AS oldest");
+                }
             }
             query
             .build()

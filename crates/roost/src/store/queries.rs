@@ -284,17 +284,18 @@ impl Store {
             if series == Series::Hours {
                 // With the minutes not folded into hours yet (`store::fold`).
                 super::fold::push_hours_of_sensor(&mut query, sensor_id, (lower, to.0), unfolded);
-            } else if let Some((_, since)) = unfolded {
-                // With the readings not folded into minutes yet (`store::fold`).
-                query.push(format!("(SELECT {time}, min, max, sum, count FROM {table} WHERE sensor_id = ")).push_bind(sensor_id)
-                    .push(format!(" AND {time} >= ")).push_bind(lower)
-                    .push(format!(" AND {time} < ")).push_bind(to.0);
-                super::fold::push_unfolded_readings(&mut query, series, sensor_id, since, (lower, to.0));
-                query.push(") AS minutes");
             } else {
+                // Minutes: with the readings not folded into them yet (`store::fold`).
+                if unfolded.is_some() {
+                    query.push(format!("(SELECT {time}, min, max, sum, count FROM "));
+                }
                 query.push(format!("{table} WHERE sensor_id = ")).push_bind(sensor_id)
                     .push(format!(" AND {time} >= ")).push_bind(lower)
                     .push(format!(" AND {time} < ")).push_bind(to.0);
+                if let Some((_, since)) = unfolded {
+                    super::fold::push_unfolded_readings(&mut query, series, sensor_id, since, (lower, to.0));
+                    query.push(") AS minutes");
+                }
             }
             let rows = query
                 .push(" GROUP BY bucket ORDER BY bucket")

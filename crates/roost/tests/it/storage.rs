@@ -771,12 +771,6 @@ async fn mariadb_minutes_from_before_the_minute_fold_migration_are_not_counted_t
     store.close().await;
 }
 
-/// The count and sum of a sensor's hour from `t0`, drawn from its minutes.
-async fn hour_total(store: &Store, id: i64, t0: i64) -> Vec<(i64, f64)> {
-    let buckets = store.buckets(Series::Minutes, id, TimestampMs(t0), TimestampMs(t0 + HOUR), HOUR).await.unwrap();
-    buckets.iter().map(|b| (b.count, (b.avg * b.count as f64).round())).collect()
-}
-
 /// A fold of readings into minutes that has fallen behind (the database was away, or an import
 /// came between two folds) takes 200,000 readings at a time and leaves `minutes_before` where it
 /// was until it has caught up: charts are exact between the steps, and a reading written between
@@ -793,21 +787,21 @@ async fn mariadb_a_minute_fold_behind_catches_up_in_steps() {
         store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
     }
     let id = store.sensor_id(&k).await.unwrap().unwrap();
-    assert_eq!(hour_total(&store, id, t0).await, [(210_000, 210_000.0)], "before a fold");
+    assert_eq!(hours_from(&store, Series::Minutes, id, t0).await, [(t0, 210_000, 1.0, 1.0, 210_000.0)], "before a fold");
 
     let first = store.fold_minutes(TimestampMs(t0 + HOUR)).await.unwrap();
     assert!(first.more, "200,000 readings in one fold, 10,000 left");
     assert!(first.until.unwrap() < TimestampMs(t0), "the mark stays until the fold has caught up");
-    assert_eq!(hour_total(&store, id, t0).await, [(210_000, 210_000.0)], "between the steps");
+    assert_eq!(hours_from(&store, Series::Minutes, id, t0).await, [(t0, 210_000, 1.0, 1.0, 210_000.0)], "between the steps");
     store.write_batch(&Batch { readings: vec![reading(&k, t0 + 50 * MINUTE, 1.0)], ..Batch::default() }).await.unwrap();
-    assert_eq!(hour_total(&store, id, t0).await, [(210_001, 210_001.0)], "a reading between the steps");
+    assert_eq!(hours_from(&store, Series::Minutes, id, t0).await, [(t0, 210_001, 1.0, 1.0, 210_001.0)], "a reading between the steps");
 
     let second = store.fold_minutes(TimestampMs(t0 + HOUR)).await.unwrap();
     assert_eq!((second.until, second.more), (Some(TimestampMs(t0 + HOUR - 1_000)), false), "caught up: the mark moves");
-    assert_eq!(hour_total(&store, id, t0).await, [(210_001, 210_001.0)], "all folded");
+    assert_eq!(hours_from(&store, Series::Minutes, id, t0).await, [(t0, 210_001, 1.0, 1.0, 210_001.0)], "all folded");
     let purged = store.purge_chunk(Series::Raw, id, TimestampMs(t0 + HOUR), 300_000).await.unwrap();
     assert_eq!(purged, 210_001, "every reading is in its minute");
-    assert_eq!(hour_total(&store, id, t0).await, [(210_001, 210_001.0)], "from readings_1m alone");
+    assert_eq!(hours_from(&store, Series::Minutes, id, t0).await, [(t0, 210_001, 1.0, 1.0, 210_001.0)], "from readings_1m alone");
     store.close().await;
 }
 
