@@ -349,9 +349,13 @@ async fn sensors_are_managed_over_the_api_by_their_owner_or_an_admin(backend: Ba
     add_user(&server.store, "bob", "bob-secret", false).await;
     add_user(&server.store, "root", "root-secret", true).await;
     let (alice_light, bob_temp) = (key("alice", "desk", "illuminate"), key("bob", "garage", "temperature"));
+    // A minute from an hour ago, across a minute's end: older than the folds' marks, so a
+    // batch writes its minutes and hour itself and the rows deleted below do not depend on
+    // whether a fold has run yet (readings of the last minute would be in no hour until then).
     let now = TimestampMs::now().0;
+    let start = now - now.rem_euclid(3_600_000) - 3_600_000 + 30 * 60_000 - 30_000;
     for sensor in [&alice_light, &bob_temp] {
-        server.store.write_batch(&Batch { readings: series(sensor, now - 60_000, now, 1000), ..Batch::default() }).await.unwrap();
+        server.store.write_batch(&Batch { readings: series(sensor, start, start + 60_000, 1000), ..Batch::default() }).await.unwrap();
     }
     let http = reqwest::Client::new();
     let alice = dashboard_login(&http, &server, "alice", "alice-secret").await;
@@ -397,7 +401,7 @@ async fn sensors_are_managed_over_the_api_by_their_owner_or_an_admin(backend: Ba
 
     // 60 readings, and the minutes and hours they fall in.
     let periods = |size: i64| {
-        series(&bob_temp, now - 60_000, now, 1000).iter().map(|r| r.ts.0 / size).collect::<std::collections::BTreeSet<_>>().len()
+        series(&bob_temp, start, start + 60_000, 1000).iter().map(|r| r.ts.0 / size).collect::<std::collections::BTreeSet<_>>().len()
     };
     let rows = 60 + periods(60_000) + periods(3_600_000);
     let (status, body) = call(Method::DELETE, bob_path, &root, None).await;

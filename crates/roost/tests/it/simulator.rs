@@ -95,20 +95,30 @@ async fn bench_verifies_every_acknowledged_reading_and_cleans_up(backend: Backen
 async fn delete_one_bench_reading(db: &TestDb, backend: Backend) -> bool {
     use sqlx::{Connection, Row};
     let find = "SELECT r.sensor_id, r.ts FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = 'roost-bench' LIMIT 1";
-    // `readings` is a view on SQLite, over two tables (schema migration 12).
+    // Readings published in one burst can share a millisecond, so exactly one row is deleted: by
+    // its row id on SQLite (where `readings` is a view over two tables, schema migration 12) and
+    // PostgreSQL, with `LIMIT 1` on MariaDB.
     let tables: &[&str] = if backend == Backend::Sqlite { &["readings_staged", "readings_indexed"] } else { &["readings"] };
-    let delete = |(id, ts): (i64, i64), table: &str| format!("DELETE FROM {table} WHERE sensor_id = {id} AND ts = {ts}");
+    let delete = |(id, ts): (i64, i64), table: &str| {
+        let one = format!("sensor_id = {id} AND ts = {ts}");
+        match backend {
+            Backend::Sqlite => format!("DELETE FROM {table} WHERE rowid = (SELECT rowid FROM {table} WHERE {one} LIMIT 1)"),
+            Backend::Postgres => format!("DELETE FROM {table} WHERE ctid = (SELECT ctid FROM {table} WHERE {one} LIMIT 1)"),
+            Backend::MariaDb => format!("DELETE FROM {table} WHERE {one} LIMIT 1"),
+        }
+    };
     let url = db.url.expose_secret().replacen("mariadb:", "mysql:", 1);
     macro_rules! with {
         ($conn:ty) => {{
             let mut conn = <$conn>::connect(&url).await.unwrap();
             let Some(row) = sqlx::query(find).fetch_optional(&mut conn).await.unwrap() else { return false };
             let key = (row.get::<i64, _>(0), row.get::<i64, _>(1));
-            let mut deleted = 0;
             for table in tables {
-                deleted += sqlx::query(&delete(key, table)).execute(&mut conn).await.unwrap().rows_affected();
+                if sqlx::query(&delete(key, table)).execute(&mut conn).await.unwrap().rows_affected() == 1 {
+                    return true;
+                }
             }
-            deleted > 0
+            false
         }};
     }
     match backend {
