@@ -331,7 +331,17 @@ impl Store {
                 let err = |cause| StoreError::Migrate { version, cause };
                 let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
                 for statement in *statements {
-                    sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;
+                    match sqlx::query(statement).execute(&mut *tx).await {
+                        // MariaDB commits each DDL statement on its own: a start cut off in the
+                        // middle of a migration left its first statements done and its version
+                        // unrecorded. Run again, such a statement finds its change there.
+                        Err(e) if self.dialect() == Dialect::MySql && failure::already_applied_on_mysql(&e) => {
+                            tracing::info!(version, statement, error = %e, "a statement of an interrupted migration had run; going on");
+                        }
+                        done => {
+                            done.map_err(err)?;
+                        }
+                    }
                 }
                 QueryBuilder::new("INSERT INTO schema_version (version) VALUES (")
                     .push_bind(version as i64)
