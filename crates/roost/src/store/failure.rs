@@ -138,6 +138,17 @@ fn sqlstate_failure(sqlstate: &str) -> Failure {
     }
 }
 
+/// Whether a MariaDB/MySQL schema change failed because it is already there: a column, an index
+/// or a primary key of that name exists (errors 1060, 1061, 1068).
+pub(super) fn already_applied_on_mysql(e: &sqlx::Error) -> bool {
+    const DUPLICATE_COLUMN: u16 = 1060;
+    const DUPLICATE_KEY_NAME: u16 = 1061;
+    const MULTIPLE_PRIMARY_KEYS: u16 = 1068;
+    e.as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| matches!(e.number(), DUPLICATE_COLUMN | DUPLICATE_KEY_NAME | MULTIPLE_PRIMARY_KEYS))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,15 +171,4 @@ mod tests {
         assert_eq!(sqlstate_failure("42P01"), Failure::Other, "a missing table is retried, not dropped");
         assert!(Failure::Other.is_transient() && !Failure::Refused.is_transient());
     }
-}
-
-/// Whether a MariaDB/MySQL schema change failed because it is already there: a column, an index
-/// or a primary key of that name exists (errors 1060, 1061, 1068).
-pub(super) fn already_applied_on_mysql(e: &sqlx::Error) -> bool {
-    const DUPLICATE_COLUMN: u16 = 1060;
-    const DUPLICATE_KEY_NAME: u16 = 1061;
-    const MULTIPLE_PRIMARY_KEYS: u16 = 1068;
-    e.as_database_error()
-        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
-        .is_some_and(|e| matches!(e.number(), DUPLICATE_COLUMN | DUPLICATE_KEY_NAME | MULTIPLE_PRIMARY_KEYS))
 }
