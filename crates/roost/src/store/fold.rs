@@ -73,6 +73,11 @@ macro_rules! select_minutes_before {
     };
 }
 
+/// A sensor's deletion's first read on the server databases (`Store::delete_sensor`): the
+/// folds' row locked exclusively, so that batches and folds, which take it first, wait for the
+/// deletion.
+pub(super) const LOCK_FOLDS: &str = concat!(select_folded_before!(), " FOR UPDATE");
+
 /// A batch's first read in its transaction: which minutes are folded already (see the module).
 pub(super) fn select_folded_before(dialect: Dialect) -> &'static str {
     match dialect {

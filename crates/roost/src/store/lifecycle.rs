@@ -163,21 +163,23 @@ impl Store {
         let turn = self.sqlite_write_turn().await;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_err("starting a transaction"))?;
-            // The sensor's row locked first: a batch naming it meanwhile waits for the lock (its
-            // rows' foreign key checks; on PostgreSQL its update of the sensor's latest value),
-            // then finds the sensor gone, and the ingest writer plans it again. A batch that
-            // locked the row first commits first, and its readings are deleted here with the
-            // rest (SQLite: the write turn orders the two).
+            // The folds' row locked first, exclusively (SQLite: the write turn does that): every
+            // batch reads it in share mode first in its transaction, and a fold updates it
+            // first, so batches and folds wait for this deletion and it for them. A batch
+            // planned before it then finds the sensor gone (a foreign key fails; PostgreSQL's
+            // readings have none, and its update of the sensor's latest value finds no row) and
+            // is planned again (`Store::write`); one that committed first has its readings
+            // deleted here with the rest. With the row only in share mode, a batch and this
+            // deletion interleaved on MariaDB and deadlocked: this held the sensor's row, the
+            // batch's foreign key check waited for it, and this then waited for the batch's
+            // readings (or, in the batch's second attempt, for its lock on the sensor's key).
+            // And a fold could read the sensor's readings with shared locks (MariaDB's
+            // INSERT … SELECT) and then wait for the sensor's row for its rollup's foreign key.
             if self.dialect() != Dialect::Sqlite {
-                // The folds' row in share mode before that, as a batch reads it: a fold (which
-                // updates the row first) and this deletion take turns. Otherwise a fold could
-                // read the sensor's readings with shared locks (MariaDB's INSERT … SELECT) and
-                // then wait for the sensor's row for its rollup's foreign key, while this waits
-                // for those readings: a deadlock.
-                sqlx::query(super::fold::select_folded_before(self.dialect()))
+                sqlx::query(super::fold::LOCK_FOLDS)
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err(query_err("waiting for a fold of rollups"))?;
+                    .map_err(query_err("waiting for batches and folds in progress"))?;
                 QueryBuilder::new("SELECT id FROM sensors WHERE id = ")
                     .push_bind(sensor_id)
                     .push(" FOR UPDATE")

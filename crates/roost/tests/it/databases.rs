@@ -67,15 +67,26 @@ impl TestDb {
         }
     }
 
-    /// On PostgreSQL: polls (for up to 5 s) until a session on this database waits on a lock,
-    /// or `finished` says the task expected to wait is done (wrongly, without waiting). Whether
-    /// a wait was seen.
+    /// On PostgreSQL and MariaDB: polls (for up to 5 s) until a session on this database waits
+    /// on a lock, or `finished` says the task expected to wait is done (wrongly, without
+    /// waiting). Whether a wait was seen.
     pub async fn until_a_session_waits_on_a_lock(&self, finished: impl Fn() -> bool) -> bool {
         use sqlx::Row;
-        let mut watcher = sqlx::PgConnection::connect(self.url.expose_secret()).await.unwrap();
-        let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let url = self.url.expose_secret().replacen("mariadb:", "mysql:", 1);
         for _ in 0..200 {
-            if sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0 {
+            let waiting: i64 = if url.starts_with("postgres") {
+                let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+                let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+                sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get(0)
+            } else {
+                // InnoDB's row lock waits, of sessions on this database (tests run side by side).
+                let mut watcher = sqlx::MySqlConnection::connect(&url).await.unwrap();
+                let waiting = "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+                     JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                     WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()";
+                sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get(0)
+            };
+            if waiting > 0 {
                 return true;
             }
             if finished() {

@@ -236,45 +236,112 @@ async fn a_batch_for_a_sensor_deleted_elsewhere_creates_it_again(backend: Backen
     assert_eq!((count(&writer, &sensor).await, again.last_value), (3, Some(2.0)));
 }
 
-/// PostgreSQL's readings have no foreign key (schema migration 13): a batch naming a sensor
-/// whose deletion is under way waits for it on the sensor's row, then is planned again and
-/// creates the sensor anew; no reading is left behind under the deleted id. The batch's reading
-/// is older than the sensor's latest, which the latest-value update leaves as it is: it must
-/// lock the row all the same. The deletion is the one `Store::delete_sensor` makes, held open
-/// between its steps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_batch_during_a_sensors_deletion_waits_and_creates_it_again() {
+/// A batch naming a sensor whose deletion is under way waits for it on the sensor's row, then
+/// is planned again and creates the sensor anew; no reading is left behind under the deleted id.
+/// On PostgreSQL, whose readings have no foreign key (schema migration 13), the wait is the
+/// batch's latest-value update: the batch's reading is older than the sensor's latest, which
+/// that update leaves as it is, and it must lock the row all the same. On MariaDB it is the
+/// readings' foreign key check. The deletion takes its steps in `Store::delete_sensor`'s order,
+/// held open between them: the folds' row and the sensor's row, then (once the batch waits) its
+/// readings, rollups and row.
+async fn a_batch_during_a_sensors_deletion_waits_and_creates_it_again(backend: Backend) {
     use sqlx::{Connection, Row};
-    let db = TestDb::new(Backend::Postgres).await;
+    let db = TestDb::new(backend).await;
     let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
     let sensor = key("yanjo", "attic", "humidity");
     store.write_batch(&Batch { readings: series(&sensor, 60_000, 70_000, 1000), ..Batch::default() }).await.unwrap();
     let id = store.sensor_id(&sensor).await.unwrap().unwrap();
-
-    let mut deleter = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
-    let mut deletion = deleter.begin().await.unwrap();
-    sqlx::query("SELECT id FROM sensors WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *deletion).await.unwrap();
-    sqlx::query("DELETE FROM readings WHERE sensor_id = $1").bind(id).execute(&mut *deletion).await.unwrap();
-    let batch = tokio::spawn({
-        let store = store.clone();
-        let older = vec![Reading { sensor: sensor.clone(), ts: TimestampMs(61_500), value: 7.0 }];
-        async move { store.write_batch(&Batch { readings: older, ..Batch::default() }).await }
-    });
-    // Until the batch waits on a lock (or, wrongly, has committed).
-    db.until_a_session_waits_on_a_lock(|| batch.is_finished()).await;
-    for table in ["readings_1m", "readings_1h", "sensors"] {
-        let column = if table == "sensors" { "id" } else { "sensor_id" };
-        sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1")).bind(id).execute(&mut *deletion).await.unwrap();
+    let url = db.url.expose_secret().replacen("mariadb:", "mysql:", 1);
+    macro_rules! with {
+        ($conn:ty) => {{
+            let mut deleter = <$conn>::connect(&url).await.unwrap();
+            let mut deletion = deleter.begin().await.unwrap();
+            for lock in [
+                "SELECT folded_before FROM rollup_fold FOR UPDATE".to_owned(),
+                format!("SELECT id FROM sensors WHERE id = {id} FOR UPDATE"),
+            ] {
+                sqlx::query(&lock).execute(&mut *deletion).await.unwrap();
+            }
+            let batch = tokio::spawn({
+                let store = store.clone();
+                let older = vec![Reading { sensor: sensor.clone(), ts: TimestampMs(61_500), value: 7.0 }];
+                async move { store.write_batch(&Batch { readings: older, ..Batch::default() }).await }
+            });
+            // Until the batch waits on a lock (or, wrongly, has committed).
+            assert!(db.until_a_session_waits_on_a_lock(|| batch.is_finished()).await, "the batch waits for the deletion");
+            for (table, column) in
+                [("readings", "sensor_id"), ("readings_1m", "sensor_id"), ("readings_1h", "sensor_id"), ("sensors", "id")]
+            {
+                sqlx::query(&format!("DELETE FROM {table} WHERE {column} = {id}")).execute(&mut *deletion).await.unwrap();
+            }
+            deletion.commit().await.unwrap();
+            batch.await.unwrap().expect("the batch is planned again and commits");
+            let mut watcher = <$conn>::connect(&url).await.unwrap();
+            let orphans = "SELECT COUNT(*) FROM readings WHERE sensor_id NOT IN (SELECT id FROM sensors)";
+            assert_eq!(sqlx::query(orphans).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0), 0, "no reading without its sensor");
+        }};
     }
-    deletion.commit().await.unwrap();
-
-    batch.await.unwrap().expect("the batch is planned again and commits");
-    let mut watcher = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
-    let orphans = "SELECT COUNT(*) FROM readings WHERE sensor_id NOT IN (SELECT id FROM sensors)";
-    assert_eq!(sqlx::query(orphans).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0), 0, "no reading without its sensor");
+    match backend {
+        Backend::Postgres => with!(sqlx::PgConnection),
+        Backend::MariaDb => with!(sqlx::MySqlConnection),
+        Backend::Sqlite => unreachable!("SQLite's writes take turns on the database's write lock"),
+    }
     let again = store.sensor(&sensor).await.unwrap().expect("created again");
     assert_ne!(again.id, id);
     assert_eq!((count(&store, &sensor).await, again.last_value), (1, Some(7.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_during_a_sensors_deletion_waits_and_creates_it_again() {
+    a_batch_during_a_sensors_deletion_waits_and_creates_it_again(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_batch_during_a_sensors_deletion_waits_and_creates_it_again() {
+    a_batch_during_a_sensors_deletion_waits_and_creates_it_again(Backend::MariaDb).await;
+}
+
+/// Sensors deleted over and over while batches naming them are written (an admin cleaning up
+/// while a fleet publishes): every batch and every deletion succeeds at its first call, and no
+/// reading is left without its sensor. On MariaDB batches and deletions deadlocked before a
+/// deletion locked the folds' row exclusively (`Store::delete_sensor`).
+async fn sensors_deleted_while_batches_name_them_all_succeed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (writer, deleter) = (std::sync::Arc::new(Store::open(&db.url).await.unwrap()), Store::open(&db.url).await.unwrap());
+    let sensors: Vec<_> = (0..20).map(|n| key("fleet", &format!("room{n}"), "temperature")).collect();
+    const BATCHES: i64 = 150;
+    let writing = tokio::spawn({
+        let (writer, sensors) = (writer.clone(), sensors.clone());
+        async move {
+            for b in 0..BATCHES {
+                let readings =
+                    sensors.iter().map(|s| Reading { sensor: s.clone(), ts: TimestampMs(1_000 * b + 1), value: b as f64 }).collect();
+                writer.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap_or_else(|e| panic!("batch {b}: {e}"));
+            }
+        }
+    });
+    let (deleted, kept) = sensors.split_at(5);
+    let mut deletions = 0;
+    while !writing.is_finished() {
+        for sensor in deleted {
+            if let Some(id) = deleter.sensor_id(sensor).await.unwrap() {
+                deleter.delete_sensor(sensor, id).await.unwrap_or_else(|e| panic!("deleting {sensor:?}: {e}"));
+                deletions += 1;
+            }
+        }
+    }
+    writing.await.unwrap();
+    assert!(deletions > 0);
+    let mut stored = 0;
+    for sensor in &sensors {
+        if let Some(id) = writer.sensor_id(sensor).await.unwrap() {
+            stored += writer.readings_by_id(id, TimestampMs(0), TimestampMs::MAX, i64::MAX).await.unwrap().len();
+        }
+    }
+    for sensor in kept {
+        assert_eq!(count(&writer, sensor).await, BATCHES as usize, "{sensor:?}");
+    }
+    assert_eq!(writer.count_readings().await.unwrap() as usize, stored, "every reading stored belongs to a sensor ({deletions} deletions)");
 }
 
 /// `export` from each database, `import` into each of the three: the same readings, rollups and
@@ -419,6 +486,7 @@ crate::on_every_database!(
     the_purge_under_concurrent_ingest_loses_nothing_within_retention,
     charts_of_purged_ranges_come_from_rollups_exactly,
     a_batch_for_a_sensor_deleted_elsewhere_creates_it_again,
+    sensors_deleted_while_batches_name_them_all_succeed,
     export_then_import_into_every_database,
     sensors_are_managed_over_the_api_by_their_owner_or_an_admin,
 );
