@@ -33,8 +33,9 @@ use sqlx::{QueryBuilder, Row};
 /// transactions between batches rather than one long one.
 const FOLD_SPAN_MS: i64 = 10 * 60_000;
 
-/// The most readings one fold of minutes takes, so that catching up after the database was
-/// away is many short transactions between batches rather than one long one.
+/// The most readings one fold of minutes takes (a span of this many ids: fewer readings where
+/// ids have gaps), so that catching up after the database was away is many short transactions
+/// between batches rather than one long one.
 const FOLD_READINGS: i64 = 200_000;
 
 /// How far before a fold of minutes `minutes_before` is set: a batch upserts the minutes of

@@ -334,8 +334,9 @@ impl Store {
                     match sqlx::query(statement).execute(&mut *tx).await {
                         // MariaDB commits each DDL statement on its own: a start cut off in the
                         // middle of a migration left its first statements done and its version
-                        // unrecorded. Run again, such a statement finds its change there.
-                        Err(e) if self.dialect() == Dialect::MySql && failure::already_applied_on_mysql(&e) => {
+                        // unrecorded. Run again, such a statement finds its change there. Only
+                        // the first migration not recorded can have been cut off so.
+                        Err(e) if self.dialect() == Dialect::MySql && version == current + 1 && failure::already_applied_on_mysql(&e) => {
                             tracing::info!(version, statement, error = %e, "a statement of an interrupted migration had run; going on");
                         }
                         done => {

@@ -434,7 +434,9 @@ const HOURS_FOLDED_POSTGRES: &[&str] = &[
 ];
 const HOURS_FOLDED_MYSQL: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS rollup_fold (id INTEGER NOT NULL PRIMARY KEY, folded_before BIGINT NOT NULL) ENGINE=InnoDB",
-    "INSERT INTO rollup_fold (id, folded_before) SELECT 1,
+    // IGNORE: the index after it commits this row on its own (MariaDB commits each DDL
+    // statement), and a start stopped during that index runs the migration again.
+    "INSERT IGNORE INTO rollup_fold (id, folded_before) SELECT 1,
         GREATEST(COALESCE((SELECT MAX(minute) FROM readings_1m) + 60000, 0), UNIX_TIMESTAMP() * 1000 DIV 60000 * 60000)",
     "CREATE INDEX readings_1m_minute ON readings_1m (minute)",
 ];

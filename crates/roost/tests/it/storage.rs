@@ -773,7 +773,8 @@ async fn mariadb_minutes_from_before_the_minute_fold_migration_are_not_counted_t
 
 /// MariaDB commits each schema change on its own, so a start stopped in the middle of a
 /// migration leaves some of its statements done and its version unrecorded; the next start
-/// finishes it. Here migration 16 was stopped after its first `ALTER` (the readings' ids), and
+/// finishes it. Here migration 15 was stopped while it built its index (its row of
+/// `rollup_fold` committed), then migration 16 after its first `ALTER` (the readings' ids), and
 /// then once more after all its statements, before its version was recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_a_migration_stopped_between_its_statements_is_finished_on_the_next_start() {
@@ -787,6 +788,12 @@ async fn mariadb_a_migration_stopped_between_its_statements_is_finished_on_the_n
     fold_all(&store, t0 + 2 * MINUTE).await;
     store.close().await;
     for (round, undo) in [
+        &[
+            "ALTER TABLE readings DROP COLUMN id",
+            "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before",
+            "DROP INDEX readings_1m_minute ON readings_1m",
+            "DELETE FROM schema_version WHERE version >= 15",
+        ][..],
         &[
             "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before",
             "DELETE FROM schema_version WHERE version >= 16",
@@ -850,8 +857,8 @@ async fn mariadb_a_minute_fold_behind_catches_up_in_steps() {
 /// A sensor deleted while its minutes are folded: on PostgreSQL the fold reads them before the
 /// deletion commits, and its hour's insert then waits on the sensor's row and fails its foreign
 /// key once the deletion commits. The fold folds again and succeeds, with the other sensor's
-/// hour and none of the deleted one's. The deletion is the one `Store::delete_sensor` makes,
-/// held open.
+/// hour and none of the deleted one's. The deletion is made by hand (an admin's SQL), held
+/// open: `Store::delete_sensor` locks the folds' row first, and a fold waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_fold_during_a_sensors_deletion_folds_again() {
     use sqlx::{Connection, Row};
