@@ -161,11 +161,27 @@ pub(super) fn push_unfolded_readings<'a, DB: sqlx::Database>(
     }
 }
 
-/// The condition a purge of raw readings adds where minutes are folded: readings not folded
-/// into minutes yet are kept. Every reading before `minutes_before` is in the minutes: its batch
-/// upserted its minute, or the fold that moved the mark past it (only one that has caught up
-/// does) folded it.
-pub(super) const FOLDED_READINGS_ONLY: &str = concat!(" AND ts < (", select_minutes_before!(), ")");
+/// Where a purge of `series` stops, to keep what a fold has not taken yet: minutes from
+/// `folded_before` on (not in the hours yet) and, where minutes are folded, readings from
+/// `minutes_before` on (every reading before it is in the minutes: its batch upserted its
+/// minute, or the fold that moved the mark past it, only one that has caught up does, folded
+/// it). `None`: nothing to keep. Read on its own before the purge's DELETE, not as a subquery
+/// in it: a DELETE's subquery reads `rollup_fold` with a shared lock, which a server may take
+/// after the DELETE's own row locks, the other way round from batches and folds (a deadlock).
+/// The marks only move forward, so a value read a moment early keeps more, never less.
+pub(super) async fn purge_keeps_from(store: &Store, series: Series) -> Result<Option<i64>, StoreError> {
+    let mark = match series {
+        Series::Minutes => select_folded_before!(),
+        Series::Raw if store.folds_minutes() => select_minutes_before!(),
+        _ => return Ok(None),
+    };
+    on_pool!(store, pool => sqlx::query(mark)
+        .fetch_one(pool)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map(Some)
+        .map_err(query_err("reading which rollups are folded")))
+}
 
 /// The minutes not folded yet, as rows of hours: `(hour, min, max, sum, count)`.
 const UNFOLDED_MINUTES_AS_HOURS: &str = concat!(
@@ -224,9 +240,6 @@ where
     }
     query.push(") AS oldest");
 }
-
-/// The condition a purge of minutes adds: minutes not folded yet are kept.
-pub(super) const FOLDED_MINUTES_ONLY: &str = concat!(" AND minute < (", select_folded_before!(), ")");
 
 impl Store {
     /// Folds the complete minutes (those before `now`'s) not folded yet into `readings_1h`, at

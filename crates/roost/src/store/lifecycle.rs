@@ -228,6 +228,11 @@ impl Store {
         let column = series.period_column();
         // A row starting at `start` covers [start, start + period).
         let bound = before.0.saturating_sub(series.period_ms() - 1);
+        // What a fold has not taken yet is kept for it (`store::fold`).
+        let bound = match super::fold::purge_keeps_from(self, series).await? {
+            Some(keep) => bound.min(keep),
+            None => bound,
+        };
         let _turn = self.sqlite_write_turn().await;
         let mut deleted = 0;
         for table in series.tables(self.dialect()) {
@@ -238,14 +243,6 @@ impl Store {
             deleted += on_pool!(self, pool => {
                 let mut delete = delete_chunk_head(self.dialect(), table);
                 delete.push("sensor_id = ").push_bind(sensor_id).push(format!(" AND {column} < ")).push_bind(bound);
-                if series == Series::Minutes {
-                    // Minutes not folded into hours yet are kept for the fold (`store::fold`).
-                    delete.push(super::fold::FOLDED_MINUTES_ONLY);
-                }
-                if series == Series::Raw && super::fold::folds_minutes(self.dialect()) {
-                    // Readings not folded into minutes yet are kept for the fold.
-                    delete.push(super::fold::FOLDED_READINGS_ONLY);
-                }
                 delete_chunk_tail(self.dialect(), &mut delete, left);
                 delete.build().execute(pool).await.map(|done| done.rows_affected()).map_err(query_err("purging old readings"))?
             });
