@@ -73,28 +73,36 @@ impl TestDb {
     pub async fn until_a_session_waits_on_a_lock(&self, finished: impl Fn() -> bool) -> bool {
         use sqlx::Row;
         let url = self.url.expose_secret().replacen("mariadb:", "mysql:", 1);
-        for _ in 0..200 {
-            let waiting: i64 = if url.starts_with("postgres") {
-                let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
-                let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
-                sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get(0)
-            } else {
-                // InnoDB's row lock waits, of sessions on this database (tests run side by side).
-                let mut watcher = sqlx::MySqlConnection::connect(&url).await.unwrap();
-                let waiting = "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
-                     JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-                     WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()";
-                sqlx::query(waiting).fetch_one(&mut watcher).await.unwrap().get(0)
-            };
-            if waiting > 0 {
-                return true;
-            }
-            if finished() {
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        // One watcher connection, asked every 25 ms.
+        macro_rules! poll {
+            ($conn:ty, $waiting:expr) => {{
+                let mut watcher = <$conn>::connect(&url).await.unwrap();
+                for _ in 0..200 {
+                    if sqlx::query($waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0 {
+                        return true;
+                    }
+                    if finished() {
+                        return false;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                false
+            }};
         }
-        false
+        if url.starts_with("postgres") {
+            poll!(
+                sqlx::PgConnection,
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        } else {
+            // InnoDB's row lock waits, of sessions on this database (tests run side by side).
+            poll!(
+                sqlx::MySqlConnection,
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                 WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()"
+            )
+        }
     }
 
     /// The same database reached through `proxy_addr` instead of the server's own address.
