@@ -42,9 +42,26 @@ pub(super) const INSERT_SENSORS: &str = "INSERT INTO sensors (owner, place, cate
 pub(super) const INSERT_REJECTS: &str = "INSERT INTO rejects (received_at, client_id, topic, payload, reason) ";
 pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO upstream_deliveries (node, packet_id, hash, seq) ";
 
-/// The start of an insert of readings into `table`: `readings` on the server databases; on
-/// SQLite, where `readings` is a view, `readings_staged` from the writer thread and
-/// `readings_indexed` from here (an in-memory database, which has no writer thread).
+/// A batch's readings are staged when it has fewer than this many per sensor on average: a
+/// reading or two per sensor (a fleet, each board with one reading in flight) dirty an index
+/// page each; a few sensors with hundreds of readings each dirty a few pages, and staging them
+/// would only write them twice (SQLite, 8 publishers on 8 sensors: 202k/166k readings/s
+/// written straight, 158k/126k staged, p99 16 → 91–106 ms). On SQLite and MariaDB/MySQL.
+pub(super) const STAGE_BELOW_READINGS_PER_SENSOR: usize = 4;
+
+/// Whether a batch's readings are staged: fewer than [`STAGE_BELOW_READINGS_PER_SENSOR`] per
+/// sensor on average.
+pub(super) fn stages(readings: &[IdReading]) -> bool {
+    let mut sensors: Vec<i64> = readings.iter().map(|r| r.0).collect();
+    sensors.sort_unstable();
+    sensors.dedup();
+    readings.len() < STAGE_BELOW_READINGS_PER_SENSOR * sensors.len()
+}
+
+/// The start of an insert of readings into `table`: `readings` on the server databases, or on
+/// MariaDB/MySQL `readings_staged` for a fleet's batch; on SQLite, where `readings` is a view,
+/// `readings_staged` from the writer thread and `readings_indexed` from here (an in-memory
+/// database, which has no writer thread).
 pub(super) fn insert_readings(table: &str) -> String {
     format!("INSERT INTO {table} (sensor_id, ts, value) ")
 }
@@ -408,8 +425,14 @@ impl Store {
                         }
                     }
                 } else {
-                    // Multi-row VALUES lists.
-                    let insert = insert_readings(if dialect == Dialect::Sqlite { super::schema::SQLITE_INDEXED_READINGS } else { "readings" });
+                    // Multi-row VALUES lists. On MariaDB a fleet's readings are staged (schema
+                    // migration 17), and the minute fold moves them into `readings`.
+                    let table = match dialect {
+                        Dialect::Sqlite => super::schema::SQLITE_INDEXED_READINGS,
+                        Dialect::MySql if stages(&readings) => super::schema::MYSQL_STAGED_READINGS,
+                        _ => "readings",
+                    };
+                    let insert = insert_readings(table);
                     for chunk in readings.chunks(CHUNK) {
                         QueryBuilder::new(&insert)
                             .push_values(chunk, |mut row, (id, ts, value)| {

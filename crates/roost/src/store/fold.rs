@@ -25,7 +25,7 @@
 //! newest readings were deleted (a sensor's deletion), and those readings' minutes go missing.
 
 use super::batch::{insert_rollups, upsert_rollups_suffix, IdReading};
-use super::{query_err, Dialect, Pool, Series, Store, StoreError};
+use super::{query_err, schema, Dialect, Pool, Series, Store, StoreError};
 use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
 
@@ -134,9 +134,15 @@ pub(super) async fn unfolded_readings_from(store: &Store) -> Result<Option<(i64,
         .map_err(query_err("reading which readings are folded")))
 }
 
-/// The condition that picks the readings not folded into minutes yet, after the index range.
-pub(super) const UNFOLDED_READINGS: &str =
-    concat!(" AND id > (", select_minutes_through!(), ") AND ts >= (", select_minutes_before!(), ")");
+/// The tables of the readings not folded into minutes yet, each with the condition that picks
+/// them after the index range: in `readings` those after `minutes_through` (a batch that was
+/// not staged), and every staged one (a fold moves what it folds out of the staged table, in
+/// its transaction); in both, only those from `minutes_before` on (a batch upserted the minutes
+/// of older ones itself).
+pub(super) const UNFOLDED_READINGS: [(&str, &str); 2] = [
+    ("readings", concat!(" AND id > (", select_minutes_through!(), ") AND ts >= (", select_minutes_before!(), ")")),
+    (schema::MYSQL_STAGED_READINGS, concat!(" AND ts >= (", select_minutes_before!(), ")")),
+];
 
 /// ` UNION ALL SELECT` of a sensor's readings not folded into minutes yet, from `from` (the
 /// start of a period) to before `to`, each as a rollup row of `series` (minutes or hours):
@@ -153,11 +159,13 @@ pub(super) fn push_unfolded_readings<'a, DB: sqlx::Database>(
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     let period = series.period_ms();
-    query.push(format!(" UNION ALL SELECT ts - ts % {period}, value, value, value, 1 FROM readings WHERE sensor_id = "));
-    query.push_bind(sensor_id).push(" AND ts >= ").push_bind(from.max(since));
-    query.push(format!(" AND ts - ts % {period} < ")).push_bind(to).push(UNFOLDED_READINGS);
-    if series == Series::Hours {
-        query.push(concat!(" AND ts >= (", select_folded_before!(), ")"));
+    for (table, unfolded) in UNFOLDED_READINGS {
+        query.push(format!(" UNION ALL SELECT ts - ts % {period}, value, value, value, 1 FROM {table} WHERE sensor_id = "));
+        query.push_bind(sensor_id).push(" AND ts >= ").push_bind(from.max(since));
+        query.push(format!(" AND ts - ts % {period} < ")).push_bind(to).push(unfolded);
+        if series == Series::Hours {
+            query.push(concat!(" AND ts >= (", select_folded_before!(), ")"));
+        }
     }
 }
 
@@ -218,8 +226,10 @@ where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     let period = series.period_ms();
-    query.push(format!(" UNION ALL SELECT MIN(ts) - MIN(ts) % {period} FROM readings WHERE sensor_id = "));
-    query.push_bind(sensor_id).push(" AND ts >= ").push_bind(since).push(UNFOLDED_READINGS);
+    for (table, unfolded) in UNFOLDED_READINGS {
+        query.push(format!(" UNION ALL SELECT MIN(ts) - MIN(ts) % {period} FROM {table} WHERE sensor_id = "));
+        query.push_bind(sensor_id).push(" AND ts >= ").push_bind(since).push(unfolded);
+    }
 }
 
 /// `SELECT` of the start of a sensor's oldest hour, folded or not (with the readings not folded
@@ -339,58 +349,125 @@ impl Store {
     /// elsewhere it does nothing). Once it has caught up it moves `minutes_before` to a second
     /// before `now`. Safe to run on several nodes at once.
     pub async fn fold_minutes(&self, now: TimestampMs) -> Result<Folded, StoreError> {
-        if !self.folds_minutes() {
+        // Only MariaDB/MySQL fold their minutes (`folds_minutes`).
+        let Pool::MySql(pool) = &self.pool else {
             return Ok(Folded { until: None, more: false });
-        }
+        };
         let dialect = self.dialect();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
-            // An update first: it waits for the batches that read the row in share mode (so every
-            // reading id up to the largest is committed), and the batches after it wait for this.
-            sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
-                .execute(&mut *tx)
+        let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
+        // An update first: it waits for the batches that read the row in share mode (so every
+        // reading id up to the largest is committed), and the batches after it wait for this.
+        sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("locking the fold of readings into minutes"))?;
+        let (through, before, newest): (i64, i64, Option<i64>) =
+            sqlx::query("SELECT minutes_through, minutes_before, (SELECT MAX(id) FROM readings) FROM rollup_fold")
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(query_err("locking the fold of readings into minutes"))?;
-            let (through, before, newest): (i64, i64, Option<i64>) =
-                sqlx::query("SELECT minutes_through, minutes_before, (SELECT MAX(id) FROM readings) FROM rollup_fold")
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+                .map_err(query_err("finding the readings to fold"))?;
+        let newest = newest.unwrap_or(through).max(through);
+        let until = newest.min(through.saturating_add(FOLD_READINGS));
+        if until > through {
+            // Every reading after `through` was written by a batch that read this `before`:
+            // those before it have their minutes upserted already.
+            let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+            push_fold_of_readings(&mut fold, "readings", (through, until), before);
+            fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
+            fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+        }
+        // Then the staged readings, oldest first, once those of `readings` are folded: rolled
+        // up and moved into `readings` in (sensor, time) order, where they count as folded.
+        let (mut through, mut caught_up) = (until, until == newest);
+        if caught_up {
+            let (first, last): (Option<i64>, Option<i64>) =
+                QueryBuilder::new(format!("SELECT MIN(id), MAX(id) FROM {}", schema::MYSQL_STAGED_READINGS))
+                    .build()
                     .fetch_one(&mut *tx)
                     .await
-                    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-                    .map_err(query_err("finding the readings to fold"))?;
-            let newest = newest.unwrap_or(through).max(through);
-            let until = newest.min(through.saturating_add(FOLD_READINGS));
-            if until > through {
-                // Every reading after `through` was written by a batch that read this `before`:
-                // those before it have their minutes upserted already.
-                let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-                fold.push(
-                    "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
-                     MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
-                     FROM readings WHERE id > ",
-                )
-                .push_bind(through)
-                .push(" AND id <= ")
-                .push_bind(until)
-                .push(" AND ts >= ")
-                .push_bind(before)
-                .push(" GROUP BY folded_sensor, folded_minute) AS folded")
-                .push(upsert_rollups_suffix(dialect, Series::Minutes));
-                fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+                    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .map_err(query_err("finding the staged readings"))?;
+            if let (Some(first), Some(last)) = (first, last) {
+                let staged_until = last.min((first - 1).saturating_add(FOLD_READINGS));
+                through = move_staged(&mut tx, dialect, (first - 1, staged_until), before).await?;
+                caught_up = staged_until == last;
             }
-            // `minutes_before` moves only once every reading is folded: those left would count
-            // neither in the minutes nor as readings not folded.
-            let caught_up = until == newest;
-            let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
-            QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
-                .push_bind(until)
-                .push(", minutes_before = ")
-                .push_bind(moved_before)
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("recording which readings are folded"))?;
-            tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
-            Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
-        })
+        }
+        // `minutes_before` moves only once every reading is folded: those left would count
+        // neither in the minutes nor as readings not folded.
+        let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
+        QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
+            .push_bind(through)
+            .push(", minutes_before = ")
+            .push_bind(moved_before)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("recording which readings are folded"))?;
+        tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
+        Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
     }
+}
+
+/// `SELECT` of the per-minute rollups of the readings of `table` with ids in `(after, until]`
+/// and times from `before` on, for an insert of minutes (columns of their own, so that
+/// MariaDB's `VALUES(min)` names the minute's columns).
+fn push_fold_of_readings<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, table: &str, (after, until): (i64, i64), before: i64)
+where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query
+        .push(format!(
+            "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
+             MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
+             FROM {table} WHERE id > "
+        ))
+        .push_bind(after)
+        .push(" AND id <= ")
+        .push_bind(until)
+        .push(" AND ts >= ")
+        .push_bind(before)
+        .push(" GROUP BY folded_sensor, folded_minute) AS folded");
+}
+
+/// Folds the staged readings with ids in `(after, until]` into minutes (those from `before` on:
+/// a batch upserted the minutes of older ones), moves them into `readings` in (sensor, time)
+/// order, so that each sensor's page of its index is written once for all of them, and deletes
+/// them from the staged table; returns the largest id in `readings` after the move, the new
+/// `minutes_through`: every reading there is folded now (the caller holds the folds' row, so no
+/// batch is writing). In the caller's transaction.
+async fn move_staged(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    dialect: Dialect,
+    (after, until): (i64, i64),
+    before: i64,
+) -> Result<i64, StoreError> {
+    let staged = schema::MYSQL_STAGED_READINGS;
+    let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+    push_fold_of_readings(&mut fold, staged, (after, until), before);
+    fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
+    fold.build().execute(&mut **tx).await.map_err(query_err("folding staged readings into minutes"))?;
+    QueryBuilder::new(format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged} WHERE id > "))
+        .push_bind(after)
+        .push(" AND id <= ")
+        .push_bind(until)
+        .push(" ORDER BY sensor_id, ts")
+        .build()
+        .execute(&mut **tx)
+        .await
+        .map_err(query_err("moving staged readings into the indexed table"))?;
+    QueryBuilder::new(format!("DELETE FROM {staged} WHERE id > "))
+        .push_bind(after)
+        .push(" AND id <= ")
+        .push_bind(until)
+        .build()
+        .execute(&mut **tx)
+        .await
+        .map_err(query_err("deleting moved readings from the staged table"))?;
+    sqlx::query("SELECT COALESCE(MAX(id), 0) FROM readings")
+        .fetch_one(&mut **tx)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(query_err("reading the last reading id"))
 }

@@ -31,12 +31,23 @@ impl Series {
         }
     }
 
+    /// What reads the series' rows: on MariaDB/MySQL, raw readings through `readings_all`, the
+    /// view of `readings` and the staged ones (schema migration 17).
+    pub(super) fn source(self, dialect: Dialect) -> &'static str {
+        match (self, dialect) {
+            (Self::Raw, Dialect::MySql) => schema::MYSQL_ALL_READINGS,
+            _ => self.table(),
+        }
+    }
+
     /// The tables that hold the series' rows, for deleting them: on SQLite, raw readings are
-    /// in two tables behind the `readings` view (schema migration 12).
+    /// in two tables behind the `readings` view (schema migration 12); on MariaDB/MySQL, in
+    /// `readings` and the staged ones (schema migration 17).
     pub(super) fn tables(self, dialect: Dialect) -> &'static [&'static str] {
         match (self, dialect) {
             (Self::Raw, Dialect::Sqlite) => &[schema::SQLITE_STAGED_READINGS, schema::SQLITE_INDEXED_READINGS],
-            (Self::Raw, _) => &["readings"],
+            (Self::Raw, Dialect::MySql) => &[schema::MYSQL_STAGED_READINGS, "readings"],
+            (Self::Raw, Dialect::Postgres) => &["readings"],
             (Self::Minutes, _) => &["readings_1m"],
             (Self::Hours, _) => &["readings_1h"],
         }
@@ -279,7 +290,7 @@ impl Store {
 
     /// The start of the oldest row of a sensor's `series`.
     pub async fn oldest(&self, series: Series, sensor_id: i64) -> Result<Option<TimestampMs>, StoreError> {
-        let (table, column) = (series.table(), series.period_column());
+        let (table, column) = (series.source(self.dialect()), series.period_column());
         let unfolded = if series == Series::Raw { None } else { super::fold::unfolded_readings_from(self).await? };
         on_pool!(self, pool => {
             let mut query = QueryBuilder::new("");
@@ -313,7 +324,9 @@ impl Store {
     pub async fn size(&self) -> Result<DatabaseSize, StoreError> {
         let mut rows = Vec::with_capacity(COUNTED.len());
         for table in COUNTED {
-            rows.push((table, self.count_rows(table, "counting rows").await?));
+            let count =
+                if table == Series::Raw.table() { self.count_readings().await? } else { self.count_rows(table, "counting rows").await? };
+            rows.push((table, count));
         }
         let (bytes, free_bytes) = on_pool!(self, pool => {
             let (sql, free) = match self.dialect() {
@@ -340,14 +353,12 @@ impl Store {
             None => 0,
         };
         // Per sensor, through the (sensor_id, ts) index: there is no index on `ts` alone. On
-        // SQLite the indexed table's, and the few staged readings' (through the `readings`
-        // view, SQLite would scan every reading for each sensor).
-        let oldest = match self.dialect() {
-            Dialect::Sqlite => format!(
+        // SQLite and MariaDB the indexed table's, and the few staged readings' (through the
+        // view of both, the server would scan every reading for each sensor).
+        let oldest = match Series::Raw.tables(self.dialect()) {
+            [staged, indexed] => format!(
                 "SELECT MIN(oldest) FROM (SELECT (SELECT MIN(ts) FROM {indexed} r WHERE r.sensor_id = s.id) AS oldest FROM sensors s \
-                 UNION ALL SELECT MIN(ts) FROM {staged}) AS t",
-                indexed = schema::SQLITE_INDEXED_READINGS,
-                staged = schema::SQLITE_STAGED_READINGS
+                 UNION ALL SELECT MIN(ts) FROM {staged}) AS t"
             ),
             _ => "SELECT MIN(oldest) FROM (SELECT (SELECT MIN(ts) FROM readings r WHERE r.sensor_id = s.id) AS oldest FROM sensors s) AS t"
                 .to_owned(),

@@ -35,7 +35,12 @@ macro_rules! sensor_row {
 
 impl Store {
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
-        self.count_rows("readings", "counting readings").await
+        on_pool!(self, pool => QueryBuilder::new(format!("SELECT {}", count_readings_sql(self.dialect())))
+            .build()
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(query_err("counting readings")))
     }
 
     /// `SELECT COUNT(*)` of one of our tables (a name from this module, never user input).
@@ -86,13 +91,17 @@ impl Store {
             let mut query = QueryBuilder::new("SELECT sensor_id, minute, sum, count FROM readings_1m WHERE minute >= ");
             query.push_bind(minute);
             if let Some((through, since)) = unfolded {
-                // The readings not folded yet: a range of the table's key from `through` on.
-                query.push(" UNION ALL SELECT sensor_id, ts - ts % 60000, SUM(value), COUNT(*) FROM readings WHERE id > ")
-                    .push_bind(through)
-                    .push(" AND ts >= ")
-                    .push_bind(minute.max(since))
-                    .push(super::fold::UNFOLDED_READINGS)
-                    .push(" GROUP BY sensor_id, ts - ts % 60000");
+                // The readings not folded yet: in `readings` a range of the table's key from
+                // `through` on, and the staged ones.
+                for (table, unfolded) in super::fold::UNFOLDED_READINGS {
+                    query.push(format!(" UNION ALL SELECT sensor_id, ts - ts % 60000, SUM(value), COUNT(*) FROM {table} WHERE id > "))
+                        // Every staged reading is one not folded yet, whatever its id.
+                        .push_bind(if table == super::schema::MYSQL_STAGED_READINGS { 0 } else { through })
+                        .push(" AND ts >= ")
+                        .push_bind(minute.max(since))
+                        .push(unfolded)
+                        .push(" GROUP BY sensor_id, ts - ts % 60000");
+                }
             }
             let rows = query
                 .push(" ORDER BY 1, 2")
@@ -105,32 +114,23 @@ impl Store {
         Ok(averages_per_minute(sums))
     }
 
-    /// Readings of one sensor with `from <= ts < to`, oldest first.
+    /// Readings of one sensor with `from <= ts < to`, oldest first. The sensor's id is looked
+    /// up first: MariaDB reads a join or a subquery through the view of the staged and indexed
+    /// readings by copying every reading of the range into a temporary table, and reads a
+    /// constant id through the index.
     pub async fn readings(&self, sensor: &SensorKey, from: TimestampMs, to: TimestampMs) -> Result<Vec<(TimestampMs, f64)>, StoreError> {
-        on_pool!(self, pool => {
-            let rows = QueryBuilder::new(
-                "SELECT r.ts, r.value FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = ",
-            )
-            .push_bind(sensor.owner.as_str())
-            .push(" AND s.place = ").push_bind(sensor.place.as_str())
-            .push(" AND s.category = ").push_bind(sensor.category.as_str())
-            .push(" AND r.ts >= ").push_bind(from.0)
-            .push(" AND r.ts < ").push_bind(to.0)
-            .push(" ORDER BY r.ts")
-            .build()
-            .fetch_all(pool)
-            .await
-            .map_err(query_err("reading a sensor's history"))?;
-            decode_rows(&rows, "decoding readings", |row| Ok((TimestampMs(row.try_get(0)?), row.try_get(1)?)))
-        })
+        let Some(sensor_id) = self.sensor_id(sensor).await? else { return Ok(Vec::new()) };
+        let readings = self.readings_by_id(sensor_id, from, to, i64::MAX).await?;
+        Ok(readings.into_iter().map(|(ts, value)| (TimestampMs(ts), value)).collect())
     }
 
     /// Every stored value of every sensor, for verification (tests, `roost bench`).
     pub async fn all_values(&self) -> Result<Vec<(SensorKey, f64)>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(
-                "SELECT s.owner, s.place, s.category, r.value FROM readings r JOIN sensors s ON s.id = r.sensor_id",
-            )
+            let rows = QueryBuilder::new(format!(
+                "SELECT s.owner, s.place, s.category, r.value FROM {} r JOIN sensors s ON s.id = r.sensor_id",
+                Series::Raw.source(self.dialect())
+            ))
             .build()
             .fetch_all(pool)
             .await
@@ -231,7 +231,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ")
+            let rows = QueryBuilder::new(format!("SELECT ts, value FROM {} WHERE sensor_id = ", Series::Raw.source(self.dialect())))
                 .push_bind(sensor_id)
                 .push(" AND ts >= ").push_bind(from.0)
                 .push(" AND ts < ").push_bind(to.0)
@@ -260,7 +260,7 @@ impl Store {
     ) -> Result<Vec<Bucket>, StoreError> {
         // Integer division: `/` on integers in SQLite and PostgreSQL, `DIV` in MySQL/MariaDB.
         let div = if self.dialect() == Dialect::MySql { " DIV " } else { " / " };
-        let (table, time) = (series.table(), series.period_column());
+        let (table, time) = (series.source(self.dialect()), series.period_column());
         let aggregates = if series == Series::Raw {
             " AS bucket, MIN(value), AVG(value), MAX(value), COUNT(*)".to_owned()
         } else {
@@ -322,7 +322,7 @@ impl Store {
         use futures_util::TryStreamExt;
         const CHUNK: usize = 4096;
         on_pool!(self, pool => {
-            let mut query = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ");
+            let mut query = QueryBuilder::new(format!("SELECT ts, value FROM {} WHERE sensor_id = ", Series::Raw.source(self.dialect())));
             query.push_bind(sensor_id).push(" AND ts >= ").push_bind(from.0).push(" AND ts < ").push_bind(to.0).push(" ORDER BY ts");
             let mut rows = query.build().fetch(pool);
             let mut chunk = Vec::with_capacity(CHUNK);
@@ -354,7 +354,10 @@ impl Store {
     /// Counts for the stats endpoint: sensors, readings, rejects.
     pub async fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
         on_pool!(self, pool => {
-            let row = QueryBuilder::new("SELECT (SELECT COUNT(*) FROM sensors), (SELECT COUNT(*) FROM readings), (SELECT COUNT(*) FROM rejects)")
+            let row = QueryBuilder::new(format!(
+                "SELECT (SELECT COUNT(*) FROM sensors), {}, (SELECT COUNT(*) FROM rejects)",
+                count_readings_sql(self.dialect())
+            ))
                 .build()
                 .fetch_one(pool)
                 .await
@@ -362,4 +365,12 @@ impl Store {
             (|| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))().map_err(query_err("decoding counts"))
         })
     }
+}
+
+/// The number of readings as a scalar expression: each table that holds them counted on its own
+/// (a count through MariaDB's view of two tables would copy every reading into a temporary
+/// table first).
+fn count_readings_sql(dialect: Dialect) -> String {
+    let counts: Vec<String> = Series::Raw.tables(dialect).iter().map(|table| format!("(SELECT COUNT(*) FROM {table})")).collect();
+    format!("({})", counts.join(" + "))
 }

@@ -18,7 +18,7 @@
 //! two batches (schema migration 12 says why); a batch of a few sensors with many readings each
 //! writes them into `readings_indexed` straight away, where they dirty few index pages anyway.
 
-use super::batch::{self, IdReading};
+use super::batch::{self, IdReading, STAGE_BELOW_READINGS_PER_SENSOR};
 use super::fold;
 use super::schema::{SQLITE_INDEXED_READINGS, SQLITE_STAGED_READINGS};
 use super::{query_err, Dialect, Series, StoreError};
@@ -109,12 +109,6 @@ impl SqliteWriter {
     }
 }
 
-/// A batch's readings are staged when it has fewer than this many per sensor on average: a
-/// reading or two per sensor (a fleet, each board with one reading in flight) dirty an index
-/// page each; a few sensors with hundreds of readings each dirty a few pages, and staging them
-/// would only write them twice (8 publishers on 8 sensors: 202k/166k readings/s written
-/// straight, 158k/126k staged, p99 16 → 91–106 ms).
-const STAGE_BELOW_READINGS_PER_SENSOR: usize = 4;
 /// Staged readings are moved into the indexed table after a batch once the last move is this
 /// old...
 const MERGE_EVERY: Duration = Duration::from_secs(1);

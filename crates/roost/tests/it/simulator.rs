@@ -94,11 +94,16 @@ async fn bench_verifies_every_acknowledged_reading_and_cleans_up(backend: Backen
 /// Deletes one stored bench reading behind Roost's back, the way a faulty sink would lose it.
 async fn delete_one_bench_reading(db: &TestDb, backend: Backend) -> bool {
     use sqlx::{Connection, Row};
-    let find = "SELECT r.sensor_id, r.ts FROM readings r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = 'roost-bench' LIMIT 1";
     // Readings published in one burst can share a millisecond, so exactly one row is deleted: by
     // its row id on SQLite (where `readings` is a view over two tables, schema migration 12) and
-    // PostgreSQL, with `LIMIT 1` on MariaDB.
-    let tables: &[&str] = if backend == Backend::Sqlite { &["readings_staged", "readings_indexed"] } else { &["readings"] };
+    // PostgreSQL, with `LIMIT 1` on MariaDB (where `readings_all` is the view of `readings` and
+    // the staged ones, schema migration 17).
+    let (all, tables): (&str, &[&str]) = match backend {
+        Backend::Sqlite => ("readings", &["readings_staged", "readings_indexed"]),
+        Backend::Postgres => ("readings", &["readings"]),
+        Backend::MariaDb => ("readings_all", &["readings_staged", "readings"]),
+    };
+    let find = format!("SELECT r.sensor_id, r.ts FROM {all} r JOIN sensors s ON s.id = r.sensor_id WHERE s.owner = 'roost-bench' LIMIT 1");
     let delete = |(id, ts): (i64, i64), table: &str| {
         let one = format!("sensor_id = {id} AND ts = {ts}");
         match backend {
@@ -111,7 +116,7 @@ async fn delete_one_bench_reading(db: &TestDb, backend: Backend) -> bool {
     macro_rules! with {
         ($conn:ty) => {{
             let mut conn = <$conn>::connect(&url).await.unwrap();
-            let Some(row) = sqlx::query(find).fetch_optional(&mut conn).await.unwrap() else { return false };
+            let Some(row) = sqlx::query(&find).fetch_optional(&mut conn).await.unwrap() else { return false };
             let key = (row.get::<i64, _>(0), row.get::<i64, _>(1));
             for table in tables {
                 if sqlx::query(&delete(key, table)).execute(&mut conn).await.unwrap().rows_affected() == 1 {

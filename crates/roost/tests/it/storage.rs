@@ -854,6 +854,90 @@ async fn mariadb_a_minute_fold_behind_catches_up_in_steps() {
     store.close().await;
 }
 
+/// Rows in `table` of a MariaDB database, read behind the store's back.
+async fn mariadb_rows(db: &TestDb, table: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
+    let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    count
+}
+
+/// MariaDB stages a fleet's batches (a reading or two per sensor) in `readings_staged` and the
+/// minute fold moves them into `readings` (schema migration 17): readers see each reading once
+/// wherever it is, before and after the move, in raw readings, counts, the oldest reading,
+/// minutes, hours and trend lines; a reading older than the fold's mark (whose batch upserted
+/// its minute) is not counted twice when it is moved; purges and deletions reach both tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_fleets_readings_are_staged_read_once_and_moved_by_the_minute_fold() {
+    let db = TestDb::new(Backend::MariaDb).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let tables = || async { (mariadb_rows(&db, "readings").await, mariadb_rows(&db, "readings_staged").await) };
+    let t0 = an_hour_tomorrow();
+    let few = key("few", "room", "t");
+    let many_each: Vec<_> = (0..100).map(|i| reading(&few, t0 + i, i as f64)).collect();
+    store.write_batch(&Batch { readings: many_each, ..Batch::default() }).await.unwrap();
+    assert_eq!(tables().await, (100, 0), "a hundred readings of one sensor are written to `readings`");
+    let d7 = key("d7", "room", "t");
+    let mut fleet: Vec<_> = (0..50).map(|d| reading(&key(&format!("d{d}"), "room", "t"), t0 + MINUTE + 1_000, d as f64)).collect();
+    fleet.push(reading(&d7, t0 + MINUTE + 2_000, 9.0));
+    store.write_batch(&Batch { readings: fleet, ..Batch::default() }).await.unwrap();
+    assert_eq!(tables().await, (100, 51), "a fleet's batch is staged");
+
+    let id = store.sensor_id(&d7).await.unwrap().unwrap();
+    let all = (TimestampMs(t0), TimestampMs(t0 + HOUR));
+    let d7_minute = vec![(t0 + MINUTE, 2, 7.0, 9.0, 16.0)];
+    let reads_once = |when: &'static str| {
+        let (store, d7, d7_minute) = (&store, &d7, &d7_minute);
+        async move {
+            let raw = [(t0 + MINUTE + 1_000, 7.0), (t0 + MINUTE + 2_000, 9.0)];
+            assert_eq!(store.readings_by_id(id, all.0, all.1, 10).await.unwrap(), raw, "{when}");
+            let by_key: Vec<_> = store.readings(d7, all.0, all.1).await.unwrap().into_iter().map(|(ts, v)| (ts.0, v)).collect();
+            assert_eq!(by_key, raw, "{when}");
+            assert_eq!(store.count_readings().await.unwrap(), 151, "{when}");
+            assert_eq!(store.counts().await.unwrap().1, 151, "{when}");
+            let size = store.size().await.unwrap();
+            assert_eq!(size.rows.iter().find(|(table, _)| *table == "readings").map(|r| r.1), Some(151), "{when}");
+            assert_eq!(size.oldest_reading_ms, Some(t0), "{when}");
+            assert_eq!(store.oldest(Series::Raw, id).await.unwrap(), Some(TimestampMs(t0 + MINUTE + 1_000)), "{when}");
+            assert_eq!(store.oldest(Series::Minutes, id).await.unwrap(), Some(TimestampMs(t0 + MINUTE)), "{when}");
+            assert_eq!(store.oldest(Series::Hours, id).await.unwrap(), Some(TimestampMs(t0)), "{when}");
+            let buckets = store.buckets(Series::Raw, id, all.0, all.1, HOUR).await.unwrap();
+            assert_eq!((buckets.len(), buckets[0].count, buckets[0].min, buckets[0].max), (1, 2, 7.0, 9.0), "{when}");
+            assert_eq!(minutes(store, id, t0).await, *d7_minute, "{when}");
+            assert_eq!(hours(store, id, t0).await, [(t0, 2, 7.0, 9.0, 16.0)], "{when}");
+            let trends = store.minute_averages(all.0).await.unwrap();
+            assert!(trends.contains(&(id, 8.0)), "{when}: {trends:?}");
+        }
+    };
+    reads_once("staged").await;
+    let folded = store.fold_minutes(TimestampMs(t0 + 3 * MINUTE)).await.unwrap();
+    assert!(!folded.more, "one fold moves them all");
+    assert_eq!(tables().await, (151, 0), "the fold moved the staged readings");
+    reads_once("moved").await;
+
+    // A reading older than the fold's mark: its batch upserts its minute, and its move adds
+    // nothing to it.
+    store.write_batch(&Batch { readings: vec![reading(&d7, t0 + 30_000, 1.0)], ..Batch::default() }).await.unwrap();
+    assert_eq!(tables().await, (151, 1));
+    let with_late = vec![(t0, 1, 1.0, 1.0, 1.0), (t0 + MINUTE, 2, 7.0, 9.0, 16.0)];
+    assert_eq!(minutes(&store, id, t0).await, with_late, "late, staged");
+    store.fold_minutes(TimestampMs(t0 + 3 * MINUTE)).await.unwrap();
+    assert_eq!(tables().await, (152, 0));
+    assert_eq!(minutes(&store, id, t0).await, with_late, "late, moved");
+
+    // Purges and deletions reach the staged readings.
+    store.write_batch(&Batch { readings: vec![reading(&d7, t0 + 40_000, 1.0)], ..Batch::default() }).await.unwrap();
+    assert_eq!(tables().await, (152, 1));
+    assert_eq!(store.purge_chunk(Series::Raw, id, TimestampMs(t0 + MINUTE), 10).await.unwrap(), 2, "from both tables");
+    assert_eq!(tables().await, (151, 0));
+    store.write_batch(&Batch { readings: vec![reading(&d7, t0 + 3 * MINUTE, 1.0)], ..Batch::default() }).await.unwrap();
+    assert_eq!(tables().await, (151, 1));
+    store.delete_sensor(&d7, id).await.unwrap();
+    assert_eq!(tables().await, (149, 0), "the sensor's readings in both tables are gone");
+    store.close().await;
+}
+
 /// A sensor deleted while its minutes are folded: on PostgreSQL the fold reads them before the
 /// deletion commits, and its hour's insert then waits on the sensor's row and fails its foreign
 /// key once the deletion commits. The fold folds again and succeeds, with the other sensor's
