@@ -34,6 +34,12 @@ struct Args {
     /// has a reading of every sensor.
     #[arg(long)]
     varied: bool,
+    /// Readings per sensor stored before the clock starts (a second apart, in the past), as in
+    /// a fleet that has been running for a while: each sensor's newest page of the readings'
+    /// index is then a page of its own, and those of thousands of sensors may be more than the
+    /// database keeps in memory.
+    #[arg(long, default_value_t = 0)]
+    history: usize,
 }
 
 #[tokio::main]
@@ -63,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Batch::default()
             };
             // The sensors exist before the clock starts, as in a fleet that has been running.
+            write_history(&store, &keys, args.history, now).await?;
             store.write_batch(&batch_at(0)).await?;
             let batches: Vec<Batch> = (1..=args.batches).map(batch_at).collect();
             let (started, cpu_before) = (Instant::now(), cpu::cpu_time(std::process::id())?);
@@ -87,10 +94,11 @@ async fn main() -> anyhow::Result<()> {
         let name = db.split("://").next().unwrap_or(db);
         let (min, max) = (rates.iter().copied().fold(f64::MAX, f64::min), rates.iter().copied().fold(0.0, f64::max));
         println!(
-            "| {name} | {}{} × {} | {:.0} | {min:.0} | {max:.0} | {:.1} µs |",
+            "| {name} | {}{} × {}{} | {:.0} | {min:.0} | {max:.0} | {:.1} µs |",
             args.sensors,
             if args.varied { " (varied)" } else { "" },
             args.batches,
+            if args.history > 0 { format!(", {} stored per sensor before", args.history) } else { String::new() },
             median(rates),
             median(cpu)
         );
@@ -106,4 +114,26 @@ fn sensors_in_batch(sensors: usize, second: usize, varied: bool) -> usize {
     } else {
         sensors
     }
+}
+
+/// Stores `history` readings of each sensor, a second apart, ending a minute before `now` (older
+/// than what the folds of rollups wait for: each batch writes its own rollups, and nothing is
+/// left to fold when the clock starts). About 10,000 readings a batch, each sensor's in one.
+async fn write_history(store: &Store, keys: &[SensorKey], history: usize, now: i64) -> anyhow::Result<()> {
+    if history == 0 {
+        return Ok(());
+    }
+    let first = now - now.rem_euclid(1000) - (history as i64 + 60) * 1000;
+    let started = Instant::now();
+    for sensors in keys.chunks((10_000 / history).max(1)) {
+        let readings = sensors
+            .iter()
+            .flat_map(|key| {
+                (0..history).map(move |i| Reading { sensor: key.clone(), ts: TimestampMs(first + i as i64 * 1000), value: i as f64 })
+            })
+            .collect();
+        store.write_batch(&Batch { readings, ..Batch::default() }).await?;
+    }
+    eprintln!("    {} readings stored before the clock starts, in {:.0?}", keys.len() * history, started.elapsed());
+    Ok(())
 }
