@@ -23,6 +23,12 @@
 //! MariaDB 10.2.4 and MySQL 8.0 on keep the table's counter across a server restart; older
 //! servers restart it after the largest id left, which repeats ids already folded past once the
 //! newest readings were deleted (a sensor's deletion), and those readings' minutes go missing.
+//!
+//! A fleet's batches (schema migration 17) append their readings to `readings_staged` instead,
+//! which has no index: the same fold, once it has caught up on `readings`, rolls the staged
+//! readings up (those from `minutes_before` on) and moves them into `readings` in (sensor, time)
+//! order, in its transaction, where they count as folded (`minutes_through` becomes the largest
+//! id after the move). So every staged reading is one not folded yet, and reads add them too.
 
 use super::batch::{insert_rollups, upsert_rollups_suffix, IdReading};
 use super::{query_err, schema, Dialect, Pool, Series, Store, StoreError};
