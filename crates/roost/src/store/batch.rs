@@ -214,10 +214,15 @@ fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str) {
              THEN v.value ELSE sensors.last_value END, last_seen = GREATEST(sensors.last_seen, v.ts) FROM UNNEST(",
             ") AS v (id, ts, value) WHERE sensors.id = v.id",
         ),
+        // Every listed sensor's row too, so that the count of rows found (sqlx asks MariaDB for
+        // found rows, not changed ones) says whether one was deleted: staged readings have no
+        // foreign key to fail on (schema migration 17). A multi-table UPDATE sets its columns in
+        // no set order; either order gives the same row, as `last_seen` only grows.
         Dialect::MySql => (
             "UPDATE sensors JOIN (",
-            ") AS v ON sensors.id = v.id SET sensors.last_value = v.value, sensors.last_seen = v.ts \
-             WHERE sensors.last_seen IS NULL OR sensors.last_seen <= v.ts",
+            ") AS v ON sensors.id = v.id SET \
+             sensors.last_value = IF(sensors.last_seen IS NULL OR sensors.last_seen <= v.ts, v.value, sensors.last_value), \
+             sensors.last_seen = GREATEST(COALESCE(sensors.last_seen, v.ts), v.ts)",
         ),
     }
 }
@@ -456,7 +461,9 @@ impl Store {
                     }
 
                     let (head, tail) = update_latest_sql(dialect);
-                    for chunk in newest_per_sensor(&readings).chunks(CHUNK) {
+                    let newest = newest_per_sensor(&readings);
+                    let mut found = 0;
+                    for chunk in newest.chunks(CHUNK) {
                         let mut update = QueryBuilder::new(head);
                         // MariaDB and MySQL spell a table of values differently: a UNION ALL of
                         // SELECTs works in both.
@@ -476,7 +483,12 @@ impl Store {
                             }
                         }
                         update.push(tail);
-                        update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?;
+                        found += update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?.rows_affected();
+                    }
+                    // A sensor deleted since the batch was planned (the update waits for a
+                    // deletion in progress, which locks the row first).
+                    if dialect == Dialect::MySql && found != newest.len() as u64 {
+                        return Err(StoreError::SensorDeleted);
                     }
                 }
 

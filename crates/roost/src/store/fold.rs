@@ -226,13 +226,15 @@ pub(super) fn push_hours_of_sensor<'a, DB: sqlx::Database>(
 }
 
 /// ` UNION ALL SELECT` of the start of the `series` period (minute, hour) of a sensor's oldest
-/// reading not folded into minutes yet, for `SELECT MIN(...)` of the oldest row.
+/// reading not folded into minutes yet, for `SELECT MIN(...)` of the oldest row a purge can
+/// reach: not the staged readings, which a purge leaves to the fold (and which a query per
+/// sensor would scan in full: that table has no index).
 pub(super) fn push_oldest_unfolded<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, series: Series, sensor_id: i64, since: i64)
 where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     let period = series.period_ms();
-    for (table, unfolded) in UNFOLDED_READINGS {
+    for (table, unfolded) in UNFOLDED_READINGS.into_iter().filter(|(table, _)| *table != schema::MYSQL_STAGED_READINGS) {
         query.push(format!(" UNION ALL SELECT MIN(ts) - MIN(ts) % {period} FROM {table} WHERE sensor_id = "));
         query.push_bind(sensor_id).push(" AND ts >= ").push_bind(since).push(unfolded);
     }
@@ -379,7 +381,7 @@ impl Store {
             // Every reading after `through` was written by a batch that read this `before`:
             // those before it have their minutes upserted already.
             let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-            push_fold_of_readings(&mut fold, "readings", (through, until), before);
+            push_fold_of_readings(&mut fold, "readings", "", (through, until), before);
             fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
             fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
         }
@@ -416,11 +418,16 @@ impl Store {
     }
 }
 
-/// `SELECT` of the per-minute rollups of the readings of `table` with ids in `(after, until]`
-/// and times from `before` on, for an insert of minutes (columns of their own, so that
+/// `SELECT` of the per-minute rollups of the readings of `table` with ids in `(after, until]`,
+/// times from `before` on and `condition` (` AND ...`), for an insert of minutes (columns of their own, so that
 /// MariaDB's `VALUES(min)` names the minute's columns).
-fn push_fold_of_readings<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, table: &str, (after, until): (i64, i64), before: i64)
-where
+fn push_fold_of_readings<'a, DB: sqlx::Database>(
+    query: &mut QueryBuilder<'a, DB>,
+    table: &str,
+    condition: &str,
+    (after, until): (i64, i64),
+    before: i64,
+) where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     query
@@ -434,6 +441,7 @@ where
         .push_bind(until)
         .push(" AND ts >= ")
         .push_bind(before)
+        .push(condition)
         .push(" GROUP BY folded_sensor, folded_minute) AS folded");
 }
 
@@ -450,27 +458,40 @@ async fn move_staged(
     before: i64,
 ) -> Result<i64, StoreError> {
     let staged = schema::MYSQL_STAGED_READINGS;
+    // Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
+    // update finds them all), but a sensor deleted by hand with its `readings` and not its
+    // staged ones would fail the foreign keys of `readings` and `readings_1m`, and every fold
+    // after it.
+    const OF_SENSORS: &str = " AND sensor_id IN (SELECT id FROM sensors)";
     let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-    push_fold_of_readings(&mut fold, staged, (after, until), before);
+    push_fold_of_readings(&mut fold, staged, OF_SENSORS, (after, until), before);
     fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
     fold.build().execute(&mut **tx).await.map_err(query_err("folding staged readings into minutes"))?;
-    QueryBuilder::new(format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged} WHERE id > "))
+    // In key order; readings of one sensor and one millisecond in the order they came.
+    let moved =
+        QueryBuilder::new(format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged} WHERE id > "))
+            .push_bind(after)
+            .push(" AND id <= ")
+            .push_bind(until)
+            .push(OF_SENSORS)
+            .push(" ORDER BY sensor_id, ts, id")
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(query_err("moving staged readings into the indexed table"))?
+            .rows_affected();
+    let deleted = QueryBuilder::new(format!("DELETE FROM {staged} WHERE id > "))
         .push_bind(after)
         .push(" AND id <= ")
         .push_bind(until)
-        .push(" ORDER BY sensor_id, ts")
         .build()
         .execute(&mut **tx)
         .await
-        .map_err(query_err("moving staged readings into the indexed table"))?;
-    QueryBuilder::new(format!("DELETE FROM {staged} WHERE id > "))
-        .push_bind(after)
-        .push(" AND id <= ")
-        .push_bind(until)
-        .build()
-        .execute(&mut **tx)
-        .await
-        .map_err(query_err("deleting moved readings from the staged table"))?;
+        .map_err(query_err("deleting moved readings from the staged table"))?
+        .rows_affected();
+    if deleted > moved {
+        tracing::warn!(dropped = deleted - moved, "staged readings of sensors that are gone (deleted by hand?) were dropped");
+    }
     sqlx::query("SELECT COALESCE(MAX(id), 0) FROM readings")
         .fetch_one(&mut **tx)
         .await

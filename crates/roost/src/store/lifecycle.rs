@@ -292,9 +292,11 @@ impl Store {
         })
     }
 
-    /// The start of the oldest row of a sensor's `series`.
+    /// The start of the oldest row of a sensor's `series` that a purge can reach (through the
+    /// index: one lookup per sensor): on MariaDB/MySQL not the staged readings, which a purge
+    /// leaves to the minute fold.
     pub async fn oldest(&self, series: Series, sensor_id: i64) -> Result<Option<TimestampMs>, StoreError> {
-        let (table, column) = (series.source(self.dialect()), series.period_column());
+        let (table, column) = (series.table(), series.period_column());
         let unfolded = if series == Series::Raw { None } else { super::fold::unfolded_readings_from(self).await? };
         on_pool!(self, pool => {
             let mut query = QueryBuilder::new("");

@@ -115,9 +115,8 @@ impl Store {
     }
 
     /// Readings of one sensor with `from <= ts < to`, oldest first. The sensor's id is looked
-    /// up first: MariaDB reads a join or a subquery through the view of the staged and indexed
-    /// readings by copying every reading of the range into a temporary table, and reads a
-    /// constant id through the index.
+    /// up first (`readings_by_id`): MariaDB reads a join through the view of the staged and
+    /// indexed readings by copying every reading of the range into a temporary table.
     pub async fn readings(&self, sensor: &SensorKey, from: TimestampMs, to: TimestampMs) -> Result<Vec<(TimestampMs, f64)>, StoreError> {
         let Some(sensor_id) = self.sensor_id(sensor).await? else { return Ok(Vec::new()) };
         let readings = self.readings_by_id(sensor_id, from, to, i64::MAX).await?;
@@ -231,11 +230,27 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(format!("SELECT ts, value FROM {} WHERE sensor_id = ", Series::Raw.source(self.dialect())))
-                .push_bind(sensor_id)
-                .push(" AND ts >= ").push_bind(from.0)
-                .push(" AND ts < ").push_bind(to.0)
-                .push(" ORDER BY ts LIMIT ").push_bind(limit)
+            let mut query = QueryBuilder::new("SELECT ts, value FROM ");
+            if self.dialect() == Dialect::MySql {
+                // Each table on its own, `readings` in its index's order up to the limit: MariaDB
+                // would copy the whole range into a temporary table to sort it through the view.
+                // Readings of one millisecond in the order they came (staged ones are newer).
+                query.push("((SELECT ts, value, id, 0 AS part FROM readings WHERE sensor_id = ").push_bind(sensor_id)
+                    .push(" AND ts >= ").push_bind(from.0)
+                    .push(" AND ts < ").push_bind(to.0)
+                    .push(" ORDER BY ts, id LIMIT ").push_bind(limit)
+                    .push(format!(") UNION ALL (SELECT ts, value, id, 1 FROM {} WHERE sensor_id = ", super::schema::MYSQL_STAGED_READINGS))
+                    .push_bind(sensor_id)
+                    .push(" AND ts >= ").push_bind(from.0)
+                    .push(" AND ts < ").push_bind(to.0)
+                    .push(")) AS r ORDER BY ts, part, id LIMIT ").push_bind(limit);
+            } else {
+                query.push("readings WHERE sensor_id = ").push_bind(sensor_id)
+                    .push(" AND ts >= ").push_bind(from.0)
+                    .push(" AND ts < ").push_bind(to.0)
+                    .push(" ORDER BY ts LIMIT ").push_bind(limit);
+            }
+            let rows = query
                 .build()
                 .fetch_all(pool)
                 .await
