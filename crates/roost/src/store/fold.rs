@@ -353,8 +353,9 @@ impl Store {
     }
 
     /// Folds the readings stored since the last fold into `readings_1m`, at most
-    /// [`FOLD_READINGS`] of them, in one transaction, where minutes are folded (MariaDB/MySQL;
-    /// elsewhere it does nothing). Once it has caught up it moves `minutes_before` to a second
+    /// [`FOLD_READINGS`] of them in `readings` and, once those are all folded, as many staged
+    /// ones (moved into `readings`), in one transaction, where minutes are folded
+    /// (MariaDB/MySQL; elsewhere it does nothing). Once it has caught up it moves `minutes_before` to a second
     /// before `now`. Safe to run on several nodes at once.
     pub async fn fold_minutes(&self, now: TimestampMs) -> Result<Folded, StoreError> {
         // Only MariaDB/MySQL fold their minutes (`folds_minutes`).

@@ -337,26 +337,62 @@ impl Store {
         use futures_util::TryStreamExt;
         const CHUNK: usize = 4096;
         on_pool!(self, pool => {
-            let mut query = QueryBuilder::new(format!("SELECT ts, value FROM {} WHERE sensor_id = ", Series::Raw.source(self.dialect())));
+            // One transaction, so that on MariaDB both reads see one snapshot: a fold between them
+            // would move staged readings into `readings`.
+            let mut tx = match pool.begin().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let _ = chunks.send(Err(query_err("starting an export")(e))).await;
+                    return;
+                }
+            };
+            // MariaDB's staged readings (a few seconds' worth) first, merged in below by time:
+            // the rest streams from `readings` in its index's order, where a query through the
+            // view of both would copy the whole range into a temporary table to sort it.
+            let mut staged = std::collections::VecDeque::new();
+            if self.dialect() == Dialect::MySql {
+                let read = QueryBuilder::new(format!("SELECT ts, value FROM {} WHERE sensor_id = ", super::schema::MYSQL_STAGED_READINGS))
+                    .push_bind(sensor_id).push(" AND ts >= ").push_bind(from.0).push(" AND ts < ").push_bind(to.0).push(" ORDER BY ts, id")
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(query_err("exporting staged readings"))
+                    .and_then(|rows| decode_rows(&rows, "decoding an export", |row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<f64, _>(1)?))));
+                match read {
+                    Ok(rows) => staged.extend(rows),
+                    Err(e) => {
+                        let _ = chunks.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            let mut query = QueryBuilder::new("SELECT ts, value FROM readings WHERE sensor_id = ");
             query.push_bind(sensor_id).push(" AND ts >= ").push_bind(from.0).push(" AND ts < ").push_bind(to.0).push(" ORDER BY ts");
-            let mut rows = query.build().fetch(pool);
+            let mut rows = query.build().fetch(&mut *tx);
             let mut chunk = Vec::with_capacity(CHUNK);
             loop {
-                match rows.try_next().await {
+                let next = match rows.try_next().await {
                     Ok(Some(row)) => match (row.try_get::<i64, _>(0), row.try_get::<f64, _>(1)) {
-                        (Ok(ts), Ok(value)) => chunk.push((ts, value)),
+                        (Ok(ts), Ok(value)) => Some((ts, value)),
                         (Err(e), _) | (_, Err(e)) => {
                             let _ = chunks.send(Err(query_err("decoding an export")(e))).await;
                             return;
                         }
                     },
-                    Ok(None) => break,
+                    Ok(None) => None,
                     Err(e) => {
                         let _ = chunks.send(Err(query_err("exporting readings")(e))).await;
                         return;
                     }
+                };
+                // Staged readings before this one (after those of its millisecond, as they came later).
+                while let Some(&early) = staged.front().filter(|s| next.is_none_or(|(ts, _)| s.0 < ts)) {
+                    chunk.push(early);
+                    staged.pop_front();
                 }
-                if chunk.len() == CHUNK && chunks.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await.is_err() {
+                let Some(reading) = next else { break };
+                chunk.push(reading);
+                if chunk.len() >= CHUNK && chunks.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await.is_err() {
                     return;
                 }
             }

@@ -87,6 +87,10 @@ pub async fn import(
             let readings =
                 fresh.into_iter().map(|row| crate::model::Reading { sensor: row.sensor, ts: row.ts, value: row.value }).collect();
             store.write_batch(&Batch { readings, ..Batch::default() }).await?;
+            // On MariaDB/MySQL a chunk of a reading or two per sensor is staged: moved now (no
+            // server may be running to do it), so that the next chunks' look-ups above read it
+            // through the index rather than scan a staged table that keeps growing.
+            while store.fold_minutes(crate::model::TimestampMs::now()).await?.more {}
         }
         progress.update(|| {
             let done = size.filter(|&s| s > 0 && position > 0).map(|s| format!(" · {}%", position * 100 / s)).unwrap_or_default();

@@ -937,6 +937,15 @@ async fn mariadb_a_fleets_readings_are_staged_read_once_and_moved_by_the_minute_
     assert_eq!(tables().await, (151, 1));
     let with_late = vec![(t0, 1, 1.0, 1.0, 1.0), (t0 + MINUTE, 2, 7.0, 9.0, 16.0)];
     assert_eq!(minutes(&store, id, t0).await, with_late, "late, staged");
+    // An export merges the staged reading in by time.
+    let (sender, mut chunks) = tokio::sync::mpsc::channel(4);
+    store.stream_readings(id, all.0, all.1, sender).await;
+    let mut exported = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        exported.extend(chunk.unwrap());
+    }
+    assert_eq!(exported, [(t0 + 30_000, 1.0), (t0 + MINUTE + 1_000, 7.0), (t0 + MINUTE + 2_000, 9.0)]);
+    assert_eq!(store.readings_by_id(id, all.0, all.1, 2).await.unwrap(), exported[..2], "the limit over both tables");
     store.fold_minutes(TimestampMs(t0 + 3 * MINUTE)).await.unwrap();
     assert_eq!(tables().await, (152, 0));
     assert_eq!(minutes(&store, id, t0).await, with_late, "late, moved");
