@@ -8,6 +8,7 @@ mod client;
 mod cpu;
 mod databases;
 mod fleet;
+mod history;
 mod ingest;
 mod stats;
 
@@ -69,6 +70,11 @@ struct Args {
     /// to show whether known sensors slow ingest down.
     #[arg(long, default_value_t = 0)]
     preload_sensors: usize,
+    /// Readings of each fleet sensor stored in Roost's database before a fleet run starts (a
+    /// second apart, in the past), as in a fleet that has been running: each sensor's newest
+    /// page of the readings' index is then a page of its own.
+    #[arg(long, default_value_t = 0)]
+    fleet_history: usize,
     /// Retained messages stored before Roost starts, for `--only restore`.
     #[arg(long, default_value_t = 1_000_000)]
     restore_retained: usize,
@@ -759,6 +765,16 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
                     Some(db) => Some(BenchDatabase::fresh(db, args.preload_sensors).await?),
                     None => None,
                 };
+                let history = devices * args.sensors_per_device.max(1) * args.fleet_history;
+                if let (Some(database), true) = (&database, history > 0) {
+                    let store = roost::store::Store::open(&roost::store::DatabaseUrl::new(database.url.clone())).await?;
+                    let keys: Vec<roost::model::SensorKey> = (0..devices)
+                        .flat_map(|d| (0..args.sensors_per_device.max(1)).map(move |k| (d, k)))
+                        .map(|(d, k)| roost::model::SensorKey { owner: format!("d{d}"), place: "room".into(), category: format!("c{k}") })
+                        .collect();
+                    history::store_history(&store, &keys, args.fleet_history, roost::model::TimestampMs::now().0).await?;
+                    store.close().await;
+                }
                 let kind = if target.is_some() { Kind::Roost } else { Kind::Mosquitto };
                 let broker = Broker::start_on(kind, args, database.as_ref().map(|d| d.url.as_str())).await?;
                 let mut cpu = Vec::new();
@@ -771,7 +787,7 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
                 if let (Some(database), false) = (&database, args.attach.is_some()) {
                     // Every acknowledged publish must be a committed row, once.
                     let store = roost::store::Store::connect(&roost::store::DatabaseUrl::new(database.url.clone())).await?;
-                    let stored = store.count_readings().await? as u64 - args.preload_sensors as u64;
+                    let stored = store.count_readings().await? as u64 - args.preload_sensors as u64 - history as u64;
                     store.close().await;
                     anyhow::ensure!(stored == result.acked_total, "{} acknowledged but {stored} stored", result.acked_total);
                 }
@@ -793,8 +809,10 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
             };
             eprintln!("  {devices} devices, {name}: rates {rates:?} cpu {cpu:?}");
             let sensors = devices * args.sensors_per_device.max(1) + args.preload_sensors;
+            let history =
+                if args.fleet_history > 0 { format!(" ({} readings each stored before)", args.fleet_history) } else { String::new() };
             println!(
-                "| {devices} × {} | {sensors} | {name} | {rate:.0} | {:.2}× | {:.1} µs |",
+                "| {devices} × {} | {sensors}{history} | {name} | {rate:.0} | {:.2}× | {:.1} µs |",
                 args.inflight,
                 rate / mosquitto,
                 median(cpu.clone())

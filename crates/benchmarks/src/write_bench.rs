@@ -8,6 +8,7 @@
 
 mod cpu;
 mod databases;
+mod history;
 mod stats;
 
 use clap::Parser;
@@ -69,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Batch::default()
             };
             // The sensors exist before the clock starts, as in a fleet that has been running.
-            write_history(&store, &keys, args.history, now).await?;
+            history::store_history(&store, &keys, args.history, now).await?;
             store.write_batch(&batch_at(0)).await?;
             let batches: Vec<Batch> = (1..=args.batches).map(batch_at).collect();
             let (started, cpu_before) = (Instant::now(), cpu::cpu_time(std::process::id())?);
@@ -114,26 +115,4 @@ fn sensors_in_batch(sensors: usize, second: usize, varied: bool) -> usize {
     } else {
         sensors
     }
-}
-
-/// Stores `history` readings of each sensor, a second apart, ending a minute before `now` (older
-/// than what the folds of rollups wait for: each batch writes its own rollups, and nothing is
-/// left to fold when the clock starts). About 10,000 readings a batch, each sensor's in one.
-async fn write_history(store: &Store, keys: &[SensorKey], history: usize, now: i64) -> anyhow::Result<()> {
-    if history == 0 {
-        return Ok(());
-    }
-    let first = now - now.rem_euclid(1000) - (history as i64 + 60) * 1000;
-    let started = Instant::now();
-    for sensors in keys.chunks((10_000 / history).max(1)) {
-        let readings = sensors
-            .iter()
-            .flat_map(|key| {
-                (0..history).map(move |i| Reading { sensor: key.clone(), ts: TimestampMs(first + i as i64 * 1000), value: i as f64 })
-            })
-            .collect();
-        store.write_batch(&Batch { readings, ..Batch::default() }).await?;
-    }
-    eprintln!("    {} readings stored before the clock starts, in {:.0?}", keys.len() * history, started.elapsed());
-    Ok(())
 }
