@@ -49,13 +49,10 @@ pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO upstream_deliveries (nod
 /// written straight, 158k/126k staged, p99 16 → 91–106 ms). On SQLite and MariaDB/MySQL.
 pub(super) const STAGE_BELOW_READINGS_PER_SENSOR: usize = 4;
 
-/// Whether a batch's readings are staged: fewer than [`STAGE_BELOW_READINGS_PER_SENSOR`] per
-/// sensor on average.
-pub(super) fn stages(readings: &[IdReading]) -> bool {
-    let mut sensors: Vec<i64> = readings.iter().map(|r| r.0).collect();
-    sensors.sort_unstable();
-    sensors.dedup();
-    readings.len() < STAGE_BELOW_READINGS_PER_SENSOR * sensors.len()
+/// Whether a batch of `readings` of `sensors` distinct sensors is staged: fewer than
+/// [`STAGE_BELOW_READINGS_PER_SENSOR`] readings per sensor on average.
+pub(super) fn stages(readings: usize, sensors: usize) -> bool {
+    readings < STAGE_BELOW_READINGS_PER_SENSOR * sensors
 }
 
 /// The start of an insert of readings into `table`: `readings` on the server databases, or on
@@ -432,9 +429,10 @@ impl Store {
                 } else {
                     // Multi-row VALUES lists. On MariaDB a fleet's readings are staged (schema
                     // migration 17), and the minute fold moves them into `readings`.
+                    let newest = newest_per_sensor(&readings);
                     let table = match dialect {
                         Dialect::Sqlite => super::schema::SQLITE_INDEXED_READINGS,
-                        Dialect::MySql if stages(&readings) => super::schema::MYSQL_STAGED_READINGS,
+                        Dialect::MySql if stages(readings.len(), newest.len()) => super::schema::MYSQL_STAGED_READINGS,
                         _ => "readings",
                     };
                     let insert = insert_readings(table);
@@ -461,7 +459,6 @@ impl Store {
                     }
 
                     let (head, tail) = update_latest_sql(dialect);
-                    let newest = newest_per_sensor(&readings);
                     let mut found = 0;
                     for chunk in newest.chunks(CHUNK) {
                         let mut update = QueryBuilder::new(head);

@@ -18,7 +18,7 @@
 //! two batches (schema migration 12 says why); a batch of a few sensors with many readings each
 //! writes them into `readings_indexed` straight away, where they dirty few index pages anyway.
 
-use super::batch::{self, IdReading, STAGE_BELOW_READINGS_PER_SENSOR};
+use super::batch::{self, IdReading};
 use super::fold;
 use super::schema::{SQLITE_INDEXED_READINGS, SQLITE_STAGED_READINGS};
 use super::{query_err, Dialect, Series, StoreError};
@@ -119,7 +119,7 @@ const MERGE_ROWS: usize = 50_000;
 /// after the next batch.
 const MERGE_CHUNK: usize = 20_000;
 /// A move of at least this many readings that finds fewer than
-/// `STAGE_BELOW_READINGS_PER_SENSOR` per sensor shows that staging does not pay (each sensor's
+/// `batch::STAGE_BELOW_READINGS_PER_SENSOR` per sensor shows that staging does not pay (each sensor's
 /// index page is written once per move instead of once per batch, and a move of 20,000
 /// readings of 10,000 sensors writes as many pages as the batches would have, in one stall:
 /// 8 publishers on 10,000 sensors had p99 53 → 171–208 ms): batches are then written to the
@@ -178,7 +178,7 @@ impl Staging {
             Err(_) => (self.rows, later),
         };
         if let Ok(m) = moved {
-            if m.readings >= JUDGE_FROM_READINGS && m.readings < STAGE_BELOW_READINGS_PER_SENSOR * m.sensors {
+            if m.readings >= JUDGE_FROM_READINGS && batch::stages(m.readings, m.sensors) {
                 tracing::debug!(readings = m.readings, sensors = m.sensors, "staging does not pay: writing readings indexed for a while");
                 self.direct_until = Some(Instant::now() + WRITE_DIRECT_FOR);
             }
@@ -398,7 +398,7 @@ fn write(conn: &mut Connection, rows: &Rows, may_stage: bool) -> Result<Option<C
         rows.readings.iter().map(|&(sensor, ts, value)| (sensor.unwrap_or_else(|i| unknown_ids[i]), ts, value)).collect();
     let newest = batch::newest_per_sensor(&readings);
 
-    let staged = may_stage && readings.len() < STAGE_BELOW_READINGS_PER_SENSOR * newest.len();
+    let staged = may_stage && batch::stages(readings.len(), newest.len());
     {
         let table = if staged { SQLITE_STAGED_READINGS } else { SQLITE_INDEXED_READINGS };
         let mut insert = tx
