@@ -26,9 +26,13 @@
 //!
 //! A fleet's batches (schema migration 17) append their readings to `readings_staged` instead,
 //! which has no index: the same fold, once it has caught up on `readings`, rolls the staged
-//! readings up (those from `minutes_before` on) and moves them into `readings` in (sensor, time)
-//! order, in its transaction, where they count as folded (`minutes_through` becomes the largest
-//! id after the move). So every staged reading is one not folded yet, and reads add them too.
+//! readings up the same way, a range of that table's key (`id > staged_through`, schema
+//! migration 18), and reads add the staged readings after that mark. Then, after the fold
+//! and not holding the folds' row, a move takes the folded staged readings older than
+//! `minutes_before` into `readings` in (sensor, time) order; there they are older than the
+//! mark, so neither a fold nor a read takes them for readings not folded yet, whatever their
+//! new ids. (Until migration 18 the fold moved them in its own transaction, and batches waited
+//! seconds for moves of 100,000 readings or more.)
 
 use super::batch::{insert_rollups, upsert_rollups_suffix, IdReading};
 use super::{query_err, schema, Dialect, Pool, Series, Store, StoreError};
@@ -43,6 +47,12 @@ const FOLD_SPAN_MS: i64 = 10 * 60_000;
 /// ids have gaps), so that catching up after the database was away is many short transactions
 /// between batches rather than one long one.
 const FOLD_READINGS: i64 = 200_000;
+
+/// The most staged readings one move takes (a span of this many ids). A move waits for no
+/// batch and no batch for it, so it may be long; each sensor's page of the index is written
+/// once per move, so fewer, larger moves write fewer pages (BENCHMARKS.md part 10: moves of
+/// 100,000 readings inserted 63.6k/s into a table of 10 million, of 50,000 45.5k/s).
+const MOVE_READINGS: i64 = 200_000;
 
 /// How far before a fold of minutes `minutes_before` is set: a batch upserts the minutes of
 /// its readings older than that itself (readings wait in the ingest queue for milliseconds).
@@ -142,12 +152,15 @@ pub(super) async fn unfolded_readings_from(store: &Store) -> Result<Option<(i64,
 
 /// The tables of the readings not folded into minutes yet, each with the condition that picks
 /// them after the index range: in `readings` those after `minutes_through` (a batch that was
-/// not staged), and every staged one (a fold moves what it folds out of the staged table, in
-/// its transaction); in both, only those from `minutes_before` on (a batch upserted the minutes
-/// of older ones itself).
+/// not staged), in the staged table those after `staged_through`; in both, only those from
+/// `minutes_before` on (a batch upserted the minutes of older ones itself, and readings moved
+/// from the staged table are all older).
 pub(super) const UNFOLDED_READINGS: [(&str, &str); 2] = [
     ("readings", concat!(" AND id > (", select_minutes_through!(), ") AND ts >= (", select_minutes_before!(), ")")),
-    (schema::MYSQL_STAGED_READINGS, concat!(" AND ts >= (", select_minutes_before!(), ")")),
+    (
+        schema::MYSQL_STAGED_READINGS,
+        concat!(" AND id > (SELECT staged_through FROM rollup_fold) AND ts >= (", select_minutes_before!(), ")"),
+    ),
 ];
 
 /// ` UNION ALL SELECT` of a sensor's readings not folded into minutes yet, from `from` (the
@@ -354,69 +367,83 @@ impl Store {
 
     /// Folds the readings stored since the last fold into `readings_1m`, at most
     /// [`FOLD_READINGS`] of them in `readings` and, once those are all folded, as many staged
-    /// ones (moved into `readings`), in one transaction, where minutes are folded
-    /// (MariaDB/MySQL; elsewhere it does nothing). Once it has caught up it moves `minutes_before` to a second
-    /// before `now`. Safe to run on several nodes at once.
+    /// ones, in one transaction, where minutes are folded (MariaDB/MySQL; elsewhere it does
+    /// nothing); once it has caught up it moves `minutes_before` to a second before `now`. Then,
+    /// in transactions of their own that batches do not wait for, it moves at most
+    /// [`MOVE_READINGS`] staged readings that are folded into `readings`
+    /// ([`move_folded_staged`]). Safe to run on several nodes at once.
     pub async fn fold_minutes(&self, now: TimestampMs) -> Result<Folded, StoreError> {
         // Only MariaDB/MySQL fold their minutes (`folds_minutes`).
         let Pool::MySql(pool) = &self.pool else {
             return Ok(Folded { until: None, more: false });
         };
-        let dialect = self.dialect();
-        let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
-        // An update first: it waits for the batches that read the row in share mode (so every
-        // reading id up to the largest is committed), and the batches after it wait for this.
-        sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("locking the fold of readings into minutes"))?;
-        let (through, before, newest): (i64, i64, Option<i64>) =
-            sqlx::query("SELECT minutes_through, minutes_before, (SELECT MAX(id) FROM readings) FROM rollup_fold")
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-                .map_err(query_err("finding the readings to fold"))?;
-        let newest = newest.unwrap_or(through).max(through);
-        let until = newest.min(through.saturating_add(FOLD_READINGS));
-        if until > through {
-            // Every reading after `through` was written by a batch that read this `before`:
-            // those before it have their minutes upserted already.
-            let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-            push_fold_of_readings(&mut fold, "readings", "", (through, until), before);
-            fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
-            fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
-        }
-        // Then the staged readings, oldest first, once those of `readings` are folded: rolled
-        // up and moved into `readings` in (sensor, time) order, where they count as folded.
-        let (mut through, mut caught_up) = (until, until == newest);
-        if caught_up {
-            let (first, last): (Option<i64>, Option<i64>) =
-                QueryBuilder::new(format!("SELECT MIN(id), MAX(id) FROM {}", schema::MYSQL_STAGED_READINGS))
-                    .build()
-                    .fetch_one(&mut *tx)
-                    .await
-                    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                    .map_err(query_err("finding the staged readings"))?;
-            if let (Some(first), Some(last)) = (first, last) {
-                let staged_until = last.min((first - 1).saturating_add(FOLD_READINGS));
-                through = move_staged(&mut tx, dialect, (first - 1, staged_until), before).await?;
-                caught_up = staged_until == last;
-            }
-        }
-        // `minutes_before` moves only once every reading is folded: those left would count
-        // neither in the minutes nor as readings not folded.
-        let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
-        QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
-            .push_bind(through)
-            .push(", minutes_before = ")
-            .push_bind(moved_before)
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("recording which readings are folded"))?;
-        tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
-        Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
+        let folded = fold_into_minutes(pool, self.dialect(), now).await?;
+        let moved_all = move_folded_staged(pool).await?;
+        Ok(Folded { more: folded.more || !moved_all, ..folded })
     }
+}
+
+/// The fold of [`Store::fold_minutes`]: the readings of `readings` after `minutes_through` and
+/// the staged ones after `staged_through`, in one transaction that holds the folds' row.
+async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: TimestampMs) -> Result<Folded, StoreError> {
+    let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
+    // An update first: it waits for the batches that read the row in share mode (so every
+    // reading id up to the largest is committed), and the batches after it wait for this.
+    sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("locking the fold of readings into minutes"))?;
+    let (through, before, staged_through, newest): (i64, i64, i64, Option<i64>) =
+        sqlx::query("SELECT minutes_through, minutes_before, staged_through, (SELECT MAX(id) FROM readings) FROM rollup_fold")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))
+            .map_err(query_err("finding the readings to fold"))?;
+    let newest = newest.unwrap_or(through).max(through);
+    let until = newest.min(through.saturating_add(FOLD_READINGS));
+    if until > through {
+        // Every reading after `through` was written by a batch that read this `before`: those
+        // before it have their minutes upserted already. (Readings moved from the staged table
+        // are all from before it.)
+        let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+        push_fold_of_readings(&mut fold, "readings", "", (through, until), before);
+        fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
+        fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+    }
+    // Then the staged readings, oldest first, once those of `readings` are folded. They stay
+    // in the staged table until a move takes them (`move_folded_staged`).
+    let (mut staged_until, mut caught_up) = (staged_through, until == newest);
+    if caught_up {
+        let last: Option<i64> = QueryBuilder::new(format!("SELECT MAX(id) FROM {}", schema::MYSQL_STAGED_READINGS))
+            .build()
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(query_err("finding the staged readings"))?;
+        if let Some(last) = last.filter(|&last| last > staged_through) {
+            staged_until = last.min(staged_through.saturating_add(FOLD_READINGS));
+            let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+            push_fold_of_readings(&mut fold, schema::MYSQL_STAGED_READINGS, OF_SENSORS, (staged_through, staged_until), before);
+            fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
+            fold.build().execute(&mut *tx).await.map_err(query_err("folding staged readings into minutes"))?;
+            caught_up = staged_until == last;
+        }
+    }
+    // `minutes_before` moves only once every reading is folded: those left would count neither
+    // in the minutes nor as readings not folded.
+    let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
+    QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
+        .push_bind(until)
+        .push(", staged_through = ")
+        .push_bind(staged_until)
+        .push(", minutes_before = ")
+        .push_bind(moved_before)
+        .build()
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("recording which readings are folded"))?;
+    tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
+    Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
 
 /// `SELECT` of the per-minute rollups of the readings of `table` with ids in `(after, until]`,
@@ -446,56 +473,78 @@ fn push_fold_of_readings<'a, DB: sqlx::Database>(
         .push(" GROUP BY folded_sensor, folded_minute) AS folded");
 }
 
-/// Folds the staged readings with ids in `(after, until]` into minutes (those from `before` on:
-/// a batch upserted the minutes of older ones), moves them into `readings` in (sensor, time)
-/// order, so that each sensor's page of its index is written once for all of them, and deletes
-/// them from the staged table; returns the largest id in `readings` after the move, the new
-/// `minutes_through`: every reading there is folded now (the caller holds the folds' row, so no
-/// batch is writing). In the caller's transaction.
-async fn move_staged(
-    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
-    dialect: Dialect,
-    (after, until): (i64, i64),
-    before: i64,
-) -> Result<i64, StoreError> {
+/// Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
+/// update finds them all), but a sensor deleted by hand with its `readings` and not its staged
+/// ones would fail the foreign keys of `readings_1m`, and every fold after it; a move (which
+/// does not check `readings`' foreign key) would leave readings of no sensor.
+const OF_SENSORS: &str = " AND sensor_id IN (SELECT id FROM sensors)";
+
+/// Moves staged readings that are folded into minutes (ids up to `staged_through`) and older
+/// than `minutes_before`, the oldest at most [`MOVE_READINGS`] ids, into `readings` in
+/// (sensor, time) order, so that each sensor's page of the `(sensor_id, ts)` index is written
+/// once for all of them, and deletes them from the staged table; returns whether it moved all
+/// there were. Those from `minutes_before` on stay for a later move: in `readings` they would
+/// count as readings not folded yet unless their ids were below `minutes_through`.
+///
+/// Batches do not wait for it. It does not touch the folds' row (the marks only move forward,
+/// so values read a moment early move fewer readings, never wrong ones). It runs on a
+/// connection of its own, closed after it, in READ COMMITTED (no gap locks on the staged table,
+/// which batches append to) and without foreign key checks (they would hold every moved
+/// sensor's row in share mode until the commit, and each batch's latest-value update would
+/// wait for the move); the readings it moves are of sensors there are ([`OF_SENSORS`]), and a
+/// sensor's deletion deletes the staged readings before the indexed ones, so that it waits for
+/// a move holding its staged readings and then deletes what that moved. Its first statement
+/// locks the readings it moves, so that moves on two nodes do not move the same ones twice.
+async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<bool, StoreError> {
     let staged = schema::MYSQL_STAGED_READINGS;
-    // Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
-    // update finds them all), but a sensor deleted by hand with its `readings` and not its
-    // staged ones would fail the foreign keys of `readings` and `readings_1m`, and every fold
-    // after it.
-    const OF_SENSORS: &str = " AND sensor_id IN (SELECT id FROM sensors)";
-    let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-    push_fold_of_readings(&mut fold, staged, OF_SENSORS, (after, until), before);
-    fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
-    fold.build().execute(&mut **tx).await.map_err(query_err("folding staged readings into minutes"))?;
-    // In key order; readings of one sensor and one millisecond in the order they came.
-    let moved =
-        QueryBuilder::new(format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged} WHERE id > "))
-            .push_bind(after)
-            .push(" AND id <= ")
-            .push_bind(until)
-            .push(OF_SENSORS)
-            .push(" ORDER BY sensor_id, ts, id")
+    let mut conn = pool.acquire().await.map_err(query_err("taking a connection to move staged readings"))?.detach();
+    for setting in ["SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"] {
+        sqlx::query(setting).execute(&mut conn).await.map_err(query_err("setting up a move of staged readings"))?;
+    }
+    let (before, staged_through, first): (i64, i64, Option<i64>) =
+        QueryBuilder::new(format!("SELECT minutes_before, staged_through, (SELECT MIN(id) FROM {staged}) FROM rollup_fold"))
             .build()
-            .execute(&mut **tx)
+            .fetch_one(&mut conn)
             .await
-            .map_err(query_err("moving staged readings into the indexed table"))?
-            .rows_affected();
-    let deleted = QueryBuilder::new(format!("DELETE FROM {staged} WHERE id > "))
-        .push_bind(after)
-        .push(" AND id <= ")
-        .push_bind(until)
+            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .map_err(query_err("finding the staged readings to move"))?;
+    let Some(first) = first.filter(|&first| first <= staged_through) else {
+        sqlx::Connection::close(conn).await.map_err(query_err("closing the connection of a move of staged readings"))?;
+        return Ok(true);
+    };
+    let until = staged_through.min((first - 1).saturating_add(MOVE_READINGS));
+    let movable = |query: &str| {
+        let mut query = QueryBuilder::<sqlx::MySql>::new(query);
+        query.push(" WHERE id >= ").push_bind(first).push(" AND id <= ").push_bind(until);
+        query.push(" AND ts < ").push_bind(before);
+        query
+    };
+    let mut tx = sqlx::Connection::begin(&mut conn).await.map_err(query_err("starting a move of staged readings"))?;
+    movable(&format!("SELECT COUNT(*) FROM {staged}"))
+        .push(" FOR UPDATE")
         .build()
-        .execute(&mut **tx)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_err("locking the staged readings to move"))?;
+    // In key order; readings of one sensor and one millisecond in the order they came.
+    let moved = movable(&format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged}"))
+        .push(OF_SENSORS)
+        .push(" ORDER BY sensor_id, ts, id")
+        .build()
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("moving staged readings into the indexed table"))?
+        .rows_affected();
+    let deleted = movable(&format!("DELETE FROM {staged}"))
+        .build()
+        .execute(&mut *tx)
         .await
         .map_err(query_err("deleting moved readings from the staged table"))?
         .rows_affected();
+    tx.commit().await.map_err(query_err("committing a move of staged readings"))?;
+    sqlx::Connection::close(conn).await.map_err(query_err("closing the connection of a move of staged readings"))?;
     if deleted > moved {
         tracing::warn!(dropped = deleted - moved, "staged readings of sensors that are gone (deleted by hand?) were dropped");
     }
-    sqlx::query("SELECT COALESCE(MAX(id), 0) FROM readings")
-        .fetch_one(&mut **tx)
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(query_err("reading the last reading id"))
+    Ok(until == staged_through)
 }

@@ -95,7 +95,7 @@ impl Store {
                 // `through` on, and the staged ones.
                 for (table, unfolded) in super::fold::UNFOLDED_READINGS {
                     query.push(format!(" UNION ALL SELECT sensor_id, ts - ts % 60000, SUM(value), COUNT(*) FROM {table} WHERE id > "))
-                        // Every staged reading is one not folded yet, whatever its id.
+                        // The staged table's mark is in its condition.
                         .push_bind(if table == super::schema::MYSQL_STAGED_READINGS { 0 } else { through })
                         .push(" AND ts >= ")
                         .push_bind(minute.max(since))

@@ -755,7 +755,7 @@ async fn mariadb_minutes_from_before_the_minute_fold_migration_are_not_counted_t
     let mut conn = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
     for undo in [
         "ALTER TABLE readings DROP COLUMN id",
-        "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before",
+        "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before, DROP COLUMN staged_through",
         "DELETE FROM schema_version WHERE version >= 16",
     ] {
         sqlx::query(undo).execute(&mut conn).await.unwrap();
@@ -795,15 +795,16 @@ async fn mariadb_a_migration_stopped_between_its_statements_is_finished_on_the_n
     for (round, undo) in [
         &[
             "ALTER TABLE readings DROP COLUMN id",
-            "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before",
+            "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before, DROP COLUMN staged_through",
             "DROP INDEX readings_1m_minute ON readings_1m",
             "DELETE FROM schema_version WHERE version >= 15",
         ][..],
         &[
-            "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before",
+            "ALTER TABLE rollup_fold DROP COLUMN minutes_through, DROP COLUMN minutes_before, DROP COLUMN staged_through",
             "DELETE FROM schema_version WHERE version >= 16",
         ][..],
-        &["DELETE FROM schema_version WHERE version >= 16"][..],
+        // (Migration 18, which came after, undone too.)
+        &["ALTER TABLE rollup_fold DROP COLUMN staged_through", "DELETE FROM schema_version WHERE version >= 16"][..],
     ]
     .into_iter()
     .enumerate()
@@ -991,6 +992,89 @@ async fn mariadb_a_fleets_readings_are_staged_read_once_and_moved_by_the_minute_
     store.fold_minutes(TimestampMs(t0 + 6 * MINUTE)).await.expect("the fold goes on");
     assert_eq!(tables().await, (148, 0), "the reading without its sensor is dropped");
     other.close().await;
+    store.close().await;
+}
+
+/// A move of folded staged readings into `readings` (schema migration 18) holds up no batch.
+/// Here one is stopped half-way: a session holds the place in the `(sensor_id, ts)` index where
+/// the second sensor's reading goes, after the move inserted the first's. A batch naming both
+/// sensors commits meanwhile. (Until migration 18 the fold moved them holding the folds' row,
+/// which every batch reads first; and with foreign key checks a move holds each moved sensor's
+/// row in share mode until it commits, which a batch's latest-value update waits for.) A staged
+/// reading from `minutes_before` on is folded but stays staged until a later move, and counts
+/// once in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_batches_do_not_wait_for_a_move_of_staged_readings() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::MariaDb).await;
+    let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
+    let tables = || async { (mariadb_rows(&db, "readings").await, mariadb_rows(&db, "readings_staged").await) };
+    let t0 = an_hour_tomorrow();
+    let (a, b, c) = (key("a", "room", "t"), key("b", "room", "t"), key("c", "room", "t"));
+    // Four readings of each in one batch: not staged.
+    let straight: Vec<_> = (0..12).map(|i| reading([&a, &b, &c][i as usize / 4], t0 + i, 1.0)).collect();
+    store.write_batch(&Batch { readings: straight, ..Batch::default() }).await.unwrap();
+    let (a_id, b_id) = (store.sensor_id(&a).await.unwrap().unwrap(), store.sensor_id(&b).await.unwrap().unwrap());
+    let c_id = store.sensor_id(&c).await.unwrap().unwrap();
+    assert!(a_id < b_id && b_id < c_id, "the move inserts a's reading first; c's readings follow b's in the index");
+    // Folded: the fold below has no readings of `readings` to take (which the held gap below
+    // would hold up).
+    store.fold_minutes(TimestampMs(t0)).await.unwrap();
+    let fleet = |ts: i64| Batch { readings: vec![reading(&a, ts, 2.0), reading(&b, ts, 2.0)], ..Batch::default() };
+    store.write_batch(&fleet(t0 + MINUTE)).await.unwrap();
+    assert_eq!(tables().await, (12, 2), "a fleet's batch is staged");
+
+    // The gap after b's readings in the index, held: b's moved reading waits for it.
+    let mut holder = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!("SELECT COUNT(*) FROM readings WHERE sensor_id = {b_id} AND ts >= {} FOR UPDATE", t0 + MINUTE))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let folding = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { store.fold_minutes(TimestampMs(t0 + 3 * MINUTE)).await }
+    });
+    // MariaDB's INNODB_TRX does not show this wait (an INSERT … SELECT waiting to insert), its
+    // status report does.
+    let mut watcher = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
+    let database: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&mut watcher).await.unwrap();
+    let waiting = format!("index readings_sensor_ts of table `{database}`.`readings`");
+    let mut waited = false;
+    for _ in 0..400 {
+        let (_, _, status): (String, String, String) = sqlx::query_as("SHOW ENGINE INNODB STATUS").fetch_one(&mut watcher).await.unwrap();
+        if status.lines().any(|line| line.contains(&waiting) && line.ends_with("insert intention waiting")) || folding.is_finished() {
+            waited = !folding.is_finished();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    watcher.close().await.unwrap();
+    assert!(waited, "the move, having inserted a's reading, waits to insert b's");
+    // Not a timing: a batch that waited for the move would wait for the holder, for ever.
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(30), store.write_batch(&fleet(t0 + 2 * MINUTE))).await;
+    batch.expect("the batch does not wait for the move").unwrap();
+    assert!(!folding.is_finished(), "the move still waits");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    folding.await.unwrap().unwrap();
+    assert_eq!(tables().await, (14, 2), "the first batch moved, the second staged");
+
+    // A staged reading less than a second before the fold's time: folded, not moved yet.
+    store.write_batch(&fleet(t0 + 3 * MINUTE - 500)).await.unwrap();
+    store.fold_minutes(TimestampMs(t0 + 3 * MINUTE)).await.unwrap();
+    assert_eq!(tables().await, (16, 2), "the second batch moved, the third folded and staged");
+    let expected = vec![(t0, 4, 1.0, 1.0, 4.0), (t0 + MINUTE, 1, 2.0, 2.0, 2.0), (t0 + 2 * MINUTE, 2, 2.0, 2.0, 4.0)];
+    for id in [a_id, b_id] {
+        assert_eq!(minutes(&store, id, t0).await, expected, "folded and staged: counted once");
+        let hours = store.buckets(Series::Hours, id, TimestampMs(t0), TimestampMs(t0 + HOUR), HOUR).await.unwrap();
+        assert_eq!(hours.iter().map(|h| h.count).collect::<Vec<_>>(), [7], "folded and staged: counted once in the hour");
+    }
+    assert!(!store.fold_minutes(TimestampMs(t0 + 4 * MINUTE)).await.unwrap().more);
+    assert_eq!(tables().await, (18, 0), "moved by a later fold");
+    for id in [a_id, b_id] {
+        assert_eq!(minutes(&store, id, t0).await, expected, "moved: counted once");
+    }
     store.close().await;
 }
 
