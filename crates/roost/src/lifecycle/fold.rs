@@ -27,7 +27,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// twice).
 pub async fn run_folds(store: Arc<Store>, stop: CancellationToken) {
     let fold = |store: Arc<Store>| async move { store.fold_hours(TimestampMs::now()).await };
-    let next = || until_next_minute(TimestampMs::now()) + AFTER_THE_MINUTE;
+    let next = |_took| until_next_minute(TimestampMs::now()) + AFTER_THE_MINUTE;
     run(store, stop, "minutes into hourly rollups", fold, next).await
 }
 
@@ -39,13 +39,17 @@ pub async fn run_minute_folds(store: Arc<Store>, stop: CancellationToken) {
         return;
     }
     let fold = |store: Arc<Store>| async move { store.fold_minutes(TimestampMs::now()).await };
-    run(store, stop, "readings into per-minute rollups", fold, || MINUTES_EVERY).await
+    // Every 2 s from the start of one to the start of the next, and at once after one that took
+    // longer: its moves of staged readings, which nothing waits for, go on without a pause
+    // while a fleet stages faster than they move.
+    let next = |took: Duration| MINUTES_EVERY.saturating_sub(took).max(CATCH_UP_PAUSE);
+    run(store, stop, "readings into per-minute rollups", fold, next).await
 }
 
-/// Folds with `fold` until `stop`: again after `next()` once it has caught up, after a pause as
-/// long as the fold took while catching up, and every [`RETRY_AFTER`] while it fails (logged
-/// once).
-async fn run<F, Fut>(store: Arc<Store>, stop: CancellationToken, what: &str, fold: F, next: impl Fn() -> Duration)
+/// Folds with `fold` until `stop`: again after `next(how long it took)` once it has caught up,
+/// after a pause as long as the fold took while catching up, and every [`RETRY_AFTER`] while
+/// it fails (logged once).
+async fn run<F, Fut>(store: Arc<Store>, stop: CancellationToken, what: &str, fold: F, next: impl Fn(Duration) -> Duration)
 where
     F: Fn(Arc<Store>) -> Fut,
     Fut: std::future::Future<Output = Result<Folded, StoreError>>,
@@ -56,7 +60,7 @@ where
         let folded = fold(Arc::clone(&store)).await;
         let pause = match &folded {
             Ok(folded) if folded.more => started.elapsed().max(CATCH_UP_PAUSE),
-            Ok(_) => next(),
+            Ok(_) => next(started.elapsed()),
             Err(_) => RETRY_AFTER,
         };
         match folded {

@@ -369,8 +369,8 @@ impl Store {
     /// [`FOLD_READINGS`] of them in `readings` and, once those are all folded, as many staged
     /// ones, in one transaction, where minutes are folded (MariaDB/MySQL; elsewhere it does
     /// nothing); once it has caught up it moves `minutes_before` to a second before `now`. Then,
-    /// in transactions of their own that batches do not wait for, it moves at most
-    /// [`MOVE_READINGS`] staged readings that are folded into `readings`
+    /// in transactions of their own that batches do not wait for, it moves the staged readings
+    /// that are folded into `readings`, at most [`MOVE_READINGS`] at a time
     /// ([`move_folded_staged`]). Safe to run on several nodes at once.
     pub async fn fold_minutes(&self, now: TimestampMs) -> Result<Folded, StoreError> {
         // Only MariaDB/MySQL fold their minutes (`folds_minutes`).
@@ -378,8 +378,8 @@ impl Store {
             return Ok(Folded { until: None, more: false });
         };
         let folded = fold_into_minutes(pool, self.dialect(), now).await?;
-        let moved_all = move_folded_staged(pool).await?;
-        Ok(Folded { more: folded.more || !moved_all, ..folded })
+        move_folded_staged(pool).await?;
+        Ok(folded)
     }
 }
 
@@ -479,12 +479,11 @@ fn push_fold_of_readings<'a, DB: sqlx::Database>(
 /// does not check `readings`' foreign key) would leave readings of no sensor.
 const OF_SENSORS: &str = " AND sensor_id IN (SELECT id FROM sensors)";
 
-/// Moves staged readings that are folded into minutes (ids up to `staged_through`) and older
-/// than `minutes_before`, the oldest at most [`MOVE_READINGS`] ids, into `readings` in
-/// (sensor, time) order, so that each sensor's page of the `(sensor_id, ts)` index is written
-/// once for all of them, and deletes them from the staged table; returns whether it moved all
-/// there were. Those from `minutes_before` on stay for a later move: in `readings` they would
-/// count as readings not folded yet unless their ids were below `minutes_through`.
+/// Moves the staged readings that are folded into minutes (ids up to `staged_through`) and
+/// older than `minutes_before` into `readings`, at most [`MOVE_READINGS`] ids in each
+/// transaction ([`move_staged_span`]); those from `minutes_before` on stay for a later move:
+/// in `readings` they would count as readings not folded yet unless their ids were below
+/// `minutes_through`.
 ///
 /// Batches do not wait for it. It does not touch the folds' row (the marks only move forward,
 /// so values read a moment early move fewer readings, never wrong ones). It runs on a
@@ -493,25 +492,42 @@ const OF_SENSORS: &str = " AND sensor_id IN (SELECT id FROM sensors)";
 /// sensor's row in share mode until the commit, and each batch's latest-value update would
 /// wait for the move); the readings it moves are of sensors there are ([`OF_SENSORS`]), and a
 /// sensor's deletion deletes the staged readings before the indexed ones, so that it waits for
-/// a move holding its staged readings and then deletes what that moved. Its first statement
-/// locks the readings it moves, so that moves on two nodes do not move the same ones twice.
-async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<bool, StoreError> {
-    let staged = schema::MYSQL_STAGED_READINGS;
+/// a move holding its staged readings and then deletes what that moved.
+async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await.map_err(query_err("taking a connection to move staged readings"))?.detach();
     for setting in ["SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"] {
         sqlx::query(setting).execute(&mut conn).await.map_err(query_err("setting up a move of staged readings"))?;
     }
-    let (before, staged_through, first): (i64, i64, Option<i64>) =
-        QueryBuilder::new(format!("SELECT minutes_before, staged_through, (SELECT MIN(id) FROM {staged}) FROM rollup_fold"))
-            .build()
-            .fetch_one(&mut conn)
-            .await
-            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-            .map_err(query_err("finding the staged readings to move"))?;
-    let Some(first) = first.filter(|&first| first <= staged_through) else {
-        sqlx::Connection::close(conn).await.map_err(query_err("closing the connection of a move of staged readings"))?;
-        return Ok(true);
-    };
+    let (before, staged_through): (i64, i64) = sqlx::query("SELECT minutes_before, staged_through FROM rollup_fold")
+        .fetch_one(&mut conn)
+        .await
+        .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map_err(query_err("reading which staged readings are folded"))?;
+    while move_staged_span(&mut conn, staged_through, before).await? {}
+    sqlx::Connection::close(conn).await.map_err(query_err("closing the connection of a move of staged readings"))
+}
+
+/// One transaction of [`move_folded_staged`]: the staged readings with ids up to
+/// `staged_through` and times before `before`, the oldest at most [`MOVE_READINGS`] ids, moved
+/// into `readings` in (sensor, time) order, so that each sensor's page of the `(sensor_id, ts)`
+/// index is written once for all of them, and deleted from the staged table; whether there
+/// may be more. Its first statement locks the readings it moves, so that moves on two nodes
+/// do not move the same ones twice.
+async fn move_staged_span(conn: &mut sqlx::MySqlConnection, staged_through: i64, before: i64) -> Result<bool, StoreError> {
+    let staged = schema::MYSQL_STAGED_READINGS;
+    // The first one that can move, in key order: readings stamped ahead of the clock (a board's
+    // own `ts`) may wait in the staged table for long, and the span starts after them.
+    let first: Option<i64> = QueryBuilder::new(format!("SELECT id FROM {staged} WHERE id <= "))
+        .push_bind(staged_through)
+        .push(" AND ts < ")
+        .push_bind(before)
+        .push(" ORDER BY id LIMIT 1")
+        .build()
+        .fetch_optional(&mut *conn)
+        .await
+        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+        .map_err(query_err("finding the staged readings to move"))?;
+    let Some(first) = first else { return Ok(false) };
     let until = staged_through.min((first - 1).saturating_add(MOVE_READINGS));
     let movable = |query: &str| {
         let mut query = QueryBuilder::<sqlx::MySql>::new(query);
@@ -519,7 +535,8 @@ async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<bool, StoreError> 
         query.push(" AND ts < ").push_bind(before);
         query
     };
-    let mut tx = sqlx::Connection::begin(&mut conn).await.map_err(query_err("starting a move of staged readings"))?;
+    let started = std::time::Instant::now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting a move of staged readings"))?;
     movable(&format!("SELECT COUNT(*) FROM {staged}"))
         .push(" FOR UPDATE")
         .build()
@@ -542,9 +559,9 @@ async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<bool, StoreError> 
         .map_err(query_err("deleting moved readings from the staged table"))?
         .rows_affected();
     tx.commit().await.map_err(query_err("committing a move of staged readings"))?;
-    sqlx::Connection::close(conn).await.map_err(query_err("closing the connection of a move of staged readings"))?;
+    tracing::debug!(moved, took_ms = started.elapsed().as_millis() as u64, "moved staged readings into the indexed table");
     if deleted > moved {
         tracing::warn!(dropped = deleted - moved, "staged readings of sensors that are gone (deleted by hand?) were dropped");
     }
-    Ok(until == staged_through)
+    Ok(until < staged_through)
 }

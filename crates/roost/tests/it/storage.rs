@@ -1075,6 +1075,24 @@ async fn mariadb_batches_do_not_wait_for_a_move_of_staged_readings() {
     for id in [a_id, b_id] {
         assert_eq!(minutes(&store, id, t0).await, expected, "moved: counted once");
     }
+
+    // A reading stamped ahead of the clock (a board's own `ts`) stays staged, folded, until its
+    // time comes; the readings after it move.
+    store.write_batch(&fleet(t0 + HOUR)).await.unwrap();
+    store.write_batch(&fleet(t0 + 4 * MINUTE)).await.unwrap();
+    let hours = |id| {
+        let store = std::sync::Arc::clone(&store);
+        async move {
+            let hours = store.buckets(Series::Hours, id, TimestampMs(t0), TimestampMs(t0 + 2 * HOUR), HOUR).await.unwrap();
+            hours.iter().map(|h| h.count).collect::<Vec<_>>()
+        }
+    };
+    assert!(!store.fold_minutes(TimestampMs(t0 + 5 * MINUTE)).await.unwrap().more);
+    assert_eq!(tables().await, (20, 2), "the later readings moved, those ahead of the clock wait");
+    assert_eq!(hours(a_id).await, [8, 1], "waiting: counted once");
+    assert!(!store.fold_minutes(TimestampMs(t0 + HOUR + MINUTE)).await.unwrap().more);
+    assert_eq!(tables().await, (22, 0), "moved once their time came");
+    assert_eq!(hours(a_id).await, [8, 1], "moved: counted once");
     store.close().await;
 }
 
