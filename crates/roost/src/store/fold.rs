@@ -54,6 +54,13 @@ const FOLD_READINGS: i64 = 200_000;
 /// 100,000 readings inserted 63.6k/s into a table of 10 million, of 50,000 45.5k/s).
 const MOVE_READINGS: i64 = 200_000;
 
+/// A span of staged readings is moved once it is full ([`MOVE_READINGS`] ids), or once its
+/// first reading is this much older than `minutes_before`. Moves of fewer readings per sensor
+/// write each page of the index for fewer of them: a fleet of 10,000 boards with a history,
+/// moving after every fold (about 77,000 readings), moved about 51,000 readings/s and
+/// acknowledged 36k/s; spans of 200,000 moved about 95,000/s (BENCHMARKS.md part 11).
+const MOVE_PARTIAL_AFTER_MS: i64 = 30_000;
+
 /// How far before a fold of minutes `minutes_before` is set: a batch upserts the minutes of
 /// its readings older than that itself (readings wait in the ingest queue for milliseconds).
 const MINUTES_LAG_MS: i64 = 1_000;
@@ -446,13 +453,13 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
     Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
 
-/// `SELECT` of the per-minute rollups of the readings of `table` with ids in `(after, until]`,
-/// times from `before` on and `condition` (` AND ...`), for an insert of minutes (columns of their own, so that
-/// MariaDB's `VALUES(min)` names the minute's columns).
+/// `SELECT` of the per-minute rollups of the readings of `table` with ids in `(after, until]`
+/// and times from `before` on, joined by `join` (a join clause, or nothing), for an insert of
+/// minutes (columns of their own, so that MariaDB's `VALUES(min)` names the minute's columns).
 fn push_fold_of_readings<'a, DB: sqlx::Database>(
     query: &mut QueryBuilder<'a, DB>,
     table: &str,
-    condition: &str,
+    join: &str,
     (after, until): (i64, i64),
     before: i64,
 ) where
@@ -462,22 +469,26 @@ fn push_fold_of_readings<'a, DB: sqlx::Database>(
         .push(format!(
             "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
              MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
-             FROM {table} WHERE id > "
+             FROM {table}{join} WHERE {table}.id > "
         ))
         .push_bind(after)
-        .push(" AND id <= ")
+        .push(format!(" AND {table}.id <= "))
         .push_bind(until)
         .push(" AND ts >= ")
         .push_bind(before)
-        .push(condition)
         .push(" GROUP BY folded_sensor, folded_minute) AS folded");
 }
 
 /// Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
 /// update finds them all), but a sensor deleted by hand with its `readings` and not its staged
 /// ones would fail the foreign keys of `readings_1m`, and every fold after it; a move (which
-/// does not check `readings`' foreign key) would leave readings of no sensor.
-const OF_SENSORS: &str = " AND sensor_id IN (SELECT id FROM sensors)";
+/// does not check `readings`' foreign key) would leave readings of no sensor. A join in this
+/// order, the staged readings' span first and each one's sensor by its key: as `sensor_id IN
+/// (SELECT id FROM sensors)`, MariaDB planned it sensors first when its statistics still held
+/// the staged table empty, and read the whole span again for every sensor (a fold of 20,000
+/// staged readings of 10,000 sensors took 56 s, holding the folds' row, and batches failed
+/// their lock wait).
+const OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = readings_staged.sensor_id";
 
 /// Moves the staged readings that are folded into minutes (ids up to `staged_through`) and
 /// older than `minutes_before` into `readings`, at most [`MOVE_READINGS`] ids in each
@@ -517,7 +528,7 @@ async fn move_staged_span(conn: &mut sqlx::MySqlConnection, staged_through: i64,
     let staged = schema::MYSQL_STAGED_READINGS;
     // The first one that can move, in key order: readings stamped ahead of the clock (a board's
     // own `ts`) may wait in the staged table for long, and the span starts after them.
-    let first: Option<i64> = QueryBuilder::new(format!("SELECT id FROM {staged} WHERE id <= "))
+    let first: Option<(i64, i64)> = QueryBuilder::new(format!("SELECT id, ts FROM {staged} WHERE id <= "))
         .push_bind(staged_through)
         .push(" AND ts < ")
         .push_bind(before)
@@ -525,13 +536,17 @@ async fn move_staged_span(conn: &mut sqlx::MySqlConnection, staged_through: i64,
         .build()
         .fetch_optional(&mut *conn)
         .await
-        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+        .and_then(|row| row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).transpose())
         .map_err(query_err("finding the staged readings to move"))?;
-    let Some(first) = first else { return Ok(false) };
+    let Some((first, first_ts)) = first else { return Ok(false) };
     let until = staged_through.min((first - 1).saturating_add(MOVE_READINGS));
+    if until - first + 1 < MOVE_READINGS && first_ts >= before - MOVE_PARTIAL_AFTER_MS {
+        // Not a full span yet, and not old: a later move takes more readings per sensor.
+        return Ok(false);
+    }
     let movable = |query: &str| {
         let mut query = QueryBuilder::<sqlx::MySql>::new(query);
-        query.push(" WHERE id >= ").push_bind(first).push(" AND id <= ").push_bind(until);
+        query.push(format!(" WHERE {staged}.id >= ")).push_bind(first).push(format!(" AND {staged}.id <= ")).push_bind(until);
         query.push(" AND ts < ").push_bind(before);
         query
     };
@@ -544,9 +559,8 @@ async fn move_staged_span(conn: &mut sqlx::MySqlConnection, staged_through: i64,
         .await
         .map_err(query_err("locking the staged readings to move"))?;
     // In key order; readings of one sensor and one millisecond in the order they came.
-    let moved = movable(&format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged}"))
-        .push(OF_SENSORS)
-        .push(" ORDER BY sensor_id, ts, id")
+    let moved = movable(&format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged}{OF_SENSORS}"))
+        .push(format!(" ORDER BY sensor_id, ts, {staged}.id"))
         .build()
         .execute(&mut *tx)
         .await
