@@ -75,10 +75,10 @@ impl TestDb {
         let url = self.url.expose_secret().replacen("mariadb:", "mysql:", 1);
         // One watcher connection, asked every 25 ms.
         macro_rules! poll {
-            ($conn:ty, $waiting:expr) => {{
-                let mut watcher = <$conn>::connect(&url).await.unwrap();
+            ($conn:ty, |$watcher:ident| $waiting:expr) => {{
+                let mut $watcher = <$conn>::connect(&url).await.unwrap();
                 for _ in 0..200 {
-                    if sqlx::query($waiting).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0 {
+                    if $waiting {
                         return true;
                     }
                     if finished() {
@@ -90,18 +90,10 @@ impl TestDb {
             }};
         }
         if url.starts_with("postgres") {
-            poll!(
-                sqlx::PgConnection,
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
+            const WAITING: &str = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+            poll!(sqlx::PgConnection, |watcher| sqlx::query(WAITING).fetch_one(&mut watcher).await.unwrap().get::<i64, _>(0) > 0)
         } else {
-            // InnoDB's row lock waits, of sessions on this database (tests run side by side).
-            poll!(
-                sqlx::MySqlConnection,
-                "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
-                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-                 WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()"
-            )
+            poll!(sqlx::MySqlConnection, |watcher| mysql_session_waits_on_a_lock(&mut watcher).await)
         }
     }
 
@@ -129,4 +121,22 @@ macro_rules! on_every_database {
                async fn $test() { super::$test($crate::databases::Backend::MariaDb).await } )*
         }
     };
+}
+
+/// Whether a session on the watcher's MariaDB database waits on a row lock: InnoDB's
+/// transactions (of sessions on this database: tests run side by side), or, where those do not
+/// show it (an `INSERT … SELECT` waiting to insert was missing from them), InnoDB's status
+/// report, whose waits name their table with its database.
+async fn mysql_session_waits_on_a_lock(watcher: &mut sqlx::MySqlConnection) -> bool {
+    use sqlx::Row;
+    const WAITING: &str = "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+        JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+        WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()";
+    if sqlx::query(WAITING).fetch_one(&mut *watcher).await.unwrap().get::<i64, _>(0) > 0 {
+        return true;
+    }
+    let database: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&mut *watcher).await.unwrap();
+    let (_, _, status): (String, String, String) = sqlx::query_as("SHOW ENGINE INNODB STATUS").fetch_one(&mut *watcher).await.unwrap();
+    let of_this_database = format!(" of table `{database}`.");
+    status.lines().any(|line| line.contains(&of_this_database) && line.ends_with("waiting"))
 }

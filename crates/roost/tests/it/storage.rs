@@ -1035,21 +1035,7 @@ async fn mariadb_batches_do_not_wait_for_a_move_of_staged_readings() {
         let store = std::sync::Arc::clone(&store);
         async move { store.fold_minutes(TimestampMs(t0 + 3 * MINUTE)).await }
     });
-    // MariaDB's INNODB_TRX does not show this wait (an INSERT … SELECT waiting to insert), its
-    // status report does.
-    let mut watcher = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
-    let database: String = sqlx::query_scalar("SELECT DATABASE()").fetch_one(&mut watcher).await.unwrap();
-    let waiting = format!("index readings_sensor_ts of table `{database}`.`readings`");
-    let mut waited = false;
-    for _ in 0..400 {
-        let (_, _, status): (String, String, String) = sqlx::query_as("SHOW ENGINE INNODB STATUS").fetch_one(&mut watcher).await.unwrap();
-        if status.lines().any(|line| line.contains(&waiting) && line.ends_with("insert intention waiting")) || folding.is_finished() {
-            waited = !folding.is_finished();
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    watcher.close().await.unwrap();
+    let waited = db.until_a_session_waits_on_a_lock(|| folding.is_finished()).await;
     assert!(waited, "the move, having inserted a's reading, waits to insert b's");
     // Not a timing: a batch that waited for the move would wait for the holder, for ever.
     let batch = tokio::time::timeout(std::time::Duration::from_secs(30), store.write_batch(&fleet(t0 + 2 * MINUTE))).await;
