@@ -58,7 +58,7 @@ const MOVE_READINGS: i64 = 200_000;
 /// first reading is this much older than `minutes_before`. Moves of fewer readings per sensor
 /// write each page of the index for fewer of them: a fleet of 10,000 boards with a history,
 /// moving after every fold (about 77,000 readings), moved about 51,000 readings/s and
-/// acknowledged 36k/s; spans of 200,000 moved about 95,000/s (BENCHMARKS.md part 11).
+/// acknowledged 36k/s; spans of 200,000 moved about 90,000/s (BENCHMARKS.md part 11).
 const MOVE_PARTIAL_AFTER_MS: i64 = 30_000;
 
 /// How far before a fold of minutes `minutes_before` is set: a batch upserts the minutes of
