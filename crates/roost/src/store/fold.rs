@@ -48,8 +48,8 @@ const FOLD_SPAN_MS: i64 = 10 * 60_000;
 /// between batches rather than one long one.
 const FOLD_READINGS: i64 = 200_000;
 
-/// The most staged readings one move takes (a span of this many ids). A move waits for no
-/// batch and no batch for it, so it may be long; each sensor's page of the index is written
+/// The most staged readings one move takes (a span of this many ids). A staged batch does not
+/// wait for a move, so it may be long; each sensor's page of the index is written
 /// once per move, so fewer, larger moves write fewer pages (BENCHMARKS.md part 10: moves of
 /// 100,000 readings inserted 63.6k/s into a table of 10 million, of 50,000 45.5k/s).
 const MOVE_READINGS: i64 = 200_000;
@@ -376,16 +376,20 @@ impl Store {
     /// [`FOLD_READINGS`] of them in `readings` and, once those are all folded, as many staged
     /// ones, in one transaction, where minutes are folded (MariaDB/MySQL; elsewhere it does
     /// nothing); once it has caught up it moves `minutes_before` to a second before `now`. Then,
-    /// in transactions of their own that batches do not wait for, it moves the staged readings
-    /// that are folded into `readings`, at most [`MOVE_READINGS`] at a time
-    /// ([`move_folded_staged`]). Safe to run on several nodes at once.
+    /// in transactions of their own that do not hold the folds' row, it moves the staged
+    /// readings that are folded into `readings`, [`MOVE_READINGS`] at a time
+    /// ([`move_folded_staged`]); a move that fails is logged and tried again after the next
+    /// fold (the fold is done, and what is not moved counts where it is). Safe to run on
+    /// several nodes at once.
     pub async fn fold_minutes(&self, now: TimestampMs) -> Result<Folded, StoreError> {
         // Only MariaDB/MySQL fold their minutes (`folds_minutes`).
         let Pool::MySql(pool) = &self.pool else {
             return Ok(Folded { until: None, more: false });
         };
         let folded = fold_into_minutes(pool, self.dialect(), now).await?;
-        move_folded_staged(pool).await?;
+        if let Err(e) = move_folded_staged(pool).await {
+            tracing::warn!(error = %e, "moving staged readings into the indexed table failed; trying again after the next fold");
+        }
         Ok(folded)
     }
 }
@@ -421,14 +425,18 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
     // in the staged table until a move takes them (`move_folded_staged`).
     let (mut staged_until, mut caught_up) = (staged_through, until == newest);
     if caught_up {
-        let last: Option<i64> = QueryBuilder::new(format!("SELECT MAX(id) FROM {}", schema::MYSQL_STAGED_READINGS))
-            .build()
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(query_err("finding the staged readings"))?;
-        if let Some(last) = last.filter(|&last| last > staged_through) {
-            staged_until = last.min(staged_through.saturating_add(FOLD_READINGS));
+        // From the first one after the mark: the staged table's ids go on from readings moved
+        // long ago (after schema migration 18 the mark starts at 0).
+        let (first, last): (Option<i64>, Option<i64>) =
+            QueryBuilder::new(format!("SELECT MIN(id), MAX(id) FROM {} WHERE id > ", schema::MYSQL_STAGED_READINGS))
+                .push_bind(staged_through)
+                .build()
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .map_err(query_err("finding the staged readings"))?;
+        if let (Some(first), Some(last)) = (first, last) {
+            staged_until = last.min((first - 1).saturating_add(FOLD_READINGS));
             let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
             push_fold_of_readings(&mut fold, schema::MYSQL_STAGED_READINGS, OF_SENSORS, (staged_through, staged_until), before);
             fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
@@ -496,7 +504,12 @@ const OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = readings_staged
 /// in `readings` they would count as readings not folded yet unless their ids were below
 /// `minutes_through`.
 ///
-/// Batches do not wait for it. It does not touch the folds' row (the marks only move forward,
+/// Staged batches do not wait for it. (Batches of several readings per sensor, which insert
+/// into `readings` themselves, wait for each of its `INSERT … SELECT`s where InnoDB's
+/// `innodb_autoinc_lock_mode` is 1, MariaDB's default: such a statement holds the table's
+/// AUTO-INC lock to its end. So does a sensor's deletion, which holds the folds' row while it
+/// waits for the readings the move holds, and the batches after it wait for it.) It does not
+/// touch the folds' row (the marks only move forward,
 /// so values read a moment early move fewer readings, never wrong ones). It runs on a
 /// connection of its own, closed after it, in READ COMMITTED (no gap locks on the staged table,
 /// which batches append to) and without foreign key checks (they would hold every moved

@@ -337,8 +337,8 @@ impl Store {
         use futures_util::TryStreamExt;
         const CHUNK: usize = 4096;
         on_pool!(self, pool => {
-            // One transaction, so that on MariaDB both reads see one snapshot: a fold between them
-            // would move staged readings into `readings`.
+            // One transaction, so that on MariaDB both reads see one snapshot: a move between
+            // them would take staged readings into `readings`.
             let mut tx = match pool.begin().await {
                 Ok(tx) => tx,
                 Err(e) => {
@@ -346,7 +346,7 @@ impl Store {
                     return;
                 }
             };
-            // MariaDB's staged readings (a few seconds' worth) first, merged in below by time:
+            // MariaDB's staged readings (up to a few hundred thousand) first, merged in below by time:
             // the rest streams from `readings` in its index's order, where a query through the
             // view of both would copy the whole range into a temporary table to sort it.
             let mut staged = std::collections::VecDeque::new();

@@ -87,9 +87,10 @@ pub async fn import(
             let readings =
                 fresh.into_iter().map(|row| crate::model::Reading { sensor: row.sensor, ts: row.ts, value: row.value }).collect();
             store.write_batch(&Batch { readings, ..Batch::default() }).await?;
-            // On MariaDB/MySQL a chunk of a reading or two per sensor is staged: moved now (no
-            // server may be running to do it), so that the next chunks' look-ups above read it
-            // through the index rather than scan a staged table that keeps growing.
+            // On MariaDB/MySQL a chunk of a reading or two per sensor is staged: folded and, its
+            // readings from more than 30 s ago, moved now (no server may be running to do it),
+            // so that the next chunks' look-ups above read them through the index rather than
+            // scan a staged table that keeps growing.
             while store.fold_minutes(crate::model::TimestampMs::now()).await?.more {}
         }
         progress.update(|| {
