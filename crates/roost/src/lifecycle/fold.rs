@@ -40,8 +40,8 @@ pub async fn run_minute_folds(store: Arc<Store>, stop: CancellationToken) {
     }
     let fold = |store: Arc<Store>| async move { store.fold_minutes(TimestampMs::now()).await };
     // Every 2 s from the start of one to the start of the next, and at once after one that took
-    // longer: its moves of staged readings, which nothing waits for, go on without a pause
-    // while a fleet stages faster than they move.
+    // longer: its moves of staged readings, which a fleet's batches do not wait for, go on
+    // without a pause while a fleet stages faster than they move.
     let next = |took: Duration| MINUTES_EVERY.saturating_sub(took).max(CATCH_UP_PAUSE);
     run(store, stop, "readings into per-minute rollups", fold, next).await
 }
