@@ -518,45 +518,64 @@ const OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = readings_staged
 /// sensor's deletion deletes the staged readings before the indexed ones, so that it waits for
 /// a move holding its staged readings and then deletes what that moved.
 async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<(), StoreError> {
+    let (before, staged_through): (i64, i64) = sqlx::query("SELECT minutes_before, staged_through FROM rollup_fold")
+        .fetch_one(pool)
+        .await
+        .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map_err(query_err("reading which staged readings are folded"))?;
+    // Most folds find no span due: the connection of its own only for a move.
+    let Some(mut span) = staged_span_due(pool, staged_through, before).await? else { return Ok(()) };
     let mut conn = pool.acquire().await.map_err(query_err("taking a connection to move staged readings"))?.detach();
     for setting in ["SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"] {
         sqlx::query(setting).execute(&mut conn).await.map_err(query_err("setting up a move of staged readings"))?;
     }
-    let (before, staged_through): (i64, i64) = sqlx::query("SELECT minutes_before, staged_through FROM rollup_fold")
-        .fetch_one(&mut conn)
-        .await
-        .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .map_err(query_err("reading which staged readings are folded"))?;
-    while move_staged_span(&mut conn, staged_through, before).await? {}
+    loop {
+        move_staged_span(&mut conn, span, before).await?;
+        if span.1 >= staged_through {
+            break;
+        }
+        match staged_span_due(&mut conn, staged_through, before).await? {
+            Some(next) => span = next,
+            None => break,
+        }
+    }
     sqlx::Connection::close(conn).await.map_err(query_err("closing the connection of a move of staged readings"))
 }
 
-/// One transaction of [`move_folded_staged`]: the staged readings with ids up to
-/// `staged_through` and times before `before`, the oldest at most [`MOVE_READINGS`] ids, moved
-/// into `readings` in (sensor, time) order, so that each sensor's page of the `(sensor_id, ts)`
-/// index is written once for all of them, and deleted from the staged table; whether there
-/// may be more. Its first statement locks the readings it moves, so that moves on two nodes
-/// do not move the same ones twice.
-async fn move_staged_span(conn: &mut sqlx::MySqlConnection, staged_through: i64, before: i64) -> Result<bool, StoreError> {
-    let staged = schema::MYSQL_STAGED_READINGS;
-    // The first one that can move, in key order: readings stamped ahead of the clock (a board's
-    // own `ts`) may wait in the staged table for long, and the span starts after them.
-    let first: Option<(i64, i64)> = QueryBuilder::new(format!("SELECT id, ts FROM {staged} WHERE id <= "))
+/// The next span of staged readings due to move, `(first id, last id)`: from the first one
+/// with an id up to `staged_through` and a time before `before`, at most [`MOVE_READINGS`] ids,
+/// once it is full or its first reading is [`MOVE_PARTIAL_AFTER_MS`] old. (From the first that
+/// can move: readings stamped ahead of the clock, a board's own `ts`, may wait in the staged
+/// table for long, and the span starts after them.)
+async fn staged_span_due<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::MySql>,
+    staged_through: i64,
+    before: i64,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let first: Option<(i64, i64)> = QueryBuilder::new(format!("SELECT id, ts FROM {} WHERE id <= ", schema::MYSQL_STAGED_READINGS))
         .push_bind(staged_through)
         .push(" AND ts < ")
         .push_bind(before)
         .push(" ORDER BY id LIMIT 1")
         .build()
-        .fetch_optional(&mut *conn)
+        .fetch_optional(executor)
         .await
         .and_then(|row| row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).transpose())
         .map_err(query_err("finding the staged readings to move"))?;
-    let Some((first, first_ts)) = first else { return Ok(false) };
+    let Some((first, first_ts)) = first else { return Ok(None) };
     let until = staged_through.min((first - 1).saturating_add(MOVE_READINGS));
-    if until - first + 1 < MOVE_READINGS && first_ts >= before - MOVE_PARTIAL_AFTER_MS {
-        // Not a full span yet, and not old: a later move takes more readings per sensor.
-        return Ok(false);
-    }
+    // Not a full span yet, and not old: a later move takes more readings per sensor.
+    let due = until - first + 1 >= MOVE_READINGS || first_ts < before - MOVE_PARTIAL_AFTER_MS;
+    Ok(due.then_some((first, until)))
+}
+
+/// One transaction of [`move_folded_staged`]: the staged readings of the span `(first, until)`
+/// (ids) with times before `before`, moved into `readings` in (sensor, time) order, so that
+/// each sensor's page of the `(sensor_id, ts)` index is written once for all of them, and
+/// deleted from the staged table. Its first statement locks the readings it moves, so that
+/// moves on two nodes do not move the same ones twice.
+async fn move_staged_span(conn: &mut sqlx::MySqlConnection, (first, until): (i64, i64), before: i64) -> Result<(), StoreError> {
+    let staged = schema::MYSQL_STAGED_READINGS;
     let movable = |query: &str| {
         let mut query = QueryBuilder::<sqlx::MySql>::new(query);
         query.push(format!(" WHERE {staged}.id >= ")).push_bind(first).push(format!(" AND {staged}.id <= ")).push_bind(until);
@@ -590,5 +609,5 @@ async fn move_staged_span(conn: &mut sqlx::MySqlConnection, staged_through: i64,
     if deleted > moved {
         tracing::warn!(dropped = deleted - moved, "staged readings of sensors that are gone (deleted by hand?) were dropped");
     }
-    Ok(until < staged_through)
+    Ok(())
 }
