@@ -416,10 +416,7 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
         // Every reading after `through` was written by a batch that read this `before`: those
         // before it have their minutes upserted already. (Readings moved from the staged table
         // are all from before it.)
-        let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-        push_fold_of_readings(&mut fold, "readings", "", (through, until), before);
-        fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
-        fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+        fold_span_into_minutes(&mut tx, dialect, "readings", "", (through, until), before, "folding readings into minutes").await?;
     }
     // Then the staged readings, oldest first, once those of `readings` are folded. They stay
     // in the staged table until a move takes them (`move_folded_staged`).
@@ -437,10 +434,17 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
                 .map_err(query_err("finding the staged readings"))?;
         if let (Some(first), Some(last)) = (first, last) {
             staged_until = last.min((first - 1).saturating_add(FOLD_READINGS));
-            let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-            push_fold_of_readings(&mut fold, schema::MYSQL_STAGED_READINGS, OF_SENSORS, (staged_through, staged_until), before);
-            fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
-            fold.build().execute(&mut *tx).await.map_err(query_err("folding staged readings into minutes"))?;
+            let span = (staged_through, staged_until);
+            fold_span_into_minutes(
+                &mut tx,
+                dialect,
+                schema::MYSQL_STAGED_READINGS,
+                OF_SENSORS,
+                span,
+                before,
+                "folding staged readings into minutes",
+            )
+            .await?;
             caught_up = staged_until == last;
         }
     }
@@ -461,30 +465,34 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
     Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
 
-/// `SELECT` of the per-minute rollups of the readings of `table` with ids in `(after, until]`
-/// and times from `before` on, joined by `join` (a join clause, or nothing), for an insert of
-/// minutes (columns of their own, so that MariaDB's `VALUES(min)` names the minute's columns).
-fn push_fold_of_readings<'a, DB: sqlx::Database>(
-    query: &mut QueryBuilder<'a, DB>,
+/// Rolls the readings of `table` with ids in `(after, until]` and times from `before` on up
+/// into `readings_1m` (upserted), joined by `join` (a join clause, or nothing), in the fold's
+/// transaction; `what` names it in an error. The `SELECT` has columns of its own, so that MariaDB's `VALUES(min)` names the
+/// minute's columns.
+async fn fold_span_into_minutes(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    dialect: Dialect,
     table: &str,
     join: &str,
     (after, until): (i64, i64),
     before: i64,
-) where
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    query
-        .push(format!(
-            "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+    fold.push(format!(
+        "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
              MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
              FROM {table}{join} WHERE {table}.id > "
-        ))
-        .push_bind(after)
-        .push(format!(" AND {table}.id <= "))
-        .push_bind(until)
-        .push(" AND ts >= ")
-        .push_bind(before)
-        .push(" GROUP BY folded_sensor, folded_minute) AS folded");
+    ))
+    .push_bind(after)
+    .push(format!(" AND {table}.id <= "))
+    .push_bind(until)
+    .push(" AND ts >= ")
+    .push_bind(before)
+    .push(" GROUP BY folded_sensor, folded_minute) AS folded")
+    .push(upsert_rollups_suffix(dialect, Series::Minutes));
+    fold.build().execute(&mut **tx).await.map_err(query_err(what))?;
+    Ok(())
 }
 
 /// Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
@@ -509,8 +517,8 @@ const OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = readings_staged
 /// `innodb_autoinc_lock_mode` is 1, MariaDB's default: such a statement holds the table's
 /// AUTO-INC lock to its end. So does a sensor's deletion, which holds the folds' row while it
 /// waits for the readings the move holds, and the batches after it wait for it.) It does not
-/// touch the folds' row (the marks only move forward,
-/// so values read a moment early move fewer readings, never wrong ones). It runs on a
+/// touch the folds' row (the marks only move forward, so values read a moment early move
+/// fewer readings, never wrong ones). It runs on a
 /// connection of its own, closed after it, in READ COMMITTED (no gap locks on the staged table,
 /// which batches append to) and without foreign key checks (they would hold every moved
 /// sensor's row in share mode until the commit, and each batch's latest-value update would

@@ -247,8 +247,9 @@ impl Store {
         let _turn = self.sqlite_write_turn().await;
         let mut deleted = 0;
         // MariaDB's staged readings are left to the minute fold, which moves them into
-        // `readings` (200,000 at a time, or once 30 s old): a purge runs per sensor, and would scan that table, which
-        // has no index, once for each (a sensor's deletion deletes them in its last transaction).
+        // `readings` (200,000 at a time, or once 30 s old): a purge runs per sensor, and would
+        // scan that table, which has no index, once for each (a sensor's deletion deletes them
+        // in its last transaction).
         let purged = |table: &&&str| !(self.dialect() == Dialect::MySql && **table == schema::MYSQL_STAGED_READINGS);
         for table in series.tables(self.dialect()).iter().filter(purged) {
             let left = limit - deleted as i64;
