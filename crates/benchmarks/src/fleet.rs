@@ -59,7 +59,10 @@ pub async fn run(addr: SocketAddr, shape: Shape, mut on_window: impl FnMut()) ->
         .enumerate()
         .map(|(device, client)| {
             let topics = (0..shape.sensors_per_device.max(1))
-                .map(|k| TopicName::parse(&format!("iot/d{device}/sensor/room/c{k}")).expect("valid topic"))
+                .map(|k| {
+                    let key = sensor_key(device, k);
+                    TopicName::parse(&format!("iot/{}/sensor/{}/{}", key.owner, key.place, key.category)).expect("valid topic")
+                })
                 .collect();
             tokio::spawn(publish_until_stopped(client, topics, shape.in_flight, Arc::clone(&acked), Arc::clone(&stop)))
         })
@@ -110,4 +113,9 @@ async fn publish_until_stopped(
         unacked -= n;
         acked.fetch_add(n as u64, Relaxed);
     }
+}
+
+/// The sensor a fleet device publishes to as its `k`th (`iot/d<N>/sensor/room/c<K>`).
+pub fn sensor_key(device: usize, k: usize) -> roost::model::SensorKey {
+    roost::model::SensorKey { owner: format!("d{device}"), place: "room".into(), category: format!("c{k}") }
 }

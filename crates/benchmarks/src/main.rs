@@ -768,10 +768,8 @@ async fn fleet_table(args: &Args) -> anyhow::Result<()> {
                 let history = devices * args.sensors_per_device.max(1) * args.fleet_history;
                 if let (Some(database), true) = (&database, history > 0) {
                     let store = roost::store::Store::open(&roost::store::DatabaseUrl::new(database.url.clone())).await?;
-                    let keys: Vec<roost::model::SensorKey> = (0..devices)
-                        .flat_map(|d| (0..args.sensors_per_device.max(1)).map(move |k| (d, k)))
-                        .map(|(d, k)| roost::model::SensorKey { owner: format!("d{d}"), place: "room".into(), category: format!("c{k}") })
-                        .collect();
+                    let keys: Vec<roost::model::SensorKey> =
+                        (0..devices).flat_map(|d| (0..args.sensors_per_device.max(1)).map(move |k| fleet::sensor_key(d, k))).collect();
                     history::store_history(&store, &keys, args.fleet_history, roost::model::TimestampMs::now().0).await?;
                     store.close().await;
                 }
