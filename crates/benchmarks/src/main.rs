@@ -152,7 +152,8 @@ impl Broker {
                 if let Some(config) = &args.roost_config {
                     c.arg("--config").arg(config);
                 }
-                c.env("RUST_LOG", "warn");
+                // BENCH_ROOST_LOG (a RUST_LOG filter) with BENCH_BROKER_LOGS=1 shows more of Roost's log.
+                c.env("RUST_LOG", std::env::var("BENCH_ROOST_LOG").unwrap_or_else(|_| "warn".to_owned()));
                 c
             }
             Kind::Mosquitto => {

@@ -397,6 +397,7 @@ impl Store {
 /// The fold of [`Store::fold_minutes`]: the readings of `readings` after `minutes_through` and
 /// the staged ones after `staged_through`, in one transaction that holds the folds' row.
 async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: TimestampMs) -> Result<Folded, StoreError> {
+    let started = std::time::Instant::now();
     let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
     // An update first: it waits for the batches that read the row in share mode (so every
     // reading id up to the largest is committed), and the batches after it wait for this.
@@ -416,7 +417,7 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
         // Every reading after `through` was written by a batch that read this `before`: those
         // before it have their minutes upserted already. (Readings moved from the staged table
         // are all from before it.)
-        fold_span_into_minutes(&mut tx, dialect, "readings", "", (through, until), before, "folding readings into minutes").await?;
+        fold_span_into_minutes(&mut tx, dialect, "readings", false, (through, until), before, "folding readings into minutes").await?;
     }
     // Then the staged readings, oldest first, once those of `readings` are folded. They stay
     // in the staged table until a move takes them (`move_folded_staged`).
@@ -439,7 +440,7 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
                 &mut tx,
                 dialect,
                 schema::MYSQL_STAGED_READINGS,
-                OF_SENSORS,
+                true,
                 span,
                 before,
                 "folding staged readings into minutes",
@@ -462,35 +463,44 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
         .await
         .map_err(query_err("recording which readings are folded"))?;
     tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
+    tracing::debug!(
+        readings = until - through,
+        staged = staged_until - staged_through,
+        took_ms = started.elapsed().as_millis() as u64,
+        "folded readings into minutes, holding the folds' row"
+    );
     Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
 
 /// Rolls the readings of `table` with ids in `(after, until]` and times from `before` on up
-/// into `readings_1m` (upserted), joined by `join` (a join clause, or nothing), in the fold's
-/// transaction; `what` names it in an error. The `SELECT` has columns of its own, so that MariaDB's `VALUES(min)` names the
-/// minute's columns.
+/// into `readings_1m` (upserted), in the fold's transaction, only those of sensors there are if
+/// `of_sensors` ([`FOLDED_OF_SENSORS`]); `what` names it in an error. The `SELECT` has columns
+/// of its own, so that MariaDB's `VALUES(min)` names the minute's columns.
 async fn fold_span_into_minutes(
     tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
     dialect: Dialect,
     table: &str,
-    join: &str,
+    of_sensors: bool,
     (after, until): (i64, i64),
     before: i64,
     what: &'static str,
 ) -> Result<(), StoreError> {
     let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
     fold.push(format!(
-        "SELECT * FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
+        "SELECT folded.* FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
              MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
-             FROM {table}{join} WHERE {table}.id > "
+             FROM {table} WHERE id > "
     ))
     .push_bind(after)
-    .push(format!(" AND {table}.id <= "))
+    .push(" AND id <= ")
     .push_bind(until)
     .push(" AND ts >= ")
     .push_bind(before)
-    .push(" GROUP BY folded_sensor, folded_minute) AS folded")
-    .push(upsert_rollups_suffix(dialect, Series::Minutes));
+    .push(" GROUP BY folded_sensor, folded_minute) AS folded");
+    if of_sensors {
+        fold.push(FOLDED_OF_SENSORS);
+    }
+    fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
     fold.build().execute(&mut **tx).await.map_err(query_err(what))?;
     Ok(())
 }
@@ -506,6 +516,11 @@ async fn fold_span_into_minutes(
 /// their lock wait).
 const OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = readings_staged.sensor_id";
 
+/// [`OF_SENSORS`] for a fold: the sensors of its minutes, looked up once per sensor and minute
+/// rather than once per reading (on an idle server, 44,703 staged readings of 10,000 sensors
+/// grouped in 48 ms this way, 87 ms with a lookup per reading).
+const FOLDED_OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = folded.folded_sensor";
+
 /// Moves the staged readings that are folded into minutes (ids up to `staged_through`) and
 /// older than `minutes_before` into `readings`, at most [`MOVE_READINGS`] ids in each
 /// transaction ([`move_staged_span`]); those from `minutes_before` on stay for a later move:
@@ -516,9 +531,10 @@ const OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = readings_staged
 /// into `readings` themselves, wait for each of its `INSERT … SELECT`s where InnoDB's
 /// `innodb_autoinc_lock_mode` is 1, MariaDB's default: such a statement holds the table's
 /// AUTO-INC lock to its end. So does a sensor's deletion, which holds the folds' row while it
-/// waits for the readings the move holds, and the batches after it wait for it.) It does not
-/// touch the folds' row (the marks only move forward, so values read a moment early move
-/// fewer readings, never wrong ones). It runs on a
+/// waits for the readings the move holds, and the batches after it wait for it.) It reads the
+/// folds' row without locking it (the marks only move forward, so values read a moment early
+/// move fewer readings, never wrong ones), and locks it for a moment after each span
+/// ([`skip_moved_readings`]). It runs on a
 /// connection of its own, closed after it, in READ COMMITTED (no gap locks on the staged table,
 /// which batches append to) and without foreign key checks (they would hold every moved
 /// sensor's row in share mode until the commit, and each batch's latest-value update would
@@ -537,8 +553,12 @@ async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<(), StoreError> {
     for setting in ["SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"] {
         sqlx::query(setting).execute(&mut conn).await.map_err(query_err("setting up a move of staged readings"))?;
     }
+    let ids_step = consecutive_ids_step(&mut conn).await?;
     loop {
-        move_staged_span(&mut conn, span, before).await?;
+        let moved = move_staged_span(&mut conn, span, before).await?;
+        if let (Some(step), Some((first, count))) = (ids_step, moved) {
+            skip_moved_readings(&mut conn, (first, first + (count - 1) * step)).await?;
+        }
         if span.1 >= staged_through {
             break;
         }
@@ -577,12 +597,63 @@ async fn staged_span_due<'e>(
     Ok(due.then_some((first, until)))
 }
 
+/// The step between the ids of the readings one `INSERT … SELECT` inserts, where they are
+/// consecutive (`innodb_autoinc_lock_mode` 0 or 1: the statement holds the table's AUTO-INC
+/// lock to its end, so no batch's reading takes an id among them); `None` where they may
+/// interleave with a batch's (mode 2, MySQL 8's default).
+async fn consecutive_ids_step(conn: &mut sqlx::MySqlConnection) -> Result<Option<i64>, StoreError> {
+    let (mode, step): (i64, i64) =
+        sqlx::query("SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED), CAST(@@auto_increment_increment AS SIGNED)")
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .map_err(query_err("reading how the server numbers inserted rows"))?;
+    Ok((mode <= 1).then_some(step))
+}
+
+/// After a move whose readings took the ids `first..=last` of `readings`: where the fold has
+/// folded every reading before them, `minutes_through` jumps past them, so that the next fold
+/// does not read them again (they are all older than `minutes_before`, and a fold would take
+/// none of them: at 10,000 boards its scan of a move's 200,000 readings took 60–235 ms, holding
+/// the folds' row). Where it has not, the fold reads them as before. "Before them" is the last
+/// reading below `first` there is (ids an insert reserved and did not use are never taken), read
+/// once the folds' row is locked: every batch that took an id below `first` has committed by
+/// then, and this session reads what is committed (READ COMMITTED). The lock waits for the
+/// batch in progress, and the next batch for it (milliseconds).
+async fn skip_moved_readings(conn: &mut sqlx::MySqlConnection, (first, last): (i64, i64)) -> Result<(), StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting to skip moved readings"))?;
+    let through: i64 = sqlx::query_scalar(concat!(select_minutes_through!(), " FOR UPDATE"))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_err("locking the fold of readings into minutes"))?;
+    let before_them: Option<i64> = QueryBuilder::new("SELECT MAX(id) FROM readings WHERE id < ")
+        .push_bind(first)
+        .build_query_scalar()
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_err("finding the reading before the moved ones"))?;
+    if through >= before_them.unwrap_or(0) && through < last {
+        QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
+            .push_bind(last)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("recording that moved readings need no fold"))?;
+    }
+    tx.commit().await.map_err(query_err("committing that moved readings need no fold"))
+}
+
 /// One transaction of [`move_folded_staged`]: the staged readings of the span `(first, until)`
 /// (ids) with times before `before`, moved into `readings` in (sensor, time) order, so that
 /// each sensor's page of the `(sensor_id, ts)` index is written once for all of them, and
 /// deleted from the staged table. Its first statement locks the readings it moves, so that
-/// moves on two nodes do not move the same ones twice.
-async fn move_staged_span(conn: &mut sqlx::MySqlConnection, (first, until): (i64, i64), before: i64) -> Result<(), StoreError> {
+/// moves on two nodes do not move the same ones twice. Returns the first id the moved readings
+/// took in `readings` and how many moved, if any did.
+async fn move_staged_span(
+    conn: &mut sqlx::MySqlConnection,
+    (first, until): (i64, i64),
+    before: i64,
+) -> Result<Option<(i64, i64)>, StoreError> {
     let staged = schema::MYSQL_STAGED_READINGS;
     let movable = |query: &str| {
         let mut query = QueryBuilder::<sqlx::MySql>::new(query);
@@ -599,13 +670,14 @@ async fn move_staged_span(conn: &mut sqlx::MySqlConnection, (first, until): (i64
         .await
         .map_err(query_err("locking the staged readings to move"))?;
     // In key order; readings of one sensor and one millisecond in the order they came.
-    let moved = movable(&format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged}{OF_SENSORS}"))
+    let inserted = movable(&format!("INSERT INTO readings (sensor_id, ts, value) SELECT sensor_id, ts, value FROM {staged}{OF_SENSORS}"))
         .push(format!(" ORDER BY sensor_id, ts, {staged}.id"))
         .build()
         .execute(&mut *tx)
         .await
-        .map_err(query_err("moving staged readings into the indexed table"))?
-        .rows_affected();
+        .map_err(query_err("moving staged readings into the indexed table"))?;
+    // The id of the first row a multi-row insert inserted.
+    let (moved, first_moved_id) = (inserted.rows_affected(), inserted.last_insert_id() as i64);
     let deleted = movable(&format!("DELETE FROM {staged}"))
         .build()
         .execute(&mut *tx)
@@ -617,5 +689,5 @@ async fn move_staged_span(conn: &mut sqlx::MySqlConnection, (first, until): (i64
     if deleted > moved {
         tracing::warn!(dropped = deleted - moved, "staged readings of sensors that are gone (deleted by hand?) were dropped");
     }
-    Ok(())
+    Ok((moved > 0).then_some((first_moved_id, moved as i64)))
 }

@@ -1107,6 +1107,63 @@ async fn mariadb_a_fold_starts_at_the_first_staged_reading_after_its_mark() {
     store.close().await;
 }
 
+/// A move's readings are older than `minutes_before`, so a fold would take none of them:
+/// `minutes_through` jumps past their ids once the fold has folded every reading before them,
+/// and not while a reading before them is not folded yet (here a batch of several readings per
+/// sensor, straight into `readings`, committed while the move waited for a held staged row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_the_fold_skips_moved_readings_once_those_before_them_are_folded() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::MariaDb).await;
+    let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
+    let mut watcher = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
+    let mut marks = async || -> (i64, i64) {
+        let through = sqlx::query_scalar("SELECT minutes_through FROM rollup_fold").fetch_one(&mut watcher).await.unwrap();
+        let newest: i64 = sqlx::query_scalar("SELECT MAX(id) FROM readings").fetch_one(&mut watcher).await.unwrap();
+        (through, newest)
+    };
+    let t0 = an_hour_tomorrow();
+    let (a, b) = (key("a", "room", "t"), key("b", "room", "t"));
+    let fleet = |ts: i64| Batch { readings: vec![reading(&a, ts, 2.0), reading(&b, ts, 2.0)], ..Batch::default() };
+    store.write_batch(&fleet(t0 + MINUTE)).await.unwrap();
+    // Folded, not moved: the span is neither full nor old yet.
+    store.fold_minutes(TimestampMs(t0 + MINUTE + 2_000)).await.unwrap();
+    assert_eq!(mariadb_rows(&db, "readings_staged").await, 2);
+
+    // The staged readings held: the next move waits for them, after its fold.
+    let mut holder = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT COUNT(*) FROM readings_staged FOR UPDATE").execute(&mut holder).await.unwrap();
+    let folding = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { store.fold_minutes(TimestampMs(t0 + 2 * MINUTE)).await }
+    });
+    assert!(db.until_a_session_waits_on_a_lock(|| folding.is_finished()).await, "the move waits for the held readings");
+    let straight: Vec<_> = (0..4).map(|i| reading(&a, t0 + 2 * MINUTE + i, 5.0)).collect();
+    store.write_batch(&Batch { readings: straight, ..Batch::default() }).await.unwrap();
+    let (_, straight_last) = marks().await;
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    folding.await.unwrap().unwrap();
+    assert_eq!(mariadb_rows(&db, "readings_staged").await, 0, "moved");
+    let (through, newest) = marks().await;
+    assert!(through < straight_last, "not past the batch's readings, which no fold has read: {through} vs {straight_last}");
+    assert_eq!(newest, straight_last + 2, "moved after the batch");
+
+    // The next fold takes the batch's readings (and reads the moved ones); the move after the
+    // one after it is skipped.
+    store.fold_minutes(TimestampMs(t0 + 2 * MINUTE + 2_000)).await.unwrap();
+    assert_eq!(marks().await, (newest, newest));
+    store.write_batch(&fleet(t0 + 3 * MINUTE)).await.unwrap();
+    store.fold_minutes(TimestampMs(t0 + 4 * MINUTE)).await.unwrap();
+    assert_eq!(mariadb_rows(&db, "readings_staged").await, 0, "moved");
+    let (through, newest) = marks().await;
+    assert_eq!(through, newest, "the moved readings are skipped");
+    let a_id = store.sensor_id(&a).await.unwrap().unwrap();
+    let expected = vec![(t0 + MINUTE, 1, 2.0, 2.0, 2.0), (t0 + 2 * MINUTE, 4, 5.0, 5.0, 20.0), (t0 + 3 * MINUTE, 1, 2.0, 2.0, 2.0)];
+    assert_eq!(minutes(&store, a_id, t0 + MINUTE).await, expected, "each reading counted once");
+    store.close().await;
+}
+
 /// A sensor deleted while its minutes are folded: on PostgreSQL the fold reads them before the
 /// deletion commits, and its hour's insert then waits on the sensor's row and fails its foreign
 /// key once the deletion commits. The fold folds again and succeeds, with the other sensor's
