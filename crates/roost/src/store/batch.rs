@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// Rows per multi-row statement: at most 6 binds each stays far below every backend's limit
 /// (SQLite 32,766, PostgreSQL 65,535).
-const CHUNK: usize = 1000;
+pub(super) const CHUNK: usize = 1000;
 
 /// Tokens of committed batches are kept this long: a retry comes within seconds, not hours.
 const TOKEN_RETENTION_MS: i64 = 3_600_000;
@@ -158,6 +158,25 @@ pub(super) fn upsert_rollups_suffix(dialect: Dialect, rollup: Series) -> String 
              sum = sum + VALUES(sum), count = count + VALUES(count)"
             .to_owned(),
     }
+}
+
+/// The upsert of `rollups` of `series`, keyed by (sensor id, start of the period), as one
+/// multi-row statement (at most [`CHUNK`] rows at a time).
+pub(super) fn upsert_rollups<'a, DB: sqlx::Database>(
+    dialect: Dialect,
+    series: Series,
+    rollups: &[((i64, i64), Rollup)],
+) -> QueryBuilder<'a, DB>
+where
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    f64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut upsert = QueryBuilder::new(insert_rollups(series));
+    upsert.push_values(rollups, |mut row, ((id, start), m)| {
+        row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
+    });
+    upsert.push(upsert_rollups_suffix(dialect, series));
+    upsert
 }
 
 /// A PostgreSQL array literal, `{1,2.5,3}`, bound as text and cast (`BIGINT_ARRAY`,
@@ -449,12 +468,7 @@ impl Store {
 
                     for rollup in [Series::Minutes, Series::Hours] {
                         for chunk in rollups(rollup_source(rollup), rollup.period_ms()).chunks(CHUNK) {
-                            let mut upsert = QueryBuilder::new(insert_rollups(rollup));
-                            upsert.push_values(chunk, |mut row, ((id, start), m)| {
-                                row.push_bind(*id).push_bind(*start).push_bind(m.min).push_bind(m.max).push_bind(m.sum).push_bind(m.count);
-                            });
-                            upsert.push(upsert_rollups_suffix(dialect, rollup));
-                            upsert.build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
+                            upsert_rollups(dialect, rollup, chunk).build().execute(&mut *tx).await.map_err(query_err("updating rollups"))?;
                         }
                     }
 

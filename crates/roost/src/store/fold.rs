@@ -16,8 +16,11 @@
 //! readings, every two seconds (`fold_minutes`): a batch leaves the minutes of its readings
 //! from `rollup_fold.minutes_before` on to the fold, and upserts those of older (late) ones
 //! itself. The fold takes the readings inserted since the last one, a range of the table's key
-//! (`id > minutes_through`; no batch is in progress while a fold holds the row, so every id up to
-//! the largest is committed), rolls up those from `minutes_before` on, and moves both marks.
+//! (`id > minutes_through`; no batch is in progress once a fold has locked the row, so every id
+//! up to the largest is committed), rolls up those from `minutes_before` on, and moves both
+//! marks; it locks the row for a moment to find the range, rolls it up without the row, and
+//! locks it again to upsert the minutes, fold what came meanwhile and move the marks
+//! (`fold_into_minutes`).
 //! Reads of minutes and hours add the readings not folded yet (`id > minutes_through AND ts >=
 //! minutes_before`); a purge of raw readings keeps them. This needs ids that never go back:
 //! MariaDB 10.2.4 and MySQL 8.0 on keep the table's counter across a server restart; older
@@ -34,7 +37,7 @@
 //! new ids. (Until migration 18 the fold moved them in its own transaction, and batches waited
 //! seconds for moves of 100,000 readings or more.)
 
-use super::batch::{insert_rollups, upsert_rollups_suffix, IdReading};
+use super::batch::{insert_rollups, upsert_rollups, upsert_rollups_suffix, IdReading, Rollup};
 use super::{query_err, schema, Dialect, Pool, Series, Store, StoreError};
 use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
@@ -394,68 +397,103 @@ impl Store {
     }
 }
 
-/// The fold of [`Store::fold_minutes`]: the readings of `readings` after `minutes_through` and
-/// the staged ones after `staged_through`, in one transaction that holds the folds' row.
+/// The marks of the fold of readings into minutes, as the folds' row holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MinuteMarks {
+    /// `minutes_through`: the last id of `readings` folded (or skipped, after a move).
+    through: i64,
+    /// `staged_through`: the last id of the staged table folded.
+    staged_through: i64,
+    /// `minutes_before`: readings older than this have their minutes upserted by their batch.
+    before: i64,
+}
+
+/// What one fold takes: the ids `(after, until]` of `readings` and of the staged table, and
+/// whether that is every committed reading after the marks.
+#[derive(Debug, Clone, Copy)]
+struct FoldSpans {
+    readings: (i64, i64),
+    staged: (i64, i64),
+    caught_up: bool,
+}
+
+impl FoldSpans {
+    fn is_empty(&self) -> bool {
+        self.readings.0 == self.readings.1 && self.staged.0 == self.staged.1
+    }
+}
+
+/// The fold of [`Store::fold_minutes`], in three steps, so that batches wait only for the
+/// last. (1) A moment's lock of the folds' row: once the lock is taken, every batch before it
+/// has committed, so the readings up to the largest ids are all there; the spans after the
+/// marks are noted. (2) Those spans rolled up per sensor and minute, without the row: batches
+/// go on. (3) The row locked again: if the marks are still those of step 1 (another node's fold
+/// would have moved them, and its minutes hold the same readings), the rollups are upserted,
+/// the readings committed since step 1 (their batches read the same `minutes_before`) are
+/// folded in place, and the marks move, in one transaction. At 10,000 boards the fold held the
+/// row 0.4–0.7 s every 2 s when it did all of it in one transaction (BENCHMARKS.md part 12).
 async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: TimestampMs) -> Result<Folded, StoreError> {
+    match fold_into_minutes_once(pool, dialect, now).await {
+        // A sensor was deleted after step 2 read its readings: its minutes fail their foreign
+        // key. Again: step 2 finds its readings gone.
+        Err(e) if e.names_a_deleted_sensor() => {
+            tracing::debug!("a sensor was deleted during a fold of readings; folding again");
+            fold_into_minutes_once(pool, dialect, now).await
+        }
+        other => other,
+    }
+}
+
+async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: TimestampMs) -> Result<Folded, StoreError> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
-    // An update first: it waits for the batches that read the row in share mode (so every
-    // reading id up to the largest is committed), and the batches after it wait for this.
-    sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("locking the fold of readings into minutes"))?;
-    let (through, before, staged_through, newest): (i64, i64, i64, Option<i64>) =
-        sqlx::query("SELECT minutes_through, minutes_before, staged_through, (SELECT MAX(id) FROM readings) FROM rollup_fold")
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))
-            .map_err(query_err("finding the readings to fold"))?;
-    let newest = newest.unwrap_or(through).max(through);
-    let until = newest.min(through.saturating_add(FOLD_READINGS));
-    if until > through {
-        // Every reading after `through` was written by a batch that read this `before`: those
-        // before it have their minutes upserted already. (Readings moved from the staged table
-        // are all from before it.)
-        fold_span_into_minutes(&mut tx, dialect, "readings", false, (through, until), before, "folding readings into minutes").await?;
-    }
-    // Then the staged readings, oldest first, once those of `readings` are folded. They stay
-    // in the staged table until a move takes them (`move_folded_staged`).
-    let (mut staged_until, mut caught_up) = (staged_through, until == newest);
-    if caught_up {
-        // From the first one after the mark: the staged table's ids go on from readings moved
-        // long ago (after schema migration 18 the mark starts at 0).
-        let (first, last): (Option<i64>, Option<i64>) =
-            QueryBuilder::new(format!("SELECT MIN(id), MAX(id) FROM {} WHERE id > ", schema::MYSQL_STAGED_READINGS))
-                .push_bind(staged_through)
-                .build()
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                .map_err(query_err("finding the staged readings"))?;
-        if let (Some(first), Some(last)) = (first, last) {
-            staged_until = last.min((first - 1).saturating_add(FOLD_READINGS));
-            let span = (staged_through, staged_until);
-            fold_span_into_minutes(
-                &mut tx,
-                dialect,
-                schema::MYSQL_STAGED_READINGS,
-                true,
-                span,
-                before,
-                "folding staged readings into minutes",
-            )
-            .await?;
-            caught_up = staged_until == last;
+    let marks = lock_minute_marks(&mut tx).await?;
+    let spans = spans_after(&mut tx, (marks.through, marks.staged_through)).await?;
+    // Where step 1 found readings to fold: steps 2 and 3, and then the readings committed since
+    // (their batches read this `minutes_before`, and none is in progress now) folded in place.
+    let mut held_since = started;
+    let (mut tx, last) = if spans.is_empty() {
+        (tx, spans)
+    } else {
+        tx.commit().await.map_err(query_err("ending the first look at the readings to fold"))?;
+        let rolled_up = roll_up_spans(pool, &spans, marks.before).await?;
+        held_since = std::time::Instant::now();
+        let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
+        let marks_now = lock_minute_marks(&mut tx).await?;
+        if marks_now != marks {
+            tx.rollback().await.map_err(query_err("ending a fold another one overtook"))?;
+            return Ok(Folded { until: Some(TimestampMs(marks_now.before)), more: true });
         }
-    }
+        for chunk in rolled_up.chunks(super::batch::CHUNK) {
+            upsert_rollups(dialect, Series::Minutes, chunk)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("upserting folded minutes"))?;
+        }
+        let from = (spans.readings.1, spans.staged.1);
+        let last = match spans.caught_up {
+            true => spans_after(&mut tx, from).await?,
+            false => FoldSpans { readings: (from.0, from.0), staged: (from.1, from.1), caught_up: false },
+        };
+        for (table, of_sensors, span) in [("readings", false, last.readings), (schema::MYSQL_STAGED_READINGS, true, last.staged)] {
+            if span.1 > span.0 {
+                let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
+                push_rollup_of_span(&mut fold, table, of_sensors, span, marks.before);
+                fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
+                fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
+            }
+        }
+        (tx, last)
+    };
     // `minutes_before` moves only once every reading is folded: those left would count neither
     // in the minutes nor as readings not folded.
-    let moved_before = if caught_up { before.max(now.0 - MINUTES_LAG_MS) } else { before };
+    let caught_up = spans.caught_up && last.caught_up;
+    let moved_before = if caught_up { marks.before.max(now.0 - MINUTES_LAG_MS) } else { marks.before };
     QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
-        .push_bind(until)
+        .push_bind(last.readings.1)
         .push(", staged_through = ")
-        .push_bind(staged_until)
+        .push_bind(last.staged.1)
         .push(", minutes_before = ")
         .push_bind(moved_before)
         .build()
@@ -464,45 +502,99 @@ async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: Timest
         .map_err(query_err("recording which readings are folded"))?;
     tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
     tracing::debug!(
-        readings = until - through,
-        staged = staged_until - staged_through,
+        readings = last.readings.1 - marks.through,
+        staged = last.staged.1 - marks.staged_through,
         took_ms = started.elapsed().as_millis() as u64,
-        "folded readings into minutes, holding the folds' row"
+        held_ms = held_since.elapsed().as_millis() as u64,
+        "folded readings into minutes, holding the folds' row for the last part"
     );
     Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
 
-/// Rolls the readings of `table` with ids in `(after, until]` and times from `before` on up
-/// into `readings_1m` (upserted), in the fold's transaction, only those of sensors there are if
-/// `of_sensors` ([`FOLDED_OF_SENSORS`]); `what` names it in an error. The `SELECT` has columns
-/// of its own, so that MariaDB's `VALUES(min)` names the minute's columns.
-async fn fold_span_into_minutes(
-    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
-    dialect: Dialect,
-    table: &str,
-    of_sensors: bool,
-    (after, until): (i64, i64),
-    before: i64,
-    what: &'static str,
-) -> Result<(), StoreError> {
-    let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
-    fold.push(format!(
-        "SELECT folded.* FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
+/// Locks the folds' row and reads the fold's marks. An update first: it waits for the batches
+/// that read the row in share mode (so every reading id up to the largest is committed), and
+/// the batches after it wait for this transaction.
+async fn lock_minute_marks(tx: &mut sqlx::Transaction<'_, sqlx::MySql>) -> Result<MinuteMarks, StoreError> {
+    sqlx::query("UPDATE rollup_fold SET minutes_through = minutes_through")
+        .execute(&mut **tx)
+        .await
+        .map_err(query_err("locking the fold of readings into minutes"))?;
+    sqlx::query("SELECT minutes_through, staged_through, minutes_before FROM rollup_fold")
+        .fetch_one(&mut **tx)
+        .await
+        .and_then(|row| Ok(MinuteMarks { through: row.try_get(0)?, staged_through: row.try_get(1)?, before: row.try_get(2)? }))
+        .map_err(query_err("finding the readings to fold"))
+}
+
+/// The spans of committed readings after `(through, staged_through)`, with the folds' row
+/// locked: at most [`FOLD_READINGS`] ids of `readings`, then, once those are all taken, as many
+/// staged ones from the first after the mark (the staged table's ids go on from readings moved
+/// long ago: after schema migration 18 the mark starts at 0).
+async fn spans_after(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, (through, staged_through): (i64, i64)) -> Result<FoldSpans, StoreError> {
+    let newest: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(id) FROM readings").fetch_one(&mut **tx).await.map_err(query_err("finding the readings to fold"))?;
+    let newest = newest.unwrap_or(through).max(through);
+    let until = newest.min(through.saturating_add(FOLD_READINGS));
+    let mut spans = FoldSpans { readings: (through, until), staged: (staged_through, staged_through), caught_up: until == newest };
+    if spans.caught_up {
+        let (first, last): (Option<i64>, Option<i64>) =
+            QueryBuilder::new(format!("SELECT MIN(id), MAX(id) FROM {} WHERE id > ", schema::MYSQL_STAGED_READINGS))
+                .push_bind(staged_through)
+                .build()
+                .fetch_one(&mut **tx)
+                .await
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .map_err(query_err("finding the staged readings"))?;
+        if let (Some(first), Some(last)) = (first, last) {
+            let staged_until = last.min((first - 1).saturating_add(FOLD_READINGS));
+            spans.staged = (staged_through, staged_until);
+            spans.caught_up = staged_until == last;
+        }
+    }
+    Ok(spans)
+}
+
+/// Step 2 of a fold: the readings of `spans` from `before` on, rolled up per sensor and minute
+/// (plain reads, each of what is committed when it starts).
+async fn roll_up_spans(pool: &sqlx::MySqlPool, spans: &FoldSpans, before: i64) -> Result<Vec<((i64, i64), Rollup)>, StoreError> {
+    let mut rolled_up = Vec::new();
+    for (table, of_sensors, span) in [("readings", false, spans.readings), (schema::MYSQL_STAGED_READINGS, true, spans.staged)] {
+        if span.1 > span.0 {
+            let mut query = QueryBuilder::new("");
+            push_rollup_of_span(&mut query, table, of_sensors, span, before);
+            let rows = query.build().fetch_all(pool).await.map_err(query_err("rolling up readings to fold"))?;
+            for row in rows {
+                let minute = (|| {
+                    let rollup = Rollup { min: row.try_get(2)?, max: row.try_get(3)?, sum: row.try_get(4)?, count: row.try_get(5)? };
+                    Ok(((row.try_get(0)?, row.try_get(1)?), rollup))
+                })();
+                rolled_up.push(minute.map_err(query_err("reading rolled up readings"))?);
+            }
+        }
+    }
+    Ok(rolled_up)
+}
+
+/// `SELECT` of the rollups per sensor and minute of the readings of `table` with ids in
+/// `(after, until]` and times from `before` on, only those of sensors there are if
+/// `of_sensors` ([`FOLDED_OF_SENSORS`]). Its columns have names of their own, so that MariaDB's
+/// `VALUES(min)` in an upsert from it names the minute's columns.
+fn push_rollup_of_span(query: &mut QueryBuilder<'_, sqlx::MySql>, table: &str, of_sensors: bool, (after, until): (i64, i64), before: i64) {
+    query
+        .push(format!(
+            "SELECT folded.* FROM (SELECT sensor_id AS folded_sensor, ts - ts % 60000 AS folded_minute, \
              MIN(value) AS folded_min, MAX(value) AS folded_max, SUM(value) AS folded_sum, COUNT(*) AS folded_count \
              FROM {table} WHERE id > "
-    ))
-    .push_bind(after)
-    .push(" AND id <= ")
-    .push_bind(until)
-    .push(" AND ts >= ")
-    .push_bind(before)
-    .push(" GROUP BY folded_sensor, folded_minute) AS folded");
+        ))
+        .push_bind(after)
+        .push(" AND id <= ")
+        .push_bind(until)
+        .push(" AND ts >= ")
+        .push_bind(before)
+        .push(" GROUP BY folded_sensor, folded_minute) AS folded");
     if of_sensors {
-        fold.push(FOLDED_OF_SENSORS);
+        query.push(FOLDED_OF_SENSORS);
     }
-    fold.push(upsert_rollups_suffix(dialect, Series::Minutes));
-    fold.build().execute(&mut **tx).await.map_err(query_err(what))?;
-    Ok(())
 }
 
 /// Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
