@@ -30,11 +30,12 @@
 //! A fleet's batches (schema migration 17) append their readings to `readings_staged` instead,
 //! which has no index: the same fold, once it has caught up on `readings`, rolls the staged
 //! readings up the same way, a range of that table's key (`id > staged_through`, schema
-//! migration 18), and reads add the staged readings after that mark. Then, after the fold
-//! and not holding the folds' row, a move takes the folded staged readings older than
-//! `minutes_before` into `readings` in (sensor, time) order; there they are older than the
-//! mark, so neither a fold nor a read takes them for readings not folded yet, whatever their
-//! new ids. (Until migration 18 the fold moved them in its own transaction, and batches waited
+//! migration 18), and reads add the staged readings after that mark. Then, after the fold, a
+//! move takes the folded staged readings older than `minutes_before` into `readings` in
+//! (sensor, time) order, locking the folds' row only for a moment after each span (to let
+//! `minutes_through` jump past the moved ids); there they are older than the mark, so neither
+//! a fold nor a read takes them for readings not folded yet, whatever their new ids. (Until
+//! migration 18 the fold moved them in its own transaction, and batches waited
 //! seconds for moves of 100,000 readings or more.)
 
 use super::batch::{insert_rollups, upsert_rollups, upsert_rollups_suffix, IdReading, Rollup};
@@ -46,9 +47,10 @@ use sqlx::{QueryBuilder, Row};
 /// transactions between batches rather than one long one.
 const FOLD_SPAN_MS: i64 = 10 * 60_000;
 
-/// The most readings one fold of minutes takes (a span of this many ids: fewer readings where
-/// ids have gaps), so that catching up after the database was away is many short transactions
-/// between batches rather than one long one.
+/// The most readings one fold of minutes takes from each table (a span of this many ids: fewer
+/// readings where ids have gaps), so that catching up after the database was away is many
+/// short transactions between batches rather than one long one; the readings that came while
+/// it rolled them up are another span of at most this many.
 const FOLD_READINGS: i64 = 200_000;
 
 /// The most staged readings one move takes (a span of this many ids). A staged batch does not
@@ -76,7 +78,7 @@ pub struct Folded {
     /// folded on this database.)
     pub until: Option<TimestampMs>,
     /// Complete minutes may be left (a fold takes at most ten minutes' worth; of readings, at
-    /// most [`FOLD_READINGS`]).
+    /// most [`FOLD_READINGS`] ids of each table, and as many more that came meanwhile).
     pub more: bool,
 }
 
@@ -377,10 +379,11 @@ impl Store {
 
     /// Folds the readings stored since the last fold into `readings_1m`, at most
     /// [`FOLD_READINGS`] of them in `readings` and, once those are all folded, as many staged
-    /// ones, in one transaction, where minutes are folded (MariaDB/MySQL; elsewhere it does
-    /// nothing); once it has caught up it moves `minutes_before` to a second before `now`. Then,
-    /// in transactions of their own that do not hold the folds' row, it moves the staged
-    /// readings that are folded into `readings`, [`MOVE_READINGS`] at a time
+    /// ones, where minutes are folded (MariaDB/MySQL; elsewhere it does nothing), holding the
+    /// folds' row only to find them and to record them ([`fold_into_minutes`]); once it has
+    /// caught up it moves `minutes_before` to a second before `now`. Then, in transactions of
+    /// their own, it moves the staged readings that are folded into `readings`,
+    /// [`MOVE_READINGS`] at a time
     /// ([`move_folded_staged`]); a move that fails is logged and tried again after the next
     /// fold (the fold is done, and what is not moved counts where it is). Safe to run on
     /// several nodes at once.
@@ -421,6 +424,12 @@ impl FoldSpans {
     fn is_empty(&self) -> bool {
         self.readings.0 == self.readings.1 && self.staged.0 == self.staged.1
     }
+
+    /// Each table with whether its readings are joined to their sensors ([`FOLDED_OF_SENSORS`])
+    /// and its span.
+    fn tables(&self) -> [(&'static str, bool, (i64, i64)); 2] {
+        [("readings", false, self.readings), (schema::MYSQL_STAGED_READINGS, true, self.staged)]
+    }
 }
 
 /// The fold of [`Store::fold_minutes`], in three steps, so that batches wait only for the
@@ -428,10 +437,13 @@ impl FoldSpans {
 /// has committed, so the readings up to the largest ids are all there; the spans after the
 /// marks are noted. (2) Those spans rolled up per sensor and minute, without the row: batches
 /// go on. (3) The row locked again: if the marks are still those of step 1 (another node's fold
-/// would have moved them, and its minutes hold the same readings), the rollups are upserted,
-/// the readings committed since step 1 (their batches read the same `minutes_before`) are
-/// folded in place, and the marks move, in one transaction. At 10,000 boards the fold held the
-/// row 0.4–0.7 s every 2 s when it did all of it in one transaction (BENCHMARKS.md part 12).
+/// would have moved them, its minutes holding the same readings, or another node's move, see
+/// [`skip_moved_readings`]), the rollups are upserted, the readings committed since step 1
+/// (their batches read the same `minutes_before`) are folded in place, and the marks move, in
+/// one transaction. At 10,000 boards (BENCHMARKS.md part 12, 1 GiB buffer pool), folds done in
+/// one transaction held the row 0.23–0.24 s on average (up to 0.47 s), in three steps
+/// 0.19–0.27 s (up to 0.55 s): the upsert of the minutes is most of a fold. What the steps buy
+/// is that a slow roll-up (one took 21 s once, in one transaction) does not hold the batches.
 async fn fold_into_minutes(pool: &sqlx::MySqlPool, dialect: Dialect, now: TimestampMs) -> Result<Folded, StoreError> {
     match fold_into_minutes_once(pool, dialect, now).await {
         // A sensor was deleted after step 2 read its readings: its minutes fail their foreign
@@ -452,7 +464,7 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
     // Where step 1 found readings to fold: steps 2 and 3, and then the readings committed since
     // (their batches read this `minutes_before`, and none is in progress now) folded in place.
     let mut held_since = started;
-    let (mut tx, last) = if spans.is_empty() {
+    let (mut tx, meanwhile) = if spans.is_empty() {
         (tx, spans)
     } else {
         tx.commit().await.map_err(query_err("ending the first look at the readings to fold"))?;
@@ -472,11 +484,11 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
                 .map_err(query_err("upserting folded minutes"))?;
         }
         let from = (spans.readings.1, spans.staged.1);
-        let last = match spans.caught_up {
+        let meanwhile = match spans.caught_up {
             true => spans_after(&mut tx, from).await?,
             false => FoldSpans { readings: (from.0, from.0), staged: (from.1, from.1), caught_up: false },
         };
-        for (table, of_sensors, span) in [("readings", false, last.readings), (schema::MYSQL_STAGED_READINGS, true, last.staged)] {
+        for (table, of_sensors, span) in meanwhile.tables() {
             if span.1 > span.0 {
                 let mut fold = QueryBuilder::new(insert_rollups(Series::Minutes));
                 push_rollup_of_span(&mut fold, table, of_sensors, span, marks.before);
@@ -484,16 +496,16 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
                 fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
             }
         }
-        (tx, last)
+        (tx, meanwhile)
     };
     // `minutes_before` moves only once every reading is folded: those left would count neither
     // in the minutes nor as readings not folded.
-    let caught_up = spans.caught_up && last.caught_up;
+    let caught_up = spans.caught_up && meanwhile.caught_up;
     let moved_before = if caught_up { marks.before.max(now.0 - MINUTES_LAG_MS) } else { marks.before };
     QueryBuilder::new("UPDATE rollup_fold SET minutes_through = ")
-        .push_bind(last.readings.1)
+        .push_bind(meanwhile.readings.1)
         .push(", staged_through = ")
-        .push_bind(last.staged.1)
+        .push_bind(meanwhile.staged.1)
         .push(", minutes_before = ")
         .push_bind(moved_before)
         .build()
@@ -502,11 +514,11 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
         .map_err(query_err("recording which readings are folded"))?;
     tx.commit().await.map_err(query_err("committing a fold of readings into minutes"))?;
     tracing::debug!(
-        readings = last.readings.1 - marks.through,
-        staged = last.staged.1 - marks.staged_through,
+        readings_ids = meanwhile.readings.1 - marks.through,
+        staged_ids = meanwhile.staged.1 - marks.staged_through,
         took_ms = started.elapsed().as_millis() as u64,
         held_ms = held_since.elapsed().as_millis() as u64,
-        "folded readings into minutes, holding the folds' row for the last part"
+        "folded readings into minutes (held_ms: the last step, from the wait for the folds' row to the commit)"
     );
     Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
@@ -558,7 +570,7 @@ async fn spans_after(tx: &mut sqlx::Transaction<'_, sqlx::MySql>, (through, stag
 /// (plain reads, each of what is committed when it starts).
 async fn roll_up_spans(pool: &sqlx::MySqlPool, spans: &FoldSpans, before: i64) -> Result<Vec<((i64, i64), Rollup)>, StoreError> {
     let mut rolled_up = Vec::new();
-    for (table, of_sensors, span) in [("readings", false, spans.readings), (schema::MYSQL_STAGED_READINGS, true, spans.staged)] {
+    for (table, of_sensors, span) in spans.tables() {
         if span.1 > span.0 {
             let mut query = QueryBuilder::new("");
             push_rollup_of_span(&mut query, table, of_sensors, span, before);
@@ -619,10 +631,10 @@ const FOLDED_OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = folded.f
 /// in `readings` they would count as readings not folded yet unless their ids were below
 /// `minutes_through`.
 ///
-/// Staged batches do not wait for it. (Batches of several readings per sensor, which insert
-/// into `readings` themselves, wait for each of its `INSERT … SELECT`s where InnoDB's
-/// `innodb_autoinc_lock_mode` is 1, MariaDB's default: such a statement holds the table's
-/// AUTO-INC lock to its end. So does a sensor's deletion, which holds the folds' row while it
+/// Staged batches do not wait for it but for a moment after each span. (Batches of several
+/// readings per sensor, which insert into `readings` themselves, wait for each of its
+/// `INSERT … SELECT`s where InnoDB's `innodb_autoinc_lock_mode` is 0 or 1 (MariaDB's default):
+/// such a statement holds the table's AUTO-INC lock to its end. So does a sensor's deletion, which holds the folds' row while it
 /// waits for the readings the move holds, and the batches after it wait for it.) It reads the
 /// folds' row without locking it (the marks only move forward, so values read a moment early
 /// move fewer readings, never wrong ones), and locks it for a moment after each span
@@ -645,11 +657,18 @@ async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<(), StoreError> {
     for setting in ["SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"] {
         sqlx::query(setting).execute(&mut conn).await.map_err(query_err("setting up a move of staged readings"))?;
     }
-    let ids_step = consecutive_ids_step(&mut conn).await?;
+    // The jump past moved readings saves the next fold reading them; it is not needed for
+    // anything to be right, so a failure of it is logged and the moves go on.
+    let ids_step = consecutive_ids_step(&mut conn).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "moved readings will be read by the next fold");
+        None
+    });
     loop {
         let moved = move_staged_span(&mut conn, span, before).await?;
         if let (Some(step), Some((first, count))) = (ids_step, moved) {
-            skip_moved_readings(&mut conn, (first, first + (count - 1) * step)).await?;
+            if let Err(e) = skip_moved_readings(&mut conn, (first, first + (count - 1) * step)).await {
+                tracing::warn!(error = %e, "moved readings will be read by the next fold");
+            }
         }
         if span.1 >= staged_through {
             break;

@@ -1164,7 +1164,11 @@ async fn mariadb_the_fold_skips_moved_readings_once_those_before_them_are_folded
     store.fold_minutes(TimestampMs(t0 + 4 * MINUTE)).await.unwrap();
     assert_eq!(mariadb_rows(&db, "readings_staged").await, 0, "moved");
     let (through, newest) = marks().await;
-    assert_eq!(through, newest, "the moved readings are skipped");
+    // Where a move's ids may interleave with a batch's (`innodb_autoinc_lock_mode = 2`), never.
+    let mut conn = sqlx::MySqlConnection::connect(db.url.expose_secret()).await.unwrap();
+    let mode: i64 = sqlx::query_scalar("SELECT CAST(@@innodb_autoinc_lock_mode AS SIGNED)").fetch_one(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(through == newest, mode < 2, "the moved readings are skipped where their ids are consecutive");
     let a_id = store.sensor_id(&a).await.unwrap().unwrap();
     let expected = vec![(t0 + MINUTE, 1, 2.0, 2.0, 2.0), (t0 + 2 * MINUTE, 4, 5.0, 5.0, 20.0), (t0 + 3 * MINUTE, 1, 2.0, 2.0, 2.0)];
     assert_eq!(minutes(&store, a_id, t0 + MINUTE).await, expected, "each reading counted once");
