@@ -634,12 +634,12 @@ const FOLDED_OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = folded.f
 /// Staged batches do not wait for it but for a moment after each span. (Batches of several
 /// readings per sensor, which insert into `readings` themselves, wait for each of its
 /// `INSERT … SELECT`s where InnoDB's `innodb_autoinc_lock_mode` is 0 or 1 (MariaDB's default):
-/// such a statement holds the table's AUTO-INC lock to its end. So does a sensor's deletion, which holds the folds' row while it
-/// waits for the readings the move holds, and the batches after it wait for it.) It reads the
-/// folds' row without locking it (the marks only move forward, so values read a moment early
-/// move fewer readings, never wrong ones), and locks it for a moment after each span
-/// ([`skip_moved_readings`]). It runs on a
-/// connection of its own, closed after it, in READ COMMITTED (no gap locks on the staged table,
+/// such a statement holds the table's AUTO-INC lock to its end. So does a sensor's deletion,
+/// which holds the folds' row while it waits for the readings the move holds, and the batches
+/// after it wait for it.) It reads the folds' row without locking it (the marks only move
+/// forward, so values read a moment early move fewer readings, never wrong ones), and locks it
+/// for a moment after each span ([`skip_moved_readings`]). It runs on a connection of its own,
+/// closed after it, in READ COMMITTED (no gap locks on the staged table,
 /// which batches append to) and without foreign key checks (they would hold every moved
 /// sensor's row in share mode until the commit, and each batch's latest-value update would
 /// wait for the move); the readings it moves are of sensors there are ([`OF_SENSORS`]), and a
