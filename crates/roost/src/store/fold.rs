@@ -733,10 +733,7 @@ async fn consecutive_ids_step(conn: &mut sqlx::MySqlConnection) -> Result<Option
 /// batch in progress, and the next batch for it (milliseconds).
 async fn skip_moved_readings(conn: &mut sqlx::MySqlConnection, (first, last): (i64, i64)) -> Result<(), StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(query_err("starting to skip moved readings"))?;
-    let through: i64 = sqlx::query_scalar(concat!(select_minutes_through!(), " FOR UPDATE"))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_err("locking the fold of readings into minutes"))?;
+    let through = lock_minute_marks(&mut tx).await?.through;
     let before_them: Option<i64> = QueryBuilder::new("SELECT MAX(id) FROM readings WHERE id < ")
         .push_bind(first)
         .build_query_scalar()
