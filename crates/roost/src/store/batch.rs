@@ -215,7 +215,7 @@ pub(super) const UPDATE_LATEST_SQLITE: &str =
 
 /// Sets each listed sensor's latest value unless it has a newer one: the statement before and
 /// after the table of `(id, ts, value)` rows.
-fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str) {
+pub(super) fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str) {
     match dialect {
         // SQLite names the columns of a VALUES list column1, column2, ...
         Dialect::Sqlite => (
@@ -454,6 +454,29 @@ impl Store {
                         Dialect::MySql if stages(readings.len(), newest.len()) => super::schema::MYSQL_STAGED_READINGS,
                         _ => "readings",
                     };
+                    // A fleet's staged batch leaves its sensors' latest values to the minute fold,
+                    // which sets them from the staged readings it folds; until then readers take
+                    // the newest of those (`fold::NEWEST_STAGED_HEAD`). It only makes sure first
+                    // that each sensor is still there, in share mode: a deletion under way waits for
+                    // this commit (and deletes these readings with the sensor), or came first, and
+                    // the batch is planned again. First, so that a deletion by hand which locked the
+                    // sensor's row and then deletes its staged readings does not meet this batch's.
+                    let staged = table == super::schema::MYSQL_STAGED_READINGS;
+                    let mut there = 0;
+                    for chunk in newest.chunks(CHUNK).filter(|_| staged) {
+                        let mut check = QueryBuilder::new("SELECT COUNT(*) FROM sensors WHERE id IN (");
+                        let mut ids = check.separated(", ");
+                        for (id, _, _) in chunk {
+                            ids.push_bind(*id);
+                        }
+                        check.push(") LOCK IN SHARE MODE");
+                        let count: i64 = check.build().fetch_one(&mut *tx).await.and_then(|row| row.try_get(0))
+                            .map_err(query_err("making sure the sensors are there"))?;
+                        there += count as u64;
+                    }
+                    if staged && there != newest.len() as u64 {
+                        return Err(StoreError::SensorDeleted);
+                    }
                     let insert = insert_readings(table);
                     for chunk in readings.chunks(CHUNK) {
                         QueryBuilder::new(&insert)
@@ -474,7 +497,7 @@ impl Store {
 
                     let (head, tail) = update_latest_sql(dialect);
                     let mut found = 0;
-                    for chunk in newest.chunks(CHUNK) {
+                    for chunk in newest.chunks(CHUNK).filter(|_| !staged) {
                         let mut update = QueryBuilder::new(head);
                         // MariaDB and MySQL spell a table of values differently: a UNION ALL of
                         // SELECTs works in both.
@@ -498,7 +521,7 @@ impl Store {
                     }
                     // A sensor deleted since the batch was planned (the update waits for a
                     // deletion in progress, which locks the row first).
-                    if dialect == Dialect::MySql && found != newest.len() as u64 {
+                    if dialect == Dialect::MySql && !staged && found != newest.len() as u64 {
                         return Err(StoreError::SensorDeleted);
                     }
                 }

@@ -496,6 +496,16 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
                 fold.build().execute(&mut *tx).await.map_err(query_err("folding readings into minutes"))?;
             }
         }
+        // The sensors' latest values from the staged readings this fold takes, before the mark
+        // passes them (a fleet's batches leave them to the fold).
+        let staged = (marks.staged_through, meanwhile.staged.1);
+        if staged.1 > staged.0 {
+            let (head, tail) = super::batch::update_latest_sql(dialect);
+            let mut update = QueryBuilder::new(head);
+            update.push(NEWEST_STAGED_HEAD).push("id > ").push_bind(staged.0).push(" AND id <= ").push_bind(staged.1);
+            update.push(NEWEST_STAGED_TAIL).push(tail);
+            update.build().execute(&mut *tx).await.map_err(query_err("setting the sensors' latest values from staged readings"))?;
+        }
         (tx, meanwhile)
     };
     // `minutes_before` moves only once every reading is folded: those left would count neither
@@ -522,6 +532,16 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
     );
     Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
+
+/// The newest staged reading of each sensor among those the condition pushed between
+/// [`NEWEST_STAGED_HEAD`] and [`NEWEST_STAGED_TAIL`] selects, by time and then by arrival, as
+/// rows `(id, ts, value)` (`id` the sensor's). A fleet's staged batches do not set their
+/// sensors' latest values: the minute fold sets them from the readings it folds, and readers
+/// take the newest of those not folded yet (`queries::select_sensors`).
+pub(super) const NEWEST_STAGED_HEAD: &str = "SELECT sensor_id AS id, ts, value FROM (SELECT sensor_id, ts, value, \
+     ROW_NUMBER() OVER (PARTITION BY sensor_id ORDER BY ts DESC, id DESC) AS newness FROM readings_staged WHERE ";
+/// See [`NEWEST_STAGED_HEAD`].
+pub(super) const NEWEST_STAGED_TAIL: &str = ") AS staged WHERE newness = 1";
 
 /// Locks the folds' row and reads the fold's marks. An update first: it waits for the batches
 /// that read the row in share mode (so every reading id up to the largest is committed), and

@@ -16,11 +16,26 @@ where
     query
 }
 
-/// The columns [`sensor_row!`] decodes.
-const SELECT_SENSORS: &str =
-    "SELECT id, owner, place, category, last_value, last_seen, display_name, unit, hidden, retention_ms FROM sensors";
+/// The columns [`sensor_row!`] decodes, for a `WHERE` on the sensor's key or an `ORDER BY` of
+/// it to follow. On MariaDB and MySQL a sensor's latest value is the newer of its row's and its
+/// newest staged reading the minute fold has not taken yet (a fleet's staged batches leave the
+/// row to the fold: `fold::NEWEST_STAGED_HEAD`).
+fn select_sensors(dialect: Dialect) -> String {
+    const SETTINGS: &str = "display_name, unit, hidden, retention_ms";
+    match dialect {
+        Dialect::MySql => format!(
+            "SELECT sensors.id, owner, place, category, \
+             IF(v.ts IS NOT NULL AND (last_seen IS NULL OR v.ts >= last_seen), v.value, last_value), \
+             GREATEST(COALESCE(last_seen, v.ts), COALESCE(v.ts, last_seen)), {SETTINGS} FROM sensors \
+             LEFT JOIN ({}id > (SELECT staged_through FROM rollup_fold){}) AS v ON v.id = sensors.id",
+            super::fold::NEWEST_STAGED_HEAD,
+            super::fold::NEWEST_STAGED_TAIL
+        ),
+        _ => format!("SELECT id, owner, place, category, last_value, last_seen, {SETTINGS} FROM sensors"),
+    }
+}
 
-/// A [`SensorRow`] from a row of [`SELECT_SENSORS`] (a macro: each backend's row type).
+/// A [`SensorRow`] from a row of [`select_sensors`] (a macro: each backend's row type).
 macro_rules! sensor_row {
     ($row:expr) => {
         Ok(SensorRow {
@@ -56,7 +71,7 @@ impl Store {
     /// All sensors, ordered by owner, place, category.
     pub async fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(SELECT_SENSORS)
+            let rows = QueryBuilder::new(select_sensors(self.dialect()))
                 .push(" ORDER BY owner, place, category")
                 .build()
                 .fetch_all(pool)
@@ -69,7 +84,7 @@ impl Store {
     /// One sensor with its latest reading and settings.
     pub async fn sensor(&self, key: &SensorKey) -> Result<Option<SensorRow>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(SELECT_SENSORS)
+            let rows = QueryBuilder::new(select_sensors(self.dialect()))
                 .push(" WHERE owner = ").push_bind(key.owner.as_str())
                 .push(" AND place = ").push_bind(key.place.as_str())
                 .push(" AND category = ").push_bind(key.category.as_str())

@@ -241,10 +241,18 @@ async fn a_batch_for_a_sensor_deleted_elsewhere_creates_it_again(backend: Backen
 /// is planned again and creates the sensor anew; no reading is left behind under the deleted id.
 /// On PostgreSQL, whose readings have no foreign key (schema migration 13), the wait is the
 /// batch's latest-value update: the batch's reading is older than the sensor's latest, which
-/// that update leaves as it is, and it must lock the row all the same. On MariaDB it is the
-/// readings' foreign key check. The deletion locks the sensor's row and deletes its readings,
-/// then (once the batch waits) its rollups and row.
+/// that update leaves as it is, and it must lock the row all the same. On MariaDB the batch of
+/// one reading is staged, with no foreign key either, and the wait is its check of its sensors
+/// in share mode. The deletion locks the sensor's row and deletes its readings, then (once the
+/// batch waits) its rollups and row; or it locks the row, and deletes the readings too only once
+/// the batch waits.
 async fn a_batch_during_a_sensors_deletion_waits_and_creates_it_again(backend: Backend) {
+    for readings_deleted_first in [true, false] {
+        a_batch_during_a_sensors_deletion(backend, readings_deleted_first).await;
+    }
+}
+
+async fn a_batch_during_a_sensors_deletion(backend: Backend, readings_deleted_first: bool) {
     use sqlx::{Connection, Row};
     let db = TestDb::new(backend).await;
     let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
@@ -260,11 +268,10 @@ async fn a_batch_during_a_sensors_deletion_waits_and_creates_it_again(backend: B
         ($conn:ty) => {{
             let mut deleter = <$conn>::connect(&url).await.unwrap();
             let mut deletion = deleter.begin().await.unwrap();
-            for step in [format!("SELECT id FROM sensors WHERE id = {id} FOR UPDATE")]
-                .into_iter()
-                .chain(raw_tables.iter().map(|table| format!("DELETE FROM {table} WHERE sensor_id = {id}")))
-            {
-                sqlx::query(&step).execute(&mut *deletion).await.unwrap();
+            let delete_readings: Vec<_> = raw_tables.iter().map(|table| format!("DELETE FROM {table} WHERE sensor_id = {id}")).collect();
+            sqlx::query(&format!("SELECT id FROM sensors WHERE id = {id} FOR UPDATE")).execute(&mut *deletion).await.unwrap();
+            for step in delete_readings.iter().filter(|_| readings_deleted_first) {
+                sqlx::query(step).execute(&mut *deletion).await.unwrap();
             }
             let batch = tokio::spawn({
                 let store = store.clone();
@@ -273,6 +280,9 @@ async fn a_batch_during_a_sensors_deletion_waits_and_creates_it_again(backend: B
             });
             // Until the batch waits on a lock (or, wrongly, has committed).
             assert!(db.until_a_session_waits_on_a_lock(|| batch.is_finished()).await, "the batch waits for the deletion");
+            for step in delete_readings.iter().filter(|_| !readings_deleted_first) {
+                sqlx::query(step).execute(&mut *deletion).await.unwrap();
+            }
             for (table, column) in [("readings_1m", "sensor_id"), ("readings_1h", "sensor_id"), ("sensors", "id")] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE {column} = {id}")).execute(&mut *deletion).await.unwrap();
             }

@@ -87,7 +87,10 @@ async fn a_batch_retried_with_its_token_is_stored_once(backend: Backend) {
 
 /// The set-based latest-value update: within a batch and across batches, a sensor's
 /// `last_value` is its newest reading by reading time, whatever order the readings came in.
-/// More sensors than one statement's chunk (1,000), so the chunks are covered too.
+/// More sensors than one statement's chunk (1,000), so the chunks are covered too. On
+/// MariaDB the batches of one reading per sensor are staged and leave the latest values to the
+/// minute fold: they hold before the fold (read from the staged readings), after it (from the
+/// sensors' rows), and after a staged batch of older readings on either side of a fold.
 async fn the_latest_value_is_the_newest_by_reading_time(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
@@ -106,14 +109,33 @@ async fn the_latest_value_is_the_newest_by_reading_time(backend: Backend) {
     let second: Vec<_> =
         sensors.iter().enumerate().map(|(i, k)| if i % 2 == 0 { reading(k, 10, -1.0) } else { reading(k, 9_000, -(i as f64)) }).collect();
     store.write_batch(&Batch { readings: second, ..Batch::default() }).await.unwrap();
-    let stored = store.sensors().await.unwrap();
-    assert_eq!(stored.len(), sensors.len());
-    for row in stored {
-        let i: i64 = row.key.place[1..].parse().unwrap();
-        let expected = if i % 2 == 0 { (i as f64, 3_000 + i) } else { (-(i as f64), 9_000) };
-        assert_eq!((row.last_value, row.last_seen), (Some(expected.0), Some(TimestampMs(expected.1))), "sensor {}", row.key);
+    async fn expect_newest(store: &Store, sensors: usize, when: &str) {
+        let stored = store.sensors().await.unwrap();
+        assert_eq!(stored.len(), sensors);
+        for row in stored {
+            let i: i64 = row.key.place[1..].parse().unwrap();
+            let expected = if i % 2 == 0 { (i as f64, 3_000 + i) } else { (-(i as f64), 9_000) };
+            assert_eq!((row.last_value, row.last_seen), (Some(expected.0), Some(TimestampMs(expected.1))), "sensor {} {when}", row.key);
+            if i % 100 == 0 {
+                let one = store.sensor(&row.key).await.unwrap().unwrap();
+                assert_eq!((one.last_value, one.last_seen), (row.last_value, row.last_seen), "sensor {} alone {when}", row.key);
+            }
+        }
     }
-    assert_eq!(store.count_readings().await.unwrap(), 4 * 2_500);
+    expect_newest(&store, sensors.len(), "after the batches").await;
+    store.fold_minutes(TimestampMs(10_000)).await.unwrap();
+    expect_newest(&store, sensors.len(), "after a fold").await;
+    // Older readings of every sensor, one batch on either side of a fold: nothing changes.
+    for fold in [true, false] {
+        let older: Vec<_> = sensors.iter().map(|k| reading(k, 500, -7.0)).collect();
+        store.write_batch(&Batch { readings: older, ..Batch::default() }).await.unwrap();
+        expect_newest(&store, sensors.len(), "after older readings").await;
+        if fold {
+            store.fold_minutes(TimestampMs(10_000)).await.unwrap();
+            expect_newest(&store, sensors.len(), "after older readings folded").await;
+        }
+    }
+    assert_eq!(store.count_readings().await.unwrap(), 6 * 2_500);
 }
 
 /// Several writers (as from several Roost processes on one database) create the same new
