@@ -76,7 +76,10 @@ impl SensorKey {
 }
 
 /// The newest value of each key, by reading time; of two at the same time, the later in
-/// `readings` wins. A sensor's stored latest value and the live feed both follow this rule.
+/// `readings` wins. A sensor's stored latest value and the live feed both follow this rule, but
+/// for one case on MariaDB/MySQL: of two readings at the same millisecond, one staged (a
+/// fleet's batch) and one not, the stored latest value is the staged one, whichever came later
+/// (the staged reading's arrival is not kept beside the other's).
 pub fn newest_per_key<K: Eq + Hash, V>(
     readings: impl IntoIterator<Item = (K, TimestampMs, V)>,
 ) -> HashMap<K, (TimestampMs, V), ahash::RandomState> {

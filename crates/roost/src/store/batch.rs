@@ -231,9 +231,11 @@ pub(super) fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str
             ") AS v (id, ts, value) WHERE sensors.id = v.id",
         ),
         // Every listed sensor's row too, so that the count of rows found (sqlx asks MariaDB for
-        // found rows, not changed ones) says whether one was deleted: staged readings have no
-        // foreign key to fail on (schema migration 17). A multi-table UPDATE sets its columns in
-        // no set order; either order gives the same row, as `last_seen` only grows.
+        // found rows, not changed ones) says whether one was deleted. Staged batches, whose
+        // readings have no foreign key to fail on (schema migration 17), do not run it: they
+        // check their sensors in share mode, and the minute fold runs it from the staged
+        // readings (`fold::NEWEST_STAGED_HEAD`). A multi-table UPDATE sets its columns in no set
+        // order; either order gives the same row, as `last_seen` only grows.
         Dialect::MySql => (
             "UPDATE sensors JOIN (",
             ") AS v ON sensors.id = v.id SET \

@@ -1,5 +1,5 @@
 //! Hourly rollups folded from the per-minute ones (schema migration 15). A batch writes each
-//! reading, its minute's rollup and its sensor's latest value; the hours of the minutes that
+//! reading, its minute's rollup and its sensor's latest value (but see below for MariaDB); the hours of the minutes that
 //! are complete are folded into `readings_1h` about once a minute (`lifecycle::fold`), a few
 //! thousand rows in one statement, instead of an upsert of an hour for every reading.
 //!
@@ -37,6 +37,12 @@
 //! a fold nor a read takes them for readings not folded yet, whatever their new ids. (Until
 //! migration 18 the fold moved them in its own transaction, and batches waited
 //! seconds for moves of 100,000 readings or more.)
+//!
+//! A staged batch does not update its sensors' latest values either (it checks its sensors
+//! are there, in share mode): the fold sets them from the staged readings it takes, in its last
+//! step, before the mark passes them, and reads of a sensor take the newer of its row's and its
+//! newest staged reading after the mark ([`NEWEST_STAGED_HEAD`]). At 10,000 boards that is one
+//! row update per sensor every two seconds instead of one per reading (BENCHMARKS.md part 13).
 
 use super::batch::{insert_rollups, upsert_rollups, upsert_rollups_suffix, IdReading, Rollup};
 use super::{query_err, schema, Dialect, Pool, Series, Store, StoreError};
@@ -630,7 +636,7 @@ fn push_rollup_of_span(query: &mut QueryBuilder<'_, sqlx::MySql>, table: &str, o
 }
 
 /// Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
-/// update finds them all), but a sensor deleted by hand with its `readings` and not its staged
+/// update, or a staged batch's check in share mode, finds them all), but a sensor deleted by hand with its `readings` and not its staged
 /// ones would fail the foreign keys of `readings_1m`, and every fold after it; a move (which
 /// does not check `readings`' foreign key) would leave readings of no sensor. A join in this
 /// order, the staged readings' span first and each one's sensor by its key: as `sensor_id IN
@@ -661,8 +667,8 @@ const FOLDED_OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = folded.f
 /// for a moment after each span ([`skip_moved_readings`]). It runs on a connection of its own,
 /// closed after it, in READ COMMITTED (no gap locks on the staged table,
 /// which batches append to) and without foreign key checks (they would hold every moved
-/// sensor's row in share mode until the commit, and each batch's latest-value update would
-/// wait for the move); the readings it moves are of sensors there are ([`OF_SENSORS`]), and a
+/// sensor's row in share mode until the commit, and each batch's latest-value update, or a
+/// staged batch's check of its sensors, would wait for the move); the readings it moves are of sensors there are ([`OF_SENSORS`]), and a
 /// sensor's deletion deletes the staged readings before the indexed ones, so that it waits for
 /// a move holding its staged readings and then deletes what that moved.
 async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<(), StoreError> {

@@ -178,7 +178,8 @@ impl Store {
             // batch reads it in share mode first in its transaction, and a fold updates it
             // first, so batches and folds wait for this deletion and it for them. A batch
             // planned before it then finds the sensor gone (a foreign key fails; PostgreSQL's
-            // readings have none, and its update of the sensor's latest value finds no row) and
+            // readings have none, and its update of the sensor's latest value finds no row, as
+            // a MariaDB staged batch's share-mode check of its sensors does) and
             // is planned again (`Store::write`); one that committed first has its readings
             // deleted here with the rest. With the row only in share mode, a batch and this
             // deletion interleaved on MariaDB and deadlocked: this held the sensor's row, the

@@ -9,30 +9,55 @@ pub(super) fn select_sensor_id<'a, DB: sqlx::Database>(sensor: &'a SensorKey) ->
 where
     &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
-    let mut query = QueryBuilder::new("SELECT id FROM sensors WHERE owner = ");
-    query.push_bind(sensor.owner.as_str());
-    query.push(" AND place = ").push_bind(sensor.place.as_str());
-    query.push(" AND category = ").push_bind(sensor.category.as_str());
+    let mut query = QueryBuilder::new("SELECT id FROM sensors WHERE ");
+    push_sensor_key(&mut query, sensor);
     query
 }
 
-/// The columns [`sensor_row!`] decodes, for a `WHERE` on the sensor's key or an `ORDER BY` of
-/// it to follow. On MariaDB and MySQL a sensor's latest value is the newer of its row's and its
+/// `owner = … AND place = … AND category = …` of one sensor.
+fn push_sensor_key<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, sensor: &'a SensorKey)
+where
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query.push("owner = ").push_bind(sensor.owner.as_str());
+    query.push(" AND place = ").push_bind(sensor.place.as_str());
+    query.push(" AND category = ").push_bind(sensor.category.as_str());
+}
+
+/// The columns [`sensor_row!`] decodes, of every sensor (an `ORDER BY` may follow) or of the
+/// one of `key`. On MariaDB and MySQL a sensor's latest value is the newer of its row's and its
 /// newest staged reading the minute fold has not taken yet (a fleet's staged batches leave the
-/// row to the fold: `fold::NEWEST_STAGED_HEAD`).
-fn select_sensors(dialect: Dialect) -> String {
+/// row to the fold: `fold::NEWEST_STAGED_HEAD`); for one sensor, only its staged readings are
+/// sorted.
+fn select_sensors<'a, DB: sqlx::Database>(dialect: Dialect, key: Option<&'a SensorKey>) -> QueryBuilder<'a, DB>
+where
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     const SETTINGS: &str = "display_name, unit, hidden, retention_ms";
-    match dialect {
-        Dialect::MySql => format!(
-            "SELECT sensors.id, owner, place, category, \
-             IF(v.ts IS NOT NULL AND (last_seen IS NULL OR v.ts >= last_seen), v.value, last_value), \
-             GREATEST(COALESCE(last_seen, v.ts), COALESCE(v.ts, last_seen)), {SETTINGS} FROM sensors \
-             LEFT JOIN ({}id > (SELECT staged_through FROM rollup_fold){}) AS v ON v.id = sensors.id",
-            super::fold::NEWEST_STAGED_HEAD,
-            super::fold::NEWEST_STAGED_TAIL
-        ),
-        _ => format!("SELECT id, owner, place, category, last_value, last_seen, {SETTINGS} FROM sensors"),
+    let mut query = match dialect {
+        Dialect::MySql => {
+            let mut query = QueryBuilder::new(format!(
+                "SELECT sensors.id, owner, place, category, \
+                 IF(v.ts IS NOT NULL AND (last_seen IS NULL OR v.ts >= last_seen), v.value, last_value), \
+                 GREATEST(COALESCE(last_seen, v.ts), COALESCE(v.ts, last_seen)), {SETTINGS} FROM sensors \
+                 LEFT JOIN ({}id > (SELECT staged_through FROM rollup_fold)",
+                super::fold::NEWEST_STAGED_HEAD,
+            ));
+            if let Some(key) = key {
+                query.push(" AND sensor_id = (SELECT id FROM sensors WHERE ");
+                push_sensor_key(&mut query, key);
+                query.push(")");
+            }
+            query.push(super::fold::NEWEST_STAGED_TAIL).push(") AS v ON v.id = sensors.id");
+            query
+        }
+        _ => QueryBuilder::new(format!("SELECT id, owner, place, category, last_value, last_seen, {SETTINGS} FROM sensors")),
+    };
+    if let Some(key) = key {
+        query.push(" WHERE ");
+        push_sensor_key(&mut query, key);
     }
+    query
 }
 
 /// A [`SensorRow`] from a row of [`select_sensors`] (a macro: each backend's row type).
@@ -71,7 +96,7 @@ impl Store {
     /// All sensors, ordered by owner, place, category.
     pub async fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(select_sensors(self.dialect()))
+            let rows = select_sensors(self.dialect(), None)
                 .push(" ORDER BY owner, place, category")
                 .build()
                 .fetch_all(pool)
@@ -84,10 +109,7 @@ impl Store {
     /// One sensor with its latest reading and settings.
     pub async fn sensor(&self, key: &SensorKey) -> Result<Option<SensorRow>, StoreError> {
         on_pool!(self, pool => {
-            let rows = QueryBuilder::new(select_sensors(self.dialect()))
-                .push(" WHERE owner = ").push_bind(key.owner.as_str())
-                .push(" AND place = ").push_bind(key.place.as_str())
-                .push(" AND category = ").push_bind(key.category.as_str())
+            let rows = select_sensors(self.dialect(), Some(key))
                 .build()
                 .fetch_all(pool)
                 .await

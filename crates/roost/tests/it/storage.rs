@@ -109,33 +109,41 @@ async fn the_latest_value_is_the_newest_by_reading_time(backend: Backend) {
     let second: Vec<_> =
         sensors.iter().enumerate().map(|(i, k)| if i % 2 == 0 { reading(k, 10, -1.0) } else { reading(k, 9_000, -(i as f64)) }).collect();
     store.write_batch(&Batch { readings: second, ..Batch::default() }).await.unwrap();
-    async fn expect_newest(store: &Store, sensors: usize, when: &str) {
+    async fn expect_newest(store: &Store, sensors: usize, expected: impl Fn(i64) -> (f64, i64), when: &str) {
         let stored = store.sensors().await.unwrap();
         assert_eq!(stored.len(), sensors);
         for row in stored {
             let i: i64 = row.key.place[1..].parse().unwrap();
-            let expected = if i % 2 == 0 { (i as f64, 3_000 + i) } else { (-(i as f64), 9_000) };
-            assert_eq!((row.last_value, row.last_seen), (Some(expected.0), Some(TimestampMs(expected.1))), "sensor {} {when}", row.key);
+            let (value, ts) = expected(i);
+            assert_eq!((row.last_value, row.last_seen), (Some(value), Some(TimestampMs(ts))), "sensor {} {when}", row.key);
             if i % 100 == 0 {
                 let one = store.sensor(&row.key).await.unwrap().unwrap();
                 assert_eq!((one.last_value, one.last_seen), (row.last_value, row.last_seen), "sensor {} alone {when}", row.key);
             }
         }
     }
-    expect_newest(&store, sensors.len(), "after the batches").await;
+    let first_two = |i: i64| if i % 2 == 0 { (i as f64, 3_000 + i) } else { (-(i as f64), 9_000) };
+    expect_newest(&store, sensors.len(), first_two, "after the batches").await;
     store.fold_minutes(TimestampMs(10_000)).await.unwrap();
-    expect_newest(&store, sensors.len(), "after a fold").await;
+    expect_newest(&store, sensors.len(), first_two, "after a fold").await;
     // Older readings of every sensor, one batch on either side of a fold: nothing changes.
     for fold in [true, false] {
         let older: Vec<_> = sensors.iter().map(|k| reading(k, 500, -7.0)).collect();
         store.write_batch(&Batch { readings: older, ..Batch::default() }).await.unwrap();
-        expect_newest(&store, sensors.len(), "after older readings").await;
+        expect_newest(&store, sensors.len(), first_two, "after older readings").await;
         if fold {
             store.fold_minutes(TimestampMs(10_000)).await.unwrap();
-            expect_newest(&store, sensors.len(), "after older readings folded").await;
+            expect_newest(&store, sensors.len(), first_two, "after older readings folded").await;
         }
     }
-    assert_eq!(store.count_readings().await.unwrap(), 6 * 2_500);
+    // Then newer readings of every sensor: newest before the fold and after it.
+    let newer: Vec<_> = sensors.iter().enumerate().map(|(i, k)| reading(k, 20_000 + i as i64, 1_000.0 + i as f64)).collect();
+    store.write_batch(&Batch { readings: newer, ..Batch::default() }).await.unwrap();
+    let newer = |i: i64| (1_000.0 + i as f64, 20_000 + i);
+    expect_newest(&store, sensors.len(), newer, "after newer readings").await;
+    store.fold_minutes(TimestampMs(30_000)).await.unwrap();
+    expect_newest(&store, sensors.len(), newer, "after newer readings folded").await;
+    assert_eq!(store.count_readings().await.unwrap(), 7 * 2_500);
 }
 
 /// Several writers (as from several Roost processes on one database) create the same new
