@@ -1,7 +1,8 @@
 //! Hourly rollups folded from the per-minute ones (schema migration 15). A batch writes each
-//! reading, its minute's rollup and its sensor's latest value (but see below for MariaDB); the hours of the minutes that
-//! are complete are folded into `readings_1h` about once a minute (`lifecycle::fold`), a few
-//! thousand rows in one statement, instead of an upsert of an hour for every reading.
+//! reading, its minute's rollup and its sensor's latest value (on MariaDB/MySQL, see below);
+//! the hours of the minutes that are complete are folded into `readings_1h` about once a minute
+//! (`lifecycle::fold`), a few thousand rows in one statement, instead of an upsert of an hour
+//! for every reading.
 //!
 //! `rollup_fold.folded_before` (a minute's start) splits the minutes: those before it are in
 //! `readings_1h`, those from it on are not yet. A batch reads it first and upserts the hours of
@@ -636,8 +637,9 @@ fn push_rollup_of_span(query: &mut QueryBuilder<'_, sqlx::MySql>, table: &str, o
 }
 
 /// Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
-/// update, or a staged batch's check in share mode, finds them all), but a sensor deleted by hand with its `readings` and not its staged
-/// ones would fail the foreign keys of `readings_1m`, and every fold after it; a move (which
+/// update, or a staged batch's check in share mode, finds them all), but a sensor deleted by
+/// hand with its `readings` and not its staged ones would fail the foreign keys of
+/// `readings_1m`, and every fold after it; a move (which
 /// does not check `readings`' foreign key) would leave readings of no sensor. A join in this
 /// order, the staged readings' span first and each one's sensor by its key: as `sensor_id IN
 /// (SELECT id FROM sensors)`, MariaDB planned it sensors first when its statistics still held
@@ -668,8 +670,8 @@ const FOLDED_OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = folded.f
 /// closed after it, in READ COMMITTED (no gap locks on the staged table,
 /// which batches append to) and without foreign key checks (they would hold every moved
 /// sensor's row in share mode until the commit, and each batch's latest-value update, or a
-/// staged batch's check of its sensors, would wait for the move); the readings it moves are of sensors there are ([`OF_SENSORS`]), and a
-/// sensor's deletion deletes the staged readings before the indexed ones, so that it waits for
+/// staged batch's check of its sensors, would wait for the move); the readings it moves are of
+/// sensors there are ([`OF_SENSORS`]), and a sensor's deletion deletes the staged readings before the indexed ones, so that it waits for
 /// a move holding its staged readings and then deletes what that moved.
 async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<(), StoreError> {
     let (before, staged_through): (i64, i64) = sqlx::query("SELECT minutes_before, staged_through FROM rollup_fold")
