@@ -417,6 +417,18 @@ async fn folds_and_batches_at_once_count_every_reading_once(backend: Backend) {
             while written.load(std::sync::atomic::Ordering::Relaxed) < t0 + 150 * MINUTE - 10_000 {
                 let ahead = written.load(std::sync::atomic::Ordering::Relaxed) + MINUTE;
                 store.fold_minutes(TimestampMs(ahead)).await.unwrap();
+                // Every sensor's latest value is at least as new as the newest batch written
+                // (on MariaDB, staged batches leave it to the fold, readings staged while a fold
+                // runs included).
+                let newest = written.load(std::sync::atomic::Ordering::Relaxed) + 3_000;
+                for sensor in store.sensors().await.unwrap() {
+                    assert!(
+                        sensor.last_seen >= Some(TimestampMs(newest)),
+                        "{:?} after a fold: {:?} < {newest}",
+                        sensor.key,
+                        sensor.last_seen
+                    );
+                }
                 folds += usize::from(store.fold_hours(TimestampMs(ahead)).await.unwrap().until.is_some());
                 tokio::task::yield_now().await;
             }
