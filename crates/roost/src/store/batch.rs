@@ -179,35 +179,6 @@ where
     upsert
 }
 
-/// The update of the latest values of the sensors of `newest` (a sensor's newest reading each,
-/// at most [`CHUNK`]) as one statement, on SQLite (an in-memory database), MariaDB and MySQL.
-pub(super) fn update_latest_values<'a, DB: sqlx::Database>(dialect: Dialect, newest: &[IdReading]) -> QueryBuilder<'a, DB>
-where
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    f64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    let (head, tail) = update_latest_sql(dialect);
-    let mut update = QueryBuilder::new(head);
-    // MariaDB and MySQL spell a table of values differently: a UNION ALL of SELECTs works in both.
-    if dialect != Dialect::MySql {
-        update.push("VALUES ");
-        let mut rows = update.separated(", ");
-        for (id, ts, value) in newest {
-            rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts);
-            rows.push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
-        }
-    } else {
-        let mut rows = update.separated(" UNION ALL ");
-        for (i, (id, ts, value)) in newest.iter().enumerate() {
-            let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
-            rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts);
-            rows.push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
-        }
-    }
-    update.push(tail);
-    update
-}
-
 /// A PostgreSQL array literal, `{1,2.5,3}`, bound as text and cast (`BIGINT_ARRAY`,
 /// `FLOAT_ARRAY`) for `UNNEST`: the statement's text does not depend on how many rows it
 /// writes, so each connection prepares and plans it once. (A multi-row VALUES list was a new
@@ -526,10 +497,29 @@ impl Store {
                         }
                     }
 
+                    let (head, tail) = update_latest_sql(dialect);
                     let mut found = 0;
                     for chunk in newest.chunks(CHUNK).filter(|_| !staged) {
-                        found += update_latest_values(dialect, chunk).build().execute(&mut *tx).await
-                            .map_err(query_err("updating the sensors' latest values"))?.rows_affected();
+                        let mut update = QueryBuilder::new(head);
+                        // MariaDB and MySQL spell a table of values differently: a UNION ALL of
+                        // SELECTs works in both.
+                        if dialect != Dialect::MySql {
+                            update.push("VALUES ");
+                            let mut rows = update.separated(", ");
+                            for (id, ts, value) in chunk {
+                                rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts)
+                                    .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
+                            }
+                        } else {
+                            let mut rows = update.separated(" UNION ALL ");
+                            for (i, (id, ts, value)) in chunk.iter().enumerate() {
+                                let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
+                                rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts)
+                                    .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
+                            }
+                        }
+                        update.push(tail);
+                        found += update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?.rows_affected();
                     }
                     // A sensor deleted since the batch was planned (the update waits for a
                     // deletion in progress, which locks the row first).

@@ -45,7 +45,7 @@
 //! newest staged reading after the mark ([`NEWEST_STAGED_HEAD`]). At 10,000 boards that is one
 //! row update per sensor every two seconds instead of one per reading (BENCHMARKS.md part 13).
 
-use super::batch::{insert_rollups, update_latest_sql, update_latest_values, upsert_rollups, upsert_rollups_suffix, IdReading, Rollup};
+use super::batch::{insert_rollups, upsert_rollups, upsert_rollups_suffix, IdReading, Rollup};
 use super::{query_err, schema, Dialect, Pool, Series, Store, StoreError};
 use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
@@ -476,7 +476,6 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
     } else {
         tx.commit().await.map_err(query_err("ending the first look at the readings to fold"))?;
         let rolled_up = roll_up_spans(pool, &spans, marks.before).await?;
-        let newest_staged = newest_staged_of(pool, spans.staged).await?;
         held_since = std::time::Instant::now();
         let mut tx = pool.begin().await.map_err(query_err("starting a fold of readings into minutes"))?;
         let marks_now = lock_minute_marks(&mut tx).await?;
@@ -505,20 +504,14 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
             }
         }
         // The sensors' latest values from the staged readings this fold takes, before the mark
-        // passes them (a fleet's batches leave them to the fold): those of step 2's span as
-        // step 2 found them (its sort of the span's readings kept out of this step), then those
-        // of the readings staged meanwhile.
-        let latest_err = || query_err("setting the sensors' latest values from staged readings");
-        for chunk in newest_staged.chunks(super::batch::CHUNK) {
-            update_latest_values(dialect, chunk).build().execute(&mut *tx).await.map_err(latest_err())?;
-        }
-        if meanwhile.staged.1 > meanwhile.staged.0 {
-            let (head, tail) = update_latest_sql(dialect);
+        // passes them (a fleet's batches leave them to the fold).
+        let staged = (marks.staged_through, meanwhile.staged.1);
+        if staged.1 > staged.0 {
+            let (head, tail) = super::batch::update_latest_sql(dialect);
             let mut update = QueryBuilder::new(head);
-            update.push(NEWEST_STAGED_HEAD);
-            update.push("id > ").push_bind(meanwhile.staged.0).push(" AND id <= ").push_bind(meanwhile.staged.1);
+            update.push(NEWEST_STAGED_HEAD).push("id > ").push_bind(staged.0).push(" AND id <= ").push_bind(staged.1);
             update.push(NEWEST_STAGED_TAIL).push(tail);
-            update.build().execute(&mut *tx).await.map_err(latest_err())?;
+            update.build().execute(&mut *tx).await.map_err(query_err("setting the sensors' latest values from staged readings"))?;
         }
         (tx, meanwhile)
     };
@@ -619,21 +612,6 @@ async fn roll_up_spans(pool: &sqlx::MySqlPool, spans: &FoldSpans, before: i64) -
         }
     }
     Ok(rolled_up)
-}
-
-/// Step 2 of a fold: the newest staged reading of each sensor in `(after, until]`
-/// ([`NEWEST_STAGED_HEAD`]), whose latest values step 3 sets.
-async fn newest_staged_of(pool: &sqlx::MySqlPool, (after, until): (i64, i64)) -> Result<Vec<IdReading>, StoreError> {
-    if until <= after {
-        return Ok(Vec::new());
-    }
-    let mut query = QueryBuilder::new(NEWEST_STAGED_HEAD);
-    query.push("id > ").push_bind(after).push(" AND id <= ").push_bind(until).push(NEWEST_STAGED_TAIL);
-    let rows = query.build().fetch_all(pool).await.map_err(query_err("finding the newest staged readings"))?;
-    rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(query_err("reading the newest staged readings"))
 }
 
 /// `SELECT` of the rollups per sensor and minute of the readings of `table` with ids in
