@@ -234,7 +234,7 @@ pub(super) fn update_latest_sql(dialect: Dialect) -> (&'static str, &'static str
         // found rows, not changed ones) says whether one was deleted. Staged batches, whose
         // readings have no foreign key to fail on (schema migration 17), do not run it: they
         // check their sensors in share mode, and the minute fold runs it from the staged
-        // readings (`fold::NEWEST_STAGED_HEAD`). A multi-table UPDATE sets its columns in no set
+        // readings (`fold::push_newest_staged`). A multi-table UPDATE sets its columns in no set
         // order; either order gives the same row, as `last_seen` only grows.
         Dialect::MySql => (
             "UPDATE sensors JOIN (",
@@ -458,26 +458,28 @@ impl Store {
                     };
                     // A fleet's staged batch leaves its sensors' latest values to the minute fold,
                     // which sets them from the staged readings it folds; until then readers take
-                    // the newest of those (`fold::NEWEST_STAGED_HEAD`). It only makes sure first
+                    // the newest of those (`fold::push_newest_staged`). It only makes sure first
                     // that each sensor is still there, in share mode: a deletion under way waits for
                     // this commit (and deletes these readings with the sensor), or came first, and
                     // the batch is planned again. First, so that a deletion by hand which locked the
                     // sensor's row and then deletes its staged readings does not meet this batch's.
                     let staged = table == super::schema::MYSQL_STAGED_READINGS;
-                    let mut there = 0;
-                    for chunk in newest.chunks(CHUNK).filter(|_| staged) {
-                        let mut check = QueryBuilder::new("SELECT COUNT(*) FROM sensors WHERE id IN (");
-                        let mut ids = check.separated(", ");
-                        for (id, _, _) in chunk {
-                            ids.push_bind(*id);
+                    if staged {
+                        let mut there = 0;
+                        for chunk in newest.chunks(CHUNK) {
+                            let mut check = QueryBuilder::new("SELECT COUNT(*) FROM sensors WHERE id IN (");
+                            let mut ids = check.separated(", ");
+                            for (id, _, _) in chunk {
+                                ids.push_bind(*id);
+                            }
+                            check.push(") LOCK IN SHARE MODE");
+                            let count: i64 = check.build().fetch_one(&mut *tx).await.and_then(|row| row.try_get(0))
+                                .map_err(query_err("making sure the sensors are there"))?;
+                            there += count as u64;
                         }
-                        check.push(") LOCK IN SHARE MODE");
-                        let count: i64 = check.build().fetch_one(&mut *tx).await.and_then(|row| row.try_get(0))
-                            .map_err(query_err("making sure the sensors are there"))?;
-                        there += count as u64;
-                    }
-                    if staged && there != newest.len() as u64 {
-                        return Err(StoreError::SensorDeleted);
+                        if there != newest.len() as u64 {
+                            return Err(StoreError::SensorDeleted);
+                        }
                     }
                     let insert = insert_readings(table);
                     for chunk in readings.chunks(CHUNK) {
@@ -497,34 +499,37 @@ impl Store {
                         }
                     }
 
-                    let (head, tail) = update_latest_sql(dialect);
-                    let mut found = 0;
-                    for chunk in newest.chunks(CHUNK).filter(|_| !staged) {
-                        let mut update = QueryBuilder::new(head);
-                        // MariaDB and MySQL spell a table of values differently: a UNION ALL of
-                        // SELECTs works in both.
-                        if dialect != Dialect::MySql {
-                            update.push("VALUES ");
-                            let mut rows = update.separated(", ");
-                            for (id, ts, value) in chunk {
-                                rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts)
-                                    .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
+                    // Batches that are not staged set their sensors' latest values themselves.
+                    if !staged {
+                        let (head, tail) = update_latest_sql(dialect);
+                        let mut found = 0;
+                        for chunk in newest.chunks(CHUNK) {
+                            let mut update = QueryBuilder::new(head);
+                            // MariaDB and MySQL spell a table of values differently: a UNION ALL of
+                            // SELECTs works in both.
+                            if dialect != Dialect::MySql {
+                                update.push("VALUES ");
+                                let mut rows = update.separated(", ");
+                                for (id, ts, value) in chunk {
+                                    rows.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*ts)
+                                        .push_unseparated(", ").push_bind_unseparated(*value).push_unseparated(")");
+                                }
+                            } else {
+                                let mut rows = update.separated(" UNION ALL ");
+                                for (i, (id, ts, value)) in chunk.iter().enumerate() {
+                                    let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
+                                    rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts)
+                                        .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
+                                }
                             }
-                        } else {
-                            let mut rows = update.separated(" UNION ALL ");
-                            for (i, (id, ts, value)) in chunk.iter().enumerate() {
-                                let names = if i == 0 { [" AS id, ", " AS ts, ", " AS value"] } else { [", ", ", ", ""] };
-                                rows.push("SELECT ").push_bind_unseparated(*id).push_unseparated(names[0]).push_bind_unseparated(*ts)
-                                    .push_unseparated(names[1]).push_bind_unseparated(*value).push_unseparated(names[2]);
-                            }
+                            update.push(tail);
+                            found += update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?.rows_affected();
                         }
-                        update.push(tail);
-                        found += update.build().execute(&mut *tx).await.map_err(query_err("updating the sensors' latest values"))?.rows_affected();
-                    }
-                    // A sensor deleted since the batch was planned (the update waits for a
-                    // deletion in progress, which locks the row first).
-                    if dialect == Dialect::MySql && !staged && found != newest.len() as u64 {
-                        return Err(StoreError::SensorDeleted);
+                        // A sensor deleted since the batch was planned (the update waits for a
+                        // deletion in progress, which locks the row first).
+                        if dialect == Dialect::MySql && found != newest.len() as u64 {
+                            return Err(StoreError::SensorDeleted);
+                        }
                     }
                 }
 

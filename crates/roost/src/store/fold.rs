@@ -42,10 +42,10 @@
 //! A staged batch does not update its sensors' latest values either (it checks its sensors
 //! are there, in share mode): the fold sets them from the staged readings it takes, in its last
 //! step, before the mark passes them, and reads of a sensor take the newer of its row's and its
-//! newest staged reading after the mark ([`NEWEST_STAGED_HEAD`]). At 10,000 boards that is one
+//! newest staged reading after the mark ([`push_newest_staged`]). At 10,000 boards that is one
 //! row update per sensor every two seconds instead of one per reading (BENCHMARKS.md part 13).
 
-use super::batch::{insert_rollups, upsert_rollups, upsert_rollups_suffix, IdReading, Rollup};
+use super::batch::{insert_rollups, update_latest_sql, upsert_rollups, upsert_rollups_suffix, IdReading, Rollup};
 use super::{query_err, schema, Dialect, Pool, Series, Store, StoreError};
 use crate::model::TimestampMs;
 use sqlx::{QueryBuilder, Row};
@@ -108,6 +108,16 @@ macro_rules! select_minutes_before {
         "SELECT minutes_before FROM rollup_fold"
     };
 }
+
+/// The condition on the staged table's key that picks the staged readings not folded into
+/// minutes yet (after `staged_through`).
+macro_rules! staged_not_folded {
+    () => {
+        "id > (SELECT staged_through FROM rollup_fold)"
+    };
+}
+/// [`staged_not_folded!`], for the other modules.
+pub(super) const STAGED_NOT_FOLDED: &str = staged_not_folded!();
 
 /// A sensor's deletion's first read on the server databases (`Store::delete_sensor`): the
 /// folds' row locked exclusively, so that batches and folds, which take it first, wait for the
@@ -176,10 +186,7 @@ pub(super) async fn unfolded_readings_from(store: &Store) -> Result<Option<(i64,
 /// from the staged table are all older).
 pub(super) const UNFOLDED_READINGS: [(&str, &str); 2] = [
     ("readings", concat!(" AND id > (", select_minutes_through!(), ") AND ts >= (", select_minutes_before!(), ")")),
-    (
-        schema::MYSQL_STAGED_READINGS,
-        concat!(" AND id > (SELECT staged_through FROM rollup_fold) AND ts >= (", select_minutes_before!(), ")"),
-    ),
+    (schema::MYSQL_STAGED_READINGS, concat!(" AND ", staged_not_folded!(), " AND ts >= (", select_minutes_before!(), ")")),
 ];
 
 /// ` UNION ALL SELECT` of a sensor's readings not folded into minutes yet, from `from` (the
@@ -507,10 +514,12 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
         // passes them (a fleet's batches leave them to the fold).
         let staged = (marks.staged_through, meanwhile.staged.1);
         if staged.1 > staged.0 {
-            let (head, tail) = super::batch::update_latest_sql(dialect);
+            let (head, tail) = update_latest_sql(dialect);
             let mut update = QueryBuilder::new(head);
-            update.push(NEWEST_STAGED_HEAD).push("id > ").push_bind(staged.0).push(" AND id <= ").push_bind(staged.1);
-            update.push(NEWEST_STAGED_TAIL).push(tail);
+            push_newest_staged(&mut update, |query| {
+                query.push("id > ").push_bind(staged.0).push(" AND id <= ").push_bind(staged.1);
+            });
+            update.push(tail);
             update.build().execute(&mut *tx).await.map_err(query_err("setting the sensors' latest values from staged readings"))?;
         }
         (tx, meanwhile)
@@ -540,15 +549,22 @@ async fn fold_into_minutes_once(pool: &sqlx::MySqlPool, dialect: Dialect, now: T
     Ok(Folded { until: Some(TimestampMs(moved_before)), more: !caught_up })
 }
 
-/// The newest staged reading of each sensor among those the condition pushed between
-/// [`NEWEST_STAGED_HEAD`] and [`NEWEST_STAGED_TAIL`] selects, by time and then by arrival, as
-/// rows `(id, ts, value)` (`id` the sensor's). A fleet's staged batches do not set their
-/// sensors' latest values: the minute fold sets them from the readings it folds, and readers
-/// take the newest of those not folded yet (`queries::select_sensors`).
-pub(super) const NEWEST_STAGED_HEAD: &str = "SELECT sensor_id AS id, ts, value FROM (SELECT sensor_id, ts, value, \
-     ROW_NUMBER() OVER (PARTITION BY sensor_id ORDER BY ts DESC, id DESC) AS newness FROM readings_staged WHERE ";
-/// See [`NEWEST_STAGED_HEAD`].
-pub(super) const NEWEST_STAGED_TAIL: &str = ") AS staged WHERE newness = 1";
+/// `SELECT` of the newest staged reading of each sensor among those `push_condition` selects
+/// (a `WHERE` condition on `readings_staged`), by time and then by arrival, as rows `(id, ts,
+/// value)` (`id` the sensor's). A fleet's staged batches do not set their sensors' latest
+/// values: the minute fold sets them from the readings it folds, and readers take the newest of
+/// those not folded yet (`queries::select_sensors`).
+pub(super) fn push_newest_staged<'a, DB: sqlx::Database>(
+    query: &mut QueryBuilder<'a, DB>,
+    push_condition: impl FnOnce(&mut QueryBuilder<'a, DB>),
+) {
+    query.push(
+        "SELECT sensor_id AS id, ts, value FROM (SELECT sensor_id, ts, value, \
+         ROW_NUMBER() OVER (PARTITION BY sensor_id ORDER BY ts DESC, id DESC) AS newness FROM readings_staged WHERE ",
+    );
+    push_condition(query);
+    query.push(") AS staged WHERE newness = 1");
+}
 
 /// Locks the folds' row and reads the fold's marks. An update first: it waits for the batches
 /// that read the row in share mode (so every reading id up to the largest is committed), and

@@ -27,7 +27,7 @@ where
 /// The columns [`sensor_row!`] decodes, of every sensor (an `ORDER BY` may follow) or of the
 /// one of `key`. On MariaDB and MySQL a sensor's latest value is the newer of its row's and its
 /// newest staged reading the minute fold has not taken yet (a fleet's staged batches leave the
-/// row to the fold: `fold::NEWEST_STAGED_HEAD`); for one sensor, only its staged readings are
+/// row to the fold: `fold::push_newest_staged`); for one sensor, only its staged readings are
 /// sorted.
 fn select_sensors<'a, DB: sqlx::Database>(dialect: Dialect, key: Option<&'a SensorKey>) -> QueryBuilder<'a, DB>
 where
@@ -39,16 +39,17 @@ where
             let mut query = QueryBuilder::new(format!(
                 "SELECT sensors.id, owner, place, category, \
                  IF(v.ts IS NOT NULL AND (last_seen IS NULL OR v.ts >= last_seen), v.value, last_value), \
-                 GREATEST(COALESCE(last_seen, v.ts), COALESCE(v.ts, last_seen)), {SETTINGS} FROM sensors \
-                 LEFT JOIN ({}id > (SELECT staged_through FROM rollup_fold)",
-                super::fold::NEWEST_STAGED_HEAD,
+                 GREATEST(COALESCE(last_seen, v.ts), COALESCE(v.ts, last_seen)), {SETTINGS} FROM sensors LEFT JOIN ("
             ));
-            if let Some(key) = key {
-                query.push(" AND sensor_id = (SELECT id FROM sensors WHERE ");
-                push_sensor_key(&mut query, key);
-                query.push(")");
-            }
-            query.push(super::fold::NEWEST_STAGED_TAIL).push(") AS v ON v.id = sensors.id");
+            super::fold::push_newest_staged(&mut query, |query| {
+                query.push(super::fold::STAGED_NOT_FOLDED);
+                if let Some(key) = key {
+                    query.push(" AND sensor_id = (SELECT id FROM sensors WHERE ");
+                    push_sensor_key(query, key);
+                    query.push(")");
+                }
+            });
+            query.push(") AS v ON v.id = sensors.id");
             query
         }
         _ => QueryBuilder::new(format!("SELECT id, owner, place, category, last_value, last_seen, {SETTINGS} FROM sensors")),
