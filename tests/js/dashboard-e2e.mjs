@@ -40,14 +40,18 @@ try {
 
   step("boards are grouped by owner, then place; values are coloured by their normal range");
   await page.waitForFunction((o) => [...document.querySelectorAll("section.owner")].some((s) => s.dataset.owner === o), evilOwner, { timeout: 5000 });
-  const grouping = await page.$$eval("section.owner", (sections) => sections.map((s) => ({
+  // Each read of the page in one evaluation: `$$eval` finds the elements and then calls its
+  // function in a second one, and a live update re-rendering a tile in between detaches them
+  // (a `.value` whose tile is gone has no `[data-sensor]` ancestor: seen once in CI).
+  const grouping = await page.evaluate(() => [...document.querySelectorAll("section.owner")].map((s) => ({
     owner: s.dataset.owner, title: s.querySelector("h2").textContent,
     boards: [...s.querySelectorAll(".board")].map((b) => [b.dataset.place, [...b.querySelectorAll(".tile")].map((t) => t.dataset.category)]),
   })));
   const yanjo = grouping.find((g) => g.owner === "yanjo");
   if (JSON.stringify(yanjo?.boards) !== JSON.stringify([["bedroom", ["illuminate"]], ["livingroom", ["humidity", "temperature"]]])) failures.push(`yanjo's boards: ${JSON.stringify(yanjo)}`);
   if (!grouping.find((g) => g.owner === evilOwner)?.title.startsWith(evilOwner)) failures.push(`an HTML owner name is not shown as text: ${JSON.stringify(grouping)}`);
-  const colours = await page.$$eval("[data-sensor] .value", (els) => Object.fromEntries(els.map((e) => [e.closest("[data-sensor]").dataset.sensor.split("/").slice(1).join("/"), e.className])));
+  const colours = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll("[data-sensor] .value")]
+    .map((e) => [e.closest("[data-sensor]").dataset.sensor.split("/").slice(1).join("/"), e.className])));
   if (colours["garage/temperature"] !== "value high" || colours["livingroom/temperature"] !== "value normal" || colours["bedroom/illuminate"] !== "value ") {
     failures.push(`value colours: ${JSON.stringify(colours)}`);
   }
