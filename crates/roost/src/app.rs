@@ -144,6 +144,7 @@ impl App {
             }
             _ => None,
         };
+        args.db.create_directories().await?;
         let store = Store::open(&args.db.database).await.context("opening the database")?;
         info!(database = %store.url(), "database ready");
         let store = Arc::new(store);

@@ -118,6 +118,7 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
             app.run_until_stopped(shutdown).await?;
         }
         Command::Migrate(args) => {
+            args.create_directories().await?;
             let store = roost::store::Store::connect(&args.database).await?;
             let version = store.migrate().await?;
             store.close().await;

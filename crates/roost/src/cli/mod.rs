@@ -379,6 +379,23 @@ pub struct DataDirArgs {
 }
 
 impl DatabaseArgs {
+    /// Makes the data directory and a SQLite file's directory where they are missing, for the
+    /// commands that create the database (`serve`, `migrate`): a first start with
+    /// `--data-dir /var/lib/roost` or `--database sqlite:///srv/roost/roost.db` works, where it
+    /// used to fail with SQLite's "unable to open database file".
+    pub async fn create_directories(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let sqlite_dir = self.database.sqlite_file().and_then(|file| file.parent().map(std::path::Path::to_path_buf));
+        for dir in std::iter::once(self.dir.data_dir.clone()).chain(sqlite_dir) {
+            if dir.as_os_str().is_empty() || tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+                continue;
+            }
+            tokio::fs::create_dir_all(&dir).await.with_context(|| format!("creating the directory {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), "created the directory");
+        }
+        Ok(())
+    }
+
     /// The default database of the data directory (`sqlite://DIR/roost.db`), used by every
     /// command when no database was given (and, for the client commands, no server runs there).
     pub fn default_in(dir: &std::path::Path) -> DatabaseUrl {

@@ -82,7 +82,9 @@ impl StoreError {
                 Failure::Refused
             }
             Self::Sqlite { .. } => Failure::Other,
-            Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } | Self::NoDatabase(_) | Self::SensorDeleted => Failure::Other,
+            Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } | Self::NoDatabase(_) | Self::NewerSchema { .. } | Self::SensorDeleted => {
+                Failure::Other
+            }
         }
     }
 }

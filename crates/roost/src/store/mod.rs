@@ -37,6 +37,9 @@ pub enum StoreError {
     Connect { url: DatabaseUrl, cause: sqlx::Error },
     #[error("migrating the schema to version {version}: {cause}")]
     Migrate { version: usize, cause: sqlx::Error },
+    /// The database was migrated by a newer Roost: this one would misread it.
+    #[error("the database's schema is version {found}, newer than this Roost knows (version {known}): a newer Roost upgraded it. Run that version (or newer), or restore the backup taken before the upgrade")]
+    NewerSchema { found: usize, known: usize },
     #[error("database error while {doing}: {cause}")]
     Query { doing: &'static str, cause: sqlx::Error },
     /// From the SQLite ingest writer's own connection (`sqlite_writer`).
@@ -326,6 +329,12 @@ impl Store {
                 .and_then(|row| row.try_get::<Option<i64>, _>(0))
                 .map_err(setup)?;
             let current = current.unwrap_or(0) as usize;
+            if current > migrations.len() {
+                if lock.is_some() {
+                    sqlx::query(unlock).execute(&mut *conn).await.map_err(setup)?;
+                }
+                return Err(StoreError::NewerSchema { found: current, known: migrations.len() });
+            }
             for (index, statements) in migrations.iter().enumerate().skip(current) {
                 let version = index + 1;
                 let err = |cause| StoreError::Migrate { version, cause };

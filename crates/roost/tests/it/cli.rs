@@ -45,7 +45,8 @@ async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
 #[tokio::test]
 async fn migrate_creates_the_schema_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    // In a directory that does not exist yet: migrate creates it.
+    let url = format!("sqlite://{}", dir.path().join("new/m.db").display());
     let out = roost(&dir).args(["migrate", "--database", &url]).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -267,30 +268,26 @@ async fn other_commands_find_the_running_server() {
 
 /// `--data-dir` is the default database's home: `serve --data-dir D` from elsewhere keeps
 /// roost.db, its admin password and roost-serve.json in D, nothing in the working directory.
+/// D need not exist: serve creates it (it used to fail with "unable to open database file").
 #[tokio::test]
 async fn the_data_directory_holds_the_default_database() {
-    let (cwd, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut server = roost(&cwd)
-        .args(["serve"])
-        .args(crate::support::ANY_PORTS)
-        .arg("--data-dir")
-        .arg(data.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let file = data.path().join("roost-serve.json");
+    let (cwd, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let data = root.path().join("var/lib/roost");
+    let mut server =
+        roost(&cwd).args(["serve"]).args(crate::support::ANY_PORTS).arg("--data-dir").arg(&data).stderr(Stdio::null()).spawn().unwrap();
+    let file = data.join("roost-serve.json");
     crate::support::eventually("roost-serve.json is written", || file.exists()).await;
-    assert!(data.path().join("roost.db").exists() && data.path().join("roost-admin-password").exists());
+    assert!(data.join("roost.db").exists() && data.join("roost-admin-password").exists());
     let in_cwd: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(in_cwd.is_empty(), "{in_cwd:?}");
-    let out = roost(&cwd).env("ROOST_DATA_DIR", data.path()).args(["user", "list"]).output().await.unwrap();
+    let out = roost(&cwd).env("ROOST_DATA_DIR", &data).args(["user", "list"]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("admin"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     let pid = server.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
     assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
     // Stopped: the flag names the directory, and its database is the default.
-    let out = roost(&cwd).args(["user", "list", "--data-dir"]).arg(data.path()).output().await.unwrap();
+    let out = roost(&cwd).args(["user", "list", "--data-dir"]).arg(&data).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("admin"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     let out = roost(&cwd).args(["token", "list", "--data-dir"]).arg(cwd.path().join("nowhere")).output().await.unwrap();

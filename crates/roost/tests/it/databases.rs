@@ -67,6 +67,21 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement on this database through a connection of its own (for a test to
+    /// put the database in a state Roost would not leave it in).
+    pub async fn execute(&self, sql: &str) {
+        let url = self.url.expose_secret();
+        match url.split_once("://").map(|(scheme, _)| scheme) {
+            Some("sqlite") => sqlx::query(sql).execute(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.map(drop),
+            Some("postgres") => sqlx::query(sql).execute(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.map(drop),
+            _ => {
+                let url = url.replacen("mariadb:", "mysql:", 1);
+                sqlx::query(sql).execute(&mut sqlx::MySqlConnection::connect(&url).await.unwrap()).await.map(drop)
+            }
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// On PostgreSQL and MariaDB: polls (for up to 5 s) until a session on this database waits
     /// on a lock, or `finished` says the task expected to wait is done (wrongly, without
     /// waiting). Whether a wait was seen.

@@ -20,6 +20,26 @@ async fn migrations_are_idempotent(backend: Backend) {
     assert_eq!(store.count_readings().await.unwrap(), 0);
 }
 
+/// A Roost older than the database's schema (a package rolled back after an upgrade, an old
+/// node beside upgraded ones) refuses to start, naming both versions, and leaves the database
+/// as it was; it used to run on a schema it did not know.
+async fn an_older_roost_refuses_a_newer_schema(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let known = store.migrate().await.unwrap();
+    let k = key("a", "b", "c");
+    store.write_batch(&Batch { readings: vec![reading(&k, 1_000, 1.0)], ..Batch::default() }).await.unwrap();
+    store.close().await;
+    db.execute(&format!("INSERT INTO schema_version (version) VALUES ({})", known + 1)).await;
+    let refused = Store::open(&db.url).await.err().expect("a newer schema is refused");
+    assert!(matches!(refused, roost::store::StoreError::NewerSchema { found, known: k } if found == known + 1 && k == known), "{refused}");
+    assert!(refused.to_string().contains(&format!("version {}", known + 1)), "{refused}");
+    db.execute(&format!("DELETE FROM schema_version WHERE version = {}", known + 1)).await;
+    let store = Store::open(&db.url).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 1, "nothing was changed");
+    store.close().await;
+}
+
 async fn batches_store_readings_sensors_and_rejects(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
@@ -470,6 +490,7 @@ crate::on_every_database!(
     keys_that_differ_only_in_case_commit,
     a_batch_retried_with_its_token_is_stored_once,
     migrations_are_idempotent,
+    an_older_roost_refuses_a_newer_schema,
     batches_store_readings_sensors_and_rejects,
     a_fresh_store_finds_existing_sensors,
     large_batches_are_split_into_chunks,
