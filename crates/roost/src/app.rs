@@ -144,6 +144,18 @@ impl App {
             }
             _ => None,
         };
+        if let Some((other, file)) = crate::running::RunningServer::find(&args.db.dir.data_dir) {
+            // Two servers on one data directory would share its SQLite file and broker state,
+            // and the first to stop would remove the file through which the other commands
+            // find the one still running.
+            if other.pid != std::process::id() {
+                anyhow::bail!(
+                    "another roost serve (pid {}) runs from this data directory ({}): stop it first, or give this one its own --data-dir",
+                    other.pid,
+                    file.display()
+                );
+            }
+        }
         args.db.create_directories().await?;
         let store = Store::open(&args.db.database).await.context("opening the database")?;
         info!(database = %store.url(), "database ready");
@@ -251,7 +263,7 @@ impl App {
                     },
                     http.local_addr()?,
                     tls.is_some(),
-                    args.db.database.expose_secret(),
+                    args.db.database.with_absolute_file().expose_secret(),
                 ),
             ),
             mqtt,
@@ -579,7 +591,8 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpLis
     TcpListener::bind(addr).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             let env = format!("ROOST_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
-            format!(" (another program, perhaps another MQTT broker, listens there: choose another address with {flag} or {env}, e.g. {flag} {}:0 for any free port)", addr.ip())
+            let who = if what.starts_with("MQTT") { "another program, perhaps another MQTT broker," } else { "another program" };
+            format!(" ({who} listens there: choose another address with {flag} or {env}, e.g. {flag} {}:0 for any free port)", addr.ip())
         } else {
             String::new()
         };

@@ -71,12 +71,18 @@ fn finite(value: f64) -> Result<f64, RejectReason> {
     }
 }
 
-/// `ts` as epoch milliseconds (a number) or RFC 3339 (a string).
+/// A numeric `ts` below this is in seconds: as milliseconds it would be before March 1973,
+/// as seconds it is any time before the year 5138. Boards that keep time by NTP often send
+/// seconds; stored as milliseconds, their readings landed in January 1970.
+const SECONDS_BELOW: f64 = 100_000_000_000.0;
+
+/// `ts` as epoch milliseconds or seconds (a number; see [`SECONDS_BELOW`]) or RFC 3339 (a string).
 fn timestamp(ts: Option<&Value>) -> Result<Option<TimestampMs>, RejectReason> {
     let ms = match ts {
         None => return Ok(None),
         Some(Value::Number(n)) => {
-            let ms = n.as_f64().ok_or(RejectReason::BadTimestamp)?;
+            let number = n.as_f64().ok_or(RejectReason::BadTimestamp)?;
+            let ms = if (0.0..SECONDS_BELOW).contains(&number) { number * 1000.0 } else { number };
             if !(0.0..=TimestampMs::MAX.0 as f64).contains(&ms) {
                 return Err(RejectReason::BadTimestamp);
             }
@@ -126,6 +132,11 @@ mod tests {
         assert_eq!(parse_single(br#"{"val": 1}"#), Err(RejectReason::BadJson));
         assert_eq!(parse_single(br#"{"value": 1, "ts": "yesterday"}"#), Err(RejectReason::BadTimestamp));
         assert_eq!(parse_single(br#"{"value": 1, "ts": -5}"#), Err(RejectReason::BadTimestamp));
+        // Seconds, as boards that keep time by NTP send them, whole or with a fraction.
+        assert_eq!(parse_single(br#"{"value": 1, "ts": 1700000000}"#), Ok((1.0, Some(TimestampMs(1_700_000_000_000)))));
+        assert_eq!(parse_single(br#"{"value": 1, "ts": 1700000000.25}"#), Ok((1.0, Some(TimestampMs(1_700_000_000_250)))));
+        assert_eq!(parse_single(br#"{"value": 1, "ts": 99999999999}"#), Ok((1.0, Some(TimestampMs(99_999_999_999_000)))));
+        assert_eq!(parse_single(br#"{"value": 1, "ts": 100000000000}"#), Ok((1.0, Some(TimestampMs(100_000_000_000)))));
         assert_eq!(parse_multi(b"{}"), Err(RejectReason::BadJson));
         assert_eq!(parse_multi(b"23.4"), Err(RejectReason::BadJson));
         assert_eq!(parse_multi(br#"{"a/b": 1}"#), Err(RejectReason::BadJson));

@@ -34,6 +34,16 @@ impl DatabaseUrl {
         (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
     }
 
+    /// This URL with a SQLite file's relative path made absolute (against the working
+    /// directory, as SQLite opens it): for telling commands that run elsewhere. Other URLs as
+    /// they are.
+    pub fn with_absolute_file(&self) -> DatabaseUrl {
+        let Some(file) = self.sqlite_file().filter(|file| file.is_relative()) else { return self.clone() };
+        let Ok(absolute) = std::path::absolute(&file) else { return self.clone() };
+        let options = self.0.split_once('?').map(|(_, options)| format!("?{options}")).unwrap_or_default();
+        DatabaseUrl(format!("sqlite://{}{options}", absolute.display()))
+    }
+
     /// The database name of a server URL (`postgres://user@host/NAME?…`).
     pub fn database_name(&self) -> Option<&str> {
         let rest = self.0.split_once("://")?.1;
@@ -112,6 +122,17 @@ mod tests {
         assert_eq!(url.to_string(), "postgres://roost:***@db.lan:5432/roost");
         assert!(!format!("{url:?}").contains("s3cret"));
         assert_eq!(DatabaseUrl::new("sqlite://roost.db").to_string(), "sqlite://roost.db");
+    }
+
+    #[test]
+    fn a_relative_sqlite_file_is_made_absolute_for_other_processes() {
+        let here = std::env::current_dir().unwrap();
+        let url = DatabaseUrl::new("sqlite://data/roost.db?mode=rwc").with_absolute_file();
+        assert_eq!(url.expose_secret(), format!("sqlite://{}?mode=rwc", here.join("data/roost.db").display()));
+        assert_eq!(url.sqlite_file(), Some(here.join("data/roost.db")));
+        for unchanged in ["sqlite:///var/lib/roost/roost.db", "sqlite::memory:", "postgres://u@h/db"] {
+            assert_eq!(DatabaseUrl::new(unchanged).with_absolute_file().expose_secret(), unchanged);
+        }
     }
 
     #[test]

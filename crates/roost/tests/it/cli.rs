@@ -259,6 +259,21 @@ async fn other_commands_find_the_running_server() {
     let out = roost(&dir).args(["user", "list"]).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("using the running server's database"), "{stderr}");
+    // From another directory, naming this one: the server's database is found there too (the
+    // file names it by its absolute path; it used to say `sqlite://roost.db`, which was then
+    // looked for in the other directory).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = roost(&elsewhere).args(["user", "list", "--data-dir"]).arg(dir.path()).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("using the running server's database"), "{stderr}");
+    assert!(!elsewhere.path().join("roost.db").exists());
+    // A second server on the same data directory is refused, and the first one's file stays.
+    let second = roost(&dir).args(["serve", "--allow-anonymous"]).args(crate::support::ANY_PORTS).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(20), second).await.expect("the second server stops at once").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("another roost serve (pid {}) runs from this data directory", server.id().unwrap())), "{stderr}");
+    assert!(file.exists(), "the first server's file is left alone");
 
     let pid = server.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
