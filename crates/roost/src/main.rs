@@ -33,7 +33,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn")))
         .init();
     let (args, warnings) =
         roost::cli::renamed::upgrade_command_line(&Cli::command(), std::env::args_os().collect(), |name| std::env::var_os(name));

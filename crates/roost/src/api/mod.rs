@@ -99,7 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/me", get(auth::me))
         .route("/sensors", get(sensors::list))
         .route("/trends", get(sensors::trends))
-        .route("/sensors/{owner}/{place}/{category}", axum::routing::patch(sensors::update).delete(sensors::delete))
+        .route("/sensors/{owner}/{place}/{category}", get(sensors::one).patch(sensors::update).delete(sensors::delete))
         .route("/sensors/{owner}/{place}/{category}/readings", get(sensors::readings))
         .route("/sensors/{owner}/{place}/{category}/readings.csv", get(sensors::export_csv))
         .route("/rejects", get(sensors::rejects))

@@ -41,6 +41,16 @@ fn sensor_path_params() -> Value {
 /// `PATCH` and `DELETE` of one sensor.
 fn sensor_settings_path() -> Value {
     json!({
+        "get": {
+            "summary": "One sensor, as the list gives it (only one the viewer may see)",
+            "parameters": sensor_key_params(),
+            "responses": {
+                "200": { "description": "The sensor", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Sensor" } } } },
+                "401": error_response("Not logged in"),
+                "404": error_response("No such sensor (or another owner's)"),
+                "503": error_response("Database unavailable")
+            }
+        },
         "patch": {
             "summary": "Change a sensor's settings (its owner or an admin): each field given is set, `null` clears it, a field left out stays",
             "parameters": sensor_key_params(),

@@ -120,6 +120,16 @@ async fn find_sensor(state: &ApiState, viewer: &Viewer, key: SensorKey) -> Resul
     Ok(sensor)
 }
 
+/// One sensor, as `GET /api/sensors` lists it.
+pub async fn one(
+    State(state): State<ApiState>,
+    Extension(viewer): Extension<Viewer>,
+    Path((owner, place, category)): Path<(String, String, String)>,
+) -> Result<Json<SensorJson>, ApiError> {
+    let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
+    Ok(Json(sensor_json(&state, sensor)))
+}
+
 pub async fn update(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,

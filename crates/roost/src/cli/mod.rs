@@ -195,7 +195,7 @@ pub struct SimulateArgs {
 
     /// Time between two reads of a board's sensors, e.g. 5s or 1m (each read publishes three
     /// readings).
-    #[arg(long, default_value = "5", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub interval: Duration,
 
     /// Load mode: readings per second over all boards, instead of --interval.
@@ -462,7 +462,7 @@ pub struct ServeArgs {
     pub mqtts_listen: SocketAddr,
 
     /// How long without a reading before the dashboard marks a sensor stale (e.g. 10m).
-    #[arg(long, env = "ROOST_STALE_AFTER", default_value = "600", value_parser = parse_duration)]
+    #[arg(long, env = "ROOST_STALE_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub stale_after: Duration,
 
     /// How long raw readings and rejects are kept, by reading time: a duration (30d) or
@@ -527,7 +527,7 @@ pub struct ServeArgs {
 
     /// How long a slow client gets (e.g. 10s): to send CONNECT, to finish a TLS or WebSocket
     /// handshake, and to send each HTTP request's headers.
-    #[arg(long, env = "ROOST_CONNECT_TIMEOUT", default_value = "10", value_parser = parse_duration)]
+    #[arg(long, env = "ROOST_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
     /// Unacknowledged QoS 1/2 messages in flight to one client.
@@ -582,11 +582,11 @@ pub struct ServeArgs {
     pub max_login_failures_total: u32,
 
     /// How long failed logins are remembered (e.g. 1m).
-    #[arg(long, env = "ROOST_LOGIN_FAILURE_WINDOW", default_value = "60", value_parser = parse_duration)]
+    #[arg(long, env = "ROOST_LOGIN_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
     pub login_failure_window: Duration,
 
     /// How often the $SYS/broker tree is updated (e.g. 10s).
-    #[arg(long, env = "ROOST_SYS_INTERVAL", default_value = "10", value_parser = parse_duration)]
+    #[arg(long, env = "ROOST_SYS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub sys_interval: Duration,
 
     /// Take readings from this MQTT broker (mqtt://HOST:PORT or mqtts://HOST:PORT; a

@@ -190,8 +190,11 @@ mod tests {
             Record::Readings(vec![reading("yanjo", "livingroom", "illuminate", 512.0, 7)])
         );
         assert_eq!(
-            i.interpret("c", "iot/yanjo/sensor/kitchen", br#"{"temperature": 21, "humidity": 40, "ts": 5}"#, TimestampMs(7)),
-            Record::Readings(vec![reading("yanjo", "kitchen", "humidity", 40.0, 5), reading("yanjo", "kitchen", "temperature", 21.0, 5)])
+            i.interpret("c", "iot/yanjo/sensor/kitchen", br#"{"temperature": 21, "humidity": 40, "ts": 1700000000005}"#, TimestampMs(7)),
+            Record::Readings(vec![
+                reading("yanjo", "kitchen", "humidity", 40.0, 1_700_000_000_005),
+                reading("yanjo", "kitchen", "temperature", 21.0, 1_700_000_000_005)
+            ])
         );
     }
 

@@ -361,7 +361,14 @@ impl Store {
                     .await
                     .map_err(err)?;
                 tx.commit().await.map_err(err)?;
-                tracing::info!(version, database = %self.url, "schema migrated");
+                // A new database is created in one line below; an upgrade reports each step
+                // (some take seconds on a large database).
+                if current > 0 {
+                    tracing::info!(version, database = %self.url, "schema migrated");
+                }
+            }
+            if current == 0 {
+                tracing::info!(version = migrations.len(), database = %self.url, "schema created");
             }
             if lock.is_some() {
                 sqlx::query(unlock).execute(&mut *conn).await.map_err(setup)?;

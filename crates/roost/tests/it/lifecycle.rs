@@ -463,6 +463,17 @@ async fn sensors_are_managed_over_the_api_by_their_owner_or_an_admin(backend: Ba
         (200, &serde_json::json!("30d"), &serde_json::json!("default"), &serde_json::Value::Null, &serde_json::json!("Desk lamp")),
         "null clears, absent stays: {body}"
     );
+    // One sensor read back, as the list gives it.
+    let (status, one) = call(Method::GET, alice_path, &alice, None).await;
+    assert_eq!(
+        (status, &one["display_name"], &one["retention"]),
+        (200, &serde_json::json!("Desk lamp"), &serde_json::json!("30d")),
+        "{one}"
+    );
+    let (_, list) = call(Method::GET, "/api/sensors", &alice, None).await;
+    let listed = list.as_array().and_then(|all| all.iter().find(|s| s["display_name"] == "Desk lamp")).cloned();
+    assert_eq!(listed.as_ref(), Some(&one), "{list}");
+    assert_eq!(call(Method::GET, bob_path, &alice, None).await.0, 404, "another owner's sensor is not shown");
     assert_eq!(call(Method::PATCH, bob_path, &alice, Some(patch.clone())).await.0, 404, "another owner's sensor is not found");
     assert_eq!(call(Method::DELETE, bob_path, &alice, None).await.0, 404, "nor deleted");
     for bad in [
