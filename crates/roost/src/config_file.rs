@@ -154,6 +154,33 @@ pub enum ConfigError {
     Parse { path: String, cause: toml::de::Error },
     #[error("invalid setting `{key}` (from config file {path}): {why}")]
     Value { path: String, key: &'static str, why: String },
+    /// A key no setting has, close to one that some setting has.
+    #[error("config file {path}: unknown key `{key}`: did you mean `{near}`?")]
+    Misspelled { path: String, key: String, near: String },
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`, …": the known key closest to `x`,
+/// if it is a likely typo of it (at most two edits, and fewer than half of its letters).
+fn likely_meant(message: &str) -> Option<(String, String)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, expected) = rest.split_once('`')?;
+    let known = expected.split('`').skip(1).step_by(2);
+    let (distance, near) = known.map(|key| (edit_distance(unknown, key), key)).min()?;
+    (distance <= 2 && distance * 2 < unknown.chars().count()).then(|| (unknown.to_owned(), near.to_owned()))
+}
+
+/// Levenshtein distance: insertions, deletions and substitutions of one character.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            current.push((previous[j] + usize::from(ca != *cb)).min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 impl ConfigFile {
@@ -178,7 +205,10 @@ impl ConfigFile {
             let value = table.remove(&old).expect("the key is there");
             table.insert(new.to_owned(), value);
         }
-        table.try_into().map_err(|cause| ConfigError::Parse { path: shown, cause })
+        table.try_into().map_err(|cause: toml::de::Error| match likely_meant(cause.message()) {
+            Some((key, near)) => ConfigError::Misspelled { path: shown, key, near },
+            None => ConfigError::Parse { path: shown, cause },
+        })
     }
 
     /// Fills every setting of `args` that came from a built-in default with the file's value.
@@ -367,7 +397,11 @@ mod tests {
     #[test]
     fn typos_and_bad_values_are_errors() {
         let err = serve(&["roost", "serve"], "mqttt = \"0.0.0.0:1\"").unwrap_err();
-        assert!(err.to_string().contains("unknown field `mqttt`"), "{err}");
+        assert!(err.to_string().contains("`mqttt`"), "{err}");
+        let err = serve(&["roost", "serve"], "max_paylod = 100").unwrap_err();
+        assert!(err.to_string().ends_with("unknown key `max_paylod`: did you mean `max_payload`?"), "{err}");
+        let err = serve(&["roost", "serve"], "colour = 1").unwrap_err();
+        assert!(err.to_string().contains("unknown field `colour`, expected one of"), "nothing close: the list: {err}");
         let err = serve(&["roost", "serve"], "templates = [\"iot/{owner}\"]").unwrap_err();
         assert!(err.to_string().contains("`templates`"), "{err}");
         let err = serve(&["roost", "serve"], "connect_timeout_secs = -1").unwrap_err();

@@ -19,6 +19,7 @@ pub mod ha_discovery;
 pub mod health;
 pub mod ingest;
 pub mod lifecycle;
+pub mod log_once;
 pub mod model;
 pub mod mqtt_client;
 pub mod progress;

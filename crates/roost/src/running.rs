@@ -84,7 +84,17 @@ fn process_runs(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     // SAFETY: signal 0 only checks that the process exists (and may be signalled).
     let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// A process that has ended but was not reaped by its parent yet (a server killed a moment
+/// ago) still exists for `kill`; Linux shows it in state `Z`.
+fn is_zombie(pid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // `PID (COMMAND) STATE …`: the command may hold spaces and parentheses, the state follows
+    // the last `)`.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 #[cfg(test)]
@@ -122,5 +132,21 @@ mod tests {
         mine.write(dir.path()).unwrap();
         RunningServer::remove(dir.path());
         assert!(!dir.path().join(FILE).exists());
+    }
+
+    #[test]
+    fn a_killed_server_not_reaped_yet_does_not_run() {
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        assert!(process_runs(child.id()));
+        child.kill().unwrap();
+        let stat = format!("/proc/{}/stat", child.id());
+        for _ in 0..200 {
+            if std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!process_runs(child.id()), "a zombie is not a running server");
+        child.wait().unwrap();
     }
 }

@@ -63,6 +63,8 @@ pub struct Broker {
     started: Instant,
     connections_per_ip: Arc<limits::ConnectionsPerIp>,
     delayed_wills: wills::DelayedWills,
+    /// Clients whose publishes the ACL denied, named in the log once each.
+    denials_logged: crate::log_once::LogOnce<Arc<str>>,
 }
 
 /// What the broker plugs into: who may do what, where readings go, where its state is kept.
@@ -95,6 +97,7 @@ impl Broker {
             started: Instant::now(),
             connections_per_ip: Arc::default(),
             delayed_wills: wills::DelayedWills::default(),
+            denials_logged: crate::log_once::LogOnce::new(10_000),
         });
         broker.router.restore_retained(restored.retained);
         broker.sessions.restore(restored.sessions, &broker.router, &broker.config, &broker.durable);

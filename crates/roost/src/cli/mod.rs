@@ -277,6 +277,13 @@ pub struct BenchArgs {
     pub template: TopicTemplate,
 }
 
+/// A listening address: an IP address and a port (`0.0.0.0:1883`, `127.0.0.1:0`, `[::]:1883`).
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address and port, e.g. 0.0.0.0:1883 (every interface) or 127.0.0.1:0 (any free port)"))
+}
+
 /// Longest API token lifetime, in days (the API's `days` has the same limit).
 pub const MAX_TOKEN_DAYS: u32 = 3650;
 
@@ -387,7 +394,11 @@ impl DatabaseArgs {
         use anyhow::Context;
         let sqlite_dir = self.database.sqlite_file().and_then(|file| file.parent().map(std::path::Path::to_path_buf));
         for dir in std::iter::once(self.dir.data_dir.clone()).chain(sqlite_dir) {
-            if dir.as_os_str().is_empty() || tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            if let Ok(found) = tokio::fs::metadata(&dir).await {
+                anyhow::ensure!(found.is_dir(), "{} is not a directory (--data-dir, or the SQLite file's directory)", dir.display());
                 continue;
             }
             tokio::fs::create_dir_all(&dir).await.with_context(|| format!("creating the directory {}", dir.display()))?;
@@ -431,16 +442,16 @@ pub struct ServeArgs {
     pub ingest_queue: u32,
     /// Address to listen on for MQTT over TCP (port 0 picks a free port; the bound address is
     /// logged).
-    #[arg(long, env = "ROOST_MQTT_LISTEN", default_value = "0.0.0.0:1883", value_name = "ADDR")]
+    #[arg(long, env = "ROOST_MQTT_LISTEN", default_value = "0.0.0.0:1883", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub mqtt_listen: SocketAddr,
 
     /// Address to listen on for MQTT over WebSocket, path /mqtt, subprotocol "mqtt".
-    #[arg(long, env = "ROOST_MQTT_WS_LISTEN", default_value = "0.0.0.0:9001", value_name = "ADDR")]
+    #[arg(long, env = "ROOST_MQTT_WS_LISTEN", default_value = "0.0.0.0:9001", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub mqtt_ws_listen: SocketAddr,
 
     /// Address to listen on for the dashboard, the HTTP API, /healthz, /metrics and MQTT over
     /// WebSocket at /mqtt.
-    #[arg(long, env = "ROOST_HTTP_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    #[arg(long, env = "ROOST_HTTP_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub http_listen: SocketAddr,
 
     /// PEM certificate chain. With --tls-key: MQTT over TLS on --mqtts-listen, and the WebSocket and
@@ -458,7 +469,7 @@ pub struct ServeArgs {
     pub tls_check_interval: Duration,
 
     /// Address to listen on for MQTT over TLS (only with --tls-cert and --tls-key).
-    #[arg(long, env = "ROOST_MQTTS_LISTEN", default_value = "0.0.0.0:8883", value_name = "ADDR")]
+    #[arg(long, env = "ROOST_MQTTS_LISTEN", default_value = "0.0.0.0:8883", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub mqtts_listen: SocketAddr,
 
     /// How long without a reading before the dashboard marks a sensor stale (e.g. 10m).
@@ -700,6 +711,14 @@ impl Default for ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_addresses_are_an_ip_and_a_port() {
+        assert_eq!(parse_listen_addr("127.0.0.1:0"), Ok("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(parse_listen_addr("[::]:1883"), Ok("[::]:1883".parse().unwrap()));
+        let e = parse_listen_addr("localhost").unwrap_err();
+        assert!(e.contains("not an IP address and port, e.g. 0.0.0.0:1883"), "{e}");
+    }
 
     #[test]
     fn bad_durations_are_refused_with_a_clear_message() {

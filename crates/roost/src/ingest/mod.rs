@@ -12,11 +12,11 @@ pub use template::{Captures, TemplateError, TopicTemplate};
 pub use writer::{run_writer, CommitFeed, Committed, Feeds, IngestStats, IngestStatsSnapshot, LiveFeed, WriterConfig};
 
 use crate::broker::{BoxFuture, IngestSink, Message, NotStored, Offered};
+use crate::log_once::LogOnce;
 use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, UpstreamDelivery, REJECT_PAYLOAD_PREFIX};
 use bytes::Bytes;
 use mqtt_codec::TopicName;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
@@ -85,12 +85,12 @@ pub struct Ingest {
     config: IngestConfig,
     jobs: mpsc::Sender<Job>,
     stats: Arc<IngestStats>,
-    logged_rejects: Mutex<HashSet<(String, RejectReason)>>,
+    logged_rejects: LogOnce<(String, RejectReason)>,
 }
 
 impl Ingest {
     pub fn new(config: IngestConfig, jobs: mpsc::Sender<Job>, stats: Arc<IngestStats>) -> Self {
-        Self { config, jobs, stats, logged_rejects: Mutex::default() }
+        Self { config, jobs, stats, logged_rejects: LogOnce::new(LOGGED_REJECTS_LIMIT) }
     }
 
     /// Turns one publish into readings or a reject. Pure apart from the clock.
@@ -147,11 +147,7 @@ impl Ingest {
     }
 
     fn log_reject_once(&self, reject: &Reject) {
-        let mut logged = self.logged_rejects.lock().unwrap_or_else(|e| e.into_inner());
-        if logged.len() >= LOGGED_REJECTS_LIMIT {
-            logged.clear();
-        }
-        if logged.insert((reject.client_id.clone(), reject.reason)) {
+        if self.logged_rejects.first((reject.client_id.clone(), reject.reason)) {
             warn!(client_id = %reject.client_id, topic = %reject.topic, reason = %reject.reason,
                 "publish rejected and quarantined in `rejects` (logged once per client and reason)");
         }

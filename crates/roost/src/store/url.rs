@@ -87,7 +87,11 @@ impl FromStr for DatabaseUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let url = Self::new(s);
-        url.dialect().map(|_| url).ok_or_else(|| format!("{s:?} is not a sqlite://, postgres:// or mysql:// (mariadb://) URL"))
+        url.dialect().map(|_| url).ok_or_else(|| {
+            // A plain path is what one tries first for a SQLite file.
+            let hint = if s.contains(':') { String::new() } else { format!(" (a SQLite file: sqlite://{s})") };
+            format!("{s:?} is not a sqlite://, postgres:// or mysql:// (mariadb://) URL{hint}")
+        })
     }
 }
 
@@ -133,6 +137,13 @@ mod tests {
         for unchanged in ["sqlite:///var/lib/roost/roost.db", "sqlite::memory:", "postgres://u@h/db"] {
             assert_eq!(DatabaseUrl::new(unchanged).with_absolute_file().expose_secret(), unchanged);
         }
+    }
+
+    #[test]
+    fn a_plain_path_is_refused_with_its_sqlite_url() {
+        let e = "data/roost2.db".parse::<DatabaseUrl>().unwrap_err();
+        assert!(e.ends_with("(a SQLite file: sqlite://data/roost2.db)"), "{e}");
+        assert!(!"http://db".parse::<DatabaseUrl>().unwrap_err().contains("SQLite file"));
     }
 
     #[test]

@@ -46,6 +46,11 @@ async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
 async fn migrate_creates_the_schema_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     // In a directory that does not exist yet: migrate creates it.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = roost(&dir).args(["migrate", "--database"]).arg(format!("sqlite://{}/m.db", file.display())).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("{} is not a directory", file.display())), "{stderr}");
     let url = format!("sqlite://{}", dir.path().join("new/m.db").display());
     let out = roost(&dir).args(["migrate", "--database", &url]).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

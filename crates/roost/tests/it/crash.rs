@@ -34,10 +34,16 @@ pub async fn spawn_roost_with(database: &DatabaseUrl, flags: &[&str]) -> (Child,
 /// [`spawn_roost_with`], returning once the server also logged `ready` (e.g. that a task it
 /// starts is running).
 pub async fn spawn_roost_ready(database: &DatabaseUrl, flags: &[&str], ready: &str) -> (Child, SocketAddr) {
+    // A data directory of its own (it holds only roost-serve.json here): servers started by
+    // tests at once must not share the working directory's, and one server of a test may be
+    // killed while the next starts.
+    let data_dir = tempfile::tempdir().unwrap().keep();
     let mut child = crate::support::roost_command("info")
         .args(["serve", "--allow-anonymous"])
         .args(crate::support::ANY_PORTS)
         .args(["--database", database.expose_secret()])
+        .arg("--data-dir")
+        .arg(&data_dir)
         .args(flags)
         .stderr(Stdio::piped())
         .spawn()

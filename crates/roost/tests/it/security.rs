@@ -504,3 +504,48 @@ async fn postgres_outage_during_login() {
 async fn mariadb_outage_during_login() {
     logins_while_the_database_is_away_get_server_unavailable(Backend::MariaDb).await;
 }
+
+/// A 3.1.1 board publishing outside its owner's topics is acknowledged and dropped (it has no
+/// negative acknowledgement to hear): the server's log names it, once per client, so that a
+/// board with a wrong owner in its topics does not look healthy (it was a debug line only).
+#[tokio::test]
+async fn a_denied_publish_is_logged_once_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = roost_command("info")
+        .arg("serve")
+        .args(crate::support::ANY_PORTS)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("roost-serve.json");
+    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
+    let described: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let mqtt: std::net::SocketAddr = described["mqtt"].as_str().unwrap().trim_start_matches("mqtt://").parse().unwrap();
+    let mut add = roost_command("warn")
+        .args(["user", "add", "alice", "--password-stdin", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"alice-secret\n").await.unwrap();
+    assert!(add.wait().await.unwrap().success());
+    for client in ["board-1", "board-2"] {
+        let (mut board, ack) = Raw::login(mqtt, client, "alice", "alice-secret").await;
+        assert_eq!(ack.code, connect_return::ACCEPTED);
+        for id in 1..=3 {
+            board.send(&publish_qos1("iot/bob/sensor/kitchen/temperature", "21.5", id)).await;
+            assert!(matches!(board.recv().await, Some(Packet::PubAck(ack)) if ack.packet_id == pid(id)), "acknowledged and dropped");
+        }
+    }
+    let pid_arg = server.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid_arg]).status().await.unwrap().success());
+    let out = tokio::time::timeout(Duration::from_secs(10), server.wait_with_output()).await.unwrap().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let denials: Vec<&str> = log.lines().filter(|line| line.contains("publish denied by the ACL")).collect();
+    assert_eq!(denials.len(), 2, "once per client: {denials:#?}");
+    for (line, client) in denials.iter().zip(["board-1", "board-2"]) {
+        assert!(line.contains("WARN") && line.contains(client) && line.contains("iot/bob/sensor/kitchen/temperature"), "{line}");
+    }
+}

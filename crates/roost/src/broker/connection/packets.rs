@@ -19,7 +19,7 @@ use mqtt_codec::{
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 impl<S> Connection<S>
 where
@@ -168,7 +168,13 @@ where
         }
         if !allowed {
             BrokerStats::incr(&self.broker.stats.publishes_denied);
-            debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
+            if self.broker.denials_logged.first(Arc::clone(&state.client_id)) {
+                // A board with a wrong owner in its topics hears nothing over 3.1.1: say it here.
+                warn!(client_id = %state.client_id, ?username, topic = %message.topic,
+                    "publish denied by the ACL: this user may not publish there; not stored (logged once per client, counted in publishes_denied)");
+            } else {
+                debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
+            }
         }
         if self.v5.is_some() {
             // 5.0 says no: 0x87 for a publish the ACL denies, 0x99 for a payload that is not the
