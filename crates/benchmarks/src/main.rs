@@ -146,6 +146,9 @@ impl Broker {
                 ]);
                 let sqlite = format!("sqlite://{}", dir.path().join("roost.db").display());
                 c.args(["--database", database.unwrap_or(&sqlite)]);
+                // Its own data directory (roost-serve.json): a server still stopping must not
+                // keep the next run's from starting.
+                c.arg("--data-dir").arg(dir.path());
                 if persistent {
                     c.args(["--max-queued", &PERSISTENT_QUEUE.to_string()]);
                 }

@@ -114,12 +114,15 @@ struct Server {
     mqtt: SocketAddr,
     http: SocketAddr,
     _child: tokio::process::Child,
+    /// Its data directory (declared after the child: removed once the child is gone).
+    _data_dir: tempfile::TempDir,
 }
 
 impl Server {
     async fn start(args: &Args, url: &str, retention: &str) -> anyhow::Result<Self> {
         let free = || -> anyhow::Result<SocketAddr> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?) };
         let (mqtt, http) = (free()?, free()?);
+        let data_dir = tempfile::tempdir()?;
         let bin = match &args.roost {
             Some(path) => path.clone(),
             None => std::env::current_exe()?.with_file_name("roost"),
@@ -127,6 +130,9 @@ impl Server {
         let child = Command::new(bin)
             .args(["serve", "--allow-anonymous", "--max-connections-per-ip", "0", "--mqtt-ws-listen", "127.0.0.1:0"])
             .args(["--mqtt-listen", &mqtt.to_string(), "--http-listen", &http.to_string(), "--database", url, "--retention", retention])
+            // Its own data directory (roost-serve.json), as in broker-bench.
+            .arg("--data-dir")
+            .arg(data_dir.path())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -139,7 +145,7 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Self { mqtt, http, _child: child })
+        Ok(Self { mqtt, http, _child: child, _data_dir: data_dir })
     }
 
     /// A value from `/metrics` (plain HTTP/1.0, no client library needed).
