@@ -25,6 +25,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("database error")]
     Store(#[from] crate::store::StoreError),
+    /// A method the address does not take (the `Allow` header lists those it takes).
+    #[error("this address does not take this method: the Allow header lists the ones it takes")]
+    MethodNotAllowed,
     /// A failure inside the server (logged with its detail where it happens).
     #[error("internal error")]
     Internal,
@@ -43,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::SERVICE_UNAVAILABLE

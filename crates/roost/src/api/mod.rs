@@ -132,6 +132,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/mqtt", get(mqtt_ws::upgrade))
         .fallback(|| async { ApiError::NotFound("no such page".into()) })
+        // A JSON error like every other (axum's own 405 has an empty body); axum adds `Allow`.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // The API takes small JSON bodies only (login, tokens, users).
         .layer(axum::extract::DefaultBodyLimit::max(state.max_request_body))
         .with_state(state)

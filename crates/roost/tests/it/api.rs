@@ -116,6 +116,12 @@ async fn bad_parameters_get_400_and_unknown_things_404(backend: Backend) {
     assert_eq!((status, body["error"].as_str().unwrap()), (404, "no sensor o/p/nothing"));
     let (status, _) = get_json(&server, "/no/such/page").await;
     assert_eq!(status, 404);
+    // A method an address does not take: 405 with a JSON error, and `Allow` says what it takes.
+    let response = reqwest::Client::new().get(format!("http://{}/api/login", server.http)).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("does not take this method"), "{body}");
 }
 
 crate::on_every_database!(api_serves_what_was_stored, bad_parameters_get_400_and_unknown_things_404);
