@@ -98,7 +98,7 @@ def main():
             port = free_port()
             addresses = {"--mqtt-listen": "127.0.0.1:0", "--mqtt-ws-listen": "127.0.0.1:0", "--http-listen": "127.0.0.1:0", where: f"127.0.0.1:{port}"}
             cmd = [args.roost, "serve", "--allow-anonymous", "--max-connections-per-ip", "0",
-                   "--database", f"sqlite://{tmp}/roost-{port}.db"]
+                   "--database", f"sqlite://{tmp}/roost-{port}.db", "--data-dir", f"{tmp}/data-{port}"]
             for flag, value in addresses.items():
                 cmd += [flag, value]
             label = "WebSocket port" if where == "--mqtt-ws-listen" else "HTTP port, /mqtt"

@@ -51,6 +51,8 @@ pub struct App {
     state_health: Arc<crate::health::CommitHealth>,
     /// Where `roost-serve.json` goes (`--data-dir`), and what it says.
     running: (std::path::PathBuf, crate::running::RunningServer),
+    /// Held while this server runs (see `DataDirLock`).
+    _data_dir_lock: crate::running::DataDirLock,
     /// Roost's own MQTT listeners; `None` with `--mqtt-listeners off`.
     mqtt: Option<TcpListener>,
     mqtt_ws: Option<TcpListener>,
@@ -144,19 +146,8 @@ impl App {
             }
             _ => None,
         };
-        if let Some((other, file)) = crate::running::RunningServer::find(&args.db.dir.data_dir) {
-            // Two servers on one data directory would share its SQLite file and broker state,
-            // and the first to stop would remove the file through which the other commands
-            // find the one still running.
-            if other.pid != std::process::id() {
-                anyhow::bail!(
-                    "another roost serve (pid {}) runs from this data directory ({}): stop it first, or give this one its own --data-dir",
-                    other.pid,
-                    file.display()
-                );
-            }
-        }
         args.db.create_directories().await?;
+        let data_dir_lock = crate::running::DataDirLock::take(&args.db.dir.data_dir).await?;
         let store = Store::open(&args.db.database).await.context("opening the database")?;
         info!(database = %store.url(), "database ready");
         let store = Arc::new(store);
@@ -253,6 +244,7 @@ impl App {
             jobs,
             state_queue,
             state_health: Arc::default(),
+            _data_dir_lock: data_dir_lock,
             running: (
                 args.db.dir.data_dir.clone(),
                 crate::running::RunningServer::new(

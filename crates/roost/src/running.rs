@@ -9,6 +9,49 @@ use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "roost-serve.json";
 
+/// Locked by the `roost serve` running from the directory, for as long as it runs.
+pub const LOCK_FILE: &str = "roost-serve.lock";
+
+/// The data directory's lock, held by the one server running from it: a second one would share
+/// its SQLite file and broker state, and the first to stop would remove the `roost-serve.json`
+/// through which the other commands find the one still running. The kernel gives the lock back
+/// when the process ends, however it ends (no stale lock after a crash or a reboot).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `dir` (which exists), or says which server holds it.
+    pub async fn take(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?
+            .into_std()
+            .await;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let described = tokio::fs::read(dir.join(FILE)).await.ok();
+                let holder = described
+                    .and_then(|bytes| serde_json::from_slice::<RunningServer>(&bytes).ok())
+                    .map(|server| format!(" (pid {})", server.pid))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "another roost serve{holder} runs from this data directory ({}): stop it first, or give this one its own --data-dir",
+                    dir.display()
+                )
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningServer {
     pub pid: u32,
@@ -132,6 +175,16 @@ mod tests {
         mine.write(dir.path()).unwrap();
         RunningServer::remove(dir.path());
         assert!(!dir.path().join(FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn one_server_holds_a_data_directory_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::take(dir.path()).await.unwrap();
+        let refused = DataDirLock::take(dir.path()).await.unwrap_err().to_string();
+        assert!(refused.starts_with("another roost serve runs from this data directory"), "{refused}");
+        drop(first);
+        DataDirLock::take(dir.path()).await.expect("free again once the holder is gone");
     }
 
     #[test]

@@ -38,7 +38,7 @@ fn sensor_path_params() -> Value {
     params
 }
 
-/// `PATCH` and `DELETE` of one sensor.
+/// `GET`, `PATCH` and `DELETE` of one sensor.
 fn sensor_settings_path() -> Value {
     json!({
         "get": {

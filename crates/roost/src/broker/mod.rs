@@ -63,7 +63,8 @@ pub struct Broker {
     started: Instant,
     connections_per_ip: Arc<limits::ConnectionsPerIp>,
     delayed_wills: wills::DelayedWills,
-    /// Clients whose publishes the ACL denied, named in the log once each.
+    /// Users (or, without one, clients) whose publishes the ACL denied, named in the log once
+    /// each.
     denials_logged: crate::log_once::LogOnce<Arc<str>>,
 }
 

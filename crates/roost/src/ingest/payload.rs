@@ -82,7 +82,9 @@ fn timestamp(ts: Option<&Value>) -> Result<Option<TimestampMs>, RejectReason> {
         None => return Ok(None),
         Some(Value::Number(n)) => {
             let number = n.as_f64().ok_or(RejectReason::BadTimestamp)?;
-            let ms = if (0.0..SECONDS_BELOW).contains(&number) { number * 1000.0 } else { number };
+            // Seconds with a fraction: to the microsecond first, so that 1080792516.169, whose
+            // product with 1000 lands just below ….169000, keeps its millisecond.
+            let ms = if (0.0..SECONDS_BELOW).contains(&number) { ((number * 1e6).round() / 1e3).floor() } else { number };
             if !(0.0..=TimestampMs::MAX.0 as f64).contains(&ms) {
                 return Err(RejectReason::BadTimestamp);
             }
@@ -135,6 +137,8 @@ mod tests {
         // Seconds, as boards that keep time by NTP send them, whole or with a fraction.
         assert_eq!(parse_single(br#"{"value": 1, "ts": 1700000000}"#), Ok((1.0, Some(TimestampMs(1_700_000_000_000)))));
         assert_eq!(parse_single(br#"{"value": 1, "ts": 1700000000.25}"#), Ok((1.0, Some(TimestampMs(1_700_000_000_250)))));
+        assert_eq!(parse_single(br#"{"value": 1, "ts": 1080792516.169}"#), Ok((1.0, Some(TimestampMs(1_080_792_516_169)))));
+        assert_eq!(parse_single(br#"{"value": 1, "ts": 1.7e9}"#), Ok((1.0, Some(TimestampMs(1_700_000_000_000)))));
         assert_eq!(parse_single(br#"{"value": 1, "ts": 99999999999}"#), Ok((1.0, Some(TimestampMs(99_999_999_999_000)))));
         assert_eq!(parse_single(br#"{"value": 1, "ts": 100000000000}"#), Ok((1.0, Some(TimestampMs(100_000_000_000)))));
         assert_eq!(parse_multi(b"{}"), Err(RejectReason::BadJson));

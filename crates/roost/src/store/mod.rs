@@ -331,7 +331,10 @@ impl Store {
             let current = current.unwrap_or(0) as usize;
             if current > migrations.len() {
                 if lock.is_some() {
-                    sqlx::query(unlock).execute(&mut *conn).await.map_err(setup)?;
+                    // The refusal is what to report; a failed unlock ends with the connection.
+                    if sqlx::query(unlock).execute(&mut *conn).await.is_err() {
+                        conn.close_on_drop();
+                    }
                 }
                 return Err(StoreError::NewerSchema { found: current, known: migrations.len() });
             }

@@ -168,10 +168,12 @@ where
         }
         if !allowed {
             BrokerStats::incr(&self.broker.stats.publishes_denied);
-            if self.broker.denials_logged.first(Arc::clone(&state.client_id)) {
+            // Once per user (a client id may be new on every connection).
+            let who: Arc<str> = username.map_or_else(|| Arc::clone(&state.client_id), Arc::from);
+            if self.broker.denials_logged.first(who) {
                 // A board with a wrong owner in its topics hears nothing over 3.1.1: say it here.
                 warn!(client_id = %state.client_id, ?username, topic = %message.topic,
-                    "publish denied by the ACL: this user may not publish there; not stored (logged once per client, counted in publishes_denied)");
+                    "publish denied by the ACL: this user may not publish there; not stored (logged once per user, counted in publishes_denied)");
             } else {
                 debug!(client_id = %state.client_id, topic = %message.topic, "publish denied by ACL");
             }
