@@ -311,71 +311,76 @@ impl Store {
         on_pool!(self, pool => {
             let setup = |cause| StoreError::Migrate { version: 0, cause };
             let mut conn = pool.acquire().await.map_err(setup)?;
-            if let Some(lock) = lock {
-                // 1 when taken; MariaDB's GET_LOCK gives 0 on timeout and NULL on error.
-                let taken: Option<i64> = sqlx::query_scalar(lock).fetch_one(&mut *conn).await.map_err(setup)?;
-                if taken != Some(1) {
-                    return Err(StoreError::Migrate { version: 0, cause: sqlx::Error::Protocol("another process held the migration lock for 10 minutes".into()) });
-                }
-            }
-            sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-                .execute(&mut *conn)
-                .await
-                .map_err(setup)?;
-            let current: Option<i64> = QueryBuilder::new("SELECT MAX(version) FROM schema_version")
-                .build()
-                .fetch_one(&mut *conn)
-                .await
-                .and_then(|row| row.try_get::<Option<i64>, _>(0))
-                .map_err(setup)?;
-            let current = current.unwrap_or(0) as usize;
-            if current > migrations.len() {
-                if lock.is_some() {
-                    // The refusal is what to report; a failed unlock ends with the connection.
-                    if sqlx::query(unlock).execute(&mut *conn).await.is_err() {
-                        conn.close_on_drop();
+            // On any error the connection is closed, not given back to the pool: that ends its
+            // session, and with it the migration lock, which would otherwise stay held by an
+            // idle pooled connection (and `pg_advisory_lock` waits for ever).
+            let migrated: Result<(), StoreError> = async {
+                if let Some(lock) = lock {
+                    // 1 when taken; MariaDB's GET_LOCK gives 0 on timeout and NULL on error.
+                    let taken: Option<i64> = sqlx::query_scalar(lock).fetch_one(&mut *conn).await.map_err(setup)?;
+                    if taken != Some(1) {
+                        return Err(StoreError::Migrate { version: 0, cause: sqlx::Error::Protocol("another process held the migration lock for 10 minutes".into()) });
                     }
                 }
-                return Err(StoreError::NewerSchema { found: current, known: migrations.len() });
-            }
-            for (index, statements) in migrations.iter().enumerate().skip(current) {
-                let version = index + 1;
-                let err = |cause| StoreError::Migrate { version, cause };
-                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
-                for statement in *statements {
-                    match sqlx::query(statement).execute(&mut *tx).await {
-                        // MariaDB commits each DDL statement on its own: a start cut off in the
-                        // middle of a migration left its first statements done and its version
-                        // unrecorded. Run again, such a statement finds its change there. Only
-                        // the first migration not recorded can have been cut off so.
-                        Err(e) if self.dialect() == Dialect::MySql && version == current + 1 && failure::already_applied_on_mysql(&e) => {
-                            tracing::info!(version, statement, error = %e, "a statement of an interrupted migration had run; going on");
-                        }
-                        done => {
-                            done.map_err(err)?;
-                        }
-                    }
-                }
-                QueryBuilder::new("INSERT INTO schema_version (version) VALUES (")
-                    .push_bind(version as i64)
-                    .push(")")
-                    .build()
-                    .execute(&mut *tx)
+                sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+                    .execute(&mut *conn)
                     .await
-                    .map_err(err)?;
-                tx.commit().await.map_err(err)?;
-                // A new database is created in one line below; an upgrade reports each step
-                // (some take seconds on a large database).
-                if current > 0 {
-                    tracing::info!(version, database = %self.url, "schema migrated");
+                    .map_err(setup)?;
+                let current: Option<i64> = QueryBuilder::new("SELECT MAX(version) FROM schema_version")
+                    .build()
+                    .fetch_one(&mut *conn)
+                    .await
+                    .and_then(|row| row.try_get::<Option<i64>, _>(0))
+                    .map_err(setup)?;
+                let current = current.unwrap_or(0) as usize;
+                if current > migrations.len() {
+                    return Err(StoreError::NewerSchema { found: current, known: migrations.len() });
                 }
+                for (index, statements) in migrations.iter().enumerate().skip(current) {
+                    let version = index + 1;
+                    let err = |cause| StoreError::Migrate { version, cause };
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
+                    for statement in *statements {
+                        match sqlx::query(statement).execute(&mut *tx).await {
+                            // MariaDB commits each DDL statement on its own: a start cut off in the
+                            // middle of a migration left its first statements done and its version
+                            // unrecorded. Run again, such a statement finds its change there. Only
+                            // the first migration not recorded can have been cut off so.
+                            Err(e) if self.dialect() == Dialect::MySql && version == current + 1 && failure::already_applied_on_mysql(&e) => {
+                                tracing::info!(version, statement, error = %e, "a statement of an interrupted migration had run; going on");
+                            }
+                            done => {
+                                done.map_err(err)?;
+                            }
+                        }
+                    }
+                    QueryBuilder::new("INSERT INTO schema_version (version) VALUES (")
+                        .push_bind(version as i64)
+                        .push(")")
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    tx.commit().await.map_err(err)?;
+                    // A new database is created in one line below; an upgrade reports each step
+                    // (some take seconds on a large database).
+                    if current > 0 {
+                        tracing::info!(version, database = %self.url, "schema migrated");
+                    }
+                }
+                if current == 0 {
+                    tracing::info!(version = migrations.len(), database = %self.url, "schema created");
+                }
+                if lock.is_some() {
+                    sqlx::query(unlock).execute(&mut *conn).await.map_err(setup)?;
+                }
+                Ok(())
             }
-            if current == 0 {
-                tracing::info!(version = migrations.len(), database = %self.url, "schema created");
+            .await;
+            if migrated.is_err() {
+                conn.close_on_drop();
             }
-            if lock.is_some() {
-                sqlx::query(unlock).execute(&mut *conn).await.map_err(setup)?;
-            }
+            migrated?;
             Ok(migrations.len())
         })
     }
