@@ -31,7 +31,9 @@ impl DatabaseUrl {
     pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
         let rest = self.0.strip_prefix("sqlite://").or_else(|| self.0.strip_prefix("sqlite:"))?;
         let path = rest.split('?').next().unwrap_or_default();
-        (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+        // Percent-decoded, as sqlx opens it (`%3F` for a `?` in the name).
+        let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(decoded.as_ref()))
     }
 
     /// This URL with a SQLite file's relative path made absolute (against the working
@@ -41,7 +43,10 @@ impl DatabaseUrl {
         let Some(file) = self.sqlite_file().filter(|file| file.is_relative()) else { return self.clone() };
         let Ok(absolute) = std::path::absolute(&file) else { return self.clone() };
         let options = self.0.split_once('?').map(|(_, options)| format!("?{options}")).unwrap_or_default();
-        DatabaseUrl(format!("sqlite://{}{options}", absolute.display()))
+        // The characters sqlx would read as the URL's and not the path's, encoded.
+        const SPECIAL: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+        let path = percent_encoding::utf8_percent_encode(&absolute.to_string_lossy(), SPECIAL).to_string();
+        DatabaseUrl(format!("sqlite://{path}{options}"))
     }
 
     /// The database name of a server URL (`postgres://user@host/NAME?…`).
@@ -134,6 +139,12 @@ mod tests {
         let url = DatabaseUrl::new("sqlite://data/roost.db?mode=rwc").with_absolute_file();
         assert_eq!(url.expose_secret(), format!("sqlite://{}?mode=rwc", here.join("data/roost.db").display()));
         assert_eq!(url.sqlite_file(), Some(here.join("data/roost.db")));
+        // A name with characters of URLs: decoded as sqlx decodes it, encoded again.
+        let odd = DatabaseUrl::new("sqlite://50%25%20done%3F/roost.db");
+        assert_eq!(odd.sqlite_file(), Some(std::path::PathBuf::from("50% done?/roost.db")));
+        let absolute = odd.with_absolute_file();
+        assert_eq!(absolute.expose_secret(), format!("sqlite://{}/50%25 done%3F/roost.db", here.display()));
+        assert_eq!(absolute.sqlite_file(), Some(here.join("50% done?/roost.db")));
         for unchanged in ["sqlite:///var/lib/roost/roost.db", "sqlite::memory:", "postgres://u@h/db"] {
             assert_eq!(DatabaseUrl::new(unchanged).with_absolute_file().expose_secret(), unchanged);
         }
