@@ -38,10 +38,8 @@ impl DataDirLock {
             Ok(()) => Ok(Self { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => {
                 let described = tokio::fs::read(dir.join(FILE)).await.ok();
-                let holder = described
-                    .and_then(|bytes| serde_json::from_slice::<RunningServer>(&bytes).ok())
-                    .map(|server| format!(" (pid {})", server.pid))
-                    .unwrap_or_default();
+                let holder =
+                    described.and_then(|bytes| RunningServer::parse(&bytes)).map(|s| format!(" (pid {})", s.pid)).unwrap_or_default();
                 anyhow::bail!(
                     "another roost serve{holder} runs from this data directory ({}): stop it first, or give this one its own --data-dir",
                     dir.display()
@@ -107,7 +105,12 @@ impl RunningServer {
     }
 
     fn read(path: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        Self::parse(&std::fs::read(path).ok()?)
+    }
+
+    /// The file's content; `None` if it is not one this version writes.
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
     }
 
     /// The server described in `dir`, if there is one and its process still runs (a file left

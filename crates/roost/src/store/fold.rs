@@ -655,13 +655,12 @@ fn push_rollup_of_span(query: &mut QueryBuilder<'_, sqlx::MySql>, table: &str, o
 /// Only readings of sensors there are: a batch makes sure of its sensors (its latest-value
 /// update, or a staged batch's check in share mode, finds them all), but a sensor deleted by
 /// hand with its `readings` and not its staged ones would fail the foreign keys of
-/// `readings_1m`, and every fold after it; a move (which
-/// does not check `readings`' foreign key) would leave readings of no sensor. A join in this
-/// order, the staged readings' span first and each one's sensor by its key: as `sensor_id IN
-/// (SELECT id FROM sensors)`, MariaDB planned it sensors first when its statistics still held
-/// the staged table empty, and read the whole span again for every sensor (a fold of 20,000
-/// staged readings of 10,000 sensors took 56 s, holding the folds' row, and batches failed
-/// their lock wait).
+/// `readings_1m`, and every fold after it; a move (which does not check `readings`' foreign
+/// key) would leave readings of no sensor. A join in this order, the staged readings' span
+/// first and each one's sensor by its key: as `sensor_id IN (SELECT id FROM sensors)`, MariaDB
+/// planned it sensors first when its statistics still held the staged table empty, and read
+/// the whole span again for every sensor (a fold of 20,000 staged readings of 10,000 sensors
+/// took 56 s, holding the folds' row, and batches failed their lock wait).
 const OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = readings_staged.sensor_id";
 
 /// [`OF_SENSORS`] for a fold: the sensors of its minutes, looked up once per sensor and minute
@@ -687,8 +686,9 @@ const FOLDED_OF_SENSORS: &str = " STRAIGHT_JOIN sensors ON sensors.id = folded.f
 /// which batches append to) and without foreign key checks (they would hold every moved
 /// sensor's row in share mode until the commit, and each batch's latest-value update, or a
 /// staged batch's check of its sensors, would wait for the move); the readings it moves are of
-/// sensors there are ([`OF_SENSORS`]), and a sensor's deletion deletes the staged readings before the indexed ones, so that it waits for
-/// a move holding its staged readings and then deletes what that moved.
+/// sensors there are ([`OF_SENSORS`]), and a sensor's deletion deletes the staged readings
+/// before the indexed ones, so that it waits for a move holding its staged readings and then
+/// deletes what that moved.
 async fn move_folded_staged(pool: &sqlx::MySqlPool) -> Result<(), StoreError> {
     let (before, staged_through): (i64, i64) = sqlx::query("SELECT minutes_before, staged_through FROM rollup_fold")
         .fetch_one(pool)
