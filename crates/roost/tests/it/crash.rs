@@ -36,14 +36,15 @@ pub async fn spawn_roost_with(database: &DatabaseUrl, flags: &[&str]) -> (Child,
 pub async fn spawn_roost_ready(database: &DatabaseUrl, flags: &[&str], ready: &str) -> (Child, SocketAddr) {
     // A data directory of its own (it holds only roost-serve.json here): servers started by
     // tests at once must not share the working directory's, and one server of a test may be
-    // killed while the next starts.
-    let data_dir = tempfile::tempdir().unwrap().keep();
+    // killed while the next starts. Removed when the log task below ends: at the server's
+    // exit, or when the test's runtime drops the task.
+    let data_dir = tempfile::tempdir().unwrap();
     let mut child = crate::support::roost_command("info")
         .args(["serve", "--allow-anonymous"])
         .args(crate::support::ANY_PORTS)
         .args(["--database", database.expose_secret()])
         .arg("--data-dir")
-        .arg(&data_dir)
+        .arg(data_dir.path())
         .args(flags)
         .stderr(Stdio::piped())
         .spawn()
@@ -53,6 +54,7 @@ pub async fn spawn_roost_ready(database: &DatabaseUrl, flags: &[&str], ready: &s
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let ready = ready.to_owned();
     tokio::spawn(async move {
+        let _data_dir = data_dir;
         let (mut tx, mut ready_tx) = (Some(tx), Some(ready_tx));
         // Keep draining so the child never blocks on a full pipe.
         while let Ok(Some(line)) = lines.next_line().await {

@@ -54,14 +54,15 @@ struct Node {
 impl Node {
     /// Starts a node on `db`; with `upstream`, taking readings from that Mosquitto as `name`.
     async fn spawn(db: &DatabaseUrl, name: &str, upstream: Option<u16>) -> Self {
-        let data_dir = tempfile::tempdir().unwrap().keep();
+        // Removed when the log task below ends (the node exited, or the test is over).
+        let data_dir = tempfile::tempdir().unwrap();
         let mut command = roost_command("info");
         command
             .args(["serve", "--allow-anonymous", "--node-id", name])
             .args(ANY_PORTS)
             .args(["--database", db.expose_secret()])
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir.path())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         if let Some(port) = upstream {
@@ -73,6 +74,7 @@ impl Node {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (kept, name_shown) = (Arc::clone(&log), name.to_owned());
         tokio::spawn(async move {
+            let _data_dir = data_dir;
             let mut tx = Some(tx);
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("roost {name_shown}: {line}");
