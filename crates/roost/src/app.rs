@@ -201,12 +201,6 @@ impl App {
             total: args.max_login_failures_total,
             window: args.login_failure_window,
         }));
-        let auth: Arc<dyn Authenticate> = if args.allow_anonymous {
-            Arc::new(AllowAll)
-        } else {
-            crate::auth::bootstrap::ensure_admin(&store, &args.db.dir.data_dir).await.context("creating the first admin")?;
-            Arc::new(UserAuth::new(Arc::clone(&store), Arc::clone(&login_limiter)))
-        };
         let started = std::time::Instant::now();
         let restored = crate::broker_store::restore(&store).await.context("loading the broker's state")?;
         info!(
@@ -217,6 +211,15 @@ impl App {
             took = ?started.elapsed(),
             "broker state restored"
         );
+        let auth: Arc<dyn Authenticate> = if args.allow_anonymous {
+            Arc::new(AllowAll)
+        } else {
+            crate::auth::bootstrap::ensure_admin(&store, &args.db.dir.data_dir).await.context("creating the first admin")?;
+            let auth = UserAuth::new(Arc::clone(&store), Arc::clone(&login_limiter));
+            let will_users: std::collections::BTreeSet<&str> = restored.wills.iter().filter_map(|w| w.username.as_deref()).collect();
+            auth.load_acls(will_users).await.context("reading the ACLs of the users whose wills are due")?;
+            Arc::new(auth)
+        };
         let (broker_store, state_queue) = BrokerStore::new();
         let hooks = broker::Hooks { auth, ingest: Arc::clone(&ingest) as _, persistence: Arc::new(broker_store) };
         let broker = Broker::new(config, hooks, restored);

@@ -10,7 +10,7 @@ pub mod password;
 pub mod tokens;
 
 use crate::broker::{AuthOutcome, Authenticate, BoxFuture, Credentials};
-use crate::store::{Store, TokenKind};
+use crate::store::{Store, StoreError, TokenKind};
 use acl::Acl;
 use limiter::LoginLimiter;
 use mqtt_codec::{TopicFilter, TopicName};
@@ -87,9 +87,26 @@ impl UserAuth {
 
     /// Lets `user` in, with their ACL as of now.
     fn allow(&self, user: crate::store::UserRecord) -> AuthOutcome {
-        let acl = Arc::new(Acl::for_user(&user));
-        self.acls.write().unwrap_or_else(|e| e.into_inner()).insert(user.name.clone(), acl);
+        self.keep_acl(&user);
         AuthOutcome::Allowed { username: Some(user.name) }
+    }
+
+    fn keep_acl(&self, user: &crate::store::UserRecord) {
+        let acl = Arc::new(Acl::for_user(user));
+        self.acls.write().unwrap_or_else(|e| e.into_inner()).insert(user.name.clone(), acl);
+    }
+
+    /// Reads the ACLs of the users `names` from the store, as their logins would. The wills of
+    /// the clients connected when the server stopped are published as it starts, before anyone
+    /// logs in, and are checked against their users' ACLs like any publish. A user removed
+    /// since then has none: their will is not published.
+    pub async fn load_acls<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), StoreError> {
+        for name in names {
+            if let Some(user) = self.store.user(name).await? {
+                self.keep_acl(&user);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -103,8 +103,13 @@ impl Broker {
         broker.router.restore_retained(restored.retained);
         broker.sessions.restore(restored.sessions, &broker.router, &broker.config, &broker.durable);
         for RestoredWill { client_id, username, will } in restored.wills {
-            tracing::info!(%client_id, topic = %will.topic, "publishing the will of a client connected when the server stopped");
-            broker.publish_will(&Arc::new(will), username.as_deref());
+            let topic = will.topic.clone();
+            if broker.publish_will(&Arc::new(will), username.as_deref()) {
+                tracing::info!(%client_id, %topic, "published the will of a client connected when the server stopped");
+            } else {
+                tracing::warn!(%client_id, ?username, %topic,
+                    "not publishing the will of a client connected when the server stopped: its user may not publish there (or no longer exists)");
+            }
             broker.durable.record(StateChange::WillCleared { client_id });
         }
         broker

@@ -79,9 +79,10 @@ impl Broker {
 
     /// Publishes a will if its client may publish on its topic. Its message expiry interval
     /// starts now (§3.1.3.2.4): until published, a will's `expires_at_ms` holds the interval.
-    pub(super) fn publish_will(&self, will: &Arc<Message>, username: Option<&str>) {
+    /// Publishes `will` if its user may publish on its topic; returns whether it did.
+    pub(super) fn publish_will(&self, will: &Arc<Message>, username: Option<&str>) -> bool {
         if !self.auth.may_publish(username, &will.topic) {
-            return;
+            return false;
         }
         let will = match will.properties.as_deref().and_then(|p| p.expires_at_ms) {
             Some(interval_ms) => {
@@ -94,6 +95,7 @@ impl Broker {
             None => Arc::clone(will),
         };
         self.router.route(will, None, &self.stats, &self.durable);
+        true
     }
 }
 

@@ -2,7 +2,7 @@
 //! retained messages, persistent sessions (clean session 0) and their queued QoS 1/2
 //! messages, session expiry, and wills of connections that died with the server.
 
-use crate::crash::spawn_roost;
+use crate::crash::{spawn_roost, spawn_roost_with_logins};
 use crate::databases::{Backend, TestDb};
 use crate::support::{self, require_command, Raw, TestServer, WAIT};
 use bytes::BytesMut;
@@ -337,6 +337,44 @@ async fn a_will_is_published_after_the_server_died_with_its_connection(backend: 
     let (roost, addr) = spawn_roost(&db.url).await;
     let seen = mosquitto_sub(addr, 2, &["-t", "status/#", "-v"]).await;
     assert_eq!(seen, ["status/board-9 offline"], "published once: the will itself is gone, its retained message stays");
+    sigkill(roost).await;
+}
+
+/// The same with logins required (the default): the ACL a will is checked against is its
+/// user's, read from the database at start, before anyone has logged in again. The will of a
+/// user who may not publish on its topic is not published.
+async fn a_users_will_is_published_after_the_server_died_with_its_connection(backend: Backend) {
+    require_command("mosquitto_sub");
+    let db = TestDb::new(backend).await;
+    let store = roost::store::Store::open(&db.url).await.unwrap();
+    support::add_user(&store, "alice", "alice-secret", false).await;
+    support::add_user(&store, "root", "root-secret", true).await;
+    drop(store);
+    let (roost, addr) = spawn_roost_with_logins(&db.url).await;
+    let mut boards = Vec::new();
+    for (client_id, topic) in [("board-1", "iot/alice/status/board-1"), ("board-2", "iot/bob/status/board-2")] {
+        let mut board = Raw::connect(addr).await;
+        let mut connect = support::connect(client_id, true);
+        connect.username = Some("alice".into());
+        connect.password = Some(b"alice-secret".to_vec().into());
+        connect.will = Some(LastWill {
+            topic: TopicName::parse(topic).unwrap(),
+            payload: "offline".into(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+        });
+        board.send(&Packet::Connect(connect)).await;
+        assert!(matches!(board.recv().await, Some(Packet::ConnAck(ConnAck { code: 0, .. }))));
+        board.send(&Packet::PingReq).await;
+        assert_eq!(board.recv().await, Some(Packet::PingResp), "connected, and its will stored");
+        boards.push(board); // connected until the server dies
+    }
+    sigkill(roost).await;
+    drop(boards);
+    let (roost, addr) = spawn_roost_with_logins(&db.url).await;
+    let seen = mosquitto_sub(addr, 2, &["-u", "root", "-P", "root-secret", "-t", "iot/#", "-v"]).await;
+    assert_eq!(seen, ["iot/alice/status/board-1 offline"], "alice's will on her own topics, and not the one on bob's");
     sigkill(roost).await;
 }
 
@@ -705,6 +743,7 @@ crate::on_every_database!(
     a_persistent_session_gets_every_acknowledged_message_after_sigkill,
     an_online_persistent_session_loses_nothing_across_sigkill,
     a_will_is_published_after_the_server_died_with_its_connection,
+    a_users_will_is_published_after_the_server_died_with_its_connection,
     an_expired_session_is_removed_with_its_queue,
     mqtt5_state_survives_sigkill,
 );

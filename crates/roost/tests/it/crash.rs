@@ -34,13 +34,22 @@ pub async fn spawn_roost_with(database: &DatabaseUrl, flags: &[&str]) -> (Child,
 /// [`spawn_roost_with`], returning once the server also logged `ready` (e.g. that a task it
 /// starts is running).
 pub async fn spawn_roost_ready(database: &DatabaseUrl, flags: &[&str], ready: &str) -> (Child, SocketAddr) {
+    spawn(database, &[&["--allow-anonymous"], flags].concat(), ready).await
+}
+
+/// [`spawn_roost`] with authentication on (the default: clients log in as users of `database`).
+pub async fn spawn_roost_with_logins(database: &DatabaseUrl) -> (Child, SocketAddr) {
+    spawn(database, &[], "MQTT listening").await
+}
+
+async fn spawn(database: &DatabaseUrl, flags: &[&str], ready: &str) -> (Child, SocketAddr) {
     // A data directory of its own (it holds only roost-serve.json here): servers started by
     // tests at once must not share the working directory's, and one server of a test may be
     // killed while the next starts. Removed when the log task below ends: at the server's
     // exit, or when the test's runtime drops the task.
     let data_dir = tempfile::tempdir().unwrap();
     let mut child = crate::support::roost_command("info")
-        .args(["serve", "--allow-anonymous"])
+        .arg("serve")
         .args(crate::support::ANY_PORTS)
         .args(["--database", database.expose_secret()])
         .arg("--data-dir")
