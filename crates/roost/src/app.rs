@@ -200,6 +200,7 @@ impl App {
             per_name: args.max_login_failures,
             total: args.max_login_failures_total,
             window: args.login_failure_window,
+            concurrent_checks: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }));
         let started = std::time::Instant::now();
         let restored = crate::broker_store::restore(&store).await.context("loading the broker's state")?;

@@ -9,6 +9,11 @@
 //!   within the window, logins by an (address, name) without a recent success go one at a
 //!   time per address, each after 1 s. Pairs that logged in successfully lately skip this.
 //!
+//! - at once: at most `concurrent_checks` logins are checked at the same time, in the order
+//!   they came. An Argon2id check takes 19 MiB for tens of milliseconds: a burst of CONNECTs
+//!   with made-up names (each failing only once checked) would otherwise run one check per
+//!   thread of the blocking pool (512) at once, about 10 GiB.
+//!
 //! Nothing is ever refused here: the caller checks the password after [`LoginLimiter::admit`]
 //! and reports the outcome on the returned [`Admission`].
 
@@ -16,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 /// The first delay once a pair is over its limit; it doubles with each further failure.
@@ -28,6 +33,10 @@ const SPRAY_DELAY: Duration = Duration::from_secs(1);
 const KNOWN_GOOD_FOR: Duration = Duration::from_secs(7 * 86_400);
 /// Entries kept before old ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
+/// The most characters of a user name a pair is counted under: an MQTT user name may be 64 KiB,
+/// and the entries of many such names would otherwise take that each until they are swept.
+/// (No account's name is longer than this.)
+const NAME_CHARS_KEPT: usize = crate::model::MAX_LEVEL_CHARS;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LimiterConfig {
@@ -36,6 +45,8 @@ pub struct LimiterConfig {
     /// Failures in all per window before pairs without a recent success are slowed.
     pub total: u32,
     pub window: Duration,
+    /// Logins checked at the same time, at most (each Argon2id check takes 19 MiB).
+    pub concurrent_checks: usize,
 }
 
 type Pair = (IpAddr, String);
@@ -51,6 +62,8 @@ enum Lane {
 pub struct LoginLimiter {
     config: LimiterConfig,
     state: Mutex<State>,
+    /// One permit per login being checked.
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +85,10 @@ pub struct Admission<'a> {
     pair: Pair,
     /// Held while the password is checked, so the slowed attempts of one lane go one by one.
     _lane: Option<OwnedMutexGuard<()>>,
-    /// How long this attempt was held back.
+    /// Held while the password is checked (see `LimiterConfig::concurrent_checks`).
+    _check: OwnedSemaphorePermit,
+    /// How long this attempt was held back for failed logins (not counting its turn among the
+    /// logins checked at once).
     pub waited: Duration,
 }
 
@@ -90,7 +106,8 @@ impl Admission<'_> {
 
 impl LoginLimiter {
     pub fn new(config: LimiterConfig) -> Self {
-        Self { config, state: Mutex::default() }
+        let checks = Arc::new(tokio::sync::Semaphore::new(config.concurrent_checks.max(1)));
+        Self { config, state: Mutex::default(), checks }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -99,14 +116,19 @@ impl LoginLimiter {
 
     /// Waits as long as this attempt must be slowed down, then lets it through.
     pub async fn admit(&self, ip: IpAddr, name: &str) -> Admission<'_> {
-        let pair = (ip, name.to_owned());
-        let Some((lane, delay)) = self.slowdown(&pair) else {
-            return Admission { limiter: self, pair, _lane: None, waited: Duration::ZERO };
-        };
+        let pair = (ip, name.chars().take(NAME_CHARS_KEPT).collect());
         let started = Instant::now();
-        let guard = lane.lock_owned().await;
-        tokio::time::sleep(delay).await;
-        Admission { limiter: self, pair, _lane: Some(guard), waited: started.elapsed() }
+        let lane = match self.slowdown(&pair) {
+            Some((lane, delay)) => {
+                let guard = lane.lock_owned().await;
+                tokio::time::sleep(delay).await;
+                Some(guard)
+            }
+            None => None,
+        };
+        let waited = started.elapsed();
+        let check = Arc::clone(&self.checks).acquire_owned().await.expect("the semaphore is never closed");
+        Admission { limiter: self, pair, _lane: lane, _check: check, waited }
     }
 
     /// The lane and delay for `pair`, if it must be slowed.
@@ -159,7 +181,7 @@ mod tests {
     use super::*;
 
     fn with_limits(per_name: u32, total: u32) -> LoginLimiter {
-        LoginLimiter::new(LimiterConfig { per_name, total, window: Duration::from_secs(60) })
+        LoginLimiter::new(LimiterConfig { per_name, total, window: Duration::from_secs(60), concurrent_checks: 2 })
     }
 
     const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
@@ -218,6 +240,30 @@ mod tests {
             attempt.await.unwrap();
         }
         assert!(started.elapsed() >= 3 * FIRST_DELAY, "parallel guesses do not run in parallel: {:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_more_logins_are_checked_at_once_than_allowed() {
+        let limiter = Arc::new(with_limits(100, 1000)); // two at once
+        let first = limiter.admit(HOME, "board-1").await;
+        let second = limiter.admit(HOME, "board-2").await;
+        let third = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.admit(HOME, "board-3").await.waited }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!third.is_finished(), "a third login waits while two are checked");
+        first.failed();
+        assert_eq!(third.await.unwrap(), Duration::ZERO, "its turn is not counted as a slowdown for failed logins");
+        second.succeeded();
+    }
+
+    #[tokio::test]
+    async fn a_long_user_name_is_kept_short() {
+        let limiter = with_limits(3, 1000);
+        limiter.admit(HOME, &"x".repeat(65_535)).await.failed();
+        let state = limiter.lock();
+        assert!(state.failures.keys().all(|(_, name)| name.chars().count() == NAME_CHARS_KEPT));
     }
 
     #[tokio::test(start_paused = true)]
