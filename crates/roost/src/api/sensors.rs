@@ -267,15 +267,21 @@ pub async fn export_csv(
     });
     use futures_util::StreamExt;
     let body = Body::from_stream(header_line.chain(rows));
-    let filename = format!("{}_{}_{}.csv", key.owner, key.place, key.category).replace(['"', '\\', '/'], "_");
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
-        ],
-        body,
-    )
+    let filename = format!("{}_{}_{}.csv", key.owner, key.place, key.category);
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, attachment(&filename))], body)
         .into_response())
+}
+
+/// `Content-Disposition` of a download named `filename` (RFC 6266): `filename` in plain ASCII
+/// (every other character, and `"`, `\`, `/`, replaced by `_`), and the name itself as
+/// `filename*`, UTF-8 percent-encoded (only `/` and `\` replaced). A topic level may hold any
+/// character but NUL, a control character too (a `\r` left by firmware reading its topic from
+/// a line), which a header value cannot: such a name made the export a 500.
+fn attachment(filename: &str) -> String {
+    let plain: String =
+        filename.chars().map(|c| if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/') || c == ' ' { c } else { '_' }).collect();
+    let exact = percent_encoding::utf8_percent_encode(&filename.replace(['/', '\\'], "_"), percent_encoding::NON_ALPHANUMERIC).to_string();
+    format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}")
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,4 +311,24 @@ pub async fn rejects(
         })
         .collect();
     Ok(Json(json!(rejects)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attachment;
+
+    #[test]
+    fn any_sensor_name_makes_a_valid_download_header() {
+        for (name, plain) in [
+            ("yanjo_kitchen_temperature.csv", "yanjo_kitchen_temperature.csv"),
+            ("yanjo_kitchen_temperature\r.csv", "yanjo_kitchen_temperature_.csv"),
+            ("yanjo_거실_온도.csv", "yanjo______.csv"),
+            ("a\"b\\c/d e.csv", "a_b_c_d e.csv"),
+        ] {
+            let value = attachment(name);
+            assert!(axum::http::HeaderValue::try_from(value.as_str()).is_ok(), "{value:?}");
+            assert!(value.starts_with(&format!("attachment; filename=\"{plain}\"; filename*=UTF-8''")), "{value}");
+        }
+        assert!(attachment("yanjo_거실_온도.csv").ends_with("''yanjo%5F%EA%B1%B0%EC%8B%A4%5F%EC%98%A8%EB%8F%84%2Ecsv"));
+    }
 }
