@@ -121,6 +121,10 @@ pub struct Store {
     /// turns here, in order, rather than in SQLite's busy handler, which sleeps up to 100 ms
     /// between tries (measured: a purge beside ingest took p99 from 14 to 206 ms that way).
     sqlite_write_turn: tokio::sync::Mutex<()>,
+    /// Exports running at once, at most (`Store::stream_readings`): each holds a connection of
+    /// the shared pool for as long as its download takes, and logins, API requests and the
+    /// broker's state need the others.
+    exports: tokio::sync::Semaphore,
     /// SQLite's ingest batches are written by a thread of their own (a database file; an
     /// in-memory one is written through `writer`).
     sqlite_writer: Option<sqlite_writer::SqliteWriter>,
@@ -164,6 +168,10 @@ pub use tokens::{TokenKind, TokenOwner, TokenRow};
 pub use users::{Grant, UserError, UserRecord};
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shared pool's connections.
+const SHARED_CONNECTIONS: u32 = 4;
+/// Exports running at once: half the shared pool.
+const EXPORTS_AT_ONCE: usize = SHARED_CONNECTIONS as usize / 2;
 
 /// The shared pool (connected now, so a bad URL fails at start) and the ingest writer's own
 /// connections, one per concurrent batch (opened on the first writes, and kept).
@@ -175,7 +183,8 @@ async fn pools<DB: sqlx::Database>(
     // is reported at once and as itself (a pool retries for its acquire timeout and then says
     // only that it timed out).
     sqlx::Connection::close(<DB::Connection as sqlx::Connection>::connect_with(&options).await?).await?;
-    let shared = PoolOptions::<DB>::new().max_connections(4).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options.clone()).await?;
+    let shared =
+        PoolOptions::<DB>::new().max_connections(SHARED_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options.clone()).await?;
     let writer = PoolOptions::<DB>::new()
         .max_connections(dialect.concurrent_writes() as u32)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -268,6 +277,7 @@ impl Store {
             sensor_ids: Mutex::default(),
             writes: Default::default(),
             sqlite_write_turn: tokio::sync::Mutex::new(()),
+            exports: tokio::sync::Semaphore::new(EXPORTS_AT_ONCE),
             sqlite_writer,
         })
     }

@@ -74,6 +74,9 @@ macro_rules! sensor_row {
     };
 }
 
+/// How long an export waits for its download to take the next chunk before it ends.
+pub const EXPORT_STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Store {
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
         on_pool!(self, pool => QueryBuilder::new(format!("SELECT {}", count_readings_sql(self.dialect())))
@@ -364,7 +367,9 @@ impl Store {
     }
 
     /// Streams a sensor's readings in `[from, to)` in chunks, oldest first, for exports of any
-    /// size; stops early when the receiver is gone.
+    /// size; stops early when the receiver is gone, or has not taken a chunk for
+    /// [`EXPORT_STALLED_AFTER`] (a download that stopped reading must not keep its connection).
+    /// At most `EXPORTS_AT_ONCE` run at once; others wait their turn.
     pub async fn stream_readings(
         &self,
         sensor_id: i64,
@@ -374,13 +379,24 @@ impl Store {
     ) {
         use futures_util::TryStreamExt;
         const CHUNK: usize = 4096;
+        let Ok(_turn) = self.exports.acquire().await else { return };
+        // Whether the receiver took `chunk` in time.
+        let send = |chunk| async {
+            match tokio::time::timeout(EXPORT_STALLED_AFTER, chunks.send(chunk)).await {
+                Ok(sent) => sent.is_ok(),
+                Err(_) => {
+                    tracing::warn!(stalled_for = ?EXPORT_STALLED_AFTER, "an export's download stopped reading; ending it");
+                    false
+                }
+            }
+        };
         on_pool!(self, pool => {
             // One transaction, so that on MariaDB both reads see one snapshot: a move between
             // them would take staged readings into `readings`.
             let mut tx = match pool.begin().await {
                 Ok(tx) => tx,
                 Err(e) => {
-                    let _ = chunks.send(Err(query_err("starting an export")(e))).await;
+                    send(Err(query_err("starting an export")(e))).await;
                     return;
                 }
             };
@@ -399,7 +415,7 @@ impl Store {
                 match read {
                     Ok(rows) => staged.extend(rows),
                     Err(e) => {
-                        let _ = chunks.send(Err(e)).await;
+                        send(Err(e)).await;
                         return;
                     }
                 }
@@ -413,13 +429,13 @@ impl Store {
                     Ok(Some(row)) => match (row.try_get::<i64, _>(0), row.try_get::<f64, _>(1)) {
                         (Ok(ts), Ok(value)) => Some((ts, value)),
                         (Err(e), _) | (_, Err(e)) => {
-                            let _ = chunks.send(Err(query_err("decoding an export")(e))).await;
+                            send(Err(query_err("decoding an export")(e))).await;
                             return;
                         }
                     },
                     Ok(None) => None,
                     Err(e) => {
-                        let _ = chunks.send(Err(query_err("exporting readings")(e))).await;
+                        send(Err(query_err("exporting readings")(e))).await;
                         return;
                     }
                 };
@@ -430,12 +446,12 @@ impl Store {
                 }
                 let Some(reading) = next else { break };
                 chunk.push(reading);
-                if chunk.len() >= CHUNK && chunks.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await.is_err() {
+                if chunk.len() >= CHUNK && !send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await {
                     return;
                 }
             }
             if !chunk.is_empty() {
-                let _ = chunks.send(Ok(chunk)).await;
+                send(Ok(chunk)).await;
             }
         })
     }

@@ -47,6 +47,39 @@ async fn an_older_roost_refuses_a_newer_schema(backend: Backend) {
     store.close().await;
 }
 
+/// Exports whose downloads stopped reading hold at most half the shared pool: logins, API
+/// requests and the broker's state still get a connection (they waited 5 s and failed when four
+/// stalled exports held all four).
+async fn stalled_exports_leave_connections_for_the_rest(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = std::sync::Arc::new(Store::open(&db.url).await.unwrap());
+    let sensor = key("yanjo", "attic", "temperature");
+    store.write_batch(&Batch { readings: (0..10_000).map(|n| reading(&sensor, n, 1.0)).collect(), ..Batch::default() }).await.unwrap();
+    let id = store.sensor_id(&sensor).await.unwrap().unwrap();
+    let mut downloads = Vec::new();
+    for _ in 0..4 {
+        // Room for one chunk of 4,096 readings: the export then waits to send its second.
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender).await });
+        downloads.push(receiver);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = downloads.iter().filter(|d| !d.is_empty()).count();
+    assert_eq!(started, 2, "two exports at once; the others wait their turn");
+    let counted = tokio::time::timeout(std::time::Duration::from_secs(3), store.count_readings()).await;
+    assert_eq!(counted.expect("a connection is free").unwrap(), 10_000);
+    // A download that reads gets everything, and the next export its turn.
+    let mut first = downloads.remove(0);
+    let mut exported = 0;
+    while let Some(chunk) = first.recv().await {
+        exported += chunk.unwrap().len();
+    }
+    assert_eq!(exported, 10_000);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(downloads.iter().filter(|d| !d.is_empty()).count(), 2, "a waiting export started");
+}
+
 async fn batches_store_readings_sensors_and_rejects(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::open(&db.url).await.unwrap();
@@ -504,6 +537,7 @@ crate::on_every_database!(
     rollups_give_the_same_buckets_as_the_readings,
     a_lease_has_one_holder_until_it_expires,
     upstream_deliveries_keep_the_latest_per_packet_id,
+    stalled_exports_leave_connections_for_the_rest,
 );
 
 /// `leases`: one holder at a time; the holder renews; an expired or given-up lease is taken over.
