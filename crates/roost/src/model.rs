@@ -122,6 +122,9 @@ pub enum RejectReason {
     NotFinite,
     BadJson,
     BadTimestamp,
+    /// A `ts` more than [`crate::ingest::MAX_AHEAD_MS`] after the time Roost received it (a
+    /// board's clock set wrong, local time sent as UTC, microseconds sent as milliseconds).
+    FutureTimestamp,
     /// An owner, place or category over [`MAX_LEVEL_CHARS`] characters.
     LevelTooLong,
     /// The database refused to store the reading (its error is logged); ingest moved it here
@@ -140,6 +143,7 @@ impl RejectReason {
             Self::NotFinite => "value is not finite",
             Self::BadJson => "JSON payload has the wrong shape",
             Self::BadTimestamp => "bad timestamp",
+            Self::FutureTimestamp => "timestamp more than 5 minutes in the future",
             Self::LevelTooLong => "topic level longer than 191 characters",
             Self::RefusedByDatabase => "refused by the database",
         }

@@ -76,6 +76,11 @@ impl Default for IngestConfig {
     }
 }
 
+/// How far a reading's own `ts` may be ahead of the time it was received. A reading from the
+/// future would stay its sensor's latest value (the newest by reading time) until that time
+/// came, and hide every real reading from the dashboard and the alert rules until then.
+pub const MAX_AHEAD_MS: i64 = 5 * 60_000;
+
 /// How many (client, reason) pairs are remembered for "log once"; then the memory starts over.
 const LOGGED_REJECTS_LIMIT: usize = 10_000;
 
@@ -119,6 +124,9 @@ impl Ingest {
                 .and_then(|(values, ts)| values.into_iter().map(|(c, v)| Ok((key(&c)?, v, ts))).collect::<Result<Vec<_>, _>>()),
         };
         match parsed {
+            Ok(values) if values.iter().any(|(_, _, ts)| ts.is_some_and(|ts| ts.0 > received_at.0.saturating_add(MAX_AHEAD_MS))) => {
+                reject(RejectReason::FutureTimestamp)
+            }
             Ok(values) => Record::Readings(
                 values.into_iter().map(|(sensor, value, ts)| Reading { sensor, ts: ts.unwrap_or(received_at), value }).collect(),
             ),
@@ -186,7 +194,7 @@ mod tests {
             Record::Readings(vec![reading("yanjo", "livingroom", "illuminate", 512.0, 7)])
         );
         assert_eq!(
-            i.interpret("c", "iot/yanjo/sensor/kitchen", br#"{"temperature": 21, "humidity": 40, "ts": 1700000000005}"#, TimestampMs(7)),
+            i.interpret("c", "iot/yanjo/sensor/kitchen", br#"{"temperature": 21, "humidity": 40, "ts": 1700000000005}"#, TimestampMs(1_800_000_000_000)),
             Record::Readings(vec![
                 reading("yanjo", "kitchen", "humidity", 40.0, 1_700_000_000_005),
                 reading("yanjo", "kitchen", "temperature", 21.0, 1_700_000_000_005)
@@ -209,6 +217,21 @@ mod tests {
             panic!()
         };
         assert_eq!(r.reason, RejectReason::LevelTooLong, "so is a category named in a JSON payload");
+        let now = 1_800_000_000_000;
+        let at = |ts: i64| format!(r#"{{"value": 1, "ts": {ts}}}"#);
+        let Record::Reject(r) = i.interpret("dev1", "iot/a/sensor/b/c", at(now + MAX_AHEAD_MS + 1).as_bytes(), TimestampMs(now)) else {
+            panic!("a reading from the future")
+        };
+        assert_eq!(r.reason, RejectReason::FutureTimestamp);
+        let Record::Reject(r) =
+            i.interpret("dev1", "iot/a/sensor/b", format!(r#"{{"t": 1, "ts": {}}}"#, now / 1000 + 3600).as_bytes(), TimestampMs(now))
+        else {
+            panic!("local time sent as UTC, an hour ahead, in seconds")
+        };
+        assert_eq!(r.reason, RejectReason::FutureTimestamp);
+        for ts in [now + MAX_AHEAD_MS, now - 86_400_000, 0] {
+            assert!(matches!(i.interpret("dev1", "iot/a/sensor/b/c", at(ts).as_bytes(), TimestampMs(now)), Record::Readings(_)), "{ts}");
+        }
         assert!(i.wants("iot/anything"));
         assert!(!i.wants("$SYS/broker/uptime"));
         assert!(!i.wants("devices/lamp/set"));
