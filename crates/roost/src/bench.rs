@@ -143,6 +143,8 @@ impl fmt::Display for BenchReport {
                 "verification FAILED: the database has none of this run's sensors. Is --database the one `roost serve` writes to, \
                  and may this user publish under the owner's topics (its own name, or an admin)?"
             )?;
+        } else if v.acked == 0 {
+            writeln!(f, "nothing was acknowledged, so nothing could be verified")?;
         } else if v.missing_count == 0 {
             writeln!(f, "verified: all {} acknowledged readings are stored", group(v.acked))?;
         } else {
@@ -159,7 +161,15 @@ impl fmt::Display for BenchReport {
         if v.duplicates > 0 {
             writeln!(f, "note: {} readings are stored more than once", group(v.duplicates))?;
         }
-        Ok(())
+        if self.failures.iter().any(|failure| failure.contains("NotAuthorized") || failure.contains("BadUserNamePassword")) {
+            writeln!(f, "hint: the server refused the login: give a user with --username and --password (ROOST_USERNAME, ROOST_PASSWORD)")?;
+        }
+        if self.passed() {
+            writeln!(f, "bench passed")
+        } else {
+            let unacknowledged = self.published.saturating_sub(self.acked);
+            writeln!(f, "bench FAILED: {} of {} publishes unacknowledged", group(unacknowledged), group(self.published))
+        }
     }
 }
 

@@ -146,10 +146,18 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
             let qos0 = config.qos == rumqttc::QoS::AtMostOnce;
             let report = CancellationToken::new();
             let reporter = spawn_reporter(Arc::clone(&counters), "simulate", config.boards as u64, qos0, report.clone());
-            let result = roost::sim::run(config, counters, stop).await;
+            let result = roost::sim::run(config, Arc::clone(&counters), stop).await;
             report.cancel();
             let _ = reporter.await;
             result?;
+            let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+            let delivered = load(if qos0 { &counters.sent } else { &counters.acked });
+            if delivered == 0 && load(&counters.errors) > 0 {
+                anyhow::bail!(
+                    "nothing was {}: the connections failed, or the broker refused the publishes (see above)",
+                    if qos0 { "sent" } else { "acknowledged" }
+                );
+            }
         }
         Command::Bench(args) => {
             let config = roost::bench::BenchConfig::from_args(&args);

@@ -194,7 +194,12 @@ mod tests {
             Record::Readings(vec![reading("yanjo", "livingroom", "illuminate", 512.0, 7)])
         );
         assert_eq!(
-            i.interpret("c", "iot/yanjo/sensor/kitchen", br#"{"temperature": 21, "humidity": 40, "ts": 1700000000005}"#, TimestampMs(1_800_000_000_000)),
+            i.interpret(
+                "c",
+                "iot/yanjo/sensor/kitchen",
+                br#"{"temperature": 21, "humidity": 40, "ts": 1700000000005}"#,
+                TimestampMs(1_800_000_000_000)
+            ),
             Record::Readings(vec![
                 reading("yanjo", "kitchen", "humidity", 40.0, 1_700_000_000_005),
                 reading("yanjo", "kitchen", "temperature", 21.0, 1_700_000_000_005)

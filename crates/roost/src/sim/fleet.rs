@@ -119,6 +119,7 @@ async fn run_board(
         Arc::clone(&sent),
         Arc::clone(&acked),
         finished.clone(),
+        stop.clone(),
     )));
     // Publishes the client library accepted; a publish interrupted by `stop` is not counted.
     let mut requested = 0u64;
@@ -202,6 +203,7 @@ async fn drive(
     sent: Arc<AtomicU64>,
     acked: Arc<AtomicU64>,
     finished: CancellationToken,
+    stop: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut connected = false;
@@ -247,6 +249,13 @@ async fn drive(
                     break;
                 }
                 Counters::add(&counters.errors, 1);
+                if refused_login(&e) {
+                    // Trying again cannot help; every board logs in alike.
+                    tracing::error!(client_id, error = %e,
+                        "the broker refused the login: check --username and --password (ROOST_USERNAME, ROOST_PASSWORD); stopping");
+                    stop.cancel();
+                    break;
+                }
                 warn!(client_id, error = %e, retry_in = ?backoff, "connection failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -257,4 +266,10 @@ async fn drive(
         }
     }
     set_connected(false, &mut connected);
+}
+
+/// Whether a connection error is the broker refusing the credentials (CONNACK 0x04/0x05, 5.0
+/// 0x86/0x87), which no retry changes.
+fn refused_login(error: &str) -> bool {
+    error.contains("return code") && (error.contains("BadUserNamePassword") || error.contains("NotAuthorized"))
 }

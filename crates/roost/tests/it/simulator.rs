@@ -407,6 +407,7 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("invalid peer certificate: UnknownIssuer"), "{stderr}");
     assert!(stderr.contains("simulate: sent 0 · acked 0"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("nothing was acknowledged"), "{stderr}");
 }
 
 #[tokio::test]
@@ -424,6 +425,32 @@ async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     .await;
     let stdout = text(&out.stdout);
     assert!(out.status.success() && stdout.contains("verified: all 500 acknowledged readings are stored"), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.ends_with("bench passed\n"), "{stdout}");
+    // A refused login fails the bench, and says so last, with what to do.
+    let out = run(
+        roost_command("warn")
+            .args(["bench", "--broker", &server.mqtt.to_string(), "--database", &db, "--count", "50", "--clients", "1"])
+            .args(["--username", "carol"])
+            .env("ROOST_PASSWORD", "not-carols"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("nothing was acknowledged, so nothing could be verified"), "{stdout}");
+    assert!(stdout.contains("hint: the server refused the login"), "{stdout}");
+    assert!(stdout.ends_with("bench FAILED: 50 of 50 publishes unacknowledged\n"), "{stdout}");
+    // So does simulate, which stops at once instead of trying again for ever.
+    let out = run(
+        roost_command("warn")
+            .args(["simulate", "--broker", &server.mqtt.to_string(), "--username", "carol", "--interval", "0.05"])
+            .env("ROOST_PASSWORD", "not-carols"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("the broker refused the login") && stderr.contains("nothing was acknowledged"), "{stderr}");
     let out = run(
         roost_command("warn")
             .args(["simulate", "--broker", &server.mqtt.to_string(), "--username", "carol", "--count", "9", "--interval", "0.05"])
