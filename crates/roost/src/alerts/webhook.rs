@@ -191,7 +191,9 @@ enum AttemptError {
 }
 use AttemptError::{Failed, Refused};
 
-/// Addresses a restricted webhook may not call: this machine, and link-local ones.
+/// Addresses a restricted webhook may not call: this machine (loopback, and the addresses of
+/// its own interfaces, where services listening on every interface answer), and link-local
+/// ones.
 fn forbidden(ip: std::net::IpAddr) -> bool {
     let ip = match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
@@ -207,6 +209,25 @@ fn forbidden(ip: std::net::IpAddr) -> bool {
             std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
             std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
         }
+        || is_own_address(ip)
+}
+
+/// Whether a restricted webhook could never call `url`: every address its host has now is
+/// forbidden (checked again at each delivery: names may resolve elsewhere later). A host that
+/// does not resolve now is not refused.
+pub async fn only_forbidden(url: &str) -> bool {
+    let Ok(url) = WebhookUrl::parse(url) else { return false };
+    let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(_) => return false,
+    };
+    !addrs.is_empty() && addrs.iter().all(|a| forbidden(a.ip()))
+}
+
+/// Whether `ip` is an address of one of this machine's interfaces: only those can be bound to
+/// (an immediate system call; nothing is sent).
+fn is_own_address(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// One POST; the answer's status code. The host is resolved once and the address checked is
@@ -216,7 +237,10 @@ async fn post(url: &WebhookUrl, restricted: bool, tls: &Arc<rustls::ClientConfig
     let addrs: Vec<std::net::SocketAddr> = addrs.collect();
     let allowed: Vec<std::net::SocketAddr> = addrs.iter().copied().filter(|a| !(restricted && forbidden(a.ip()))).collect();
     if allowed.is_empty() && !addrs.is_empty() {
-        return Err(Refused("a rule of a user who is not an admin may not call this machine or a link-local address".into()));
+        return Err(Refused(
+            "a rule of a user who is not an admin may not call this machine (loopback or one of its own addresses) or a link-local address"
+                .into(),
+        ));
     }
     let tcp = tokio::net::TcpStream::connect(&allowed[..]).await.map_err(|e| Failed(format!("connecting: {e}")))?;
     if url.tls {
@@ -289,5 +313,12 @@ mod tests {
         for ip in ["192.168.1.10", "10.0.0.5", "93.184.216.34", "2001:db8::1"] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}: the LAN and the internet are fine");
         }
+        // This machine's own address on its network (the one it would send from; a UDP
+        // "connection" sends nothing): its services listening on every interface answer there.
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.connect("192.0.2.1:9").expect("this test needs a network interface with a route out");
+        let own = socket.local_addr().unwrap().ip();
+        assert!(!own.is_loopback(), "{own}");
+        assert!(forbidden(own), "{own}: this machine's own LAN address");
     }
 }

@@ -75,6 +75,19 @@ fn checked_rule(state: &ApiState, viewer: &Viewer, spec: &RuleSpec) -> Result<Al
     Ok(rule)
 }
 
+/// A rule of a user who is not an admin may not call this machine or a link-local address
+/// (`alerts::webhook`): said now, rather than found in the server's log at the first alert.
+async fn refuse_forbidden_webhook(viewer: &Viewer, rule: &AlertRule) -> Result<(), ApiError> {
+    match &rule.webhook {
+        Some(url) if !viewer.admin && crate::alerts::webhook::only_forbidden(url).await => Err(ApiError::BadRequest(
+            "the webhook may not call this machine (loopback or one of its own addresses) or a link-local address: \
+             only an admin's rules may"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub async fn rules(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Result<Json<Vec<Value>>, ApiError> {
     let rules = state.store.alert_rules().await?;
     Ok(Json(rules.iter().filter(|r| viewer.may_see(&r.owner)).map(rule_json).collect()))
@@ -86,6 +99,7 @@ pub async fn create(
     ApiJson(spec): ApiJson<RuleSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut rule = checked_rule(&state, &viewer, &spec)?;
+    refuse_forbidden_webhook(&viewer, &rule).await?;
     rule.id = state.store.create_alert_rule(&rule).await?;
     tracing::info!(owner = %rule.owner, name = %rule.name, by = viewer.name.as_deref().unwrap_or("anonymous"), "alert rule created");
     state.alerts.tell(Command::RulesChanged);
@@ -111,6 +125,7 @@ pub async fn replace(
     if rule.owner != old.owner {
         return Err(ApiError::BadRequest("a rule's owner cannot change: make a new rule".into()));
     }
+    refuse_forbidden_webhook(&viewer, &rule).await?;
     // Saved unchanged: its states (a hold time running, a firing alert) stay as they are.
     if (AlertRule { id: old.id, silenced_until: old.silenced_until, ..rule.clone() }) == old {
         return Ok(Json(rule_json(&old)));

@@ -299,6 +299,12 @@ async fn rules_over_the_api_keep_to_their_owners_sensors(backend: Backend) {
         let (status, body) = call(Method::POST, "/api/alerts/rules", &alice, Some(spec)).await;
         assert_eq!(status, 403, "alice may not make a rule over {why}: {body}");
     }
+    for hook in ["http://127.0.0.1:9/x", "http://localhost:9/x", "http://169.254.169.254/latest"] {
+        let spec = json!({ "name": "ssrf", "topic": "iot/alice/#", "above": 1.0, "webhook": hook });
+        let (status, body) = call(Method::POST, "/api/alerts/rules", &alice, Some(spec)).await;
+        assert_eq!(status, 400, "{hook}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("may not call this machine"), "{body}");
+    }
     let (status, body) = call(Method::POST, "/api/alerts/rules", &alice, Some(json!({ "name": "x", "topic": "iot/alice/#" }))).await;
     assert_eq!(status, 400, "no condition: {body}");
     assert!(body["error"].as_str().unwrap().contains("exactly one"), "{body}");
