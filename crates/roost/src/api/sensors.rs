@@ -232,6 +232,10 @@ pub async fn readings(
     }
 }
 
+/// How long a CSV download may take nothing before its export ends (and gives its database
+/// connection back): the client then sees a broken download.
+const EXPORT_STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// CSV of a sensor's readings in a range, streamed: any size, constant memory.
 pub async fn export_csv(
     State(state): State<ApiState>,
@@ -244,7 +248,7 @@ pub async fn export_csv(
     let (key, id) = (sensor.key, sensor.id);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let store = state.store.clone();
-    tokio::spawn(async move { store.stream_readings(id, from, to, tx).await });
+    tokio::spawn(async move { store.stream_readings(id, from, to, tx, Some(EXPORT_STALLED_AFTER)).await });
     let header_line = futures_util::stream::once(async { Ok::<_, std::io::Error>(String::from("ts_ms,time_utc,value\n")) });
     let rows = futures_util::stream::unfold(rx, |mut rx| async move {
         let chunk = rx.recv().await?;

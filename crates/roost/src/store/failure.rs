@@ -82,9 +82,12 @@ impl StoreError {
                 Failure::Refused
             }
             Self::Sqlite { .. } => Failure::Other,
-            Self::UnsupportedUrl(_) | Self::InvalidUrl { .. } | Self::NoDatabase(_) | Self::NewerSchema { .. } | Self::SensorDeleted => {
-                Failure::Other
-            }
+            Self::UnsupportedUrl(_)
+            | Self::InvalidUrl { .. }
+            | Self::NoDatabase(_)
+            | Self::NewerSchema { .. }
+            | Self::SensorDeleted
+            | Self::ExportStalled(_) => Failure::Other,
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum StoreError {
     /// readings have no foreign key to say so). The batch is planned again at once.
     #[error("a sensor was deleted while a batch of its readings was written")]
     SensorDeleted,
+    /// An export's reader took nothing for this long: its database connection was given back.
+    #[error("the export was ended: its download took nothing for {0:?}")]
+    ExportStalled(Duration),
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

@@ -74,9 +74,6 @@ macro_rules! sensor_row {
     };
 }
 
-/// How long an export waits for its download to take the next chunk before it ends.
-pub const EXPORT_STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
 impl Store {
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
         on_pool!(self, pool => QueryBuilder::new(format!("SELECT {}", count_readings_sql(self.dialect())))
@@ -367,27 +364,50 @@ impl Store {
     }
 
     /// Streams a sensor's readings in `[from, to)` in chunks, oldest first, for exports of any
-    /// size; stops early when the receiver is gone, or has not taken a chunk for
-    /// [`EXPORT_STALLED_AFTER`] (a download that stopped reading must not keep its connection).
-    /// At most `EXPORTS_AT_ONCE` run at once; others wait their turn.
+    /// size; stops early when the receiver is gone. With `stalled_after`, a receiver that takes
+    /// no chunk for that long (a download that stopped reading) gets `StoreError::ExportStalled`
+    /// when it reads again, and the export's connection is given back at once. At most
+    /// `EXPORTS_AT_ONCE` run at once; others wait their turn.
     pub async fn stream_readings(
         &self,
         sensor_id: i64,
         from: TimestampMs,
         to: TimestampMs,
         chunks: tokio::sync::mpsc::Sender<Result<Vec<(i64, f64)>, StoreError>>,
+        stalled_after: Option<std::time::Duration>,
     ) {
+        let Ok(turn) = self.exports.acquire().await else { return };
+        let stalled = self.stream_readings_now(sensor_id, from, to, &chunks, stalled_after).await;
+        if let Some(limit) = stalled {
+            drop(turn);
+            tracing::warn!(stalled_for = ?limit, "an export's download took nothing; ended it");
+            let _ = chunks.send(Err(StoreError::ExportStalled(limit))).await;
+        }
+    }
+
+    /// [`Store::stream_readings`] with its turn; `Some(limit)` when the receiver stalled.
+    async fn stream_readings_now(
+        &self,
+        sensor_id: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        chunks: &tokio::sync::mpsc::Sender<Result<Vec<(i64, f64)>, StoreError>>,
+        stalled_after: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
         use futures_util::TryStreamExt;
         const CHUNK: usize = 4096;
-        let Ok(_turn) = self.exports.acquire().await else { return };
-        // Whether the receiver took `chunk` in time.
+        // Whether to go on: the receiver took `chunk` (in time).
+        let stalled = std::sync::atomic::AtomicBool::new(false);
         let send = |chunk| async {
-            match tokio::time::timeout(EXPORT_STALLED_AFTER, chunks.send(chunk)).await {
-                Ok(sent) => sent.is_ok(),
-                Err(_) => {
-                    tracing::warn!(stalled_for = ?EXPORT_STALLED_AFTER, "an export's download stopped reading; ending it");
-                    false
-                }
+            match stalled_after {
+                None => chunks.send(chunk).await.is_ok(),
+                Some(limit) => match tokio::time::timeout(limit, chunks.send(chunk)).await {
+                    Ok(sent) => sent.is_ok(),
+                    Err(_) => {
+                        stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+                        false
+                    }
+                },
             }
         };
         on_pool!(self, pool => {
@@ -397,7 +417,7 @@ impl Store {
                 Ok(tx) => tx,
                 Err(e) => {
                     send(Err(query_err("starting an export")(e))).await;
-                    return;
+                    return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
                 }
             };
             // MariaDB's staged readings (up to a few hundred thousand) first, merged in below by time:
@@ -416,7 +436,7 @@ impl Store {
                     Ok(rows) => staged.extend(rows),
                     Err(e) => {
                         send(Err(e)).await;
-                        return;
+                        return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
                     }
                 }
             }
@@ -430,13 +450,13 @@ impl Store {
                         (Ok(ts), Ok(value)) => Some((ts, value)),
                         (Err(e), _) | (_, Err(e)) => {
                             send(Err(query_err("decoding an export")(e))).await;
-                            return;
+                            return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
                         }
                     },
                     Ok(None) => None,
                     Err(e) => {
                         send(Err(query_err("exporting readings")(e))).await;
-                        return;
+                        return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
                     }
                 };
                 // Staged readings before this one (after those of its millisecond, as they came later).
@@ -447,12 +467,13 @@ impl Store {
                 let Some(reading) = next else { break };
                 chunk.push(reading);
                 if chunk.len() >= CHUNK && !send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await {
-                    return;
+                    return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
                 }
             }
             if !chunk.is_empty() {
                 send(Ok(chunk)).await;
             }
+            stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed))
         })
     }
 

@@ -60,7 +60,7 @@ pub async fn export(
     let total = sensors.len();
     for (n, sensor) in sensors.into_iter().enumerate() {
         let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel(2);
-        let reading = store.stream_readings(sensor.id, options.from, options.to, chunks_tx);
+        let reading = store.stream_readings(sensor.id, options.from, options.to, chunks_tx, None);
         let forwarding = async {
             let mut any = false;
             while let Some(chunk) = chunks.recv().await {

@@ -22,16 +22,25 @@ use std::time::{Duration, Instant};
 
 /// `roost export`: to standard output, from a database that must exist.
 pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let (from, to) = (args.from.unwrap_or(TimestampMs(0)), args.to.unwrap_or(TimestampMs::MAX));
+    anyhow::ensure!(from < to, "--from must be before --to (the range is from <= ts < to)");
     let store = Store::open_existing(&args.db.database).await?;
     let options = ExportOptions {
-        from: args.from.unwrap_or(TimestampMs(0)),
-        to: args.to.unwrap_or(TimestampMs::MAX),
+        from,
+        to,
         filter: args.filter,
         templates: if args.templates.is_empty() { TopicTemplate::defaults() } else { args.templates },
         format: args.format,
     };
     let summary = export(&store, &options, Box::new(std::io::stdout()), Progress::default()).await;
     store.close().await;
+    let reader_left = |e: &anyhow::Error| {
+        e.chain().any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    };
+    if summary.as_ref().is_err_and(reader_left) {
+        // `roost export | head`: the reader had enough. Not an error, as for other tools.
+        return Ok(());
+    }
     let summary = summary.context("exporting")?;
     eprintln!("exported {} readings of {} sensors", group(summary.readings), summary.sensors);
     Ok(())

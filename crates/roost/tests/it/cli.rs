@@ -391,6 +391,20 @@ async fn export_and_import_from_the_command_line() {
 
     let out = roost(&cwd).args(["export", "--from", "yesterday"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = roost(&cwd)
+        .args(["export", "--from", "2026-01-02T00:00:00Z", "--to", "2026-01-01T00:00:00Z", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--from must be before --to"), "a range that holds nothing: {stderr}");
+    // `roost export | head`: the reader closing the pipe is the end, not an error.
+    let mut export = roost(&cwd).arg("export").arg("--data-dir").arg(data.path()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    drop(export.stdout.take());
+    let out = export.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("Broken pipe"), "{stderr}");
     let out = roost(&cwd).args(["export", "--data-dir"]).arg(cwd.path().join("nowhere")).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("no database at") && stderr.contains("nowhere"), "{stderr}");

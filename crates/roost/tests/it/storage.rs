@@ -61,7 +61,7 @@ async fn stalled_exports_leave_connections_for_the_rest(backend: Backend) {
         // Room for one chunk of 4,096 readings: the export then waits to send its second.
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let store = std::sync::Arc::clone(&store);
-        tokio::spawn(async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender).await });
+        tokio::spawn(async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, None).await });
         downloads.push(receiver);
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -78,6 +78,21 @@ async fn stalled_exports_leave_connections_for_the_rest(backend: Backend) {
     assert_eq!(exported, 10_000);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(downloads.iter().filter(|d| !d.is_empty()).count(), 2, "a waiting export started");
+    drop(downloads);
+    // With a stall limit, a download that takes nothing for that long is ended with an error it
+    // sees when it reads again (not a short file that looks whole).
+    let (sender, mut stalled) = tokio::sync::mpsc::channel(1);
+    let limit = std::time::Duration::from_millis(200);
+    let export = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, Some(limit)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(stalled.recv().await.unwrap().unwrap().len(), 4096, "the chunk sent before the stall");
+    let ended = stalled.recv().await.unwrap().unwrap_err();
+    assert!(matches!(ended, roost::store::StoreError::ExportStalled(_)), "{ended}");
+    assert!(stalled.recv().await.is_none());
+    export.await.unwrap();
 }
 
 async fn batches_store_readings_sensors_and_rejects(backend: Backend) {
@@ -1051,7 +1066,7 @@ async fn mariadb_a_fleets_readings_are_staged_read_once_and_moved_by_the_minute_
     assert_eq!(minutes(&store, id, t0).await, with_late, "late, staged");
     // An export merges the staged reading in by time.
     let (sender, mut chunks) = tokio::sync::mpsc::channel(4);
-    store.stream_readings(id, all.0, all.1, sender).await;
+    store.stream_readings(id, all.0, all.1, sender, None).await;
     let mut exported = Vec::new();
     while let Some(chunk) = chunks.recv().await {
         exported.extend(chunk.unwrap());
