@@ -58,6 +58,11 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Remove { name, db } => {
             let store = Store::open_existing(&db.database).await?;
+            let users = store.users().await?;
+            if users.iter().any(|u| u.name == name && u.is_admin) && !users.iter().any(|u| u.name != name && u.is_admin) {
+                store.close().await;
+                anyhow::bail!("{name} is the last admin: make another one first (`roost user add NAME --admin`)");
+            }
             store.delete_user(&name).await?;
             store.close().await;
             println!("removed user {name}; connections already open stay until they reconnect");
@@ -68,6 +73,11 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             store.set_password(&name, &password::hash(secret.clone()).await?).await?;
             store.close().await;
             println!("changed the password of {name}");
+            // The file the first start wrote holds the old password now.
+            let stale = super::bootstrap::admin_password_path(&db.database, &db.dir.data_dir);
+            if name == super::bootstrap::ADMIN && std::fs::remove_file(&stale).is_ok() {
+                println!("removed {}: it held the old password", stale.display());
+            }
             if generated {
                 println!("password (shown once): {secret}");
             }

@@ -96,6 +96,9 @@ async fn users_are_managed_from_the_cli_with_argon2id_hashes(backend: Backend) {
     assert!(store.user("alice").await.unwrap().is_none());
     let (ok, _, err) = user_cli(&db, &["remove", "alice"], "").await;
     assert!(!ok && err.contains("there is no user named \"alice\""), "{err}");
+    let (ok, _, err) = user_cli(&db, &["remove", "root"], "").await;
+    assert!(!ok && err.contains("root is the last admin"), "{err}");
+    assert!(store.user("root").await.unwrap().is_some());
     store.close().await;
 }
 
@@ -171,10 +174,23 @@ async fn the_first_start_creates_an_admin_whose_password_only_the_owner_can_read
     assert_eq!(ack.code, connect_return::ACCEPTED);
     server.stop().await;
     // A second start finds a user and creates nothing.
-    let server = TestServer::start_on(url, |a| a.allow_anonymous = false).await;
+    let server = TestServer::start_on(url.clone(), |a| a.allow_anonymous = false).await;
     assert_eq!(server.store.count_users().await.unwrap(), 1);
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret);
     server.stop().await;
+    // `roost user passwd admin` removes the file, which would hold the old password.
+    let mut child = roost_command("warn")
+        .args(["user", "passwd", "admin", "--password-stdin", "--database", url.expose_secret()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    child.stdin.take().unwrap().write_all(b"the-admins-new-secret\n").await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("removed") && stdout.contains("it held the old password"), "{stdout}");
+    assert!(!file.exists());
 }
 
 #[tokio::test]
