@@ -24,6 +24,12 @@ pub fn check_password(password: &str) -> Result<(), String> {
 /// and `subscribe`.
 pub fn new_grant(filter: &str, publish: bool, subscribe: bool) -> Result<Grant, String> {
     mqtt_codec::TopicFilter::parse(filter).map_err(|e| format!("{filter:?} is not a topic filter: {e}"))?;
+    // MariaDB/MySQL keep a grant's filter in a key column of 191 characters; every database
+    // takes the same grants.
+    let longest = crate::model::MAX_LEVEL_CHARS;
+    if filter.chars().count() > longest {
+        return Err(format!("a grant's topic filter may be at most {longest} characters"));
+    }
     if !publish && !subscribe {
         return Err("a grant allows publish, subscribe or both".into());
     }

@@ -90,6 +90,8 @@ async fn users_are_managed_from_the_cli_with_argon2id_hashes(backend: Backend) {
     assert!(!ok && err.contains("at least 8 characters"), "{err}");
     let (ok, _, err) = user_cli(&db, &["grant", "alice", "home/#/x"], "").await;
     assert!(!ok && err.contains("is not a topic filter"), "{err}");
+    let (ok, _, err) = user_cli(&db, &["grant", "alice", &format!("home/{}/#", "x".repeat(200))], "").await;
+    assert!(!ok && err.contains("at most 191 characters"), "refused alike on every database: {err}");
 
     let (ok, _, err) = user_cli(&db, &["remove", "alice"], "").await;
     assert!(ok, "{err}");
