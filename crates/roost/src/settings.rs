@@ -142,6 +142,24 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
             return Err(Bad { key, value: "(given)".into(), why: "only means something with --upstream".into() });
         }
     }
+    // Two of Roost's own listeners on one port would fail at start as "another program
+    // listens there".
+    let mut listeners = vec![("http_listen", args.http_listen)];
+    if args.mqtt_listeners {
+        listeners.extend([("mqtt_listen", args.mqtt_listen), ("mqtt_ws_listen", args.mqtt_ws_listen)]);
+        if args.tls_cert.is_some() {
+            listeners.push(("mqtts_listen", args.mqtts_listen));
+        }
+    }
+    for (n, (key, addr)) in listeners.iter().enumerate() {
+        let overlaps = |other: &std::net::SocketAddr| {
+            other.port() == addr.port() && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+        };
+        if let Some((first, _)) = listeners[..n].iter().find(|(_, other)| addr.port() != 0 && overlaps(other)) {
+            let why = format!("{first} listens there already: give each listener its own port");
+            return Err(Bad { key, value: addr.to_string(), why });
+        }
+    }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         let key = if args.tls_cert.is_some() { "tls_cert" } else { "tls_key" };
         let value = format!("{:?}", (&args.tls_cert, &args.tls_key));
@@ -244,6 +262,18 @@ mod tests {
         let err = Settings::validate(args).unwrap_err().to_string();
         assert_eq!(err, "invalid setting `ingest_queue` = 0 (as given by the program): must be between 1 and 10000000");
         assert!(Settings::validate(ServeArgs::default()).is_ok(), "the defaults pass");
+    }
+
+    #[test]
+    fn two_listeners_on_one_port_are_refused() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let same = ServeArgs { mqtt_ws_listen: addr("127.0.0.1:18080"), http_listen: addr("0.0.0.0:18080"), ..ServeArgs::default() };
+        let err = Settings::validate(same).unwrap_err().to_string();
+        assert!(err.contains("`mqtt_ws_listen` = 127.0.0.1:18080") && err.contains("http_listen listens there already"), "{err}");
+        let apart = ServeArgs { mqtt_ws_listen: addr("127.0.0.1:18080"), http_listen: addr("127.0.0.2:18080"), ..ServeArgs::default() };
+        assert!(Settings::validate(apart).is_ok(), "one port on two addresses");
+        let any = ServeArgs { mqtt_listen: addr("127.0.0.1:0"), mqtt_ws_listen: addr("127.0.0.1:0"), ..ServeArgs::default() };
+        assert!(Settings::validate(any).is_ok(), "port 0: each its own free port");
     }
 
     #[test]
