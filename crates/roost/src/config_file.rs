@@ -11,7 +11,6 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,10 +21,11 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     database: Option<String>,
-    mqtt_listen: Option<SocketAddr>,
-    mqtt_ws_listen: Option<SocketAddr>,
-    http_listen: Option<SocketAddr>,
-    mqtts_listen: Option<SocketAddr>,
+    // Text, read as a flag's value is: a bad one is explained the same way.
+    mqtt_listen: Option<String>,
+    mqtt_ws_listen: Option<String>,
+    http_listen: Option<String>,
+    mqtts_listen: Option<String>,
     data_dir: Option<std::path::PathBuf>,
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
@@ -243,10 +243,11 @@ impl ConfigFile {
         take!(normal_ranges => args.normal_ranges, |ranges: std::collections::BTreeMap<String, String>| {
             ranges.into_iter().map(|(category, range)| crate::cli::parse_normal_range(&format!("{category}={range}"))).collect::<Result<_, _>>()
         });
-        take!(mqtt_listen => args.mqtt_listen);
-        take!(mqtt_ws_listen => args.mqtt_ws_listen);
-        take!(http_listen => args.http_listen);
-        take!(mqtts_listen => args.mqtts_listen);
+        let listen = |text: String| crate::cli::parse_listen_addr(&text);
+        take!(mqtt_listen => args.mqtt_listen, listen);
+        take!(mqtt_ws_listen => args.mqtt_ws_listen, listen);
+        take!(http_listen => args.http_listen, listen);
+        take!(mqtts_listen => args.mqtts_listen, listen);
         take!(data_dir => args.db.dir.data_dir);
         take!(tls_cert => args.tls_cert, |p| Ok::<_, String>(Some(p)));
         take!(tls_key => args.tls_key, |p| Ok::<_, String>(Some(p)));
@@ -331,6 +332,15 @@ mod tests {
         assert_eq!(args.templates.len(), 1);
         assert_eq!(args.max_payload, 100);
         assert_eq!(args.sys_interval, Duration::from_millis(2500));
+        let args = serve(&["roost", "serve"], file).unwrap();
+        assert_eq!(args.mqtt_listen, "127.0.0.1:1884".parse().unwrap(), "from the file (under its old name)");
+        // A listening address the file gets wrong is explained as a flag's is, in one line.
+        let e = serve(&["roost", "serve"], "mqtt_listen = \"localhost:18832\"").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid setting `mqtt_listen` (from config file roost.toml): \"localhost:18832\" is not an IP address and port, \
+             e.g. 0.0.0.0:1883 (every interface) or 127.0.0.1:0 (any free port)"
+        );
     }
 
     #[test]

@@ -278,7 +278,7 @@ pub struct BenchArgs {
 }
 
 /// A listening address: an IP address and a port (`0.0.0.0:1883`, `127.0.0.1:0`, `[::]:1883`).
-fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
         .map_err(|_| format!("{s:?} is not an IP address and port, e.g. 0.0.0.0:1883 (every interface) or 127.0.0.1:0 (any free port)"))
