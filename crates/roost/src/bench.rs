@@ -164,11 +164,15 @@ impl fmt::Display for BenchReport {
         if self.failures.iter().any(|failure| failure.contains("NotAuthorized") || failure.contains("BadUserNamePassword")) {
             writeln!(f, "hint: the server refused the login: give a user with --username and --password (ROOST_USERNAME, ROOST_PASSWORD)")?;
         }
+        let unacknowledged = self.published.saturating_sub(self.acked);
         if self.passed() {
             writeln!(f, "bench passed")
-        } else {
-            let unacknowledged = self.published.saturating_sub(self.acked);
+        } else if unacknowledged > 0 {
             writeln!(f, "bench FAILED: {} of {} publishes unacknowledged", group(unacknowledged), group(self.published))
+        } else if v.missing_count > 0 || v.no_sensors {
+            writeln!(f, "bench FAILED: acknowledged readings are missing from the database")
+        } else {
+            writeln!(f, "bench FAILED: a connection failed")
         }
     }
 }

@@ -123,7 +123,7 @@ pub enum RejectReason {
     BadJson,
     BadTimestamp,
     /// A `ts` more than [`crate::ingest::MAX_AHEAD_MS`] after the time Roost received it (a
-    /// board's clock set wrong, local time sent as UTC, microseconds sent as milliseconds).
+    /// board's clock set wrong, a zone east of UTC sending its local time as UTC).
     FutureTimestamp,
     /// An owner, place or category over [`MAX_LEVEL_CHARS`] characters.
     LevelTooLong,

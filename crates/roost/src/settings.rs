@@ -151,9 +151,15 @@ fn check(args: &ServeArgs) -> Result<(), Bad> {
             listeners.push(("mqtts_listen", args.mqtts_listen));
         }
     }
+    // `0.0.0.0` takes the port on every IPv4 address; `[::]` on every address (Linux binds it
+    // dual-stack by default).
+    let covers = |wide: std::net::IpAddr, other: std::net::IpAddr| match wide {
+        std::net::IpAddr::V6(v6) => v6.is_unspecified(),
+        std::net::IpAddr::V4(v4) => v4.is_unspecified() && other.is_ipv4(),
+    };
     for (n, (key, addr)) in listeners.iter().enumerate() {
         let overlaps = |other: &std::net::SocketAddr| {
-            other.port() == addr.port() && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+            other.port() == addr.port() && (other.ip() == addr.ip() || covers(other.ip(), addr.ip()) || covers(addr.ip(), other.ip()))
         };
         if let Some((first, _)) = listeners[..n].iter().find(|(_, other)| addr.port() != 0 && overlaps(other)) {
             let why = format!("{first} listens there already: give each listener its own port");
@@ -272,6 +278,10 @@ mod tests {
         assert!(err.contains("`mqtt_ws_listen` = 127.0.0.1:18080") && err.contains("http_listen listens there already"), "{err}");
         let apart = ServeArgs { mqtt_ws_listen: addr("127.0.0.1:18080"), http_listen: addr("127.0.0.2:18080"), ..ServeArgs::default() };
         assert!(Settings::validate(apart).is_ok(), "one port on two addresses");
+        let v6 = ServeArgs { mqtt_ws_listen: addr("[::1]:18080"), http_listen: addr("0.0.0.0:18080"), ..ServeArgs::default() };
+        assert!(Settings::validate(v6).is_ok(), "0.0.0.0 takes no IPv6 address");
+        let dual = ServeArgs { mqtt_ws_listen: addr("127.0.0.1:18080"), http_listen: addr("[::]:18080"), ..ServeArgs::default() };
+        assert!(Settings::validate(dual).is_err(), "[::] takes IPv4 addresses too");
         let any = ServeArgs { mqtt_listen: addr("127.0.0.1:0"), mqtt_ws_listen: addr("127.0.0.1:0"), ..ServeArgs::default() };
         assert!(Settings::validate(any).is_ok(), "port 0: each its own free port");
     }

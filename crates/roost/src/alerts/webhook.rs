@@ -224,10 +224,14 @@ pub async fn only_forbidden(url: &str) -> bool {
     !addrs.is_empty() && addrs.iter().all(|a| forbidden(a.ip()))
 }
 
-/// Whether `ip` is an address of one of this machine's interfaces: only those can be bound to
-/// (an immediate system call; nothing is sent).
+/// Whether `ip` may be an address of one of this machine's interfaces: only those can be bound
+/// to (an immediate system call; nothing is sent). Any other failure than "not available" (no
+/// file descriptor left) counts as this machine's: when in doubt, refuse.
 fn is_own_address(ip: std::net::IpAddr) -> bool {
-    std::net::UdpSocket::bind((ip, 0)).is_ok()
+    match std::net::UdpSocket::bind((ip, 0)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::AddrNotAvailable,
+    }
 }
 
 /// One POST; the answer's status code. The host is resolved once and the address checked is
@@ -310,7 +314,8 @@ mod tests {
         for ip in ["127.0.0.1", "0.0.0.0", "169.254.169.254", "::1", "fe80::1", "::ffff:127.0.0.1", "fd00:ec2::254", "100.100.100.200"] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["192.168.1.10", "10.0.0.5", "93.184.216.34", "2001:db8::1"] {
+        // Documentation ranges: no machine's own address.
+        for ip in ["198.51.100.10", "203.0.113.5", "2001:db8::1"] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}: the LAN and the internet are fine");
         }
         // This machine's own address on its network (the one it would send from; a UDP

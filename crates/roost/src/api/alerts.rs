@@ -75,17 +75,22 @@ fn checked_rule(state: &ApiState, viewer: &Viewer, spec: &RuleSpec) -> Result<Al
     Ok(rule)
 }
 
-/// A rule of a user who is not an admin may not call this machine or a link-local address
-/// (`alerts::webhook`): said now, rather than found in the server's log at the first alert.
-async fn refuse_forbidden_webhook(viewer: &Viewer, rule: &AlertRule) -> Result<(), ApiError> {
-    match &rule.webhook {
-        Some(url) if !viewer.admin && crate::alerts::webhook::only_forbidden(url).await => Err(ApiError::BadRequest(
-            "the webhook may not call this machine (loopback or one of its own addresses) or a link-local address: \
-             only an admin's rules may"
-                .into(),
-        )),
-        _ => Ok(()),
+/// A rule whose owner is not an admin may not call this machine or a link-local address
+/// (`alerts::webhook`; the engine judges by the owner, whoever made the rule): said now, rather
+/// than found in the server's log at the first alert. Anonymous mode restricts nobody.
+async fn refuse_forbidden_webhook(state: &ApiState, viewer: &Viewer, rule: &AlertRule) -> Result<(), ApiError> {
+    let Some(url) = &rule.webhook else { return Ok(()) };
+    if viewer.name.is_none() || state.store.user(&rule.owner).await.map_err(ApiError::Store)?.is_some_and(|owner| owner.is_admin) {
+        return Ok(());
     }
+    if crate::alerts::webhook::only_forbidden(url).await {
+        return Err(ApiError::BadRequest(
+            "the webhook may not call this machine (loopback or one of its own addresses) or a link-local address: \
+             only the rules of admins may"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn rules(State(state): State<ApiState>, Extension(viewer): Extension<Viewer>) -> Result<Json<Vec<Value>>, ApiError> {
@@ -99,7 +104,7 @@ pub async fn create(
     ApiJson(spec): ApiJson<RuleSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut rule = checked_rule(&state, &viewer, &spec)?;
-    refuse_forbidden_webhook(&viewer, &rule).await?;
+    refuse_forbidden_webhook(&state, &viewer, &rule).await?;
     rule.id = state.store.create_alert_rule(&rule).await?;
     tracing::info!(owner = %rule.owner, name = %rule.name, by = viewer.name.as_deref().unwrap_or("anonymous"), "alert rule created");
     state.alerts.tell(Command::RulesChanged);
@@ -125,7 +130,7 @@ pub async fn replace(
     if rule.owner != old.owner {
         return Err(ApiError::BadRequest("a rule's owner cannot change: make a new rule".into()));
     }
-    refuse_forbidden_webhook(&viewer, &rule).await?;
+    refuse_forbidden_webhook(&state, &viewer, &rule).await?;
     // Saved unchanged: its states (a hold time running, a firing alert) stay as they are.
     if (AlertRule { id: old.id, silenced_until: old.silenced_until, ..rule.clone() }) == old {
         return Ok(Json(rule_json(&old)));

@@ -109,7 +109,10 @@ pub async fn login(
         tracing::warn!(%peer, user = %body.username, waited = ?admission.waited, "dashboard login slowed down after failed logins");
     }
     let user = state.store.user(&body.username).await?;
-    let Some(user) = password::verify_user(user, body.password.into_bytes()).await else {
+    let turn = state.login_limiter.password_check_turn().await;
+    let checked = password::verify_user(user, body.password.into_bytes()).await;
+    drop(turn);
+    let Some(user) = checked else {
         admission.failed();
         tracing::info!(%peer, user = %body.username, "dashboard login refused");
         return Err(ApiError::WrongCredentials);

@@ -9,10 +9,11 @@
 //!   within the window, logins by an (address, name) without a recent success go one at a
 //!   time per address, each after 1 s. Pairs that logged in successfully lately skip this.
 //!
-//! - at once: at most `concurrent_checks` logins are checked at the same time, in the order
-//!   they came. An Argon2id check takes 19 MiB for tens of milliseconds: a burst of CONNECTs
-//!   with made-up names (each failing only once checked) would otherwise run one check per
-//!   thread of the blocking pool (512) at once, about 10 GiB.
+//! - at once: at most `concurrent_checks` passwords are checked at the same time, in the
+//!   order they came ([`LoginLimiter::password_check_turn`], taken around the Argon2id check
+//!   only, not the user's lookup). A check takes 19 MiB for tens of milliseconds: a burst of
+//!   CONNECTs with made-up names (each failing only once checked) would otherwise run one
+//!   check per thread of the blocking pool (512) at once, about 10 GiB.
 //!
 //! Nothing is ever refused here: the caller checks the password after [`LoginLimiter::admit`]
 //! and reports the outcome on the returned [`Admission`].
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
+use tokio::sync::{OwnedMutexGuard, SemaphorePermit};
 use tokio::time::Instant;
 
 /// The first delay once a pair is over its limit; it doubles with each further failure.
@@ -45,7 +46,7 @@ pub struct LimiterConfig {
     /// Failures in all per window before pairs without a recent success are slowed.
     pub total: u32,
     pub window: Duration,
-    /// Logins checked at the same time, at most (each Argon2id check takes 19 MiB).
+    /// Passwords checked at the same time, at most (each Argon2id check takes 19 MiB).
     pub concurrent_checks: usize,
 }
 
@@ -62,8 +63,8 @@ enum Lane {
 pub struct LoginLimiter {
     config: LimiterConfig,
     state: Mutex<State>,
-    /// One permit per login being checked.
-    checks: Arc<tokio::sync::Semaphore>,
+    /// One permit per password being checked.
+    checks: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Default)]
@@ -85,10 +86,7 @@ pub struct Admission<'a> {
     pair: Pair,
     /// Held while the password is checked, so the slowed attempts of one lane go one by one.
     _lane: Option<OwnedMutexGuard<()>>,
-    /// Held while the password is checked (see `LimiterConfig::concurrent_checks`).
-    _check: OwnedSemaphorePermit,
-    /// How long this attempt was held back for failed logins (not counting its turn among the
-    /// logins checked at once).
+    /// How long this attempt was held back.
     pub waited: Duration,
 }
 
@@ -106,7 +104,7 @@ impl Admission<'_> {
 
 impl LoginLimiter {
     pub fn new(config: LimiterConfig) -> Self {
-        let checks = Arc::new(tokio::sync::Semaphore::new(config.concurrent_checks.max(1)));
+        let checks = tokio::sync::Semaphore::new(config.concurrent_checks.max(1));
         Self { config, state: Mutex::default(), checks }
     }
 
@@ -126,9 +124,13 @@ impl LoginLimiter {
             }
             None => None,
         };
-        let waited = started.elapsed();
-        let check = Arc::clone(&self.checks).acquire_owned().await.expect("the semaphore is never closed");
-        Admission { limiter: self, pair, _lane: lane, _check: check, waited }
+        Admission { limiter: self, pair, _lane: lane, waited: started.elapsed() }
+    }
+
+    /// A turn to check a password (hold it for the check): at most `concurrent_checks` at once,
+    /// the others wait in order.
+    pub async fn password_check_turn(&self) -> SemaphorePermit<'_> {
+        self.checks.acquire().await.expect("the semaphore is never closed")
     }
 
     /// The lane and delay for `pair`, if it must be slowed.
@@ -243,19 +245,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_more_logins_are_checked_at_once_than_allowed() {
+    async fn no_more_passwords_are_checked_at_once_than_allowed() {
         let limiter = Arc::new(with_limits(100, 1000)); // two at once
-        let first = limiter.admit(HOME, "board-1").await;
-        let second = limiter.admit(HOME, "board-2").await;
+        let first = limiter.password_check_turn().await;
+        let second = limiter.password_check_turn().await;
         let third = tokio::spawn({
             let limiter = Arc::clone(&limiter);
-            async move { limiter.admit(HOME, "board-3").await.waited }
+            async move {
+                let _turn = limiter.password_check_turn().await;
+            }
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!third.is_finished(), "a third login waits while two are checked");
-        first.failed();
-        assert_eq!(third.await.unwrap(), Duration::ZERO, "its turn is not counted as a slowdown for failed logins");
-        second.succeeded();
+        assert!(!third.is_finished(), "a third check waits while two run");
+        assert_eq!(limiter.admit(HOME, "board-4").await.waited, Duration::ZERO, "a login's admission does not wait for a turn");
+        drop(first);
+        third.await.unwrap();
+        drop(second);
     }
 
     #[tokio::test]

@@ -79,7 +79,10 @@ impl UserAuth {
                 }
             }
         }
-        match password::verify_user(user, credentials.password.unwrap_or_default().to_vec()).await {
+        let turn = self.limiter.password_check_turn().await;
+        let checked = password::verify_user(user, credentials.password.unwrap_or_default().to_vec()).await;
+        drop(turn);
+        match checked {
             Some(user) => self.allow(user),
             None => AuthOutcome::BadCredentials,
         }

@@ -78,8 +78,11 @@ impl FleetConfig {
     }
 }
 
-/// Runs every board until `count` readings were published and acknowledged, or `stop`.
+/// Runs every board until `count` readings were published and acknowledged, or `stop`, or the
+/// broker refuses their login (which stops the boards, never whoever handed over `stop`: the
+/// server, for `serve --demo`).
 pub async fn run(config: FleetConfig, counters: Arc<Counters>, stop: CancellationToken) -> anyhow::Result<()> {
+    let stop = stop.child_token();
     anyhow::ensure!(config.template.has_category(), "the template {} has no {{category}} level", config.template);
     anyhow::ensure!(config.boards > 0, "at least one board is needed");
     let config = Arc::new(config);

@@ -305,6 +305,16 @@ async fn rules_over_the_api_keep_to_their_owners_sensors(backend: Backend) {
         assert_eq!(status, 400, "{hook}: {body}");
         assert!(body["error"].as_str().unwrap().contains("may not call this machine"), "{body}");
     }
+    // The engine judges a webhook by the rule's owner, not by who made the rule.
+    let for_alice = json!({ "name": "ssrf", "topic": "iot/alice/#", "above": 1.0, "owner": "alice", "webhook": "http://127.0.0.1:9/x" });
+    let (status, body) = call(Method::POST, "/api/alerts/rules", &root, Some(for_alice)).await;
+    assert_eq!(status, 400, "an admin making alice's rule: {body}");
+    let own = json!({ "name": "local-hook", "topic": "iot/#", "above": 1e9, "webhook": "http://127.0.0.1:9/x" });
+    let (status, body) = call(Method::POST, "/api/alerts/rules", &root, Some(own)).await;
+    assert_eq!(status, 201, "an admin's own rule may call this machine: {body}");
+    let id = body["id"].as_i64().unwrap();
+    let deleted = http.delete(format!("http://{}/api/alerts/rules/{id}", server.http)).header("cookie", &root).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
     let (status, body) = call(Method::POST, "/api/alerts/rules", &alice, Some(json!({ "name": "x", "topic": "iot/alice/#" }))).await;
     assert_eq!(status, 400, "no condition: {body}");
     assert!(body["error"].as_str().unwrap().contains("exactly one"), "{body}");

@@ -410,6 +410,38 @@ async fn simulator_connects_over_tls_and_wss_with_the_given_ca() {
     assert!(!out.status.success() && stderr.contains("nothing was acknowledged"), "{stderr}");
 }
 
+/// A refused login stops the boards, never whoever runs them: `serve --demo` hands them the
+/// server's own shutdown token (a demo user reset from the dashboard stopped the server).
+#[tokio::test]
+async fn a_refused_login_stops_the_boards_and_nothing_else() {
+    let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
+    crate::support::add_user(&server.store, "demo", "demo-secret", false).await;
+    let mut client = roost::mqtt_client::ClientSettings::new(format!("mqtt://{}", server.mqtt).parse().unwrap());
+    client.username = Some("demo".into());
+    client.password = Some("not-the-demo-secret".into());
+    let config = roost::sim::FleetConfig {
+        client,
+        template: roost::ingest::TopicTemplate::defaults().swap_remove(0),
+        owner: "demo".into(),
+        boards: 2,
+        interval: Duration::from_millis(50),
+        rate: None,
+        qos: rumqttc::QoS::AtLeastOnce,
+        count: None,
+        glitches: 0.0,
+        seed: 1,
+        utc_offset_secs: 0,
+        backfill: None,
+        client_id_prefix: "refused".into(),
+    };
+    let server_shutdown = tokio_util::sync::CancellationToken::new();
+    let counters = std::sync::Arc::new(roost::progress::Counters::default());
+    let ran = tokio::time::timeout(Duration::from_secs(30), roost::sim::run(config, counters, server_shutdown.clone())).await;
+    assert!(ran.expect("the boards stop by themselves").is_ok());
+    assert!(!server_shutdown.is_cancelled(), "the token the boards were given is left alone");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     let server = TestServer::start_with(|a| a.allow_anonymous = false).await;

@@ -64,20 +64,22 @@ async fn stalled_exports_leave_connections_for_the_rest(backend: Backend) {
         tokio::spawn(async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, None).await });
         downloads.push(receiver);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let started = downloads.iter().filter(|d| !d.is_empty()).count();
-    assert_eq!(started, 2, "two exports at once; the others wait their turn");
+    let started = |downloads: &[tokio::sync::mpsc::Receiver<_>]| downloads.iter().filter(|d| !d.is_empty()).count();
+    let settle = std::time::Duration::from_secs(2);
+    tokio::time::sleep(settle).await;
+    assert_eq!(started(&downloads), 2, "two exports at once; the others wait their turn");
     let counted = tokio::time::timeout(std::time::Duration::from_secs(3), store.count_readings()).await;
     assert_eq!(counted.expect("a connection is free").unwrap(), 10_000);
-    // A download that reads gets everything, and the next export its turn.
-    let mut first = downloads.remove(0);
+    // A download that reads gets everything, and a waiting export its turn.
+    let reading = downloads.iter().position(|d| !d.is_empty()).expect("a running export");
+    let mut first = downloads.remove(reading);
     let mut exported = 0;
-    while let Some(chunk) = first.recv().await {
+    while let Some(chunk) = tokio::time::timeout(settle, first.recv()).await.expect("the export goes on") {
         exported += chunk.unwrap().len();
     }
     assert_eq!(exported, 10_000);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(downloads.iter().filter(|d| !d.is_empty()).count(), 2, "a waiting export started");
+    tokio::time::sleep(settle).await;
+    assert_eq!(started(&downloads), 2, "a waiting export started");
     drop(downloads);
     // With a stall limit, a download that takes nothing for that long is ended with an error it
     // sees when it reads again (not a short file that looks whole).
@@ -87,7 +89,7 @@ async fn stalled_exports_leave_connections_for_the_rest(backend: Backend) {
         let store = std::sync::Arc::clone(&store);
         async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, Some(limit)).await }
     });
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    tokio::time::sleep(settle).await;
     assert_eq!(stalled.recv().await.unwrap().unwrap().len(), 4096, "the chunk sent before the stall");
     let ended = stalled.recv().await.unwrap().unwrap_err();
     assert!(matches!(ended, roost::store::StoreError::ExportStalled(_)), "{ended}");
