@@ -310,16 +310,12 @@ async fn an_online_persistent_session_loses_nothing_across_sigkill(backend: Back
     );
 }
 
-/// A will whose connection died with the server (SIGKILL) is published when the server starts
-/// again: the connection closed without DISCONNECT [MQTT-3.1.2-8].
-async fn a_will_is_published_after_the_server_died_with_its_connection(backend: Backend) {
-    require_command("mosquitto_sub");
-    let db = TestDb::new(backend).await;
-    let (roost, addr) = spawn_roost(&db.url).await;
+/// Connects with `connect` and a retained QoS 1 will "offline" on `topic`; returns once the
+/// server has stored the will (it answered a PINGREQ after the CONNACK).
+async fn connect_with_will(addr: SocketAddr, mut connect: Connect, topic: &str) -> Raw {
     let mut board = Raw::connect(addr).await;
-    let mut connect = support::connect("board-9", true);
     connect.will = Some(LastWill {
-        topic: TopicName::parse("status/board-9").unwrap(),
+        topic: TopicName::parse(topic).unwrap(),
         payload: "offline".into(),
         qos: QoS::AtLeastOnce,
         retain: true,
@@ -329,7 +325,18 @@ async fn a_will_is_published_after_the_server_died_with_its_connection(backend: 
     assert!(matches!(board.recv().await, Some(Packet::ConnAck(ConnAck { code: 0, .. }))));
     board.send(&Packet::PingReq).await;
     assert_eq!(board.recv().await, Some(Packet::PingResp), "connected, and its will stored");
+    board
+}
+
+/// A will whose connection died with the server (SIGKILL) is published when the server starts
+/// again: the connection closed without DISCONNECT [MQTT-3.1.2-8].
+async fn a_will_is_published_after_the_server_died_with_its_connection(backend: Backend) {
+    require_command("mosquitto_sub");
+    let db = TestDb::new(backend).await;
+    let (roost, addr) = spawn_roost(&db.url).await;
+    let board = connect_with_will(addr, support::connect("board-9", true), "status/board-9").await;
     sigkill(roost).await;
+    drop(board);
     let (roost, addr) = spawn_roost(&db.url).await;
     let seen = mosquitto_sub(addr, 2, &["-t", "status/#", "-v"]).await;
     assert_eq!(seen, ["status/board-9 offline"], "the will, retained, is there after the restart");
@@ -353,22 +360,10 @@ async fn a_users_will_is_published_after_the_server_died_with_its_connection(bac
     let (roost, addr) = spawn_roost_with_logins(&db.url).await;
     let mut boards = Vec::new();
     for (client_id, topic) in [("board-1", "iot/alice/status/board-1"), ("board-2", "iot/bob/status/board-2")] {
-        let mut board = Raw::connect(addr).await;
         let mut connect = support::connect(client_id, true);
         connect.username = Some("alice".into());
         connect.password = Some(b"alice-secret".to_vec().into());
-        connect.will = Some(LastWill {
-            topic: TopicName::parse(topic).unwrap(),
-            payload: "offline".into(),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Properties::default(),
-        });
-        board.send(&Packet::Connect(connect)).await;
-        assert!(matches!(board.recv().await, Some(Packet::ConnAck(ConnAck { code: 0, .. }))));
-        board.send(&Packet::PingReq).await;
-        assert_eq!(board.recv().await, Some(Packet::PingResp), "connected, and its will stored");
-        boards.push(board); // connected until the server dies
+        boards.push(connect_with_will(addr, connect, topic).await); // connected until the server dies
     }
     sigkill(roost).await;
     drop(boards);

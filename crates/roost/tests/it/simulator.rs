@@ -447,26 +447,20 @@ async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     let server = TestServer::start_with(|a| a.allow_anonymous = false).await;
     crate::support::add_user(&server.store, "carol", "carol-secret", false).await;
     let db = server.store.url().expose_secret().to_owned();
-    let out = run(
-        roost_command("warn")
-            .args(["bench", "--broker", &server.mqtt.to_string(), "--database", &db, "--count", "500", "--clients", "2"])
+    let bench = |count: &str, clients: &str, password: &str| {
+        let mut command = roost_command("warn");
+        command
+            .args(["bench", "--broker", &server.mqtt.to_string(), "--database", &db, "--count", count, "--clients", clients])
             .args(["--username", "carol"])
-            .env("ROOST_PASSWORD", "carol-secret"),
-        Duration::from_secs(60),
-    )
-    .await;
+            .env("ROOST_PASSWORD", password);
+        command
+    };
+    let out = run(&mut bench("500", "2", "carol-secret"), Duration::from_secs(60)).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success() && stdout.contains("verified: all 500 acknowledged readings are stored"), "{stdout}{}", text(&out.stderr));
     assert!(stdout.ends_with("bench passed\n"), "{stdout}");
     // A refused login fails the bench, and says so last, with what to do.
-    let out = run(
-        roost_command("warn")
-            .args(["bench", "--broker", &server.mqtt.to_string(), "--database", &db, "--count", "50", "--clients", "1"])
-            .args(["--username", "carol"])
-            .env("ROOST_PASSWORD", "not-carols"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let out = run(&mut bench("50", "1", "not-carols"), Duration::from_secs(60)).await;
     let stdout = text(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("nothing was acknowledged, so nothing could be verified"), "{stdout}");
