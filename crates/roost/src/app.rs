@@ -462,6 +462,7 @@ impl App {
             shutdown.clone(),
         ));
         let api_state = ApiState {
+            logins_ended: Arc::new(tokio::sync::watch::channel(0).0),
             store: Arc::clone(&self.store),
             retention: Arc::new(self.lifecycle.policy.clone()),
             lifecycle: Arc::clone(&self.lifecycle_status),

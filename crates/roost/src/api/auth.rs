@@ -59,6 +59,12 @@ impl Viewer {
     }
 }
 
+/// The token a request logs in with: an API token (`Authorization: Bearer`), else the
+/// session cookie.
+pub(super) fn request_token(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers).or_else(|| cookie(headers, SESSION_COOKIE))
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
@@ -78,7 +84,7 @@ pub async fn identify(State(state): State<ApiState>, mut request: Request, next:
         request.extensions_mut().insert(Viewer::open());
         return next.run(request).await;
     }
-    let Some(token) = bearer(request.headers()).or_else(|| cookie(request.headers(), SESSION_COOKIE)) else {
+    let Some(token) = request_token(request.headers()) else {
         return ApiError::Unauthorized.into_response();
     };
     match state.store.token_owner(&tokens::hash(token)).await {
@@ -131,6 +137,7 @@ pub async fn login(
 pub async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         state.store.delete_token(&tokens::hash(token)).await?;
+        state.logins_ended();
     }
     let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     Ok(([(SET_COOKIE, clear)], Json(json!({ "logged_out": true }))).into_response())

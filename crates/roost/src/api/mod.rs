@@ -69,6 +69,16 @@ pub struct ApiState {
     pub sensor_changes: tokio::sync::broadcast::Sender<crate::model::SensorKey>,
     /// The topic templates: which topics a sensor has (a user's alert rules stay on theirs).
     pub templates: Arc<Vec<crate::ingest::TopicTemplate>>,
+    /// Moves on whenever the API ends sessions or tokens (a logout, a revocation, a password
+    /// reset, a user's removal): open live feeds check their login again (`live`).
+    pub logins_ended: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl ApiState {
+    /// Sessions or tokens were ended: live feeds check theirs.
+    pub fn logins_ended(&self) {
+        self.logins_ended.send_modify(|n| *n += 1);
+    }
 }
 
 /// What the dashboard page needs to know (`/api/config`).

@@ -76,5 +76,6 @@ pub async fn revoke(
     if !state.store.revoke_api_token(id, owner_filter(&viewer)?).await? {
         return Err(ApiError::NotFound(format!("no token {id}")));
     }
+    state.logins_ended();
     Ok(Json(json!({ "revoked": id })))
 }

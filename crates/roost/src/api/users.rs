@@ -110,6 +110,7 @@ pub async fn remove(
         return Err(ApiError::BadRequest("you cannot remove your own account (another admin can)".into()));
     }
     state.store.delete_user(&name).await.map_err(account_error)?;
+    state.logins_ended();
     tracing::info!(user = %name, by = viewer.name.as_deref().unwrap_or("anonymous"), "user removed from the dashboard");
     Ok(Json(json!({ "removed": name })))
 }
@@ -129,6 +130,7 @@ pub async fn set_password(
     require_account_admin(&viewer)?;
     let (secret, generated) = chosen_password(body.password)?;
     state.store.set_password(&name, &hash(secret.clone()).await?).await.map_err(account_error)?;
+    state.logins_ended();
     tracing::info!(user = %name, by = viewer.name.as_deref().unwrap_or("anonymous"), "password changed from the dashboard; its sessions ended");
     let mut answer = json!({ "name": name });
     if generated {

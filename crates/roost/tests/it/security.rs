@@ -290,10 +290,14 @@ async fn dashboard_login_cookies_tokens_and_per_owner_views(backend: Backend) {
     let (_, ack) = Raw::login(server.mqtt, "console-3", "alice", session).await;
     assert_eq!(ack.code, connect_return::BAD_USERNAME_OR_PASSWORD, "the session cookie is no MQTT password");
 
-    // Logout ends the session.
+    // Logout ends the session, and with it the live feed it opened.
+    let mut live = get("/api/live", &cookie).await.unwrap();
+    assert_eq!(live.status(), 200);
+    let feed = tokio::spawn(async move { while let Ok(Some(_)) = live.chunk().await {} });
     let response = http.post(url("/api/logout")).header("cookie", &cookie).send().await.unwrap();
     assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(get("/api/sensors", &cookie).await.unwrap().status(), 401);
+    tokio::time::timeout(Duration::from_secs(10), feed).await.expect("the live feed ended with its session").unwrap();
 
     // API tokens from the CLI: an admin's token sees everything until it is revoked.
     let out = roost_command("warn")
