@@ -84,10 +84,15 @@ pub async fn metrics(
     metric("roost_ingest_refused_total", "counter", "Readings the database refused, stored as rejects instead.", &[("", i.refused)]);
     let lifecycle = state.lifecycle.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(size) = &lifecycle.size {
-        metric("roost_database_bytes", "gauge", "Bytes the database takes (measured after each purge).", &[("", size.bytes)]);
+        metric(
+            "roost_database_bytes",
+            "gauge",
+            "Bytes the database takes (measured every 10 minutes and after each purge).",
+            &[("", size.bytes)],
+        );
         let rows: Vec<(String, u64)> = size.rows.iter().map(|(table, n)| (format!("{{table=\"{table}\"}}"), *n as u64)).collect();
         let rows: Vec<(&str, u64)> = rows.iter().map(|(labels, n)| (labels.as_str(), *n)).collect();
-        metric("roost_database_rows", "gauge", "Rows per table (measured after each purge).", &rows);
+        metric("roost_database_rows", "gauge", "Rows per table (measured every 10 minutes and after each purge).", &rows);
         if let Some(oldest) = size.oldest_reading_ms {
             metric(
                 "roost_oldest_reading_timestamp_seconds",

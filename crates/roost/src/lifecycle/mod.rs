@@ -24,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// How often the free disk space is checked.
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// How often the database is measured (its size, rows per table, oldest reading), besides
+/// after each purge: the measure after the purge at start saw the database before the readings
+/// of this run, and `/metrics` showed that for an hour.
+const MEASURE_EVERY: Duration = Duration::from_secs(600);
 
 /// What the lifecycle task last saw, for `/metrics` and the dashboard.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -53,15 +57,18 @@ pub struct LifecycleConfig {
 
 pub type SharedStatus = Arc<Mutex<LifecycleStatus>>;
 
-/// Runs until `stop`: a purge at start and every [`PURGE_EVERY`] (then the database is measured),
-/// the disk checked every minute. Failures are logged and tried again next time; nothing here
-/// ever holds ingest up for longer than one small transaction.
+/// Runs until `stop`: a purge at start and every [`PURGE_EVERY`], the database measured after
+/// each, a minute after the start and every [`MEASURE_EVERY`], the disk checked every minute.
+/// Failures are logged and tried again next time; nothing here ever holds ingest up for longer
+/// than one small transaction.
 pub async fn run(store: Arc<Store>, config: LifecycleConfig, status: SharedStatus, stop: CancellationToken) {
     status.lock().unwrap_or_else(|e| e.into_inner()).low_disk_percent = config.low_disk_percent;
-    let mut next_purge = tokio::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let (mut next_purge, mut next_measure) = (started, started);
     loop {
         check_disk(&config, &status).await;
-        if tokio::time::Instant::now() >= next_purge {
+        let purge_due = tokio::time::Instant::now() >= next_purge;
+        if purge_due {
             next_purge += PURGE_EVERY;
             // Kept a little longer than the time between purges: the node that purged keeps the
             // turn while it lives, another takes it over an hour after it stopped.
@@ -92,6 +99,11 @@ pub async fn run(store: Arc<Store>, config: LifecycleConfig, status: SharedStatu
             if stop.is_cancelled() {
                 return;
             }
+        }
+        if purge_due || tokio::time::Instant::now() >= next_measure {
+            // The first time again a minute after the start, with this run's first readings.
+            let first = next_measure == started;
+            next_measure = tokio::time::Instant::now() + if first { DISK_CHECK_EVERY } else { MEASURE_EVERY };
             match store.size().await {
                 Ok(size) => {
                     let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
