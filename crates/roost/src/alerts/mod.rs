@@ -593,7 +593,7 @@ impl Engine {
             Change::Resolved { value } => ("resolved", *value, pending.at),
             Change::Pending(_) | Change::Cancelled => return,
         };
-        tracing::info!(owner = %rule.owner, rule = %rule.name, sensor = ?pending.sensor, state, ?value, "alert");
+        tracing::info!(owner = %rule.owner, rule = %rule.name, sensor = %pending.sensor, state, ?value, "alert");
         let body = notice(rule, Some(&pending.sensor), state, value, since, None).body();
         // The retained topics are the rule's as it is now: a deleted or changed rule's were
         // cleared, a deleted sensor's goes.
