@@ -5,7 +5,7 @@
 use super::listener::Peer;
 use super::params::ApiJson;
 use super::{ApiError, ApiState};
-use crate::auth::{password, tokens};
+use crate::auth::tokens;
 use crate::store::TokenKind;
 use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
@@ -115,10 +115,7 @@ pub async fn login(
         tracing::warn!(%peer, user = %body.username, waited = ?admission.waited, "dashboard login slowed down after failed logins");
     }
     let user = state.store.user(&body.username).await?;
-    let turn = state.login_limiter.password_check_turn().await;
-    let checked = password::verify_user(user, body.password.into_bytes()).await;
-    drop(turn);
-    let Some(user) = checked else {
+    let Some(user) = state.login_limiter.verify_user(user, body.password.into_bytes()).await else {
         admission.failed();
         tracing::info!(%peer, user = %body.username, "dashboard login refused");
         return Err(ApiError::WrongCredentials);

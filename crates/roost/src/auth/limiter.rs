@@ -10,14 +10,15 @@
 //!   time per address, each after 1 s. Pairs that logged in successfully lately skip this.
 //!
 //! - at once: at most `concurrent_checks` passwords are checked at the same time, in the
-//!   order they came ([`LoginLimiter::password_check_turn`], taken around the Argon2id check
-//!   only, not the user's lookup). A check takes 19 MiB for tens of milliseconds: a burst of
+//!   order they came ([`LoginLimiter::verify_user`]: the turn covers the Argon2id check only,
+//!   not the user's lookup). A check takes 19 MiB for tens of milliseconds: a burst of
 //!   CONNECTs with made-up names (each failing only once checked) would otherwise run one
 //!   check per thread of the blocking pool (512) at once, about 10 GiB.
 //!
 //! Nothing is ever refused here: the caller checks the password after [`LoginLimiter::admit`]
 //! and reports the outcome on the returned [`Admission`].
 
+use crate::store::UserRecord;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -124,9 +125,15 @@ impl LoginLimiter {
         Admission { limiter: self, pair, _lane: Some(guard), waited: started.elapsed() }
     }
 
-    /// A turn to check a password (hold it for the check): at most `concurrent_checks` at once,
-    /// the others wait in order.
-    pub async fn password_check_turn(&self) -> SemaphorePermit<'_> {
+    /// `password::verify_user` in its turn: at most `concurrent_checks` at once, the others
+    /// wait in order.
+    pub async fn verify_user(&self, user: Option<UserRecord>, password: Vec<u8>) -> Option<UserRecord> {
+        let _turn = self.password_check_turn().await;
+        super::password::verify_user(user, password).await
+    }
+
+    /// A turn to check a password (hold it for the check).
+    async fn password_check_turn(&self) -> SemaphorePermit<'_> {
         self.checks.acquire().await.expect("the semaphore is never closed")
     }
 

@@ -79,10 +79,7 @@ impl UserAuth {
                 }
             }
         }
-        let turn = self.limiter.password_check_turn().await;
-        let checked = password::verify_user(user, credentials.password.unwrap_or_default().to_vec()).await;
-        drop(turn);
-        match checked {
+        match self.limiter.verify_user(user, credentials.password.unwrap_or_default().to_vec()).await {
             Some(user) => self.allow(user),
             None => AuthOutcome::BadCredentials,
         }
