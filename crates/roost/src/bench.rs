@@ -161,7 +161,7 @@ impl fmt::Display for BenchReport {
         if v.duplicates > 0 {
             writeln!(f, "note: {} readings are stored more than once", group(v.duplicates))?;
         }
-        if self.failures.iter().any(|failure| failure.contains("NotAuthorized") || failure.contains("BadUserNamePassword")) {
+        if self.failures.iter().any(|failure| crate::mqtt_client::refused_login(failure)) {
             writeln!(f, "hint: the server refused the login: give a user with --username and --password (ROOST_USERNAME, ROOST_PASSWORD)")?;
         }
         let unacknowledged = self.published.saturating_sub(self.acked);

@@ -6,6 +6,12 @@ mod versioned;
 
 pub use versioned::{Client, ClientEvent, EventLoop, Protocol};
 
+/// Whether a connection error (as the event loop words it) is the broker refusing the
+/// credentials (CONNACK 0x04/0x05, 5.0 0x86/0x87), which no retry changes.
+pub fn refused_login(error: &str) -> bool {
+    error.contains("return code") && (error.contains("BadUserNamePassword") || error.contains("NotAuthorized"))
+}
+
 use anyhow::Context;
 use std::fmt;
 use std::path::PathBuf;

@@ -252,7 +252,7 @@ async fn drive(
                     break;
                 }
                 Counters::add(&counters.errors, 1);
-                if refused_login(&e) {
+                if crate::mqtt_client::refused_login(&e) {
                     // Trying again cannot help; every board logs in alike.
                     tracing::error!(client_id, error = %e,
                         "the broker refused the login: check --username and --password (ROOST_USERNAME, ROOST_PASSWORD); stopping");
@@ -269,10 +269,4 @@ async fn drive(
         }
     }
     set_connected(false, &mut connected);
-}
-
-/// Whether a connection error is the broker refusing the credentials (CONNACK 0x04/0x05, 5.0
-/// 0x86/0x87), which no retry changes.
-fn refused_login(error: &str) -> bool {
-    error.contains("return code") && (error.contains("BadUserNamePassword") || error.contains("NotAuthorized"))
 }
