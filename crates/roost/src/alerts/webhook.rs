@@ -217,11 +217,13 @@ fn forbidden(ip: std::net::IpAddr) -> bool {
 /// does not resolve now is not refused.
 pub async fn only_forbidden(url: &str) -> bool {
     let Ok(url) = WebhookUrl::parse(url) else { return false };
-    let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
-        Ok(addrs) => addrs.collect(),
-        Err(_) => return false,
-    };
+    let Ok(addrs) = resolve(&url).await else { return false };
     !addrs.is_empty() && addrs.iter().all(|a| forbidden(a.ip()))
+}
+
+/// The addresses `url`'s host has now.
+async fn resolve(url: &WebhookUrl) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    Ok(tokio::net::lookup_host((url.host.as_str(), url.port)).await?.collect())
 }
 
 /// Whether `ip` may be an address of one of this machine's interfaces: only those can be bound
@@ -237,8 +239,7 @@ fn is_own_address(ip: std::net::IpAddr) -> bool {
 /// One POST; the answer's status code. The host is resolved once and the address checked is
 /// the one connected to.
 async fn post(url: &WebhookUrl, restricted: bool, tls: &Arc<rustls::ClientConfig>, body: Bytes) -> Result<u16, AttemptError> {
-    let addrs = tokio::net::lookup_host((url.host.as_str(), url.port)).await.map_err(|e| Failed(format!("resolving the host: {e}")))?;
-    let addrs: Vec<std::net::SocketAddr> = addrs.collect();
+    let addrs = resolve(url).await.map_err(|e| Failed(format!("resolving the host: {e}")))?;
     let allowed: Vec<std::net::SocketAddr> = addrs.iter().copied().filter(|a| !(restricted && forbidden(a.ip()))).collect();
     if allowed.is_empty() && !addrs.is_empty() {
         return Err(Refused(
