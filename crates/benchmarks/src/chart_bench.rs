@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         let start = 1_700_000_000_000i64;
         let filled = Instant::now();
         let keys: Vec<SensorKey> = (0..args.sensors)
-            .map(|i| SensorKey { owner: "bench".into(), place: format!("room{i}"), category: "temperature".into() })
+            .map(|i| SensorKey { owner: "bench".into(), place: format!("room{i}").into(), category: "temperature".into() })
             .collect();
         // Interleaved in time, as devices publish; 20,000 readings per transaction.
         let mut batch = Batch::default();

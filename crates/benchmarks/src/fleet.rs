@@ -117,5 +117,5 @@ async fn publish_until_stopped(
 
 /// The sensor a fleet device publishes to as its `k`th (`iot/d<N>/sensor/room/c<K>`).
 pub fn sensor_key(device: usize, k: usize) -> roost::model::SensorKey {
-    roost::model::SensorKey { owner: format!("d{device}"), place: "room".into(), category: format!("c{k}") }
+    roost::model::SensorKey { owner: format!("d{device}").into(), place: "room".into(), category: format!("c{k}").into() }
 }

@@ -55,8 +55,9 @@ async fn main() -> anyhow::Result<()> {
             let dir = tempfile::tempdir()?;
             let url = databases::fresh_url(db, dir.path(), "write.db")?;
             let store = Store::open(&DatabaseUrl::new(url)).await?;
-            let keys: Vec<SensorKey> =
-                (0..args.sensors).map(|i| SensorKey { owner: format!("d{i}"), place: "room".into(), category: "c0".into() }).collect();
+            let keys: Vec<SensorKey> = (0..args.sensors)
+                .map(|i| SensorKey { owner: format!("d{i}").into(), place: "room".into(), category: "c0".into() })
+                .collect();
             // Readings of the present, as a fleet's are (after the minute the schema's fold of
             // minutes into hours starts from): their hours are folded once a simulated minute,
             // and the folds count in the time.

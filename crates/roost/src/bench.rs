@@ -185,7 +185,7 @@ pub async fn run(config: BenchConfig, counters: Arc<Counters>, stop: Cancellatio
     let store = Store::open_existing(&config.database).await.context("opening the database for verification")?;
     let run_id = format!("run{}", TimestampMs::now().0);
     let sensors: Vec<SensorKey> = (0..config.clients)
-        .map(|i| SensorKey { owner: config.owner.clone(), place: format!("{run_id}-c{i}"), category: CATEGORY.to_owned() })
+        .map(|i| SensorKey { owner: config.owner.as_str().into(), place: format!("{run_id}-c{i}").into(), category: CATEGORY.into() })
         .collect();
 
     let started_ms = TimestampMs::now().0;

@@ -95,7 +95,7 @@ impl DiscoveryConfig {
     /// The discovery config of `sensor` (named `name`, in `unit`), per Home Assistant's MQTT
     /// sensor documentation.
     fn payload(&self, sensor: &SensorKey, name: Option<&str>, unit: Option<&str>, source: StateSource) -> Option<Value> {
-        let unit = unit.or_else(|| self.units.get(&sensor.category).map(String::as_str));
+        let unit = unit.or_else(|| self.units.get(sensor.category.as_str()).map(String::as_str));
         let mut config = json!({
             "name": name.unwrap_or(&sensor.category),
             "unique_id": unique_id(sensor),

@@ -208,7 +208,7 @@ async fn consume(
     ));
     // Rejects of upstream messages are recorded under this name (the device's own client id is
     // not carried by MQTT).
-    let source = format!("{client_id} (upstream)");
+    let source: Arc<str> = format!("{client_id} (upstream)").into();
     let subscriptions = config.subscriptions();
     let mut delay = RECONNECT_DELAYS.0;
     let mut failing = false;

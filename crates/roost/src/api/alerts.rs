@@ -9,7 +9,7 @@ use super::ApiState;
 use crate::alerts::rule::RuleSpec;
 use crate::alerts::Command;
 use crate::auth::acl::{covers, OWNER_ROOT};
-use crate::model::{AlertRule, SensorKey, TimestampMs};
+use crate::model::{AlertRule, Level, SensorKey, TimestampMs};
 use crate::settings::parse_duration;
 use crate::store::AlertRuleError;
 use axum::extract::State;
@@ -66,7 +66,7 @@ fn checked_rule(state: &ApiState, viewer: &Viewer, spec: &RuleSpec) -> Result<Al
         return Err(ApiError::Forbidden(format!("you may make rules only as yourself ({me})")));
     }
     // Every topic the filter could match must be one of this user's sensors.
-    let own = crate::model::SensorKey { owner: me.to_owned(), place: "+".into(), category: "+".into() };
+    let own = crate::model::SensorKey { owner: me.into(), place: "+".into(), category: "+".into() };
     let allowed = std::iter::once(format!("{OWNER_ROOT}/{me}/#")).chain(state.templates.iter().filter_map(|t| t.topic(&own)));
     let filter = rule.filter.as_str();
     if !allowed.into_iter().any(|outer| covers(&outer, filter)) {
@@ -209,7 +209,7 @@ pub async fn active(State(state): State<ApiState>, Extension(viewer): Extension<
 pub async fn acknowledge(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    ApiPath((id, owner, place, category)): ApiPath<(i64, String, String, String)>,
+    ApiPath((id, owner, place, category)): ApiPath<(i64, Level, Level, Level)>,
 ) -> Result<StatusCode, ApiError> {
     let sensor = SensorKey { owner, place, category };
     let not_firing = || ApiError::NotFound(format!("rule {id} is not firing for {sensor}"));

@@ -5,7 +5,7 @@ use super::auth::Viewer;
 use super::params::{given, rfc3339, time_range, ApiJson, ApiQuery};
 use super::{ApiError, ApiState};
 use crate::lifecycle::KeepSource;
-use crate::model::{SensorKey, TimestampMs};
+use crate::model::{Level, SensorKey, TimestampMs};
 use crate::settings::parse_keep;
 use crate::store::{SensorChange, SensorRow};
 use axum::body::Body;
@@ -29,9 +29,9 @@ const MAX_UNIT: usize = 32;
 
 #[derive(Debug, Serialize)]
 pub struct SensorJson {
-    owner: String,
-    place: String,
-    category: String,
+    owner: Level,
+    place: Level,
+    category: Level,
     last_value: Option<f64>,
     /// Epoch milliseconds, UTC.
     last_seen_ms: Option<i64>,
@@ -124,7 +124,7 @@ async fn find_sensor(state: &ApiState, viewer: &Viewer, key: SensorKey) -> Resul
 pub async fn one(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(String, String, String)>,
+    Path((owner, place, category)): Path<(Level, Level, Level)>,
 ) -> Result<Json<SensorJson>, ApiError> {
     let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
     Ok(Json(sensor_json(&state, sensor)))
@@ -133,7 +133,7 @@ pub async fn one(
 pub async fn update(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(String, String, String)>,
+    Path((owner, place, category)): Path<(Level, Level, Level)>,
     ApiJson(patch): ApiJson<SensorPatch>,
 ) -> Result<Json<SensorJson>, ApiError> {
     let change = patch.into_change()?;
@@ -152,7 +152,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(String, String, String)>,
+    Path((owner, place, category)): Path<(Level, Level, Level)>,
 ) -> Result<Json<Value>, ApiError> {
     let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
     let rows = state.store.delete_sensor(&sensor.key, sensor.id).await?;
@@ -193,7 +193,7 @@ pub struct RangeQuery {
 pub async fn readings(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(String, String, String)>,
+    Path((owner, place, category)): Path<(Level, Level, Level)>,
     ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
@@ -240,7 +240,7 @@ const EXPORT_STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs
 pub async fn export_csv(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(String, String, String)>,
+    Path((owner, place, category)): Path<(Level, Level, Level)>,
     ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;

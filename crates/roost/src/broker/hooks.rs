@@ -6,6 +6,7 @@ use mqtt_codec::{TopicFilter, TopicName};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -103,7 +104,7 @@ pub trait IngestSink: Send + Sync + 'static {
     /// Offers a publish received from `client_id`. `None`: nothing to wait for (not a reading),
     /// acknowledge at once. Awaiting the returned future is the backpressure: a full sink makes
     /// the session stop reading from its client.
-    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Offered>>;
+    fn offer<'a>(&'a self, client_id: &'a Arc<str>, message: &'a Message) -> BoxFuture<'a, Option<Offered>>;
 }
 
 /// No ingest: the broker alone.
@@ -115,7 +116,7 @@ impl IngestSink for NoIngest {
         false
     }
 
-    fn offer<'a>(&'a self, _: &'a str, _: &'a Message) -> BoxFuture<'a, Option<Offered>> {
+    fn offer<'a>(&'a self, _: &'a Arc<str>, _: &'a Message) -> BoxFuture<'a, Option<Offered>> {
         Box::pin(async { None })
     }
 }

@@ -8,7 +8,7 @@
 //! database when they reload). On SQLite and MariaDB there are no other nodes: nothing runs.
 
 use crate::ingest::{Committed, Feeds};
-use crate::model::{newest_per_key, LiveReading, Reading, SensorKey, TimestampMs};
+use crate::model::{newest_per_key, Level, LiveReading, Reading, SensorKey, TimestampMs};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ const MAX_NOTICE: usize = 7_000;
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Notice {
     node: String,
-    readings: Vec<(String, String, String, i64, f64, bool)>,
+    readings: Vec<(Level, Level, Level, i64, f64, bool)>,
 }
 
 /// Announces this node's commits and hears the others' until `stop`.

@@ -16,6 +16,7 @@ use crate::log_once::LogOnce;
 use crate::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs, UpstreamDelivery, REJECT_PAYLOAD_PREFIX};
 use bytes::Bytes;
 use mqtt_codec::TopicName;
+use smallvec::{smallvec, SmallVec};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -24,9 +25,13 @@ use tracing::warn;
 /// What one publish became.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    Readings(Vec<Reading>),
+    Readings(Readings),
     Reject(Reject),
 }
+
+/// The readings of one publish: most carry one, kept inline (no allocation of its own: a
+/// fleet's records are made on the connections' threads and dropped on the writer's).
+pub type Readings = SmallVec<[Reading; 1]>;
 
 /// A record on its way to the database, with whom to tell once it is committed.
 pub struct Job {
@@ -44,7 +49,7 @@ pub struct Job {
 /// memory.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub client_id: String,
+    pub client_id: Arc<str>,
     pub topic: TopicName,
     pub payload: Bytes,
     pub received_at: TimestampMs,
@@ -55,7 +60,7 @@ impl Source {
     pub fn reject(&self, reason: RejectReason) -> Reject {
         Reject {
             received_at: self.received_at,
-            client_id: self.client_id.clone(),
+            client_id: self.client_id.to_string(),
             topic: self.topic.as_str().to_owned(),
             payload_prefix: self.payload[..self.payload.len().min(REJECT_PAYLOAD_PREFIX)].to_vec(),
             reason,
@@ -118,10 +123,10 @@ impl Ingest {
         let key = |category: &str| SensorKey::new(captures.owner, captures.place, category);
         let parsed = match captures.category {
             Some(category) if template.has_category() => {
-                payload::parse_single(payload).and_then(|(value, ts)| Ok(vec![(key(category)?, value, ts)]))
+                payload::parse_single(payload).and_then(|(value, ts)| Ok(smallvec![(key(category)?, value, ts)]))
             }
             _ => payload::parse_multi(payload)
-                .and_then(|(values, ts)| values.into_iter().map(|(c, v)| Ok((key(&c)?, v, ts))).collect::<Result<Vec<_>, _>>()),
+                .and_then(|(values, ts)| values.into_iter().map(|(c, v)| Ok((key(&c)?, v, ts))).collect::<Result<SmallVec<[_; 1]>, _>>()),
         };
         match parsed {
             Ok(values) if values.iter().any(|(_, _, ts)| ts.is_some_and(|ts| ts.0 > received_at.0.saturating_add(MAX_AHEAD_MS))) => {
@@ -136,7 +141,7 @@ impl Ingest {
 
     /// Interprets a publish and queues it for the writer, waiting while the queue is full; the
     /// receipt resolves once it is committed. `delivery`: the upstream message it came from.
-    pub async fn queue(&self, client_id: &str, message: &Message, delivery: Option<UpstreamDelivery>) -> Offered {
+    pub async fn queue(&self, client_id: &Arc<str>, message: &Message, delivery: Option<UpstreamDelivery>) -> Offered {
         let received_at = TimestampMs::now();
         let record = self.interpret(client_id, message.topic.as_str(), &message.payload, received_at);
         let mut quarantined = None;
@@ -146,7 +151,7 @@ impl Ingest {
             quarantined = Some(format!("not a reading ({}): kept in rejects", reject.reason));
         }
         let source =
-            Source { client_id: client_id.to_owned(), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
+            Source { client_id: Arc::clone(client_id), topic: message.topic.clone(), payload: message.payload.clone(), received_at };
         let (committed, receipt) = oneshot::channel();
         // A closed queue (writer gone) drops `committed`: the session then closes without
         // acknowledging, and the client sends again later.
@@ -168,7 +173,7 @@ impl IngestSink for Ingest {
         self.config.templates.iter().any(|t| t.root() == root)
     }
 
-    fn offer<'a>(&'a self, client_id: &'a str, message: &'a Message) -> BoxFuture<'a, Option<Offered>> {
+    fn offer<'a>(&'a self, client_id: &'a Arc<str>, message: &'a Message) -> BoxFuture<'a, Option<Offered>> {
         Box::pin(async move { Some(self.queue(client_id, message, None).await) })
     }
 }
@@ -191,7 +196,7 @@ mod tests {
         let i = ingest();
         assert_eq!(
             i.interpret("c", "iot/yanjo/sensor/livingroom/illuminate", b"512", TimestampMs(7)),
-            Record::Readings(vec![reading("yanjo", "livingroom", "illuminate", 512.0, 7)])
+            Record::Readings(smallvec![reading("yanjo", "livingroom", "illuminate", 512.0, 7)])
         );
         assert_eq!(
             i.interpret(
@@ -200,7 +205,7 @@ mod tests {
                 br#"{"temperature": 21, "humidity": 40, "ts": 1700000000005}"#,
                 TimestampMs(1_800_000_000_000)
             ),
-            Record::Readings(vec![
+            Record::Readings(smallvec![
                 reading("yanjo", "kitchen", "humidity", 40.0, 1_700_000_000_005),
                 reading("yanjo", "kitchen", "temperature", 21.0, 1_700_000_000_005)
             ])

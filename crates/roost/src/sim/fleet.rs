@@ -73,7 +73,7 @@ impl FleetConfig {
 
     /// The topic a board publishes `category` on.
     pub fn topic(&self, place: &str, category: &str) -> String {
-        let key = SensorKey { owner: self.owner.clone(), place: place.to_owned(), category: category.to_owned() };
+        let key = SensorKey { owner: self.owner.as_str().into(), place: place.into(), category: category.into() };
         self.template.topic(&key).expect("a simulator template has {category}")
     }
 }

@@ -245,7 +245,7 @@ impl Store {
                 };
                 Ok((
                     row.try_get(0)?,
-                    SensorKey { owner: row.try_get(1)?, place: row.try_get(2)?, category: row.try_get(3)? },
+                    super::sensor_key_at(row, 1)?,
                     AlertState { status, since: TimestampMs(row.try_get(5)?), value: row.try_get(6)?, acked_by: row.try_get(7)? },
                 ))
             })
@@ -332,7 +332,7 @@ impl Store {
                     rule_id: row.try_get(2)?,
                     rule_owner: row.try_get(3)?,
                     rule_name: row.try_get(4)?,
-                    sensor: SensorKey { owner: row.try_get(5)?, place: row.try_get(6)?, category: row.try_get(7)? },
+                    sensor: super::sensor_key_at(row, 5)?,
                     state: row.try_get(8)?,
                     severity: Severity::parse(&severity).map_err(|e| sqlx::Error::Decode(e.into()))?,
                     value: row.try_get(10)?,

@@ -375,7 +375,7 @@ impl Store {
                     let rows = select.build().fetch_all(&mut *tx).await.map_err(query_err("looking up new sensors"))?;
                     let offset = chunk_index * CHUNK;
                     for row in &rows {
-                        let (id, key) = (|| Ok((row.try_get::<i64, _>(0)?, SensorKey { owner: row.try_get(1)?, place: row.try_get(2)?, category: row.try_get(3)? })))()
+                        let (id, key) = (|| Ok((row.try_get::<i64, _>(0)?, super::sensor_key_at(row, 1)?)))()
                             .map_err(query_err("decoding sensors"))?;
                         if let Ok(slot) = chunk.binary_search(&&key) {
                             unknown_ids[offset + slot] = Some(id);

@@ -12,7 +12,7 @@ mod url;
 pub use failure::Failure;
 pub use url::{DatabaseUrl, Dialect};
 
-use crate::model::{Reading, Reject, SensorKey, TimestampMs, UpstreamDelivery};
+use crate::model::{Level, Reading, Reject, SensorKey, TimestampMs, UpstreamDelivery};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -61,6 +61,17 @@ fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 /// Decodes every row with `decode`; a column that does not decode fails the whole answer.
 fn decode_rows<R, T>(rows: &[R], doing: &'static str, decode: impl Fn(&R) -> Result<T, sqlx::Error>) -> Result<Vec<T>, StoreError> {
     rows.iter().map(decode).collect::<Result<Vec<_>, _>>().map_err(query_err(doing))
+}
+
+/// The sensor key in the three columns of `row` from `first` on (owner, place, category).
+fn sensor_key_at<'r, R>(row: &'r R, first: usize) -> Result<SensorKey, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let level = |i: usize| row.try_get::<&str, _>(first + i).map(Level::from);
+    Ok(SensorKey { owner: level(0)?, place: level(1)?, category: level(2)? })
 }
 
 /// How a [`Store::write_batch_once`] ended.

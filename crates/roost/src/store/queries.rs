@@ -66,7 +66,7 @@ macro_rules! sensor_row {
     ($row:expr) => {
         Ok(SensorRow {
             id: $row.try_get(0)?,
-            key: SensorKey { owner: $row.try_get(1)?, place: $row.try_get(2)?, category: $row.try_get(3)? },
+            key: super::sensor_key_at($row, 1)?,
             last_value: $row.try_get(4)?,
             last_seen: $row.try_get::<Option<i64>, _>(5)?.map(TimestampMs),
             settings: SensorSettings::from_columns($row.try_get(6)?, $row.try_get(7)?, $row.try_get(8)?, $row.try_get(9)?),
@@ -172,7 +172,7 @@ impl Store {
             .fetch_all(pool)
             .await
             .map_err(query_err("reading all values"))?;
-            decode_rows(&rows, "decoding values", |row| Ok((SensorKey { owner: row.try_get(0)?, place: row.try_get(1)?, category: row.try_get(2)? }, row.try_get(3)?)))
+            decode_rows(&rows, "decoding values", |row| Ok((super::sensor_key_at(row, 0)?, row.try_get(3)?)))
         })
     }
 

@@ -389,7 +389,7 @@ fn write(conn: &mut Connection, rows: &Rows, may_stage: bool) -> Result<Option<C
         let select_sql = super::queries::select_sensor_id::<sqlx::Sqlite>(&rows.unknown[0]).into_sql();
         let mut select = tx.prepare_cached(&select_sql).map_err(sqlite_err("looking up new sensors"))?;
         for key in &rows.unknown {
-            let key = params![key.owner, key.place, key.category];
+            let key = params![key.owner.as_str(), key.place.as_str(), key.category.as_str()];
             insert.execute(key).map_err(sqlite_err("creating sensors"))?;
             unknown_ids.push(select.query_row(key, |row| row.get(0)).map_err(sqlite_err("looking up new sensors"))?);
         }

@@ -171,7 +171,8 @@ async fn acknowledged_readings_survive_sigkill(backend: Backend) {
         acked_total += acked.len();
         // A new process opens the same database (recovering SQLite's WAL) and checks.
         let store = Store::open(&db.url).await.unwrap();
-        let stored: HashSet<(String, u64)> = store.all_values().await.unwrap().into_iter().map(|(k, v)| (k.place, v.to_bits())).collect();
+        let stored: HashSet<(String, u64)> =
+            store.all_values().await.unwrap().into_iter().map(|(k, v)| (k.place.into(), v.to_bits())).collect();
         let missing: Vec<_> = acked.iter().filter(|(p, v)| !stored.contains(&(p.clone(), v.to_bits()))).collect();
         assert!(
             missing.is_empty(),

@@ -97,7 +97,7 @@ async fn stored_counts(url: &DatabaseUrl) -> HashMap<(String, u64), usize> {
     let store = Store::connect(url).await.unwrap();
     let mut stored: HashMap<(String, u64), usize> = HashMap::new();
     for (key, value) in store.all_values().await.unwrap() {
-        *stored.entry((key.place, value as u64)).or_default() += 1;
+        *stored.entry((key.place.into(), value as u64)).or_default() += 1;
     }
     store.close().await;
     stored
@@ -283,12 +283,12 @@ async fn the_writer_sets_apart_a_record_the_database_refuses(backend: Backend) {
         let sensor = SensorKey { owner: "yanjo".into(), place: place.into(), category: "temperature".into() };
         let topic = format!("iot/yanjo/sensor/{place}/temperature");
         let source = Source {
-            client_id: format!("device-{value}"),
+            client_id: format!("device-{value}").into(),
             topic: mqtt_codec::TopicName::parse(&topic).unwrap(),
             payload: bytes::Bytes::from(value.to_string()),
             received_at: TimestampMs(1_000),
         };
-        let record = Record::Readings(vec![Reading { sensor, ts: TimestampMs(1_000), value }]);
+        let record = Record::Readings([Reading { sensor, ts: TimestampMs(1_000), value }].into());
         let (committed, receipt) = tokio::sync::oneshot::channel();
         jobs.send(Job { record, source, committed, queued_at: tokio::time::Instant::now(), delivery: None }).await.unwrap();
         receipts.push(receipt);

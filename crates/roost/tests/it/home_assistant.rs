@@ -122,7 +122,7 @@ async fn the_simulators_boards_appear_in_home_assistant() {
         let topic = format!("homeassistant/sensor/{}/config", roost::ha_discovery::unique_id(&sensor.key));
         let config: Value = serde_json::from_str(configs.get(&topic).unwrap_or_else(|| panic!("no config for {}", sensor.key))).unwrap();
         let identifiers = check_config(&topic, &config, &sensor.key.place, &sensor.key.category);
-        devices.entry(sensor.key.place.clone()).or_default().insert(identifiers.to_string());
+        devices.entry(sensor.key.place.to_string()).or_default().insert(identifiers.to_string());
     }
     assert_eq!(devices.len(), 2);
     assert!(devices.values().all(|ids| ids.len() == 1), "one device per board: {devices:?}");

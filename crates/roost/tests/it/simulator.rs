@@ -26,7 +26,7 @@ async fn values_by_category(store: &Store, owner: &str) -> Vec<(String, Vec<f64>
     let mut out = Vec::new();
     for sensor in store.sensors().await.unwrap().into_iter().filter(|s| s.key.owner == owner) {
         let rows = store.readings(&sensor.key, TimestampMs(0), TimestampMs(i64::MAX)).await.unwrap();
-        out.push((sensor.key.category.clone(), rows.into_iter().map(|(_, v)| v).collect()));
+        out.push((sensor.key.category.to_string(), rows.into_iter().map(|(_, v)| v).collect()));
     }
     out
 }
@@ -485,7 +485,8 @@ async fn bench_and_simulate_log_in_and_publish_under_their_own_name() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let owners: std::collections::BTreeSet<String> = server.store.sensors().await.unwrap().into_iter().map(|s| s.key.owner).collect();
+    let owners: std::collections::BTreeSet<String> =
+        server.store.sensors().await.unwrap().into_iter().map(|s| s.key.owner.into()).collect();
     assert_eq!(owners.into_iter().collect::<Vec<_>>(), ["carol"], "the owner is the user name");
     assert_eq!(server.broker.stats().publishes_denied, 0);
     server.stop().await;
