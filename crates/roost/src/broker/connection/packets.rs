@@ -25,9 +25,16 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    pub(super) async fn handle_packet(&mut self, packet: Packet, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
+    /// Handles a packet, but for a PUBLISH, which it hands back for `handle_publish`: the one
+    /// packet whose handling may wait (for room in the ingest queue).
+    pub(super) fn handle_packet(
+        &mut self,
+        packet: Packet,
+        state: &mut SessionState,
+        username: Option<&str>,
+    ) -> Result<Option<Publish>, End> {
         match packet {
-            Packet::Publish(publish) => self.handle_publish(publish, state, username).await?,
+            Packet::Publish(publish) => return Ok(Some(publish)),
             Packet::PubAck(ack) => {
                 // Unknown ids are tolerated: the client may be answering a resend.
                 self.remove_outbound(state, ack.packet_id, false);
@@ -94,7 +101,7 @@ where
                 return Err(End::protocol(format!("[MQTT-4.8.0-1] a client may not send {}", other.name())));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// An acknowledgement with a 5.0 reason code, and a reason string if the client wants
@@ -120,7 +127,7 @@ where
         }
     }
 
-    async fn handle_publish(&mut self, publish: Publish, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
+    pub(super) async fn handle_publish(&mut self, publish: Publish, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
         BrokerStats::incr(&self.broker.stats.messages_received);
         if self.v5.is_some() && publish.properties.0.iter().any(|p| matches!(p, Property::SubscriptionIdentifier(_))) {
             return Err(End::protocol("[MQTT-3.3.4-6] a PUBLISH from a client with a subscription identifier"));
