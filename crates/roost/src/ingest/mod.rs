@@ -60,7 +60,7 @@ impl Source {
     pub fn reject(&self, reason: RejectReason) -> Reject {
         Reject {
             received_at: self.received_at,
-            client_id: self.client_id.to_string(),
+            client_id: String::from(&*self.client_id),
             topic: self.topic.as_str().to_owned(),
             payload_prefix: self.payload[..self.payload.len().min(REJECT_PAYLOAD_PREFIX)].to_vec(),
             reason,

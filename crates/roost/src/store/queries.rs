@@ -66,7 +66,7 @@ macro_rules! sensor_row {
     ($row:expr) => {
         Ok(SensorRow {
             id: $row.try_get(0)?,
-            key: super::sensor_key_at($row, 1)?,
+            key: crate::store::sensor_key_at($row, 1)?,
             last_value: $row.try_get(4)?,
             last_seen: $row.try_get::<Option<i64>, _>(5)?.map(TimestampMs),
             settings: SensorSettings::from_columns($row.try_get(6)?, $row.try_get(7)?, $row.try_get(8)?, $row.try_get(9)?),

@@ -515,8 +515,9 @@ where
     }
 
     async fn handle_input(&mut self, state: &mut SessionState, username: Option<&str>) -> Result<(), End> {
-        // Only a PUBLISH is awaited, and nothing else is held across that: this future is
-        // boxed for every input, and under 1 KiB glibc takes it from the thread's own cache.
+        // Only a PUBLISH (and the congestion pause below) is awaited, and no decoded packet is
+        // held across that: this future is boxed for every input, and under 1 KiB glibc takes
+        // it from the thread's own cache.
         loop {
             let publish = {
                 let Some(packet) = decode(&mut self.read_buf, self.version, self.broker.config.max_packet_size)? else { break };
