@@ -110,7 +110,9 @@ impl<R: BufRead> RowReader<R> {
     pub fn new(format: Format, input: R) -> Result<Self, RowError> {
         match format {
             Format::Csv => {
-                let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(input);
+                // Names are taken as written, spaces included (they are part of a sensor's name);
+                // the header, times and values may have spaces around them.
+                let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::Headers).from_reader(input);
                 let header = reader.headers().map_err(|e| RowError { line: 1, why: e.to_string() })?.clone();
                 let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
                 let need = |name: &str| {
@@ -153,14 +155,15 @@ impl<R: BufRead> RowReader<R> {
                     Ok(false) => None,
                     Ok(true) => {
                         let field = |i: usize| record.get(i).unwrap_or("");
-                        let time = columns.time.map(field).filter(|t| !t.is_empty()).or(columns.ts_ms.map(field));
+                        let trimmed = |i: usize| field(i).trim();
+                        let time = columns.time.map(trimmed).filter(|t| !t.is_empty()).or(columns.ts_ms.map(trimmed));
                         Some(
                             row_of(
                                 time,
                                 field(columns.owner),
                                 field(columns.place),
                                 field(columns.category),
-                                Value::Text(field(columns.value)),
+                                Value::Text(trimmed(columns.value)),
                             )
                             .map_err(|why| RowError { line, why }),
                         )
@@ -241,6 +244,9 @@ mod tests {
                 value: 23.4,
             },
             Row { sensor: SensorKey::new("yanjo", "say \"hi\"", "humidity").unwrap(), ts: TimestampMs(0), value: 0.1 + 0.2 },
+            // Spaces are part of a name: a board's topic `iot/ yanjo/sensor/sp ace /t ` is stored
+            // as it came.
+            Row { sensor: SensorKey::new(" yanjo", "sp ace ", " t ").unwrap(), ts: TimestampMs(1), value: -1.0 },
         ]
     }
 
@@ -264,10 +270,14 @@ mod tests {
 
     #[test]
     fn other_column_orders_epoch_times_and_text_values_are_read() {
-        let csv = "value,ts_ms,category,place,owner\n23.5,1700000000000,t,p,o\n";
+        let csv = "value, ts_ms, category, place, owner\n 23.5 , 1700000000000 ,t,p,o\n";
         let mut reader = RowReader::new(Format::Csv, csv.as_bytes()).unwrap();
         let row = reader.next_row().unwrap().unwrap();
-        assert_eq!((row.ts, row.value, row.sensor.owner.as_str()), (TimestampMs(1_700_000_000_000), 23.5, "o"));
+        assert_eq!(
+            (row.ts, row.value, row.sensor.owner.as_str()),
+            (TimestampMs(1_700_000_000_000), 23.5, "o"),
+            "spaces around the header, times, values"
+        );
         let jsonl = "{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"time\":\"2023-11-14T22:13:20.123456Z\",\"value\":\"7\"}\n\n";
         let mut reader = RowReader::new(Format::Jsonl, jsonl.as_bytes()).unwrap();
         let row = reader.next_row().unwrap().unwrap();
