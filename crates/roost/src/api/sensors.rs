@@ -2,14 +2,14 @@
 //! downsampled from the finest series still kept), CSV export and rejects.
 
 use super::auth::Viewer;
-use super::params::{given, rfc3339, time_range, ApiJson, ApiQuery};
+use super::params::{given, rfc3339, time_range, ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, ApiState};
 use crate::lifecycle::KeepSource;
 use crate::model::{Level, SensorKey, TimestampMs};
 use crate::settings::parse_keep;
 use crate::store::{SensorChange, SensorRow};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -124,7 +124,7 @@ async fn find_sensor(state: &ApiState, viewer: &Viewer, key: SensorKey) -> Resul
 pub async fn one(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(Level, Level, Level)>,
+    ApiPath((owner, place, category)): ApiPath<(Level, Level, Level)>,
 ) -> Result<Json<SensorJson>, ApiError> {
     let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
     Ok(Json(sensor_json(&state, sensor)))
@@ -133,7 +133,7 @@ pub async fn one(
 pub async fn update(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(Level, Level, Level)>,
+    ApiPath((owner, place, category)): ApiPath<(Level, Level, Level)>,
     ApiJson(patch): ApiJson<SensorPatch>,
 ) -> Result<Json<SensorJson>, ApiError> {
     let change = patch.into_change()?;
@@ -152,7 +152,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(Level, Level, Level)>,
+    ApiPath((owner, place, category)): ApiPath<(Level, Level, Level)>,
 ) -> Result<Json<Value>, ApiError> {
     let sensor = find_sensor(&state, &viewer, SensorKey { owner, place, category }).await?;
     let rows = state.store.delete_sensor(&sensor.key, sensor.id).await?;
@@ -193,7 +193,7 @@ pub struct RangeQuery {
 pub async fn readings(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(Level, Level, Level)>,
+    ApiPath((owner, place, category)): ApiPath<(Level, Level, Level)>,
     ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;
@@ -240,7 +240,7 @@ const EXPORT_STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs
 pub async fn export_csv(
     State(state): State<ApiState>,
     Extension(viewer): Extension<Viewer>,
-    Path((owner, place, category)): Path<(Level, Level, Level)>,
+    ApiPath((owner, place, category)): ApiPath<(Level, Level, Level)>,
     ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let (from, to) = time_range(query.from.as_deref(), query.to.as_deref())?;

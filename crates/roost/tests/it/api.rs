@@ -52,6 +52,9 @@ async fn api_serves_what_was_stored(backend: Backend) {
     assert_eq!(sensors[0]["last_value"], 99.0);
     assert_eq!(sensors[0]["last_seen_ms"], BASE + 99_000);
     assert_eq!(sensors[0]["last_seen"], "2023-11-14T22:14:59Z");
+    let (status, error) = get_json(&server, "/api/sensors/yanjo/%FF/temperature").await;
+    assert_eq!(status, 400, "a sensor's name that is not UTF-8: a JSON error like the others");
+    assert!(error["error"].as_str().unwrap().contains("UTF-8"), "{error}");
 
     let range = format!("from={BASE}&to={}", BASE + 100_000);
     let (status, raw) = get_json(&server, &format!("/api/sensors/yanjo/livingroom/temperature/readings?{range}")).await;
