@@ -75,6 +75,9 @@ impl SensorKey {
             if level.chars().count() > MAX_LEVEL_CHARS {
                 return Err(RejectReason::LevelTooLong);
             }
+            if level == "." || level == ".." {
+                return Err(RejectReason::DotLevel);
+            }
         }
         Ok(Self { owner: owner.into(), place: place.into(), category: category.into() })
     }
@@ -132,6 +135,10 @@ pub enum RejectReason {
     FutureTimestamp,
     /// An owner, place or category over [`MAX_LEVEL_CHARS`] characters.
     LevelTooLong,
+    /// An owner, place or category that is `.` or `..`: legal in MQTT, but a URL path segment
+    /// the dashboard's browser (and most HTTP clients) would resolve away, so the sensor could
+    /// not be opened.
+    DotLevel,
     /// The database refused to store the reading (its error is logged); ingest moved it here
     /// so that the other devices' readings keep flowing.
     RefusedByDatabase,
@@ -150,6 +157,7 @@ impl RejectReason {
             Self::BadTimestamp => "bad timestamp",
             Self::FutureTimestamp => "timestamp more than 5 minutes in the future",
             Self::LevelTooLong => "topic level longer than 191 characters",
+            Self::DotLevel => "topic level is . or .. (no sensor can be named so)",
             Self::RefusedByDatabase => "refused by the database",
         }
     }

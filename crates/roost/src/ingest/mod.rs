@@ -227,6 +227,13 @@ mod tests {
             panic!()
         };
         assert_eq!(r.reason, RejectReason::LevelTooLong, "so is a category named in a JSON payload");
+        for topic in ["iot/a/sensor/../t", "iot/a/sensor/b/.", "iot/../sensor/b/t"] {
+            let Record::Reject(r) = i.interpret("dev1", topic, b"1", TimestampMs(1)) else { panic!("{topic}") };
+            assert_eq!(r.reason, RejectReason::DotLevel, "{topic}: no URL of the dashboard could name this sensor");
+        }
+        let Record::Reject(r) = i.interpret("dev1", "iot/a/sensor/b", br#"{"..": 1}"#, TimestampMs(1)) else { panic!() };
+        assert_eq!(r.reason, RejectReason::DotLevel);
+        assert!(matches!(i.interpret("dev1", "iot/a/sensor/.../t", b"1", TimestampMs(1)), Record::Readings(_)), "three dots are a name");
         let now = 1_800_000_000_000;
         let at = |ts: i64| format!(r#"{{"value": 1, "ts": {ts}}}"#);
         let Record::Reject(r) = i.interpret("dev1", "iot/a/sensor/b/c", at(now + MAX_AHEAD_MS + 1).as_bytes(), TimestampMs(now)) else {
