@@ -77,9 +77,9 @@ impl Broker {
         });
     }
 
-    /// Publishes a will if its client may publish on its topic. Its message expiry interval
-    /// starts now (§3.1.3.2.4): until published, a will's `expires_at_ms` holds the interval.
-    /// Publishes `will` if its user may publish on its topic; returns whether it did.
+    /// Publishes `will` if its user may publish on its topic; returns whether it did. Its
+    /// message expiry interval starts now (§3.1.3.2.4): until published, a will's
+    /// `expires_at_ms` holds the interval.
     pub(super) fn publish_will(&self, will: &Arc<Message>, username: Option<&str>) -> bool {
         if !self.auth.may_publish(username, &will.topic) {
             return false;

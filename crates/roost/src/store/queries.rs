@@ -410,6 +410,8 @@ impl Store {
                 },
             }
         };
+        // How the export ended: `Some(limit)` when the receiver stalled.
+        let stalled_for = || stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
         on_pool!(self, pool => {
             // One transaction, so that on MariaDB both reads see one snapshot: a move between
             // them would take staged readings into `readings`.
@@ -417,7 +419,7 @@ impl Store {
                 Ok(tx) => tx,
                 Err(e) => {
                     send(Err(query_err("starting an export")(e))).await;
-                    return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
+                    return stalled_for();
                 }
             };
             // MariaDB's staged readings (up to a few hundred thousand) first, merged in below by time:
@@ -436,7 +438,7 @@ impl Store {
                     Ok(rows) => staged.extend(rows),
                     Err(e) => {
                         send(Err(e)).await;
-                        return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
+                        return stalled_for();
                     }
                 }
             }
@@ -450,13 +452,13 @@ impl Store {
                         (Ok(ts), Ok(value)) => Some((ts, value)),
                         (Err(e), _) | (_, Err(e)) => {
                             send(Err(query_err("decoding an export")(e))).await;
-                            return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
+                            return stalled_for();
                         }
                     },
                     Ok(None) => None,
                     Err(e) => {
                         send(Err(query_err("exporting readings")(e))).await;
-                        return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
+                        return stalled_for();
                     }
                 };
                 // Staged readings before this one (after those of its millisecond, as they came later).
@@ -467,13 +469,13 @@ impl Store {
                 let Some(reading) = next else { break };
                 chunk.push(reading);
                 if chunk.len() >= CHUNK && !send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).await {
-                    return stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed));
+                    return stalled_for();
                 }
             }
             if !chunk.is_empty() {
                 send(Ok(chunk)).await;
             }
-            stalled_after.filter(|_| stalled.load(std::sync::atomic::Ordering::Relaxed))
+            stalled_for()
         })
     }
 
