@@ -83,17 +83,26 @@ impl RunningServer {
         format!("mqtt://{}", reachable(addr))
     }
 
-    /// Writes the file into `dir` (mode 0600); returns its path.
+    /// Writes the file into `dir` (mode 0600); returns its path. The content goes into a
+    /// temporary file first, renamed over the file once whole: a command reading it at that
+    /// moment sees all of it, never an empty or half-written file (which it would take for "no
+    /// server runs here").
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         use std::io::Write;
         let path = dir.join(FILE);
+        let partial = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path)?;
-        file.write_all(serde_json::to_string_pretty(self).expect("plain fields serialise").as_bytes())?;
-        Ok(path)
+        let written = options
+            .open(&partial)
+            .and_then(|mut file| file.write_all(serde_json::to_string_pretty(self).expect("plain fields serialise").as_bytes()))
+            .and_then(|()| std::fs::rename(&partial, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written.map(|()| path)
     }
 
     /// Removes the file from `dir` if it is this process's.
@@ -178,6 +187,39 @@ mod tests {
         mine.write(dir.path()).unwrap();
         RunningServer::remove(dir.path());
         assert!(!dir.path().join(FILE).exists());
+    }
+
+    /// A command starting while the server writes the file reads all of it or none (it used to
+    /// be truncated, then written: a reader could find it empty).
+    #[test]
+    fn the_file_is_never_seen_half_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = RunningServer::new(
+            RunningServer::local_broker("127.0.0.1:1".parse().unwrap()),
+            "127.0.0.1:2".parse().unwrap(),
+            false,
+            "sqlite://x.db",
+        );
+        server.write(dir.path()).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut reads = 0_u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let bytes = std::fs::read(dir.path().join(FILE)).unwrap();
+                    assert!(RunningServer::parse(&bytes).is_some(), "read {} bytes: {:?}", bytes.len(), String::from_utf8_lossy(&bytes));
+                    reads += 1;
+                }
+                reads
+            });
+            for _ in 0..2_000 {
+                server.write(dir.path()).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(reader.join().unwrap() > 0);
+        });
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [FILE], "no temporary file is left behind");
     }
 
     #[tokio::test]
