@@ -456,3 +456,19 @@ fn write(conn: &mut Connection, rows: &Rows, may_stage: bool) -> Result<Option<C
     tx.commit().map_err(sqlite_err("committing"))?;
     Ok(Some(Committed { unknown_ids, staged: if staged { readings.len() } else { 0 } }))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The workspace's `.cargo/config.toml` compiles SQLite without the process-wide page cache
+    /// mutex and the allocation statistics (`LIBSQLITE3_FLAGS`): about 6 % of Roost's CPU in a
+    /// fleet on SQLite (BENCHMARKS.md, part 17). A build that lost the setting fails here.
+    #[test]
+    fn sqlite_is_compiled_without_the_shared_page_cache_and_memory_statistics() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut statement = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = statement.query_map([], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    }
+}
