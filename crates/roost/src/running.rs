@@ -167,16 +167,21 @@ mod tests {
         assert_eq!((server.mqtt.as_str(), server.http.as_str()), ("mqtt://127.0.0.1:1884", "https://[::1]:8081"));
     }
 
-    #[test]
-    fn only_a_running_server_is_found_and_only_its_own_file_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(RunningServer::find(dir.path()).is_none());
-        let mine = RunningServer::new(
+    /// A server described by this process.
+    fn this_process() -> RunningServer {
+        RunningServer::new(
             RunningServer::local_broker("127.0.0.1:1".parse().unwrap()),
             "127.0.0.1:2".parse().unwrap(),
             false,
             "sqlite://x.db",
-        );
+        )
+    }
+
+    #[test]
+    fn only_a_running_server_is_found_and_only_its_own_file_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(RunningServer::find(dir.path()).is_none());
+        let mine = this_process();
         mine.write(dir.path()).unwrap();
         assert_eq!(RunningServer::find(dir.path()).map(|(s, _)| s), Some(mine.clone()));
         let gone = RunningServer { pid: i32::MAX as u32, ..mine.clone() };
@@ -194,12 +199,7 @@ mod tests {
     #[test]
     fn the_file_is_never_seen_half_written() {
         let dir = tempfile::tempdir().unwrap();
-        let server = RunningServer::new(
-            RunningServer::local_broker("127.0.0.1:1".parse().unwrap()),
-            "127.0.0.1:2".parse().unwrap(),
-            false,
-            "sqlite://x.db",
-        );
+        let server = this_process();
         server.write(dir.path()).unwrap();
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
