@@ -4,6 +4,7 @@ use clap::{CommandFactory, FromArgMatches};
 use roost::app::App;
 use roost::cli::{Cli, Command};
 use roost::progress::{spawn_reporter, Counters};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,8 @@ fn main() -> ExitCode {
     match try_main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`, which panics when standard error is closed.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             if e.downcast_ref::<roost::settings::SettingsError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -30,8 +32,12 @@ fn try_main() -> anyhow::Result<ExitCode> {
     // The local UTC offset (for the simulator's day/night cycle) can only be read safely while
     // the process has a single thread, so before the runtime starts.
     let utc_offset_secs = time::UtcOffset::current_local_offset().map_or(0, |o| o.whole_seconds());
+    // A log line that cannot be written (standard error closed: a pipe whose reader is gone)
+    // is dropped. tracing-subscriber would report it with `eprintln!`, which panics there, in
+    // whichever task logged: every connection, and the shutdown.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn")))
         .init();

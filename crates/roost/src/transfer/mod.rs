@@ -42,7 +42,8 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let summary = summary.context("exporting")?;
-    eprintln!("exported {} readings of {} sensors", group(summary.readings), summary.sensors);
+    // Not `eprintln!`, which panics when standard error is closed (the export is done).
+    let _ = writeln!(std::io::stderr(), "exported {} readings of {} sensors", group(summary.readings), summary.sensors);
     Ok(())
 }
 
@@ -69,7 +70,8 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let result = import(&store, input, format, size, Progress::default()).await;
     store.close().await;
     let summary = result?;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "imported {} readings ({} new sensors); {} of {} rows were stored already or repeated",
         group(summary.imported),
         summary.new_sensors,

@@ -1,5 +1,7 @@
 //! The `roost` binary itself: bound addresses in the log, clean exit on SIGTERM, clear errors.
 
+use crate::support::{pid, publish, Raw};
+use mqtt_codec::{Ack, Packet, QoS};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -284,6 +286,32 @@ async fn other_commands_find_the_running_server() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
     assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
     assert!(!file.exists(), "removed when the server stops");
+}
+
+/// A server whose standard error is closed (a pipe whose reader is gone) goes on serving and
+/// stops cleanly: log lines it cannot write are dropped. tracing-subscriber reported each with
+/// `eprintln!`, which panicked in the task that logged: every MQTT connection was dropped, and
+/// SIGTERM did not stop the server (found by a new user's trial).
+#[tokio::test]
+async fn a_closed_standard_error_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        roost(&dir).args(["serve", "--allow-anonymous"]).args(crate::support::ANY_PORTS).stderr(Stdio::piped()).spawn().unwrap();
+    let file = dir.path().join("roost-serve.json");
+    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
+    drop(server.stderr.take());
+    let described: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let mqtt: std::net::SocketAddr = described["mqtt"].as_str().unwrap().trim_start_matches("mqtt://").parse().unwrap();
+    for n in 1..=3u16 {
+        let (mut client, ack) = Raw::mqtt(mqtt, &format!("board{n}"), true).await;
+        assert_eq!(ack.code, 0);
+        client.send(&publish("iot/a/sensor/room/temperature", "21.5", QoS::AtLeastOnce, Some(n), false)).await;
+        assert_eq!(client.recv().await, Some(Packet::PubAck(Ack::new(pid(n)))), "PUBACK {n}");
+    }
+    let pid = server.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), server.wait()).await.expect("stops on SIGTERM").unwrap();
+    assert!(status.success(), "{status}");
 }
 
 /// `--data-dir` is the default database's home: `serve --data-dir D` from elsewhere keeps
