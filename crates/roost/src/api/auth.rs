@@ -99,6 +99,7 @@ pub async fn identify(State(state): State<ApiState>, mut request: Request, next:
 
 /// `Debug` is left out on purpose: the password must never reach a log.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoginBody {
     username: String,
     password: String,

@@ -97,7 +97,7 @@ pub fn spec() -> Value {
             "/api/login": { "post": {
                 "summary": "Log in: sets the HttpOnly session cookie `roost_session` (7 days)",
                 "security": [],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["username", "password"], "properties": {
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {
                     "username": { "type": "string" }, "password": { "type": "string", "format": "password" } } } } } },
                 "responses": {
                     "200": { "description": "Logged in", "content": { "application/json": { "schema": { "type": "object" } } } },
@@ -130,7 +130,7 @@ pub fn spec() -> Value {
                 },
                 "post": {
                     "summary": "Create an API token acting as you; the response is the only time it is shown",
-                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["name"], "properties": {
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "required": ["name"], "properties": {
                         "name": { "type": "string", "minLength": 1, "maxLength": 100 }, "days": { "type": "integer", "minimum": 1, "maximum": 3650, "nullable": true, "description": "Days until it expires; absent or null: never" } } } } } },
                     "responses": {
                         "200": { "description": "The token", "content": { "application/json": { "schema": { "type": "object" } } } },
@@ -339,7 +339,7 @@ pub fn spec() -> Value {
                 },
                 "post": {
                     "summary": "Add a user: a device user may publish and subscribe under iot/NAME/# only, an admin everywhere (admins). Without `password` one is generated and answered once.",
-                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["name"], "properties": {
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "required": ["name"], "properties": {
                         "name": { "type": "string", "description": "One topic level: 1 to 64 characters, no '/', '+', '#', spaces or leading '$'" },
                         "admin": { "type": "boolean", "default": false },
                         "password": { "type": "string", "format": "password", "minLength": 8, "nullable": true, "description": "Absent or null: generated" } } } } } },
@@ -366,7 +366,7 @@ pub fn spec() -> Value {
             "/api/users/{name}/password": { "post": {
                 "summary": "Set a user's password; without `password` one is generated and answered once (admins)",
                 "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": {
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "properties": {
                     "password": { "type": "string", "format": "password", "minLength": 8, "nullable": true, "description": "Absent or null: generated" } } } } } },
                 "responses": {
                     "200": { "description": "Changed", "content": { "application/json": { "schema": { "type": "object" } } } },
@@ -381,7 +381,7 @@ pub fn spec() -> Value {
                 "post": {
                     "summary": "Also let a user publish and/or subscribe under a topic filter, e.g. home/+/cmd (admins)",
                     "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
-                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["filter"], "properties": {
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "additionalProperties": false, "required": ["filter"], "properties": {
                         "filter": { "type": "string" },
                         "publish": { "type": "boolean", "default": true },
                         "subscribe": { "type": "boolean", "default": true } } } } } },

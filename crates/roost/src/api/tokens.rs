@@ -42,6 +42,7 @@ pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Vi
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewToken {
     name: String,
     /// Days until it expires; none: never.

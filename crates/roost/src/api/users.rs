@@ -55,6 +55,7 @@ pub async fn list(State(state): State<ApiState>, Extension(viewer): Extension<Vi
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     name: String,
     #[serde(default)]
@@ -116,6 +117,7 @@ pub async fn remove(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewPassword {
     /// None: generated, and answered once.
     password: Option<String>,
@@ -140,6 +142,7 @@ pub async fn set_password(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewGrant {
     filter: String,
     #[serde(default = "yes")]

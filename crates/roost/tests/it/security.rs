@@ -353,6 +353,11 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
         let (status, body) = call(Method::POST, "/api/users", &root, Some(bad.clone())).await;
         assert_eq!(status, 400, "{bad} → {body}");
     }
+    // A field the API does not know is refused, not ignored: `is_admin` (the field is `admin`)
+    // made a device user (found by a new user's trial).
+    let (status, body) = call(Method::POST, "/api/users", &root, Some(serde_json::json!({ "name": "frank", "is_admin": true }))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown field `is_admin`"), "{body}");
 
     let (status, listed) = call(Method::GET, "/api/users", &root, None).await;
     assert_eq!(status, 200);
@@ -363,6 +368,8 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
     // Grants: a bad filter is refused; a good one lets carol subscribe outside iot/carol/#.
     let grant = |body| call(Method::POST, "/api/users/carol/grants", &root, Some(body));
     assert_eq!(grant(serde_json::json!({ "filter": "home/#/x" })).await.0, 400);
+    let (status, body) = grant(serde_json::json!({ "filter": "cmd/#", "publish_only": true })).await;
+    assert_eq!(status, 400, "not a grant to publish and subscribe: {body}");
     let (status, user) = grant(serde_json::json!({ "filter": "home/+/cmd", "publish": false })).await;
     assert_eq!((status, &user["grants"][0]["description"]), (200, &serde_json::json!("subscribe home/+/cmd")));
     let (mut board, _) = Raw::login(server.mqtt, "carol-2", "carol", &generated).await;
@@ -387,6 +394,8 @@ async fn admins_manage_users_over_the_api(backend: Backend) {
         200
     );
     assert_eq!(call(Method::POST, "/api/users/nobody/password", &root, Some(serde_json::json!({}))).await.0, 404);
+    let (status, _) = call(Method::POST, "/api/users/carol/password", &root, Some(serde_json::json!({ "pasword": "x" }))).await;
+    assert_eq!(status, 400, "a misspelt field is not a request for a generated password");
     let (status, body) = call(Method::POST, "/api/users/carol/password", &root, Some(serde_json::json!([null]))).await;
     assert_eq!((status, &body["error"]), (400, &serde_json::json!("the body must be a JSON object")), "not an array for a struct");
 
@@ -470,6 +479,9 @@ async fn users_manage_their_own_api_tokens_and_admins_everyones() {
     let made: serde_json::Value = create(&alice, "alice's script").await.unwrap().json().await.unwrap();
     let root_made: serde_json::Value = create(&root, "grafana").await.unwrap().json().await.unwrap();
     assert_eq!(create(&alice, "").await.unwrap().status(), 400, "a name is required");
+    // `expires_in` is not the API's field (`days` is): refused, not a token that never expires.
+    let unknown = http.post(url("/api/tokens")).header("cookie", &alice).json(&serde_json::json!({ "name": "t", "expires_in": "90d" }));
+    assert_eq!(unknown.send().await.unwrap().status(), 400);
 
     let list = |cookie: &str| http.get(url("/api/tokens")).header("cookie", cookie).send();
     let alices: serde_json::Value = list(&alice).await.unwrap().json().await.unwrap();
