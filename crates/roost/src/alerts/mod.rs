@@ -177,7 +177,14 @@ pub async fn run(
         // What was committed before this point is in the database that `load` reads.
         drain(&mut commits);
         let started = async {
+            // The rules and states as the last run left them first: a config file rule changed
+            // or taken out since then resolves its firing alerts (history, webhook, notices), as
+            // a change over the API does.
+            engine.load_rules().await?;
+            engine.load_states().await?;
             engine.store.sync_config_alert_rules(&config.config_rules).await?;
+            let ended = engine.rules_changed().await;
+            engine.commit(ended, &stop).await;
             engine.load(&stop).await
         };
         match started.await {
