@@ -168,6 +168,9 @@ impl App {
             hours = %retention.hourly_rollups,
             "retention: raw readings and rejects older than `raw` are deleted (--retention; `forever` keeps them)"
         );
+        for (setting, keep) in retention.suspiciously_short() {
+            warn!(%setting, keeps = %keep, "keeps data less than an hour, and the purge starts now: a number without a unit is seconds (7d is a week)");
+        }
         let lifecycle = LifecycleConfig {
             policy: retention,
             disk_path: store.url().sqlite_file().unwrap_or_else(|| args.db.dir.data_dir.clone()),

@@ -94,7 +94,7 @@ impl RetentionValue {
                     let text = |table: &mut toml::Table, key: &str| match table.remove(key) {
                         None => Ok(None),
                         Some(toml::Value::String(s)) => Ok(Some(s)),
-                        Some(other) => Err(at(format!("`{key}` must be a string, not a {}", other.type_str()))),
+                        Some(other) => Err(at(format!("`{key}` must be a string, not {}", with_article(other.type_str())))),
                     };
                     let keep = text(&mut table, "keep")?.ok_or_else(|| at("needs `keep`, e.g. keep = \"7d\"".into()))?;
                     let filter = text(&mut table, "filter")?;
@@ -109,7 +109,10 @@ impl RetentionValue {
                 }
                 Ok(parsed)
             }
-            other => Err(format!("must be a duration such as \"30d\", \"forever\", or [[retention]] tables, not a {}", other.type_str())),
+            other => Err(format!(
+                "must be a duration such as \"30d\", \"forever\", or [[retention]] tables, not {}",
+                with_article(other.type_str())
+            )),
         }
     }
 }
@@ -303,6 +306,12 @@ impl ConfigFile {
     }
 }
 
+/// `an integer`, `a string`: a TOML type's name as the object of "not".
+fn with_article(kind: &str) -> String {
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {kind}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,7 +402,9 @@ mod tests {
         assert_eq!(args.retention_rules, [RetentionRule::new("iot/a/#", "1d").unwrap()], "flags beat the file");
         assert_eq!(args.retention.to_string(), "2d");
         for (bad, says) in [
-            ("retention = 5", "must be a duration"),
+            ("retention = 5", "must be a duration such as \"30d\", \"forever\", or [[retention]] tables, not an integer"),
+            ("retention = true", "not a boolean"),
+            ("[[retention]]\nkeep = 7", "`keep` must be a string, not an integer"),
             ("[[retention]]\nfilter = \"a/#\"", "entry 1: needs `keep`"),
             ("[[retention]]\nkeep = \"1d\"\nfiltre = \"a\"", "unknown key `filtre`"),
             ("[[retention]]\nkeep = \"1d\"\nfilter = \"a/#/b\"", "not a topic filter"),

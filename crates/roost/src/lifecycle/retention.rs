@@ -84,6 +84,28 @@ impl RetentionPolicy {
     }
 }
 
+/// Retentions this short are most likely a unit left out (a bare number is seconds: `7` keeps
+/// 7 s), and the purge acts on them at once: `serve` warns of each.
+const SUSPICIOUSLY_SHORT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl RetentionPolicy {
+    /// The settings that keep data less than an hour: (the flag, its value).
+    pub fn suspiciously_short(&self) -> Vec<(String, Keep)> {
+        let fixed = [
+            ("--retention", self.default),
+            ("--minute-rollup-retention", self.minute_rollups),
+            ("--hourly-rollup-retention", self.hourly_rollups),
+        ];
+        let rules = self.rules.iter().map(|r| (format!("--retention-rule {}={}", r.filter.as_str(), r.keep), r.keep));
+        fixed
+            .into_iter()
+            .map(|(flag, keep)| (flag.to_owned(), keep))
+            .chain(rules)
+            .filter(|(_, keep)| matches!(keep, Keep::For(d) if *d < SUSPICIOUSLY_SHORT))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +113,19 @@ mod tests {
 
     fn days(n: u64) -> Keep {
         Keep::For(Duration::from_secs(n * 86_400))
+    }
+
+    #[test]
+    fn retentions_under_an_hour_are_pointed_out() {
+        let policy = RetentionPolicy {
+            default: Keep::For(Duration::from_secs(7)),
+            rules: vec![RetentionRule::new("iot/+/sensor/#", "30").unwrap(), RetentionRule::new("iot/#", "7d").unwrap()],
+            minute_rollups: days(365),
+            hourly_rollups: Keep::Forever,
+            templates: Vec::new(),
+        };
+        let short: Vec<String> = policy.suspiciously_short().into_iter().map(|(flag, keep)| format!("{flag}: {keep}")).collect();
+        assert_eq!(short, ["--retention: 7s", "--retention-rule iot/+/sensor/#=30s: 30s"]);
     }
 
     #[test]

@@ -43,7 +43,14 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     }
     let summary = summary.context("exporting")?;
     // Not `eprintln!`, which panics when standard error is closed (the export is done).
-    let _ = writeln!(std::io::stderr(), "exported {} readings of {} sensors", group(summary.readings), summary.sensors);
+    let (readings, sensors) = (summary.readings, summary.sensors);
+    let _ = writeln!(
+        std::io::stderr(),
+        "exported {} {} of {sensors} {}",
+        group(readings),
+        plural(readings, "reading"),
+        plural(sensors, "sensor")
+    );
     Ok(())
 }
 
@@ -72,9 +79,11 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let summary = result?;
     let _ = writeln!(
         std::io::stderr(),
-        "imported {} readings ({} new sensors); {} of {} rows were stored already or repeated",
+        "imported {} {} ({} new {}); {} of {} rows were stored already or repeated",
         group(summary.imported),
+        plural(summary.imported, "reading"),
         summary.new_sensors,
+        plural(summary.new_sensors, "sensor"),
         group(summary.present),
         group(summary.rows),
     );
@@ -112,5 +121,13 @@ impl Progress {
         if self.terminal && self.last.is_some() {
             let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
         }
+    }
+}
+/// `noun`, with an `s` unless there is one.
+fn plural(count: impl TryInto<u64>, noun: &str) -> String {
+    if count.try_into().is_ok_and(|n| n == 1) {
+        noun.to_owned()
+    } else {
+        format!("{noun}s")
     }
 }

@@ -405,7 +405,7 @@ async fn export_and_import_from_the_command_line() {
         String::from_utf8_lossy(&out.stdout),
         "{\"category\":\"temperature\",\"owner\":\"yanjo\",\"place\":\"kitchen\",\"time\":\"2026-01-01T00:00:05.25Z\",\"value\":21.75}\n"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 1 readings of 1 sensors"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 1 reading of 1 sensor"));
 
     let bad = cwd.path().join("bad.csv");
     std::fs::write(&bad, "time,owner,place,category,value\n2026-01-03T00:00:00Z,yanjo,kitchen,temperature,22\nnoon,a,b,c,1\n").unwrap();
