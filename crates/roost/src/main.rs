@@ -46,10 +46,42 @@ fn try_main() -> anyhow::Result<ExitCode> {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let matches = Cli::command().get_matches_from(args);
+    let matches = Cli::command().try_get_matches_from(&args).unwrap_or_else(|e| exit_on_clap_error(e, &args));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli, matches, utc_offset_secs))
+}
+
+/// Exits as clap would for `error`, but a value from a `ROOST_*` variable that does not parse
+/// is named by its variable, on one line (clap names the flag, which was not given, and adds a
+/// hint to try --help): `error: invalid value 'abc' for ROOST_RETENTION (environment variable
+/// for --retention): …`.
+fn exit_on_clap_error(error: clap::Error, args: &[std::ffi::OsString]) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        if let Some(ContextValue::String(named)) = error.get(ContextKind::InvalidArg) {
+            // `--retention <RETENTION>`: the flag, looked up in the subcommand that has it.
+            let long = named.split_whitespace().next().unwrap_or_default().trim_start_matches("--");
+            let given_as_flag =
+                args.iter().any(|a| a.to_str().is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}="))));
+            let env = Cli::command()
+                .get_subcommands()
+                .flat_map(|sub| sub.get_arguments().cloned().collect::<Vec<_>>())
+                .find(|arg| arg.get_long() == Some(long))
+                .and_then(|arg| arg.get_env().map(|env| env.to_os_string()));
+            if let (false, Some(env)) = (given_as_flag, env) {
+                if std::env::var_os(&env).is_some() {
+                    let text = error.to_string();
+                    let first = text.lines().next().unwrap_or_default();
+                    let named_in_text = format!("'{named}'");
+                    let line = first.replacen(&named_in_text, &format!("{} (environment variable for --{long})", env.to_string_lossy()), 1);
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
+    error.exit()
 }
 
 /// Whether `id` was given on the command line or in its environment variable (not a default).

@@ -169,7 +169,17 @@ async fn unparsable_settings_are_refused_with_exit_2() {
     std::fs::write(&file, "max_queued = -5\n").unwrap();
     for (args, env, expected) in [
         (vec!["serve", "--max-queued", "many"], None, "--max-queued"),
-        (vec!["serve"], Some(("ROOST_MAX_QUEUED", "many")), "--max-queued"),
+        (
+            vec!["serve"],
+            Some(("ROOST_MAX_QUEUED", "many")),
+            "error: invalid value 'many' for ROOST_MAX_QUEUED (environment variable for --max-queued): ",
+        ),
+        (
+            vec!["serve"],
+            Some(("ROOST_RETENTION", "abc")),
+            "error: invalid value 'abc' for ROOST_RETENTION (environment variable for --retention): ",
+        ),
+        (vec!["serve", "--retention", "abc"], Some(("ROOST_RETENTION", "7d")), "for '--retention <RETENTION>'"),
         (vec!["serve", "--connect-timeout", "soon"], None, "is not a duration"),
         (vec!["serve", "--config", file.to_str().unwrap()], None, "max_queued"),
         (vec!["simulate", "--interval", "0s"], None, "is not a duration"),
@@ -183,6 +193,9 @@ async fn unparsable_settings_are_refused_with_exit_2() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+        if env.is_some_and(|_| !args.contains(&"--retention")) {
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        }
     }
 }
 
