@@ -169,7 +169,7 @@ impl App {
             "retention: raw readings and rejects older than `raw` are deleted (--retention; `forever` keeps them)"
         );
         for (setting, keep) in retention.suspiciously_short() {
-            warn!(%setting, keeps = %keep, "keeps data less than an hour, and the purge starts now: a number without a unit is seconds (7d is a week)");
+            warn!(%setting, keeps = %keep, "keeps data less than an hour (the flag, its ROOST_ variable or config key): a number without a unit is seconds (7d is a week)");
         }
         let lifecycle = LifecycleConfig {
             policy: retention,

@@ -60,7 +60,8 @@ fn exit_on_clap_error(error: clap::Error, args: &[std::ffi::OsString]) -> ! {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
         if let Some(ContextValue::String(named)) = error.get(ContextKind::InvalidArg) {
-            // `--retention <RETENTION>`: the flag, looked up in the subcommand that has it.
+            // `--retention <RETENTION>`: the flag, looked up among the subcommands' arguments
+            // (a long name has the same variable wherever it is used).
             let long = named.split_whitespace().next().unwrap_or_default().trim_start_matches("--");
             let given_as_flag =
                 args.iter().any(|a| a.to_str().is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}="))));
@@ -72,10 +73,15 @@ fn exit_on_clap_error(error: clap::Error, args: &[std::ffi::OsString]) -> ! {
             if let (false, Some(env)) = (given_as_flag, env) {
                 if std::env::var_os(&env).is_some() {
                     let text = error.to_string();
-                    let first = text.lines().next().unwrap_or_default();
+                    let mut lines = text.lines();
+                    let first = lines.next().unwrap_or_default();
                     let named_in_text = format!("'{named}'");
                     let line = first.replacen(&named_in_text, &format!("{} (environment variable for --{long})", env.to_string_lossy()), 1);
                     let _ = writeln!(std::io::stderr(), "{line}");
+                    // What clap adds but its hint to try --help: `[possible values: …]`, a tip.
+                    for more in lines.filter(|l| !l.trim().is_empty() && !l.starts_with("For more information")) {
+                        let _ = writeln!(std::io::stderr(), "{more}");
+                    }
                     std::process::exit(2);
                 }
             }

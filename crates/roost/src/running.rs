@@ -91,8 +91,11 @@ impl RunningServer {
         use std::io::Write;
         let path = dir.join(FILE);
         let partial = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
+        // One left by a server killed while writing it (the same pid, as in a container) is
+        // replaced, not reused: the mode applies to a new file only.
+        let _ = std::fs::remove_file(&partial);
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let written = options

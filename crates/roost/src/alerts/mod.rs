@@ -180,11 +180,13 @@ pub async fn run(
             // The rules and states as the last run left them first: a config file rule changed
             // or taken out since then resolves its firing alerts (history, webhook, notices), as
             // a change over the API does.
+            // Their resolved events are stored (deleting those states with them) before the
+            // config's rules are, so a failure or a crash in between loses none.
             engine.load_rules().await?;
             engine.load_states().await?;
-            engine.store.sync_config_alert_rules(&config.config_rules).await?;
-            let ended = engine.rules_changed().await;
+            let ended = engine.end_config_rules_left_out_or_changed(&config.config_rules);
             engine.commit(ended, &stop).await;
+            engine.store.sync_config_alert_rules(&config.config_rules).await?;
             engine.load(&stop).await
         };
         match started.await {
@@ -258,6 +260,8 @@ struct Pending {
 impl Engine {
     /// Rules, states and the sensors' last readings from the database.
     async fn load(&mut self, stop: &CancellationToken) -> Result<(), crate::store::StoreError> {
+        // Which rules watch which sensor is by the rules' positions, which a new read may move.
+        self.matching.clear();
         self.load_rules().await?;
         self.load_states().await?;
         let pending = self.catch_up(None).await;
@@ -480,26 +484,10 @@ impl Engine {
                 .any(|r| AlertRule { silenced_until: old.silenced_until, ..r.rule.clone() } == *old && r.sees_all == *old_sees_all);
             if !same {
                 renewed.insert(old.id);
-                // A firing alert ends with the rule it belonged to: said so, once, to the webhook.
-                let firing: Vec<SensorKey> = self
-                    .states
-                    .iter()
-                    .filter(|((id, _), s)| *id == old.id && s.status == AlertStatus::Firing)
-                    .map(|((_, k), _)| k.clone())
-                    .collect();
-                let rule = Arc::new(old.clone());
-                ended.extend(firing.into_iter().map(|sensor| Pending {
-                    rule: Arc::clone(&rule),
-                    restricted: !old_sees_all,
-                    sensor,
-                    change: Change::Resolved { value: None },
-                    at: TimestampMs::now(),
-                }));
-                self.states.retain(|(rule, _), _| *rule != old.id);
+                ended.extend(self.end_states_of(old, *old_sees_all));
                 if let Err(e) = self.store.delete_alert_states(old.id).await {
                     tracing::warn!(error = %e, rule = %old.name, "alerts: could not delete a changed rule's states");
                 }
-                self.clear_retained(old);
             }
         }
         renewed.extend(self.rules.iter().map(|r| r.rule.id).filter(|id| !before.iter().any(|(old, _)| old.id == *id)));
@@ -512,6 +500,44 @@ impl Engine {
         // Known sensors against the rules that changed or are new (the others' states stand).
         ended.extend(self.catch_up(Some(&renewed)).await);
         ended
+    }
+
+    /// Ends the states of `old`, a rule changed or deleted: a firing alert ends with the rule it
+    /// belonged to, said so once (history, webhook, notice); its retained notices are cleared.
+    fn end_states_of(&mut self, old: &AlertRule, sees_all: bool) -> Vec<Pending> {
+        let firing: Vec<SensorKey> = self
+            .states
+            .iter()
+            .filter(|((id, _), s)| *id == old.id && s.status == AlertStatus::Firing)
+            .map(|((_, k), _)| k.clone())
+            .collect();
+        let rule = Arc::new(old.clone());
+        let ended = firing
+            .into_iter()
+            .map(|sensor| Pending {
+                rule: Arc::clone(&rule),
+                restricted: !sees_all,
+                sensor,
+                change: Change::Resolved { value: None },
+                at: TimestampMs::now(),
+            })
+            .collect();
+        self.states.retain(|(rule, _), _| *rule != old.id);
+        self.clear_retained(old);
+        ended
+    }
+
+    /// At start, before the config file's rules are stored: ends the states of the stored
+    /// rules they replace with a different rule (by owner and name; a silence alone is no
+    /// change) and of the config rules no longer in the file, as
+    /// `Store::sync_config_alert_rules` will.
+    fn end_config_rules_left_out_or_changed(&mut self, config: &[AlertRule]) -> Vec<Pending> {
+        let ends = |stored: &AlertRule| match config.iter().find(|c| c.owner == stored.owner && c.name == stored.name) {
+            Some(new) => AlertRule { id: stored.id, silenced_until: stored.silenced_until, ..new.clone() } != *stored,
+            None => stored.from_config,
+        };
+        let ending: Vec<(AlertRule, bool)> = self.rules.iter().filter(|r| ends(&r.rule)).map(|r| (r.rule.clone(), r.sees_all)).collect();
+        ending.iter().flat_map(|(rule, sees_all)| self.end_states_of(rule, *sees_all)).collect()
     }
 
     /// A deleted sensor's alerts are over (the deletion removed their rows; a state written

@@ -85,7 +85,7 @@ impl RetentionPolicy {
 }
 
 /// Retentions this short are most likely a unit left out (a bare number is seconds: `7` keeps
-/// 7 s), and the purge acts on them at once: `serve` warns of each.
+/// 7 s), and a purge acts on them: `serve` warns of each.
 const SUSPICIOUSLY_SHORT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl RetentionPolicy {
@@ -96,7 +96,7 @@ impl RetentionPolicy {
             ("--minute-rollup-retention", self.minute_rollups),
             ("--hourly-rollup-retention", self.hourly_rollups),
         ];
-        let rules = self.rules.iter().map(|r| (format!("--retention-rule {}={}", r.filter.as_str(), r.keep), r.keep));
+        let rules = self.rules.iter().map(|r| (format!("--retention-rule {}", r.filter.as_str()), r.keep));
         fixed
             .into_iter()
             .map(|(flag, keep)| (flag.to_owned(), keep))
@@ -125,7 +125,7 @@ mod tests {
             templates: Vec::new(),
         };
         let short: Vec<String> = policy.suspiciously_short().into_iter().map(|(flag, keep)| format!("{flag}: {keep}")).collect();
-        assert_eq!(short, ["--retention: 7s", "--retention-rule iot/+/sensor/#=30s: 30s"]);
+        assert_eq!(short, ["--retention: 7s", "--retention-rule iot/+/sensor/#: 30s"]);
     }
 
     #[test]

@@ -79,13 +79,14 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let summary = result?;
     let _ = writeln!(
         std::io::stderr(),
-        "imported {} {} ({} new {}); {} of {} rows were stored already or repeated",
+        "imported {} {} ({} new {}); {} of {} {} stored already or repeated",
         group(summary.imported),
         plural(summary.imported, "reading"),
         summary.new_sensors,
         plural(summary.new_sensors, "sensor"),
         group(summary.present),
         group(summary.rows),
+        if summary.rows == 1 { "row was" } else { "rows were" },
     );
     Ok(())
 }
@@ -123,6 +124,7 @@ impl Progress {
         }
     }
 }
+
 /// `noun`, with an `s` unless there is one.
 fn plural(count: impl TryInto<u64>, noun: &str) -> String {
     if count.try_into().is_ok_and(|n| n == 1) {

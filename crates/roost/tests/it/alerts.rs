@@ -276,8 +276,10 @@ stale = "2s"
     assert!(events.iter().filter(|e| e.state == "resolved").take(3).all(|e| e.value.is_none()), "{events:?}");
     assert!(store.alert_states().await.unwrap().is_empty());
     let (_watcher, seen) = watch(addr, "roost/alerts/#").await;
-    let (_, retained) = notice(&seen, HOT, "resolved", restarted, WAIT).await;
-    assert_eq!(retained["value"], Value::Null);
+    // The changed rule's summary says resolved; its sensors' notices start over (cleared).
+    let (_, summary) = notice(&seen, HOT_SUMMARY, "resolved", restarted, WAIT).await;
+    assert_eq!(summary["value"], Value::Null);
+    assert!(!seen.lock().unwrap().iter().any(|(_, t, v)| t == HOT && v["state"] == "firing"), "{:?}", seen.lock().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     let resolved_hook = || {
         hook_requests
