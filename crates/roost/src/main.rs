@@ -221,7 +221,8 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
             report.cancel();
             let _ = reporter.await;
             let result = result?;
-            print!("{result}");
+            // Not `print!`, which panics when standard output is closed.
+            write!(std::io::stdout(), "{result}").map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))?;
             if !result.passed() {
                 return Ok(ExitCode::FAILURE);
             }

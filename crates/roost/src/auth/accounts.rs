@@ -7,7 +7,15 @@ use crate::cli::{TokenCommand, UserCommand};
 use crate::model::TimestampMs;
 use crate::store::{Grant, Store, TokenKind};
 use anyhow::Context;
-use std::io::Read;
+use std::io::{Read, Write};
+
+/// `println!` that fails the command instead of panicking when standard output is closed
+/// (`roost user list | head -0`): `error: writing to standard output: Broken pipe`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).context("writing to standard output")?
+    };
+}
 
 /// Shortest password a person may choose (generated ones are longer).
 pub const MIN_PASSWORD: usize = 8;
@@ -44,9 +52,9 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             let store = Store::open_existing(&db.database).await?;
             store.create_user(&name, &password::hash(secret.clone()).await?, admin).await?;
             let role = if admin { "admin: every topic".to_owned() } else { format!("device: iot/{name}/#") };
-            println!("created user {name} ({role})");
+            say!("created user {name} ({role})");
             if generated {
-                println!("password (shown once): {secret}");
+                say!("password (shown once): {secret}");
             }
             store.close().await;
         }
@@ -54,12 +62,12 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             let store = Store::open_existing(&db.database).await?;
             let users = store.users().await?;
             store.close().await;
-            println!("{:<24} {:<7} {:<20} grants", "name", "role", "created (UTC)");
+            say!("{:<24} {:<7} {:<20} grants", "name", "role", "created (UTC)");
             for user in users {
                 let created = minute(user.created_at);
                 let grants: Vec<String> = user.grants.iter().map(describe).collect();
                 let role = if user.is_admin { "admin" } else { "device" };
-                println!("{:<24} {:<7} {:<20} {}", user.name, role, created, grants.join(", "));
+                say!("{:<24} {:<7} {:<20} {}", user.name, role, created, grants.join(", "));
             }
         }
         UserCommand::Remove { name, db } => {
@@ -71,21 +79,21 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             }
             store.delete_user(&name).await?;
             store.close().await;
-            println!("removed user {name}; connections already open stay until they reconnect");
+            say!("removed user {name}; connections already open stay until they reconnect");
         }
         UserCommand::Passwd { name, password_stdin, db } => {
             let (secret, generated) = new_password(password_stdin)?;
             let store = Store::open_existing(&db.database).await?;
             store.set_password(&name, &password::hash(secret.clone()).await?).await?;
             store.close().await;
-            println!("changed the password of {name}");
+            say!("changed the password of {name}");
             // The file the first start wrote holds the old password now.
             let stale = super::bootstrap::admin_password_path(&db.database, &db.dir.data_dir);
             if name == super::bootstrap::ADMIN && std::fs::remove_file(&stale).is_ok() {
-                println!("removed {}: it held the old password", stale.display());
+                say!("removed {}: it held the old password", stale.display());
             }
             if generated {
-                println!("password (shown once): {secret}");
+                say!("password (shown once): {secret}");
             }
         }
         UserCommand::Grant { name, filter, publish_only, subscribe_only, db } => {
@@ -93,14 +101,14 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             let store = Store::open_existing(&db.database).await?;
             store.grant(&name, &grant).await?;
             store.close().await;
-            println!("{name} may now {} (from their next connection)", describe(&grant));
+            say!("{name} may now {} (from their next connection)", describe(&grant));
         }
         UserCommand::Revoke { name, filter, db } => {
             let store = Store::open_existing(&db.database).await?;
             let removed = store.revoke(&name, &filter).await?;
             store.close().await;
             anyhow::ensure!(removed, "{name} has no grant for {filter:?}");
-            println!("revoked {filter} from {name} (from their next connection)");
+            say!("revoked {filter} from {name} (from their next connection)");
         }
     }
     Ok(())
@@ -114,17 +122,17 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             let expires = expires_in.map(super::tokens::expires_after);
             let id = store.create_token(&user, TokenKind::Api, &name, &hash, expires).await?;
             store.close().await;
-            println!("created token {id} for {user} ({name}); it is shown once:");
-            println!("{token}");
+            say!("created token {id} for {user} ({name}); it is shown once:");
+            say!("{token}");
         }
         TokenCommand::List { db } => {
             let store = Store::open_existing(&db.database).await?;
             let tokens = store.api_tokens(None).await?;
             store.close().await;
-            println!("{:<6} {:<24} {:<24} {:<17} expires (UTC)", "id", "user", "name", "created (UTC)");
+            say!("{:<6} {:<24} {:<24} {:<17} expires (UTC)", "id", "user", "name", "created (UTC)");
             for t in tokens {
                 let expires = t.expires_at.map_or_else(|| "never".to_owned(), minute);
-                println!("{:<6} {:<24} {:<24} {:<17} {}", t.id, t.user, t.name, minute(t.created_at), expires);
+                say!("{:<6} {:<24} {:<24} {:<17} {}", t.id, t.user, t.name, minute(t.created_at), expires);
             }
         }
         TokenCommand::Revoke { id, db } => {
@@ -132,7 +140,7 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             let revoked = store.revoke_api_token(id, None).await?;
             store.close().await;
             anyhow::ensure!(revoked, "there is no API token {id}");
-            println!("revoked token {id}");
+            say!("revoked token {id}");
         }
     }
     Ok(())

@@ -327,6 +327,20 @@ async fn a_closed_standard_error_does_not_stop_the_server() {
     assert!(status.success(), "{status}");
 }
 
+/// A command whose standard output is closed (`roost user list | head -0`) fails with one
+/// error line, exit 1; `println!` panicked there (exit 101 and a panic message).
+#[tokio::test]
+async fn a_closed_standard_output_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(roost(&dir).arg("migrate").output().await.unwrap().status.success());
+    let mut list = roost(&dir).args(["user", "list"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(list.stdout.take());
+    let out = tokio::time::timeout(Duration::from_secs(20), list.wait_with_output()).await.expect("exits").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: writing to standard output: Broken pipe") && !stderr.contains("panicked"), "{stderr}");
+}
+
 /// `--data-dir` is the default database's home: `serve --data-dir D` from elsewhere keeps
 /// roost.db, its admin password and roost-serve.json in D, nothing in the working directory.
 /// D need not exist: serve creates it (it used to fail with "unable to open database file").
