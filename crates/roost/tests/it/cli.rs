@@ -14,6 +14,22 @@ fn roost(dir: &tempfile::TempDir) -> Command {
     cmd
 }
 
+/// Waits for the `roost-serve.json` a server writes into `data_dir` once it listens: its path
+/// and what it says.
+async fn running_server_file(data_dir: &std::path::Path) -> (std::path::PathBuf, serde_json::Value) {
+    let file = data_dir.join("roost-serve.json");
+    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
+    let described = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    (file, described)
+}
+
+/// Sends `server` SIGTERM and waits (10 s at most) for it to exit; its exit status.
+async fn stop_with_sigterm(server: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = server.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    tokio::time::timeout(Duration::from_secs(10), server.wait()).await.expect("stops on SIGTERM").unwrap()
+}
+
 #[tokio::test]
 async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,9 +53,7 @@ async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
     let addr = addr.expect("MQTT address logged");
     assert_ne!(addr.port(), 0, "the bound port is logged, not the requested 0");
     let (_client, _) = crate::support::Raw::mqtt(addr, "cli-test", true).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = stop_with_sigterm(&mut child).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(dir.path().join("roost.db").exists(), "the default database is created in the working directory");
 }
@@ -264,9 +278,7 @@ async fn other_commands_find_the_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut server =
         roost(&dir).args(["serve", "--allow-anonymous"]).args(crate::support::ANY_PORTS).stderr(Stdio::null()).spawn().unwrap();
-    let file = dir.path().join("roost-serve.json");
-    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
-    let described: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let (file, described) = running_server_file(dir.path()).await;
     assert!(described["mqtt"].as_str().unwrap().starts_with("mqtt://127.0.0.1:"), "{described}");
     #[cfg(unix)]
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777, 0o600);
@@ -295,9 +307,7 @@ async fn other_commands_find_the_running_server() {
     assert!(stderr.contains(&format!("another roost serve (pid {}) runs from this data directory", server.id().unwrap())), "{stderr}");
     assert!(file.exists(), "the first server's file is left alone");
 
-    let pid = server.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
+    assert!(stop_with_sigterm(&mut server).await.success());
     assert!(!file.exists(), "removed when the server stops");
 }
 
@@ -310,10 +320,8 @@ async fn a_closed_standard_error_does_not_stop_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut server =
         roost(&dir).args(["serve", "--allow-anonymous"]).args(crate::support::ANY_PORTS).stderr(Stdio::piped()).spawn().unwrap();
-    let file = dir.path().join("roost-serve.json");
-    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
+    let (_, described) = running_server_file(dir.path()).await;
     drop(server.stderr.take());
-    let described: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let mqtt: std::net::SocketAddr = described["mqtt"].as_str().unwrap().trim_start_matches("mqtt://").parse().unwrap();
     for n in 1..=3u16 {
         let (mut client, ack) = Raw::mqtt(mqtt, &format!("board{n}"), true).await;
@@ -321,9 +329,7 @@ async fn a_closed_standard_error_does_not_stop_the_server() {
         client.send(&publish("iot/a/sensor/room/temperature", "21.5", QoS::AtLeastOnce, Some(n), false)).await;
         assert_eq!(client.recv().await, Some(Packet::PubAck(Ack::new(pid(n)))), "PUBACK {n}");
     }
-    let pid = server.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(10), server.wait()).await.expect("stops on SIGTERM").unwrap();
+    let status = stop_with_sigterm(&mut server).await;
     assert!(status.success(), "{status}");
 }
 
@@ -350,17 +356,14 @@ async fn the_data_directory_holds_the_default_database() {
     let data = root.path().join("var/lib/roost");
     let mut server =
         roost(&cwd).args(["serve"]).args(crate::support::ANY_PORTS).arg("--data-dir").arg(&data).stderr(Stdio::null()).spawn().unwrap();
-    let file = data.join("roost-serve.json");
-    crate::support::eventually("roost-serve.json is written", || file.exists()).await;
+    running_server_file(&data).await;
     assert!(data.join("roost.db").exists() && data.join("roost-admin-password").exists());
     let in_cwd: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(in_cwd.is_empty(), "{in_cwd:?}");
     let out = roost(&cwd).env("ROOST_DATA_DIR", &data).args(["user", "list"]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("admin"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    let pid = server.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    assert!(tokio::time::timeout(Duration::from_secs(10), server.wait()).await.unwrap().unwrap().success());
+    assert!(stop_with_sigterm(&mut server).await.success());
     // Stopped: the flag names the directory, and its database is the default.
     let out = roost(&cwd).args(["user", "list", "--data-dir"]).arg(&data).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
