@@ -222,7 +222,7 @@ async fn run(mut cli: Cli, matches: clap::ArgMatches, utc_offset_secs: i32) -> a
             let _ = reporter.await;
             let result = result?;
             // Not `print!`, which panics when standard output is closed.
-            write!(std::io::stdout(), "{result}").map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))?;
+            anyhow::Context::context(write!(std::io::stdout(), "{result}"), "writing to standard output")?;
             if !result.passed() {
                 return Ok(ExitCode::FAILURE);
             }
