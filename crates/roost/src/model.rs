@@ -6,6 +6,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
+/// A time given as a number below this is in epoch seconds: as milliseconds it would be before
+/// March 1973, as seconds it is any time before the year 5138. Boards that keep time by NTP
+/// often send seconds; stored as milliseconds, their readings landed in January 1970.
+pub const EPOCH_SECONDS_BELOW: f64 = 100_000_000_000.0;
+
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimestampMs(pub i64);
@@ -34,6 +39,16 @@ impl TimestampMs {
             return Err(format!("must be between 0 (1970) and {} (the end of 9999), not {value}", Self::MAX.0));
         }
         Ok(Self(ms))
+    }
+
+    /// A time given as a number (a payload's `ts`, an imported row's `time`): epoch
+    /// milliseconds, or epoch seconds below [`EPOCH_SECONDS_BELOW`], with a fraction kept to the
+    /// millisecond; `None` outside 1970 to the end of 9999.
+    pub fn from_epoch_number(number: f64) -> Option<Self> {
+        // Seconds with a fraction: to the microsecond first, so that 1080792516.169, whose
+        // product with 1000 lands just below ….169000, keeps its millisecond.
+        let ms = if (0.0..EPOCH_SECONDS_BELOW).contains(&number) { ((number * 1e6).round() / 1e3).floor() } else { number };
+        (0.0..=Self::MAX.0 as f64).contains(&ms).then_some(Self(ms as i64))
     }
 
     /// RFC 3339 in UTC, to the millisecond when it has one (`2023-11-14T22:13:20.5Z`).

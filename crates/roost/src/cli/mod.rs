@@ -351,7 +351,7 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// The file to read (CSV with a header, or JSON Lines), or - for standard input.
     pub file: std::path::PathBuf,
-    /// [default: from the file's extension (.csv, .jsonl, .ndjson); csv for standard input]
+    /// [default: from the file's extension (.csv, .jsonl, .ndjson); for standard input, jsonl if it starts with `{`, else csv]
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     #[command(flatten)]

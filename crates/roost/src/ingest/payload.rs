@@ -71,24 +71,14 @@ fn finite(value: f64) -> Result<f64, RejectReason> {
     }
 }
 
-/// A numeric `ts` below this is in seconds: as milliseconds it would be before March 1973,
-/// as seconds it is any time before the year 5138. Boards that keep time by NTP often send
-/// seconds; stored as milliseconds, their readings landed in January 1970.
-const SECONDS_BELOW: f64 = 100_000_000_000.0;
-
-/// `ts` as epoch milliseconds or seconds (a number; see [`SECONDS_BELOW`]) or RFC 3339 (a string).
+/// `ts` as epoch milliseconds or seconds (a number; see [`TimestampMs::from_epoch_number`]) or
+/// RFC 3339 (a string).
 fn timestamp(ts: Option<&Value>) -> Result<Option<TimestampMs>, RejectReason> {
     let ms = match ts {
         None => return Ok(None),
         Some(Value::Number(n)) => {
             let number = n.as_f64().ok_or(RejectReason::BadTimestamp)?;
-            // Seconds with a fraction: to the microsecond first, so that 1080792516.169, whose
-            // product with 1000 lands just below ….169000, keeps its millisecond.
-            let ms = if (0.0..SECONDS_BELOW).contains(&number) { ((number * 1e6).round() / 1e3).floor() } else { number };
-            if !(0.0..=TimestampMs::MAX.0 as f64).contains(&ms) {
-                return Err(RejectReason::BadTimestamp);
-            }
-            ms as i64
+            TimestampMs::from_epoch_number(number).ok_or(RejectReason::BadTimestamp)?.0
         }
         Some(Value::String(s)) => {
             let t =

@@ -21,6 +21,17 @@ impl Format {
             _ => None,
         }
     }
+
+    /// The format of input without a name (standard input), from its start, which stays
+    /// unread: JSON Lines if its first text is a `{`, else CSV (whose header starts with a
+    /// column's name).
+    pub fn sniff(input: &mut impl BufRead) -> std::io::Result<Self> {
+        let start = input.fill_buf()?;
+        Ok(match start.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Self::Jsonl,
+            _ => Self::Csv,
+        })
+    }
 }
 
 /// One reading of one sensor.
@@ -118,7 +129,11 @@ impl<R: BufRead> RowReader<R> {
                 let need = |name: &str| {
                     find(name).ok_or_else(|| RowError {
                         line: 1,
-                        why: format!("the header has no `{name}` column (it needs owner, place, category, value and time or ts_ms)"),
+                        why: if header.get(0).is_some_and(|first| first.starts_with('{')) {
+                            "this is a JSON object, not a CSV header: for JSON Lines, give --format jsonl".into()
+                        } else {
+                            format!("the header has no `{name}` column (it needs owner, place, category, value and time or ts_ms)")
+                        },
                     })
                 };
                 let columns = Columns {
@@ -215,7 +230,13 @@ fn json_row(text: &str) -> Result<Row, String> {
 
 fn row_of(time: Option<&str>, owner: &str, place: &str, category: &str, value: Value<'_>) -> Result<Row, String> {
     let time = time.ok_or("no `time` (or `ts_ms`)")?;
-    let ts = TimestampMs::parse(time).map_err(|why| format!("`time` {why}"))?;
+    // A number is taken as a payload's `ts` is: epoch seconds below 100,000,000,000 (as
+    // milliseconds, a time before March 1973).
+    let ts = match time.parse::<f64>() {
+        Ok(number) => TimestampMs::from_epoch_number(number)
+            .ok_or_else(|| format!("`time` {time} is not epoch milliseconds or seconds from 1970 to the end of 9999"))?,
+        Err(_) => TimestampMs::parse(time).map_err(|why| format!("`time` {why}"))?,
+    };
     for (name, level) in [("owner", owner), ("place", place), ("category", category)] {
         if level.contains(['/', '+', '#', '\0']) {
             return Err(format!("`{name}` {level:?} is not a topic level (no /, + or #)"));
@@ -299,10 +320,45 @@ mod tests {
             .starts_with("line 4: `time` must be epoch milliseconds or an RFC 3339"));
         let err = RowReader::new(Format::Csv, "time,owner,place,value\n".as_bytes()).err().unwrap();
         assert!(err.to_string().contains("no `category` column"), "{err}");
-        let jsonl = "{\"owner\":\"o/x\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1,\"value\":1}\n[1]\n{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1,\"value\":null}";
+        let jsonl = "{\"owner\":\"o/x\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1700000000000,\"value\":1}\n[1]\n{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1700000000000,\"value\":null}";
         let mut reader = RowReader::new(Format::Jsonl, jsonl.as_bytes()).unwrap();
         assert!(reader.next_row().unwrap().unwrap_err().to_string().contains("line 1: `owner` \"o/x\" is not a topic level"));
         assert!(reader.next_row().unwrap().unwrap_err().to_string().starts_with("line 2: not a JSON object"));
         assert!(reader.next_row().unwrap().unwrap_err().to_string().contains("line 3: `value` must be a number"));
+    }
+
+    #[test]
+    fn epoch_seconds_are_read_as_in_a_payload() {
+        let csv = "ts_ms,owner,place,category,value\n1700000000,o,p,t,1\n1080792516.169,o,p,t,1\n100000000000,o,p,t,1\n-5,o,p,t,1\n";
+        let mut reader = RowReader::new(Format::Csv, csv.as_bytes()).unwrap();
+        assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(1_700_000_000_000), "seconds, not January 1970");
+        assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(1_080_792_516_169), "a fraction keeps its millisecond");
+        assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(100_000_000_000), "milliseconds from March 1973 on");
+        assert_eq!(
+            reader.next_row().unwrap().unwrap_err().to_string(),
+            "line 5: `time` -5 is not epoch milliseconds or seconds from 1970 to the end of 9999"
+        );
+        let jsonl = "{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1700000000,\"value\":1}\n\
+                     {\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"time\":\"1970-01-20T16:13:20Z\",\"value\":1}\n";
+        let mut reader = RowReader::new(Format::Jsonl, jsonl.as_bytes()).unwrap();
+        assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(1_700_000_000_000));
+        assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(1_700_000_000), "a time written as a date is what it says");
+    }
+
+    #[test]
+    fn unnamed_input_is_json_lines_when_it_starts_with_an_object() {
+        let sniff = |text: &str| {
+            let mut input = std::io::BufReader::new(text.as_bytes());
+            let format = Format::sniff(&mut input).unwrap();
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut input, &mut rest).unwrap();
+            assert_eq!(rest, text, "nothing is consumed");
+            format
+        };
+        assert_eq!(sniff("\n  {\"owner\":\"o\"}\n"), Format::Jsonl);
+        assert_eq!(sniff("time,owner,place,category,value\n"), Format::Csv);
+        assert_eq!(sniff(""), Format::Csv);
+        let err = RowReader::new(Format::Csv, "{\"owner\":\"o\",\"place\":\"p\"}\n".as_bytes()).err().unwrap();
+        assert_eq!(err.to_string(), "line 1: this is a JSON object, not a CSV header: for JSON Lines, give --format jsonl");
     }
 }

@@ -58,19 +58,23 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
 /// PostgreSQL or MariaDB database is `roost export | roost import --database ... -`).
 pub async fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let stdin = args.file.as_os_str() == "-";
-    let format = match (args.format, Format::of_path(&args.file)) {
-        (Some(format), _) | (None, Some(format)) => format,
-        (None, None) if stdin => Format::Csv,
+    let named = match (args.format, Format::of_path(&args.file)) {
+        (Some(format), _) | (None, Some(format)) => Some(format),
+        (None, None) if stdin => None,
         (None, None) => {
             anyhow::bail!("cannot tell the format of {} from its name: give --format csv or --format jsonl", args.file.display())
         }
     };
-    let (input, size): (Box<dyn std::io::BufRead + Send>, Option<u64>) = if stdin {
+    let (mut input, size): (Box<dyn std::io::BufRead + Send>, Option<u64>) = if stdin {
         (Box::new(std::io::BufReader::new(std::io::stdin())), None)
     } else {
         let file = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
         let size = file.metadata().ok().map(|m| m.len());
         (Box::new(std::io::BufReader::new(file)), size)
+    };
+    let format = match named {
+        Some(format) => format,
+        None => Format::sniff(&mut input).context("reading standard input")?,
     };
     let store = Store::open(&args.db.database).await?;
     tracing::info!(database = %store.url(), file = %args.file.display(), "importing");

@@ -213,6 +213,30 @@ async fn unparsable_settings_are_refused_with_exit_2() {
     }
 }
 
+/// JSON Lines piped into `roost import -` without `--format` is read as JSON Lines (it starts
+/// with `{`), and a time in epoch seconds is read as a payload's `ts` is, not as January 1970.
+#[tokio::test]
+async fn json_lines_on_standard_input_are_imported_without_naming_their_format() {
+    let (cwd, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut child = roost(&cwd)
+        .args(["import", "-", "--data-dir"])
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1700000000,\"value\":1.5}\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("imported 1 reading (1 new sensor)"), "{stderr}");
+    let out = roost(&cwd).args(["export", "--data-dir"]).arg(data.path()).output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "time,owner,place,category,value\n2023-11-14T22:13:20Z,o,p,t,1.5\n");
+}
+
 /// A user's mistake is one `error:` line with its causes, never a backtrace, even with
 /// RUST_BACKTRACE=1 set as on many developer machines.
 #[tokio::test]
