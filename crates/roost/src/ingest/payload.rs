@@ -122,6 +122,9 @@ mod tests {
         assert_eq!(parse_single(br#""23.4""#), Err(RejectReason::NotANumber));
         assert_eq!(parse_single(br#"{"value": "x"}"#), Err(RejectReason::NotANumber));
         assert_eq!(parse_single(br#"{"val": 1}"#), Err(RejectReason::BadJson));
+        // What another key says is not dropped unread (README: a misspelt `ts`).
+        assert_eq!(parse_single(br#"{"value": 1, "timestamp": 1700000000}"#), Err(RejectReason::BadJson));
+        assert_eq!(parse_single(br#"{"value": 1, "unit": "C"}"#), Err(RejectReason::BadJson));
         assert_eq!(parse_single(br#"{"value": 1, "ts": "yesterday"}"#), Err(RejectReason::BadTimestamp));
         assert_eq!(parse_single(br#"{"value": 1, "ts": -5}"#), Err(RejectReason::BadTimestamp));
         // Seconds, as boards that keep time by NTP send them, whole or with a fraction.
