@@ -80,6 +80,9 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             store.delete_user(&name).await?;
             store.close().await;
             say!("removed user {name}; connections already open stay until they reconnect");
+            if let Some(removed) = remove_first_admin_password(&name, &db) {
+                say!("removed {}: it held the password of the removed user", removed.display());
+            }
         }
         UserCommand::Passwd { name, password_stdin, db } => {
             let (secret, generated) = new_password(password_stdin)?;
@@ -87,10 +90,8 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             store.set_password(&name, &password::hash(secret.clone()).await?).await?;
             store.close().await;
             say!("changed the password of {name}");
-            // The file the first start wrote holds the old password now.
-            let stale = super::bootstrap::admin_password_path(&db.database, &db.dir.data_dir);
-            if name == super::bootstrap::ADMIN && std::fs::remove_file(&stale).is_ok() {
-                say!("removed {}: it held the old password", stale.display());
+            if let Some(removed) = remove_first_admin_password(&name, &db) {
+                say!("removed {}: it held the old password", removed.display());
             }
             if generated {
                 say!("password (shown once): {secret}");
@@ -112,6 +113,13 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// When `name` is the first admin's, removes the file its first start wrote the password to
+/// (it no longer holds a password that works); the path, if there was one.
+fn remove_first_admin_password(name: &str, db: &crate::cli::DatabaseArgs) -> Option<std::path::PathBuf> {
+    let file = super::bootstrap::admin_password_path(&db.database, &db.dir.data_dir);
+    (name == super::bootstrap::ADMIN && std::fs::remove_file(&file).is_ok()).then_some(file)
 }
 
 pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {

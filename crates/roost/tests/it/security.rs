@@ -195,6 +195,35 @@ async fn the_first_start_creates_an_admin_whose_password_only_the_owner_can_read
     assert!(!file.exists());
 }
 
+/// `roost user remove admin` (after another admin was made) removes the first start's password
+/// file too: it would hold the password of a user that is gone.
+#[tokio::test]
+async fn removing_the_first_admin_removes_its_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", dir.path().join("roost.db").display()));
+    TestServer::start_on(url.clone(), |a| a.allow_anonymous = false).await.stop().await;
+    let file = dir.path().join("roost-admin-password");
+    assert!(file.exists());
+    let user = |args: &[&str]| {
+        let mut command = roost_command("warn");
+        command.arg("user").args(args).args(["--database", url.expose_secret()]);
+        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let mut add = user(&["add", "boss", "--admin", "--password-stdin"]);
+    use tokio::io::AsyncWriteExt;
+    add.stdin.take().unwrap().write_all(b"the-bosses-own-secret\n").await.unwrap();
+    let out = add.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = user(&["remove", "admin"]).wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("removed user admin") && stdout.contains("held the password of the removed user"),
+        "{stdout}"
+    );
+    assert!(!file.exists());
+}
+
 #[tokio::test]
 async fn demo_boards_log_in_as_the_demo_user_when_authentication_is_on() {
     let server = TestServer::start_with(|a| {
