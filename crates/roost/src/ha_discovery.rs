@@ -125,6 +125,32 @@ impl DiscoveryConfig {
     }
 }
 
+/// With discovery off: empties the retained configs an earlier run announced, under any prefix
+/// (a `…/sensor/roost_…/config` whose payload names Roost as its origin), so that Home
+/// Assistant removes their entities instead of bringing them back at each of its restarts.
+/// Others' retained configs stay. Returns how many it withdrew.
+pub fn withdraw_earlier_announcements(broker: &Broker) -> usize {
+    let Ok(everything) = TopicFilter::parse("#") else { return 0 };
+    let mut withdrawn = 0;
+    for message in broker.retained_matching(&everything) {
+        if announced_by_roost(message.topic.as_str(), &message.payload) {
+            broker.publish(Message::new(message.topic.clone(), Bytes::new(), QoS::AtLeastOnce, true));
+            withdrawn += 1;
+        }
+    }
+    withdrawn
+}
+
+/// Whether a retained message is a sensor config Roost announced (see [`DiscoveryConfig::payload`]).
+fn announced_by_roost(topic: &str, payload: &[u8]) -> bool {
+    let mut levels = topic.rsplit('/');
+    let (config, object_id, component) = (levels.next(), levels.next(), levels.next());
+    if config != Some("config") || component != Some("sensor") || !object_id.is_some_and(|id| id.starts_with("roost_")) {
+        return false;
+    }
+    serde_json::from_slice::<Value>(payload).is_ok_and(|v| v["origin"]["name"] == "Roost" && v["unique_id"].as_str() == object_id)
+}
+
 /// Which stored sensors [`Announcer::announce_stored`] announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Only {
@@ -299,6 +325,22 @@ mod tests {
 
     fn key(o: &str, p: &str, c: &str) -> SensorKey {
         SensorKey { owner: o.into(), place: p.into(), category: c.into() }
+    }
+
+    #[test]
+    fn only_roosts_own_configs_are_taken_for_its_announcements() {
+        let sensor = key("yanjo", "den", "temperature");
+        let id = unique_id(&sensor);
+        let config =
+            DiscoveryConfig { prefix: "ha".into(), expire_after: Duration::from_secs(600), templates: Vec::new(), units: HashMap::new() };
+        let ours = config.payload(&sensor, None, None, StateSource::Normalized).unwrap().to_string();
+        assert!(announced_by_roost(&format!("ha/sensor/{id}/config"), ours.as_bytes()));
+        assert!(announced_by_roost(&format!("home/assistant/sensor/{id}/config"), ours.as_bytes()), "any prefix");
+        assert!(!announced_by_roost(&format!("ha/binary_sensor/{id}/config"), ours.as_bytes()));
+        assert!(!announced_by_roost("ha/sensor/roost_other_1/config", ours.as_bytes()), "the topic and the payload must agree");
+        let someone_elses = ours.replace("\"Roost\"", "\"Zigbee2MQTT\"");
+        assert!(!announced_by_roost(&format!("ha/sensor/{id}/config"), someone_elses.as_bytes()));
+        assert!(!announced_by_roost(&format!("ha/sensor/{id}/config"), b""), "an empty config withdraws nothing more");
     }
 
     #[test]

@@ -207,3 +207,40 @@ async fn the_simulators_boards_appear_in_home_assistant() {
     assert!(server.broker.retained(&topic).is_none(), "no retained config left for it");
     server.stop().await;
 }
+
+/// Turned off (a restart without `--ha-discovery`), discovery withdraws what the earlier run
+/// announced: an empty retained config removes the entity in Home Assistant, where a config
+/// left behind would bring it back at every restart of Home Assistant. A config announced by
+/// another program stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turned_off_discovery_withdraws_what_an_earlier_run_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", dir.path().join("roost.db").display()));
+    let server = TestServer::start_on(url.clone(), |args| args.ha_discovery = true).await;
+    require_command("mosquitto_pub");
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt.port().to_string(), "-q", "1", "-t", "iot/yanjo/sensor/den/temperature", "-m", "21.5"])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let den = roost::model::SensorKey::new("yanjo", "den", "temperature").unwrap();
+    let den_config =
+        mqtt_codec::TopicName::parse(&format!("homeassistant/sensor/{}/config", roost::ha_discovery::unique_id(&den))).unwrap();
+    crate::support::eventually("the den's config", || server.broker.retained(&den_config).is_some()).await;
+    let others = mqtt_codec::TopicName::parse("homeassistant/sensor/zigbee_lamp_power/config").unwrap();
+    let others_payload = br#"{"unique_id":"zigbee_lamp_power","state_topic":"zigbee2mqtt/lamp","origin":{"name":"Zigbee2MQTT"}}"#;
+    server.broker.publish(roost::broker::Message::new(
+        others.clone(),
+        bytes::Bytes::from_static(others_payload),
+        mqtt_codec::QoS::AtLeastOnce,
+        true,
+    ));
+    crate::support::eventually("the other config", || server.broker.retained(&others).is_some()).await;
+    server.stop().await;
+
+    let server = TestServer::start_on(url, |args| args.ha_discovery = false).await;
+    crate::support::eventually("the den's config withdrawn", || server.broker.retained(&den_config).is_none()).await;
+    assert_eq!(server.broker.retained(&others).map(|m| m.payload.clone()), Some(bytes::Bytes::from_static(others_payload)));
+    server.stop().await;
+}
