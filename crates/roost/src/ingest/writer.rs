@@ -124,8 +124,7 @@ pub async fn run_writer(
 ) {
     use futures_util::StreamExt;
     let writer = Writer { store: &store, config: &config, stats: &stats, feeds: &feeds, stop: &stop, tokens: Tokens::new() };
-    // PostgreSQL commits one batch while the next is written on another connection, and
-    // SQLite's writer thread has the next batch waiting while it writes one
+    // PostgreSQL commits one batch while the next is written on another connection
     // (`Store::concurrent_writes`): publishers acknowledged by one commit fill the next batch.
     let concurrency = store.concurrent_writes();
     let mut writing = futures_util::stream::FuturesUnordered::new();

@@ -275,7 +275,7 @@ impl Store {
     }
 
     async fn write_attempt(&self, batch: &Batch, token: Option<i64>) -> Result<Commit, StoreError> {
-        let _turn = self.sqlite_batch_turn().await;
+        let _turn = self.sqlite_write_turn().await;
         // Old tokens are deleted now and then.
         let prune_before = self.writes.fetch_add(1, Relaxed).is_multiple_of(1000).then(|| TimestampMs::now().0 - TOKEN_RETENTION_MS);
         let plan = Plan::new(&batch.readings, &self.sensor_ids.lock().unwrap_or_else(|e| e.into_inner()));

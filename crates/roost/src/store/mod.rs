@@ -131,12 +131,10 @@ pub struct Store {
     sensor_ids: Mutex<SensorIds>,
     /// Batches written, to prune `ingest_commits` now and then.
     writes: std::sync::atomic::AtomicU64,
-    /// SQLite has one writer at a time. The ingest writer's thread and the lifecycle's deletes
-    /// take turns here, in order, rather than in SQLite's busy handler, which sleeps up to 100 ms
+    /// SQLite has one writer at a time. The ingest writer and the lifecycle's deletes take
+    /// turns here, in order, rather than in SQLite's busy handler, which sleeps up to 100 ms
     /// between tries (measured: a purge beside ingest took p99 from 14 to 206 ms that way).
-    /// Ingest batches share the turn (the writer's thread writes them one after the other), the
-    /// others take it alone.
-    sqlite_write_turn: tokio::sync::RwLock<()>,
+    sqlite_write_turn: tokio::sync::Mutex<()>,
     /// Exports running at once, at most (`Store::stream_readings`): each holds a connection of
     /// the shared pool for as long as its download takes, and logins, API requests and the
     /// broker's state need the others.
@@ -292,27 +290,17 @@ impl Store {
             url: url.clone(),
             sensor_ids: Mutex::default(),
             writes: Default::default(),
-            sqlite_write_turn: tokio::sync::RwLock::new(()),
+            sqlite_write_turn: tokio::sync::Mutex::new(()),
             exports: tokio::sync::Semaphore::new(EXPORTS_AT_ONCE),
             sqlite_writer,
         })
     }
 
-    /// The turn to write on SQLite alone (held for one transaction); `None` on the server
-    /// databases, whose row locks let a purge of old rows and inserts of new ones run side by side.
-    async fn sqlite_write_turn(&self) -> Option<tokio::sync::RwLockWriteGuard<'_, ()>> {
+    /// The turn to write on SQLite (held for one transaction); `None` on the server databases,
+    /// whose row locks let a purge of old rows and inserts of new ones run side by side.
+    async fn sqlite_write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self.pool {
-            Pool::Sqlite(_) => Some(self.sqlite_write_turn.write().await),
-            _ => None,
-        }
-    }
-
-    /// An ingest batch's turn on SQLite, shared with the other batches: the writer's thread
-    /// takes them one at a time, in the order they were handed to it, so one batch is written
-    /// while the next waits there, and no delete or fold runs in between.
-    async fn sqlite_batch_turn(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
-        match self.pool {
-            Pool::Sqlite(_) => Some(self.sqlite_write_turn.read().await),
+            Pool::Sqlite(_) => Some(self.sqlite_write_turn.lock().await),
             _ => None,
         }
     }

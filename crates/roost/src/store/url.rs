@@ -109,16 +109,14 @@ pub enum Dialect {
 
 impl Dialect {
     /// How many ingest batches may be written at once. Two on PostgreSQL: one commits while the
-    /// next is sent (a fleet of one-in-flight boards: 37k → 42k readings/s). Two on SQLite: the
-    /// writer's thread writes them one after the other, and the next one waiting there keeps it
-    /// from standing idle while the async writer, woken among the boards' connections, settles
-    /// one batch and hands over the next (BENCHMARKS.md, part 18). One on MariaDB/MySQL, where
-    /// two batches on the same few sensors wait on each other's row and gap locks (8 busy
-    /// sensors: 162k → 64k readings/s, p99 10 → 103 ms).
+    /// next is sent (a fleet of one-in-flight boards: 37k → 42k readings/s). One on SQLite,
+    /// which has one writer at a time anyway, and on MariaDB/MySQL, where two batches on the
+    /// same few sensors wait on each other's row and gap locks (8 busy sensors: 162k → 64k
+    /// readings/s, p99 10 → 103 ms).
     pub fn concurrent_writes(self) -> usize {
         match self {
-            Dialect::Postgres | Dialect::Sqlite => 2,
-            Dialect::MySql => 1,
+            Dialect::Postgres => 2,
+            Dialect::Sqlite | Dialect::MySql => 1,
         }
     }
 }
