@@ -1,7 +1,9 @@
 //! The files `roost export` writes and `roost import` reads: one reading per row, as CSV with a
 //! header or as JSON Lines, with the same fields: `time` (RFC 3339, UTC, to the millisecond),
-//! `owner`, `place`, `category`, `value`. Import also takes `ts_ms` (epoch milliseconds) for
-//! `time`, a value given as a numeric string, and columns in any order. Pure: no files here.
+//! `owner`, `place`, `category`, `value`. Import also takes a number for the time, in `time` or
+//! in `ts_ms`, read as an MQTT payload's `ts` is (epoch milliseconds, or epoch seconds below
+//! 100,000,000,000), a value given as a numeric string, and columns in any order. Pure: no files
+//! here.
 
 use crate::model::{SensorKey, TimestampMs};
 use std::io::{BufRead, Write};
@@ -214,11 +216,12 @@ fn json_row(text: &str) -> Result<Row, String> {
             None => Err(format!("no `{name}`")),
         }
     };
-    let ts_ms = object.get("ts_ms").map(|v| v.to_string());
-    let time = match object.get("time") {
-        Some(_) => Some(text_of("time")?),
-        None => ts_ms.as_deref(),
-    };
+    // A string as itself, anything else (a number) as its JSON text: `row_of` reads either.
+    let time = object.get("time").or_else(|| object.get("ts_ms")).map(|t| match t {
+        serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    });
+    let time = time.as_deref();
     let value = match object.get("value") {
         Some(serde_json::Value::Number(n)) => Value::Number(n.as_f64().ok_or("`value` is not a number")?),
         Some(serde_json::Value::String(s)) => Value::Text(s),
@@ -339,10 +342,17 @@ mod tests {
             "line 5: `time` -5 is not epoch milliseconds or seconds from 1970 to the end of 9999"
         );
         let jsonl = "{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1700000000,\"value\":1}\n\
-                     {\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"time\":\"1970-01-20T16:13:20Z\",\"value\":1}\n";
+                     {\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"time\":1700000000123,\"value\":1}\n\
+                     {\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"time\":\"1970-01-20T16:13:20Z\",\"value\":1}\n\
+                     {\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"time\":null,\"value\":1}\n";
         let mut reader = RowReader::new(Format::Jsonl, jsonl.as_bytes()).unwrap();
         assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(1_700_000_000_000));
+        assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(1_700_000_000_123), "a number in `time` too");
         assert_eq!(reader.next_row().unwrap().unwrap().ts, TimestampMs(1_700_000_000), "a time written as a date is what it says");
+        assert_eq!(
+            reader.next_row().unwrap().unwrap_err().to_string(),
+            "line 4: `time` must be epoch milliseconds or an RFC 3339 time, not \"null\""
+        );
     }
 
     #[test]
