@@ -473,23 +473,43 @@ async fn folds_and_batches_at_once_count_every_reading_once(backend: Backend) {
     let t0 = an_hour_tomorrow();
     let keys: Vec<_> = (0..5).map(|i| key("race", &format!("s{i}"), "t")).collect();
     // 150 minutes, a reading of each sensor every 10 s (values 1, 2, 4 in turn), a batch each,
-    // written by two tasks, while a third folds up to a minute ahead of the writers.
+    // written by two tasks, while two others fold up to a minute ahead of the writers. The
+    // writers keep within five minutes of the hours folded, so that the folds run among the
+    // batches however the tasks are scheduled (a loaded machine ran the writers to the end
+    // before the folds had started).
     let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(t0));
+    let folded = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(t0));
+    let folder_stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for half in 0..2 {
         let (store, keys, written) = (store.clone(), keys.clone(), written.clone());
+        let (folded, folder_stopped) = (folded.clone(), folder_stopped.clone());
         writers.push(tokio::spawn(async move {
             for step in (half..150 * 6).step_by(2) {
                 let ts = t0 + step * 10_000;
+                while ts > folded.load(std::sync::atomic::Ordering::Relaxed) + 5 * MINUTE
+                    && !folder_stopped.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
                 let readings = keys.iter().map(|k| reading(k, ts + 3_000, [1.0, 2.0, 4.0][(step % 3) as usize])).collect();
                 store.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap();
                 written.fetch_max(ts, std::sync::atomic::Ordering::Relaxed);
             }
         }));
     }
+    /// Lets the writers go on when a folder stops, a failed assertion included.
+    struct StoppedOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StoppedOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let folder = || {
-        let (store, written) = (store.clone(), written.clone());
+        let (store, written, folded) = (store.clone(), written.clone(), folded.clone());
+        let stopped = StoppedOnDrop(folder_stopped.clone());
         tokio::spawn(async move {
+            let _stopped = stopped;
             let mut folds = 0;
             while written.load(std::sync::atomic::Ordering::Relaxed) < t0 + 150 * MINUTE - 10_000 {
                 let ahead = written.load(std::sync::atomic::Ordering::Relaxed) + MINUTE;
@@ -506,7 +526,10 @@ async fn folds_and_batches_at_once_count_every_reading_once(backend: Backend) {
                         sensor.last_seen
                     );
                 }
-                folds += usize::from(store.fold_hours(TimestampMs(ahead)).await.unwrap().until.is_some());
+                if let Some(until) = store.fold_hours(TimestampMs(ahead)).await.unwrap().until {
+                    folded.fetch_max(until.0, std::sync::atomic::Ordering::Relaxed);
+                    folds += 1;
+                }
                 tokio::task::yield_now().await;
             }
             folds
