@@ -7,6 +7,8 @@
 mod failure;
 mod schema;
 mod sqlite_writer;
+#[cfg(test)]
+mod staging_tests;
 mod url;
 
 pub use failure::Failure;
@@ -232,6 +234,18 @@ impl Store {
     }
 
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        Self::connect_staging(url, sqlite_writer::StagingPeriods::default()).await
+    }
+
+    /// `open`, with the SQLite writer's moves of staged readings on `periods` (tests).
+    #[cfg(test)]
+    pub(crate) async fn open_staging(url: &DatabaseUrl, periods: sqlite_writer::StagingPeriods) -> Result<Self, StoreError> {
+        let store = Self::connect_staging(url, periods).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_staging(url: &DatabaseUrl, periods: sqlite_writer::StagingPeriods) -> Result<Self, StoreError> {
         let driver_url = url.for_driver();
         let invalid = |cause| StoreError::InvalidUrl { url: url.clone(), cause };
         let connect = |cause| StoreError::Connect { url: url.clone(), cause };
@@ -268,7 +282,7 @@ impl Store {
                 let own_thread = url.sqlite_file().is_some() && !query.contains("mode=memory") && !query.contains("mode=ro");
                 let (pool, writer) = pools(options, Dialect::Sqlite).await.map_err(connect)?;
                 if own_thread {
-                    sqlite_writer = Some(sqlite_writer::SqliteWriter::start(&file).await?);
+                    sqlite_writer = Some(sqlite_writer::SqliteWriter::start(&file, periods).await?);
                 }
                 (Pool::Sqlite(pool), Pool::Sqlite(writer))
             }

@@ -69,7 +69,7 @@ pub(super) struct SqliteWriter {
 impl SqliteWriter {
     /// Starts the thread, which opens the writer's connection to `file` (which exists: the
     /// pool created it); returns once it is open.
-    pub async fn start(file: &Path) -> Result<Self, StoreError> {
+    pub async fn start(file: &Path, periods: StagingPeriods) -> Result<Self, StoreError> {
         let (requests, incoming) = mpsc::channel();
         let (opened, open_result) = oneshot::channel();
         let file = file.to_owned();
@@ -78,7 +78,7 @@ impl SqliteWriter {
             .spawn(move || match open(&file) {
                 Ok(conn) => {
                     let _ = opened.send(Ok(()));
-                    serve(conn, &file, incoming)
+                    serve(conn, &file, periods, incoming)
                 }
                 Err(e) => {
                     let _ = opened.send(Err(e));
@@ -109,10 +109,9 @@ impl SqliteWriter {
     }
 }
 
-/// Staged readings are moved into the indexed table after a batch once the last move is this
-/// old...
-const MERGE_EVERY: Duration = Duration::from_secs(1);
-/// ...or once this many are staged (readers scan the staged table: it has no index).
+/// Staged readings are moved into the indexed table after a batch once the last move is
+/// `StagingPeriods::move_every` old, or once this many are staged (readers scan the staged
+/// table: it has no index).
 const MERGE_ROWS: usize = 50_000;
 /// The most readings one move takes, oldest first, so that the batches waiting behind it wait
 /// about as long as for a batch of the ingest writer's largest size; what is left is moved
@@ -127,11 +126,28 @@ const MERGE_CHUNK: usize = 20_000;
 /// (Not less: the move after the first batch of a starting fleet holds a reading per sensor,
 /// and would turn staging off for a fleet it pays for.)
 const JUDGE_FROM_READINGS: usize = 10_000;
-/// How long batches are written to the indexed table after such a move.
-const WRITE_DIRECT_FOR: Duration = Duration::from_secs(10);
+
+/// How often staged readings are moved, and how long batches skip staging after a move showed
+/// it does not pay: a second and ten seconds (tests set their own, to decide when moves come
+/// rather than race the clock).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StagingPeriods {
+    /// Staged readings are moved after a batch once the last move is this old.
+    pub move_every: Duration,
+    /// Batches are written to the indexed table this long after a move that showed staging
+    /// does not pay (`JUDGE_FROM_READINGS`).
+    pub write_direct_for: Duration,
+}
+
+impl Default for StagingPeriods {
+    fn default() -> Self {
+        Self { move_every: Duration::from_secs(1), write_direct_for: Duration::from_secs(10) }
+    }
+}
 
 /// When the staged readings are next moved.
 struct Staging {
+    periods: StagingPeriods,
     /// Readings staged and not yet moved (an estimate: deletions do not count).
     rows: usize,
     /// The next move.
@@ -152,35 +168,35 @@ struct Moved {
 impl Staging {
     /// At start what is staged is unknown (an earlier run may have left readings there): the
     /// move after the first batch finds out, and moves them.
-    fn new() -> Self {
-        Self { rows: 1, next: Instant::now(), failing: false, direct_until: None }
+    fn new(periods: StagingPeriods, now: Instant) -> Self {
+        Self { periods, rows: 1, next: now, failing: false, direct_until: None }
     }
 
     /// Whether batches of a reading or two per sensor are staged now.
-    fn staging_pays(&self) -> bool {
-        self.direct_until.is_none_or(|until| Instant::now() >= until)
+    fn staging_pays(&self, now: Instant) -> bool {
+        self.direct_until.is_none_or(|until| now >= until)
     }
 
-    fn merge_due(&self) -> bool {
-        self.rows > 0 && (Instant::now() >= self.next || (self.rows >= MERGE_ROWS && !self.failing))
+    fn merge_due(&self, now: Instant) -> bool {
+        self.rows > 0 && (now >= self.next || (self.rows >= MERGE_ROWS && !self.failing))
     }
 
     /// After a move, whether or not it succeeded: a full chunk is followed by the next one
     /// after the next batch; a failed move (disk full) is tried again a period later, not after
     /// every batch; a move of a reading or two per sensor turns staging off for a while.
-    fn tried(&mut self, moved: &Result<Moved, StoreError>) {
-        let later = Instant::now() + MERGE_EVERY;
+    fn tried(&mut self, moved: &Result<Moved, StoreError>, now: Instant) {
+        let later = now + self.periods.move_every;
         (self.rows, self.next) = match moved {
             // Perhaps more left: the next chunk after the next batch (a chunk short of a full
             // one took everything).
-            Ok(m) if m.readings >= MERGE_CHUNK => (self.rows.saturating_sub(m.readings).max(1), Instant::now()),
+            Ok(m) if m.readings >= MERGE_CHUNK => (self.rows.saturating_sub(m.readings).max(1), now),
             Ok(_) => (0, later),
             Err(_) => (self.rows, later),
         };
         if let Ok(m) = moved {
             if m.readings >= JUDGE_FROM_READINGS && batch::stages(m.readings, m.sensors) {
                 tracing::debug!(readings = m.readings, sensors = m.sensors, "staging does not pay: writing readings indexed for a while");
-                self.direct_until = Some(Instant::now() + WRITE_DIRECT_FOR);
+                self.direct_until = Some(now + self.periods.write_direct_for);
             }
         }
         match moved {
@@ -260,9 +276,9 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
+fn serve(conn: Connection, file: &Path, periods: StagingPeriods, requests: mpsc::Receiver<Request>) {
     let mut closed = false;
-    let mut staging = Staging::new();
+    let mut staging = Staging::new(periods, Instant::now());
     let mut conn = Some(conn);
     while let Ok(request) = requests.recv() {
         match request {
@@ -271,8 +287,9 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
                     let _ = reply.send(Err(query_err("writing a batch after the store closed")(sqlx::Error::PoolClosed)));
                     continue;
                 }
-                let written =
-                    guarded(&mut conn, file, "writing a batch (the SQLite writer panicked)", |c| write(c, &rows, staging.staging_pays()));
+                let written = guarded(&mut conn, file, "writing a batch (the SQLite writer panicked)", |c| {
+                    write(c, &rows, staging.staging_pays(Instant::now()))
+                });
                 let written = written.map(|done| {
                     done.map(|committed| {
                         staging.rows += committed.staged;
@@ -281,9 +298,9 @@ fn serve(conn: Connection, file: &Path, requests: mpsc::Receiver<Request>) {
                 });
                 let _ = reply.send(written);
                 // The batch's acknowledgements leave while the next batch gathers.
-                if staging.merge_due() {
+                if staging.merge_due(Instant::now()) {
                     let moved = guarded(&mut conn, file, "moving staged readings (the SQLite writer panicked)", merge_staged);
-                    staging.tried(&moved);
+                    staging.tried(&moved, Instant::now());
                 }
             }
             Request::Close(reply) => {
@@ -459,6 +476,55 @@ fn write(conn: &mut Connection, rows: &Rows, may_stage: bool) -> Result<Option<C
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn moved(readings: usize, sensors: usize) -> Result<Moved, StoreError> {
+        Ok(Moved { readings, sensors })
+    }
+
+    /// When the writer moves staged readings, on its clock: after the first batch, then a
+    /// period after the last move, at once after a full chunk or with `MERGE_ROWS` staged (but
+    /// a period after a failed move, not after every batch); and how long batches skip staging
+    /// after a move of a reading per sensor.
+    #[test]
+    fn staged_readings_are_moved_on_the_period_after_a_full_chunk_and_when_many_wait() {
+        let periods = StagingPeriods::default();
+        let start = Instant::now();
+        let after = |ms: u64| start + Duration::from_millis(ms);
+        let second = periods.move_every.as_millis() as u64;
+        let mut staging = Staging::new(periods, start);
+        assert!(staging.merge_due(start), "what an earlier run staged is moved after the first batch");
+        staging.tried(&moved(1, 1), start);
+        assert!(!staging.merge_due(after(second)), "nothing is staged");
+        staging.rows += 1;
+        assert!(!staging.merge_due(after(second - 1)), "within the period");
+        assert!(staging.merge_due(after(second)), "a period after the last move");
+
+        staging.rows = 30_000;
+        staging.tried(&moved(MERGE_CHUNK, 100), after(second));
+        assert_eq!(staging.rows, 30_000 - MERGE_CHUNK);
+        assert!(staging.merge_due(after(second)), "the rest of a full chunk after the next batch");
+        assert!(staging.staging_pays(after(second)), "200 readings per sensor: staging pays");
+        staging.tried(&moved(30_000 - MERGE_CHUNK, 10), after(second));
+        assert_eq!(staging.rows, 0, "a chunk short of a full one took everything");
+
+        staging.rows = MERGE_ROWS - 1;
+        assert!(!staging.merge_due(after(second + 1)));
+        staging.rows = MERGE_ROWS;
+        assert!(staging.merge_due(after(second + 1)), "many staged: moved before the period");
+        staging.tried(&Err(query_err("moving")(sqlx::Error::PoolClosed)), after(second + 1));
+        assert!(!staging.merge_due(after(2 * second)), "after a failed move, not after every batch");
+        assert!(staging.merge_due(after(2 * second + 1)), "a failed move is tried again a period later");
+
+        staging.tried(&moved(JUDGE_FROM_READINGS - 1, JUDGE_FROM_READINGS - 1), after(2 * second + 1));
+        assert!(staging.staging_pays(after(2 * second + 1)), "too few moved to judge");
+        staging.tried(&moved(JUDGE_FROM_READINGS, JUDGE_FROM_READINGS), after(2 * second + 1));
+        let direct_for = periods.write_direct_for.as_millis() as u64;
+        assert!(!staging.staging_pays(after(2 * second + 1)), "a reading per sensor: staging does not pay");
+        assert!(!staging.staging_pays(after(2 * second + direct_for)));
+        assert!(staging.staging_pays(after(2 * second + 1 + direct_for)), "staged again after a while");
+    }
+
     /// The workspace's `.cargo/config.toml` compiles SQLite without the process-wide page cache
     /// mutex and the allocation statistics (`LIBSQLITE3_FLAGS`): about 6 % of Roost's CPU in a
     /// fleet on SQLite (BENCHMARKS.md, part 17). A build that lost the setting fails here.
