@@ -182,8 +182,7 @@ async fn nothing_acknowledged_upstream_is_lost(backend: Backend) {
     assert!(a.logged("session_present=true") >= 1, "the restarted node resumes its upstream session");
     publishing.await.unwrap();
     let store = Store::open(&db.url).await.unwrap();
-    // A restarted node drains its queued share on a debug build beside other tests: give it
-    // longer than `support::WAIT`.
+    // A restarted node drains its queued share on a debug build beside other tests.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let stored = stored_numbers(&store).await;

@@ -1,6 +1,7 @@
 //! The storage contract, run against SQLite, PostgreSQL and MariaDB alike.
 
 use crate::databases::{Backend, TestDb};
+use crate::support::eventually;
 use roost::model::{Reading, Reject, RejectReason, SensorKey, TimestampMs};
 use roost::store::{Batch, Commit, Series, Store};
 
@@ -65,36 +66,43 @@ async fn stalled_exports_leave_connections_for_the_rest(backend: Backend) {
         downloads.push(receiver);
     }
     let started = |downloads: &[tokio::sync::mpsc::Receiver<_>]| downloads.iter().filter(|d| !d.is_empty()).count();
-    let settle = std::time::Duration::from_secs(2);
+    let patience = std::time::Duration::from_secs(30);
+    let settle = std::time::Duration::from_secs(1);
+    eventually("two exports have started", || started(&downloads) >= 2).await;
     tokio::time::sleep(settle).await;
     assert_eq!(started(&downloads), 2, "two exports at once; the others wait their turn");
-    let counted = tokio::time::timeout(std::time::Duration::from_secs(3), store.count_readings()).await;
+    // Longer than the pool's acquire timeout (5 s), after which a starved count fails.
+    let counted = tokio::time::timeout(patience, store.count_readings()).await;
     assert_eq!(counted.expect("a connection is free").unwrap(), 10_000);
     // A download that reads gets everything, and a waiting export its turn.
     let reading = downloads.iter().position(|d| !d.is_empty()).expect("a running export");
     let mut first = downloads.remove(reading);
     let mut exported = 0;
-    while let Some(chunk) = tokio::time::timeout(settle, first.recv()).await.expect("the export goes on") {
+    while let Some(chunk) = tokio::time::timeout(patience, first.recv()).await.expect("the export goes on") {
         exported += chunk.unwrap().len();
     }
     assert_eq!(exported, 10_000);
-    tokio::time::sleep(settle).await;
-    assert_eq!(started(&downloads), 2, "a waiting export started");
+    eventually("a waiting export has started", || started(&downloads) == 2).await;
     drop(downloads);
     // With a stall limit, a download that takes nothing for that long is ended with an error it
-    // sees when it reads again (not a short file that looks whole).
-    let (sender, mut stalled) = tokio::sync::mpsc::channel(1);
-    let limit = std::time::Duration::from_millis(200);
-    let export = tokio::spawn({
+    // sees when it reads again (not a short file that looks whole), and its turn is given back:
+    // with the other turn held by an export nobody reads, a third export starts only then.
+    let export = |limit| {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let store = std::sync::Arc::clone(&store);
-        async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, Some(limit)).await }
-    });
-    tokio::time::sleep(settle).await;
+        tokio::spawn(async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, limit).await });
+        receiver
+    };
+    let held = export(None);
+    eventually("the export nobody reads has its turn", || !held.is_empty()).await;
+    let mut stalled = export(Some(std::time::Duration::from_millis(200)));
+    eventually("the export that stalls has its turn", || !stalled.is_empty()).await;
+    let after = export(None);
+    eventually("the stalled export gave its turn back", || !after.is_empty()).await;
     assert_eq!(stalled.recv().await.unwrap().unwrap().len(), 4096, "the chunk sent before the stall");
     let ended = stalled.recv().await.unwrap().unwrap_err();
     assert!(matches!(ended, roost::store::StoreError::ExportStalled(_)), "{ended}");
     assert!(stalled.recv().await.is_none());
-    export.await.unwrap();
 }
 
 async fn batches_store_readings_sensors_and_rejects(backend: Backend) {
