@@ -188,13 +188,20 @@ async fn a_persistent_session_gets_every_acknowledged_message_after_sigkill(back
     require_command("mosquitto_sub");
     let db = TestDb::new(backend).await;
     let (roost, addr) = spawn_roost(&db.url).await;
-    // Create the session and its subscription, then go offline.
-    mosquitto_sub(addr, 1, &["-c", "-i", "board-7", "-q", "2", "-t", "cmd/board-7/#"]).await;
+    // Create the session and its subscription (-E: exit once subscribed), then go offline.
+    mosquitto_sub(addr, 30, &["-E", "-c", "-i", "board-7", "-q", "2", "-t", "cmd/board-7/#"]).await;
     let (acked_q1, acked_q2) = publish_until_sigkill(roost, addr, "cmd/board-7").await;
+    // What the session has queued, acknowledged or not (the PUBACK of the last may not have
+    // left before the kill): each is delivered once, and mosquitto_sub exits after as many.
+    let store = roost::store::Store::open(&db.url).await.unwrap();
+    let queued = store.load_broker_state().await.unwrap().queue.iter().filter(|q| q.client_id == "board-7").count();
+    store.close().await;
+    assert!(queued >= acked_q1.len() + acked_q2.len(), "{queued} queued");
 
     let (roost, addr) = spawn_roost(&db.url).await;
     // The same client id, clean session 0, and no -t: only the stored subscription delivers.
-    let lines = mosquitto_sub(addr, 4, &["-c", "-i", "board-7", "-q", "2", "-v", "-t", "cmd/board-7/none"]).await;
+    let count = queued.to_string();
+    let lines = mosquitto_sub(addr, 60, &["-C", &count, "-c", "-i", "board-7", "-q", "2", "-v", "-t", "cmd/board-7/none"]).await;
     let received = lines.iter().map(|line| {
         let (topic, number) = line.split_once(' ').expect("topic and payload");
         (topic.to_owned(), number.parse().unwrap())
@@ -221,13 +228,16 @@ struct Received {
 
 /// A persistent subscriber (clean session 0) that acknowledges everything and keeps its QoS 2
 /// state across reconnects. Connects to the addresses it is given in turn (the server's, after
-/// each restart), subscribing only the first time; returns once nothing came for `quiet` on
-/// the last one.
+/// each restart), subscribing only the first time; on the last one, returns once it has every
+/// message of `expected` (sent before the last address) and a quiet second showed no more, or
+/// after a minute (the caller then finds what is missing).
 async fn persistent_subscriber(
     mut addrs: tokio::sync::mpsc::UnboundedReceiver<SocketAddr>,
     subscribed: tokio::sync::oneshot::Sender<()>,
-    quiet: Duration,
+    mut expected: tokio::sync::oneshot::Receiver<std::collections::HashSet<(String, u64)>>,
 ) -> Received {
+    let quiet = Duration::from_secs(1);
+    let mut last: Option<(std::collections::HashSet<(String, u64)>, tokio::time::Instant)> = None;
     let mut received = Received::default();
     let mut first = true;
     let mut subscribed = Some(subscribed);
@@ -243,8 +253,16 @@ async fn persistent_subscriber(
                 Ok(Some(packet)) => packet,
                 // The server died: wait for the next address.
                 Ok(None) => break,
-                // Quiet after the last restart: everything is delivered.
-                Err(()) if addrs.is_closed() && addrs.is_empty() => return received,
+                Err(()) if addrs.is_closed() && addrs.is_empty() => {
+                    let (expected, give_up) = last.get_or_insert_with(|| {
+                        let expected = expected.try_recv().expect("the expected messages come before the last address");
+                        (expected, tokio::time::Instant::now() + Duration::from_secs(60))
+                    });
+                    if expected.iter().all(|m| received.delivered.contains(m)) || tokio::time::Instant::now() >= *give_up {
+                        return received;
+                    }
+                    continue;
+                }
                 Err(()) => continue,
             };
             match packet {
@@ -293,9 +311,12 @@ async fn an_online_persistent_session_loses_nothing_across_sigkill(backend: Back
     let (addrs, addr_queue) = tokio::sync::mpsc::unbounded_channel();
     addrs.send(addr).unwrap();
     let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
-    let subscriber = tokio::spawn(persistent_subscriber(addr_queue, subscribed, Duration::from_secs(3)));
+    let (expect, expected) = tokio::sync::oneshot::channel();
+    let subscriber = tokio::spawn(persistent_subscriber(addr_queue, subscribed, expected));
     tokio::time::timeout(WAIT, is_subscribed).await.expect("SUBACK in time").unwrap();
     let (acked_q1, acked_q2) = publish_until_sigkill(roost, addr, "live").await;
+    let numbered = |topic: &str, acked: &[u64]| acked.iter().map(|&n| (topic.to_owned(), n)).collect::<Vec<_>>();
+    expect.send(numbered("live/q1", &acked_q1).into_iter().chain(numbered("live/q2", &acked_q2)).collect()).unwrap();
     let (roost, addr) = spawn_roost(&db.url).await;
     addrs.send(addr).unwrap();
     drop(addrs);
