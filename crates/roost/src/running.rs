@@ -205,21 +205,24 @@ mod tests {
         let server = this_process();
         server.write(dir.path()).unwrap();
         let stop = std::sync::atomic::AtomicBool::new(false);
+        let reads = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
-                let mut reads = 0_u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let bytes = std::fs::read(dir.path().join(FILE)).unwrap();
                     assert!(RunningServer::parse(&bytes).is_some(), "read {} bytes: {:?}", bytes.len(), String::from_utf8_lossy(&bytes));
-                    reads += 1;
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                reads
             });
-            for _ in 0..2_000 {
+            // 2,000 writes, and more until the reader (which a busy machine may start late) has
+            // read a hundred times among them.
+            let mut writes = 0;
+            while (writes < 2_000 || reads.load(std::sync::atomic::Ordering::Relaxed) < 100) && !reader.is_finished() {
                 server.write(dir.path()).unwrap();
+                writes += 1;
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            assert!(reader.join().unwrap() > 0);
+            reader.join().unwrap();
         });
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, [FILE], "no temporary file is left behind");
@@ -241,10 +244,9 @@ mod tests {
         assert!(process_runs(child.id()));
         child.kill().unwrap();
         let stat = format!("/proc/{}/stat", child.id());
-        for _ in 0..200 {
-            if std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z")) {
-                break;
-            }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z")) {
+            assert!(std::time::Instant::now() < deadline, "the killed child never became a zombie");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(!process_runs(child.id()), "a zombie is not a running server");

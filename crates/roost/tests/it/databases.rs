@@ -82,7 +82,7 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    /// On PostgreSQL and MariaDB: polls (for up to 5 s) until a session on this database waits
+    /// On PostgreSQL and MariaDB: polls (for up to `WAIT`) until a session on this database waits
     /// on a lock, or `finished` says the task expected to wait is done (wrongly, without
     /// waiting). Whether a wait was seen.
     pub async fn until_a_session_waits_on_a_lock(&self, finished: impl Fn() -> bool) -> bool {
@@ -92,7 +92,8 @@ impl TestDb {
         macro_rules! poll {
             ($conn:ty, |$watcher:ident| $waiting:expr) => {{
                 let mut $watcher = <$conn>::connect(&url).await.unwrap();
-                for _ in 0..200 {
+                let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+                while tokio::time::Instant::now() < deadline {
                     if $waiting {
                         return true;
                     }

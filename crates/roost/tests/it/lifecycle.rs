@@ -322,10 +322,20 @@ async fn sensors_deleted_while_batches_name_them_all_succeed(backend: Backend) {
     let (writer, deleter) = (std::sync::Arc::new(Store::open(&db.url).await.unwrap()), Store::open(&db.url).await.unwrap());
     let sensors: Vec<_> = (0..20).map(|n| key("fleet", &format!("room{n}"), "temperature")).collect();
     const BATCHES: i64 = 150;
+    // Every ten batches the writer waits for a deletion since its last wait, so that the two
+    // interleave however the tasks are scheduled.
+    let deletions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writing = tokio::spawn({
-        let (writer, sensors) = (writer.clone(), sensors.clone());
+        let (writer, sensors, deletions) = (writer.clone(), sensors.clone(), deletions.clone());
         async move {
+            let mut seen = 0;
             for b in 0..BATCHES {
+                if b % 10 == 9 {
+                    while deletions.load(std::sync::atomic::Ordering::Relaxed) == seen {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    seen = deletions.load(std::sync::atomic::Ordering::Relaxed);
+                }
                 let readings =
                     sensors.iter().map(|s| Reading { sensor: s.clone(), ts: TimestampMs(1_000 * b + 1), value: b as f64 }).collect();
                 writer.write_batch(&Batch { readings, ..Batch::default() }).await.unwrap_or_else(|e| panic!("batch {b}: {e}"));
@@ -333,17 +343,18 @@ async fn sensors_deleted_while_batches_name_them_all_succeed(backend: Backend) {
         }
     });
     let (deleted, kept) = sensors.split_at(5);
-    let mut deletions = 0;
     while !writing.is_finished() {
         for sensor in deleted {
             if let Some(id) = deleter.sensor_id(sensor).await.unwrap() {
                 deleter.delete_sensor(sensor, id).await.unwrap_or_else(|e| panic!("deleting {sensor:?}: {e}"));
-                deletions += 1;
+                deletions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        tokio::task::yield_now().await;
     }
     writing.await.unwrap();
-    assert!(deletions > 0);
+    let deletions = deletions.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(deletions >= 15, "{deletions} deletions among the batches");
     let mut stored = 0;
     for sensor in &sensors {
         if let Some(id) = writer.sensor_id(sensor).await.unwrap() {
