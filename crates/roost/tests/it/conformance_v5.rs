@@ -134,15 +134,18 @@ async fn session_expiry_interval_decides_how_long_a_session_outlives_its_connect
     assert!(!ack.session_present, "expiry 0: no session kept");
     drop(_raw);
 
-    let (mut raw, ack) = Raw::mqtt5(server.mqtt, connect_v5("expiry", true, vec![Property::SessionExpiryInterval(2)])).await;
+    let (mut raw, ack) = Raw::mqtt5(server.mqtt, connect_v5("expiry", true, vec![Property::SessionExpiryInterval(5)])).await;
     assert!(!ack.session_present);
     subscribe5(&mut raw, 1, &[("exp/t", qos(QoS::AtLeastOnce))], None).await;
     raw.send(&Packet::Disconnect(Disconnect::default())).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (mut raw, ack) = Raw::mqtt5(server.mqtt, connect_v5("expiry", false, vec![Property::SessionExpiryInterval(2)])).await;
     assert!(ack.session_present, "within its interval the session is there");
+    let disconnected = std::time::Instant::now();
     raw.send(&Packet::Disconnect(Disconnect::default())).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let has_session = || server.broker.persistent_sessions().iter().any(|s| s.client_id == "expiry");
+    crate::support::eventually("the session to expire", || !has_session()).await;
+    assert!(disconnected.elapsed() >= Duration::from_millis(1_900), "kept its interval (2 s): {:?}", disconnected.elapsed());
     let (mut raw, ack) = Raw::mqtt5(server.mqtt, connect_v5("expiry", false, vec![Property::SessionExpiryInterval(2)])).await;
     assert!(!ack.session_present, "after its interval it is gone");
 
@@ -201,6 +204,7 @@ async fn expired_messages_are_not_delivered_and_the_rest_carry_what_is_left() {
     subscribe5(&mut sub, 1, &[("exp/#", qos(QoS::AtLeastOnce))], None).await;
     sub.send(&Packet::Disconnect(Disconnect::default())).await;
     let (mut publisher, _) = v5(&server, "exp-pub", vec![]).await;
+    let published = std::time::Instant::now();
     publisher.send(&publish5("exp/short", "1", QoS::AtLeastOnce, Some(1), vec![Property::MessageExpiryInterval(1)])).await;
     publisher.send(&publish5("exp/long", "2", QoS::AtLeastOnce, Some(2), vec![Property::MessageExpiryInterval(30)])).await;
     for _ in 0..2 {
@@ -215,7 +219,9 @@ async fn expired_messages_are_not_delivered_and_the_rest_carry_what_is_left() {
         Property::MessageExpiryInterval(s) => Some(*s),
         _ => None,
     });
-    assert!(left.is_some_and(|s| (26..=28).contains(&s)), "{left:?}");
+    // 30 s less what passed (at least 2.1 s; more on a busy machine), in whole seconds.
+    let passed = published.elapsed().as_secs() as u32;
+    assert!(left.is_some_and(|s| (29 - passed..=28).contains(&s)), "{left:?} after {passed} s");
     sub.send(&Packet::PubAck(Ack::new(got.packet_id.unwrap()))).await;
     sub.expect_silence(Duration::from_millis(300)).await;
 }
@@ -686,14 +692,22 @@ async fn a_will_s_message_expiry_counts_from_its_publication() {
         payload: Bytes::from_static(b"gone"),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties: Properties(vec![Property::MessageExpiryInterval(1)]),
+        properties: Properties(vec![Property::MessageExpiryInterval(30)]),
     });
     let (board, _) = Raw::mqtt5(server.mqtt, c).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     drop(board);
+    let dropped = std::time::Instant::now();
     let got = next_publish(&mut watcher).await;
     assert_eq!(got.payload.as_ref(), b"gone");
-    assert!(got.properties.0.contains(&Property::MessageExpiryInterval(1)), "{:?}", got.properties);
+    // 30 s from the publication, less the (whole) seconds since: counted from the CONNECT, 2.5 s
+    // more would have gone.
+    let passed = dropped.elapsed().as_secs() as u32;
+    let left = got.properties.0.iter().find_map(|p| match p {
+        Property::MessageExpiryInterval(s) => Some(*s),
+        _ => None,
+    });
+    assert!(left.is_some_and(|s| (29 - passed..=30).contains(&s)), "{left:?} after {passed} s: {:?}", got.properties);
 }
 
 #[tokio::test]
