@@ -15,14 +15,14 @@ try {
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
   step("the other node's dashboard is open and live");
   await page.goto(base + "/");
-  await page.waitForSelector("#live-status.live", { timeout: 5000 });
+  await page.waitForSelector("#live-status.live", { timeout: 30000 });
   const device = await mqtt.connectAsync(upstream, { clientId: "cluster-e2e-device", protocolVersion: 4 });
   const tile = '[data-sensor="cluster/hall/temperature"] .value';
   for (const value of ["23.5", "24.25"]) {
     step(`a reading of ${value} published upstream appears`);
     const before = Date.now();
     await device.publishAsync("iot/cluster/sensor/hall/temperature", value, { qos: 1 });
-    await page.waitForFunction(([sel, v]) => document.querySelector(sel)?.textContent === `${v} °C`, [tile, value], { timeout: 10000 });
+    await page.waitForFunction(([sel, v]) => document.querySelector(sel)?.textContent === `${v} °C`, [tile, value], { timeout: 30000 });
     liveMs = Date.now() - before;
   }
   await device.endAsync();

@@ -15,7 +15,7 @@ try {
       const page = await browser.newPage({ viewport, colorScheme: theme });
       page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
       await page.goto(base + "/");
-      await page.waitForFunction(() => document.querySelectorAll('[data-sensor^="demo/"]').length === 9, null, { timeout: 10000 });
+      await page.waitForFunction(() => document.querySelectorAll('[data-sensor^="demo/"]').length === 9, null, { timeout: 30000 });
       const tiles = await page.$$eval('[data-sensor^="demo/"] .value', (els) => els.map((e) => e.textContent));
       if (!tiles.every((t) => /^-?\d+(\.\d+)? (°C|%|raw)$/.test(t))) failures.push(`tile values: ${JSON.stringify(tiles)}`);
       // Functional checks of the layout: boards side by side on a wide screen, stacked on a phone.
@@ -29,9 +29,9 @@ try {
       await page.screenshot({ path: `${shots}/demo-overview-${size}-${theme}.png`, fullPage: size === "phone" });
 
       await page.click('[data-sensor="demo/livingroom/temperature"]');
-      await page.waitForSelector("#chart canvas", { timeout: 5000 });
+      await page.waitForSelector("#chart canvas", { timeout: 30000 });
       await page.click('[data-range="86400000"]');
-      await page.waitForFunction(() => /readings/.test(document.getElementById("chart-note").textContent), null, { timeout: 5000 });
+      await page.waitForFunction(() => /readings/.test(document.getElementById("chart-note").textContent), null, { timeout: 30000 });
       const note = await page.textContent("#chart-note");
       const readings = parseInt(note.replace(/,/g, ""), 10);
       // A day of backfill is one reading per 5 minutes: 288.

@@ -6,7 +6,7 @@ import mqtt from "mqtt";
 const url = process.argv[2];
 const topic = "iot/yanjo/sensor/livingroom/illuminate";
 const fail = (why) => { console.error(why); process.exit(1); };
-setTimeout(() => fail("timed out"), 10000);
+setTimeout(() => fail("timed out"), 60000);
 
 const sub = await mqtt.connectAsync(url, { clientId: "mqttjs-sub", protocolVersion: 4 });
 await sub.subscribeAsync("iot/+/sensor/#", { qos: 2 });

@@ -12,7 +12,7 @@ const failures = [];
 const sensor = "yanjo/desk/illuminate";
 // The settings panel stays as it was left (open or closed) from one sensor page to the next.
 const openSettings = async (page) => {
-  await page.waitForSelector("#sensor-settings:not([hidden])", { timeout: 5000 });
+  await page.waitForSelector("#sensor-settings:not([hidden])", { timeout: 30000 });
   if (!(await page.$eval("#sensor-settings", (d) => d.open))) await page.click("#sensor-settings summary");
 };
 try {
@@ -26,8 +26,8 @@ try {
 
   step("the overview shows the sensor and the database's size");
   await page.goto(base + "/#/overview");
-  await page.waitForSelector(`[data-sensor="${sensor}"]`, { timeout: 5000 });
-  await page.waitForFunction(() => /^Database: .*readings.*disk \d+% free\.$/.test(document.getElementById("database-size").textContent), null, { timeout: 10000 });
+  await page.waitForSelector(`[data-sensor="${sensor}"]`, { timeout: 30000 });
+  await page.waitForFunction(() => /^Database: .*readings.*disk \d+% free\.$/.test(document.getElementById("database-size").textContent), null, { timeout: 30000 });
 
   step("rename it, give it a unit and a retention, hide it");
   await page.click(`[data-sensor="${sensor}"]`);
@@ -39,7 +39,7 @@ try {
   await page.fill("#settings-retention", "7d");
   await page.check("#settings-hidden");
   await page.click("#sensor-settings-form button.primary");
-  await page.waitForFunction(() => document.getElementById("settings-state").textContent === "Saved.", null, { timeout: 5000 });
+  await page.waitForFunction(() => document.getElementById("settings-state").textContent === "Saved.", null, { timeout: 30000 });
   const title = await page.textContent("#sensor-title");
   if (title !== "desk · Desk lamp (yanjo)") failures.push(`title: ${title}`);
   if (!(await page.textContent("#sensor-now")).endsWith(" lx")) failures.push(`value without its unit: ${await page.textContent("#sensor-now")}`);
@@ -47,12 +47,12 @@ try {
   step("a bad retention is refused with the server's reason");
   await page.fill("#settings-retention", "soon");
   await page.click("#sensor-settings-form button.primary");
-  await page.waitForFunction(() => document.getElementById("settings-state").textContent.startsWith("Not saved: `retention`"), null, { timeout: 5000 });
+  await page.waitForFunction(() => document.getElementById("settings-state").textContent.startsWith("Not saved: `retention`"), null, { timeout: 30000 });
   await page.fill("#settings-retention", "7d");
 
   step("a chart of 40 days ago comes from the summaries");
   await page.goto(`${base}/#/sensor/yanjo/desk/illuminate/${oldFrom}/${+oldFrom + 3600000}`);
-  await page.waitForFunction(() => /from the per-minute summaries/.test(document.getElementById("chart-note").textContent), null, { timeout: 5000 });
+  await page.waitForFunction(() => /from the per-minute summaries/.test(document.getElementById("chart-note").textContent), null, { timeout: 30000 });
   const note = await page.textContent("#chart-note");
   if (!note.includes("Raw readings are kept for 7d")) failures.push(`chart note: ${note}`);
   await openSettings(page);
@@ -60,10 +60,10 @@ try {
 
   step("hidden: left out of the overview until asked for");
   await page.goto(base + "/#/overview");
-  await page.waitForSelector("#show-hidden:not([hidden])", { timeout: 5000 });
+  await page.waitForSelector("#show-hidden:not([hidden])", { timeout: 30000 });
   if (await page.$(`[data-sensor="${sensor}"]`)) failures.push("a hidden sensor is on the overview");
   await page.click("#show-hidden");
-  await page.waitForSelector(`[data-sensor="${sensor}"]`, { timeout: 5000 });
+  await page.waitForSelector(`[data-sensor="${sensor}"]`, { timeout: 30000 });
   const tile = await page.textContent(`[data-sensor="${sensor}"]`);
   if (!tile.includes("Desk lamp") || !tile.includes("lx")) failures.push(`tile: ${tile}`);
 
@@ -71,7 +71,7 @@ try {
   await page.click(`[data-sensor="${sensor}"]`);
   await openSettings(page);
   await page.click("#settings-delete");
-  await page.waitForFunction(() => location.hash === "#/overview", null, { timeout: 10000 });
+  await page.waitForFunction(() => location.hash === "#/overview", null, { timeout: 30000 });
   const gone = await page.evaluate(async (s) => (await fetch(`/api/sensors/${s}/readings`)).status, sensor);
   if (gone !== 404) failures.push(`after deletion the sensor answers ${gone}`);
   console.log(JSON.stringify({ ok: failures.length === 0, failures }));

@@ -32,14 +32,14 @@ try {
   await page.fill("#login-username", admin);
   await page.fill("#login-password", password);
   await page.click("#login-form button");
-  await page.waitForSelector("#nav-users:not([hidden])", { timeout: 5000 });
+  await page.waitForSelector("#nav-users:not([hidden])", { timeout: 30000 });
 
   step("add a user with a generated password");
   await page.click("#nav-users");
-  await page.waitForSelector(`#users-body tr[data-user="${admin}"]`, { timeout: 5000 });
+  await page.waitForSelector(`#users-body tr[data-user="${admin}"]`, { timeout: 30000 });
   await page.fill("#user-name", "carol");
   await page.click("#user-form button");
-  await page.waitForSelector('#users-body tr[data-user="carol"]', { timeout: 5000 });
+  await page.waitForSelector('#users-body tr[data-user="carol"]', { timeout: 30000 });
   const secret = await page.textContent("#user-secret-value");
   if (!(await canLogIn("carol", secret))) failures.push("carol cannot log in with the password shown");
 
@@ -48,11 +48,11 @@ try {
   await page.fill("#grant-filter", "home/+/cmd");
   await page.uncheck("#grant-publish");
   await page.click("#grant-form button");
-  await page.waitForFunction(() => document.querySelector('#users-body tr[data-user="carol"]').textContent.includes("subscribe home/+/cmd"), null, { timeout: 5000 });
+  await page.waitForFunction(() => document.querySelector('#users-body tr[data-user="carol"]').textContent.includes("subscribe home/+/cmd"), null, { timeout: 30000 });
 
   step("a new password: the old one stops working");
   await page.click('#users-body tr[data-user="carol"] button:has-text("New password")');
-  await page.waitForFunction((old) => { const v = document.getElementById("user-secret-value").textContent; return v && v !== old; }, secret, { timeout: 5000 });
+  await page.waitForFunction((old) => { const v = document.getElementById("user-secret-value").textContent; return v && v !== old; }, secret, { timeout: 30000 });
   const renewed = await page.textContent("#user-secret-value");
   if (await canLogIn("carol", secret)) failures.push("the old password still works");
   if (!(await canLogIn("carol", renewed))) failures.push("the new password does not work");
@@ -60,7 +60,7 @@ try {
 
   step("remove the user");
   await page.click('#users-body tr[data-user="carol"] button:has-text("Remove")');
-  await page.waitForSelector('#users-body tr[data-user="carol"]', { state: "detached", timeout: 5000 });
+  await page.waitForSelector('#users-body tr[data-user="carol"]', { state: "detached", timeout: 30000 });
   if (await canLogIn("carol", renewed)) failures.push("a removed user can still log in");
   console.log(JSON.stringify({ ok: failures.length === 0, failures }));
 } catch (e) {

@@ -138,18 +138,21 @@ async fn publish_numbered_until_killed(addr: SocketAddr, topic: &str, qos: QoS, 
 }
 
 /// Numbered QoS 1 and QoS 2 publishers on `{prefix}/q1` and `{prefix}/q2`, flat out, until
-/// SIGKILL at a random moment once a few hundred were acknowledged; returns what each had
+/// SIGKILL at a random moment once each had 150 acknowledged; returns what each had
 /// acknowledged.
 async fn publish_until_sigkill(roost: Child, addr: SocketAddr, prefix: &str) -> (Vec<u64>, Vec<u64>) {
-    let progress = Arc::new(AtomicUsize::new(0));
     let publisher = |topic: String, qos| {
-        let progress = Arc::clone(&progress);
-        tokio::spawn(async move { publish_numbered_until_killed(addr, &topic, qos, progress).await })
+        let progress = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let progress = Arc::clone(&progress);
+            async move { publish_numbered_until_killed(addr, &topic, qos, progress).await }
+        });
+        (task, progress)
     };
-    let q1 = publisher(format!("{prefix}/q1"), QoS::AtLeastOnce);
-    let q2 = publisher(format!("{prefix}/q2"), QoS::ExactlyOnce);
+    let (q1, q1_progress) = publisher(format!("{prefix}/q1"), QoS::AtLeastOnce);
+    let (q2, q2_progress) = publisher(format!("{prefix}/q2"), QoS::ExactlyOnce);
     let started = tokio::time::Instant::now();
-    while progress.load(Ordering::Relaxed) < 300 && started.elapsed() < Duration::from_secs(30) {
+    while [&q1_progress, &q2_progress].iter().any(|p| p.load(Ordering::Relaxed) < 150) && started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis() % 200;

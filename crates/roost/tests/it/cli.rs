@@ -23,11 +23,11 @@ async fn running_server_file(data_dir: &std::path::Path) -> (std::path::PathBuf,
     (file, described)
 }
 
-/// Sends `server` SIGTERM and waits (10 s at most) for it to exit; its exit status.
+/// Sends `server` SIGTERM and waits (`WAIT` at most) for it to exit; its exit status.
 async fn stop_with_sigterm(server: &mut tokio::process::Child) -> std::process::ExitStatus {
     let pid = server.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    tokio::time::timeout(Duration::from_secs(10), server.wait()).await.expect("stops on SIGTERM").unwrap()
+    tokio::time::timeout(crate::support::WAIT, server.wait()).await.expect("stops on SIGTERM").unwrap()
 }
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn serve_logs_bound_addresses_and_exits_0_on_sigterm() {
         roost(&dir).args(["serve", "--allow-anonymous"]).args(crate::support::ANY_PORTS).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addr = None;
-    tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(crate::support::WAIT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.contains("MQTT listening") {
                 let a = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();

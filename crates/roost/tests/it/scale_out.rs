@@ -241,6 +241,18 @@ async fn live_updates_and_jobs_that_run_once_across_nodes() {
     let mosquitto = Mosquitto::start().await;
     let db = TestDb::new(Backend::Postgres).await;
     let ingesting = Node::spawn(&db.url, "ingest", Some(mosquitto.port)).await;
+    // The first node has taken both jobs before the second starts (started together, either
+    // may win the race).
+    let taken = "running this job here (lease taken) lease=\"alerts\"";
+    ingesting.wait_for_log(taken).await;
+    crate::support::eventually_async("the first node takes the purge's turn", || async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(db.url.expose_secret()).await.unwrap();
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'purge'").fetch_optional(&mut conn).await.unwrap();
+        holder.as_deref() == Some("ingest")
+    })
+    .await;
     let dashboard = Node::spawn(&db.url, "dashboard", None).await;
     crate::dashboard::run_browser_script_at(
         "cluster-live-e2e.mjs",
@@ -250,8 +262,6 @@ async fn live_updates_and_jobs_that_run_once_across_nodes() {
     .await;
 
     // One alert engine; one purge (the first node to start purged, the second skipped its turn).
-    let taken = "running this job here (lease taken) lease=\"alerts\"";
-    ingesting.wait_for_log(taken).await;
     assert_eq!((ingesting.logged(taken), dashboard.logged(taken)), (1, 0));
     assert_eq!(dashboard.logged("another node runs this job; standing by lease=\"alerts\""), 1);
     let store = Store::open(&db.url).await.unwrap();

@@ -326,7 +326,7 @@ async fn dashboard_login_cookies_tokens_and_per_owner_views(backend: Backend) {
     let response = http.post(url("/api/logout")).header("cookie", &cookie).send().await.unwrap();
     assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(get("/api/sensors", &cookie).await.unwrap().status(), 401);
-    tokio::time::timeout(Duration::from_secs(10), feed).await.expect("the live feed ended with its session").unwrap();
+    tokio::time::timeout(crate::support::WAIT, feed).await.expect("the live feed ended with its session").unwrap();
 
     // API tokens from the CLI: an admin's token sees everything until it is revoked.
     let out = roost_command("warn")
@@ -605,7 +605,7 @@ async fn a_denied_publish_is_logged_once_per_user() {
     }
     let pid_arg = server.id().unwrap().to_string();
     assert!(tokio::process::Command::new("kill").args(["-TERM", &pid_arg]).status().await.unwrap().success());
-    let out = tokio::time::timeout(Duration::from_secs(10), server.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(crate::support::WAIT, server.wait_with_output()).await.unwrap().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     let denials: Vec<&str> = log.lines().filter(|line| line.contains("publish denied by the ACL")).collect();
     assert_eq!(denials.len(), 1, "once per user: {denials:#?}");
