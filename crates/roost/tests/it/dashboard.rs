@@ -2,7 +2,8 @@
 //! Node.js): the overview by owner and board, the chart, the MQTT console, user management
 //! (logins on), a sensor's settings and deletion, rejects, and HTML in names and payloads staying
 //! inert.
-//! Writes the README's screenshots to docs/screenshots (wide and phone sizes, light and dark).
+//! Saves screenshots (wide and phone sizes, light and dark) under target/screenshots, or with
+//! `ROOST_UPDATE_SCREENSHOTS` set as the README's, in docs/screenshots.
 
 use crate::support::{require_command, TestServer};
 use tokio::process::Command;
@@ -20,7 +21,11 @@ pub async fn run_browser_script_at(script: &str, base: &str, args: &[&str]) -> s
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let js = root.join("tests/js");
     assert!(js.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/js (.ci/run does)");
-    let shots = root.join("docs/screenshots");
+    // The README's screenshots are refreshed on request; other runs leave the checkout as it was.
+    let shots = match std::env::var_os("ROOST_UPDATE_SCREENSHOTS") {
+        Some(_) => root.join("docs/screenshots"),
+        None => root.join("target/screenshots"),
+    };
     std::fs::create_dir_all(&shots).unwrap();
     let run = Command::new("node").arg(script).arg(base).args(args).arg(&shots).current_dir(&js).kill_on_drop(true).output();
     let out = tokio::time::timeout(std::time::Duration::from_secs(180), run).await.expect("the browser script finishes").unwrap();
