@@ -115,7 +115,9 @@ $("login-form").addEventListener("submit", async (e) => {
     body: JSON.stringify({ username: $("login-username").value, password: $("login-password").value }),
   });
   if (r.ok) { location.reload(); return; }
-  $("login-error").textContent = r.status === 401 ? "Wrong user name or password." : `Login failed (${r.status}).`;
+  // Other refusals say why (503: too many logins at once).
+  const why = r.status === 401 ? null : (await r.json().catch(() => null))?.error;
+  $("login-error").textContent = r.status === 401 ? "Wrong user name or password." : `Login failed (${r.status})${why ? `: ${why}` : "."}`;
   $("login-error").hidden = false;
 });
 $("logout").addEventListener("click", async () => {

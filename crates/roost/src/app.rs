@@ -204,6 +204,7 @@ impl App {
             total: args.max_login_failures_total,
             window: args.login_failure_window,
             concurrent_checks: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            check_wait: crate::auth::limiter::CHECK_WAIT,
         }));
         let started = std::time::Instant::now();
         let restored = crate::broker_store::restore(&store).await.context("loading the broker's state")?;

@@ -116,7 +116,12 @@ pub async fn login(
         tracing::warn!(%peer, user = %body.username, waited = ?admission.waited, "dashboard login slowed down after failed logins");
     }
     let user = state.store.user(&body.username).await?;
-    let Some(user) = state.login_limiter.verify_user(user, body.password.into_bytes()).await else {
+    let Ok(verified) = state.login_limiter.verify_user(user, body.password.into_bytes()).await else {
+        // Not the user's failure: the password was not checked.
+        drop(admission);
+        return Err(ApiError::Busy);
+    };
+    let Some(user) = verified else {
         admission.failed();
         tracing::info!(%peer, user = %body.username, "dashboard login refused");
         return Err(ApiError::WrongCredentials);

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A method the address does not take (the `Allow` header lists those it takes).
     #[error("this address does not take this method: the Allow header lists the ones it takes")]
     MethodNotAllowed,
+    /// Too many logins at once: this one waited too long for its password check.
+    #[error("too many logins at once: try again in a moment")]
+    Busy,
     /// A failure inside the server (logged with its detail where it happens).
     #[error("internal error")]
     Internal,
@@ -50,6 +53,10 @@ impl IntoResponse for ApiError {
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Busy => {
+                let body = Json(serde_json::json!({ "error": self.to_string() }));
+                return (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "1")], body).into_response();
             }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };

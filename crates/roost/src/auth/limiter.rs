@@ -14,9 +14,15 @@
 //!   not the user's lookup). A check takes 19 MiB for tens of milliseconds: a burst of
 //!   CONNECTs with made-up names (each failing only once checked) would otherwise run one
 //!   check per thread of the blocking pool (512) at once, about 10 GiB.
+//! - a login that waited `check_wait` for its turn is refused as "server unavailable" (it is
+//!   nobody's failure), and its password is not checked: a fleet reconnecting at once (boards
+//!   after a power cut, on a Raspberry Pi that checks a dozen passwords a second) is logged in
+//!   as fast as passwords can be checked, where before every board that gave up waiting (15 s
+//!   for PubSubClient) and came back left a check behind that still ran, and the queue grew
+//!   faster than it drained.
 //!
-//! Nothing is ever refused here: the caller checks the password after [`LoginLimiter::admit`]
-//! and reports the outcome on the returned [`Admission`].
+//! Nothing else is refused here: the caller checks the password after
+//! [`LoginLimiter::admit`] and reports the outcome on the returned [`Admission`].
 
 use crate::store::UserRecord;
 use std::collections::HashMap;
@@ -49,7 +55,22 @@ pub struct LimiterConfig {
     pub window: Duration,
     /// Passwords checked at the same time, at most (each Argon2id check takes 19 MiB).
     pub concurrent_checks: usize,
+    /// How long a login waits for its turn to have its password checked before it is refused
+    /// as unavailable ([`CHECK_WAIT`]).
+    pub check_wait: Duration,
 }
+
+/// How long a login waits for a password check, by default: well within the 10–30 s that
+/// device libraries wait for a CONNACK (PubSubClient 15 s, ESP-IDF 10 s, Paho 30 s), so that the
+/// refusal reaches a board that is still there.
+pub const CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// A login refused because it waited [`LimiterConfig::check_wait`] for a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyLogins;
+
+/// How often, at most, logins refused for waiting too long are said in the log.
+const BUSY_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 type Pair = (IpAddr, String);
 
@@ -78,6 +99,8 @@ struct State {
     /// When each pair last logged in.
     succeeded: HashMap<Pair, Instant>,
     lanes: HashMap<Lane, Arc<tokio::sync::Mutex<()>>>,
+    /// Logins refused for waiting too long since the last warning, and when that was.
+    busy: (u64, Option<Instant>),
 }
 
 /// One login attempt let through; say how it went.
@@ -126,10 +149,29 @@ impl LoginLimiter {
     }
 
     /// `password::verify_user` in its turn: at most `concurrent_checks` at once, the others
-    /// wait in order.
-    pub async fn verify_user(&self, user: Option<UserRecord>, password: Vec<u8>) -> Option<UserRecord> {
-        let _turn = self.password_check_turn().await;
-        super::password::verify_user(user, password).await
+    /// wait in order, each for `check_wait` at most.
+    pub async fn verify_user(&self, user: Option<UserRecord>, password: Vec<u8>) -> Result<Option<UserRecord>, TooManyLogins> {
+        let Ok(_turn) = tokio::time::timeout(self.config.check_wait, self.password_check_turn()).await else {
+            self.refused_busy();
+            return Err(TooManyLogins);
+        };
+        Ok(super::password::verify_user(user, password).await)
+    }
+
+    /// Counts a login refused for waiting too long, and says so now and then.
+    fn refused_busy(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.busy.0 += 1;
+        if state.busy.1.is_none_or(|last| now - last >= BUSY_WARNING_EVERY) {
+            tracing::warn!(
+                refused = state.busy.0,
+                waited = ?self.config.check_wait,
+                concurrent_checks = self.config.concurrent_checks,
+                "logins waited too long for a password check and were refused as unavailable (the clients try again)"
+            );
+            state.busy = (0, Some(now));
+        }
     }
 
     /// A turn to check a password (hold it for the check).
@@ -187,7 +229,7 @@ mod tests {
     use super::*;
 
     fn with_limits(per_name: u32, total: u32) -> LoginLimiter {
-        LoginLimiter::new(LimiterConfig { per_name, total, window: Duration::from_secs(60), concurrent_checks: 2 })
+        LoginLimiter::new(LimiterConfig { per_name, total, window: Duration::from_secs(60), concurrent_checks: 2, check_wait: CHECK_WAIT })
     }
 
     const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
@@ -265,6 +307,28 @@ mod tests {
         drop(first);
         third.await.unwrap();
         drop(second);
+    }
+
+    /// A login that waited `check_wait` for a turn is refused, its password unchecked; one
+    /// whose turn comes in time is checked as before.
+    #[tokio::test(start_paused = true)]
+    async fn a_login_that_waits_too_long_for_a_check_is_refused_unchecked() {
+        let limiter = Arc::new(with_limits(100, 1000)); // two at once
+        let turns = (limiter.password_check_turn().await, limiter.password_check_turn().await);
+        let started = Instant::now();
+        assert_eq!(limiter.verify_user(None, b"guess".to_vec()).await, Err(TooManyLogins));
+        assert_eq!(started.elapsed(), CHECK_WAIT, "refused after waiting `check_wait`");
+        assert_eq!(limiter.lock().busy.0, 0, "said in the log at once (and counted from there)");
+        assert_eq!(limiter.verify_user(None, b"guess".to_vec()).await, Err(TooManyLogins));
+        assert_eq!(limiter.lock().busy.0, 1, "the next refusal within ten seconds is counted, not said");
+        // A turn that comes within the wait: the password is checked (an unknown user: refused).
+        let waiting = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.verify_user(None, b"guess".to_vec()).await }
+        });
+        tokio::time::sleep(CHECK_WAIT / 2).await;
+        drop(turns);
+        assert_eq!(waiting.await.unwrap(), Ok(None));
     }
 
     #[tokio::test]

@@ -80,8 +80,9 @@ impl UserAuth {
             }
         }
         match self.limiter.verify_user(user, credentials.password.unwrap_or_default().to_vec()).await {
-            Some(user) => self.allow(user),
-            None => AuthOutcome::BadCredentials,
+            Ok(Some(user)) => self.allow(user),
+            Ok(None) => AuthOutcome::BadCredentials,
+            Err(limiter::TooManyLogins) => AuthOutcome::Unavailable,
         }
     }
 
