@@ -3,7 +3,7 @@
 //! (logins on), a sensor's settings and deletion, rejects, and HTML in names and payloads staying
 //! inert.
 //! Saves screenshots (wide and phone sizes, light and dark) under target/screenshots, or with
-//! `ROOST_UPDATE_SCREENSHOTS` set as the README's, in docs/screenshots.
+//! `ROOST_UPDATE_SCREENSHOTS=1` as the README's, in docs/screenshots.
 
 use crate::support::{require_command, TestServer};
 use tokio::process::Command;
@@ -22,13 +22,13 @@ pub async fn run_browser_script_at(script: &str, base: &str, args: &[&str]) -> s
     let js = root.join("tests/js");
     assert!(js.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/js (.ci/run does)");
     // The README's screenshots are refreshed on request; other runs leave the checkout as it was.
-    let shots = match std::env::var_os("ROOST_UPDATE_SCREENSHOTS") {
-        Some(_) => root.join("docs/screenshots"),
-        None => root.join("target/screenshots"),
+    let shots = match std::env::var("ROOST_UPDATE_SCREENSHOTS").as_deref() {
+        Ok("1") => root.join("docs/screenshots"),
+        _ => root.join("target/screenshots"),
     };
     std::fs::create_dir_all(&shots).unwrap();
     let run = Command::new("node").arg(script).arg(base).args(args).arg(&shots).current_dir(&js).kill_on_drop(true).output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(180), run).await.expect("the browser script finishes").unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(600), run).await.expect("the browser script finishes").unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));

@@ -90,19 +90,21 @@ async fn stalled_exports_leave_connections_for_the_rest(backend: Backend) {
     let export = |limit| {
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let store = std::sync::Arc::clone(&store);
-        tokio::spawn(async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, limit).await });
-        receiver
+        let task = tokio::spawn(async move { store.stream_readings(id, TimestampMs(0), TimestampMs(i64::MAX), sender, limit).await });
+        (task, receiver)
     };
-    let held = export(None);
+    let (_, held) = export(None);
     eventually("the export nobody reads has its turn", || !held.is_empty()).await;
-    let mut stalled = export(Some(std::time::Duration::from_millis(200)));
+    let (stalling, mut stalled) = export(Some(std::time::Duration::from_millis(200)));
     eventually("the export that stalls has its turn", || !stalled.is_empty()).await;
-    let after = export(None);
+    let (_, after) = export(None);
     eventually("the stalled export gave its turn back", || !after.is_empty()).await;
-    assert_eq!(stalled.recv().await.unwrap().unwrap().len(), 4096, "the chunk sent before the stall");
-    let ended = stalled.recv().await.unwrap().unwrap_err();
+    let mut next = async || tokio::time::timeout(crate::support::WAIT, stalled.recv()).await.expect("the export answers");
+    assert_eq!(next().await.unwrap().unwrap().len(), 4096, "the chunk sent before the stall");
+    let ended = next().await.unwrap().unwrap_err();
     assert!(matches!(ended, roost::store::StoreError::ExportStalled(_)), "{ended}");
-    assert!(stalled.recv().await.is_none());
+    assert!(next().await.is_none());
+    stalling.await.unwrap();
 }
 
 async fn batches_store_readings_sensors_and_rejects(backend: Backend) {
