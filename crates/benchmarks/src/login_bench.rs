@@ -1,0 +1,190 @@
+//! login-bench: a fleet reconnecting at once with passwords (boards after a power cut). Starts
+//! `roost serve` with logins on, then `--boards` clients connect together as its first admin,
+//! each the way PubSubClient does: CONNECT, wait `--connack-timeout` for the CONNACK, and on a
+//! timeout or a refusal close, wait `--retry-after` and try again. Prints, per binary given with
+//! `--roost` (runs alternate), how many were logged in at each mark, when the last one was, how
+//! many CONNECTs it took, and Roost's CPU time.
+//!
+//! `--cpus 0` pins Roost to one core (`taskset`) to play a slower machine: a Raspberry Pi
+//! checks about a dozen Argon2id passwords a second.
+//!
+//! `cargo build --release -p roost -p roost-benchmarks && target/release/login-bench --boards 2000 --cpus 0`
+
+#[allow(dead_code)] // shared with broker-bench, which uses all of it
+mod client;
+mod cpu;
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use clap::Parser;
+use mqtt_codec::{decode, encode, Connect, Packet, Properties, ProtocolVersion};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Boards reconnecting at once.
+    #[arg(long, default_value_t = 2_000)]
+    boards: usize,
+    /// Seconds a board waits for its CONNACK (PubSubClient's MQTT_SOCKET_TIMEOUT: 15).
+    #[arg(long, default_value_t = 15)]
+    connack_timeout: u64,
+    /// Seconds a board waits before trying again (the PubSubClient examples: 5).
+    #[arg(long, default_value_t = 5)]
+    retry_after: u64,
+    /// Seconds after which a run ends with whoever is logged in by then.
+    #[arg(long, default_value_t = 180)]
+    give_up: u64,
+    /// Runs per binary.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Pin Roost to these CPUs (`taskset -c`), e.g. `0` for one core.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// The roost binaries to compare (default: the one next to this one).
+    #[arg(long)]
+    roost: Vec<PathBuf>,
+}
+
+/// Seconds into a run at which the table says how many are logged in.
+const MARKS: [u64; 5] = [15, 30, 60, 120, 180];
+
+struct Server {
+    child: Child,
+    mqtt: SocketAddr,
+    password: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(bin: &PathBuf, cpus: Option<&str>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mqtt: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["serve", "--max-connections-per-ip", "0", "--mqtt-listen", &mqtt.to_string()])
+            .args(["--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", std::env::var("BENCH_ROOST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let file = dir.path().join("roost-admin-password");
+        while TcpStream::connect(mqtt).await.is_err() || !file.exists() {
+            if Instant::now() > deadline {
+                bail!("roost did not start listening on {mqtt}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let password = std::fs::read_to_string(&file)?.trim().to_owned();
+        Ok(Self { child, mqtt, password, _dir: dir })
+    }
+}
+
+/// How one board got in: when (since the start), after how many CONNECTs, and its connection
+/// (kept open until the run ends, as a board's would be); `None` if it had not by the end.
+type LoggedIn = (Option<(Duration, TcpStream)>, u32);
+
+/// One board: connects until it is logged in or the run ends.
+async fn board(mqtt: SocketAddr, n: usize, password: Arc<String>, args: Arc<Args>, started: Instant) -> LoggedIn {
+    let end = started + Duration::from_secs(args.give_up);
+    let mut attempts = 0;
+    while Instant::now() < end {
+        attempts += 1;
+        let wait = Duration::from_secs(args.connack_timeout).min(end.saturating_duration_since(Instant::now()));
+        if let Ok(Ok(Some(connection))) = tokio::time::timeout(wait, log_in(mqtt, n, &password)).await {
+            return (Some((started.elapsed(), connection)), attempts);
+        }
+        // Refused, timed out or closed: the connection is dropped; try again later.
+        tokio::time::sleep(Duration::from_secs(args.retry_after)).await;
+    }
+    (None, attempts)
+}
+
+/// One CONNECT as the first admin; the connection if the CONNACK let it in.
+async fn log_in(mqtt: SocketAddr, n: usize, password: &str) -> anyhow::Result<Option<TcpStream>> {
+    let mut stream = TcpStream::connect(mqtt).await?;
+    let connect = Packet::Connect(Connect {
+        protocol: ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: Duration::ZERO,
+        client_id: format!("board-{n}"),
+        will: None,
+        username: Some("admin".into()),
+        password: Some(password.as_bytes().to_vec().into()),
+        properties: Properties::default(),
+    });
+    let mut out = BytesMut::new();
+    encode(&connect, ProtocolVersion::V311, &mut out)?;
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(packet) = decode(&mut buf, ProtocolVersion::V311, usize::MAX)? {
+            let Packet::ConnAck(ack) = packet else { bail!("{packet:?} before the CONNACK") };
+            return Ok((ack.code == 0).then_some(stream));
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.roost.is_empty() {
+        args.roost.push(std::env::current_exe()?.with_file_name("roost"));
+    }
+    let args = Arc::new(args);
+    println!(
+        "{} boards, CONNACK timeout {} s, retry after {} s{}",
+        args.boards,
+        args.connack_timeout,
+        args.retry_after,
+        args.cpus.as_deref().map(|c| format!(", Roost on CPUs {c}")).unwrap_or_default()
+    );
+    let marks: Vec<String> = MARKS.iter().filter(|&&m| m <= args.give_up).map(|m| format!("in by {m} s")).collect();
+    println!("| roost | run | {} | all in after | CONNECTs | Roost CPU s |", marks.join(" | "));
+    println!("|---|---|{}---|---|---|", "---|".repeat(marks.len()));
+    for run in 1..=args.runs {
+        for bin in &args.roost {
+            let mut server = Server::start(bin, args.cpus.as_deref()).await?;
+            let pid = server.child.id().context("roost exited")?;
+            let cpu_before = cpu::cpu_time(pid)?;
+            let password = Arc::new(server.password.clone());
+            let started = Instant::now();
+            let boards: Vec<_> =
+                (0..args.boards).map(|n| tokio::spawn(board(server.mqtt, n, Arc::clone(&password), Arc::clone(&args), started))).collect();
+            let mut results = Vec::with_capacity(boards.len());
+            for b in boards {
+                results.push(b.await?);
+            }
+            let cpu = cpu::cpu_time(pid)?.saturating_sub(cpu_before);
+            let times: Vec<Option<Duration>> = results.iter().map(|(at, _)| at.as_ref().map(|(t, _)| *t)).collect();
+            let by = |secs: u64| times.iter().filter(|t| t.is_some_and(|t| t <= Duration::from_secs(secs))).count();
+            let counts: Vec<String> = MARKS.iter().filter(|&&m| m <= args.give_up).map(|&m| by(m).to_string()).collect();
+            let all_in = match times.iter().copied().collect::<Option<Vec<_>>>() {
+                Some(times) => format!("{:.1} s", times.iter().max().copied().unwrap_or_default().as_secs_f64()),
+                None => format!("not all ({} of {})", times.iter().flatten().count(), args.boards),
+            };
+            let connects: u32 = results.iter().map(|(_, n)| n).sum();
+            println!("| {} | {run} | {} | {all_in} | {connects} | {:.1} |", bin.display(), counts.join(" | "), cpu.as_secs_f64());
+            server.child.start_kill()?;
+            server.child.wait().await?;
+        }
+    }
+    Ok(())
+}
