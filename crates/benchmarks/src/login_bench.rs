@@ -3,7 +3,9 @@
 //! each the way PubSubClient does: CONNECT, wait `--connack-timeout` for the CONNACK, and on a
 //! timeout or a refusal close, wait `--retry-after` and try again. Prints, per binary given with
 //! `--roost` (runs alternate), how many were logged in at each mark, when the last one was, how
-//! many CONNECTs it took, and Roost's CPU time.
+//! many CONNECTs it took, and Roost's CPU time. With `--reconnect`, the boards then all drop
+//! their connections and reconnect at once to the same server (a Wi-Fi outage, a router
+//! restarting): a second row.
 //!
 //! `--cpus 0` pins Roost to one core (`taskset`) to play a slower machine: a Raspberry Pi
 //! checks about a dozen Argon2id passwords a second.
@@ -43,6 +45,9 @@ struct Args {
     /// Runs per binary.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// After the fleet is in, drop every connection and reconnect at once (a second row).
+    #[arg(long)]
+    reconnect: bool,
     /// Pin Roost to these CPUs (`taskset -c`), e.g. `0` for one core.
     #[arg(long)]
     cpus: Option<String>,
@@ -163,25 +168,37 @@ async fn main() -> anyhow::Result<()> {
         for bin in &args.roost {
             let mut server = Server::start(bin, args.cpus.as_deref()).await?;
             let pid = server.child.id().context("roost exited")?;
-            let cpu_before = cpu::cpu_time(pid)?;
             let password = Arc::new(server.password.clone());
-            let started = Instant::now();
-            let boards: Vec<_> =
-                (0..args.boards).map(|n| tokio::spawn(board(server.mqtt, n, Arc::clone(&password), Arc::clone(&args), started))).collect();
-            let mut results = Vec::with_capacity(boards.len());
-            for b in boards {
-                results.push(b.await?);
+            let rounds = if args.reconnect { ["first", "again"].as_slice() } else { ["first"].as_slice() };
+            for round in rounds {
+                let cpu_before = cpu::cpu_time(pid)?;
+                let started = Instant::now();
+                let boards: Vec<_> = (0..args.boards)
+                    .map(|n| tokio::spawn(board(server.mqtt, n, Arc::clone(&password), Arc::clone(&args), started)))
+                    .collect();
+                let mut results = Vec::with_capacity(boards.len());
+                for b in boards {
+                    results.push(b.await?);
+                }
+                let cpu = cpu::cpu_time(pid)?.saturating_sub(cpu_before);
+                let times: Vec<Option<Duration>> = results.iter().map(|(at, _)| at.as_ref().map(|(t, _)| *t)).collect();
+                let by = |secs: u64| times.iter().filter(|t| t.is_some_and(|t| t <= Duration::from_secs(secs))).count();
+                let counts: Vec<String> = MARKS.iter().filter(|&&m| m <= args.give_up).map(|&m| by(m).to_string()).collect();
+                let all_in = match times.iter().copied().collect::<Option<Vec<_>>>() {
+                    Some(times) => format!("{:.1} s", times.iter().max().copied().unwrap_or_default().as_secs_f64()),
+                    None => format!("not all ({} of {})", times.iter().flatten().count(), args.boards),
+                };
+                let connects: u32 = results.iter().map(|(_, n)| n).sum();
+                println!(
+                    "| {} | {run} {round} | {} | {all_in} | {connects} | {:.1} |",
+                    bin.display(),
+                    counts.join(" | "),
+                    cpu.as_secs_f64()
+                );
+                // Every board's connection drops here; the server sees them go before the next round.
+                drop(results);
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            let cpu = cpu::cpu_time(pid)?.saturating_sub(cpu_before);
-            let times: Vec<Option<Duration>> = results.iter().map(|(at, _)| at.as_ref().map(|(t, _)| *t)).collect();
-            let by = |secs: u64| times.iter().filter(|t| t.is_some_and(|t| t <= Duration::from_secs(secs))).count();
-            let counts: Vec<String> = MARKS.iter().filter(|&&m| m <= args.give_up).map(|&m| by(m).to_string()).collect();
-            let all_in = match times.iter().copied().collect::<Option<Vec<_>>>() {
-                Some(times) => format!("{:.1} s", times.iter().max().copied().unwrap_or_default().as_secs_f64()),
-                None => format!("not all ({} of {})", times.iter().flatten().count(), args.boards),
-            };
-            let connects: u32 = results.iter().map(|(_, n)| n).sum();
-            println!("| {} | {run} | {} | {all_in} | {connects} | {:.1} |", bin.display(), counts.join(" | "), cpu.as_secs_f64());
             server.child.start_kill()?;
             server.child.wait().await?;
         }

@@ -88,6 +88,8 @@ pub struct LoginLimiter {
     state: Mutex<State>,
     /// One permit per password being checked.
     checks: tokio::sync::Semaphore,
+    /// Logins verified lately, let in again without a check.
+    verified: super::verified::VerifiedLogins,
 }
 
 #[derive(Debug, Default)]
@@ -130,7 +132,7 @@ impl Admission<'_> {
 impl LoginLimiter {
     pub fn new(config: LimiterConfig) -> Self {
         let checks = tokio::sync::Semaphore::new(config.concurrent_checks.max(1));
-        Self { config, state: Mutex::default(), checks }
+        Self { config, state: Mutex::default(), checks, verified: Default::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -150,13 +152,21 @@ impl LoginLimiter {
     }
 
     /// `password::verify_user` in its turn: at most `concurrent_checks` at once, the others
-    /// wait in order, each for `check_wait` at most.
+    /// wait in order, each for `check_wait` at most. A user's password verified within the
+    /// last day needs no turn (`auth/verified`).
     pub async fn verify_user(&self, user: Option<UserRecord>, password: Vec<u8>) -> Result<Option<UserRecord>, TooManyLogins> {
+        if user.as_ref().is_some_and(|u| self.verified.knows(&u.password_hash, &password)) {
+            return Ok(user);
+        }
         let Ok(_turn) = tokio::time::timeout(self.config.check_wait, self.password_check_turn()).await else {
             self.refused_busy();
             return Err(TooManyLogins);
         };
-        Ok(super::password::verify_user(user, password).await)
+        let verified = super::password::verify_user(user, password.clone()).await;
+        if let Some(user) = &verified {
+            self.verified.remember(&user.password_hash, &password);
+        }
+        Ok(verified)
     }
 
     /// Counts a login refused for waiting too long, and says so now and then.
@@ -330,6 +340,38 @@ mod tests {
         tokio::time::sleep(CHECK_WAIT / 2).await;
         drop(turns);
         assert_eq!(waiting.await.unwrap(), Ok(None));
+    }
+
+    /// A password verified once is let in again without a turn (here, with both turns held),
+    /// until the user's password changes; a wrong one still waits for its check.
+    #[tokio::test(start_paused = true)]
+    async fn a_password_verified_lately_needs_no_turn() {
+        let limiter = with_limits(100, 1000);
+        let hash = crate::auth::password::hash("board-secret".into()).await.unwrap();
+        let user = UserRecord {
+            name: "board".into(),
+            password_hash: hash,
+            is_admin: false,
+            grants: Vec::new(),
+            created_at: crate::model::TimestampMs(0),
+        };
+        assert_eq!(limiter.verify_user(Some(user.clone()), b"board-secret".to_vec()).await, Ok(Some(user.clone())));
+        let _turns = (limiter.password_check_turn().await, limiter.password_check_turn().await);
+        let started = Instant::now();
+        assert_eq!(limiter.verify_user(Some(user.clone()), b"board-secret".to_vec()).await, Ok(Some(user.clone())));
+        assert_eq!(started.elapsed(), Duration::ZERO, "no turn taken");
+        assert_eq!(limiter.verify_user(Some(user.clone()), b"guess".to_vec()).await, Err(TooManyLogins), "a wrong one waits for a check");
+        let changed = UserRecord { password_hash: crate::auth::password::hash("board-secret".into()).await.unwrap(), ..user };
+        assert_eq!(
+            limiter.verify_user(Some(changed), b"board-secret".to_vec()).await,
+            Err(TooManyLogins),
+            "a new password hash is checked"
+        );
+        assert_eq!(
+            limiter.verify_user(None, b"board-secret".to_vec()).await,
+            Err(TooManyLogins),
+            "a removed user is checked (and refused)"
+        );
     }
 
     #[tokio::test]

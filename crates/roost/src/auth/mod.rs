@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod limiter;
 pub mod password;
 pub mod tokens;
+pub mod verified;
 
 use crate::broker::{AuthOutcome, Authenticate, BoxFuture, Credentials};
 use crate::store::{Store, StoreError, TokenKind};
