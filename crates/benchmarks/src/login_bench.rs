@@ -1,6 +1,6 @@
 //! login-bench: a fleet reconnecting at once with passwords (boards after a power cut). Starts
-//! `roost serve` with logins on, then `--boards` clients connect together as its first admin,
-//! each the way PubSubClient does: CONNECT, wait `--connack-timeout` for the CONNACK, and on a
+//! `roost serve` with logins on and a user per board (`board-N`, or with `--shared-user` all as
+//! the first admin), then `--boards` clients connect together, each the way PubSubClient does: CONNECT, wait `--connack-timeout` for the CONNACK, and on a
 //! timeout or a refusal close, wait `--retry-after` and try again. Prints, per binary given with
 //! `--roost` (runs alternate), how many were logged in at each mark, when the last one was, how
 //! many CONNECTs it took, and Roost's CPU time. With `--reconnect`, the boards then all drop
@@ -45,6 +45,9 @@ struct Args {
     /// Runs per binary.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Every board logs in as the first admin (one user for the fleet), not as its own user.
+    #[arg(long)]
+    shared_user: bool,
     /// After the fleet is in, drop every connection and reconnect at once (a second row).
     #[arg(long)]
     reconnect: bool,
@@ -63,7 +66,7 @@ struct Server {
     child: Child,
     mqtt: SocketAddr,
     password: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -95,7 +98,47 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let password = std::fs::read_to_string(&file)?.trim().to_owned();
-        Ok(Self { child, mqtt, password, _dir: dir })
+        Ok(Self { child, mqtt, password, dir })
+    }
+
+    /// Adds the users `board-0` … with passwords `secret-0` … (each hashed with its own salt,
+    /// on this process's cores, before the clock starts).
+    async fn add_board_users(&self, boards: usize) -> anyhow::Result<()> {
+        let url = roost::store::DatabaseUrl::new(format!("sqlite://{}", self.dir.path().join("roost.db").display()));
+        let store = Arc::new(roost::store::Store::open(&url).await?);
+        let adding = Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+        let mut tasks = Vec::new();
+        for n in 0..boards {
+            let (store, adding) = (Arc::clone(&store), Arc::clone(&adding));
+            tasks.push(tokio::spawn(async move {
+                let _turn = adding.acquire().await?;
+                let hash = roost::auth::password::hash(format!("secret-{n}")).await?;
+                store.create_user(&format!("board-{n}"), &hash, false).await.map_err(|e| anyhow::anyhow!("adding board-{n}: {e}"))
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// The user and password board `n` logs in with.
+#[derive(Clone)]
+enum Logins {
+    /// The first admin's, for every board.
+    Shared(Arc<String>),
+    /// `board-N` / `secret-N`.
+    PerBoard,
+}
+
+impl Logins {
+    fn of(&self, n: usize) -> (String, String) {
+        match self {
+            Logins::Shared(password) => ("admin".to_owned(), password.to_string()),
+            Logins::PerBoard => (format!("board-{n}"), format!("secret-{n}")),
+        }
     }
 }
 
@@ -104,13 +147,14 @@ impl Server {
 type LoggedIn = (Option<(Duration, TcpStream)>, u32);
 
 /// One board: connects until it is logged in or the run ends.
-async fn board(mqtt: SocketAddr, n: usize, password: Arc<String>, args: Arc<Args>, started: Instant) -> LoggedIn {
+async fn board(mqtt: SocketAddr, n: usize, logins: Logins, args: Arc<Args>, started: Instant) -> LoggedIn {
+    let (user, password) = logins.of(n);
     let end = started + Duration::from_secs(args.give_up);
     let mut attempts = 0;
     while Instant::now() < end {
         attempts += 1;
         let wait = Duration::from_secs(args.connack_timeout).min(end.saturating_duration_since(Instant::now()));
-        if let Ok(Ok(Some(connection))) = tokio::time::timeout(wait, log_in(mqtt, n, &password)).await {
+        if let Ok(Ok(Some(connection))) = tokio::time::timeout(wait, log_in(mqtt, n, &user, &password)).await {
             return (Some((started.elapsed(), connection)), attempts);
         }
         // Refused, timed out or closed: the connection is dropped; try again later.
@@ -119,8 +163,8 @@ async fn board(mqtt: SocketAddr, n: usize, password: Arc<String>, args: Arc<Args
     (None, attempts)
 }
 
-/// One CONNECT as the first admin; the connection if the CONNACK let it in.
-async fn log_in(mqtt: SocketAddr, n: usize, password: &str) -> anyhow::Result<Option<TcpStream>> {
+/// One CONNECT; the connection if the CONNACK let it in.
+async fn log_in(mqtt: SocketAddr, n: usize, user: &str, password: &str) -> anyhow::Result<Option<TcpStream>> {
     let mut stream = TcpStream::connect(mqtt).await?;
     let connect = Packet::Connect(Connect {
         protocol: ProtocolVersion::V311,
@@ -128,7 +172,7 @@ async fn log_in(mqtt: SocketAddr, n: usize, password: &str) -> anyhow::Result<Op
         keep_alive: Duration::ZERO,
         client_id: format!("board-{n}"),
         will: None,
-        username: Some("admin".into()),
+        username: Some(user.into()),
         password: Some(password.as_bytes().to_vec().into()),
         properties: Properties::default(),
     });
@@ -155,8 +199,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Arc::new(args);
     println!(
-        "{} boards, CONNACK timeout {} s, retry after {} s{}",
+        "{} boards ({}), CONNACK timeout {} s, retry after {} s{}",
         args.boards,
+        if args.shared_user { "one user for all" } else { "a user each" },
         args.connack_timeout,
         args.retry_after,
         args.cpus.as_deref().map(|c| format!(", Roost on CPUs {c}")).unwrap_or_default()
@@ -168,13 +213,18 @@ async fn main() -> anyhow::Result<()> {
         for bin in &args.roost {
             let mut server = Server::start(bin, args.cpus.as_deref()).await?;
             let pid = server.child.id().context("roost exited")?;
-            let password = Arc::new(server.password.clone());
+            let logins = if args.shared_user {
+                Logins::Shared(Arc::new(server.password.clone()))
+            } else {
+                server.add_board_users(args.boards).await?;
+                Logins::PerBoard
+            };
             let rounds = if args.reconnect { ["first", "again"].as_slice() } else { ["first"].as_slice() };
             for round in rounds {
                 let cpu_before = cpu::cpu_time(pid)?;
                 let started = Instant::now();
                 let boards: Vec<_> = (0..args.boards)
-                    .map(|n| tokio::spawn(board(server.mqtt, n, Arc::clone(&password), Arc::clone(&args), started)))
+                    .map(|n| tokio::spawn(board(server.mqtt, n, logins.clone(), Arc::clone(&args), started)))
                     .collect();
                 let mut results = Vec::with_capacity(boards.len());
                 for b in boards {
