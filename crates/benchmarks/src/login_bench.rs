@@ -223,9 +223,8 @@ async fn main() -> anyhow::Result<()> {
             for round in rounds {
                 let cpu_before = cpu::cpu_time(pid)?;
                 let started = Instant::now();
-                let boards: Vec<_> = (0..args.boards)
-                    .map(|n| tokio::spawn(board(server.mqtt, n, logins.clone(), Arc::clone(&args), started)))
-                    .collect();
+                let boards: Vec<_> =
+                    (0..args.boards).map(|n| tokio::spawn(board(server.mqtt, n, logins.clone(), Arc::clone(&args), started))).collect();
                 let mut results = Vec::with_capacity(boards.len());
                 for b in boards {
                     results.push(b.await?);

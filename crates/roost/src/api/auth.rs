@@ -116,7 +116,8 @@ pub async fn login(
         tracing::warn!(%peer, user = %body.username, waited = ?admission.waited, "dashboard login slowed down after failed logins");
     }
     let user = state.store.user(&body.username).await?;
-    let Ok(verified) = state.login_limiter.verify_user(user, body.password.into_bytes()).await else {
+    let reuse = crate::auth::limiter::Reuse::Never;
+    let Ok(verified) = state.login_limiter.verify_user(user, body.password.into_bytes(), reuse).await else {
         // Not the user's failure: the password was not checked.
         drop(admission);
         return Err(ApiError::Busy);

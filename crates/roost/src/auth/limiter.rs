@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedMutexGuard, SemaphorePermit};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 /// The first delay once a pair is over its limit; it doubles with each further failure.
@@ -66,6 +66,14 @@ pub struct LimiterConfig {
 /// refusal reaches a board that is still there.
 pub const CHECK_WAIT: Duration = Duration::from_secs(5);
 
+/// Whether a login may be let in on a password verified lately (`auth/verified`): device logins
+/// over MQTT may (a fleet reconnecting); the dashboard's are checked every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    Verified,
+    Never,
+}
+
 /// A login refused because it waited [`LimiterConfig::check_wait`] for a password check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyLogins;
@@ -86,8 +94,8 @@ enum Lane {
 pub struct LoginLimiter {
     config: LimiterConfig,
     state: Mutex<State>,
-    /// One permit per password being checked.
-    checks: tokio::sync::Semaphore,
+    /// One permit per password being checked (held by the check itself, to its end).
+    checks: Arc<tokio::sync::Semaphore>,
     /// Logins verified lately, let in again without a check.
     verified: super::verified::VerifiedLogins,
 }
@@ -131,7 +139,7 @@ impl Admission<'_> {
 
 impl LoginLimiter {
     pub fn new(config: LimiterConfig) -> Self {
-        let checks = tokio::sync::Semaphore::new(config.concurrent_checks.max(1));
+        let checks = Arc::new(tokio::sync::Semaphore::new(config.concurrent_checks.max(1)));
         Self { config, state: Mutex::default(), checks, verified: Default::default() }
     }
 
@@ -152,19 +160,25 @@ impl LoginLimiter {
     }
 
     /// `password::verify_user` in its turn: at most `concurrent_checks` at once, the others
-    /// wait in order, each for `check_wait` at most. A user's password verified within the
-    /// last day needs no turn (`auth/verified`).
-    pub async fn verify_user(&self, user: Option<UserRecord>, password: Vec<u8>) -> Result<Option<UserRecord>, TooManyLogins> {
-        if user.as_ref().is_some_and(|u| self.verified.knows(&u.password_hash, &password)) {
+    /// wait in order, each for `check_wait` at most. With [`Reuse::Verified`], a device user's
+    /// password verified within the last day needs no turn (`auth/verified`).
+    pub async fn verify_user(
+        &self,
+        user: Option<UserRecord>,
+        password: Vec<u8>,
+        reuse: Reuse,
+    ) -> Result<Option<UserRecord>, TooManyLogins> {
+        let reused = |u: &UserRecord| reuse == Reuse::Verified && !u.is_admin;
+        if user.as_ref().is_some_and(|u| reused(u) && self.verified.knows(&u.name, &u.password_hash, &password)) {
             return Ok(user);
         }
-        let Ok(_turn) = tokio::time::timeout(self.config.check_wait, self.password_check_turn()).await else {
+        let Ok(turn) = tokio::time::timeout(self.config.check_wait, self.password_check_turn()).await else {
             self.refused_busy();
             return Err(TooManyLogins);
         };
-        let verified = super::password::verify_user(user, password.clone()).await;
-        if let Some(user) = &verified {
-            self.verified.remember(&user.password_hash, &password);
+        let verified = super::password::verify_user(user, password.clone(), turn).await;
+        if let Some(user) = verified.as_ref().filter(|u| reused(u)) {
+            self.verified.remember(&user.name, &user.password_hash, &password);
         }
         Ok(verified)
     }
@@ -177,6 +191,7 @@ impl LoginLimiter {
         if state.busy.1.is_none_or(|last| now - last >= BUSY_WARNING_EVERY) {
             tracing::warn!(
                 refused = state.busy.0,
+                since_the_last_warning = ?state.busy.1.map(|last| now - last),
                 waited = ?self.config.check_wait,
                 concurrent_checks = self.config.concurrent_checks,
                 "logins waited too long for a password check and were refused as unavailable (the clients try again)"
@@ -186,8 +201,8 @@ impl LoginLimiter {
     }
 
     /// A turn to check a password (hold it for the check).
-    async fn password_check_turn(&self) -> SemaphorePermit<'_> {
-        self.checks.acquire().await.expect("the semaphore is never closed")
+    async fn password_check_turn(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.checks).acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// The lane and delay for `pair`, if it must be slowed.
@@ -327,51 +342,48 @@ mod tests {
         let limiter = Arc::new(with_limits(100, 1000)); // two at once
         let turns = (limiter.password_check_turn().await, limiter.password_check_turn().await);
         let started = Instant::now();
-        assert_eq!(limiter.verify_user(None, b"guess".to_vec()).await, Err(TooManyLogins));
+        assert_eq!(limiter.verify_user(None, b"guess".to_vec(), Reuse::Verified).await, Err(TooManyLogins));
         assert_eq!(started.elapsed(), CHECK_WAIT, "refused after waiting `check_wait`");
         assert_eq!(limiter.lock().busy.0, 0, "said in the log at once (and counted from there)");
-        assert_eq!(limiter.verify_user(None, b"guess".to_vec()).await, Err(TooManyLogins));
+        assert_eq!(limiter.verify_user(None, b"guess".to_vec(), Reuse::Verified).await, Err(TooManyLogins));
         assert_eq!(limiter.lock().busy.0, 1, "the next refusal within ten seconds is counted, not said");
         // A turn that comes within the wait: the password is checked (an unknown user: refused).
         let waiting = tokio::spawn({
             let limiter = Arc::clone(&limiter);
-            async move { limiter.verify_user(None, b"guess".to_vec()).await }
+            async move { limiter.verify_user(None, b"guess".to_vec(), Reuse::Verified).await }
         });
         tokio::time::sleep(CHECK_WAIT / 2).await;
         drop(turns);
         assert_eq!(waiting.await.unwrap(), Ok(None));
     }
 
-    /// A password verified once is let in again without a turn (here, with both turns held),
-    /// until the user's password changes; a wrong one still waits for its check.
+    fn user(name: &str, password_hash: String, is_admin: bool) -> UserRecord {
+        UserRecord { name: name.into(), password_hash, is_admin, grants: Vec::new(), created_at: crate::model::TimestampMs(0) }
+    }
+
+    /// A device user's password verified once over MQTT is let in again without a turn (here,
+    /// with both turns held), until the password changes; a wrong one, a failed one, an
+    /// admin's and the dashboard's still wait for a check.
     #[tokio::test(start_paused = true)]
-    async fn a_password_verified_lately_needs_no_turn() {
+    async fn a_device_password_verified_lately_needs_no_turn() {
         let limiter = with_limits(100, 1000);
-        let hash = crate::auth::password::hash("board-secret".into()).await.unwrap();
-        let user = UserRecord {
-            name: "board".into(),
-            password_hash: hash,
-            is_admin: false,
-            grants: Vec::new(),
-            created_at: crate::model::TimestampMs(0),
-        };
-        assert_eq!(limiter.verify_user(Some(user.clone()), b"board-secret".to_vec()).await, Ok(Some(user.clone())));
+        let board = user("board", crate::auth::password::hash("board-secret".into()).await.unwrap(), false);
+        let admin = user("admin", crate::auth::password::hash("admin-secret".into()).await.unwrap(), true);
+        let check = |u: &UserRecord, password: &str, reuse| limiter.verify_user(Some(u.clone()), password.as_bytes().to_vec(), reuse);
+        assert_eq!(check(&board, "board-secret", Reuse::Verified).await, Ok(Some(board.clone())));
+        assert_eq!(check(&board, "wrong", Reuse::Verified).await, Ok(None), "checked and refused");
+        assert_eq!(check(&admin, "admin-secret", Reuse::Verified).await, Ok(Some(admin.clone())));
         let _turns = (limiter.password_check_turn().await, limiter.password_check_turn().await);
         let started = Instant::now();
-        assert_eq!(limiter.verify_user(Some(user.clone()), b"board-secret".to_vec()).await, Ok(Some(user.clone())));
+        assert_eq!(check(&board, "board-secret", Reuse::Verified).await, Ok(Some(board.clone())));
         assert_eq!(started.elapsed(), Duration::ZERO, "no turn taken");
-        assert_eq!(limiter.verify_user(Some(user.clone()), b"guess".to_vec()).await, Err(TooManyLogins), "a wrong one waits for a check");
-        let changed = UserRecord { password_hash: crate::auth::password::hash("board-secret".into()).await.unwrap(), ..user };
-        assert_eq!(
-            limiter.verify_user(Some(changed), b"board-secret".to_vec()).await,
-            Err(TooManyLogins),
-            "a new password hash is checked"
-        );
-        assert_eq!(
-            limiter.verify_user(None, b"board-secret".to_vec()).await,
-            Err(TooManyLogins),
-            "a removed user is checked (and refused)"
-        );
+        assert_eq!(check(&board, "wrong", Reuse::Verified).await, Err(TooManyLogins), "a refused password is not remembered");
+        assert_eq!(check(&board, "board-secret", Reuse::Never).await, Err(TooManyLogins), "the dashboard checks every time");
+        assert_eq!(check(&admin, "admin-secret", Reuse::Verified).await, Err(TooManyLogins), "an admin's is not remembered");
+        let changed = user("board", crate::auth::password::hash("board-secret".into()).await.unwrap(), false);
+        assert_eq!(check(&changed, "board-secret", Reuse::Verified).await, Err(TooManyLogins), "a new password hash is checked");
+        let removed = limiter.verify_user(None, b"board-secret".to_vec(), Reuse::Verified).await;
+        assert_eq!(removed, Err(TooManyLogins), "a removed user is checked (and refused)");
     }
 
     #[tokio::test]

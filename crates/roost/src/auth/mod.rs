@@ -80,7 +80,8 @@ impl UserAuth {
                 }
             }
         }
-        match self.limiter.verify_user(user, credentials.password.unwrap_or_default().to_vec()).await {
+        let password = credentials.password.unwrap_or_default().to_vec();
+        match self.limiter.verify_user(user, password, limiter::Reuse::Verified).await {
             Ok(Some(user)) => self.allow(user),
             Ok(None) => AuthOutcome::BadCredentials,
             Err(limiter::TooManyLogins) => AuthOutcome::Unavailable,

@@ -24,7 +24,19 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
 
 /// Whether `password` matches `stored` (a PHC string). A malformed hash never matches.
 pub async fn verify(password: Vec<u8>, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_blocking(&password, &stored)).await.unwrap_or(false)
+    verify_holding(password, stored, ()).await
+}
+
+/// [`verify`], holding `held` (a turn to check a password) until the check is over, even if
+/// this future is dropped before (a client gone): the check itself runs on to its end.
+pub async fn verify_holding<T: Send + 'static>(password: Vec<u8>, stored: String, held: T) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let matches = verify_blocking(&password, &stored);
+        drop(held);
+        matches
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn verify_blocking(password: &[u8], stored: &str) -> bool {
@@ -32,10 +44,14 @@ fn verify_blocking(password: &[u8], stored: &str) -> bool {
 }
 
 /// `user` if `password` is theirs. An unknown user (`None`) costs a full verification against
-/// the dummy hash too, so timing does not reveal which names exist.
-pub async fn verify_user(user: Option<crate::store::UserRecord>, password: Vec<u8>) -> Option<crate::store::UserRecord> {
+/// the dummy hash too, so timing does not reveal which names exist. `held` as for [`verify`].
+pub async fn verify_user<T: Send + 'static>(
+    user: Option<crate::store::UserRecord>,
+    password: Vec<u8>,
+    held: T,
+) -> Option<crate::store::UserRecord> {
     let stored = user.as_ref().map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
-    let matches = verify(password, stored).await;
+    let matches = verify_holding(password, stored, held).await;
     user.filter(|_| matches)
 }
 
