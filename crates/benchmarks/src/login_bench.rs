@@ -12,9 +12,8 @@
 //!
 //! `cargo build --release -p roost -p roost-benchmarks && target/release/login-bench --boards 2000 --cpus 0`
 
-#[allow(dead_code)] // shared with broker-bench, which uses all of it
-mod client;
 mod cpu;
+mod launch;
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
@@ -89,11 +88,14 @@ impl Server {
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let limit = Duration::from_secs(20);
+        let deadline = Instant::now() + limit;
+        launch::wait_listening(mqtt, "roost", limit).await?;
+        // The first start's admin password (written as it starts, around when it listens).
         let file = dir.path().join("roost-admin-password");
-        while TcpStream::connect(mqtt).await.is_err() || !file.exists() {
+        while !file.exists() {
             if Instant::now() > deadline {
-                bail!("roost did not start listening on {mqtt}");
+                bail!("roost wrote no {}", file.display());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -195,7 +197,7 @@ async fn log_in(mqtt: SocketAddr, n: usize, user: &str, password: &str) -> anyho
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.roost.is_empty() {
-        args.roost.push(std::env::current_exe()?.with_file_name("roost"));
+        args.roost.push(launch::roost_binary(None)?);
     }
     let args = Arc::new(args);
     println!(

@@ -10,6 +10,7 @@ mod databases;
 mod fleet;
 mod history;
 mod ingest;
+mod launch;
 mod stats;
 
 use anyhow::{bail, Context};
@@ -127,11 +128,7 @@ impl Broker {
         let dir = tempfile::tempdir()?;
         let mut cmd = match kind {
             Kind::Roost => {
-                let bin = match &args.roost {
-                    Some(p) => p.clone(),
-                    None => std::env::current_exe()?.with_file_name("roost"),
-                };
-                let mut c = Command::new(bin);
+                let mut c = Command::new(launch::roost_binary(args.roost.as_deref())?);
                 c.args([
                     "serve",
                     "--allow-anonymous",
@@ -179,13 +176,7 @@ impl Broker {
         let logs = if std::env::var_os("BENCH_BROKER_LOGS").is_some() { std::process::Stdio::inherit } else { std::process::Stdio::null };
         cmd.stdout(std::process::Stdio::null()).stderr(logs()).kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {kind:?}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("{kind:?} did not start listening on {addr}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        launch::wait_listening(addr, &format!("{kind:?}"), Duration::from_secs(10)).await?;
         Ok(Self { addr, child: Some(child), _dir: dir })
     }
 

@@ -9,6 +9,7 @@
 
 #[allow(dead_code)] // shared with broker-bench, which uses all of it
 mod client;
+mod launch;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -123,11 +124,7 @@ impl Server {
         let free = || -> anyhow::Result<SocketAddr> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?) };
         let (mqtt, http) = (free()?, free()?);
         let data_dir = tempfile::tempdir()?;
-        let bin = match &args.roost {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()?.with_file_name("roost"),
-        };
-        let child = Command::new(bin)
+        let child = Command::new(launch::roost_binary(args.roost.as_deref())?)
             .args(["serve", "--allow-anonymous", "--max-connections-per-ip", "0", "--mqtt-ws-listen", "127.0.0.1:0"])
             .args(["--mqtt-listen", &mqtt.to_string(), "--http-listen", &http.to_string(), "--database", url, "--retention", retention])
             // Its own data directory (roost-serve.json), as in broker-bench.
@@ -138,13 +135,7 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .context("starting roost")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(mqtt).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("roost did not start listening on {mqtt}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        launch::wait_listening(mqtt, "roost", Duration::from_secs(30)).await?;
         Ok(Self { mqtt, http, _child: child, _data_dir: data_dir })
     }
 

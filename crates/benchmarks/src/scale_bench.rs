@@ -15,6 +15,7 @@ mod cpu;
 #[path = "databases.rs"]
 #[allow(dead_code)] // `fresh_url`: scale-out runs on PostgreSQL only, re-created as given
 mod databases;
+mod launch;
 #[path = "stats.rs"]
 mod stats;
 
@@ -67,16 +68,8 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("{what} did not start listening on {addr}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
+/// How long a server may take to start listening.
+const START_LIMIT: Duration = Duration::from_secs(20);
 
 struct Mosquitto {
     addr: SocketAddr,
@@ -99,7 +92,7 @@ impl Mosquitto {
         )?;
         let child = Command::new(&args.mosquitto).arg("-c").arg(&conf).kill_on_drop(true).spawn().context("starting mosquitto")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_listening(addr, "mosquitto").await?;
+        launch::wait_listening(addr, "mosquitto", START_LIMIT).await?;
         Ok(Self { addr, child, _dir: dir })
     }
 }
@@ -112,10 +105,7 @@ struct Node {
 
 impl Node {
     async fn start(args: &Args, name: &str, upstream: SocketAddr) -> anyhow::Result<Self> {
-        let bin = match &args.roost {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?.with_file_name("roost"),
-        };
+        let bin = launch::roost_binary(args.roost.as_deref())?;
         let dir = tempfile::tempdir()?;
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let child = Command::new(bin)
@@ -131,7 +121,7 @@ impl Node {
             .spawn()
             .context("starting roost")?;
         let node = Self { child, http, _dir: dir };
-        wait_listening(http, "roost").await?;
+        launch::wait_listening(http, "roost", START_LIMIT).await?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while node.metric("roost_upstream_connected").await? < 1.0 {
             if Instant::now() > deadline {
