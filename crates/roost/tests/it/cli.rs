@@ -1,6 +1,6 @@
 //! The `roost` binary itself: bound addresses in the log, clean exit on SIGTERM, clear errors.
 
-use crate::support::{pid, publish, Raw};
+use crate::support::{output_with_input, pid, publish, Raw};
 use mqtt_codec::{Ack, Packet, QoS};
 use std::process::Stdio;
 use std::time::Duration;
@@ -218,19 +218,8 @@ async fn unparsable_settings_are_refused_with_exit_2() {
 #[tokio::test]
 async fn json_lines_on_standard_input_are_imported_without_naming_their_format() {
     let (cwd, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut child = roost(&cwd)
-        .args(["import", "-", "--data-dir"])
-        .arg(data.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1700000000,\"value\":1.5}\n").await.unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let row = b"{\"owner\":\"o\",\"place\":\"p\",\"category\":\"t\",\"ts_ms\":1700000000,\"value\":1.5}\n";
+    let out = output_with_input(roost(&cwd).args(["import", "-", "--data-dir"]).arg(data.path()), row, Duration::from_secs(30)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("imported 1 reading (1 new sensor)"), "{stderr}");
     let out = roost(&cwd).args(["export", "--data-dir"]).arg(data.path()).output().await.unwrap();
@@ -242,17 +231,9 @@ async fn json_lines_on_standard_input_are_imported_without_naming_their_format()
 #[tokio::test]
 async fn user_errors_print_one_line_without_a_backtrace() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = roost(&dir)
-        .args(["user", "add", "bob", "--password-stdin"])
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncWriteExt;
-    child.stdin.take().unwrap().write_all(b"short\n").await.unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let mut add = roost(&dir);
+    add.args(["user", "add", "bob", "--password-stdin"]).env("RUST_BACKTRACE", "1");
+    let out = output_with_input(&mut add, b"short\n", Duration::from_secs(30)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();

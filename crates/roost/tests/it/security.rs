@@ -2,7 +2,7 @@
 //! Argon2id hashes, CONNACK codes, per-owner ACLs for publish and subscribe, the first admin.
 
 use crate::databases::{Backend, TestDb};
-use crate::support::{add_user, eventually_async, pid, publish, roost_command, Raw, TestServer};
+use crate::support::{add_user, eventually_async, output_with_input, pid, publish, roost_command, Raw, TestServer};
 use mqtt_codec::*;
 use roost::auth::password;
 use roost::store::Store;
@@ -13,19 +13,9 @@ use tokio::process::Command;
 
 /// Runs `roost user ARGS --database URL` with `stdin`; returns (success, stdout, stderr).
 async fn user_cli(db: &TestDb, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = roost_command("warn")
-        .arg("user")
-        .args(args)
-        .args(["--database", db.url.expose_secret()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+    let mut user = roost_command("warn");
+    user.arg("user").args(args).args(["--database", db.url.expose_secret()]);
+    let out = output_with_input(&mut user, stdin.as_bytes(), Duration::from_secs(60)).await;
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -292,6 +292,17 @@ pub fn roost_command(log: &str) -> tokio::process::Command {
     cmd
 }
 
+/// Runs `cmd` with `input` on its standard input (closed after it), for `limit` at most; what it
+/// printed, and how it ended.
+pub async fn output_with_input(cmd: &mut tokio::process::Command, input: &[u8], limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(limit, child.wait_with_output()).await.expect("the command ends in time").unwrap()
+}
+
 /// `roost serve` flags that put its plain listeners on free ports, for tests that run the binary.
 pub const ANY_PORTS: [&str; 6] = ["--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
 
