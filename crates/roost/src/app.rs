@@ -377,12 +377,6 @@ impl App {
                 crate::alerts::run(Arc::clone(&store), Arc::clone(&broker), Arc::clone(&hooks), alerts_config.clone(), inputs, stop)
             },
         ));
-        if self.ha_discovery.is_none() {
-            let withdrawn = crate::ha_discovery::withdraw_earlier_announcements(&self.broker);
-            if withdrawn > 0 {
-                info!(configs = withdrawn, "Home Assistant discovery is off: withdrew the sensor configs an earlier run announced");
-            }
-        }
         if let Some(config) = self.ha_discovery {
             info!(prefix = %config.prefix, "Home Assistant discovery: announcing sensors (on the node holding its lease)");
             let (store, broker, feeds, deleted, changed) =
@@ -404,6 +398,11 @@ impl App {
                     )
                 },
             ));
+        } else {
+            let withdrawn = crate::ha_discovery::withdraw_earlier_announcements(&self.broker);
+            if withdrawn > 0 {
+                info!(configs = withdrawn, "Home Assistant discovery is off: withdrew the sensor configs an earlier run announced");
+            }
         }
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(ingest::run_writer(
